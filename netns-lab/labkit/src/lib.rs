@@ -1,0 +1,1 @@
+//! labkit: test helpers for the netns lab.
