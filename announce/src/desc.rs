@@ -1,0 +1,405 @@
+//! VIP desc files: the per-VIP quorum summary keepalived's quorum handler writes and
+//! the arbiter reads.
+//!
+//! ```json
+//! {"active": 1, "total": 2, "announce": false, "local-preference": 100,
+//!  "ports": {"80": "up", "443": "down"}}
+//! ```
+//!
+//! `ports` holds the last quorum state of each virtual server (port; 0 for a
+//! fwmark/all-ports service) so that a later call can recount. Readers ignore fields
+//! they do not know; files without `ports` (written by the original Python tool) read
+//! as having no per-port state.
+//!
+//! Writers hold an exclusive `flock` on `<path>.lock` ([`DescLock`]) for the whole
+//! read-modify-write and replace the file atomically ([`write_atomic`]): temp file in
+//! the same directory, `fsync`, `rename`, `fsync` of the directory. A reader therefore
+//! sees the old or the new file, never a torn one.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Local-preference used when no quorum call has given one.
+pub const DEFAULT_LOCAL_PREFERENCE: u32 = 100;
+
+/// Desc files larger than this are refused as corrupt (a real one is < 1 KiB).
+pub const MAX_DESC_BYTES: u64 = 256 * 1024;
+
+/// Quorum state of one virtual server (port) of a VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortState {
+    /// Last quorum call was `up`.
+    Up,
+    /// Last quorum call was `down`.
+    Down,
+}
+
+/// The contents of one VIP desc file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desc {
+    /// Virtual servers (ports) of the VIP whose last quorum call was `up`.
+    pub active: u32,
+    /// Virtual servers (ports) of the VIP known so far.
+    pub total: u32,
+    /// True exactly when `active == total`: the VIP should be announced.
+    pub announce: bool,
+    /// BGP LOCAL_PREF for the VIP.
+    #[serde(rename = "local-preference", default = "default_local_preference")]
+    pub local_preference: u32,
+    /// Per-port quorum state (port 0 = fwmark/all-ports service).
+    #[serde(default)]
+    pub ports: BTreeMap<u16, PortState>,
+}
+
+fn default_local_preference() -> u32 {
+    DEFAULT_LOCAL_PREFERENCE
+}
+
+impl Default for Desc {
+    fn default() -> Self {
+        Self {
+            active: 0,
+            total: 0,
+            announce: false,
+            local_preference: DEFAULT_LOCAL_PREFERENCE,
+            ports: BTreeMap::new(),
+        }
+    }
+}
+
+/// Errors reading, locking or writing desc files.
+#[derive(Debug, thiserror::Error)]
+pub enum DescError {
+    /// The desc file does not exist.
+    #[error("desc file {0} does not exist")]
+    NotFound(PathBuf),
+    /// An I/O error on the file, its lock or its directory.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is larger than [`MAX_DESC_BYTES`].
+    #[error("desc file {path} is {size} bytes, more than the {MAX_DESC_BYTES} allowed")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// The file is not valid desc JSON (corrupt, truncated, wrong types).
+    #[error("desc file {path} is not valid: {source}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON parser said (line and column included).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The JSON parses but says more ports are active than exist.
+    #[error("desc file {path} says active {active} > total {total}")]
+    Inconsistent {
+        /// The file.
+        path: PathBuf,
+        /// `active` as read.
+        active: u32,
+        /// `total` as read.
+        total: u32,
+    },
+    /// The desc could not be serialised (not expected for this plain structure).
+    #[error("cannot encode desc: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The path has no file name or no parent directory.
+    #[error("desc path {0} has no parent directory or file name")]
+    BadPath(PathBuf),
+}
+
+impl DescError {
+    /// True when the file is simply absent.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound(_))
+    }
+
+    /// True when the file exists but its contents are unusable.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(
+            self,
+            Self::Corrupt { .. } | Self::TooLarge { .. } | Self::Inconsistent { .. }
+        )
+    }
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DescError + 'a {
+    move |source| DescError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Desc {
+    /// Parse desc JSON; `path` is only used in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, DescError> {
+        let desc: Desc = serde_json::from_slice(bytes).map_err(|source| DescError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if desc.active > desc.total {
+            return Err(DescError::Inconsistent {
+                path: path.to_path_buf(),
+                active: desc.active,
+                total: desc.total,
+            });
+        }
+        Ok(desc)
+    }
+
+    /// Read and parse a desc file (no lock needed: writers replace atomically).
+    pub fn read(path: &Path) -> Result<Self, DescError> {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(DescError::NotFound(path.to_path_buf()))
+            }
+            Err(e) => return Err(io_err("open", path)(e)),
+        };
+        read_open(file, path)
+    }
+
+    /// Serialise as the file's bytes (one line of JSON and a newline).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, DescError> {
+        let mut out = serde_json::to_vec(self).map_err(DescError::Encode)?;
+        out.push(b'\n');
+        Ok(out)
+    }
+
+    /// Recompute `active`, `total` and `announce` from `ports` and the ports the
+    /// service mapping knows for the VIP: `total` = |known ∪ ports seen|, `active` =
+    /// ports whose state is up, `announce` = `active == total`.
+    pub fn recount(&mut self, known_ports: &std::collections::BTreeSet<u16>) {
+        let extra_known = known_ports
+            .iter()
+            .filter(|p| !self.ports.contains_key(p))
+            .count();
+        let total = self.ports.len() + extra_known;
+        let active = self.ports.values().filter(|s| **s == PortState::Up).count();
+        self.total = u32::try_from(total).unwrap_or(u32::MAX);
+        self.active = u32::try_from(active).unwrap_or(u32::MAX);
+        self.announce = self.active == self.total;
+    }
+}
+
+/// Parse an already opened desc file, refusing oversized ones.
+pub(crate) fn read_open(file: File, path: &Path) -> Result<Desc, DescError> {
+    let size = file.metadata().map_err(io_err("stat", path))?.len();
+    if size > MAX_DESC_BYTES {
+        return Err(DescError::TooLarge {
+            path: path.to_path_buf(),
+            size,
+        });
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(MAX_DESC_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(io_err("read", path))?;
+    Desc::parse(&buf, path)
+}
+
+/// `<path>.lock`, the lock file of a desc file.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// An exclusive lock on a desc file, held until dropped.
+///
+/// It is an `flock(LOCK_EX)` on `<path>.lock` (never on the desc itself, which is
+/// replaced by rename and so changes inode). The lock file is created when missing
+/// and left in place.
+#[derive(Debug)]
+pub struct DescLock {
+    _file: File,
+}
+
+impl DescLock {
+    /// Block until the exclusive lock for `path` is ours.
+    pub fn acquire(path: &Path) -> Result<Self, DescError> {
+        let lp = lock_path(path);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lp)
+            .map_err(io_err("open lock", &lp))?;
+        file.lock().map_err(io_err("lock", &lp))?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// Replace `path` with `desc` atomically: write `.<name>.<pid>.tmp` in the same
+/// directory, `fsync` it, rename it over `path`, `fsync` the directory. The caller
+/// should hold the [`DescLock`].
+pub fn write_atomic(path: &Path, desc: &Desc) -> Result<(), DescError> {
+    let dir = match path.parent() {
+        Some(d) if d.as_os_str().is_empty() => Path::new("."),
+        Some(d) => d,
+        None => return Err(DescError::BadPath(path.to_path_buf())),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| DescError::BadPath(path.to_path_buf()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io_err("create", &tmp))?;
+        f.write_all(&desc.to_bytes()?)
+            .map_err(io_err("write", &tmp))?;
+        f.sync_all().map_err(io_err("fsync", &tmp))?;
+        fs::rename(&tmp, path).map_err(io_err("rename over", path))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync directory", dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn reads_the_design_example_and_ignores_unknown_fields() {
+        let raw = br#"{"active": 2, "total": 2, "announce": true, "local-preference": 100, "vendor": {"x": 1}}"#;
+        let d = Desc::parse(raw, Path::new("x")).unwrap();
+        assert_eq!(d.active, 2);
+        assert_eq!(d.total, 2);
+        assert!(d.announce);
+        assert_eq!(d.local_preference, 100);
+        assert!(d.ports.is_empty());
+    }
+
+    #[test]
+    fn round_trips_with_ports() {
+        let raw = br#"{"active":1,"total":2,"announce":false,"local-preference":150,"ports":{"80":"up","443":"down"}}"#;
+        let d = Desc::parse(raw, Path::new("x")).unwrap();
+        assert_eq!(d.ports.get(&80), Some(&PortState::Up));
+        assert_eq!(d.ports.get(&443), Some(&PortState::Down));
+        let again = Desc::parse(&d.to_bytes().unwrap(), Path::new("x")).unwrap();
+        assert_eq!(again, d);
+        let text = String::from_utf8(d.to_bytes().unwrap()).unwrap();
+        assert!(text.contains(r#""local-preference":150"#), "{text}");
+        assert!(
+            text.contains(r#""ports":{"80":"up","443":"down"}"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn corrupt_inputs_are_typed_errors() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"{",
+            br#"{"active": 1, "total": 2, "announce": tr"#,
+            br#"{"active": "1", "total": 2, "announce": false}"#,
+            br#"{"active": 1, "total": 1, "announce": true, "ports": {"http": "up"}}"#,
+            br#"{"active": 1, "total": 1, "announce": true, "ports": {"80": "sideways"}}"#,
+            br#"{"active": -1, "total": 1, "announce": true}"#,
+            b"\xff\xfe garbage",
+            br#"[1,2,3]"#,
+        ];
+        for raw in cases {
+            let err = Desc::parse(raw, Path::new("f")).unwrap_err();
+            assert!(err.is_corrupt(), "{err}");
+        }
+        let err = Desc::parse(
+            br#"{"active": 3, "total": 2, "announce": false}"#,
+            Path::new("f"),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            DescError::Inconsistent {
+                active: 3,
+                total: 2,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn recount_unions_known_and_seen_ports() {
+        let mut d = Desc::default();
+        d.ports.insert(80, PortState::Up);
+        d.ports.insert(8080, PortState::Up);
+        d.recount(&BTreeSet::from([80, 443]));
+        assert_eq!((d.active, d.total, d.announce), (2, 3, false));
+        d.ports.insert(443, PortState::Up);
+        d.recount(&BTreeSet::from([80, 443]));
+        assert_eq!((d.active, d.total, d.announce), (3, 3, true));
+    }
+
+    #[test]
+    fn write_read_and_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keepalived-192.0.2.1-desc.json");
+        assert!(Desc::read(&path).unwrap_err().is_not_found());
+        let mut d = Desc::default();
+        d.ports.insert(0, PortState::Up);
+        d.recount(&BTreeSet::new());
+        {
+            let _lock = DescLock::acquire(&path).unwrap();
+            write_atomic(&path, &d).unwrap();
+        }
+        assert_eq!(Desc::read(&path).unwrap(), d);
+        assert!(lock_path(&path).exists());
+        // No temp files are left behind.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn oversized_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.json");
+        fs::write(&path, vec![b' '; (MAX_DESC_BYTES + 1) as usize]).unwrap();
+        assert!(matches!(Desc::read(&path), Err(DescError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn lock_is_exclusive_between_handles() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.json");
+        let held = DescLock::acquire(&path).unwrap();
+        let other = File::options().write(true).open(lock_path(&path)).unwrap();
+        assert!(other.try_lock().is_err());
+        drop(held);
+        assert!(other.try_lock().is_ok());
+    }
+}

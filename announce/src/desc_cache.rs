@@ -1,0 +1,310 @@
+//! The arbiter's view of all VIP desc files, refreshed cheaply.
+//!
+//! Every `vips_description_update_interval` the arbiter calls [`DescCache::refresh`].
+//! It `stat`s each known path and re-reads only files whose (inode, size, mtime)
+//! changed since the last look. Writers replace desc files by rename, so every write
+//! yields a new inode and is seen even within one mtime tick. The result lists the
+//! VIPs whose state actually changed.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::desc::{read_open, Desc, DescError};
+
+/// What the cache knows about one VIP's desc file.
+#[derive(Debug, Clone)]
+pub enum DescState {
+    /// No file (yet).
+    Missing,
+    /// A valid desc.
+    Valid(Desc),
+    /// The file exists but could not be read or parsed.
+    Invalid(Arc<DescError>),
+}
+
+impl DescState {
+    /// The desc, when valid.
+    pub fn desc(&self) -> Option<&Desc> {
+        match self {
+            Self::Valid(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// True when the VIP should be announced per its desc.
+    pub fn announce(&self) -> bool {
+        self.desc().is_some_and(|d| d.announce)
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Missing, Self::Missing) => true,
+            (Self::Valid(a), Self::Valid(b)) => a == b,
+            (Self::Invalid(a), Self::Invalid(b)) => a.to_string() == b.to_string(),
+            _ => false,
+        }
+    }
+}
+
+/// One VIP whose desc state changed in a [`DescCache::refresh`].
+#[derive(Debug, Clone)]
+pub struct DescUpdate {
+    /// The VIP.
+    pub vip: IpAddr,
+    /// Its state before.
+    pub old: DescState,
+    /// Its state now.
+    pub new: DescState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Fingerprint {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    path: PathBuf,
+    seen: Option<Fingerprint>,
+    state: DescState,
+}
+
+/// Cached desc files of a set of VIPs.
+#[derive(Debug, Default)]
+pub struct DescCache {
+    entries: BTreeMap<IpAddr, Entry>,
+    parses: u64,
+}
+
+impl DescCache {
+    /// An empty cache; give it paths with [`set_paths`](Self::set_paths).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replace the watched set (e.g. after a mapping change). VIPs that stay keep
+    /// their cached state when their path is unchanged; new ones start `Missing` and
+    /// are read on the next [`refresh`](Self::refresh).
+    pub fn set_paths(&mut self, paths: impl IntoIterator<Item = (IpAddr, PathBuf)>) {
+        let mut old = std::mem::take(&mut self.entries);
+        for (vip, path) in paths {
+            let entry = match old.remove(&vip) {
+                Some(e) if e.path == path => e,
+                _ => Entry {
+                    path,
+                    seen: None,
+                    state: DescState::Missing,
+                },
+            };
+            self.entries.insert(vip, entry);
+        }
+    }
+
+    /// Stat every file, re-parse the changed ones, and return the VIPs whose state
+    /// differs from before.
+    pub fn refresh(&mut self) -> Vec<DescUpdate> {
+        let mut updates = Vec::new();
+        for (vip, entry) in &mut self.entries {
+            let (seen, new) = match File::open(&entry.path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => (None, DescState::Missing),
+                Err(source) => (
+                    None,
+                    DescState::Invalid(Arc::new(DescError::Io {
+                        op: "open",
+                        path: entry.path.clone(),
+                        source,
+                    })),
+                ),
+                Ok(file) => {
+                    // fstat of the opened file: the fingerprint and the bytes belong
+                    // to the same inode even if a writer renames meanwhile.
+                    let fp = match file.metadata() {
+                        Ok(meta) => Fingerprint::of(&meta),
+                        Err(source) => {
+                            let err = DescError::Io {
+                                op: "stat",
+                                path: entry.path.clone(),
+                                source,
+                            };
+                            let new = DescState::Invalid(Arc::new(err));
+                            push_if_changed(&mut updates, *vip, entry, None, new);
+                            continue;
+                        }
+                    };
+                    if entry.seen == Some(fp) {
+                        continue;
+                    }
+                    self.parses += 1;
+                    let state = match read_open(file, &entry.path) {
+                        Ok(d) => DescState::Valid(d),
+                        Err(e) => {
+                            tracing::warn!(%vip, error = %e, "unusable VIP desc file");
+                            DescState::Invalid(Arc::new(e))
+                        }
+                    };
+                    (Some(fp), state)
+                }
+            };
+            push_if_changed(&mut updates, *vip, entry, seen, new);
+        }
+        updates
+    }
+
+    /// The cached state of `vip`, if it is watched.
+    pub fn state(&self, vip: IpAddr) -> Option<&DescState> {
+        self.entries.get(&vip).map(|e| &e.state)
+    }
+
+    /// The cached desc of `vip`, when valid.
+    pub fn get(&self, vip: IpAddr) -> Option<&Desc> {
+        self.state(vip).and_then(DescState::desc)
+    }
+
+    /// Every watched VIP and its state.
+    pub fn iter(&self) -> impl Iterator<Item = (IpAddr, &DescState)> {
+        self.entries.iter().map(|(vip, e)| (*vip, &e.state))
+    }
+
+    /// How many file parses the cache has done (for metrics and tests).
+    pub fn parses(&self) -> u64 {
+        self.parses
+    }
+}
+
+fn push_if_changed(
+    updates: &mut Vec<DescUpdate>,
+    vip: IpAddr,
+    entry: &mut Entry,
+    seen: Option<Fingerprint>,
+    new: DescState,
+) {
+    entry.seen = seen;
+    if !entry.state.same(&new) {
+        let old = std::mem::replace(&mut entry.state, new.clone());
+        updates.push(DescUpdate { vip, old, new });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desc::{write_atomic, PortState};
+    use std::collections::BTreeSet;
+
+    fn desc(up: &[u16], down: &[u16]) -> Desc {
+        let mut d = Desc::default();
+        for p in up {
+            d.ports.insert(*p, PortState::Up);
+        }
+        for p in down {
+            d.ports.insert(*p, PortState::Down);
+        }
+        d.recount(&BTreeSet::new());
+        d
+    }
+
+    #[test]
+    fn reparses_only_changed_files_and_reports_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let vips: Vec<IpAddr> = (1..=5u8).map(|n| IpAddr::from([192, 0, 2, n])).collect();
+        let path = |vip: &IpAddr| dir.path().join(format!("keepalived-{vip}-desc.json"));
+        for vip in &vips {
+            write_atomic(&path(vip), &desc(&[80], &[])).unwrap();
+        }
+        let mut cache = DescCache::new();
+        cache.set_paths(vips.iter().map(|v| (*v, path(v))));
+
+        let first = cache.refresh();
+        assert_eq!(first.len(), 5);
+        assert_eq!(cache.parses(), 5);
+        assert!(first
+            .iter()
+            .all(|u| matches!(u.old, DescState::Missing) && u.new.announce()));
+
+        assert!(cache.refresh().is_empty());
+        assert_eq!(cache.parses(), 5, "unchanged files must not be re-parsed");
+
+        write_atomic(&path(&vips[2]), &desc(&[80], &[443])).unwrap();
+        let second = cache.refresh();
+        assert_eq!(cache.parses(), 6);
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].vip, vips[2]);
+        assert!(second[0].old.announce() && !second[0].new.announce());
+        assert_eq!(
+            cache.get(vips[2]).map(|d| (d.active, d.total)),
+            Some((1, 2))
+        );
+
+        // Rewritten with identical content: parsed again, but nothing to report.
+        write_atomic(&path(&vips[0]), &desc(&[80], &[])).unwrap();
+        assert!(cache.refresh().is_empty());
+        assert_eq!(cache.parses(), 7);
+    }
+
+    #[test]
+    fn corrupt_and_removed_files_are_states_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let vip: IpAddr = "2001:db8::1".parse().unwrap();
+        let p = dir.path().join("d.json");
+        let mut cache = DescCache::new();
+        cache.set_paths([(vip, p.clone())]);
+        assert!(cache.refresh().is_empty(), "missing stays missing");
+
+        std::fs::write(&p, b"{\"active\": 1, \"tot").unwrap();
+        let u = cache.refresh();
+        assert_eq!(u.len(), 1);
+        assert!(matches!(&u[0].new, DescState::Invalid(e) if e.is_corrupt()));
+        assert!(cache.get(vip).is_none());
+
+        write_atomic(&p, &desc(&[0], &[])).unwrap();
+        let u = cache.refresh();
+        assert!(u[0].new.announce());
+
+        std::fs::remove_file(&p).unwrap();
+        let u = cache.refresh();
+        assert!(matches!(u[0].new, DescState::Missing));
+    }
+
+    #[test]
+    fn set_paths_keeps_known_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let pa = dir.path().join("a.json");
+        let pb = dir.path().join("b.json");
+        write_atomic(&pa, &desc(&[80], &[])).unwrap();
+        write_atomic(&pb, &desc(&[80], &[])).unwrap();
+        let mut cache = DescCache::new();
+        cache.set_paths([(a, pa.clone())]);
+        cache.refresh();
+        cache.set_paths([(a, pa), (b, pb)]);
+        let u = cache.refresh();
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].vip, b);
+        assert_eq!(cache.parses(), 2);
+        cache.set_paths([(b, dir.path().join("b.json"))]);
+        assert!(cache.state(a).is_none());
+        assert_eq!(cache.iter().count(), 1);
+    }
+}

@@ -1,0 +1,517 @@
+//! Benchmark (run as root): one iBGP receiver (Debian's gobgpd) in a network namespace, and
+//! three senders side by side in one run, each in a fresh pair of namespaces:
+//!
+//! - `speaker`: this crate's [`Speaker`], routes handed to it through `announce()` after the
+//!   session is up (as the daemon does), run as a child process so its CPU and RSS are its own;
+//! - `exabgp-api`: ExaBGP 4.2 (Debian), routes written into its API by a feeder process that
+//!   also reads ExaBGP's acks (a feeder that does not read stalls ExaBGP, BENCHMARKS.md);
+//! - `gobgpd-mrt`: gobgpd as the announcer, its RIB pre-loaded with `gobgp mrt inject` before
+//!   the neighbor is enabled.
+//!
+//! Measured: Established → all prefixes at the receiver (`gobgp global rib summary`, polled
+//! every 100 ms), sender CPU (utime+stime from /proc), sender peak RSS (VmHWM), UPDATEs the
+//! receiver counted. Prefixes: /32s from 198.18.0.0/15 (RFC 2544 benchmarking space), /128s
+//! from 2001:db8::/32.
+//!
+//! ```text
+//! cargo build --release -p bgp --examples
+//! sudo target/release/examples/bench [--sizes 10000,100000] [--skip exabgp,gobgpd]
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bgp::packet::{AsPath, EncodeCtx, Origin, PathAttrs};
+use bgp::{EbgpPreference, PeerConfig, PeerEvent, RouteAttrs, Speaker, SpeakerConfig};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use labkit::{Gobgpd, GobgpConfig, GobgpNeighbor, Netns};
+
+const RECV_V4: &str = "192.0.2.1";
+const SEND_V4: &str = "192.0.2.11";
+const AS: u32 = 65000;
+/// USER_HZ: /proc/<pid>/stat counts CPU time in these ticks (100 on Linux x86).
+const TICKS_PER_SEC: f64 = 100.0;
+
+fn v4_prefix(i: u32) -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::from(0xc612_0000 + i), 32).unwrap() // 198.18.0.0/15
+}
+
+fn v6_prefix(i: u32) -> Ipv6Net {
+    Ipv6Net::new(
+        Ipv6Addr::from((0x2001_0db8_0bec_u128 << 80) | u128::from(i)),
+        128,
+    )
+    .unwrap()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fam {
+    V4,
+    V6,
+}
+
+impl Fam {
+    fn gobgp(self) -> &'static str {
+        match self {
+            Fam::V4 => "ipv4",
+            Fam::V6 => "ipv6",
+        }
+    }
+}
+
+struct Row {
+    sender: String,
+    fam: Fam,
+    n: u32,
+    secs: Option<f64>,
+    cpu: Option<f64>,
+    rss_mb: Option<f64>,
+    updates: Option<u64>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--sender") {
+        sender_child(&args[2..]);
+        return;
+    }
+    if !labkit::require_root() {
+        std::process::exit(2);
+    }
+    let mut sizes = vec![10_000u32, 100_000];
+    let mut skip: Vec<String> = vec![];
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--sizes" => {
+                sizes = it
+                    .next()
+                    .expect("--sizes N,M")
+                    .split(',')
+                    .map(|s| s.parse().expect("size"))
+                    .collect()
+            }
+            "--skip" => skip = it.next().expect("--skip a,b").split(',').map(String::from).collect(),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let mut rows = vec![];
+    for &n in &sizes {
+        rows.push(run_speaker(n, Fam::V4));
+        if !skip.iter().any(|s| s == "exabgp") {
+            rows.push(run_exabgp(n));
+        }
+        if !skip.iter().any(|s| s == "gobgpd") {
+            rows.push(run_gobgpd(n));
+        }
+    }
+    rows.push(run_speaker(10_000, Fam::V6));
+    println!();
+    println!("| sender | routes | Established → all at receiver | sender CPU | sender peak RSS | UPDATEs |");
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        let f = |v: Option<f64>, unit: &str, prec: usize| {
+            v.map(|x| format!("{x:.prec$} {unit}")).unwrap_or_else(|| "—".into())
+        };
+        println!(
+            "| {} | {} × {} | {} | {} | {} | {} |",
+            r.sender,
+            r.n,
+            if r.fam == Fam::V4 { "IPv4 /32" } else { "IPv6 /128" },
+            f(r.secs, "s", 3),
+            f(r.cpu, "s", 2),
+            f(r.rss_mb, "MB", 1),
+            r.updates.map(|u| u.to_string()).unwrap_or_else(|| "—".into()),
+        );
+    }
+}
+
+// ---- plumbing ----
+
+struct Pair {
+    recv: Netns,
+    send: Netns,
+}
+
+fn pair(tag: &str) -> Pair {
+    let recv = Netns::new(&format!("{tag}-r")).unwrap();
+    let send = Netns::new(&format!("{tag}-s")).unwrap();
+    labkit::veth(
+        &recv,
+        &["192.0.2.1/24", "2001:db8::1/64"],
+        &send,
+        &["192.0.2.11/24", "2001:db8::11/64"],
+    )
+    .unwrap();
+    Pair { recv, send }
+}
+
+fn receiver(p: &Pair) -> Gobgpd {
+    let cfg = GobgpConfig::new(AS, RECV_V4.parse().unwrap())
+        .neighbor(GobgpNeighbor::new(SEND_V4.parse().unwrap(), AS).passive(true));
+    Gobgpd::start(&p.recv, &cfg.to_toml()).unwrap()
+}
+
+fn rib_count(g: &Gobgpd, fam: Fam) -> u64 {
+    g.cli(&["global", "rib", "summary", "-a", fam.gobgp(), "-j"])
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s.trim()).ok())
+        .and_then(|v| v["num_destination"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Polls (100 ms apart, as BENCHMARKS.md asks: polls cost the receiver CPU) until the receiver
+/// holds `n` prefixes; returns when that was seen.
+fn wait_count(g: &Gobgpd, fam: Fam, n: u32, timeout: Duration) -> Option<Instant> {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if rib_count(g, fam) >= u64::from(n) {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// UPDATEs the receiver got from the sender.
+fn updates_received(g: &Gobgpd) -> Option<u64> {
+    let out = g.cli(&["neighbor", SEND_V4, "-j"]).ok()?;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).ok()?;
+    v["state"]["messages"]["received"]["update"].as_u64()
+}
+
+fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the ")" of the command name: state is field 3; utime 14, stime 15.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ut: f64 = f.get(11)?.parse().ok()?;
+    let st: f64 = f.get(12)?.parse().ok()?;
+    Some((ut + st) / TICKS_PER_SEC)
+}
+
+fn proc_hwm_mb(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn stop(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+// ---- our speaker ----
+
+/// Child mode: `bench --sender N v4|v6`, inside the sender namespace. Prints `established`
+/// when the session is up, announces N prefixes through the API, then on a line on stdin
+/// prints `stats CPU_SECS HWM_MB UPDATES` and shuts down.
+fn sender_child(args: &[String]) {
+    let n: u32 = args[0].parse().unwrap();
+    let fam = if args[1] == "v6" { Fam::V6 } else { Fam::V4 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let (sp, mut ev) = Speaker::start(SpeakerConfig {
+            local_as: AS,
+            router_id: SEND_V4.parse().unwrap(),
+            hold_time: 90,
+            connect_retry: Duration::from_secs(1),
+            graceful_restart: None,
+            ebgp_preference: EbgpPreference::None,
+            communities: vec![],
+            large_communities: vec![],
+            next_hop_v4: None,
+            next_hop_v6: Some("2001:db8::11".parse().unwrap()),
+            listen: None,
+        })
+        .unwrap();
+        sp.add_peer(PeerConfig {
+            name: "recv".into(),
+            address: RECV_V4.parse().unwrap(),
+            remote_as: AS,
+            port: 179,
+            passive: false,
+            password: None,
+            local_address: None,
+            ttl_security: false,
+            hold_time: None,
+            next_hop_v4: None,
+            next_hop_v6: None,
+        })
+        .unwrap();
+        while let Some(e) = ev.recv().await {
+            if matches!(e, PeerEvent::Up { .. }) {
+                break;
+            }
+        }
+        println!("established");
+        let attrs = RouteAttrs {
+            local_pref: Some(100),
+            ..RouteAttrs::default()
+        };
+        for i in 0..n {
+            let p = match fam {
+                Fam::V4 => IpNet::V4(v4_prefix(i)),
+                Fam::V6 => IpNet::V6(v6_prefix(i)),
+            };
+            sp.announce(p, attrs.clone());
+        }
+        let mut line = String::new();
+        let _ = tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut line)).await;
+        let st = sp.peers().await;
+        let me = std::process::id();
+        println!(
+            "stats {} {} {}",
+            proc_cpu_secs(me).unwrap_or(-1.0),
+            proc_hwm_mb(me).unwrap_or(-1.0),
+            st.first().map(|s| s.updates_sent).unwrap_or(0)
+        );
+        sp.shutdown("bench done").await;
+    });
+}
+
+fn run_speaker(n: u32, fam: Fam) -> Row {
+    eprintln!("== speaker {n} {fam:?}");
+    let p = pair("bsp");
+    let g = receiver(&p);
+    let exe = std::env::current_exe().unwrap();
+    let mut child = p
+        .send
+        .command(exe.to_str().unwrap())
+        .args(["--sender", &n.to_string(), if fam == Fam::V6 { "v6" } else { "v4" }])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "established", "sender said {line:?}");
+    let t0 = Instant::now();
+    let done = wait_count(&g, fam, n, Duration::from_secs(120));
+    let secs = done.map(|t| (t - t0).as_secs_f64());
+    let updates = updates_received(&g);
+    writeln!(child.stdin.as_mut().unwrap()).unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let cpu = f.get(1).and_then(|s| s.parse().ok());
+    let rss = f.get(2).and_then(|s| s.parse().ok());
+    let _ = child.wait();
+    Row {
+        sender: "speaker (this crate, API)".into(),
+        fam,
+        n,
+        secs,
+        cpu,
+        rss_mb: rss,
+        updates,
+    }
+}
+
+// ---- ExaBGP through its API ----
+
+const FEEDER: &str = r#"
+import sys, time
+n = int(sys.argv[1]); stamp = sys.argv[2]
+# Wait for the session (neighbor-changes on stdin), then push the routes, reading acks as we go
+# would need threads; ExaBGP buffers its acks in our stdin pipe, which a reader thread drains.
+import threading
+up = threading.Event()
+def reader():
+    for line in sys.stdin:
+        if " up" in line and "neighbor" in line:
+            up.set()
+threading.Thread(target=reader, daemon=True).start()
+up.wait()
+with open(stamp, "w") as f:
+    f.write(repr(time.time()))
+for i in range(n):
+    a = 0xc6120000 + i
+    sys.stdout.write("announce route %d.%d.%d.%d/32 next-hop self local-preference 100\n"
+                     % (a >> 24, (a >> 16) & 255, (a >> 8) & 255, a & 255))
+sys.stdout.flush()
+while True:
+    time.sleep(60)
+"#;
+
+fn run_exabgp(n: u32) -> Row {
+    eprintln!("== exabgp-api {n}");
+    let p = pair("bex");
+    let g = receiver(&p);
+    let dir = labkit::scratch_dir("exabgp").unwrap();
+    let feeder = dir.path().join("feeder.py");
+    let stamp = dir.path().join("up.stamp");
+    std::fs::write(&feeder, FEEDER).unwrap();
+    let conf = dir.path().join("exabgp.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "process feeder {{\n  run /usr/bin/python3 {} {n} {};\n  encoder text;\n}}\n\
+             neighbor {RECV_V4} {{\n  router-id {SEND_V4};\n  local-address {SEND_V4};\n  \
+             local-as {AS};\n  peer-as {AS};\n  family {{ ipv4 unicast; }}\n  \
+             api {{ processes [ feeder ]; neighbor-changes; }}\n}}\n",
+            feeder.display(),
+            stamp.display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("exabgp.log")).unwrap();
+    let child = p
+        .send
+        .command("exabgp")
+        .arg(&conf)
+        .env("exabgp.daemon.user", "root")
+        .env("exabgp.daemon.drop", "false")
+        .env("exabgp.log.level", "WARNING")
+        .env("exabgp.api.cli", "false")
+        .env("exabgp.tcp.bind", "")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait for the feeder's timestamp of the session coming up.
+    let mut up = None;
+    for _ in 0..400 {
+        if let Ok(s) = std::fs::read_to_string(&stamp) {
+            if let Ok(t) = s.trim().parse::<f64>() {
+                up = Some(t);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Some(up) = up else {
+        let l = std::fs::read_to_string(dir.path().join("exabgp.log")).unwrap_or_default();
+        eprintln!("exabgp never came up: {l}");
+        stop(child);
+        return Row { sender: "ExaBGP (API)".into(), fam: Fam::V4, n, secs: None, cpu: None, rss_mb: None, updates: None };
+    };
+    let done = wait_count(&g, Fam::V4, n, Duration::from_secs(300));
+    let now_wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let secs = done.map(|t| now_wall - t.elapsed().as_secs_f64() - up);
+    // ExaBGP is a Python process tree; count the exabgp process (the feeder is tiny).
+    let cpu = proc_cpu_secs(pid);
+    let rss = proc_hwm_mb(pid);
+    let updates = updates_received(&g);
+    stop(child);
+    Row {
+        sender: "ExaBGP 4.2 (API)".into(),
+        fam: Fam::V4,
+        n,
+        secs,
+        cpu,
+        rss_mb: rss,
+        updates,
+    }
+}
+
+// ---- gobgpd as the announcer, RIB pre-loaded from MRT ----
+
+/// An MRT TABLE_DUMP_V2 file (RFC 6396) of `n` /32s, for `gobgp mrt inject global`.
+fn mrt_file(n: u32) -> Vec<u8> {
+    fn rec(out: &mut Vec<u8>, subtype: u16, body: &[u8]) {
+        out.extend_from_slice(&0u32.to_be_bytes());
+        out.extend_from_slice(&13u16.to_be_bytes()); // TABLE_DUMP_V2
+        out.extend_from_slice(&subtype.to_be_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(body);
+    }
+    let mut out = vec![];
+    // PEER_INDEX_TABLE: collector id, empty view name, one peer (IPv4, AS4).
+    let mut b = vec![];
+    b.extend_from_slice(&Ipv4Addr::new(192, 0, 2, 11).octets());
+    b.extend_from_slice(&0u16.to_be_bytes());
+    b.extend_from_slice(&1u16.to_be_bytes());
+    b.push(0x02);
+    b.extend_from_slice(&Ipv4Addr::new(192, 0, 2, 11).octets());
+    b.extend_from_slice(&Ipv4Addr::new(192, 0, 2, 11).octets());
+    b.extend_from_slice(&AS.to_be_bytes());
+    rec(&mut out, 1, &b);
+    let attrs = PathAttrs {
+        origin: Some(Origin::Igp),
+        as_path: Some(AsPath::default()),
+        next_hop: Some(SEND_V4.parse().unwrap()),
+        local_pref: Some(100),
+        ..PathAttrs::default()
+    };
+    let mut a = vec![];
+    attrs.encode(&EncodeCtx::default(), &mut a);
+    for i in 0..n {
+        let p = v4_prefix(i);
+        let mut b = vec![];
+        b.extend_from_slice(&i.to_be_bytes());
+        b.push(32);
+        b.extend_from_slice(&p.addr().octets());
+        b.extend_from_slice(&1u16.to_be_bytes());
+        b.extend_from_slice(&0u16.to_be_bytes()); // peer index
+        b.extend_from_slice(&0u32.to_be_bytes()); // originated
+        b.extend_from_slice(&(a.len() as u16).to_be_bytes());
+        b.extend_from_slice(&a);
+        rec(&mut out, 2, &b); // RIB_IPV4_UNICAST
+    }
+    out
+}
+
+fn run_gobgpd(n: u32) -> Row {
+    eprintln!("== gobgpd-mrt {n}");
+    let p = pair("bgo");
+    let g = receiver(&p);
+    let toml = format!(
+        "[global.config]\n  as = {AS}\n  router-id = \"{SEND_V4}\"\n  port = -1\n\n\
+         [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{RECV_V4}\"\n    \
+         peer-as = {AS}\n    admin-down = true\n  [neighbors.timers.config]\n    \
+         connect-retry = 1\n"
+    );
+    let sender = Gobgpd::start(&p.send, &toml).unwrap();
+    let dir = labkit::scratch_dir("mrt").unwrap();
+    let file = dir.path().join("rib.mrt");
+    std::fs::write(&file, mrt_file(n)).unwrap();
+    sender
+        .cli(&["mrt", "inject", "global", file.to_str().unwrap()])
+        .unwrap();
+    // `mrt inject` returns before gobgpd has taken the tail: wait for the sender's own RIB.
+    assert!(
+        wait_count(&sender, Fam::V4, n, Duration::from_secs(120)).is_some(),
+        "gobgpd sender did not load the MRT file"
+    );
+    let cpu_before = proc_cpu_secs(gobgpd_pid(&sender)).unwrap_or(0.0);
+    sender.cli(&["neighbor", RECV_V4, "enable"]).unwrap();
+    let est = sender.wait_for(
+        |s| s.neighbor_state(RECV_V4).is_ok_and(|st| st == "established"),
+        Duration::from_secs(30),
+    );
+    assert!(est, "gobgpd sender never established");
+    let t0 = Instant::now();
+    let done = wait_count(&g, Fam::V4, n, Duration::from_secs(120));
+    let secs = done.map(|t| (t - t0).as_secs_f64());
+    let pid = gobgpd_pid(&sender);
+    let cpu = proc_cpu_secs(pid).map(|c| c - cpu_before);
+    let rss = proc_hwm_mb(pid);
+    let updates = updates_received(&g);
+    drop(sender);
+    Row {
+        sender: "gobgpd 3.10 (RIB from MRT; CPU counted from enable)".into(),
+        fam: Fam::V4,
+        n,
+        secs,
+        cpu,
+        rss_mb: rss,
+        updates,
+    }
+}
+
+/// The gobgpd process (the daemon's pid is `ip netns exec`, which execs gobgpd).
+fn gobgpd_pid(g: &Gobgpd) -> u32 {
+    g.pid()
+}

@@ -1,0 +1,554 @@
+//! The [`Speaker`]: the handle the client daemon drives.
+//!
+//! ```text
+//!  daemon ──announce/withdraw──▶ Speaker ──▶ routes (the table every new session gets)
+//!                                   │      └─▶ each peer's AdjRibOut + Notify (wakes its writer)
+//!                                   ├──PeerCmd──▶ peer task (one per peer, see session.rs)
+//!                                   └── listener task ──incoming TcpStream by peer address──┘
+//!  peer tasks ──PeerEvent (up/down)──▶ daemon (metrics)
+//! ```
+//! Lock order everywhere: `routes`, then `peers`, then a peer's RIB.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{info, warn, Instrument};
+
+use crate::fsm::State;
+use crate::md5;
+use crate::packet::{
+    Community, LargeCommunity, Notification, CEASE_ADMIN_RESET, CEASE_PEER_DECONFIGURED,
+};
+use crate::policy::{EbgpPreference, RouteAttrs};
+use crate::session::{lock, PeerCmd, PeerShared, PeerTask};
+
+/// Speaker-wide configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeakerConfig {
+    /// Our AS (4-octet capable).
+    pub local_as: u32,
+    /// Our BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Hold time we propose: 0, or 3 and more.
+    pub hold_time: u16,
+    /// Base delay between connection attempts (doubles per failure up to 120 s, jittered).
+    pub connect_retry: Duration,
+    /// Advertise graceful restart with this restart time (seconds), or not at all.
+    pub graceful_restart: Option<u16>,
+    /// How route preference is expressed to eBGP peers.
+    pub ebgp_preference: EbgpPreference,
+    /// Communities added to every route.
+    pub communities: Vec<Community>,
+    /// Large communities added to every route.
+    pub large_communities: Vec<LargeCommunity>,
+    /// IPv4 next hop for every peer (default: the session's local address).
+    pub next_hop_v4: Option<Ipv4Addr>,
+    /// IPv6 next hop for every peer (default: the session's local address, IPv4-mapped on
+    /// IPv4 sessions).
+    pub next_hop_v6: Option<Ipv6Addr>,
+    /// Listen address for incoming sessions; when `None`, `[::]:179` is opened once a passive
+    /// peer is added.
+    pub listen: Option<SocketAddr>,
+}
+
+/// One BGP neighbor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Unique name (the `[bgp.peer.NAME]` of the config).
+    pub name: String,
+    /// Neighbor address.
+    pub address: IpAddr,
+    /// Neighbor AS; equal to ours means iBGP.
+    pub remote_as: u32,
+    /// Neighbor TCP port (179).
+    pub port: u16,
+    /// Only accept connections from the neighbor, never connect.
+    pub passive: bool,
+    /// TCP-MD5 key (RFC 2385), at most 80 bytes.
+    pub password: Option<Vec<u8>>,
+    /// Source address of our connections.
+    pub local_address: Option<IpAddr>,
+    /// GTSM (RFC 5082): send TTL 255, require ≥ 254.
+    pub ttl_security: bool,
+    /// Hold time for this peer (default: the speaker's).
+    pub hold_time: Option<u16>,
+    /// IPv4 next hop override for this peer.
+    pub next_hop_v4: Option<Ipv4Addr>,
+    /// IPv6 next hop override for this peer.
+    pub next_hop_v6: Option<Ipv6Addr>,
+}
+
+/// Session up/down, for metrics and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// The session reached Established.
+    Up {
+        /// Peer name.
+        name: String,
+    },
+    /// The Established session ended.
+    Down {
+        /// Peer name.
+        name: String,
+        /// Why, for humans.
+        reason: String,
+    },
+}
+
+/// A peer's state for `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PeerStatus {
+    /// Peer name.
+    pub name: String,
+    /// Neighbor address.
+    pub address: IpAddr,
+    /// Neighbor AS.
+    pub remote_as: u32,
+    /// FSM state ("idle", "connect", "active", "opensent", "openconfirm", "established").
+    pub state: String,
+    /// Seconds since Established.
+    pub uptime_secs: Option<u64>,
+    /// Prefixes the peer holds from us.
+    pub routes_sent: usize,
+    /// UPDATE messages sent.
+    pub updates_sent: u64,
+    /// Messages received.
+    pub msgs_in: u64,
+    /// Messages sent.
+    pub msgs_out: u64,
+    /// UPDATEs received.
+    pub updates_in: u64,
+    /// Malformed messages received (session resets and RFC 7606-handled UPDATEs).
+    pub malformed_in: u64,
+    /// Last error, for humans.
+    pub last_error: Option<String>,
+}
+
+/// Errors of the speaker API.
+#[derive(Debug, thiserror::Error)]
+pub enum BgpError {
+    /// `Speaker::start` was called outside a tokio runtime.
+    #[error("the BGP speaker needs a tokio runtime")]
+    NoRuntime,
+    /// Hold time 1 or 2 (RFC 4271 §4.2 allows 0 or ≥ 3).
+    #[error("hold time {0} is invalid: use 0 or at least 3 seconds")]
+    InvalidHoldTime(u16),
+    /// AS 0 (RFC 7607).
+    #[error("AS 0 is reserved")]
+    InvalidAs,
+    /// Router id 0.0.0.0.
+    #[error("router id 0.0.0.0 is invalid")]
+    InvalidRouterId,
+    /// Peer configuration problem.
+    #[error("peer {name:?}: {reason}")]
+    InvalidPeer {
+        /// Peer name.
+        name: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// No peer of that name.
+    #[error("no BGP peer named {0:?}")]
+    UnknownPeer(String),
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The TCP-MD5 key could not be installed on the listener.
+    #[error("cannot set the TCP-MD5 key for peer {name:?} on the listener: {source}")]
+    Md5 {
+        /// Peer name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What peer tasks share with the speaker.
+pub(crate) struct SpeakerShared {
+    pub cfg: SpeakerConfig,
+    pub routes: Mutex<HashMap<IpNet, Arc<RouteAttrs>>>,
+    events: mpsc::UnboundedSender<PeerEvent>,
+}
+
+impl SpeakerShared {
+    pub(crate) fn emit(&self, e: PeerEvent) {
+        let _ = self.events.send(e);
+    }
+}
+
+struct PeerHandle {
+    cfg: PeerConfig,
+    shared: Arc<PeerShared>,
+    cmd: mpsc::UnboundedSender<PeerCmd>,
+    task: JoinHandle<()>,
+}
+
+struct Listener {
+    socket: Arc<TcpListener>,
+    v6: bool,
+    task: JoinHandle<()>,
+}
+
+type ByAddr = Arc<Mutex<HashMap<IpAddr, mpsc::UnboundedSender<PeerCmd>>>>;
+
+struct Inner {
+    shared: Arc<SpeakerShared>,
+    peers: Mutex<HashMap<String, PeerHandle>>,
+    by_addr: ByAddr,
+    listener: Mutex<Option<Listener>>,
+    interned: Mutex<HashSet<Arc<RouteAttrs>>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(l) = lock(&self.listener).take() {
+            l.task.abort();
+        }
+    }
+}
+
+/// The embedded BGP speaker. Cheap to clone; all clones drive the same speaker.
+#[derive(Clone)]
+pub struct Speaker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Speaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Speaker")
+            .field("local_as", &self.inner.shared.cfg.local_as)
+            .field("router_id", &self.inner.shared.cfg.router_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn valid_hold(h: u16) -> bool {
+    h == 0 || h >= 3
+}
+
+impl Speaker {
+    /// Starts a speaker with no peers. Must be called inside a tokio runtime; opens the
+    /// listener at once when `cfg.listen` is set.
+    pub fn start(
+        cfg: SpeakerConfig,
+    ) -> Result<(Speaker, mpsc::UnboundedReceiver<PeerEvent>), BgpError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BgpError::NoRuntime)?;
+        if !valid_hold(cfg.hold_time) {
+            return Err(BgpError::InvalidHoldTime(cfg.hold_time));
+        }
+        if cfg.local_as == 0 {
+            return Err(BgpError::InvalidAs);
+        }
+        if cfg.router_id.is_unspecified() {
+            return Err(BgpError::InvalidRouterId);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let listen = cfg.listen;
+        let speaker = Speaker {
+            inner: Arc::new(Inner {
+                shared: Arc::new(SpeakerShared {
+                    cfg,
+                    routes: Mutex::new(HashMap::new()),
+                    events: tx,
+                }),
+                peers: Mutex::new(HashMap::new()),
+                by_addr: Arc::new(Mutex::new(HashMap::new())),
+                listener: Mutex::new(None),
+                interned: Mutex::new(HashSet::new()),
+                runtime,
+            }),
+        };
+        if let Some(addr) = listen {
+            speaker.ensure_listener(addr)?;
+        }
+        Ok((speaker, rx))
+    }
+
+    fn ensure_listener(&self, addr: SocketAddr) -> Result<(), BgpError> {
+        let mut l = lock(&self.inner.listener);
+        if l.is_some() {
+            return Ok(());
+        }
+        let _rt = self.inner.runtime.enter();
+        let err = |source| BgpError::Listen { addr, source };
+        let sock = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .map_err(err)?;
+        sock.set_reuseaddr(true).map_err(err)?;
+        sock.bind(addr).map_err(err)?;
+        let socket = Arc::new(sock.listen(64).map_err(err)?);
+        let v6 = addr.is_ipv6();
+        // Keys of peers added before the listener existed.
+        for p in lock(&self.inner.peers).values() {
+            if let Some(key) = &p.cfg.password {
+                md5::set_md5(&*socket, v6, p.cfg.address, key).map_err(|source| BgpError::Md5 {
+                    name: p.cfg.name.clone(),
+                    source,
+                })?;
+            }
+        }
+        info!(%addr, "BGP listening");
+        let task = self
+            .inner
+            .runtime
+            .spawn(accept_loop(socket.clone(), self.inner.by_addr.clone()));
+        *l = Some(Listener { socket, v6, task });
+        Ok(())
+    }
+
+    /// Adds a peer and starts its session. Idempotent per name: the same config is a no-op, a
+    /// changed one restarts that peer only (Cease / Administrative Reset to the old session).
+    pub fn add_peer(&self, p: PeerConfig) -> Result<(), BgpError> {
+        let bad = |reason| BgpError::InvalidPeer {
+            name: p.name.clone(),
+            reason,
+        };
+        if p.name.is_empty() {
+            return Err(bad("empty name"));
+        }
+        if p.remote_as == 0 {
+            return Err(bad("remote AS 0 is reserved"));
+        }
+        if p.hold_time.is_some_and(|h| !valid_hold(h)) {
+            return Err(bad("hold time must be 0 or at least 3 seconds"));
+        }
+        if p.password
+            .as_ref()
+            .is_some_and(|k| k.len() > md5::MAX_KEY_LEN)
+        {
+            return Err(bad("TCP-MD5 password longer than 80 bytes"));
+        }
+        if p.address.is_unspecified() || p.address.is_multicast() {
+            return Err(bad("address must be a unicast address"));
+        }
+        if let Some(h) = lock(&self.inner.peers).get(&p.name) {
+            if h.cfg == p {
+                return Ok(());
+            }
+        }
+        if p.passive {
+            let addr = self
+                .inner
+                .shared
+                .cfg
+                .listen
+                .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 179));
+            self.ensure_listener(addr)?;
+        }
+        if let Some(l) = lock(&self.inner.listener).as_ref() {
+            if let Some(key) = &p.password {
+                md5::set_md5(&*l.socket, l.v6, p.address, key).map_err(|source| BgpError::Md5 {
+                    name: p.name.clone(),
+                    source,
+                })?;
+            }
+        }
+        let mut peers = lock(&self.inner.peers);
+        if let Some(old) = peers.remove(&p.name) {
+            info!(peer = %p.name, "peer configuration changed: restarting the session");
+            self.retire(
+                old,
+                Notification::cease_with_text(CEASE_ADMIN_RESET, "configuration changed"),
+            );
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(PeerShared::default());
+        let span = tracing::info_span!("bgp_peer", peer = %p.name, addr = %p.address);
+        let task = PeerTask::new(p.clone(), self.inner.shared.clone(), shared.clone(), rx);
+        let task = self.inner.runtime.spawn(task.run().instrument(span));
+        lock(&self.inner.by_addr).insert(p.address, tx.clone());
+        peers.insert(
+            p.name.clone(),
+            PeerHandle {
+                cfg: p,
+                shared,
+                cmd: tx,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    fn retire(&self, h: PeerHandle, n: Notification) {
+        {
+            let mut by_addr = lock(&self.inner.by_addr);
+            if by_addr
+                .get(&h.cfg.address)
+                .is_some_and(|tx| tx.same_channel(&h.cmd))
+            {
+                by_addr.remove(&h.cfg.address);
+            }
+        }
+        let (done, _) = oneshot::channel();
+        if h.cmd.send(PeerCmd::Stop(n, done)).is_err() {
+            h.task.abort();
+        }
+    }
+
+    /// Removes a peer: Cease / Peer De-configured to it, then the session closes.
+    pub fn remove_peer(&self, name: &str) -> Result<(), BgpError> {
+        let h = lock(&self.inner.peers)
+            .remove(name)
+            .ok_or_else(|| BgpError::UnknownPeer(name.to_string()))?;
+        self.retire(
+            h,
+            Notification::cease_with_text(CEASE_PEER_DECONFIGURED, "peer removed"),
+        );
+        Ok(())
+    }
+
+    fn intern(&self, attrs: RouteAttrs) -> Arc<RouteAttrs> {
+        let mut set = lock(&self.inner.interned);
+        if let Some(a) = set.get(&attrs) {
+            return a.clone();
+        }
+        // Forget attribute sets no route uses any more before the table grows.
+        if set.len() >= 1024 {
+            set.retain(|a| Arc::strong_count(a) > 1);
+        }
+        let a = Arc::new(attrs);
+        set.insert(a.clone());
+        a
+    }
+
+    /// Announces `prefix` with `attrs` to every peer (replacing an earlier announce of it).
+    /// Never blocks on the network: the peers' writers send it as their sockets drain.
+    pub fn announce(&self, prefix: IpNet, attrs: RouteAttrs) {
+        let prefix = prefix.trunc();
+        let attrs = self.intern(attrs);
+        let mut routes = lock(&self.inner.shared.routes);
+        if routes.get(&prefix) == Some(&attrs) {
+            return;
+        }
+        routes.insert(prefix, attrs.clone());
+        for p in lock(&self.inner.peers).values() {
+            lock(&p.shared.rib).announce(prefix, attrs.clone());
+            p.shared.notify.notify_one();
+        }
+    }
+
+    /// Withdraws `prefix` from every peer. Goes ahead of any queued announces.
+    pub fn withdraw(&self, prefix: IpNet) {
+        let prefix = prefix.trunc();
+        let mut routes = lock(&self.inner.shared.routes);
+        if routes.remove(&prefix).is_none() {
+            return;
+        }
+        for p in lock(&self.inner.peers).values() {
+            lock(&p.shared.rib).withdraw(prefix);
+            p.shared.notify.notify_one();
+        }
+    }
+
+    /// Status of every peer, sorted by name.
+    pub async fn peers(&self) -> Vec<PeerStatus> {
+        let mut v: Vec<PeerStatus> = lock(&self.inner.peers)
+            .values()
+            .map(|h| {
+                let info = lock(&h.shared.info).clone();
+                let rib = lock(&h.shared.rib);
+                PeerStatus {
+                    name: h.cfg.name.clone(),
+                    address: h.cfg.address,
+                    remote_as: h.cfg.remote_as,
+                    state: info.state.unwrap_or(State::Idle).to_string(),
+                    uptime_secs: info.established_at.map(|t| t.elapsed().as_secs()),
+                    routes_sent: rib.routes_sent(),
+                    updates_sent: rib.updates_sent(),
+                    msgs_in: h.shared.msgs_in.load(Ordering::Relaxed),
+                    msgs_out: h.shared.msgs_out.load(Ordering::Relaxed),
+                    updates_in: h.shared.updates_in.load(Ordering::Relaxed),
+                    malformed_in: h.shared.malformed_in.load(Ordering::Relaxed),
+                    last_error: info.last_error,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Every announced route, sorted by prefix.
+    pub fn routes(&self) -> Vec<(IpNet, RouteAttrs)> {
+        let mut v: Vec<(IpNet, RouteAttrs)> = lock(&self.inner.shared.routes)
+            .iter()
+            .map(|(p, a)| (*p, (**a).clone()))
+            .collect();
+        v.sort_by_key(|r| r.0);
+        v
+    }
+
+    /// Stops every session with Cease / Administrative Shutdown carrying `reason` (RFC 8203),
+    /// waiting at most about a second for the NOTIFICATIONs to be written.
+    pub async fn shutdown(self, reason: &str) {
+        let peers: Vec<PeerHandle> = lock(&self.inner.peers).drain().map(|(_, h)| h).collect();
+        lock(&self.inner.by_addr).clear();
+        if let Some(l) = lock(&self.inner.listener).take() {
+            l.task.abort();
+        }
+        let mut waits = Vec::new();
+        for h in peers {
+            let (done, wait) = oneshot::channel();
+            if h.cmd
+                .send(PeerCmd::Stop(Notification::admin_shutdown(reason), done))
+                .is_ok()
+            {
+                waits.push((wait, h.task));
+            } else {
+                h.task.abort();
+            }
+        }
+        let all = async {
+            for (w, _) in &mut waits {
+                let _ = w.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_millis(1200), all)
+            .await
+            .is_err()
+        {
+            warn!("BGP shutdown: some peers did not finish in time");
+        }
+        for (_, t) in waits {
+            t.abort();
+        }
+    }
+}
+
+async fn accept_loop(socket: Arc<TcpListener>, by_addr: ByAddr) {
+    loop {
+        match socket.accept().await {
+            Ok((stream, from)) => {
+                let ip = from.ip().to_canonical();
+                let tx = lock(&by_addr).get(&ip).cloned();
+                match tx {
+                    Some(tx) => {
+                        let _ = tx.send(PeerCmd::Incoming(stream));
+                    }
+                    None => warn!(%from, "connection from an unknown address refused"),
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

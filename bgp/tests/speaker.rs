@@ -1,0 +1,404 @@
+//! Driver tests over real TCP on loopback (no root): the speaker against a minimal BGP peer
+//! written with this crate's codec. Interop with a real router is in `interop.rs` (lab).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bgp::packet::{
+    message_len, Capability, DecodeCtx, EncodeCtx, Family, Message, MpReach, MpUnreach,
+    Notification, Open, Update,
+};
+use bgp::{EbgpPreference, PeerConfig, PeerEvent, RouteAttrs, Speaker, SpeakerConfig};
+use ipnet::IpNet;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn speaker_cfg() -> SpeakerConfig {
+    SpeakerConfig {
+        local_as: 65010,
+        router_id: Ipv4Addr::new(192, 0, 2, 10),
+        hold_time: 90,
+        connect_retry: Duration::from_millis(200),
+        graceful_restart: Some(120),
+        ebgp_preference: EbgpPreference::Med { base: 1000 },
+        communities: vec!["65010:1".parse().unwrap()],
+        large_communities: vec![],
+        next_hop_v4: None,
+        next_hop_v6: None,
+        listen: None,
+    }
+}
+
+fn peer_cfg(port: u16, remote_as: u32) -> PeerConfig {
+    PeerConfig {
+        name: "r1".into(),
+        address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        remote_as,
+        port,
+        passive: false,
+        password: None,
+        local_address: None,
+        ttl_security: false,
+        hold_time: None,
+        next_hop_v4: None,
+        next_hop_v6: None,
+    }
+}
+
+/// A minimal BGP peer: answers OPEN + KEEPALIVE, then records what it gets.
+struct MiniPeer {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl MiniPeer {
+    async fn handshake(s: TcpStream, asn: u32, hold: u16) -> (MiniPeer, Open) {
+        let mut p = MiniPeer { s, buf: vec![] };
+        let open = Open::new(
+            asn,
+            hold,
+            Ipv4Addr::new(192, 0, 2, 1),
+            vec![
+                Capability::Multiprotocol(Family::IPV4_UNICAST),
+                Capability::Multiprotocol(Family::IPV6_UNICAST),
+                Capability::RouteRefresh,
+            ],
+        );
+        p.send(&Message::Open(open)).await;
+        let Message::Open(theirs) = p.recv().await.unwrap() else {
+            panic!("expected OPEN")
+        };
+        p.send(&Message::Keepalive).await;
+        assert_eq!(p.recv().await.unwrap(), Message::Keepalive);
+        (p, theirs)
+    }
+
+    async fn send(&mut self, m: &Message) {
+        self.s
+            .write_all(&m.encode(&EncodeCtx::default()))
+            .await
+            .unwrap();
+    }
+
+    async fn send_raw(&mut self, b: &[u8]) {
+        self.s.write_all(b).await.unwrap();
+    }
+
+    /// Next message, or None on EOF. Panics after 10 s.
+    async fn recv(&mut self) -> Option<Message> {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(n) = message_len(&self.buf) {
+                    if self.buf.len() >= n {
+                        let f: Vec<u8> = self.buf.drain(..n).collect();
+                        return Some(Message::decode(&f, &DecodeCtx::default()).unwrap());
+                    }
+                }
+                let mut chunk = [0u8; 8192];
+                let n = self.s.read(&mut chunk).await.unwrap_or(0);
+                if n == 0 {
+                    return None;
+                }
+                self.buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+        .expect("peer timed out waiting for a message")
+    }
+
+    /// Next UPDATE, skipping KEEPALIVEs.
+    async fn update(&mut self) -> Update {
+        loop {
+            match self.recv().await {
+                Some(Message::Update(u)) => return u,
+                Some(Message::Keepalive) => continue,
+                other => panic!("expected UPDATE, got {other:?}"),
+            }
+        }
+    }
+}
+
+async fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn lp(v: u32) -> RouteAttrs {
+    RouteAttrs {
+        local_pref: Some(v),
+        ..RouteAttrs::default()
+    }
+}
+
+#[tokio::test]
+async fn ibgp_dump_end_of_rib_withdraw_and_cease_on_shutdown() {
+    let (l, port) = listener().await;
+    let (sp, mut events) = Speaker::start(speaker_cfg()).unwrap();
+    for i in 0..1000u32 {
+        let a = Ipv4Addr::from(0xc633_6400 + i); // 198.51.100.0 ..
+        sp.announce(IpNet::new(IpAddr::V4(a), 32).unwrap(), lp(150));
+    }
+    sp.announce(net("2001:db8:1::1/128"), lp(150));
+    sp.add_peer(peer_cfg(port, 65010)).unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    let (mut p, open) = MiniPeer::handshake(s, 65010, 90).await;
+    assert_eq!(open.asn(), 65010);
+    assert!(open
+        .capabilities
+        .iter()
+        .any(|c| matches!(c, Capability::GracefulRestart(g) if g.restart_time == 120)));
+    assert_eq!(
+        events.recv().await,
+        Some(PeerEvent::Up { name: "r1".into() })
+    );
+
+    let mut v4 = 0;
+    let mut v6 = vec![];
+    let mut eors = vec![];
+    let mut updates = 0;
+    while eors.len() < 2 {
+        let u = p.update().await;
+        if let Some(f) = u.end_of_rib_family() {
+            eors.push(f);
+            continue;
+        }
+        updates += 1;
+        if !u.nlri.is_empty() {
+            assert_eq!(u.attrs.local_pref, Some(150));
+            assert_eq!(u.attrs.next_hop, Some(Ipv4Addr::LOCALHOST));
+            assert_eq!(u.attrs.communities, vec!["65010:1".parse().unwrap()]);
+            v4 += u.nlri.len();
+        }
+        if let Some(MpReach::Ipv6Unicast { next_hop, nlri, .. }) = &u.attrs.mp_reach {
+            // IPv6 over an IPv4 session: IPv4-mapped local address.
+            assert_eq!(next_hop.to_string(), "::ffff:127.0.0.1");
+            v6.extend(nlri.clone());
+        }
+    }
+    assert_eq!(v4, 1000);
+    assert_eq!(v6, vec!["2001:db8:1::1/128".parse().unwrap()]);
+    assert_eq!(updates, 3); // 1000 /32 in 2 UPDATEs + 1 IPv6
+    assert_eq!(eors, vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST]);
+
+    sp.withdraw(net("198.51.100.5/32"));
+    let u = p.update().await;
+    assert_eq!(u.withdrawn, vec!["198.51.100.5/32".parse().unwrap()]);
+    sp.withdraw(net("2001:db8:1::1/128"));
+    let u = p.update().await;
+    assert_eq!(
+        u.attrs.mp_unreach,
+        Some(MpUnreach::Ipv6Unicast(vec!["2001:db8:1::1/128"
+            .parse()
+            .unwrap()]))
+    );
+    // Changed attributes replace.
+    sp.announce(net("198.51.100.6/32"), lp(50));
+    let u = p.update().await;
+    assert_eq!(u.nlri, vec!["198.51.100.6/32".parse().unwrap()]);
+    assert_eq!(u.attrs.local_pref, Some(50));
+
+    let st = sp.peers().await;
+    assert_eq!(st[0].state, "established");
+    assert_eq!(st[0].routes_sent, 999);
+
+    let t = Instant::now();
+    sp.clone().shutdown("ipvs-sync shutting down").await;
+    assert!(t.elapsed() < Duration::from_millis(1500));
+    let n = loop {
+        match p.recv().await {
+            Some(Message::Notification(n)) => break n,
+            Some(_) => continue,
+            None => panic!("closed without NOTIFICATION"),
+        }
+    };
+    assert_eq!(n, Notification::admin_shutdown("ipvs-sync shutting down"));
+    assert_eq!(p.recv().await, None);
+}
+
+#[tokio::test]
+async fn ebgp_gets_med_and_our_as_and_no_local_pref() {
+    let (l, port) = listener().await;
+    let (sp, _ev) = Speaker::start(speaker_cfg()).unwrap();
+    sp.add_peer(peer_cfg(port, 65001)).unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    let (mut p, _) = MiniPeer::handshake(s, 65001, 90).await;
+    // Initial dump of an empty table: just the End-of-RIBs.
+    assert!(p.update().await.end_of_rib_family().is_some());
+    assert!(p.update().await.end_of_rib_family().is_some());
+    sp.announce(net("203.0.113.7/32"), lp(200));
+    let u = p.update().await;
+    assert_eq!(u.attrs.local_pref, None);
+    assert_eq!(u.attrs.med, Some(800));
+    assert_eq!(
+        u.attrs.as_path.unwrap().asns().collect::<Vec<_>>(),
+        vec![65010]
+    );
+}
+
+#[tokio::test]
+async fn passive_peer_is_accepted_on_the_listen_address() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let (sp, _ev) = Speaker::start(SpeakerConfig {
+        listen: Some(addr),
+        ..speaker_cfg()
+    })
+    .unwrap();
+    sp.add_peer(PeerConfig {
+        passive: true,
+        ..peer_cfg(179, 65010)
+    })
+    .unwrap();
+    sp.announce(net("192.0.2.99/32"), lp(100));
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut p, _) = MiniPeer::handshake(s, 65010, 30).await;
+    let u = p.update().await;
+    assert_eq!(u.nlri, vec!["192.0.2.99/32".parse().unwrap()]);
+    // A connection from an address that is not a peer is closed at once.
+    let st = sp.peers().await;
+    assert_eq!(st[0].state, "established");
+}
+
+#[tokio::test]
+async fn hold_timer_expiry_sends_4_0() {
+    let (l, port) = listener().await;
+    let (sp, mut ev) = Speaker::start(SpeakerConfig {
+        hold_time: 3,
+        ..speaker_cfg()
+    })
+    .unwrap();
+    sp.add_peer(peer_cfg(port, 65010)).unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    let (mut p, _) = MiniPeer::handshake(s, 65010, 3).await;
+    assert_eq!(ev.recv().await, Some(PeerEvent::Up { name: "r1".into() }));
+    let t = Instant::now();
+    // We never send a KEEPALIVE again; the speaker's keepalives (every 1 s) are read.
+    let n = loop {
+        match p.recv().await {
+            Some(Message::Notification(n)) => break n,
+            Some(_) => continue,
+            None => panic!("closed without NOTIFICATION"),
+        }
+    };
+    assert_eq!((n.code, n.subcode), (4, 0));
+    let e = t.elapsed();
+    assert!(
+        e >= Duration::from_millis(2500) && e < Duration::from_secs(5),
+        "{e:?}"
+    );
+    assert!(
+        matches!(ev.recv().await, Some(PeerEvent::Down { reason, .. }) if reason.contains("hold timer"))
+    );
+}
+
+#[tokio::test]
+async fn malformed_message_gets_the_exact_notification_and_reconnects() {
+    let (l, port) = listener().await;
+    let (sp, _ev) = Speaker::start(speaker_cfg()).unwrap();
+    sp.add_peer(peer_cfg(port, 65010)).unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    let (mut p, _) = MiniPeer::handshake(s, 65010, 90).await;
+    // An UPDATE whose NLRI has prefix length 33: 3/10, session reset.
+    let mut b = vec![0xff; 16];
+    b.extend_from_slice(&[0, 29, 2, 0, 0, 0, 0, 33, 1, 2, 3, 4, 5]);
+    p.send_raw(&b).await;
+    let n = loop {
+        match p.recv().await {
+            Some(Message::Notification(n)) => break n,
+            Some(_) => continue,
+            None => panic!("closed without NOTIFICATION"),
+        }
+    };
+    assert_eq!((n.code, n.subcode), (3, 10));
+    assert_eq!(sp.peers().await[0].malformed_in, 1);
+    // The speaker reconnects by itself after the backoff (200 ms base).
+    let (s, _) = tokio::time::timeout(Duration::from_secs(5), l.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let (_p, _) = MiniPeer::handshake(s, 65010, 90).await;
+}
+
+#[tokio::test]
+async fn rfc7606_update_error_keeps_the_session() {
+    let (l, port) = listener().await;
+    let (sp, _ev) = Speaker::start(speaker_cfg()).unwrap();
+    sp.add_peer(peer_cfg(port, 65010)).unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    let (mut p, _) = MiniPeer::handshake(s, 65010, 90).await;
+    // ORIGIN value 7 → treat-as-withdraw, no NOTIFICATION.
+    let attrs = [0x40, 1, 1, 7, 0x40, 2, 0, 0x40, 3, 4, 192, 0, 2, 1];
+    let mut b = vec![0xff; 16];
+    let len = 19 + 4 + attrs.len() + 5;
+    b.extend_from_slice(&(len as u16).to_be_bytes());
+    b.extend_from_slice(&[2, 0, 0, 0, attrs.len() as u8]);
+    b.extend_from_slice(&attrs);
+    b.extend_from_slice(&[32, 198, 51, 100, 1]);
+    p.send_raw(&b).await;
+    sp.announce(net("198.51.100.77/32"), lp(100));
+    let mut got = None;
+    for _ in 0..5 {
+        let u = p.update().await;
+        if !u.nlri.is_empty() {
+            got = Some(u);
+            break;
+        }
+    }
+    assert_eq!(got.unwrap().nlri, vec!["198.51.100.77/32".parse().unwrap()]);
+    // The peer task counts the bad UPDATE asynchronously: poll for it (bounded).
+    let mut st = sp.peers().await.remove(0);
+    for _ in 0..100 {
+        if st.malformed_in > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        st = sp.peers().await.remove(0);
+    }
+    assert_eq!(st.state, "established");
+    assert_eq!(st.malformed_in, 1);
+    assert_eq!(st.updates_in, 1);
+}
+
+#[tokio::test]
+async fn withdraw_overtakes_a_large_announce_backlog() {
+    let (l, port) = listener().await;
+    let (sp, _ev) = Speaker::start(speaker_cfg()).unwrap();
+    sp.add_peer(peer_cfg(port, 65010)).unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    let (mut p, _) = MiniPeer::handshake(s, 65010, 90).await;
+    // Empty-table End-of-RIBs first.
+    p.update().await;
+    p.update().await;
+    sp.announce(net("203.0.113.1/32"), lp(100));
+    let u = p.update().await;
+    assert_eq!(u.nlri.len(), 1);
+    // 100,000 announces queued, then a withdraw of the route the peer already has.
+    for i in 0..100_000u32 {
+        let a = Ipv4Addr::from(0x0a00_0000 + i); // 10.0.0.0/8 as test NLRI only
+        sp.announce(IpNet::new(IpAddr::V4(a), 32).unwrap(), lp(100));
+    }
+    sp.withdraw(net("203.0.113.1/32"));
+    let mut before = 0usize;
+    loop {
+        let u = p.update().await;
+        if !u.withdrawn.is_empty() {
+            assert_eq!(u.withdrawn, vec!["203.0.113.1/32".parse().unwrap()]);
+            break;
+        }
+        before += u.nlri.len();
+    }
+    // At most one write batch (64 KiB ≈ 13,000 /32s) went out ahead of it.
+    assert!(
+        before < 20_000,
+        "{before} prefixes went out before the withdraw"
+    );
+    let _ = SocketAddr::from(([127, 0, 0, 1], port));
+}

@@ -1,0 +1,431 @@
+//! The service mapping: which balancer serves which VIPs (and ports).
+//!
+//! Built from the keepalived configs matched by `service_mapping_wildcard`
+//! (`/etc/keepalived/lbs/<balancer>/*/*.conf`; see [`MappingWildcard`] for which path
+//! component names the balancer) and exchanged as JSON in `service_mapping_config`:
+//!
+//! ```json
+//! {"lb1.example.net": ["141.8.146.159", "2a02:6b8::2:105"]}
+//! ```
+//!
+//! Per balancer, every `virtual_server` of its files (includes followed) adds its VIP and
+//! port; `virtual_server group NAME` adds every address and port of the
+//! `virtual_server_group NAME` defined in any file of the same balancer. Firewall-mark
+//! services count as port 0 and take their VIP from the service's `quorum_up`/
+//! `quorum_down` argument `VIP,b-LP,PORT`; those without one are not mapped and are
+//! listed in [`MappingReport::skipped`] for the caller to log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::keepalived::{
+    self, Group, GroupMember, KeepalivedError, VirtualServer, VirtualServerAddr,
+};
+use crate::paths::MappingWildcard;
+
+/// Ports of each VIP of one balancer (port 0 = firewall-mark / all ports).
+pub type VipPorts = BTreeMap<IpAddr, BTreeSet<u16>>;
+/// Balancer → VIP → ports.
+pub type PortMapping = BTreeMap<String, VipPorts>;
+/// Balancer → VIPs: the JSON form.
+pub type VipMapping = BTreeMap<String, BTreeSet<IpAddr>>;
+
+/// Largest mapping JSON read.
+const MAX_JSON_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Why a mapping could not be built, read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MappingError {
+    /// A keepalived file is unreadable or malformed.
+    #[error(transparent)]
+    Keepalived(#[from] KeepalivedError),
+    /// The wildcard could not be expanded.
+    #[error("{pattern}: {reason}")]
+    Glob {
+        /// The pattern.
+        pattern: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The wildcard matched no file at all: more likely a missing mount or a wrong
+    /// pattern than a fleet without services, so no (empty) mapping is produced.
+    #[error("{pattern}: matches no file; not replacing the mapping with an empty one")]
+    NoFiles {
+        /// The pattern.
+        pattern: String,
+    },
+    /// A file could not be read or written.
+    #[error("{file}: {source}")]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// `virtual_server group NAME` names a group no file of the balancer defines.
+    #[error("{file}:{line}: virtual_server group {name}: no virtual_server_group {name} in the configs of {balancer}")]
+    UnknownGroup {
+        /// File of the `virtual_server`.
+        file: PathBuf,
+        /// Its line.
+        line: usize,
+        /// The group name.
+        name: String,
+        /// The balancer.
+        balancer: String,
+    },
+    /// Two different `virtual_server_group` blocks of one balancer share a name.
+    #[error("{file}:{line}: virtual_server_group {name} is already defined at {first_file}:{first_line}")]
+    DuplicateGroup {
+        /// File of the second definition.
+        file: PathBuf,
+        /// Its line.
+        line: usize,
+        /// The group name.
+        name: String,
+        /// File of the first definition.
+        first_file: PathBuf,
+        /// Its line.
+        first_line: usize,
+    },
+    /// The mapping JSON does not parse (serde_json's message has line and column).
+    #[error("{file}: bad service mapping JSON: {source}")]
+    Json {
+        /// The file.
+        file: PathBuf,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// A VIP in the mapping JSON is not an IP address.
+    #[error("{file}: balancer {balancer}: '{value}' is not an IP address")]
+    BadVip {
+        /// The file.
+        file: PathBuf,
+        /// The balancer whose list holds it.
+        balancer: String,
+        /// The value.
+        value: String,
+    },
+}
+
+/// A service that could not be mapped (a firewall mark without a VIP); not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The balancer.
+    pub balancer: String,
+    /// File of the `virtual_server`.
+    pub file: PathBuf,
+    /// Its line.
+    pub line: usize,
+    /// Why.
+    pub reason: String,
+}
+
+/// The result of [`build`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MappingReport {
+    /// Balancer → VIP → ports.
+    pub ports: PortMapping,
+    /// Services left out.
+    pub skipped: Vec<Skipped>,
+    /// How many files the wildcard matched.
+    pub files: usize,
+}
+
+impl MappingReport {
+    /// Balancer → VIPs.
+    pub fn vips(&self) -> VipMapping {
+        flatten(&self.ports)
+    }
+}
+
+/// Drops the ports: balancer → VIPs.
+pub fn flatten(ports: &PortMapping) -> VipMapping {
+    ports
+        .iter()
+        .map(|(b, vips)| (b.clone(), vips.keys().copied().collect()))
+        .collect()
+}
+
+/// Parses every file `wildcard` matches (with includes) into the mapping. Any unreadable
+/// or malformed file, or no file at all ([`MappingError::NoFiles`]), fails the whole
+/// build, so a caller keeps its previous mapping rather than publish one with VIPs
+/// missing. Log [`MappingReport::skipped`].
+pub fn build(wildcard: &MappingWildcard) -> Result<MappingReport, MappingError> {
+    let glob_err = |reason: String| MappingError::Glob {
+        pattern: wildcard.pattern().to_owned(),
+        reason,
+    };
+    let paths = glob::glob(wildcard.pattern()).map_err(|e| glob_err(e.to_string()))?;
+    // Balancer → (virtual servers, groups) across all its files.
+    let mut per_balancer: BTreeMap<String, (Vec<VirtualServer>, Vec<Group>)> = BTreeMap::new();
+    let mut report = MappingReport::default();
+    for entry in paths {
+        let path = entry.map_err(|e| MappingError::Io {
+            file: e.path().to_path_buf(),
+            source: io::Error::from(e),
+        })?;
+        if !path.is_file() {
+            continue;
+        }
+        let Some(balancer) = wildcard.balancer_of(&path) else {
+            continue;
+        };
+        let services = keepalived::load_services(&path)?;
+        report.files += 1;
+        let slot = per_balancer.entry(balancer).or_default();
+        slot.0.extend(services.virtual_servers);
+        slot.1.extend(services.groups);
+    }
+    if report.files == 0 {
+        return Err(MappingError::NoFiles {
+            pattern: wildcard.pattern().to_owned(),
+        });
+    }
+    for (balancer, (servers, groups)) in per_balancer {
+        let vips = resolve(&balancer, &servers, &groups, &mut report.skipped)?;
+        report.ports.insert(balancer, vips);
+    }
+    Ok(report)
+}
+
+/// The VIPs and ports of one balancer's services.
+pub fn resolve(
+    balancer: &str,
+    servers: &[VirtualServer],
+    groups: &[Group],
+    skipped: &mut Vec<Skipped>,
+) -> Result<VipPorts, MappingError> {
+    let mut by_name: BTreeMap<&str, &Group> = BTreeMap::new();
+    for g in groups {
+        if let Some(first) = by_name.get(g.name.as_str()) {
+            // The same block reached twice through includes is one definition.
+            if first.file == g.file && first.line == g.line {
+                continue;
+            }
+            return Err(MappingError::DuplicateGroup {
+                file: g.file.to_path_buf(),
+                line: g.line,
+                name: g.name.clone(),
+                first_file: first.file.to_path_buf(),
+                first_line: first.line,
+            });
+        }
+        by_name.insert(&g.name, g);
+    }
+    let mut vips = VipPorts::new();
+    let skip = |file: &Arc<Path>, line: usize, reason: String| Skipped {
+        balancer: balancer.to_owned(),
+        file: file.to_path_buf(),
+        line,
+        reason,
+    };
+    for vs in servers {
+        match &vs.addr {
+            VirtualServerAddr::Ip { addr, port } => {
+                vips.entry(*addr).or_default().insert(*port);
+            }
+            VirtualServerAddr::Fwmark { mark } => match vs.quorum_vip {
+                Some(vip) => {
+                    vips.entry(vip).or_default().insert(0);
+                }
+                None => skipped.push(skip(
+                    &vs.file,
+                    vs.line,
+                    format!("fwmark {mark}: no quorum_up/quorum_down argument VIP,b-LP,PORT names its VIP"),
+                )),
+            },
+            VirtualServerAddr::Group { name } => {
+                let Some(group) = by_name.get(name.as_str()) else {
+                    return Err(MappingError::UnknownGroup {
+                        file: vs.file.to_path_buf(),
+                        line: vs.line,
+                        name: name.clone(),
+                        balancer: balancer.to_owned(),
+                    });
+                };
+                for m in &group.members {
+                    match m {
+                        GroupMember::Ip { port, .. } => {
+                            for a in m.addresses() {
+                                vips.entry(a).or_default().insert(*port);
+                            }
+                        }
+                        GroupMember::Fwmark(mark) => match vs.quorum_vip {
+                            Some(vip) => {
+                                vips.entry(vip).or_default().insert(0);
+                            }
+                            None => skipped.push(skip(
+                                &group.file,
+                                group.line,
+                                format!(
+                                    "group {name} fwmark {mark}: no quorum_up/quorum_down \
+                                     argument VIP,b-LP,PORT in the virtual_server names its VIP"
+                                ),
+                            )),
+                        },
+                    }
+                }
+            }
+        }
+    }
+    Ok(vips)
+}
+
+/// The JSON form: `{"balancer": ["VIP", …]}`, VIPs sorted (IPv4 first).
+pub fn to_json(mapping: &VipMapping) -> String {
+    let plain: BTreeMap<&str, Vec<String>> = mapping
+        .iter()
+        .map(|(b, vips)| (b.as_str(), vips.iter().map(IpAddr::to_string).collect()))
+        .collect();
+    // Serializing maps of strings cannot fail; fall back to an empty object regardless.
+    serde_json::to_string(&plain).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// Parses the JSON form; `file` names the source in errors.
+pub fn from_json(text: &str, file: &Path) -> Result<VipMapping, MappingError> {
+    let plain: BTreeMap<String, Vec<String>> =
+        serde_json::from_str(text).map_err(|source| MappingError::Json {
+            file: file.to_path_buf(),
+            source,
+        })?;
+    let mut out = VipMapping::new();
+    for (balancer, list) in plain {
+        let mut vips = BTreeSet::new();
+        for value in list {
+            let vip = value.trim().parse().map_err(|_| MappingError::BadVip {
+                file: file.to_path_buf(),
+                balancer: balancer.clone(),
+                value: value.clone(),
+            })?;
+            vips.insert(vip);
+        }
+        out.insert(balancer, vips);
+    }
+    Ok(out)
+}
+
+/// Reads `service_mapping_config`.
+pub fn read_json(path: &Path) -> Result<VipMapping, MappingError> {
+    let io = |source| MappingError::Io {
+        file: path.to_path_buf(),
+        source,
+    };
+    let mut text = String::new();
+    File::open(path)
+        .map_err(io)?
+        .take(MAX_JSON_BYTES)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    from_json(&text, path)
+}
+
+/// Writes `service_mapping_config` atomically (see [`write_atomic`]).
+pub fn write_json(path: &Path, mapping: &VipMapping) -> Result<(), MappingError> {
+    let mut text = to_json(mapping);
+    text.push('\n');
+    write_atomic(path, text.as_bytes()).map_err(|source| MappingError::Io {
+        file: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Replaces `path` with `bytes` so that readers see the old or the new file, never a part:
+/// a temporary file in the same directory, written, fsynced, renamed over `path`, then
+/// the directory fsynced. Mode 0644.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}.{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn json_round_trip_and_shape() {
+        let mut m = VipMapping::new();
+        m.insert(
+            "lb1.example.net".into(),
+            [ip("2a02:6b8::2:105"), ip("141.8.146.159")].into(),
+        );
+        m.insert("lb2".into(), BTreeSet::new());
+        let text = to_json(&m);
+        assert_eq!(
+            text,
+            r#"{"lb1.example.net":["141.8.146.159","2a02:6b8::2:105"],"lb2":[]}"#
+        );
+        assert_eq!(from_json(&text, Path::new("m.json")).unwrap(), m);
+    }
+
+    #[test]
+    fn bad_json_is_reported() {
+        let e = from_json("{\"lb\": [\"1.2.3.4\",]", Path::new("m.json")).unwrap_err();
+        assert!(matches!(e, MappingError::Json { .. }), "{e}");
+        assert!(e.to_string().contains("line 1"), "{e}");
+        let e = from_json(r#"{"lb": ["1.2.3.4", "nope"]}"#, Path::new("m.json")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "m.json: balancer lb: 'nope' is not an IP address"
+        );
+        assert!(from_json(r#"{"lb": "1.2.3.4"}"#, Path::new("m.json")).is_err());
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("svc_mapping.json");
+        let mut m = VipMapping::new();
+        m.insert("lb".into(), [ip("192.0.2.1")].into());
+        write_json(&p, &m).unwrap();
+        m.insert("lb".into(), [ip("192.0.2.2")].into());
+        write_json(&p, &m).unwrap();
+        assert_eq!(read_json(&p).unwrap(), m);
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from("svc_mapping.json")]);
+        let e = write_json(&d.path().join("no/such/dir.json"), &m).unwrap_err();
+        assert!(matches!(e, MappingError::Io { .. }));
+    }
+}

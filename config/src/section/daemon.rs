@@ -1,0 +1,276 @@
+//! `[announce]`, `[client]`, `[server]` and `[messages]`: the small daemon sections.
+
+use std::borrow::Cow;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::value::{self, Fields, Invalid, ValueResult};
+
+/// A Linux interface name: 1..=15 bytes, no `/`, `:`, whitespace, not `.` or `..`
+/// (the kernel's `dev_valid_name`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InterfaceName(String);
+
+impl InterfaceName {
+    /// Checks `s` as the kernel would.
+    pub fn parse(s: &str) -> Option<InterfaceName> {
+        let ok = !s.is_empty()
+            && s.len() <= 15
+            && s != "."
+            && s != ".."
+            && s.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+        ok.then(|| InterfaceName(s.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is the loopback `lo` (otherwise a dummy link, created if missing).
+    pub fn is_loopback(&self) -> bool {
+        self.0 == "lo"
+    }
+}
+
+/// `[announce]`: where VIPs are put and how they are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceConfig {
+    /// `interface` (`lo`): `lo` or a dummy link name.
+    pub interface: InterfaceName,
+    /// `firewall_check`: a command (absolute program path, then arguments) run with the
+    /// VIP appended as the last argument before a VIP is prepared; exit 0 = ok.
+    pub firewall_check: Option<Vec<String>>,
+    /// `remove_vips_on_stop` (false): remove VIP addresses when the daemon stops
+    /// (BGP withdraws happen regardless).
+    pub remove_vips_on_stop: bool,
+}
+
+impl Default for AnnounceConfig {
+    fn default() -> Self {
+        AnnounceConfig {
+            interface: InterfaceName("lo".to_owned()),
+            firewall_check: None,
+            remove_vips_on_stop: false,
+        }
+    }
+}
+
+impl AnnounceConfig {
+    /// The keys of `[announce]`.
+    pub const KEYS: &'static [&'static str] =
+        &["interface", "firewall_check", "remove_vips_on_stop"];
+
+    pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<AnnounceConfig, ConfigError> {
+        Ok(AnnounceConfig {
+            interface: f.get("interface", AnnounceConfig::default().interface, |v| {
+                InterfaceName::parse(v).ok_or(Invalid::Expected(Cow::Borrowed(
+                    "`lo` or an interface name of 1..15 characters without '/', ':' or spaces",
+                )))
+            })?,
+            firewall_check: f.opt("firewall_check", command_line)?,
+            remove_vips_on_stop: f.get("remove_vips_on_stop", false, value::boolean)?,
+        })
+    }
+}
+
+/// Splits a command line into words: whitespace separates, `'…'` and `"…"` group
+/// (no escapes inside); the first word must be an absolute path.
+pub(crate) fn command_line(v: &str) -> ValueResult<Vec<String>> {
+    const WHAT: &str = "a command line starting with an absolute program path";
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    for c in v.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err(Invalid::Expected(Cow::Borrowed(
+            "a command line with balanced quotes",
+        )));
+    }
+    if in_word {
+        words.push(cur);
+    }
+    match words.first() {
+        Some(p) if p.starts_with('/') => Ok(words),
+        _ => Err(Invalid::Expected(Cow::Borrowed(WHAT))),
+    }
+}
+
+/// `[client]`: what the arbiter may make a balancer do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// `sync_dirs`: directories a `sync` message may write under; empty = `sync` refused.
+    pub sync_dirs: Vec<PathBuf>,
+    /// `execute_allow`: programs an `execute` message may run; empty = `execute` off.
+    pub execute_allow: Vec<PathBuf>,
+    /// `execute_timeout` (10 s): an executed command is killed after this.
+    pub execute_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            sync_dirs: Vec::new(),
+            execute_allow: Vec::new(),
+            execute_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The keys of `[client]`.
+    pub const KEYS: &'static [&'static str] = &["sync_dirs", "execute_allow", "execute_timeout"];
+
+    pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<ClientConfig, ConfigError> {
+        Ok(ClientConfig {
+            sync_dirs: f.get("sync_dirs", Vec::new(), value::abs_path_list)?,
+            execute_allow: f.get("execute_allow", Vec::new(), value::abs_path_list)?,
+            execute_timeout: f.get("execute_timeout", Duration::from_secs(10), value::seconds)?,
+        })
+    }
+
+    /// Whether a `sync` may write `path`: absolute, no `.`/`..` components, strictly
+    /// under one of `sync_dirs`. Symlinks are the writer's concern (open with
+    /// `O_NOFOLLOW` or resolve first).
+    pub fn sync_allowed(&self, path: &Path) -> bool {
+        path.is_absolute()
+            && path
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+            && self
+                .sync_dirs
+                .iter()
+                .any(|d| path.starts_with(d) && path != d.as_path())
+    }
+
+    /// Whether an `execute` may run `program` (exact match with `execute_allow`).
+    pub fn execute_allowed(&self, program: &Path) -> bool {
+        self.execute_allow.iter().any(|p| p == program)
+    }
+}
+
+/// `[server]`: the arbiter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// `quorum_socket` (`/run/ipvs-sync/quorum.sock`): where `ipvs-sync quorum` hands
+    /// announces to the running arbiter.
+    pub quorum_socket: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            quorum_socket: PathBuf::from("/run/ipvs-sync/quorum.sock"),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The keys of `[server]`.
+    pub const KEYS: &'static [&'static str] = &["quorum_socket"];
+
+    pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<ServerConfig, ConfigError> {
+        Ok(ServerConfig {
+            quorum_socket: f.get(
+                "quorum_socket",
+                ServerConfig::default().quorum_socket,
+                value::abs_path,
+            )?,
+        })
+    }
+}
+
+/// `[messages]`: envelope checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagesConfig {
+    /// `max_age` (30 s): older (or further in the future) messages are stale and dropped.
+    pub max_age: Duration,
+    /// `max_bytes` (64 MiB): bigger bodies are dropped.
+    pub max_bytes: usize,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        MessagesConfig {
+            max_age: Duration::from_secs(30),
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl MessagesConfig {
+    /// The keys of `[messages]`.
+    pub const KEYS: &'static [&'static str] = &["max_age", "max_bytes"];
+
+    pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<MessagesConfig, ConfigError> {
+        let d = MessagesConfig::default();
+        Ok(MessagesConfig {
+            max_age: f.get("max_age", d.max_age, value::seconds)?,
+            max_bytes: f.get("max_bytes", d.max_bytes, value::positive_usize)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_names() {
+        assert!(InterfaceName::parse("lo").unwrap().is_loopback());
+        assert!(!InterfaceName::parse("vip0").unwrap().is_loopback());
+        assert!(InterfaceName::parse("dummy-vips12345").is_some());
+        for bad in ["", "dummy-vips123456", "a/b", "a:b", "a b", ".", ".."] {
+            assert!(InterfaceName::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn command_lines() {
+        assert_eq!(
+            command_line("/usr/sbin/check-fw --table 'vip list' \"\" x").unwrap(),
+            vec!["/usr/sbin/check-fw", "--table", "vip list", "", "x"]
+        );
+        assert!(command_line("check-fw").is_err());
+        assert!(command_line("/bin/x 'open").is_err());
+    }
+
+    #[test]
+    fn sync_and_execute_allow_lists() {
+        let c = ClientConfig {
+            sync_dirs: vec![PathBuf::from("/etc/keepalived")],
+            execute_allow: vec![PathBuf::from("/usr/sbin/reload")],
+            ..ClientConfig::default()
+        };
+        assert!(c.sync_allowed(Path::new("/etc/keepalived/lbs/a.conf")));
+        assert!(!c.sync_allowed(Path::new("/etc/keepalived")));
+        assert!(!c.sync_allowed(Path::new("/etc/keepalived/../passwd")));
+        assert!(!c.sync_allowed(Path::new("/etc/keepalivedX/a")));
+        assert!(!c.sync_allowed(Path::new("etc/keepalived/a")));
+        assert!(c.execute_allowed(Path::new("/usr/sbin/reload")));
+        assert!(!c.execute_allowed(Path::new("/usr/sbin/reload2")));
+        assert!(!ClientConfig::default().sync_allowed(Path::new("/tmp/x")));
+    }
+}

@@ -1,0 +1,198 @@
+//! `[main]`: the keys of the original Python ipvs-sync plus `hostname`, `http_listen`, `ipvs`.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::amqp::AmqpUrl;
+use crate::error::ConfigError;
+use crate::hostname;
+use crate::paths::{DescTemplate, MappingWildcard};
+use crate::value::{self, Fields, Invalid, ValueResult};
+
+/// `[main]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MainConfig {
+    /// `amqp_server` (required): the broker URL.
+    pub amqp_server: AmqpUrl,
+    /// `mapping_update_interval` (60 s): how often the service mapping is rebuilt.
+    pub mapping_update_interval: Duration,
+    /// `service_mapping_wildcard` (`/etc/keepalived/lbs/*/*/*.conf`).
+    pub service_mapping_wildcard: MappingWildcard,
+    /// `service_mapping_config` (`/var/tmp/svc_mapping.json`): the mapping as JSON.
+    pub service_mapping_config: PathBuf,
+    /// `export_service_mapping_wildcard_to_config` (true): build the mapping from the
+    /// keepalived configs and write the JSON; false: read the JSON.
+    pub export_service_mapping_wildcard_to_config: bool,
+    /// `vips_description_update_interval` (0.5 s): how often desc files are read.
+    pub vips_description_update_interval: Duration,
+    /// `vip_description_filepath` (`/var/run/keepalived-{vip}-desc.json`).
+    pub vip_description_filepath: DescTemplate,
+    /// `consumer_alive_ttl` (15 s): a client silent this long is no longer active.
+    pub consumer_alive_ttl: Duration,
+    /// `active_consumers_update_interval` (0.1 s).
+    pub active_consumers_update_interval: Duration,
+    /// `heartbeat_interval` (3 s).
+    pub heartbeat_interval: Duration,
+    /// `tree_request_interval` (120 s).
+    pub tree_request_interval: Duration,
+    /// `announces_request_interval` (300 s).
+    pub announces_request_interval: Duration,
+    /// `announces_queue_limit` (524288).
+    pub announces_queue_limit: usize,
+    /// `firewall_update_try` (2): tries of the firewall check before giving up a VIP.
+    pub firewall_update_try: u32,
+    /// `client_requests_queue_limit` (262144).
+    pub client_requests_queue_limit: usize,
+    /// `processing_queue_limit` (65536).
+    pub processing_queue_limit: usize,
+    /// `hostname` (this host's FQDN): identity and AMQP routing key.
+    pub hostname: String,
+    /// `http_listen` (off): where `/metrics` and `/status` are served.
+    pub http_listen: Option<SocketAddr>,
+    /// `ipvs` (true): false runs announce-only.
+    pub ipvs: bool,
+}
+
+const SECS: fn(&str) -> ValueResult<Duration> = value::seconds;
+
+fn announces_source(v: &str) -> ValueResult<()> {
+    match v.to_ascii_lowercase().as_str() {
+        "client" => Ok(()),
+        "server" => Err(Invalid::Refused(Cow::Borrowed(
+            "`Server` (ExaBGP on the arbiter) is the old layout and is not supported: \
+             balancers announce with their own BGP speakers; set `Client` or remove the key",
+        ))),
+        _ => Err(Invalid::Expected(Cow::Borrowed("Client"))),
+    }
+}
+
+fn hostname_value(v: &str) -> ValueResult<String> {
+    let v = v.to_ascii_lowercase();
+    if hostname::is_valid_hostname(&v) {
+        Ok(v)
+    } else {
+        Err(Invalid::Expected(Cow::Borrowed(
+            "a host name (labels of letters, digits, '-', '_' joined by '.')",
+        )))
+    }
+}
+
+fn or_expected<T>(r: Result<T, &'static str>) -> ValueResult<T> {
+    r.map_err(|e| Invalid::Expected(Cow::Borrowed(e)))
+}
+
+impl MainConfig {
+    /// The keys of `[main]`.
+    pub const KEYS: &'static [&'static str] = &[
+        "amqp_server",
+        "announces_source",
+        "mapping_update_interval",
+        "service_mapping_wildcard",
+        "service_mapping_config",
+        "export_service_mapping_wildcard_to_config",
+        "vips_description_update_interval",
+        "vip_description_filepath",
+        "consumer_alive_ttl",
+        "active_consumers_update_interval",
+        "heartbeat_interval",
+        "tree_request_interval",
+        "announces_request_interval",
+        "announces_queue_limit",
+        "firewall_update_try",
+        "client_requests_queue_limit",
+        "processing_queue_limit",
+        "hostname",
+        "http_listen",
+        "ipvs",
+    ];
+
+    /// Reads `[main]`.
+    pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<MainConfig, ConfigError> {
+        f.get("announces_source", (), announces_source)?;
+        let hostname = match f.opt("hostname", hostname_value)? {
+            Some(h) => h,
+            None => hostname::detect_fqdn()
+                .map(|h| h.to_ascii_lowercase())
+                .filter(|h| hostname::is_valid_hostname(h))
+                .ok_or_else(|| {
+                    f.missing(
+                        "hostname",
+                        " (this host's name could not be read from /proc/sys/kernel/hostname)",
+                    )
+                })?,
+        };
+        Ok(MainConfig {
+            amqp_server: f.required("amqp_server", |v| or_expected(AmqpUrl::parse(v)))?,
+            mapping_update_interval: f.get(
+                "mapping_update_interval",
+                Duration::from_secs(60),
+                SECS,
+            )?,
+            service_mapping_wildcard: f.get(
+                "service_mapping_wildcard",
+                MappingWildcard::default(),
+                |v| or_expected(MappingWildcard::parse(v)),
+            )?,
+            service_mapping_config: f.get(
+                "service_mapping_config",
+                PathBuf::from("/var/tmp/svc_mapping.json"),
+                value::abs_path,
+            )?,
+            export_service_mapping_wildcard_to_config: f.get(
+                "export_service_mapping_wildcard_to_config",
+                true,
+                value::boolean,
+            )?,
+            vips_description_update_interval: f.get(
+                "vips_description_update_interval",
+                Duration::from_millis(500),
+                SECS,
+            )?,
+            vip_description_filepath: f.get(
+                "vip_description_filepath",
+                DescTemplate::default(),
+                |v| or_expected(DescTemplate::parse(v)),
+            )?,
+            consumer_alive_ttl: f.get("consumer_alive_ttl", Duration::from_secs(15), SECS)?,
+            active_consumers_update_interval: f.get(
+                "active_consumers_update_interval",
+                Duration::from_millis(100),
+                SECS,
+            )?,
+            heartbeat_interval: f.get("heartbeat_interval", Duration::from_secs(3), SECS)?,
+            tree_request_interval: f.get(
+                "tree_request_interval",
+                Duration::from_secs(120),
+                SECS,
+            )?,
+            announces_request_interval: f.get(
+                "announces_request_interval",
+                Duration::from_secs(300),
+                SECS,
+            )?,
+            announces_queue_limit: f.get(
+                "announces_queue_limit",
+                524_288,
+                value::positive_usize,
+            )?,
+            firewall_update_try: f.get("firewall_update_try", 2, |v| {
+                value::int_in(v, 1, 1000, "a number of tries 1..1000")
+            })?,
+            client_requests_queue_limit: f.get(
+                "client_requests_queue_limit",
+                262_144,
+                value::positive_usize,
+            )?,
+            processing_queue_limit: f.get(
+                "processing_queue_limit",
+                65_536,
+                value::positive_usize,
+            )?,
+            hostname,
+            http_listen: f.opt("http_listen", value::socket_addr)?,
+            ipvs: f.get("ipvs", true, value::boolean)?,
+        })
+    }
+}

@@ -1,0 +1,5 @@
+//! The typed sections of `config.ini`.
+
+pub mod bgp;
+pub mod daemon;
+pub mod main;

@@ -1,0 +1,184 @@
+//! The whole lab topology (`netns-lab/lab`) as a test fixture.
+//!
+//! ```text
+//!  Lab::up("e2e")  ──  netns-lab/lab up   (LAB_PREFIX=e2e<pid>x<n>-, LAB_RUN=<temp dir>)
+//!     │                  r1 r2 (gobgpd) · broker (RabbitMQ) · arbiter · lb1 lb2 lb3
+//!     ├─ start_daemons / quorum / signal / restart  →  the same script's commands
+//!     ├─ router("r1")  →  GobgpApi on run/r1/api.sock (RIB, sessions)
+//!     └─ drop          →  netns-lab/lab down
+//! ```
+//!
+//! Every `Lab` has its own namespaces and run directory, so tests may run side by side.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::{describe, GobgpApi, Netns};
+
+/// The lab script, next to this crate.
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab");
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// Node names and transport addresses, as `netns-lab/lib/common.sh` assigns them.
+pub const NODES: [(&str, &str, &str); 7] = [
+    ("r1", "192.0.2.1", "2001:db8::1"),
+    ("r2", "192.0.2.2", "2001:db8::2"),
+    ("broker", "192.0.2.10", "2001:db8::10"),
+    ("arbiter", "192.0.2.20", "2001:db8::20"),
+    ("lb1", "192.0.2.31", "2001:db8::31"),
+    ("lb2", "192.0.2.32", "2001:db8::32"),
+    ("lb3", "192.0.2.33", "2001:db8::33"),
+];
+
+/// The balancers.
+pub const BALANCERS: [&str; 3] = ["lb1", "lb2", "lb3"];
+
+/// A running lab; `lab down` on drop.
+#[derive(Debug)]
+pub struct Lab {
+    prefix: String,
+    run: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Brings a lab up (`lab up`): namespaces, bridge, both routers and the broker.
+    /// `tag` (a few letters) starts the namespace names.
+    pub fn up(tag: &str) -> io::Result<Lab> {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("{tag}{}x{id}-", std::process::id());
+        let run = tempfile::Builder::new()
+            .prefix(&format!("labkit-lab-{tag}-"))
+            .tempdir()?;
+        // RabbitMQ runs as user rabbitmq and must reach its directory inside.
+        std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o755))?;
+        let lab = Lab { prefix, run };
+        lab.script(&["up"])?;
+        Ok(lab)
+    }
+
+    /// Runs `netns-lab/lab ARGS…` for this lab and returns its stdout; an error carries
+    /// the command, its stdout and stderr.
+    pub fn script(&self, args: &[&str]) -> io::Result<String> {
+        let mut cmd = Command::new("bash");
+        cmd.arg(SCRIPT)
+            .args(args)
+            .env("LAB_RUN", self.run.path())
+            .env("LAB_PREFIX", &self.prefix);
+        let out = cmd.output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "{} ({}):\n{stdout}{}",
+                describe(&cmd),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(stdout)
+    }
+
+    /// `lab start-daemons`: ipvs-sync server on the arbiter, client on each balancer.
+    pub fn start_daemons(&self) -> io::Result<()> {
+        self.script(&["start-daemons"]).map(drop)
+    }
+
+    /// `lab quorum up ARG` (ARG: `VIP,b-LP,PORT`), as keepalived would call it.
+    pub fn quorum_up(&self, arg: &str) -> io::Result<()> {
+        self.script(&["quorum", "up", arg]).map(drop)
+    }
+
+    /// `lab quorum down ARG`.
+    pub fn quorum_down(&self, arg: &str) -> io::Result<()> {
+        self.script(&["quorum", "down", arg]).map(drop)
+    }
+
+    /// `lab signal NODE SIG`: TERM, KILL, STOP or CONT to a node's ipvs-sync.
+    pub fn signal(&self, node: &str, sig: &str) -> io::Result<()> {
+        self.script(&["signal", node, sig]).map(drop)
+    }
+
+    /// `lab restart NODE`: a router, the broker, or a node's ipvs-sync.
+    pub fn restart(&self, node: &str) -> io::Result<()> {
+        self.script(&["restart", node]).map(drop)
+    }
+
+    /// `lab status` output.
+    pub fn status(&self) -> io::Result<String> {
+        self.script(&["status"])
+    }
+
+    /// The API of router `r1` or `r2`.
+    pub fn router(&self, name: &str) -> GobgpApi {
+        GobgpApi::new(&format!(
+            "unix://{}",
+            self.run.path().join(name).join("api.sock").display()
+        ))
+    }
+
+    /// A node's namespace (attached: dropping it leaves the namespace be).
+    pub fn netns(&self, node: &str) -> io::Result<Netns> {
+        Netns::attach(&self.ns_name(node))
+    }
+
+    /// The namespace name of a node.
+    pub fn ns_name(&self, node: &str) -> String {
+        format!("{}{node}", self.prefix)
+    }
+
+    /// The run directory (configs, secrets, desc files, logs).
+    pub fn run_dir(&self) -> &Path {
+        self.run.path()
+    }
+
+    /// A node's `config.ini`.
+    pub fn config_path(&self, node: &str) -> PathBuf {
+        self.run.path().join(node).join("config.ini")
+    }
+
+    /// The log file of a node's daemon (`broker`, `r1-gobgpd`, `lb1`, …).
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.run.path().join("logs").join(format!("{name}.log"))
+    }
+
+    /// IPv4 transport address of a node.
+    pub fn v4(node: &str) -> Option<&'static str> {
+        NODES.iter().find(|n| n.0 == node).map(|n| n.1)
+    }
+
+    /// IPv6 transport address of a node.
+    pub fn v6(node: &str) -> Option<&'static str> {
+        NODES.iter().find(|n| n.0 == node).map(|n| n.2)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Err(e) = self.script(&["down"]) {
+            eprintln!("labkit: lab down: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_match_the_script() {
+        let common =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../lib/common.sh"))
+                .unwrap();
+        for (node, v4, v6) in NODES {
+            assert!(common.contains(&format!("[{node}]={v4}")), "{node} {v4}");
+            assert!(common.contains(&format!("[{node}]={v6}")), "{node} {v6}");
+        }
+        assert!(common.contains("BALANCERS=(lb1 lb2 lb3)"));
+        assert_eq!(Lab::v4("lb2"), Some("192.0.2.32"));
+        assert_eq!(Lab::v6("r2"), Some("2001:db8::2"));
+        assert_eq!(Lab::v4("nope"), None);
+    }
+}

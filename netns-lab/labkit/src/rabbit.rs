@@ -1,0 +1,481 @@
+//! A RabbitMQ broker (Debian's `rabbitmq-server`) running inside a namespace.
+//!
+//! Each broker is a node of its own: a unique `RABBITMQ_NODENAME`, its own mnesia and log
+//! directories, Erlang cookie and config file in a scratch directory owned by user
+//! `rabbitmq` (the Debian package runs the server as that user; it cannot write elsewhere),
+//! and nothing read from `/etc/rabbitmq`. The broker listens for AMQP on the one address
+//! given; Erlang distribution (epmd on 4369, the node on 25672) stays inside the namespace.
+//! One broker per namespace: they would share that namespace's epmd.
+//!
+//! ```text
+//!   ip netns exec NS setpriv --reuid=rabbitmq … env -i RABBITMQ_…=… rabbitmq-server
+//!        └─ sh (pid kept; SIGTERM = graceful stop) ─ beam.smp ─ epmd -daemon
+//! ```
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::{run_checked, scratch_dir, wait_until, Daemon, Netns};
+
+/// The Debian package's server and CLI scripts (the `/usr/sbin` wrappers would switch user
+/// and drop our environment).
+const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
+/// The system user the package runs the broker as.
+const RABBIT_USER: &str = "rabbitmq";
+/// AMQP port when `listen` names none.
+const AMQP_PORT: u16 = 5672;
+/// How long a start may take before it is an error (Erlang is slow on a loaded 2-core box).
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long to wait for leftover processes (epmd, a stuck beam) to go after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// AMQP 0-9-1 protocol header a client opens with.
+const AMQP_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+
+/// Makes node names unique within this process; the pid makes them unique across processes.
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// A running broker. Dropping it stops it by pid (graceful SIGTERM, then SIGKILL) along with
+/// the epmd it started, and removes its directory.
+#[derive(Debug)]
+pub struct Rabbit {
+    ns: String,
+    addr: SocketAddr,
+    node: String,
+    user: String,
+    pass: String,
+    daemon: Option<Daemon>,
+    // Declared last so the processes are gone before their directory is removed.
+    dir: tempfile::TempDir,
+}
+
+impl Rabbit {
+    /// Starts a broker inside `ns` listening on `listen` (`"192.0.2.5"`, `"192.0.2.5:5673"`,
+    /// `"2001:db8::5"` or `"[2001:db8::5]:5672"`; the address must already be on an interface
+    /// of `ns`), with a user of its own that has full rights on vhost `/`; returns once the
+    /// broker has booted and answers AMQP.
+    pub fn start(ns: &Netns, listen: &str) -> io::Result<Rabbit> {
+        let addr = parse_listen(listen)?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let node = format!("labkit-{pid}-{id}@localhost");
+        let dir = scratch_dir("rabbit")?;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let mut rabbit = Rabbit {
+            ns: ns.name().to_owned(),
+            addr,
+            node,
+            user: format!("ipvs{pid}x{id}"),
+            pass: format!("pw{nanos:x}{pid:x}{id}"),
+            daemon: None,
+            dir,
+        };
+        rabbit.prepare_dir()?;
+        rabbit.spawn()?;
+        Ok(rabbit)
+    }
+
+    /// The broker's user name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The broker's password.
+    pub fn pass(&self) -> &str {
+        &self.pass
+    }
+
+    /// The AMQP address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `amqp://USER:PASS@ADDR:PORT/%2f`, for a client inside the namespace (or routed to it).
+    pub fn url(&self) -> String {
+        self.url_for(&self.user, &self.pass)
+    }
+
+    /// The URL of this broker with other credentials (see [`Rabbit::add_user`]).
+    pub fn url_for(&self, user: &str, pass: &str) -> String {
+        format!("amqp://{user}:{pass}@{}/%2f", self.addr)
+    }
+
+    /// The Erlang node name (`rabbitmqctl -n`).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The server's console log (its file logs are under `dir()/log`).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("console.log")
+    }
+
+    /// The scratch directory (config, cookie, mnesia, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Pid of the server script; signalling it is signalling the broker.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Daemon::pid)
+    }
+
+    /// Runs `rabbitmqctl -n NODE ARGS…` against this broker and returns its stdout.
+    pub fn ctl(&self, args: &[&str]) -> io::Result<String> {
+        let mut cmd = self.as_rabbit(CTL);
+        cmd.args(["-n", &self.node]).args(args);
+        run_checked(&mut cmd)
+    }
+
+    /// Creates another user with full rights on vhost `/`, like
+    /// `rabbitmqctl add_user U P && rabbitmqctl set_permissions -p / U '.*' '.*' '.*'`.
+    pub fn add_user(&self, user: &str, pass: &str) -> io::Result<()> {
+        self.ctl(&["add_user", user, pass])?;
+        self.ctl(&["set_permissions", "-p", "/", user, ".*", ".*", ".*"])?;
+        Ok(())
+    }
+
+    /// Closes every client connection (`rabbitmqctl close_all_connections`), like a network
+    /// blip as the clients see it.
+    pub fn close_all_connections(&self) -> io::Result<()> {
+        self.ctl(&["close_all_connections", "labkit: test"])
+            .map(drop)
+    }
+
+    /// Stops the RabbitMQ application but not the node (`rabbitmqctl stop_app`).
+    pub fn stop_app(&self) -> io::Result<()> {
+        self.ctl(&["stop_app"]).map(drop)
+    }
+
+    /// Starts the application again (`rabbitmqctl start_app`) and waits until AMQP answers.
+    pub fn start_app(&mut self) -> io::Result<()> {
+        self.ctl(&["start_app"])?;
+        self.wait_ready()
+    }
+
+    /// Stops the broker process (graceful) and starts it again on the same node name, data and
+    /// address, like a broker host reboot; durable queues and persistent messages survive.
+    /// Returns once the new broker answers AMQP.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop_server()?;
+        self.spawn()
+    }
+
+    /// Stops the broker and the epmd it started; [`Drop`] does this too.
+    pub fn stop(&mut self) -> io::Result<()> {
+        self.stop_server()?;
+        self.kill_leftovers()
+    }
+
+    fn prepare_dir(&self) -> io::Result<()> {
+        let root = self.dir.path();
+        let (uid, gid) = rabbit_ids()?;
+        let home = root.join("home");
+        for d in [root.join("mnesia"), root.join("log"), home.clone()] {
+            std::fs::create_dir(&d)?;
+        }
+        let listener = match self.addr.ip() {
+            // rabbitmq.conf spells IPv6 listeners without brackets: `::1:5672`.
+            IpAddr::V6(ip) => format!("{ip}:{}", self.addr.port()),
+            IpAddr::V4(ip) => format!("{ip}:{}", self.addr.port()),
+        };
+        std::fs::write(
+            root.join("rabbitmq.conf"),
+            format!(
+                "listeners.tcp.1 = {listener}\n\
+                 default_vhost = /\n\
+                 default_user = {}\n\
+                 default_pass = {}\n\
+                 default_permissions.configure = .*\n\
+                 default_permissions.read = .*\n\
+                 default_permissions.write = .*\n\
+                 loopback_users = none\n",
+                self.user, self.pass
+            ),
+        )?;
+        std::fs::write(root.join("enabled_plugins"), "[].\n")?;
+        let cookie = home.join(".erlang.cookie");
+        std::fs::write(&cookie, format!("LABKIT{}", self.pass.to_uppercase()))?;
+        std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o400))?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o750))?;
+        for entry in walk(root)? {
+            std::os::unix::fs::chown(&entry, Some(uid), Some(gid))?;
+        }
+        Ok(())
+    }
+
+    /// `ip netns exec NS setpriv --reuid=rabbitmq … env -i RABBITMQ_…=… PROG`.
+    fn as_rabbit(&self, prog: &str) -> Command {
+        let root = self.dir.path();
+        let path = |p: &str| root.join(p).display().to_string();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, "setpriv"])
+            .args([
+                &format!("--reuid={RABBIT_USER}"),
+                &format!("--regid={RABBIT_USER}"),
+                "--init-groups",
+                "env",
+                "-i",
+                "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG=C.UTF-8",
+            ])
+            .arg(format!("HOME={}", path("home")))
+            .arg(format!("RABBITMQ_NODENAME={}", self.node))
+            .arg("RABBITMQ_CONF_ENV_FILE=/dev/null")
+            .arg(format!("RABBITMQ_CONFIG_FILE={}", path("rabbitmq.conf")))
+            .arg(format!(
+                "RABBITMQ_ENABLED_PLUGINS_FILE={}",
+                path("enabled_plugins")
+            ))
+            .arg(format!("RABBITMQ_MNESIA_BASE={}", path("mnesia")))
+            .arg(format!("RABBITMQ_LOG_BASE={}", path("log")))
+            .arg(format!("RABBITMQ_PID_FILE={}", path("rabbit.pid")))
+            .arg(prog);
+        cmd
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let daemon = Daemon::spawn(self.as_rabbit(SERVER), &self.log_path())?;
+        self.daemon = Some(daemon);
+        self.wait_ready()
+    }
+
+    /// Waits until the broker answers the AMQP protocol header with `connection.start` and
+    /// `rabbitmqctl await_startup` confirms the boot is complete.
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let path = format!("/run/netns/{}", self.ns);
+        let addr = self.addr;
+        let mut exited = None;
+        let daemon = &mut self.daemon;
+        let up = wait_until(START_TIMEOUT, || {
+            if let Some(Ok(Some(status))) = daemon.as_mut().map(Daemon::exited) {
+                // A broker that died (bad config, port in use) will not come up: stop waiting.
+                exited = Some(status);
+                return true;
+            }
+            amqp_answers(&path, addr)
+        });
+        if let Some(status) = exited {
+            return Err(self.failure(&format!("rabbitmq-server exited ({status})")));
+        }
+        if !up {
+            return Err(self.failure(&format!(
+                "no AMQP answer on {addr} within {START_TIMEOUT:?}"
+            )));
+        }
+        self.ctl(&["await_startup"])
+            .map(drop)
+            .map_err(|e| self.failure(&e.to_string()))
+    }
+
+    fn failure(&self, why: &str) -> io::Error {
+        match &self.daemon {
+            Some(d) => d.failure(why),
+            None => io::Error::other(why.to_owned()),
+        }
+    }
+
+    fn stop_server(&mut self) -> io::Result<()> {
+        if let Some(mut d) = self.daemon.take() {
+            d.stop()?;
+        }
+        Ok(())
+    }
+
+    /// Kills what the server left in the namespace: epmd (it daemonises, so it is not our
+    /// child) and a beam that outlived a SIGKILLed script. Only processes of user `rabbitmq`
+    /// inside this broker's namespace are touched.
+    fn kill_leftovers(&self) -> io::Result<()> {
+        let (uid, _) = rabbit_ids()?;
+        let leftovers = || -> Vec<u32> {
+            ns_pids(&self.ns)
+                .into_iter()
+                .filter(|pid| process_uid(*pid) == Some(uid))
+                .collect()
+        };
+        for pid in leftovers() {
+            if let Ok(raw) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(raw),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if wait_until(KILL_WAIT, || leftovers().is_empty()) {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "rabbitmq processes {:?} still in namespace {}",
+                leftovers(),
+                self.ns
+            )))
+        }
+    }
+}
+
+impl Drop for Rabbit {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            eprintln!("labkit: stopping rabbitmq {}: {e}", self.node);
+        }
+    }
+}
+
+/// Parses `ADDR`, `ADDR:PORT` or `[V6]:PORT`.
+fn parse_listen(listen: &str) -> io::Result<SocketAddr> {
+    if let Ok(sa) = listen.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    listen
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, AMQP_PORT))
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("bad listen address `{listen}`: want ADDR, ADDR:PORT or [V6]:PORT"),
+            )
+        })
+}
+
+/// uid and gid of the `rabbitmq` system user.
+fn rabbit_ids() -> io::Result<(u32, u32)> {
+    match nix::unistd::User::from_name(RABBIT_USER) {
+        Ok(Some(u)) => Ok((u.uid.as_raw(), u.gid.as_raw())),
+        Ok(None) => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no user `rabbitmq`: install Debian's rabbitmq-server",
+        )),
+        Err(e) => Err(io::Error::other(format!("looking up user rabbitmq: {e}"))),
+    }
+}
+
+/// A path and everything below it.
+fn walk(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = vec![root.to_owned()];
+    let mut i = 0;
+    while i < out.len() {
+        if out[i].is_dir() {
+            for e in std::fs::read_dir(&out[i])? {
+                out.push(e?.path());
+            }
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// `ip netns pids NS`, or nothing if the namespace is gone.
+fn ns_pids(ns: &str) -> Vec<u32> {
+    run_checked(Command::new("ip").args(["netns", "pids", ns]))
+        .map(|out| {
+            out.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Real uid of a process (`Uid:` of `/proc/PID/status`).
+fn process_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+}
+
+/// Whether a broker inside the namespace at `ns_path` answers the AMQP header with a
+/// `connection.start` method frame. Runs on a short-lived thread moved into the namespace,
+/// so the caller's thread stays where it is.
+fn amqp_answers(ns_path: &str, addr: SocketAddr) -> bool {
+    let probe = || -> io::Result<bool> {
+        let ns = std::fs::File::open(ns_path)?;
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(AMQP_HEADER)?;
+        let mut frame = [0u8; 11];
+        s.read_exact(&mut frame)?;
+        // Method frame (type 1) on channel 0 carrying connection.start (class 10, method 10).
+        Ok(frame[0] == 1 && frame[1..3] == [0, 0] && frame[7..11] == [0, 10, 0, 10])
+    };
+    std::thread::scope(|s| s.spawn(probe).join())
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_parse_with_and_without_port() {
+        assert_eq!(
+            parse_listen("192.0.2.5").unwrap(),
+            "192.0.2.5:5672".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("192.0.2.5:5673").unwrap(),
+            "192.0.2.5:5673".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("2001:db8::5").unwrap(),
+            "[2001:db8::5]:5672".parse().unwrap()
+        );
+        assert_eq!(parse_listen("[2001:db8::5]:5999").unwrap().port(), 5999);
+        assert!(parse_listen("broker.example").is_err());
+    }
+
+    #[test]
+    fn walk_lists_nested_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("a/b/f"), "x").unwrap();
+        let all = walk(dir.path()).unwrap();
+        assert_eq!(all.len(), 4);
+        assert!(all.contains(&dir.path().join("a/b/f")));
+    }
+
+    #[test]
+    fn own_uid_is_read_from_proc() {
+        let me = std::process::id();
+        assert_eq!(process_uid(me), Some(nix::unistd::getuid().as_raw()));
+    }
+
+    #[test]
+    #[ignore = "lab: needs root, netns and rabbitmq-server; run netns-lab/test"]
+    fn lab_rabbit_starts_restarts_and_cleans_up() {
+        if !crate::require_root() {
+            return;
+        }
+        let ns = Netns::new("rabbit").unwrap();
+        ns.ip(&["addr", "add", "192.0.2.5/32", "dev", "lo"])
+            .unwrap();
+        let mut r = Rabbit::start(&ns, "192.0.2.5").unwrap();
+        let users = r.ctl(&["list_users"]).unwrap();
+        assert!(users.contains(r.user()), "{users}");
+        r.ctl(&["add_vhost", "survivor"]).unwrap();
+        let path = format!("/run/netns/{}", ns.name());
+        r.restart().unwrap();
+        assert!(amqp_answers(&path, r.addr()));
+        // Data (here a vhost) lives in the broker's own mnesia dir and survives the restart.
+        assert!(r.ctl(&["list_vhosts"]).unwrap().contains("survivor"));
+        let dir = r.dir().to_owned();
+        drop(r);
+        assert!(!dir.exists());
+        assert!(!amqp_answers(&path, "192.0.2.5:5672".parse().unwrap()));
+        let (uid, _) = rabbit_ids().unwrap();
+        assert!(ns_pids(ns.name())
+            .into_iter()
+            .all(|p| process_uid(p) != Some(uid)));
+    }
+}

@@ -1,0 +1,314 @@
+//! End-to-end: the real `ipvs-sync server` and `client`s in the namespace lab, with
+//! gobgpd routers and RabbitMQ, driven the way keepalived and an operator drive them.
+//! Every test has a lab of its own (`labkit::Lab`); the routers' RIBs are the proof.
+//!
+//! Needs the binary built (`cargo build`; `netns-lab/test` builds the workspace) and
+//! root: run `netns-lab/test`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use labkit::{GobgpApi, Lab, RibPath};
+
+/// Served by all three balancers (TCP 80), local-pref 200.
+const ALL3: &str = "198.51.100.3/32";
+const ALL3_ARG: &str = "198.51.100.3,b-200,80";
+
+/// A lab with the daemons running and every balancer's two sessions Established.
+fn lab_with_daemons(tag: &str) -> Lab {
+    assert!(labkit::require_root(), "e2e tests run as root");
+    let lab = Lab::up(tag).unwrap();
+    lab.start_daemons().unwrap();
+    for lb in labkit::BALANCERS {
+        for (router, addr) in [("r1", Lab::v4(lb)), ("r2", Lab::v6(lb))] {
+            let ok = lab
+                .router(router)
+                .wait_established(addr.unwrap(), Duration::from_secs(30));
+            assert!(ok, "{lb} never Established at {router}\n{}", logs(&lab, lb));
+        }
+    }
+    lab
+}
+
+/// The last lines of a daemon's log, for failure messages.
+fn logs(lab: &Lab, node: &str) -> String {
+    let text = std::fs::read_to_string(lab.log_path(node)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// The paths a router holds for `prefix`.
+fn paths(api: &GobgpApi, prefix: &str) -> Vec<RibPath> {
+    api.paths_for(prefix).unwrap_or_default()
+}
+
+/// Sorted neighbors a router learned `prefix` from.
+fn sources(api: &GobgpApi, prefix: &str) -> Vec<String> {
+    let mut n: Vec<String> = paths(api, prefix)
+        .into_iter()
+        .filter_map(|p| p.neighbor)
+        .collect();
+    n.sort();
+    n
+}
+
+/// Polls every 20 ms until the router learned `prefix` from exactly `want`; returns how
+/// long that took, or `None` after `timeout`.
+fn wait_sources(
+    api: &GobgpApi,
+    prefix: &str,
+    want: &[&str],
+    timeout: Duration,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if sources(api, prefix) == want {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (sources(api, prefix) == want).then(|| start.elapsed())
+}
+
+const LB_V4: [&str; 3] = ["192.0.2.31", "192.0.2.32", "192.0.2.33"];
+const LB_V6: [&str; 3] = ["2001:db8::31", "2001:db8::32", "2001:db8::33"];
+
+#[test]
+#[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
+fn lab_e2e_quorum_announces_with_local_pref_and_withdraws_v4_and_v6() {
+    let lab = lab_with_daemons("ea");
+    let (r1, r2) = (lab.router("r1"), lab.router("r2"));
+
+    // IPv4 VIP of all three balancers: iBGP carries LOCAL_PREF, eBGP the AS path.
+    lab.quorum_up(ALL3_ARG).unwrap();
+    let took = wait_sources(&r1, ALL3, &LB_V4, Duration::from_secs(10));
+    assert!(
+        took.is_some(),
+        "r1: {:?}\n{}",
+        paths(&r1, ALL3),
+        logs(&lab, "lb1")
+    );
+    eprintln!("quorum up -> 3 paths at r1: {took:?}");
+    assert!(paths(&r1, ALL3)
+        .iter()
+        .all(|p| p.local_pref == Some(200) && p.as_path.is_empty()));
+    assert!(wait_sources(&r2, ALL3, &LB_V6, Duration::from_secs(10)).is_some());
+    assert!(paths(&r2, ALL3)
+        .iter()
+        .all(|p| p.as_path == [65000] && p.local_pref.is_none()));
+
+    // IPv6 VIP on lb1 and lb3 with two ports: announced only when both have quorum.
+    let v6 = "2001:db8:f00::1/128";
+    lab.quorum_up("2001:db8:f00::1,b-100,80").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        paths(&r1, v6).is_empty(),
+        "announced with 1 of 2 ports: {:?}",
+        paths(&r1, v6)
+    );
+    lab.quorum_up("2001:db8:f00::1,b-100,443").unwrap();
+    let want = ["192.0.2.31", "192.0.2.33"];
+    assert!(wait_sources(&r1, v6, &want, Duration::from_secs(10)).is_some());
+    let nexthops: Vec<Option<String>> = paths(&r1, v6).into_iter().map(|p| p.nexthop).collect();
+    assert_eq!(
+        nexthops,
+        [
+            Some("2001:db8::31".to_owned()),
+            Some("2001:db8::33".to_owned())
+        ]
+    );
+    assert!(wait_sources(
+        &r2,
+        v6,
+        &["2001:db8::31", "2001:db8::33"],
+        Duration::from_secs(10)
+    )
+    .is_some());
+
+    // quorum down withdraws at both routers, fast.
+    lab.quorum_down(ALL3_ARG).unwrap();
+    let took = wait_sources(&r1, ALL3, &[], Duration::from_secs(5));
+    assert!(took.is_some(), "{:?}", paths(&r1, ALL3));
+    eprintln!("quorum down -> withdrawn at r1: {took:?}");
+    assert!(wait_sources(&r2, ALL3, &[], Duration::from_secs(5)).is_some());
+    // The other VIP is untouched.
+    assert_eq!(sources(&r1, v6), want);
+}
+
+#[test]
+#[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
+fn lab_e2e_balancer_stop_kill_and_freeze() {
+    let lab = lab_with_daemons("eb");
+    let r1 = lab.router("r1");
+    lab.quorum_up(ALL3_ARG).unwrap();
+    assert!(wait_sources(&r1, ALL3, &LB_V4, Duration::from_secs(10)).is_some());
+
+    // SIGTERM: the daemon sends a Cease and the routers withdraw at once.
+    lab.signal("lb2", "TERM").unwrap();
+    let took = wait_sources(
+        &r1,
+        ALL3,
+        &["192.0.2.31", "192.0.2.33"],
+        Duration::from_secs(3),
+    );
+    eprintln!("SIGTERM lb2 -> withdrawn at r1: {took:?}");
+    assert!(took.is_some_and(|t| t < Duration::from_secs(1)), "{took:?}");
+
+    // SIGSTOP: the session stays open but silent; the hold timer (9 s) withdraws.
+    lab.signal("lb3", "STOP").unwrap();
+    let took = wait_sources(&r1, ALL3, &["192.0.2.31"], Duration::from_secs(20));
+    eprintln!("SIGSTOP lb3 -> withdrawn at r1: {took:?}");
+    let took = took.expect("hold timer never expired");
+    assert!(
+        took > Duration::from_secs(3),
+        "withdrawn before the hold time: {took:?}"
+    );
+    lab.signal("lb3", "CONT").unwrap();
+
+    // SIGKILL: the kernel closes the socket (FIN), so this too is quick.
+    lab.signal("lb1", "KILL").unwrap();
+    let took = wait_sources(&r1, ALL3, &[], Duration::from_secs(20));
+    eprintln!("SIGKILL lb1 -> withdrawn at r1: {took:?}");
+    assert!(took.is_some());
+}
+
+#[test]
+#[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
+fn lab_e2e_router_restart_relearns_routes() {
+    let lab = lab_with_daemons("ec");
+    let (r1, r2) = (lab.router("r1"), lab.router("r2"));
+    lab.quorum_up(ALL3_ARG).unwrap();
+    assert!(wait_sources(&r1, ALL3, &LB_V4, Duration::from_secs(10)).is_some());
+    lab.restart("r1").unwrap();
+    // Balancers reconnect on their own; gobgpd refuses them for its 5 s Idle hold.
+    let took = wait_sources(&r1, ALL3, &LB_V4, Duration::from_secs(40));
+    eprintln!("r1 restart -> routes back: {took:?}");
+    assert!(
+        took.is_some(),
+        "{:?}\n{}",
+        paths(&r1, ALL3),
+        logs(&lab, "lb1")
+    );
+    assert_eq!(sources(&r2, ALL3), LB_V6);
+}
+
+#[test]
+#[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
+fn lab_e2e_broker_restart_keeps_routes_then_commands_flow_again() {
+    let lab = lab_with_daemons("ed");
+    let r1 = lab.router("r1");
+    lab.quorum_up(ALL3_ARG).unwrap();
+    assert!(wait_sources(&r1, ALL3, &LB_V4, Duration::from_secs(10)).is_some());
+    lab.restart("broker").unwrap();
+    // Fail-static: the broker's absence withdrew nothing.
+    assert_eq!(sources(&r1, ALL3), LB_V4);
+    lab.quorum_down(ALL3_ARG).unwrap();
+    let took = wait_sources(&r1, ALL3, &[], Duration::from_secs(60));
+    eprintln!("broker restart, then quorum down -> withdrawn: {took:?}");
+    assert!(took.is_some(), "{}", logs(&lab, "lb1"));
+}
+
+#[test]
+#[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
+fn lab_e2e_arbiter_down_is_fail_static_and_its_return_reconciles() {
+    let lab = lab_with_daemons("ee");
+    let r1 = lab.router("r1");
+    lab.quorum_up(ALL3_ARG).unwrap();
+    assert!(wait_sources(&r1, ALL3, &LB_V4, Duration::from_secs(10)).is_some());
+
+    lab.signal("arbiter", "TERM").unwrap();
+    // keepalived keeps calling the handler; it records the desc file on its own.
+    lab.quorum_down(ALL3_ARG).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        sources(&r1, ALL3),
+        LB_V4,
+        "balancers must keep routes without the arbiter"
+    );
+
+    lab.restart("arbiter").unwrap();
+    let took = wait_sources(&r1, ALL3, &[], Duration::from_secs(30));
+    eprintln!("arbiter back -> stale VIP withdrawn: {took:?}");
+    assert!(took.is_some(), "{}", logs(&lab, "arbiter"));
+}
+
+#[test]
+#[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
+fn lab_e2e_forged_withdraw_is_refused() {
+    let lab = lab_with_daemons("ef");
+    let r1 = lab.router("r1");
+    lab.quorum_up(ALL3_ARG).unwrap();
+    assert!(wait_sources(&r1, ALL3, &LB_V4, Duration::from_secs(10)).is_some());
+
+    // A stranger on lb3's network with the broker password, but not the message key.
+    let pw = std::fs::read_to_string(lab.run_dir().join("secrets/amqp_password")).unwrap();
+    let url = format!("amqp://ipvs:{}@192.0.2.10:5672/%2f", pw.trim());
+    let ns = lab.netns("lb3").unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            ns.enter().unwrap();
+            publish_forged_fin_announce(&url, "198.51.100.3");
+        })
+        .join()
+        .unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        sources(&r1, ALL3),
+        LB_V4,
+        "a forged fin_announce withdrew a VIP"
+    );
+    let metrics = lab
+        .netns("lb1")
+        .unwrap()
+        .run("bash", &["-c", "exec 3<>/dev/tcp/192.0.2.31/9100; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"])
+        .unwrap();
+    let forged = metrics
+        .lines()
+        .find(|l| l.starts_with("ipvs_sync_messages_dropped_total{reason=\"forged\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(
+        forged.is_some_and(|n| n >= 1.0),
+        "forged counter: {forged:?}"
+    );
+}
+
+/// Publishes a `fin_announce` for `vip` to every client (routing key `broadcast`) with a
+/// signature that is not made with the lab's key.
+fn publish_forged_fin_announce(url: &str, vip: &str) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let conn = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let body = format!(
+            r#"{{"type":"fin_announce","from":"arbiter","to":"broadcast","seq":{},"ts":{now_ms},"body":{{"vips":["{vip}"]}},"sig":"{}"}}"#,
+            u64::MAX - 1,
+            "0".repeat(64)
+        );
+        ch.basic_publish(
+            "ipvs".into(),
+            "broadcast".into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        conn.close(200, "bye".into()).await.unwrap();
+    });
+}

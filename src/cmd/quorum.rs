@@ -1,0 +1,233 @@
+//! `ipvs-sync quorum up|down VIP[,b-LOCALPREF[,PORT]]`: keepalived's quorum handler.
+//!
+//! The file half: find the VIP's ports in the keepalived configs (so `total` counts
+//! virtual servers not yet reported; through a cache file, since parsing every config
+//! takes tens of ms — see [`announce::known_ports`]), then record the call in the VIP's desc file
+//! with [`announce::quorum::apply`] (lock, recount, atomic replace). Handing the
+//! announce/withdraw to the running arbiter builds on the returned [`DescChange`]
+//! (`change.publish()` says whether a `syn_announce` or a `fin_announce` is due).
+//!
+//! Kept light on purpose — it sits in keepalived's path: no tokio runtime, no
+//! netlink, no AMQP here.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use announce::known_ports::{KnownPorts, PortsCache};
+use announce::quorum::{self, DescChange, QuorumError};
+use announce::Desc;
+
+/// Quorum direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Direction {
+    /// quorum_up
+    Up,
+    /// quorum_down
+    Down,
+}
+
+impl From<Direction> for quorum::Direction {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::Up => quorum::Direction::Up,
+            Direction::Down => quorum::Direction::Down,
+        }
+    }
+}
+
+/// `quorum up|down VIP[,b-LOCALPREF[,PORT]]`
+#[derive(Debug, clap::Args)]
+pub struct QuorumArgs {
+    /// up or down
+    #[arg(value_enum)]
+    pub direction: Direction,
+    /// VIP[,b-LOCALPREF[,PORT]], e.g. 2a02:6b8::1:1,b-100,0 (PORT 0 = fwmark/all ports)
+    pub arg: String,
+}
+
+/// File name of the known-ports cache, kept in the desc files' directory.
+pub const KNOWN_PORTS_FILE: &str = "ipvs-sync-known-ports.json";
+
+/// The known-ports cache: next to the desc files, trusted for
+/// `mapping_update_interval` (the arbiter daemon refreshes it at that cadence with
+/// [`store_known_ports`]).
+pub fn ports_cache(cfg: &config::Config) -> PortsCache {
+    let any = cfg.desc_path(IpAddr::from([0, 0, 0, 0]));
+    let dir = any.parent().unwrap_or_else(|| Path::new("/var/run"));
+    PortsCache::new(dir.join(KNOWN_PORTS_FILE), cfg.main.mapping_update_interval)
+}
+
+/// VIP → ports over every balancer of a built mapping.
+pub fn known_ports_of(mapping: &config::mapping::PortMapping) -> KnownPorts {
+    let mut out = KnownPorts::new();
+    for vips in mapping.values() {
+        for (vip, ports) in vips {
+            out.entry(*vip).or_default().extend(ports.iter().copied());
+        }
+    }
+    out
+}
+
+/// For the arbiter daemon: refresh the quorum handler's known-ports cache from the
+/// mapping it has just built.
+#[allow(dead_code)] // until the server daemon calls it after each mapping rebuild
+pub fn store_known_ports(
+    cfg: &config::Config,
+    mapping: &config::mapping::PortMapping,
+) -> std::io::Result<()> {
+    ports_cache(cfg).store(&known_ports_of(mapping))
+}
+
+/// The ports the keepalived configs (`service_mapping_wildcard`) name for `vip`, over
+/// every balancer, through the known-ports cache. If the configs cannot be read and
+/// nothing is cached, the count falls back to the ports already reported for the
+/// VIP, and the reason is logged.
+pub fn known_ports(cfg: &config::Config, vip: IpAddr) -> BTreeSet<u16> {
+    let build = || {
+        config::mapping::build(&cfg.main.service_mapping_wildcard)
+            .map(|report| known_ports_of(&report.ports))
+    };
+    match ports_cache(cfg).load_or_build(build) {
+        Ok((ports, _source)) => ports.get(&vip).cloned().unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(%vip, error = %e,
+                "cannot read the keepalived configs; counting only the ports reported so far");
+            BTreeSet::new()
+        }
+    }
+}
+
+/// Record the quorum call in the VIP's desc file and return the new desc and what
+/// changed.
+pub fn update_desc(
+    cfg: &config::Config,
+    args: &QuorumArgs,
+) -> Result<(Desc, DescChange), QuorumError> {
+    let arg = quorum::parse_arg(&args.arg)?;
+    let known = known_ports(cfg, arg.vip);
+    let path = cfg.desc_path(arg.vip);
+    let outcome = quorum::apply(&path, &arg, args.direction.into(), &known)?;
+    if let Some(e) = &outcome.recovered {
+        tracing::warn!(vip = %arg.vip, error = %e, "desc file was corrupt; count restarted");
+    }
+    tracing::info!(vip = %arg.vip, port = arg.port, direction = ?args.direction,
+        active = outcome.desc.active, total = outcome.desc.total,
+        announce = outcome.desc.announce, "quorum recorded");
+    Ok((outcome.desc, outcome.change))
+}
+
+/// The subcommand: load the config, update the desc. Exit 0 ok, 1 when the desc file
+/// could not be written, 2 on a bad argument or config.
+#[allow(dead_code)] // until main.rs dispatches `Command::Quorum` here
+pub fn run(config_path: &Path, args: &QuorumArgs) -> ExitCode {
+    let cfg = match config::Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ipvs-sync quorum: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match update_desc(&cfg, args) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e @ QuorumError::Arg(_)) => {
+            eprintln!("ipvs-sync quorum: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("ipvs-sync quorum: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use announce::quorum::Publish;
+
+    fn cfg(dir: &Path) -> config::Config {
+        let text = format!(
+            "[main]\namqp_server = amqp://ipvs@127.0.0.1:5672/\nhostname = arbiter.example.net\n\
+             vip_description_filepath = {d}/keepalived-{{vip}}-desc.json\n\
+             service_mapping_wildcard = {d}/lbs/*/*/*.conf\n",
+            d = dir.display()
+        );
+        config::Config::from_strs(&text, None).unwrap()
+    }
+
+    fn args(direction: Direction, arg: &str) -> QuorumArgs {
+        QuorumArgs {
+            direction,
+            arg: arg.to_string(),
+        }
+    }
+
+    #[test]
+    fn counts_ports_from_the_keepalived_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("lbs/lb1.example.net/web");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(
+            conf.join("web.conf"),
+            "virtual_server 192.0.2.10 80 {\n  protocol TCP\n}\n\
+             virtual_server 192.0.2.10 443 {\n  protocol TCP\n}\n",
+        )
+        .unwrap();
+        let cfg = cfg(dir.path());
+        let vip: IpAddr = "192.0.2.10".parse().unwrap();
+        assert_eq!(known_ports(&cfg, vip), BTreeSet::from([80, 443]));
+
+        let (desc, change) =
+            update_desc(&cfg, &args(Direction::Up, "192.0.2.10,b-120,80")).unwrap();
+        assert_eq!((desc.active, desc.total, desc.announce), (1, 2, false));
+        assert_eq!(change.publish(), Publish::Nothing);
+        let (desc, change) =
+            update_desc(&cfg, &args(Direction::Up, "192.0.2.10,b-120,443")).unwrap();
+        assert!(desc.announce);
+        assert_eq!(
+            change.publish(),
+            Publish::Syn {
+                local_preference: 120
+            }
+        );
+        let on_disk = Desc::read(&cfg.desc_path(vip)).unwrap();
+        assert_eq!(on_disk, desc);
+        let (_, change) = update_desc(&cfg, &args(Direction::Down, "192.0.2.10,b-120,80")).unwrap();
+        assert_eq!(change.publish(), Publish::Fin);
+    }
+
+    #[test]
+    fn known_ports_come_from_the_cache_until_it_is_refreshed() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("lbs/lb1.example.net/web");
+        std::fs::create_dir_all(&conf).unwrap();
+        let vs = |port: u16| format!("virtual_server 2001:db8::10 {port} {{\n  protocol TCP\n}}\n");
+        std::fs::write(conf.join("web.conf"), vs(80)).unwrap();
+        let cfg = cfg(dir.path());
+        let vip: IpAddr = "2001:db8::10".parse().unwrap();
+        assert_eq!(known_ports(&cfg, vip), BTreeSet::from([80]));
+        assert!(dir.path().join(KNOWN_PORTS_FILE).exists());
+
+        std::fs::write(conf.join("web.conf"), vs(80) + &vs(443)).unwrap();
+        assert_eq!(
+            known_ports(&cfg, vip),
+            BTreeSet::from([80]),
+            "fresh cache is trusted"
+        );
+
+        let report = config::mapping::build(&cfg.main.service_mapping_wildcard).unwrap();
+        store_known_ports(&cfg, &report.ports).unwrap();
+        assert_eq!(known_ports(&cfg, vip), BTreeSet::from([80, 443]));
+    }
+
+    #[test]
+    fn bad_argument_is_an_arg_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err =
+            update_desc(&cfg(dir.path()), &args(Direction::Up, "not-an-ip,b-1,80")).unwrap_err();
+        assert!(matches!(err, QuorumError::Arg(_)), "{err}");
+    }
+}

@@ -1,0 +1,169 @@
+//! The local hand-off from `ipvs-sync quorum` to the running arbiter.
+//!
+//! `quorum up|down` runs inside keepalived's handler path, so it must be quick and must not
+//! talk to the broker itself (no connection set-up, no credentials in every handler). It writes
+//! the desc file, then sends one JSON line to the arbiter's unix socket (`[server]
+//! quorum_socket`) and waits for `ok`:
+//!
+//! ```text
+//! {"vip":"192.0.2.10","announce":true}\n     →
+//!                                            ←  ok\n   (or: error: <why>\n)
+//! ```
+//!
+//! The arbiter re-reads that VIP's desc file at once and publishes `syn_announce` to the
+//! balancers the mapping names (announce true) or broadcasts `fin_announce` (false). If the
+//! socket is not there (arbiter down), nothing is lost: the desc file is the truth, and the
+//! arbiter's desc scan picks it up within `vips_description_update_interval` once it runs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// One hand-off: "this VIP's desc file changed; its announce flag is now …".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumEvent {
+    /// The VIP whose quorum changed.
+    pub vip: IpAddr,
+    /// The desc file's `announce` after the change.
+    pub announce: bool,
+}
+
+const MAX_LINE: usize = 1024;
+
+/// Binds the socket (replacing a stale one), mode 0660 so a keepalived group can use it.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(l)
+}
+
+/// Accepts hand-offs forever and forwards them to the arbiter's main loop.
+pub async fn serve(listener: UnixListener, tx: mpsc::Sender<QuorumEvent>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                warn!(error = %e, "quorum socket: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (rd, mut wr) = stream.into_split();
+            let mut line = String::new();
+            let mut rd = tokio::io::BufReader::new(rd).take(MAX_LINE as u64);
+            let read = tokio::time::timeout(Duration::from_secs(2), rd.read_line(&mut line)).await;
+            let answer = match read {
+                Ok(Ok(_)) => match serde_json::from_str::<QuorumEvent>(line.trim()) {
+                    Ok(ev) => match tx.send(ev).await {
+                        Ok(()) => "ok\n".to_string(),
+                        Err(_) => "error: arbiter is stopping\n".to_string(),
+                    },
+                    Err(e) => format!("error: bad hand-off: {e}\n"),
+                },
+                Ok(Err(e)) => format!("error: {e}\n"),
+                Err(_) => "error: timed out\n".to_string(),
+            };
+            debug!(answer = answer.trim(), "quorum socket: hand-off");
+            let _ = wr.write_all(answer.as_bytes()).await;
+        });
+    }
+}
+
+/// Errors of the sending side.
+#[derive(Debug, thiserror::Error)]
+pub enum HandOffError {
+    /// The socket is absent or refused: the arbiter is not running here.
+    #[error("arbiter not reachable at {path}: {source}")]
+    Unreachable {
+        /// Socket path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The arbiter answered with an error.
+    #[error("arbiter refused the hand-off: {0}")]
+    Refused(String),
+    /// I/O after connecting.
+    #[error("hand-off failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Sends one hand-off and waits (at most `timeout`) for the arbiter's `ok`.
+pub fn hand_off(path: &Path, ev: &QuorumEvent, timeout: Duration) -> Result<(), HandOffError> {
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|source| HandOffError::Unreachable {
+        path: path.display().to_string(),
+        source,
+    })?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut line = serde_json::to_string(ev).map_err(std::io::Error::other)?;
+    line.push('\n');
+    s.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(s).take(MAX_LINE as u64).read_line(&mut answer)?;
+    match answer.trim() {
+        "ok" => Ok(()),
+        other => Err(HandOffError::Refused(other.trim_start_matches("error: ").to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hand_off_reaches_the_loop_and_garbage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.sock");
+        let listener = bind(&path).unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(serve(listener, tx));
+        let p = path.clone();
+        let ev = QuorumEvent { vip: "192.0.2.10".parse().unwrap(), announce: false };
+        let sent = ev.clone();
+        tokio::task::spawn_blocking(move || hand_off(&p, &sent, Duration::from_secs(2)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rx.recv().await.unwrap(), ev);
+
+        let p = path.clone();
+        let garbage = tokio::task::spawn_blocking(move || {
+            let mut s = std::os::unix::net::UnixStream::connect(&p).unwrap();
+            s.write_all(b"{\"vip\":\"not-an-ip\"}\n").unwrap();
+            let mut a = String::new();
+            BufReader::new(s).read_line(&mut a).unwrap();
+            a
+        })
+        .await
+        .unwrap();
+        assert!(garbage.starts_with("error: bad hand-off"), "{garbage}");
+        assert!(rx.try_recv().is_err(), "garbage must not reach the loop");
+    }
+
+    #[test]
+    fn absent_socket_is_unreachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let ev = QuorumEvent { vip: "192.0.2.10".parse().unwrap(), announce: true };
+        let err = hand_off(&dir.path().join("none.sock"), &ev, Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(err, HandOffError::Unreachable { .. }), "{err}");
+    }
+}

@@ -1,0 +1,379 @@
+//! `ipvs-sync server`: the arbiter daemon.
+//!
+//! ```text
+//!  broker ─Transport─▶ incoming ─────────────┐
+//!  quorum socket (ipvs-sync quorum) ─────────┤
+//!  desc scan (vips_description_update_interval) ┤
+//!  IPVS dump (1 s, spawn_blocking) ──────────┼─▶ Server loop ─ State (pure) ─▶ outbox ─▶ Transport.send
+//!  mapping rebuild (mapping_update_interval) ┤
+//!  client expiry, heartbeat, status ─────────┤
+//!  SIGHUP / SIGTERM ─────────────────────────┘
+//! ```
+//!
+//! The loop owns [`state::State`]; every decision is made there without I/O, and the loop
+//! only feeds it events and queues what it returns. Requests beyond
+//! `client_requests_queue_limit` wait in the broker (prefetch is bounded), not in memory.
+
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use announce::{DescCache, DescState};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::daemon::{self, http::StatusDoc, metrics::Metrics, quorum_socket, Outbox, Shutdown, StartError};
+use crate::wire::messages::{Heartbeat, PeerRole, SyncAnswer, SyncFile};
+use crate::wire::{Dest, Incoming, Message, Role, Transport};
+use state::{State, VipQuorum};
+
+/// How often the arbiter re-reads its kernel's IPVS tree.
+pub const TREE_POLL: Duration = Duration::from_secs(1);
+
+/// Largest file a `sync` answer carries.
+const SYNC_MAX_FILE: u64 = 4 << 20;
+
+struct Server {
+    cfg: config::Config,
+    name: String,
+    state: State,
+    descs: DescCache,
+    outbox: Outbox,
+    metrics: Metrics,
+    status: StatusDoc,
+    started: Instant,
+    kernel: Option<Arc<Mutex<ipvs::Ipvs>>>,
+    workers: BTreeMap<&'static str, (Instant, Duration)>,
+}
+
+/// Runs the arbiter until `shutdown` fires.
+pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), StartError> {
+    let name = cfg.main.hostname.clone();
+    let metrics = Metrics::new();
+    daemon::describe_metrics(&metrics);
+    let status = StatusDoc::default();
+    if let Some(addr) = cfg.main.http_listen {
+        let l = daemon::http::bind(addr).await.map_err(|e| StartError::Http(addr, e))?;
+        tokio::spawn(daemon::http::serve(l, metrics.clone(), status.clone()));
+    }
+    let kernel = if cfg.main.ipvs {
+        Some(Arc::new(Mutex::new(ipvs::Ipvs::connect().map_err(StartError::Ipvs)?)))
+    } else {
+        info!("ipvs = false: no IPVS tree is read or sent");
+        None
+    };
+    let qpath = cfg.server.quorum_socket.clone();
+    let qlistener =
+        quorum_socket::bind(&qpath).map_err(|e| StartError::QuorumSocket(qpath.display().to_string(), e))?;
+    let (qtx, mut qrx) = mpsc::channel(1024);
+    tokio::spawn(quorum_socket::serve(qlistener, qtx));
+
+    let Some((transport, mut incoming)) =
+        daemon::connect_transport(&cfg, Role::Server { name: name.clone() }, &shutdown).await?
+    else {
+        return Ok(());
+    };
+    let transport = Arc::new(transport);
+    let outbox = Outbox::spawn(transport.clone(), cfg.main.announces_queue_limit.min(1 << 20), metrics.clone());
+    let mut srv = Server {
+        name,
+        state: State::default(),
+        descs: DescCache::new(),
+        outbox,
+        metrics,
+        status,
+        started: Instant::now(),
+        kernel,
+        workers: BTreeMap::new(),
+        cfg,
+    };
+    // Mapping, descs and tree before the first client is answered.
+    srv.refresh_mapping();
+    srv.refresh_descs();
+    srv.refresh_tree().await;
+
+    let iv = |d: Duration| {
+        let mut t = tokio::time::interval(d);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    };
+    let mut desc_t = iv(srv.cfg.main.vips_description_update_interval);
+    let mut tree_t = iv(TREE_POLL);
+    let mut mapping_t = iv(srv.cfg.main.mapping_update_interval);
+    let mut expire_t = iv(srv.cfg.main.active_consumers_update_interval.max(Duration::from_millis(100)));
+    let mut heartbeat_t = iv(srv.cfg.main.heartbeat_interval);
+    let mut status_t = iv(Duration::from_secs(1));
+    let mut watchdog = daemon::notify::watchdog_interval().map(iv);
+    daemon::notify::notify("READY=1\nSTATUS=arbiter running");
+    info!(clients_mapped = srv.state.mapping.len(), vips = srv.state.all_vips().len(), "arbiter running");
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.stop.changed() => break,
+            Some(()) = shutdown.reload.recv() => srv.reload(),
+            Some(ev) = qrx.recv() => {
+                debug!(vip = %ev.vip, announce = ev.announce, "quorum hand-off");
+                if !srv.refresh_descs().contains(&ev.vip) {
+                    srv.send_all(srv.state.resend(ev.vip));
+                }
+            }
+            msg = incoming.recv() => match msg {
+                Some(m) => srv.on_message(m),
+                None => { error!("broker transport stopped"); break; }
+            },
+            _ = desc_t.tick() => { srv.refresh_descs(); }
+            _ = tree_t.tick() => srv.refresh_tree().await,
+            _ = mapping_t.tick() => srv.refresh_mapping(),
+            _ = expire_t.tick() => {
+                for gone in srv.state.expire(Instant::now(), srv.cfg.main.consumer_alive_ttl) {
+                    warn!(client = %gone, "client silent longer than consumer_alive_ttl: considered gone");
+                }
+            }
+            _ = heartbeat_t.tick() => {
+                let hb = Heartbeat { role: PeerRole::Server, uptime: srv.started.elapsed().as_secs(),
+                    version: Some(env!("CARGO_PKG_VERSION").to_string()), serial: Some(srv.state.serial), announced: None };
+                srv.outbox.send(Dest::Broadcast, Message::Heartbeat(hb));
+            }
+            _ = status_t.tick() => srv.tick_status(&transport),
+            _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
+                daemon::notify::notify("WATCHDOG=1");
+            }
+        }
+    }
+    info!("arbiter stopping");
+    let _ = std::fs::remove_file(&qpath);
+    srv.outbox.clone().close().await;
+    drop(incoming);
+    if let Ok(t) = Arc::try_unwrap(transport) {
+        t.close().await;
+    }
+    Ok(())
+}
+
+impl Server {
+    fn send_all(&self, out: state::Out) {
+        for (to, msg) in out {
+            self.outbox.send(to, msg);
+        }
+    }
+
+    fn worked(&mut self, name: &'static str, interval: Duration) {
+        self.workers.insert(name, (Instant::now(), interval));
+    }
+
+    fn on_message(&mut self, m: Incoming) {
+        let from = m.from.clone();
+        let now = Instant::now();
+        let to = Dest::Client(from.clone());
+        let (uptime, announced) = match &m.message {
+            Message::Heartbeat(hb) => (Some(hb.uptime), hb.announced.clone()),
+            _ => (None, None),
+        };
+        let is_new = self.state.touch(&from, now, uptime, announced);
+        if is_new {
+            info!(client = %from, "client joined");
+            self.send_all(self.state.welcome(&from));
+            if matches!(m.message, Message::Heartbeat(_) | Message::TreeRequest | Message::MappingRequest | Message::AnnouncesRequest) {
+                return; // the welcome answered it
+            }
+        }
+        match m.message {
+            Message::Heartbeat(_) => {}
+            Message::TreeRequest => self.outbox.send(to, self.state.tree_answer()),
+            Message::ServicesRequest(r) => self.outbox.send(to, self.state.services_answer(&r.vips)),
+            Message::MappingRequest => self.outbox.send(to, self.state.mapping_message()),
+            Message::AnnouncesRequest => self.send_all(self.state.announces_answer(&from)),
+            Message::AckPrepared(ack) => match self.state.on_ack(&from, ack.vip) {
+                Ok(go) => {
+                    info!(client = %from, vip = %ack.vip, "ack_announce: go");
+                    self.outbox.send(to, go);
+                }
+                Err(why) => {
+                    warn!(client = %from, vip = %ack.vip, reason = %why, "ack_announce refused");
+                    self.metrics.inc("ipvs_sync_ack_refused_total", &[]);
+                    let fin = crate::wire::messages::FinAnnounce { vips: vec![ack.vip] };
+                    self.outbox.send(to, Message::FinAnnounce(fin));
+                }
+            },
+            Message::SyncRequest(r) => {
+                let files = self.sync_files(&r.names);
+                self.outbox.send(to, Message::Sync(SyncAnswer { files }));
+            }
+            other => {
+                debug!(client = %from, kind = %other.kind(), "message not for the arbiter: ignored");
+                self.metrics.inc("ipvs_sync_messages_ignored_total", &[("type", other.kind().as_str())]);
+            }
+        }
+    }
+
+    /// Files for a `sync` request: only regular files directly matched by the globs and
+    /// lying under `[client] sync_dirs` of the arbiter's own config (the same directories are
+    /// allow-listed on both ends), at most 4 MiB each.
+    fn sync_files(&self, names: &[String]) -> Vec<SyncFile> {
+        use std::os::unix::fs::PermissionsExt;
+        let allowed: Vec<_> = self.cfg.client.sync_dirs.iter().filter_map(|d| d.canonicalize().ok()).collect();
+        let mut out = Vec::new();
+        for pat in names {
+            let Ok(paths) = glob::glob(pat) else {
+                warn!(pattern = %pat, "sync: bad pattern");
+                continue;
+            };
+            for p in paths.flatten() {
+                let Ok(real) = p.canonicalize() else { continue };
+                let meta = match std::fs::metadata(&real) {
+                    Ok(m) if m.is_file() && m.len() <= SYNC_MAX_FILE => m,
+                    _ => continue,
+                };
+                if !allowed.iter().any(|a| real.starts_with(a)) {
+                    warn!(file = %p.display(), "sync: outside sync_dirs, not sent");
+                    continue;
+                }
+                if let Ok(content) = std::fs::read(&real) {
+                    out.push(SyncFile { name: p.display().to_string(), mode: meta.permissions().mode() & 0o777, content });
+                }
+            }
+        }
+        out
+    }
+
+    fn refresh_mapping(&mut self) {
+        let m = &self.cfg.main;
+        let built = if m.export_service_mapping_wildcard_to_config {
+            config::mapping::build(&m.service_mapping_wildcard).and_then(|r| {
+                let vips = r.vips();
+                config::mapping::write_json(&m.service_mapping_config, &vips)?;
+                Ok(vips)
+            })
+        } else {
+            config::mapping::read_json(&m.service_mapping_config)
+        };
+        self.worked("mapping", m.mapping_update_interval);
+        match built {
+            Ok(map) => {
+                let out = self.state.on_mapping(map);
+                if !out.is_empty() {
+                    info!(balancers = self.state.mapping.len(), vips = self.state.all_vips().len(), "mapping changed");
+                    let paths: Vec<(IpAddr, std::path::PathBuf)> =
+                        self.state.all_vips().into_iter().map(|v| (v, self.cfg.desc_path(v))).collect();
+                    self.descs.set_paths(paths);
+                    self.send_all(out);
+                    self.refresh_descs();
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "mapping not rebuilt: keeping the previous one");
+                self.metrics.inc("ipvs_sync_mapping_errors_total", &[]);
+            }
+        }
+    }
+
+    /// Re-reads changed desc files and acts on them; returns the VIPs that changed.
+    fn refresh_descs(&mut self) -> BTreeSet<IpAddr> {
+        self.worked("desc", self.cfg.main.vips_description_update_interval);
+        let mut changed = BTreeSet::new();
+        for up in self.descs.refresh() {
+            changed.insert(up.vip);
+            let q = match &up.new {
+                DescState::Valid(d) => Some(VipQuorum { announce: d.announce, local_pref: d.local_preference }),
+                DescState::Missing => None,
+                DescState::Invalid(e) => {
+                    // A broken file never flips an announce: keep what we had, loudly.
+                    error!(vip = %up.vip, error = %e, "desc file unreadable: keeping the previous state");
+                    self.metrics.inc("ipvs_sync_desc_errors_total", &[]);
+                    continue;
+                }
+            };
+            info!(vip = %up.vip, announce = q.is_some_and(|q| q.announce),
+                  local_pref = q.map(|q| q.local_pref), "desc changed");
+            let out = self.state.on_quorum(up.vip, q);
+            self.send_all(out);
+        }
+        changed
+    }
+
+    async fn refresh_tree(&mut self) {
+        let Some(k) = self.kernel.clone() else {
+            return;
+        };
+        let dumped = tokio::task::spawn_blocking(move || k.lock().unwrap_or_else(|e| e.into_inner()).dump()).await;
+        self.worked("tree", TREE_POLL);
+        match dumped {
+            Ok(Ok(mut tree)) => {
+                tree.clear_stats();
+                let out = self.state.on_tree(tree);
+                if !out.is_empty() {
+                    info!(serial = self.state.serial, services = self.state.tree.len(), "IPVS tree changed");
+                    self.send_all(out);
+                }
+            }
+            Ok(Err(e)) => {
+                error!(error = %e, "IPVS dump failed");
+                self.metrics.inc("ipvs_sync_ipvs_failures_total", &[]);
+            }
+            Err(e) => error!(error = %e, "IPVS dump task failed"),
+        }
+    }
+
+    fn reload(&mut self) {
+        match config::Config::load(&self.cfg.file) {
+            Ok(new) => {
+                info!(config = %self.cfg.file.display(), "configuration reloaded");
+                self.cfg = new;
+                self.refresh_mapping();
+            }
+            Err(e) => error!(error = %e, "reload refused: the running configuration stays"),
+        }
+    }
+
+    fn tick_status(&mut self, transport: &Transport) {
+        let now = Instant::now();
+        let connected = transport.is_connected();
+        let m = &self.metrics;
+        m.set("ipvs_sync_broker_connected", &[], if connected { 1.0 } else { 0.0 });
+        m.set("ipvs_sync_clients_live", &[], self.state.clients.len() as f64);
+        m.set("ipvs_sync_vips_announced", &[], self.state.quorum.values().filter(|q| q.announce).count() as f64);
+        m.set("ipvs_sync_tree_serial", &[], self.state.serial as f64);
+        m.set("ipvs_sync_outbox_depth", &[], self.outbox.depth() as f64);
+        daemon::export_transport_counters(m, transport);
+        let vip_set: BTreeSet<IpAddr> = self.state.all_vips();
+        let vips: Vec<_> = vip_set
+            .iter()
+            .map(|v| {
+                let q = self.state.quorum.get(v);
+                serde_json::json!({"vip": v.to_string(), "state": if q.is_some_and(|q| q.announce) {"quorum"} else {"no quorum"},
+                                   "local_pref": q.map(|q| q.local_pref), "announce": q.is_some_and(|q| q.announce)})
+            })
+            .collect();
+        let clients: Vec<_> = self
+            .state
+            .clients
+            .iter()
+            .map(|(n, c)| {
+                serde_json::json!({"name": n, "age_s": now.duration_since(c.last_seen).as_secs_f64(),
+                                   "vips": self.state.mapping.get(n).map(|v| v.len()).unwrap_or(0)})
+            })
+            .collect();
+        let workers: serde_json::Map<String, serde_json::Value> = self
+            .workers
+            .iter()
+            .map(|(n, (t, iv))| {
+                (n.to_string(), serde_json::json!({"age_s": now.duration_since(*t).as_secs_f64(), "interval_s": iv.as_secs_f64()}))
+            })
+            .collect();
+        self.status.set(serde_json::json!({
+            "role": "server",
+            "hostname": self.name,
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "broker": {"connected": connected},
+            "tree_serial": self.state.serial,
+            "services": self.state.tree.len(),
+            "vips": vips,
+            "clients": clients,
+            "queues": {"outbox": self.outbox.depth()},
+            "workers": workers,
+        }));
+    }
+}

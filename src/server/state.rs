@@ -1,0 +1,353 @@
+//! The arbiter's decisions, without I/O: every event in, the messages to send out.
+//!
+//! The arbiter's truth is its kernel's IPVS tree, the desc files and the mapping; this state
+//! holds the last view of each plus the live clients, and answers:
+//!
+//! | event | messages |
+//! |---|---|
+//! | first heartbeat of a client | `tree`, `mapping`, and the `announces` answer, to it |
+//! | `tree` / `services` / `mapping` request | the answer, to the asker |
+//! | `announces` request | `syn_announce` of its VIPs whose desc says announce, and `fin_announce` of its other VIPs, to it |
+//! | `ack_announce` from a client | `ack_announce` (go, with LOCAL_PREF) if the desc says announce and the mapping gives it the VIP; else `fin_announce` to it |
+//! | a desc turns announce (or changes LOCAL_PREF) | `syn_announce` to each live client the mapping names |
+//! | a desc stops saying announce | `fin_announce` to `broadcast` |
+//! | the kernel tree changed | `changes` to `broadcast` |
+//! | the mapping changed | `mapping` to `broadcast` |
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use ipvs::Tree;
+
+use crate::wire::messages::{
+    AckGo, AnnounceSpec, Changes, FinAnnounce, Mapping, ServicesAnswer, SynAnnounce, TreeAnswer,
+};
+use crate::wire::{Dest, Message};
+
+/// What the arbiter knows of one VIP's desc file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VipQuorum {
+    /// The desc says announce.
+    pub announce: bool,
+    /// Its LOCAL_PREF.
+    pub local_pref: u32,
+}
+
+/// A live client.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// Last heartbeat or request.
+    pub last_seen: Instant,
+    /// Uptime it reported.
+    pub uptime: u64,
+    /// VIPs it reports announced.
+    pub announced: Vec<IpAddr>,
+}
+
+/// Why an `ack_announce` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AckRefused {
+    /// The mapping does not give that balancer the VIP.
+    #[error("the mapping does not give {client} the VIP")]
+    NotMapped {
+        /// The asker.
+        client: String,
+    },
+    /// The desc does not say announce (quorum lost meanwhile, or never had it).
+    #[error("the desc file does not say announce")]
+    NoQuorum,
+}
+
+/// Outbound messages.
+pub type Out = Vec<(Dest, Message)>;
+
+/// The arbiter's view.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Kernel tree and its serial.
+    pub tree: Tree,
+    /// Serial of `tree`; bumped on every change.
+    pub serial: u64,
+    /// Balancer → VIPs.
+    pub mapping: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// VIP → quorum, from the desc files.
+    pub quorum: BTreeMap<IpAddr, VipQuorum>,
+    /// Live clients.
+    pub clients: BTreeMap<String, ClientInfo>,
+}
+
+impl State {
+    /// A client spoke (heartbeat or request). Returns true when it is new (or came back).
+    pub fn touch(&mut self, client: &str, now: Instant, uptime: Option<u64>, announced: Option<Vec<IpAddr>>) -> bool {
+        match self.clients.get_mut(client) {
+            Some(c) => {
+                c.last_seen = now;
+                let restarted = uptime.is_some_and(|u| u < c.uptime);
+                if let Some(u) = uptime {
+                    c.uptime = u;
+                }
+                if let Some(a) = announced {
+                    c.announced = a;
+                }
+                restarted
+            }
+            None => {
+                self.clients.insert(
+                    client.to_string(),
+                    ClientInfo { last_seen: now, uptime: uptime.unwrap_or(0), announced: announced.unwrap_or_default() },
+                );
+                true
+            }
+        }
+    }
+
+    /// Forgets clients silent for longer than `ttl`; returns their names.
+    pub fn expire(&mut self, now: Instant, ttl: Duration) -> Vec<String> {
+        let gone: Vec<String> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.last_seen) > ttl)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &gone {
+            self.clients.remove(n);
+        }
+        gone
+    }
+
+    /// Everything a new client needs.
+    pub fn welcome(&self, client: &str) -> Out {
+        let to = Dest::Client(client.to_string());
+        let mut out = vec![(to.clone(), self.tree_answer()), (to, self.mapping_message())];
+        out.extend(self.announces_answer(client));
+        out
+    }
+
+    /// The `tree` answer.
+    pub fn tree_answer(&self) -> Message {
+        Message::Tree(TreeAnswer { serial: self.serial, tree: self.tree.clone() })
+    }
+
+    /// The `services` answer for `vips`.
+    pub fn services_answer(&self, vips: &[IpAddr]) -> Message {
+        let set: BTreeSet<IpAddr> = vips.iter().copied().collect();
+        Message::Services(ServicesAnswer { tree: self.tree.filter_vips(&set, false) })
+    }
+
+    /// The `mapping` message.
+    pub fn mapping_message(&self) -> Message {
+        Message::Mapping(Mapping {
+            balancers: self.mapping.iter().map(|(b, v)| (b.clone(), v.iter().copied().collect())).collect(),
+        })
+    }
+
+    fn spec(&self, vip: IpAddr, q: VipQuorum) -> AnnounceSpec {
+        let only: BTreeSet<IpAddr> = [vip].into();
+        AnnounceSpec { tree: self.tree.filter_vips(&only, false), local_preference: q.local_pref }
+    }
+
+    /// The answer to `announces`: `syn_announce` of the client's VIPs that have quorum and
+    /// `fin_announce` of its VIPs that have not, so the client converges whatever it holds.
+    pub fn announces_answer(&self, client: &str) -> Out {
+        let to = Dest::Client(client.to_string());
+        let Some(vips) = self.mapping.get(client) else {
+            return Vec::new();
+        };
+        let mut syn = SynAnnounce::default();
+        let mut fin = Vec::new();
+        for vip in vips {
+            match self.quorum.get(vip) {
+                Some(q) if q.announce => {
+                    syn.vips.insert(*vip, self.spec(*vip, *q));
+                }
+                _ => fin.push(*vip),
+            }
+        }
+        let mut out = Vec::new();
+        if !syn.vips.is_empty() {
+            out.push((to.clone(), Message::SynAnnounce(syn)));
+        }
+        if !fin.is_empty() {
+            out.push((to, Message::FinAnnounce(FinAnnounce { vips: fin })));
+        }
+        out
+    }
+
+    /// A client says it prepared `vip`: the go, or why not.
+    pub fn on_ack(&self, client: &str, vip: IpAddr) -> Result<Message, AckRefused> {
+        if !self.mapping.get(client).is_some_and(|v| v.contains(&vip)) {
+            return Err(AckRefused::NotMapped { client: client.to_string() });
+        }
+        match self.quorum.get(&vip) {
+            Some(q) if q.announce => Ok(Message::AckGo(AckGo { vip, local_preference: q.local_pref })),
+            _ => Err(AckRefused::NoQuorum),
+        }
+    }
+
+    /// A desc file changed. Returns what to send.
+    pub fn on_quorum(&mut self, vip: IpAddr, new: Option<VipQuorum>) -> Out {
+        let old = self.quorum.get(&vip).copied();
+        match new {
+            Some(q) => self.quorum.insert(vip, q),
+            None => self.quorum.remove(&vip),
+        };
+        let was = old.filter(|q| q.announce);
+        let now = new.filter(|q| q.announce);
+        match (was, now) {
+            (_, Some(q)) if was != Some(q) => {
+                let mut syn = SynAnnounce::default();
+                syn.vips.insert(vip, self.spec(vip, q));
+                self.live_clients_of(vip)
+                    .into_iter()
+                    .map(|c| (Dest::Client(c), Message::SynAnnounce(syn.clone())))
+                    .collect()
+            }
+            (Some(_), None) => vec![(Dest::Broadcast, Message::FinAnnounce(FinAnnounce { vips: vec![vip] }))],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Says again what the desc of `vip` says (a quorum hand-off for an unchanged desc):
+    /// `syn_announce` to its live clients, or `fin_announce` to all. Harmless when repeated,
+    /// and it heals a message lost on the way.
+    pub fn resend(&self, vip: IpAddr) -> Out {
+        match self.quorum.get(&vip) {
+            Some(q) if q.announce => {
+                let mut syn = SynAnnounce::default();
+                syn.vips.insert(vip, self.spec(vip, *q));
+                self.live_clients_of(vip)
+                    .into_iter()
+                    .map(|c| (Dest::Client(c), Message::SynAnnounce(syn.clone())))
+                    .collect()
+            }
+            _ => vec![(Dest::Broadcast, Message::FinAnnounce(FinAnnounce { vips: vec![vip] }))],
+        }
+    }
+
+    /// Live clients the mapping gives `vip`.
+    pub fn live_clients_of(&self, vip: IpAddr) -> Vec<String> {
+        self.mapping
+            .iter()
+            .filter(|(b, vips)| vips.contains(&vip) && self.clients.contains_key(*b))
+            .map(|(b, _)| b.clone())
+            .collect()
+    }
+
+    /// The kernel tree changed: `changes` to everyone (nothing when equal).
+    pub fn on_tree(&mut self, new: Tree) -> Out {
+        if new == self.tree {
+            return Vec::new();
+        }
+        let plan = ipvs::diff(&self.tree, &new);
+        let from = self.serial;
+        self.serial += 1;
+        self.tree = new;
+        vec![(Dest::Broadcast, Message::Changes(Changes { from_serial: from, to_serial: self.serial, plan }))]
+    }
+
+    /// The mapping changed: `mapping` to everyone (nothing when equal).
+    pub fn on_mapping(&mut self, new: BTreeMap<String, BTreeSet<IpAddr>>) -> Out {
+        if new == self.mapping {
+            return Vec::new();
+        }
+        self.mapping = new;
+        vec![(Dest::Broadcast, self.mapping_message())]
+    }
+
+    /// Every VIP of the mapping (the desc files to watch).
+    pub fn all_vips(&self) -> BTreeSet<IpAddr> {
+        self.mapping.values().flatten().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipvs::{Dest as RealServer, Service, ServiceKey, ServiceSpec};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn state() -> State {
+        let mut s = State::default();
+        s.mapping.insert("lb1".into(), [ip("192.0.2.10"), ip("2001:db8::10")].into());
+        s.mapping.insert("lb2".into(), [ip("192.0.2.10")].into());
+        let mut svc = Service::new(ServiceSpec::new(ServiceKey::tcp(ip("192.0.2.10"), 80), "wrr"));
+        svc.insert_dest(RealServer::new(ip("198.51.100.1"), 80).weight(1));
+        s.tree.insert(svc);
+        s.tree.insert(Service::new(ServiceSpec::new(ServiceKey::tcp(ip("192.0.2.99"), 80), "rr")));
+        s
+    }
+
+    fn kinds(out: &Out) -> Vec<(String, &'static str)> {
+        out.iter().map(|(d, m)| (d.address().to_string(), m.kind().as_str())).collect()
+    }
+
+    #[test]
+    fn quorum_up_syns_only_live_mapped_clients_with_only_that_vips_tree() {
+        let mut s = state();
+        let now = Instant::now();
+        s.touch("lb1", now, Some(1), None);
+        let out = s.on_quorum(ip("192.0.2.10"), Some(VipQuorum { announce: true, local_pref: 150 }));
+        assert_eq!(kinds(&out), vec![("lb1".to_string(), "syn_announce")]);
+        let Message::SynAnnounce(syn) = &out[0].1 else { panic!() };
+        let spec = &syn.vips[&ip("192.0.2.10")];
+        assert_eq!(spec.local_preference, 150);
+        assert_eq!(spec.tree.vips(), [ip("192.0.2.10")].into());
+        // Same quorum again: nothing; a new LOCAL_PREF: a new syn.
+        assert!(s.on_quorum(ip("192.0.2.10"), Some(VipQuorum { announce: true, local_pref: 150 })).is_empty());
+        assert_eq!(s.on_quorum(ip("192.0.2.10"), Some(VipQuorum { announce: true, local_pref: 120 })).len(), 1);
+        // Down: one broadcast fin.
+        let out = s.on_quorum(ip("192.0.2.10"), Some(VipQuorum { announce: false, local_pref: 120 }));
+        assert_eq!(kinds(&out), vec![("broadcast".to_string(), "fin_announce")]);
+        // A file that disappears while not announcing: nothing.
+        assert!(s.on_quorum(ip("192.0.2.10"), None).is_empty());
+    }
+
+    #[test]
+    fn ack_checks_mapping_and_quorum() {
+        let mut s = state();
+        s.on_quorum(ip("192.0.2.10"), Some(VipQuorum { announce: true, local_pref: 150 }));
+        assert!(matches!(s.on_ack("lb2", ip("192.0.2.10")), Ok(Message::AckGo(AckGo { local_preference: 150, .. }))));
+        assert_eq!(s.on_ack("lb2", ip("2001:db8::10")), Err(AckRefused::NotMapped { client: "lb2".into() }));
+        assert_eq!(s.on_ack("stranger", ip("192.0.2.10")), Err(AckRefused::NotMapped { client: "stranger".into() }));
+        assert_eq!(s.on_ack("lb1", ip("2001:db8::10")), Err(AckRefused::NoQuorum));
+    }
+
+    #[test]
+    fn announces_answer_syns_quorate_and_fins_the_rest() {
+        let mut s = state();
+        s.on_quorum(ip("192.0.2.10"), Some(VipQuorum { announce: true, local_pref: 100 }));
+        let out = s.announces_answer("lb1");
+        assert_eq!(kinds(&out), vec![("lb1".into(), "syn_announce"), ("lb1".into(), "fin_announce")]);
+        let Message::FinAnnounce(fin) = &out[1].1 else { panic!() };
+        assert_eq!(fin.vips, vec![ip("2001:db8::10")]);
+        assert!(s.announces_answer("unknown").is_empty());
+        let w = s.welcome("lb2");
+        assert_eq!(kinds(&w), vec![("lb2".into(), "tree"), ("lb2".into(), "mapping"), ("lb2".into(), "syn_announce")]);
+    }
+
+    #[test]
+    fn tree_changes_carry_serials_and_a_minimal_plan() {
+        let mut s = state();
+        let mut new = s.tree.clone();
+        new.remove(&ServiceKey::tcp(ip("192.0.2.99"), 80));
+        let out = s.on_tree(new.clone());
+        let Message::Changes(c) = &out[0].1 else { panic!() };
+        assert_eq!((c.from_serial, c.to_serial, c.plan.len()), (0, 1, 1));
+        assert!(s.on_tree(new).is_empty());
+    }
+
+    #[test]
+    fn clients_expire_and_restarts_are_seen() {
+        let mut s = State::default();
+        let t0 = Instant::now();
+        assert!(s.touch("lb1", t0, Some(100), None));
+        assert!(!s.touch("lb1", t0, Some(103), None));
+        assert!(s.touch("lb1", t0, Some(2), None), "uptime went back: restarted");
+        assert!(s.expire(t0 + Duration::from_secs(10), Duration::from_secs(15)).is_empty());
+        assert_eq!(s.expire(t0 + Duration::from_secs(16), Duration::from_secs(15)), vec!["lb1".to_string()]);
+    }
+}

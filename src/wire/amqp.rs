@@ -1,0 +1,991 @@
+//! RabbitMQ transport (AMQP 0-9-1 over lapin): topology, signed sends with publisher confirms,
+//! verified receives, reconnection.
+//!
+//! # Broker layout (DESIGN.md)
+//!
+//! ```text
+//!                        exchange "ipvs" (direct, durable)
+//!   client ──key "lbs"──▶ ┤ "lbs" ─────────────▶ queue "lbs" (durable) ──▶ arbiter
+//!   arbiter ─key HOST───▶ ┤ HOST, "broadcast" ─▶ queue "ipvs-sync.HOST" (durable) ──▶ client HOST
+//!   arbiter ─"broadcast"▶ ┘   (every client queue is bound to "broadcast")
+//! ```
+//!
+//! Both sides publish persistent messages with `mandatory` set and publisher confirms on, and
+//! wait for each confirm: a send returns `Ok` only once the broker has taken the message into
+//! a queue (and, the queues being durable, to disk). A message no queue is bound for comes back
+//! as [`WireError::Unroutable`] and is counted.
+//!
+//! # Tasks
+//!
+//! ```text
+//!                 Transport::send ──seal──▶ publish channel ──▶ broker
+//!                       ▲ (link: watch<Option<Channel>>, set per connection)
+//!   supervisor task ────┘
+//!     │ connect · declare · bind · consume          (re)connect with backoff
+//!     ▼
+//!   consumer stream ──verify─▶ typed Message ──▶ mpsc (bounded) ──▶ daemon
+//!         │ drop + count (by reason)            │ then ack: at most `prefetch` unacked
+//! ```
+//!
+//! # Reconnection
+//!
+//! Two layers. lapin's own recovery (`enable_auto_recover`, bounded exponential backoff)
+//! reconnects and replays exchange, queues, bindings, QoS, confirm mode and the consumer; the
+//! consumer loop waits for it with `Channel::wait_for_recovery`. When lapin gives up or cannot
+//! recover (broker down longer than its backoff, a consumer cancelled by a deleted queue), the
+//! supervisor drops the connection and builds a new one from scratch, forever, with its own
+//! capped backoff. Sends during an outage wait for the link up to `send_timeout`.
+//!
+//! Delivery is at least once: a publish whose confirm was lost with the connection is sealed
+//! again (with a new seq) and republished, so a receiver may see a message twice. Every
+//! message type is idempotent at the daemons (trees and plans carry serials; announces are
+//! per-VIP state).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::uri::AMQPUri;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer};
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::counters::Counters;
+use super::envelope::{self, DropReason, FieldError, Header, Key, Policy, SealError, Verifier};
+use super::messages::{Direction, Message, MessageType, SchemaError, SERVER_ADDRESS};
+
+/// The exchange every message goes through.
+pub const EXCHANGE: &str = "ipvs";
+/// The arbiter's queue (and the routing key clients publish with).
+pub const SERVER_QUEUE: &str = SERVER_ADDRESS;
+/// Routing key (and `to`) of messages for every client.
+pub const BROADCAST: &str = "broadcast";
+/// Prefix of a client's queue name: `ipvs-sync.<hostname>`.
+pub const CLIENT_QUEUE_PREFIX: &str = "ipvs-sync.";
+
+/// How many times lapin retries the TCP connection before the supervisor takes over.
+const LAPIN_RECOVERY_ATTEMPTS: usize = 6;
+/// Longest wait for lapin's recovery before the supervisor rebuilds the connection.
+const LAPIN_RECOVERY_WAIT: Duration = Duration::from_secs(30);
+/// Pause between publish attempts when the link is down and lapin could not recover.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Longest wait for a clean `connection.close` on shutdown.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// At most one drop log line per reason per this interval; the rest are counted.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Which side of the broker this transport serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The arbiter: consumes `lbs`, sends to clients and `broadcast`.
+    Server {
+        /// The arbiter's identity (`from` of what it sends).
+        name: String,
+    },
+    /// A balancer: consumes `ipvs-sync.<hostname>` (bound to `<hostname>` and `broadcast`),
+    /// sends to the arbiter.
+    Client {
+        /// The balancer's hostname: its identity and routing key.
+        hostname: String,
+    },
+}
+
+impl Role {
+    /// This node's identity.
+    pub fn name(&self) -> &str {
+        match self {
+            Role::Server { name } => name,
+            Role::Client { hostname } => hostname,
+        }
+    }
+
+    /// The queue this node consumes.
+    pub fn queue(&self) -> String {
+        match self {
+            Role::Server { .. } => SERVER_QUEUE.to_owned(),
+            Role::Client { hostname } => format!("{CLIENT_QUEUE_PREFIX}{hostname}"),
+        }
+    }
+
+    /// Routing keys bound to [`Role::queue`].
+    pub fn bindings(&self) -> Vec<String> {
+        match self {
+            Role::Server { .. } => vec![SERVER_QUEUE.to_owned()],
+            Role::Client { hostname } => vec![hostname.clone(), BROADCAST.to_owned()],
+        }
+    }
+
+    /// The direction of what this node sends.
+    fn outbound(&self) -> Direction {
+        match self {
+            Role::Server { .. } => Direction::ToClient,
+            Role::Client { .. } => Direction::ToServer,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Role::Server { .. } => "server",
+            Role::Client { .. } => "client",
+        }
+    }
+
+    fn check(&self) -> Result<(), WireError> {
+        let name = self.name();
+        let field = |e: FieldError| WireError::Identity {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        };
+        check_identity(name).map_err(field)?;
+        if let Role::Client { hostname } = self {
+            if hostname == SERVER_QUEUE || hostname == BROADCAST {
+                return Err(WireError::Identity {
+                    name: name.to_owned(),
+                    reason: format!("`{SERVER_QUEUE}` and `{BROADCAST}` are reserved routing keys"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_identity(name: &str) -> Result<(), FieldError> {
+    // Same rule as an envelope's `from`, and short enough for a queue name (255 bytes).
+    let ok = !name.is_empty()
+        && name.len() <= envelope::MAX_FIELD_LEN - CLIENT_QUEUE_PREFIX.len()
+        && name.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError { field: "from" })
+    }
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    /// The arbiter (routing key `lbs`).
+    Server,
+    /// One client, by hostname.
+    Client(String),
+    /// Every client.
+    Broadcast,
+}
+
+impl Dest {
+    /// The routing key, which is also the envelope's `to`.
+    pub fn address(&self) -> &str {
+        match self {
+            Dest::Server => SERVER_QUEUE,
+            Dest::Client(host) => host,
+            Dest::Broadcast => BROADCAST,
+        }
+    }
+}
+
+/// Tunables of a [`Transport`].
+#[derive(Debug, Clone)]
+pub struct TransportOptions {
+    /// HMAC key for signing and verifying (`message_key`).
+    pub key: Key,
+    /// Broker password to use when the URL carries none (`amqp_password`).
+    pub password: Option<String>,
+    /// Accepted `|now − ts|` of received messages.
+    pub max_age: Duration,
+    /// Largest accepted message, in bytes.
+    pub max_bytes: usize,
+    /// Unacknowledged deliveries the broker may push ahead (`basic.qos`).
+    pub prefetch: u16,
+    /// Capacity of the channel of verified messages handed to the daemon.
+    pub incoming_capacity: usize,
+    /// How long a send may wait for a connection and its confirm.
+    pub send_timeout: Duration,
+    /// How long one connection attempt (connect, declare, bind, consume) may take.
+    pub connect_timeout: Duration,
+    /// AMQP heartbeat in seconds, unless the URL sets `?heartbeat=`.
+    pub heartbeat_s: u16,
+    /// First reconnect delay; doubles up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+}
+
+impl TransportOptions {
+    /// Defaults: 30 s window, 32 MiB messages, prefetch 64, 1024 queued, 10 s timeouts,
+    /// 10 s heartbeat, reconnect every 0.2 s doubling to 5 s.
+    pub fn new(key: Key) -> Self {
+        TransportOptions {
+            key,
+            password: None,
+            max_age: Duration::from_secs(30),
+            max_bytes: 32 << 20,
+            prefetch: 64,
+            incoming_capacity: 1024,
+            send_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            heartbeat_s: 10,
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A verified, typed message from the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    /// Sender's identity.
+    pub from: String,
+    /// Addressee as sent (`lbs`, this hostname or `broadcast`).
+    pub to: String,
+    /// Sender's sequence number.
+    pub seq: u64,
+    /// Sender's timestamp, ms since the epoch.
+    pub ts_ms: u64,
+    /// The message.
+    pub message: Message,
+}
+
+/// Transport failures.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The AMQP URL does not parse.
+    #[error("bad AMQP URL: {reason}")]
+    Url {
+        /// Parser message.
+        reason: String,
+    },
+    /// This node's name cannot be used as identity or routing key.
+    #[error("bad node name `{name}`: {reason}")]
+    Identity {
+        /// The name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The broker refused or dropped the connection or a declaration.
+    #[error("AMQP: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// An operation did not finish in time.
+    #[error("AMQP {op} timed out after {after:?}")]
+    Timeout {
+        /// What timed out.
+        op: &'static str,
+        /// The limit.
+        after: Duration,
+    },
+    /// No connection came up within the send timeout.
+    #[error("not connected to the broker (gave up after {after:?})")]
+    NotConnected {
+        /// The limit.
+        after: Duration,
+    },
+    /// The body could not be serialised.
+    #[error("encoding a {kind} body: {source}")]
+    Encode {
+        /// Message type.
+        kind: MessageType,
+        /// serde_json's error.
+        source: serde_json::Error,
+    },
+    /// The envelope could not be sealed.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// This role never sends this message to this destination.
+    #[error("a {role} does not send {kind} to {to}")]
+    WrongDirection {
+        /// Sender's role.
+        role: &'static str,
+        /// Message type.
+        kind: MessageType,
+        /// Destination address.
+        to: String,
+    },
+    /// No queue is bound to the routing key (e.g. the client's queue does not exist yet).
+    #[error("unroutable: no queue bound to routing key `{routing_key}`")]
+    Unroutable {
+        /// The key.
+        routing_key: String,
+    },
+    /// The broker refused the message (`basic.nack`).
+    #[error("broker nacked the message to `{routing_key}`")]
+    Nacked {
+        /// The key.
+        routing_key: String,
+    },
+}
+
+/// State shared by the handle and the supervisor task.
+struct Shared {
+    role: Role,
+    uri: AMQPUri,
+    opts: TransportOptions,
+    counters: Counters,
+    /// Last seq used; held across seal + publish so seqs reach the broker in order.
+    seq: Mutex<u64>,
+    /// The publishing channel of the current connection, `None` while there is none.
+    link: watch::Sender<Option<Channel>>,
+}
+
+/// A connection to the broker with the topology of one [`Role`].
+///
+/// Signing, verification, counting and reconnection happen inside; the daemon sees
+/// [`Transport::send`] and a bounded stream of [`Incoming`].
+pub struct Transport {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    supervisor: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("role", &self.shared.role)
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    /// Connects to `url` (`amqp://` or `amqps://`), declares the exchange, this role's queue and
+    /// bindings, and starts consuming. Fails if that first attempt fails (bad URL, refused,
+    /// bad credentials, timeout), so a misconfiguration shows at start; once connected, losses
+    /// are repaired in the background for as long as the transport lives.
+    ///
+    /// Returns the handle and the receiver of verified messages; dropping the receiver stops
+    /// consumption.
+    pub async fn connect(
+        url: &str,
+        role: Role,
+        opts: TransportOptions,
+    ) -> Result<(Transport, mpsc::Receiver<Incoming>), WireError> {
+        role.check()?;
+        let uri = prepare_uri(url, opts.password.as_deref(), opts.heartbeat_s)?;
+        let (link, _) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            role,
+            uri,
+            counters: Counters::default(),
+            seq: Mutex::new(0),
+            link,
+            opts,
+        });
+        let session = tokio::time::timeout(shared.opts.connect_timeout, establish(&shared))
+            .await
+            .map_err(|_| WireError::Timeout {
+                op: "connect",
+                after: shared.opts.connect_timeout,
+            })??;
+        info!(role = shared.role.label(), name = shared.role.name(),
+              host = %shared.uri.authority.host, queue = %shared.role.queue(), "AMQP connected");
+        let (tx, rx) = mpsc::channel(shared.opts.incoming_capacity.max(1));
+        let (stop, stop_rx) = watch::channel(false);
+        let verifier = Verifier::new(
+            shared.opts.key.clone(),
+            Policy {
+                max_bytes: shared.opts.max_bytes,
+                max_age_ms: u64::try_from(shared.opts.max_age.as_millis()).unwrap_or(u64::MAX),
+                accept_to: match &shared.role {
+                    Role::Server { .. } => vec![SERVER_QUEUE.to_owned()],
+                    Role::Client { hostname } => vec![hostname.clone(), BROADCAST.to_owned()],
+                },
+            },
+        );
+        let supervisor = tokio::spawn(supervise(
+            Arc::clone(&shared),
+            session,
+            verifier,
+            tx,
+            stop_rx,
+        ));
+        Ok((
+            Transport {
+                shared,
+                stop,
+                supervisor,
+            },
+            rx,
+        ))
+    }
+
+    /// Signs and publishes `msg` to `to`, and waits for the broker's confirm.
+    ///
+    /// During an outage it waits for the connection (up to `send_timeout`) and republishes a
+    /// message whose confirm was lost. Errors: [`WireError::Unroutable`] when no queue is bound
+    /// to the key, [`WireError::NotConnected`]/[`WireError::Timeout`] when the broker stays
+    /// away, [`WireError::WrongDirection`] for a message this role never sends there.
+    pub async fn send(&self, to: Dest, msg: &Message) -> Result<(), WireError> {
+        let shared = &self.shared;
+        let kind = msg.kind();
+        let address = to.address();
+        let dir = Direction::of_address(address);
+        if dir != shared.role.outbound() || !msg.travels(dir) {
+            return Err(WireError::WrongDirection {
+                role: shared.role.label(),
+                kind,
+                to: address.to_owned(),
+            });
+        }
+        let body = msg
+            .encode_body()
+            .map_err(|source| WireError::Encode { kind, source })?;
+        let limit = shared.opts.send_timeout;
+        let deadline = Instant::now() + limit;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(WireError::NotConnected { after: limit });
+            }
+            let channel = self.wait_link(deadline).await?;
+            let published = {
+                let mut last = shared.seq.lock().await;
+                let seq = last.saturating_add(1).max(now_us());
+                let header = Header {
+                    kind: kind.as_str().to_owned(),
+                    from: shared.role.name().to_owned(),
+                    to: address.to_owned(),
+                    seq,
+                    ts_ms: now_ms(),
+                };
+                let payload = envelope::seal(&shared.opts.key, &header, &body)?;
+                let r = channel
+                    .basic_publish(
+                        EXCHANGE.into(),
+                        address.into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            immediate: false,
+                        },
+                        &payload,
+                        message_properties(),
+                    )
+                    .await;
+                if r.is_ok() {
+                    *last = seq;
+                }
+                r
+            };
+            let confirm = match published {
+                Ok(confirm) => confirm,
+                Err(e) => {
+                    debug!(error = %e, %kind, to = address, "publish failed; waiting for the link");
+                    wait_recovery(&channel, e, deadline).await;
+                    continue;
+                }
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, confirm).await {
+                Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => {
+                    shared.counters.add_sent(kind);
+                    return Ok(());
+                }
+                Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => {
+                    shared.counters.add_unroutable();
+                    warn!(%kind, routing_key = address, reply = %returned.reply_text,
+                          "message unroutable: no queue bound to this key");
+                    return Err(WireError::Unroutable {
+                        routing_key: address.to_owned(),
+                    });
+                }
+                Ok(Ok(Confirmation::Nack(None))) => {
+                    shared.counters.add_confirm_failed();
+                    warn!(%kind, routing_key = address, "broker nacked a message");
+                    return Err(WireError::Nacked {
+                        routing_key: address.to_owned(),
+                    });
+                }
+                Ok(Err(e)) => {
+                    shared.counters.add_confirm_failed();
+                    debug!(error = %e, %kind, to = address, "confirm lost; republishing");
+                    wait_recovery(&channel, e, deadline).await;
+                }
+                Err(_) => {
+                    shared.counters.add_confirm_failed();
+                    return Err(WireError::Timeout {
+                        op: "publish confirm",
+                        after: limit,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The current publishing channel, waiting until `deadline` for one.
+    async fn wait_link(&self, deadline: Instant) -> Result<Channel, WireError> {
+        let mut rx = self.shared.link.subscribe();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let link = {
+            let got = tokio::time::timeout(remaining, rx.wait_for(Option::is_some)).await;
+            match got {
+                Ok(Ok(link)) => link.clone(),
+                _ => None,
+            }
+        };
+        link.ok_or(WireError::NotConnected {
+            after: self.shared.opts.send_timeout,
+        })
+    }
+
+    /// Counters of this transport.
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// Whether a connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.shared
+            .link
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| c.status().connected())
+    }
+
+    /// The role this transport serves.
+    pub fn role(&self) -> &Role {
+        &self.shared.role
+    }
+
+    /// Stops consuming, closes the connection (within about a second) and ends the supervisor.
+    pub async fn close(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(CLOSE_WAIT * 2, self.supervisor)
+            .await
+            .is_err()
+        {
+            warn!("AMQP supervisor did not stop in time");
+        }
+    }
+}
+
+fn message_properties() -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2) // persistent: survives a broker restart in a durable queue
+}
+
+/// Waits (until `deadline`) for lapin to recover the channel; pauses briefly when it cannot,
+/// so the send loop does not spin while the supervisor rebuilds.
+async fn wait_recovery(channel: &Channel, error: lapin::Error, deadline: Instant) {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let recovered = matches!(
+        tokio::time::timeout(remaining, channel.wait_for_recovery(error)).await,
+        Ok(Ok(()))
+    );
+    if !recovered {
+        let pause = RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now()));
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Parses the URL, fills in the password from `secret.ini` when the URL has none, and sets
+/// the heartbeat unless the URL does.
+fn prepare_uri(url: &str, password: Option<&str>, heartbeat_s: u16) -> Result<AMQPUri, WireError> {
+    let mut uri: AMQPUri = url.parse().map_err(|reason| WireError::Url { reason })?;
+    if let Some(password) = password {
+        if !url_has_password(url) {
+            uri.authority.userinfo.password = password.to_owned();
+        }
+    }
+    if uri.query.heartbeat.is_none() {
+        uri.query.heartbeat = Some(heartbeat_s);
+    }
+    Ok(uri)
+}
+
+/// Whether the authority of `url` has a `user:password@` part.
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+/// One connection with its channels and consumer.
+struct Session {
+    conn: Connection,
+    publish: Channel,
+    consume: Channel,
+    consumer: Consumer,
+}
+
+/// Connects and sets up the role's topology; closes the connection again if a step fails.
+async fn establish(shared: &Shared) -> Result<Session, WireError> {
+    let opts = &shared.opts;
+    let (min, max) = (opts.reconnect_min, opts.reconnect_max);
+    let props = ConnectionProperties::default()
+        .with_connection_name(
+            format!("ipvs-sync {} {}", shared.role.label(), shared.role.name()).into(),
+        )
+        .enable_auto_recover()
+        .configure_backoff(move |b| {
+            b.with_min_delay(min)
+                .with_max_delay(max)
+                .with_max_times(LAPIN_RECOVERY_ATTEMPTS)
+        });
+    let conn = Connection::connect_uri(shared.uri.clone(), props).await?;
+    match setup(shared, &conn).await {
+        Ok((publish, consume, consumer)) => Ok(Session {
+            conn,
+            publish,
+            consume,
+            consumer,
+        }),
+        Err(e) => {
+            let _ = tokio::time::timeout(CLOSE_WAIT, conn.close(200, "setup failed".into())).await;
+            Err(e.into())
+        }
+    }
+}
+
+async fn setup(
+    shared: &Shared,
+    conn: &Connection,
+) -> Result<(Channel, Channel, Consumer), lapin::Error> {
+    let publish = conn.create_channel().await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let consume = conn.create_channel().await?;
+    consume
+        .basic_qos(shared.opts.prefetch.max(1), BasicQosOptions::default())
+        .await?;
+    consume
+        .exchange_declare(
+            EXCHANGE.into(),
+            lapin::ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let queue = shared.role.queue();
+    consume
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    for key in shared.role.bindings() {
+        consume
+            .queue_bind(
+                queue.as_str().into(),
+                EXCHANGE.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let consumer = consume
+        .basic_consume(
+            queue.as_str().into(),
+            format!("ipvs-sync.{}.{}", shared.role.name(), std::process::id()).into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((publish, consume, consumer))
+}
+
+/// Why a connection's consumer loop ended.
+enum PumpEnd {
+    /// `close()` was called or the handle dropped.
+    Stop,
+    /// The daemon dropped the receiver.
+    ReceiverGone,
+    /// The connection is gone and lapin could not bring it back.
+    Lost(String),
+}
+
+/// Owns the connection: runs the consumer loop, rebuilds the connection when it is lost.
+async fn supervise(
+    shared: Arc<Shared>,
+    first: Session,
+    mut verifier: Verifier,
+    tx: mpsc::Sender<Incoming>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut session = Some(first);
+    let mut drops = DropLog::default();
+    let mut backoff = shared.opts.reconnect_min;
+    loop {
+        if let Some(mut s) = session.take() {
+            shared.link.send_replace(Some(s.publish.clone()));
+            let end = pump(&shared, &mut s, &mut verifier, &mut drops, &tx, &mut stop).await;
+            shared.link.send_replace(None);
+            let _ = tokio::time::timeout(CLOSE_WAIT, s.conn.close(200, "bye".into())).await;
+            match end {
+                PumpEnd::Stop => {
+                    info!("AMQP transport closed");
+                    return;
+                }
+                PumpEnd::ReceiverGone => {
+                    info!("AMQP receiver dropped; transport stops consuming");
+                    return;
+                }
+                PumpEnd::Lost(reason) => {
+                    warn!(%reason, "AMQP connection lost; reconnecting");
+                }
+            }
+            backoff = shared.opts.reconnect_min;
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        let attempt = tokio::time::timeout(shared.opts.connect_timeout, establish(&shared));
+        let result = tokio::select! {
+            _ = stop.changed() => return,
+            r = attempt => r,
+        };
+        match result {
+            Ok(Ok(s)) => {
+                shared.counters.add_reconnect();
+                shared.counters.add_rebuild();
+                info!(queue = %shared.role.queue(), "AMQP reconnected");
+                session = Some(s);
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, retry_in = ?backoff, "AMQP reconnect failed");
+                backoff = (backoff * 2).min(shared.opts.reconnect_max);
+            }
+            Err(_) => {
+                warn!(retry_in = ?backoff, "AMQP reconnect timed out");
+                backoff = (backoff * 2).min(shared.opts.reconnect_max);
+            }
+        }
+    }
+}
+
+/// Consumes one connection until it is lost for good or the transport stops.
+async fn pump(
+    shared: &Shared,
+    s: &mut Session,
+    verifier: &mut Verifier,
+    drops: &mut DropLog,
+    tx: &mpsc::Sender<Incoming>,
+    stop: &mut watch::Receiver<bool>,
+) -> PumpEnd {
+    loop {
+        let next = tokio::select! {
+            _ = stop.changed() => return PumpEnd::Stop,
+            next = s.consumer.next() => next,
+        };
+        match next {
+            None => return PumpEnd::Lost("consumer cancelled".to_owned()),
+            Some(Err(e)) => {
+                warn!(error = %e, "AMQP consumer error; waiting for recovery");
+                let wait =
+                    tokio::time::timeout(LAPIN_RECOVERY_WAIT, s.consume.wait_for_recovery(e));
+                let recovered = tokio::select! {
+                    _ = stop.changed() => return PumpEnd::Stop,
+                    r = wait => r,
+                };
+                match recovered {
+                    Ok(Ok(())) => {
+                        shared.counters.add_reconnect();
+                        info!("AMQP connection recovered");
+                    }
+                    Ok(Err(e)) => return PumpEnd::Lost(e.to_string()),
+                    Err(_) => return PumpEnd::Lost("recovery timed out".to_owned()),
+                }
+            }
+            Some(Ok(delivery)) => {
+                if let Some(incoming) = admit(shared, verifier, drops, &delivery.data) {
+                    // Hand over before acking: with a full channel the broker stops after
+                    // `prefetch` unacked deliveries instead of us buffering without bound.
+                    tokio::select! {
+                        _ = stop.changed() => return PumpEnd::Stop,
+                        r = tx.send(incoming) => if r.is_err() {
+                            return PumpEnd::ReceiverGone;
+                        },
+                    }
+                }
+                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                    // The connection is going; the broker requeues and the replay check
+                    // drops what was already handed over.
+                    debug!(error = %e, "ack failed");
+                }
+            }
+        }
+    }
+}
+
+/// Verifies and decodes one delivery; counts and logs what it drops.
+fn admit(
+    shared: &Shared,
+    verifier: &mut Verifier,
+    drops: &mut DropLog,
+    data: &[u8],
+) -> Option<Incoming> {
+    let opened = match verifier.verify(data, now_ms()) {
+        Ok(opened) => opened,
+        Err(reject) => {
+            let reason = reject.reason();
+            shared.counters.add_dropped(reason);
+            drops.log(reason, &reject);
+            return None;
+        }
+    };
+    let h = opened.header;
+    match Message::decode(&h.kind, Direction::of_address(&h.to), opened.body) {
+        Ok(message) => {
+            shared.counters.add_received(message.kind());
+            Some(Incoming {
+                from: h.from,
+                to: h.to,
+                seq: h.seq,
+                ts_ms: h.ts_ms,
+                message,
+            })
+        }
+        Err(e) => {
+            shared.counters.add_dropped(DropReason::Schema);
+            drops.log(
+                DropReason::Schema,
+                &SchemaDrop {
+                    from: &h.from,
+                    error: &e,
+                },
+            );
+            None
+        }
+    }
+}
+
+struct SchemaDrop<'a> {
+    from: &'a str,
+    error: &'a SchemaError,
+}
+
+impl std::fmt::Display for SchemaDrop<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "from {}: {}", self.from, self.error)
+    }
+}
+
+/// Rate limit for drop logs: a flood of garbage costs counters, not log volume.
+#[derive(Default)]
+struct DropLog {
+    last: [Option<Instant>; DropReason::ALL.len()],
+    suppressed: [u64; DropReason::ALL.len()],
+}
+
+impl DropLog {
+    fn log(&mut self, reason: DropReason, what: &dyn std::fmt::Display) {
+        let i = reason.index();
+        let now = Instant::now();
+        if self.last[i].is_some_and(|t| now.duration_since(t) < DROP_LOG_INTERVAL) {
+            self.suppressed[i] += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut self.suppressed[i]);
+        self.last[i] = Some(now);
+        warn!(%reason, suppressed, "dropped message: {what}");
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_comes_from_secret_ini_only_when_the_url_has_none() {
+        let uri = prepare_uri("amqp://ipvs@192.0.2.1:5672/%2f", Some("s3cret"), 10).unwrap();
+        assert_eq!(uri.authority.userinfo.username, "ipvs");
+        assert_eq!(uri.authority.userinfo.password, "s3cret");
+        assert_eq!(uri.query.heartbeat, Some(10));
+        let uri = prepare_uri(
+            "amqp://ipvs:inurl@192.0.2.1/?heartbeat=3",
+            Some("s3cret"),
+            10,
+        )
+        .unwrap();
+        assert_eq!(uri.authority.userinfo.password, "inurl");
+        assert_eq!(uri.query.heartbeat, Some(3));
+        assert!(matches!(
+            prepare_uri("http//nope", None, 10),
+            Err(WireError::Url { .. })
+        ));
+    }
+
+    #[test]
+    fn url_password_detection() {
+        assert!(url_has_password("amqp://u:p@h/v"));
+        assert!(url_has_password("amqps://u:@h"));
+        assert!(!url_has_password("amqp://u@h:5672/v"));
+        assert!(!url_has_password("amqp://h:5672/v"));
+        assert!(!url_has_password("amqp://h/v?x=a:b@c"));
+    }
+
+    #[test]
+    fn roles_map_to_the_documented_topology() {
+        let c = Role::Client {
+            hostname: "lb1.example.net".into(),
+        };
+        assert_eq!(c.queue(), "ipvs-sync.lb1.example.net");
+        assert_eq!(c.bindings(), ["lb1.example.net", "broadcast"]);
+        let s = Role::Server {
+            name: "arbiter".into(),
+        };
+        assert_eq!(s.queue(), "lbs");
+        assert_eq!(s.bindings(), ["lbs"]);
+        assert_eq!(Dest::Client("lb1".into()).address(), "lb1");
+        assert_eq!(Dest::Broadcast.address(), "broadcast");
+        assert_eq!(Dest::Server.address(), "lbs");
+    }
+
+    #[test]
+    fn reserved_or_malformed_names_are_refused() {
+        for bad in ["lbs", "broadcast", "", "has space", "a\nb"] {
+            let r = Role::Client {
+                hostname: bad.into(),
+            };
+            assert!(
+                matches!(r.check(), Err(WireError::Identity { .. })),
+                "{bad:?}"
+            );
+        }
+        let long = "x".repeat(250);
+        assert!(Role::Server { name: long }.check().is_err());
+        assert!(Role::Client {
+            hostname: "lb1.example.net".into()
+        }
+        .check()
+        .is_ok());
+    }
+
+    #[test]
+    fn drop_log_rate_limits_per_reason() {
+        let mut log = DropLog::default();
+        for _ in 0..1000 {
+            log.log(DropReason::Malformed, &"x");
+        }
+        log.log(DropReason::Forged, &"y");
+        assert_eq!(log.suppressed[DropReason::Malformed.index()], 999);
+        assert_eq!(log.suppressed[DropReason::Forged.index()], 0);
+    }
+}

@@ -1,0 +1,29 @@
+//! The message layer between the arbiter and the balancers.
+//!
+//! - [`envelope`]: the signed JSON envelope (HMAC-SHA256 over a documented byte layout) and the
+//!   receiver's admission checks (size, shape, signature, addressee, freshness, replay);
+//! - [`messages`]: the typed body of every message type of DESIGN.md;
+//! - [`amqp`]: the RabbitMQ transport on lapin: topology, confirmed sends, verified receives,
+//!   reconnection;
+//! - [`counters`]: what the transport counts, for `/metrics` and `/status`.
+//!
+//! A daemon holds one [`Transport`]: `Transport::connect(url, role, opts)` gives the handle and
+//! a bounded receiver of [`Incoming`] messages, each already verified and typed.
+
+// Until the daemons use every item of the message layer.
+#![allow(dead_code, unused_imports)]
+// Tests may unwrap: a failed unwrap is how a test reports.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod amqp;
+pub mod counters;
+pub mod envelope;
+pub mod messages;
+
+#[cfg(test)]
+mod lab_tests;
+
+pub use amqp::{Dest, Incoming, Role, Transport, TransportOptions, WireError};
+pub use counters::{Counters, CountersSnapshot};
+pub use envelope::{DropReason, Key, KeyError};
+pub use messages::{Direction, Message, MessageType};

@@ -1,0 +1,135 @@
+//! End to end, as root, with real processes: RabbitMQ, gobgpd routers, the arbiter and the
+//! balancers of the real binary, in network namespaces (see `lab/fleet.rs`). The host kernel
+//! has no IPVS, so these run announce-only (`ipvs = false`); the IPVS mirror is proven in the
+//! VM lane. Run with `netns-lab/test`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "lab/fleet.rs"]
+mod fleet;
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use fleet::{Fleet, FleetOpts, EBGP_AS, LOCAL_AS};
+use nix::sys::signal::Signal;
+
+const LOCAL_PREF: u64 = 5;
+const MED: u64 = 4;
+const WAIT: Duration = Duration::from_secs(10);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_announce_and_withdraw_with_local_pref_ibgp_ebgp_v4_v6() {
+    assert!(labkit::require_root());
+    let v4 = ip("203.0.113.10");
+    let v6 = ip("2001:db8:f00::10");
+    let f = Fleet::start(FleetOpts { routers: vec![LOCAL_AS, EBGP_AS], vips: vec![v4, v6], ..Default::default() });
+
+    f.quorum("up", "203.0.113.10,b-150,80");
+    f.quorum("up", "2001:db8:f00::10,b-120,80");
+    for j in 0..2 {
+        for vip in [&v4, &v6] {
+            assert!(f.wait_paths(j, vip, 1, WAIT).is_some(), "r{} lacks {vip}:\n{}", j + 1, f.client_log(0));
+        }
+    }
+    // iBGP router: LOCAL_PREF from the desc; eBGP router: no LOCAL_PREF, MED = 1000 - LP.
+    let lp = f.attr(0, &v4, LOCAL_PREF).expect("LOCAL_PREF on iBGP");
+    assert_eq!(lp["value"], 150, "{lp}");
+    assert_eq!(f.attr(0, &v6, LOCAL_PREF).unwrap()["value"], 120);
+    assert!(f.attr(1, &v4, LOCAL_PREF).is_none(), "no LOCAL_PREF over eBGP");
+    assert_eq!(f.attr(1, &v4, MED).expect("MED on eBGP")["metric"], 850);
+    // The VIPs are on lo.
+    let lo = f.lo_addrs(0);
+    assert!(lo.contains("203.0.113.10/32") && lo.contains("2001:db8:f00::10/128"), "{lo}");
+    // A new local-preference re-announces in place.
+    f.quorum("up", "203.0.113.10,b-170,80");
+    assert!(labkit::wait_until(WAIT, || f.attr(0, &v4, LOCAL_PREF).is_some_and(|a| a["value"] == 170)));
+
+    f.quorum("down", "203.0.113.10,b-170,80");
+    for j in 0..2 {
+        assert!(f.wait_paths(j, &v4, 0, WAIT).is_some(), "r{} still has {v4}", j + 1);
+        assert_eq!(f.path_count(j, &v6), 1, "the other VIP stays");
+    }
+    assert!(labkit::wait_until(WAIT, || !f.lo_addrs(0).contains("203.0.113.10/32")), "address removed after withdraw");
+    let st = f.client_status(0);
+    assert_eq!(st["role"], "client", "{st}");
+    assert_eq!(st["broker"]["connected"], true);
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_sigterm_withdraws_at_once_and_sigkill_after_hold_time() {
+    assert!(labkit::require_root());
+    let v4 = ip("203.0.113.10");
+    let mut f = Fleet::start(FleetOpts { balancers: 2, hold_time: 3, ..Default::default() });
+    f.quorum("up", "203.0.113.10,b-100,80");
+    assert!(f.wait_paths(0, &v4, 2, WAIT).is_some(), "both balancers announce:\n{}", f.client_log(0));
+
+    f.signal_client(0, Signal::SIGTERM);
+    let t = f.wait_paths(0, &v4, 1, Duration::from_secs(3)).expect("SIGTERM withdraws at once (Cease)");
+    assert!(t < Duration::from_secs(2), "took {t:?}");
+
+    f.signal_client(1, Signal::SIGKILL);
+    // Nothing says goodbye: the router's hold timer (3 s) does it.
+    let t = f.wait_paths(0, &v4, 0, Duration::from_secs(8)).expect("hold timer withdraws");
+    assert!(t >= Duration::from_secs(1), "a killed speaker cannot withdraw by itself ({t:?})");
+
+    // Restarted, it is told again what to announce.
+    f.stop_client(0);
+    f.start_client(0);
+    f.wait_sessions(0, Duration::from_secs(20));
+    assert!(f.wait_paths(0, &v4, 1, WAIT).is_some(), "re-announced after restart:\n{}", f.client_log(0));
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_fail_static_without_arbiter_and_reconcile_after() {
+    assert!(labkit::require_root());
+    let v4 = ip("203.0.113.10");
+    let mut f = Fleet::start(FleetOpts::default());
+    f.quorum("up", "203.0.113.10,b-100,80");
+    assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
+
+    f.stop_arbiter();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(f.path_count(0, &v4), 1, "balancer keeps announcing while the arbiter is away");
+
+    // The quorum is lost while the arbiter is down: only the desc file knows.
+    f.quorum("down", "203.0.113.10,b-100,80");
+    assert_eq!(f.path_count(0, &v4), 1);
+    f.start_arbiter();
+    assert!(f.wait_paths(0, &v4, 0, Duration::from_secs(15)).is_some(), "reconciled after the arbiter came back:\n{}", f.arbiter_log());
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_broker_restart_and_router_restart() {
+    assert!(labkit::require_root());
+    let v4 = ip("203.0.113.10");
+    let mut f = Fleet::start(FleetOpts::default());
+    f.quorum("up", "203.0.113.10,b-100,80");
+    assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
+
+    f.rabbit.restart().unwrap();
+    assert_eq!(f.path_count(0, &v4), 1, "a broker restart withdraws nothing");
+    // Once both sides reconnected, a withdraw flows again.
+    let ok = labkit::wait_until(Duration::from_secs(30), || {
+        f.client_status(0)["broker"]["connected"] == true
+    });
+    assert!(ok, "client reconnected:\n{}", f.client_log(0));
+    std::thread::sleep(Duration::from_secs(2));
+    f.quorum("down", "203.0.113.10,b-100,80");
+    assert!(f.wait_paths(0, &v4, 0, Duration::from_secs(15)).is_some(), "withdraw after broker restart:\n{}", f.arbiter_log());
+    f.quorum("up", "203.0.113.10,b-100,80");
+    assert!(f.wait_paths(0, &v4, 1, Duration::from_secs(15)).is_some());
+
+    // The router restarts: the speaker reconnects and re-announces (mind gobgpd's 5 s Idle).
+    f.routers[0].gobgpd.restart().unwrap();
+    f.wait_sessions(0, Duration::from_secs(40));
+    assert!(f.wait_paths(0, &v4, 1, Duration::from_secs(15)).is_some(), "re-announced after router restart");
+}
