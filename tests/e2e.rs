@@ -28,34 +28,58 @@ fn lab_announce_and_withdraw_with_local_pref_ibgp_ebgp_v4_v6() {
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
     let v6 = ip("2001:db8:f00::10");
-    let f = Fleet::start(FleetOpts { routers: vec![LOCAL_AS, EBGP_AS], vips: vec![v4, v6], ..Default::default() });
+    let f = Fleet::start(FleetOpts {
+        routers: vec![LOCAL_AS, EBGP_AS],
+        vips: vec![v4, v6],
+        ..Default::default()
+    });
 
     f.quorum("up", "203.0.113.10,b-150,80");
     f.quorum("up", "2001:db8:f00::10,b-120,80");
     for j in 0..2 {
         for vip in [&v4, &v6] {
-            assert!(f.wait_paths(j, vip, 1, WAIT).is_some(), "r{} lacks {vip}:\n{}", j + 1, f.client_log(0));
+            assert!(
+                f.wait_paths(j, vip, 1, WAIT).is_some(),
+                "r{} lacks {vip}:\n{}",
+                j + 1,
+                f.client_log(0)
+            );
         }
     }
     // iBGP router: LOCAL_PREF from the desc; eBGP router: no LOCAL_PREF, MED = 1000 - LP.
     let lp = f.attr(0, &v4, LOCAL_PREF).expect("LOCAL_PREF on iBGP");
     assert_eq!(lp["value"], 150, "{lp}");
     assert_eq!(f.attr(0, &v6, LOCAL_PREF).unwrap()["value"], 120);
-    assert!(f.attr(1, &v4, LOCAL_PREF).is_none(), "no LOCAL_PREF over eBGP");
+    assert!(
+        f.attr(1, &v4, LOCAL_PREF).is_none(),
+        "no LOCAL_PREF over eBGP"
+    );
     assert_eq!(f.attr(1, &v4, MED).expect("MED on eBGP")["metric"], 850);
     // The VIPs are on lo.
     let lo = f.lo_addrs(0);
-    assert!(lo.contains("203.0.113.10/32") && lo.contains("2001:db8:f00::10/128"), "{lo}");
+    assert!(
+        lo.contains("203.0.113.10/32") && lo.contains("2001:db8:f00::10/128"),
+        "{lo}"
+    );
     // A new local-preference re-announces in place.
     f.quorum("up", "203.0.113.10,b-170,80");
-    assert!(labkit::wait_until(WAIT, || f.attr(0, &v4, LOCAL_PREF).is_some_and(|a| a["value"] == 170)));
+    assert!(labkit::wait_until(WAIT, || f
+        .attr(0, &v4, LOCAL_PREF)
+        .is_some_and(|a| a["value"] == 170)));
 
     f.quorum("down", "203.0.113.10,b-170,80");
     for j in 0..2 {
-        assert!(f.wait_paths(j, &v4, 0, WAIT).is_some(), "r{} still has {v4}", j + 1);
+        assert!(
+            f.wait_paths(j, &v4, 0, WAIT).is_some(),
+            "r{} still has {v4}",
+            j + 1
+        );
         assert_eq!(f.path_count(j, &v6), 1, "the other VIP stays");
     }
-    assert!(labkit::wait_until(WAIT, || !f.lo_addrs(0).contains("203.0.113.10/32")), "address removed after withdraw");
+    assert!(
+        labkit::wait_until(WAIT, || !f.lo_addrs(0).contains("203.0.113.10/32")),
+        "address removed after withdraw"
+    );
     let st = f.client_status(0);
     assert_eq!(st["role"], "client", "{st}");
     assert_eq!(st["broker"]["connected"], true);
@@ -63,27 +87,63 @@ fn lab_announce_and_withdraw_with_local_pref_ibgp_ebgp_v4_v6() {
 
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
-fn lab_sigterm_withdraws_at_once_and_sigkill_after_hold_time() {
+fn lab_sigterm_and_sigkill_withdraw_at_once_hung_daemon_after_hold_time() {
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
-    let mut f = Fleet::start(FleetOpts { balancers: 2, hold_time: 3, ..Default::default() });
+    let mut f = Fleet::start(FleetOpts {
+        balancers: 2,
+        hold_time: 3,
+        ..Default::default()
+    });
     f.quorum("up", "203.0.113.10,b-100,80");
-    assert!(f.wait_paths(0, &v4, 2, WAIT).is_some(), "both balancers announce:\n{}", f.client_log(0));
+    assert!(
+        f.wait_paths(0, &v4, 2, WAIT).is_some(),
+        "both balancers announce: {:?}\n{}\n----\n{}\n----\n{}",
+        f.paths(0, &v4),
+        f.client_log(1),
+        f.arbiter_log(),
+        f.client_log(0)
+    );
 
     f.signal_client(0, Signal::SIGTERM);
-    let t = f.wait_paths(0, &v4, 1, Duration::from_secs(3)).expect("SIGTERM withdraws at once (Cease)");
+    let t = f
+        .wait_paths(0, &v4, 1, Duration::from_secs(3))
+        .expect("SIGTERM withdraws at once (Cease)");
     assert!(t < Duration::from_secs(2), "took {t:?}");
 
+    // A hung daemon (SIGSTOP: the socket stays open, no keepalives) is withdrawn by the
+    // router's hold timer (3 s).
+    f.signal_client(1, Signal::SIGSTOP);
+    let t = f
+        .wait_paths(0, &v4, 0, Duration::from_secs(8))
+        .expect("hold timer withdraws");
+    assert!(
+        t >= Duration::from_secs(1),
+        "a frozen speaker cannot withdraw by itself ({t:?})"
+    );
+    f.signal_client(1, Signal::SIGCONT);
+    f.wait_sessions(1, Duration::from_secs(30));
+    assert!(
+        f.wait_paths(0, &v4, 1, WAIT).is_some(),
+        "re-announced after the session came back:\n{}",
+        f.client_log(1)
+    );
+    // SIGKILL: the kernel closes the TCP session, so the router withdraws at once too.
     f.signal_client(1, Signal::SIGKILL);
-    // Nothing says goodbye: the router's hold timer (3 s) does it.
-    let t = f.wait_paths(0, &v4, 0, Duration::from_secs(8)).expect("hold timer withdraws");
-    assert!(t >= Duration::from_secs(1), "a killed speaker cannot withdraw by itself ({t:?})");
+    let t = f
+        .wait_paths(0, &v4, 0, Duration::from_secs(8))
+        .expect("SIGKILL withdraws");
+    assert!(t < Duration::from_secs(2), "took {t:?}");
 
     // Restarted, it is told again what to announce.
     f.stop_client(0);
     f.start_client(0);
     f.wait_sessions(0, Duration::from_secs(20));
-    assert!(f.wait_paths(0, &v4, 1, WAIT).is_some(), "re-announced after restart:\n{}", f.client_log(0));
+    assert!(
+        f.wait_paths(0, &v4, 1, WAIT).is_some(),
+        "re-announced after restart:\n{}",
+        f.client_log(0)
+    );
 }
 
 #[test]
@@ -97,13 +157,21 @@ fn lab_fail_static_without_arbiter_and_reconcile_after() {
 
     f.stop_arbiter();
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(f.path_count(0, &v4), 1, "balancer keeps announcing while the arbiter is away");
+    assert_eq!(
+        f.path_count(0, &v4),
+        1,
+        "balancer keeps announcing while the arbiter is away"
+    );
 
     // The quorum is lost while the arbiter is down: only the desc file knows.
     f.quorum("down", "203.0.113.10,b-100,80");
     assert_eq!(f.path_count(0, &v4), 1);
     f.start_arbiter();
-    assert!(f.wait_paths(0, &v4, 0, Duration::from_secs(15)).is_some(), "reconciled after the arbiter came back:\n{}", f.arbiter_log());
+    assert!(
+        f.wait_paths(0, &v4, 0, Duration::from_secs(15)).is_some(),
+        "reconciled after the arbiter came back:\n{}",
+        f.arbiter_log()
+    );
 }
 
 #[test]
@@ -116,7 +184,11 @@ fn lab_broker_restart_and_router_restart() {
     assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
 
     f.rabbit.restart().unwrap();
-    assert_eq!(f.path_count(0, &v4), 1, "a broker restart withdraws nothing");
+    assert_eq!(
+        f.path_count(0, &v4),
+        1,
+        "a broker restart withdraws nothing"
+    );
     // Once both sides reconnected, a withdraw flows again.
     let ok = labkit::wait_until(Duration::from_secs(30), || {
         f.client_status(0)["broker"]["connected"] == true
@@ -124,12 +196,165 @@ fn lab_broker_restart_and_router_restart() {
     assert!(ok, "client reconnected:\n{}", f.client_log(0));
     std::thread::sleep(Duration::from_secs(2));
     f.quorum("down", "203.0.113.10,b-100,80");
-    assert!(f.wait_paths(0, &v4, 0, Duration::from_secs(15)).is_some(), "withdraw after broker restart:\n{}", f.arbiter_log());
+    assert!(
+        f.wait_paths(0, &v4, 0, Duration::from_secs(15)).is_some(),
+        "withdraw after broker restart:\n{}",
+        f.arbiter_log()
+    );
     f.quorum("up", "203.0.113.10,b-100,80");
     assert!(f.wait_paths(0, &v4, 1, Duration::from_secs(15)).is_some());
 
     // The router restarts: the speaker reconnects and re-announces (mind gobgpd's 5 s Idle).
     f.routers[0].gobgpd.restart().unwrap();
     f.wait_sessions(0, Duration::from_secs(40));
-    assert!(f.wait_paths(0, &v4, 1, Duration::from_secs(15)).is_some(), "re-announced after router restart");
+    assert!(
+        f.wait_paths(0, &v4, 1, Duration::from_secs(15)).is_some(),
+        "re-announced after router restart"
+    );
+}
+
+/// Publishes raw bodies to the fleet's exchange with the broker's own credentials, as a
+/// stranger who has the broker password but not the message key would.
+fn publish_raw(f: &Fleet, routing_key: &str, bodies: &[Vec<u8>]) {
+    use lapin::options::BasicPublishOptions;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    let url = format!(
+        "amqp://{}:{}@192.0.2.5:5672/%2f",
+        f.rabbit.user(),
+        f.rabbit.pass()
+    );
+    let core = f.core.name().to_string();
+    let key = routing_key.to_string();
+    let bodies = bodies.to_vec();
+    std::thread::spawn(move || {
+        labkit::Netns::attach(&core).unwrap().enter().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let conn = Connection::connect(&url, ConnectionProperties::default())
+                .await
+                .unwrap();
+            let ch = conn.create_channel().await.unwrap();
+            for b in &bodies {
+                ch.basic_publish(
+                    "ipvs".into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    b,
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+            }
+            conn.close(200, "done".into()).await.unwrap();
+        });
+    })
+    .join()
+    .unwrap();
+}
+
+/// The envelope MAC (see `src/wire/envelope.rs`); `key` as written in secret.ini.
+fn sign(key: &str, kind: &str, from: &str, to: &str, seq: u64, ts: u64, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(format!("ipvs-sync-envelope-v1\n{kind}\n{from}\n{to}\n{seq}\n{ts}\n").as_bytes());
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_forged_and_garbage_messages_change_nothing() {
+    assert!(labkit::require_root());
+    let v4 = ip("203.0.113.10");
+    let f = Fleet::start(FleetOpts::default());
+    f.quorum("up", "203.0.113.10,b-100,80");
+    assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
+
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let body = r#"{"vips":["203.0.113.10"]}"#;
+    let wrong_key = "not-the-fleet-key-but-just-as-long-as-it-0123456789abcdef";
+    let forged = format!(
+        r#"{{"type":"fin_announce","from":"arbiter","to":"broadcast","seq":{s},"ts":{now_ms},"body":{body},"sig":"{}"}}"#,
+        sign(
+            &wrong_key,
+            "fin_announce",
+            "arbiter",
+            "broadcast",
+            now_ms * 1000,
+            now_ms,
+            body
+        ),
+        s = now_ms * 1000
+    );
+    let unsigned = format!(
+        r#"{{"type":"fin_announce","from":"arbiter","to":"broadcast","seq":{s},"ts":{now_ms},"body":{body}}}"#,
+        s = now_ms * 1000 + 1
+    );
+    // A correctly signed message from long ago (stale).
+    let old = now_ms - 3_600_000;
+    let stale = format!(
+        r#"{{"type":"fin_announce","from":"arbiter","to":"broadcast","seq":{s},"ts":{old},"body":{body},"sig":"{}"}}"#,
+        sign(
+            fleet::KEY,
+            "fin_announce",
+            "arbiter",
+            "broadcast",
+            old * 1000,
+            old,
+            body
+        ),
+        s = old * 1000
+    );
+    publish_raw(
+        &f,
+        "broadcast",
+        &[
+            forged.into_bytes(),
+            unsigned.into_bytes(),
+            stale.into_bytes(),
+        ],
+    );
+    // 10,000 garbage messages to both sides.
+    let garbage: Vec<Vec<u8>> = (0..10_000u32)
+        .map(|i| match i % 4 {
+            0 => i.to_le_bytes().repeat(1 + (i as usize % 7)),
+            1 => b"{\"type\":\"fin_announce\"".to_vec(),
+            2 => format!("{{\"type\":\"tree\",\"from\":\"x\",\"to\":\"lbs\",\"seq\":{i},\"ts\":0,\"body\":[],\"sig\":\"zz\"}}").into_bytes(),
+            _ => vec![0xff; 64],
+        })
+        .collect();
+    publish_raw(&f, "broadcast", &garbage[..5_000]);
+    publish_raw(&f, "lbs", &garbage[5_000..]);
+
+    let dropped = |st: &serde_json::Value| {
+        st["dropped"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_u64()).sum::<u64>())
+            .unwrap_or(0)
+    };
+    assert!(
+        labkit::wait_until(Duration::from_secs(30), || dropped(&f.client_status(0))
+            >= 5_003),
+        "client counted every bad message: {}",
+        f.client_status(0)
+    );
+    let st = f.client_status(0);
+    assert!(st["dropped"]["forged"].as_u64().unwrap_or(0) >= 1, "{st}");
+    assert!(st["dropped"]["unsigned"].as_u64().unwrap_or(0) >= 1, "{st}");
+    assert!(st["dropped"]["stale"].as_u64().unwrap_or(0) >= 1, "{st}");
+    assert_eq!(f.path_count(0, &v4), 1, "nothing was withdrawn");
+
+    // Both daemons still serve: a real withdraw flows at once.
+    f.quorum("down", "203.0.113.10,b-100,80");
+    assert!(
+        f.wait_paths(0, &v4, 0, WAIT).is_some(),
+        "{}",
+        f.arbiter_log()
+    );
 }

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 
 use futures_util::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkDummy, LinkUnspec};
 
@@ -157,11 +157,7 @@ impl VipAddrs {
                 .map_err(|e| self.kernel("set link up", &e))?;
             tracing::info!(interface = %self.interface, "brought VIP interface up");
         }
-        self.ours = self.interface != LOOPBACK
-            && link
-                .attributes
-                .iter()
-                .any(|a| matches!(a, LinkAttribute::IfAlias(alias) if alias == OWNER_ALIAS));
+        self.ours = self.interface != LOOPBACK && is_marked_dummy(&link);
         self.index = Some(index);
         Ok(index)
     }
@@ -323,6 +319,25 @@ impl VipAddrs {
     }
 }
 
+/// A dummy link carrying the [`OWNER_ALIAS`]: one ipvs-sync created. Both are
+/// required, so an alias set by mistake on a real NIC never makes its addresses ours.
+fn is_marked_dummy(link: &LinkMessage) -> bool {
+    let mut alias = false;
+    let mut dummy = false;
+    for attr in &link.attributes {
+        match attr {
+            LinkAttribute::IfAlias(a) => alias |= a == OWNER_ALIAS,
+            LinkAttribute::LinkInfo(infos) => {
+                dummy |= infos
+                    .iter()
+                    .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Dummy)));
+            }
+            _ => {}
+        }
+    }
+    alias && dummy
+}
+
 fn validate_interface_name(name: &str) -> Result<(), AddrError> {
     let bad = name.is_empty()
         || name.len() > 15
@@ -437,6 +452,25 @@ mod tests {
         );
         assert_eq!(host_addr(&v4), None);
         assert_eq!(host_addr(&v6), None);
+    }
+
+    #[test]
+    fn only_a_marked_dummy_is_ours() {
+        let link = |attrs: Vec<LinkAttribute>| {
+            let mut m = LinkMessage::default();
+            m.attributes = attrs;
+            m
+        };
+        let alias = || LinkAttribute::IfAlias(OWNER_ALIAS.into());
+        let kind = |k| LinkAttribute::LinkInfo(vec![LinkInfo::Kind(k)]);
+        assert!(is_marked_dummy(&link(vec![alias(), kind(InfoKind::Dummy)])));
+        assert!(!is_marked_dummy(&link(vec![alias(), kind(InfoKind::Veth)])));
+        assert!(!is_marked_dummy(&link(vec![alias()])));
+        assert!(!is_marked_dummy(&link(vec![kind(InfoKind::Dummy)])));
+        assert!(!is_marked_dummy(&link(vec![
+            LinkAttribute::IfAlias("other".into()),
+            kind(InfoKind::Dummy)
+        ])));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!
 //! * **A dedicated dummy interface** that ipvs-sync created carries the link alias
 //!   [`OWNER_ALIAS`] (`ip link show` prints `alias ipvs-sync`). On such an interface
-//!   every host address (/32, /128) is ours: anything not wanted is removed.
+//!   every host address (/32, /128) is ours: anything not wanted is removed. Both
+//!   marks are required: the link kind `dummy` and the alias.
 //!   Addresses with other prefix lengths (link-local `fe80::/64`, a /24 an operator
 //!   added) are never listed and never touched.
 //! * **`lo`, or a dummy that someone else created** (no alias): an address is removed

@@ -116,6 +116,14 @@ pub enum DescError {
         /// `total` as read.
         total: u32,
     },
+    /// Another process held the lock longer than the caller would wait.
+    #[error("lock {path} still held by another process after {waited:?}")]
+    LockTimeout {
+        /// The lock file.
+        path: PathBuf,
+        /// How long we waited.
+        waited: std::time::Duration,
+    },
     /// The desc could not be serialised (not expected for this plain structure).
     #[error("cannot encode desc: {0}")]
     Encode(#[source] serde_json::Error),
@@ -235,17 +243,52 @@ pub struct DescLock {
 impl DescLock {
     /// Block until the exclusive lock for `path` is ours.
     pub fn acquire(path: &Path) -> Result<Self, DescError> {
-        let lp = lock_path(path);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lp)
-            .map_err(io_err("open lock", &lp))?;
+        let (file, lp) = open_lock(path)?;
         file.lock().map_err(io_err("lock", &lp))?;
         Ok(Self { _file: file })
     }
+
+    /// Like [`acquire`](Self::acquire), but give up after `timeout` so a stuck
+    /// holder cannot hang every quorum handler behind it. Uncontended, this is one
+    /// `flock`; contended, the blocking `flock` runs on a helper thread so waiters are
+    /// woken in kernel order rather than by polling.
+    pub fn acquire_timeout(path: &Path, timeout: std::time::Duration) -> Result<Self, DescError> {
+        let (file, lp) = open_lock(path)?;
+        match file.try_lock() {
+            Ok(()) => return Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err("lock", &lp)(e)),
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("desc-lock".into())
+            .spawn(move || {
+                let res = file.lock().map(|()| file);
+                // If the waiter gave up, the file (and the lock) is dropped here.
+                let _ = tx.send(res);
+            })
+            .map_err(io_err("spawn lock waiter for", &lp))?;
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(file)) => Ok(Self { _file: file }),
+            Ok(Err(e)) => Err(io_err("lock", &lp)(e)),
+            Err(_) => Err(DescError::LockTimeout {
+                path: lp,
+                waited: timeout,
+            }),
+        }
+    }
+}
+
+fn open_lock(path: &Path) -> Result<(File, PathBuf), DescError> {
+    let lp = lock_path(path);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lp)
+        .map_err(io_err("open lock", &lp))?;
+    Ok((file, lp))
 }
 
 /// Replace `path` with `desc` atomically: write `.<name>.<pid>.tmp` in the same
@@ -390,6 +433,36 @@ mod tests {
         let path = dir.path().join("big.json");
         fs::write(&path, vec![b' '; (MAX_DESC_BYTES + 1) as usize]).unwrap();
         assert!(matches!(Desc::read(&path), Err(DescError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn lock_wait_is_bounded_and_then_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.json");
+        let held = DescLock::acquire(&path).unwrap();
+        let t = std::time::Duration::from_millis(100);
+        let started = std::time::Instant::now();
+        let err = DescLock::acquire_timeout(&path, t).unwrap_err();
+        assert!(matches!(err, DescError::LockTimeout { .. }), "{err}");
+        assert!(started.elapsed() >= t);
+        // Released while a waiter blocks: the waiter gets it.
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(held);
+        });
+        let got = DescLock::acquire_timeout(&path, std::time::Duration::from_secs(10));
+        assert!(got.is_ok());
+        releaser.join().unwrap();
+        drop(got);
+        // The abandoned waiter thread from the first attempt must not keep the lock.
+        let mut free = false;
+        for _ in 0..100 {
+            if DescLock::acquire_timeout(&path, std::time::Duration::from_millis(10)).is_ok() {
+                free = true;
+                break;
+            }
+        }
+        assert!(free);
     }
 
     #[test]

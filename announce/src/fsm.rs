@@ -17,7 +17,18 @@
 //! must stop sending traffic before the address that accepts it goes away.
 //!
 //! Messages that arrive out of order or twice are handled explicitly and reported
-//! as [`Output::Count`] with an [`Event`], so the daemon can log and count them.
+//! as [`Output::Count`] with an [`Event`], so the daemon can log and count them:
+//!
+//! * a second `syn_announce` while Preparing keeps the newest LOCAL_PREF; while Acked
+//!   it re-sends the ack (ours may have been lost); while Announced it re-announces
+//!   if the LOCAL_PREF changed (an implicit BGP replace, no withdraw). Its tree is
+//!   not re-applied: after the first apply, tree updates reach the kernel through
+//!   the `tree`/`changes` messages;
+//! * an `ack_announce` with no syn (Idle) or before our prepare finished is ignored —
+//!   never announce what is not prepared;
+//! * `fin_announce` while Preparing or Acked cancels the cycle (withdraw, remove);
+//! * a prepare result of an abandoned attempt is ignored, except that in Idle a late
+//!   success is undone by removing the address it may have added.
 
 use std::fmt;
 

@@ -5,7 +5,7 @@
 //! VIP's desc file under its exclusive lock, so concurrent calls serialise and no
 //! count is lost:
 //!
-//! 1. lock `<desc>.lock`; read the desc (missing → empty; corrupt → empty, reported);
+//! 1. lock `<desc>.lock` (waiting at most [`LOCK_TIMEOUT`]); read the desc (missing → empty; corrupt → empty, reported);
 //! 2. set the port's state (`up`/`down`), keep or replace the local-preference;
 //! 3. recount: `total` = |ports the mapping knows ∪ ports seen|, `active` = ports up,
 //!    `announce` = `active == total`;
@@ -18,9 +18,14 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use crate::addr_plan::is_vip_candidate;
 use crate::desc::{write_atomic, Desc, DescError, DescLock, PortState};
+
+/// How long a quorum call waits for another holder of the desc lock before failing.
+/// A write takes well under a millisecond; only a stuck process holds it this long.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `up` or `down`: what keepalived says about the virtual server's quorum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -243,7 +248,7 @@ pub fn apply(
     direction: Direction,
     known_ports: &BTreeSet<u16>,
 ) -> Result<QuorumOutcome, QuorumError> {
-    let _lock = DescLock::acquire(path)?;
+    let _lock = DescLock::acquire_timeout(path, LOCK_TIMEOUT)?;
     let (old, recovered) = match Desc::read(path) {
         Ok(d) => (Some(d), None),
         Err(e) if e.is_not_found() => (None, None),

@@ -318,3 +318,24 @@ fn vm_foreign_dummy_is_treated_like_lo() {
         .unwrap();
     assert_eq!(v4.label.as_deref(), Some("vip1:vip"));
 }
+
+#[test]
+#[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
+fn lab_alias_on_a_non_dummy_does_not_make_it_ours() {
+    let ns = Netns::new("announce-veth").unwrap();
+    ns.ip(&["link", "add", "va", "type", "veth", "peer", "name", "vb"])
+        .unwrap();
+    ns.ip(&["link", "set", "va", "alias", "ipvs-sync"]).unwrap();
+    ns.ip(&["addr", "add", "198.51.100.20/32", "dev", "va"])
+        .unwrap();
+    let ours = in_ns(&ns, || async {
+        let mut vips = VipAddrs::new("va").unwrap();
+        vips.ensure_interface().await.unwrap();
+        let plan = vips.plan(&BTreeSet::new(), &BTreeSet::new()).await.unwrap();
+        assert!(plan.is_empty(), "{plan:?}");
+        vips.owns_interface()
+    });
+    assert!(!ours);
+    assert!(is_up(&link_json(&ns, "va")));
+    assert!(has(&ip_addrs(&ns, "va"), "198.51.100.20", 32));
+}

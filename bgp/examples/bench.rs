@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bgp::packet::{AsPath, EncodeCtx, Origin, PathAttrs};
 use bgp::{EbgpPreference, PeerConfig, PeerEvent, RouteAttrs, Speaker, SpeakerConfig};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use labkit::{Gobgpd, GobgpConfig, GobgpNeighbor, Netns};
+use labkit::{GobgpConfig, GobgpNeighbor, Gobgpd, Netns};
 
 const RECV_V4: &str = "192.0.2.1";
 const SEND_V4: &str = "192.0.2.11";
@@ -75,6 +75,11 @@ struct Row {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--write-mrt") {
+        // Debug aid: the MRT file the gobgpd sender is fed.
+        std::fs::write(&args[3], mrt_file(args[2].parse().unwrap())).unwrap();
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--sender") {
         sender_child(&args[2..]);
         return;
@@ -95,7 +100,14 @@ fn main() {
                     .map(|s| s.parse().expect("size"))
                     .collect()
             }
-            "--skip" => skip = it.next().expect("--skip a,b").split(',').map(String::from).collect(),
+            "--skip" => {
+                skip = it
+                    .next()
+                    .expect("--skip a,b")
+                    .split(',')
+                    .map(String::from)
+                    .collect()
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -110,24 +122,123 @@ fn main() {
         }
     }
     rows.push(run_speaker(10_000, Fam::V6));
+    let lat = run_latency(30);
     println!();
     println!("| sender | routes | Established → all at receiver | sender CPU | sender peak RSS | UPDATEs |");
     println!("|---|---|---|---|---|---|");
     for r in &rows {
         let f = |v: Option<f64>, unit: &str, prec: usize| {
-            v.map(|x| format!("{x:.prec$} {unit}")).unwrap_or_else(|| "—".into())
+            v.map(|x| format!("{x:.prec$} {unit}"))
+                .unwrap_or_else(|| "—".into())
         };
         println!(
             "| {} | {} × {} | {} | {} | {} | {} |",
             r.sender,
             r.n,
-            if r.fam == Fam::V4 { "IPv4 /32" } else { "IPv6 /128" },
+            if r.fam == Fam::V4 {
+                "IPv4 /32"
+            } else {
+                "IPv6 /128"
+            },
             f(r.secs, "s", 3),
             f(r.cpu, "s", 2),
             f(r.rss_mb, "MB", 1),
-            r.updates.map(|u| u.to_string()).unwrap_or_else(|| "—".into()),
+            r.updates
+                .map(|u| u.to_string())
+                .unwrap_or_else(|| "—".into()),
         );
     }
+    println!();
+    println!("One /32 through the speaker API, seen by `gobgp monitor global rib` at the receiver ({} cycles):", lat.0.len());
+    println!(
+        "announce p50 / p99: {:.2} / {:.2} ms; withdraw p50 / p99: {:.2} / {:.2} ms",
+        pct(&lat.0, 50.0),
+        pct(&lat.0, 99.0),
+        pct(&lat.1, 50.0),
+        pct(&lat.1, 99.0)
+    );
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+/// Announce/withdraw latency of one /32: command written to the sender's stdin → the route
+/// (or its withdrawal) printed by `gobgp monitor global rib -j` at the receiver.
+fn run_latency(cycles: u32) -> (Vec<f64>, Vec<f64>) {
+    eprintln!("== latency {cycles} cycles");
+    let p = pair("blat");
+    let g = receiver(&p);
+    let exe = std::env::current_exe().unwrap();
+    let mut child = p
+        .send
+        .command(exe.to_str().unwrap())
+        .args(["--sender", "0", "v4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "established");
+    let mut mon = std::process::Command::new("gobgp")
+        .args([
+            "--target",
+            &g.api_target(),
+            "monitor",
+            "global",
+            "rib",
+            "-a",
+            "ipv4",
+            "-j",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, String)>();
+    let mon_out = BufReader::new(mon.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for l in mon_out.lines() {
+            let Ok(l) = l else { break };
+            if tx.send((Instant::now(), l)).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500)); // let the monitor subscribe
+    let stdin = child.stdin.as_mut().unwrap();
+    let (mut ann, mut wd) = (vec![], vec![]);
+    for i in 0..cycles {
+        let prefix = format!("198.51.100.{}/32", i % 250);
+        for (cmd, withdrawal, out) in [("a", false, &mut ann), ("w", true, &mut wd)] {
+            while rx.try_recv().is_ok() {}
+            let t = Instant::now();
+            writeln!(stdin, "{cmd} {prefix}").unwrap();
+            stdin.flush().unwrap();
+            loop {
+                let Ok((at, l)) = rx.recv_timeout(Duration::from_secs(5)) else {
+                    eprintln!("no monitor line for {cmd} {prefix}");
+                    break;
+                };
+                if l.contains(&prefix) && l.contains("\"withdrawal\":true") == withdrawal {
+                    out.push((at - t).as_secs_f64() * 1e3);
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    writeln!(stdin, "stats").unwrap();
+    let _ = child.wait();
+    stop(mon);
+    (ann, wd)
 }
 
 // ---- plumbing ----
@@ -254,6 +365,7 @@ fn sender_child(args: &[String]) {
             }
         }
         println!("established");
+        let t0 = Instant::now();
         let attrs = RouteAttrs {
             local_pref: Some(100),
             ..RouteAttrs::default()
@@ -265,8 +377,33 @@ fn sender_child(args: &[String]) {
             };
             sp.announce(p, attrs.clone());
         }
-        let mut line = String::new();
-        let _ = tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut line)).await;
+        let t_api = t0.elapsed();
+        // When the last prefix left the Adj-RIB-Out (written to the socket or queued in it).
+        while sp.peers().await.first().map(|s| s.routes_sent).unwrap_or(0) < n as usize {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        eprintln!(
+            "sender: API calls {:?}, all handed to TCP {:?}",
+            t_api,
+            t0.elapsed()
+        );
+        // Commands on stdin: `a PREFIX` announce, `w PREFIX` withdraw, anything else: stats.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        while let Some(line) = rx.recv().await {
+            match line.split_once(' ') {
+                Some(("a", p)) => sp.announce(p.parse().unwrap(), attrs.clone()),
+                Some(("w", p)) => sp.withdraw(p.parse().unwrap()),
+                _ => break,
+            }
+        }
         let st = sp.peers().await;
         let me = std::process::id();
         println!(
@@ -287,7 +424,11 @@ fn run_speaker(n: u32, fam: Fam) -> Row {
     let mut child = p
         .send
         .command(exe.to_str().unwrap())
-        .args(["--sender", &n.to_string(), if fam == Fam::V6 { "v6" } else { "v4" }])
+        .args([
+            "--sender",
+            &n.to_string(),
+            if fam == Fam::V6 { "v6" } else { "v4" },
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -300,7 +441,7 @@ fn run_speaker(n: u32, fam: Fam) -> Row {
     let done = wait_count(&g, fam, n, Duration::from_secs(120));
     let secs = done.map(|t| (t - t0).as_secs_f64());
     let updates = updates_received(&g);
-    writeln!(child.stdin.as_mut().unwrap()).unwrap();
+    writeln!(child.stdin.as_mut().unwrap(), "stats").unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();
     let f: Vec<&str> = line.split_whitespace().collect();
@@ -395,10 +536,21 @@ fn run_exabgp(n: u32) -> Row {
         let l = std::fs::read_to_string(dir.path().join("exabgp.log")).unwrap_or_default();
         eprintln!("exabgp never came up: {l}");
         stop(child);
-        return Row { sender: "ExaBGP (API)".into(), fam: Fam::V4, n, secs: None, cpu: None, rss_mb: None, updates: None };
+        return Row {
+            sender: "ExaBGP (API)".into(),
+            fam: Fam::V4,
+            n,
+            secs: None,
+            cpu: None,
+            rss_mb: None,
+            updates: None,
+        };
     };
     let done = wait_count(&g, Fam::V4, n, Duration::from_secs(300));
-    let now_wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let now_wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let secs = done.map(|t| now_wall - t.elapsed().as_secs_f64() - up);
     // ExaBGP is a Python process tree; count the exabgp process (the feeder is tiny).
     let cpu = proc_cpu_secs(pid);
@@ -447,10 +599,15 @@ fn mrt_file(n: u32) -> Vec<u8> {
     };
     let mut a = vec![];
     attrs.encode(&EncodeCtx::default(), &mut a);
-    for i in 0..n {
+    // `gobgp mrt inject` (3.10) drops the last queue-full (1,024 updates) of the stream when it
+    // exits: pad the file with ≥ 2,048 repeats of the same prefixes and attributes, which are
+    // no-ops if they do arrive.
+    let total = n + n.max(1) * 2048u32.div_ceil(n.max(1));
+    for seq in 0..total {
+        let i = seq % n.max(1);
         let p = v4_prefix(i);
         let mut b = vec![];
-        b.extend_from_slice(&i.to_be_bytes());
+        b.extend_from_slice(&seq.to_be_bytes());
         b.push(32);
         b.extend_from_slice(&p.addr().octets());
         b.extend_from_slice(&1u16.to_be_bytes());
@@ -487,11 +644,11 @@ fn run_gobgpd(n: u32) -> Row {
     );
     let cpu_before = proc_cpu_secs(gobgpd_pid(&sender)).unwrap_or(0.0);
     sender.cli(&["neighbor", RECV_V4, "enable"]).unwrap();
-    let est = sender.wait_for(
-        |s| s.neighbor_state(RECV_V4).is_ok_and(|st| st == "established"),
-        Duration::from_secs(30),
-    );
-    assert!(est, "gobgpd sender never established");
+    // Established as seen by polling the CLI back to back (each call ~10-20 ms).
+    let end = Instant::now() + Duration::from_secs(30);
+    while sender.neighbor_state(RECV_V4).ok().as_deref() != Some("established") {
+        assert!(Instant::now() < end, "gobgpd sender never established");
+    }
     let t0 = Instant::now();
     let done = wait_count(&g, Fam::V4, n, Duration::from_secs(120));
     let secs = done.map(|t| (t - t0).as_secs_f64());
@@ -501,7 +658,7 @@ fn run_gobgpd(n: u32) -> Row {
     let updates = updates_received(&g);
     drop(sender);
     Row {
-        sender: "gobgpd 3.10 (RIB from MRT; CPU counted from enable)".into(),
+        sender: "gobgpd 3.10 (RIB from MRT)".into(),
         fam: Fam::V4,
         n,
         secs,

@@ -52,7 +52,9 @@ fn parse() -> Result<Args, String> {
             "--local-pref" => a.local_pref = val(&arg)?.parse().map_err(|_| bad(&arg))?,
             "--password" => a.password = Some(val(&arg)?),
             "--passive" => a.passive = true,
-            p => a.prefixes.push(p.parse().map_err(|_| format!("bad prefix {p}"))?),
+            p => a
+                .prefixes
+                .push(p.parse().map_err(|_| format!("bad prefix {p}"))?),
         }
     }
     Ok(a)

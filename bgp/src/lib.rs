@@ -9,7 +9,50 @@
 //! - [`rib_out`]: the per-peer Adj-RIB-Out that packs prefixes with equal attributes into few
 //!   UPDATEs and sends withdraws ahead of any backlog;
 //! - [`policy`]: iBGP vs eBGP export rules (LOCAL_PREF, MED or prepends, next-hop self);
-//! - the tokio driver: one task per peer, TCP-MD5, GTSM.
+//! - the tokio driver (one task per peer, TCP-MD5, GTSM) behind [`Speaker`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), bgp::BgpError> {
+//! use std::time::Duration;
+//! use bgp::{EbgpPreference, PeerConfig, RouteAttrs, Speaker, SpeakerConfig};
+//!
+//! let (speaker, mut events) = Speaker::start(SpeakerConfig {
+//!     local_as: 65010,
+//!     router_id: "192.0.2.11".parse().unwrap(),
+//!     hold_time: 90,
+//!     connect_retry: Duration::from_secs(5),
+//!     graceful_restart: None,
+//!     ebgp_preference: EbgpPreference::Med { base: 1000 },
+//!     communities: vec![],
+//!     large_communities: vec![],
+//!     next_hop_v4: None,
+//!     next_hop_v6: None,
+//!     listen: None,
+//! })?;
+//! speaker.add_peer(PeerConfig {
+//!     name: "r1".into(),
+//!     address: "192.0.2.1".parse().unwrap(),
+//!     remote_as: 65000,
+//!     port: 179,
+//!     passive: false,
+//!     password: None,
+//!     local_address: None,
+//!     ttl_security: false,
+//!     hold_time: None,
+//!     next_hop_v4: None,
+//!     next_hop_v6: None,
+//! })?;
+//! speaker.announce("198.51.100.1/32".parse().unwrap(), RouteAttrs {
+//!     local_pref: Some(100),
+//!     ..RouteAttrs::default()
+//! });
+//! // ... later, when quorum is lost:
+//! speaker.withdraw("198.51.100.1/32".parse().unwrap());
+//! // ... and on daemon stop: Cease / Administrative Shutdown to every peer.
+//! speaker.shutdown("ipvs-sync shutting down").await;
+//! # drop(events.try_recv()); Ok(()) }
+//! ```
+
 pub mod fsm;
 mod md5;
 pub mod packet;

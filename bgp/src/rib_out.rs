@@ -166,6 +166,11 @@ impl AdjRibOut {
         !self.withdraw_v4.is_empty() || !self.withdraw_v6.is_empty()
     }
 
+    /// Announces queued (prefixes, not messages).
+    pub fn announces_queued(&self) -> usize {
+        self.pending_of.len()
+    }
+
     /// Prefixes the peer holds.
     pub fn routes_sent(&self) -> usize {
         self.sent.len()

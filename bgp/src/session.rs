@@ -42,6 +42,13 @@ use crate::speaker::{PeerConfig, PeerEvent, SpeakerShared};
 const WRITE_BATCH: usize = 64 * 1024;
 /// How long a closing connection may take to flush (the final NOTIFICATION).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// A wake-up this soon after the previous write is part of a burst of announces ...
+const BURST_WINDOW: Duration = Duration::from_millis(10);
+/// ... so the writer lets more accumulate, for at most this long, to fill UPDATEs (a lone
+/// announce after a quiet spell goes out at once, and a withdraw ends the wait at once).
+const COALESCE: Duration = Duration::from_millis(5);
+/// Announces that fill a write batch: no point waiting for more.
+const COALESCE_ENOUGH: usize = 8192;
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the data of these
 /// mutexes stays consistent at every await-free step).
@@ -543,6 +550,7 @@ async fn writer(
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH + MAX_MESSAGE_LEN);
     let mut next: Option<WriterCmd> = None;
     let mut closing = false;
+    let mut last_write = Instant::now() - BURST_WINDOW;
     loop {
         let mut msgs = 0u64;
         loop {
@@ -590,6 +598,7 @@ async fn writer(
                 return;
             }
             shared.msgs_out.fetch_add(msgs, Ordering::Relaxed);
+            last_write = Instant::now();
             buf.clear();
             continue;
         }
@@ -603,6 +612,27 @@ async fn writer(
                 Some(c) => next = Some(c),
                 None => closing = true,
             },
+            _ = shared.notify.notified() => {
+                if last_write.elapsed() < BURST_WINDOW {
+                    coalesce(&shared).await;
+                }
+            }
+        }
+    }
+}
+
+/// Waits until a withdraw is queued, enough announces are, or [`COALESCE`] has passed.
+async fn coalesce(shared: &PeerShared) {
+    let deadline = tokio::time::Instant::now() + COALESCE;
+    loop {
+        {
+            let rib = lock(&shared.rib);
+            if rib.withdraws_queued() || rib.announces_queued() >= COALESCE_ENOUGH {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => return,
             _ = shared.notify.notified() => {}
         }
     }

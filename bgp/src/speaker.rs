@@ -520,7 +520,7 @@ impl Speaker {
                 let _ = w.await;
             }
         };
-        if tokio::time::timeout(Duration::from_millis(1200), all)
+        if tokio::time::timeout(Duration::from_secs(1), all)
             .await
             .is_err()
         {

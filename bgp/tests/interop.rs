@@ -17,7 +17,7 @@ use bgp::{
     SpeakerConfig,
 };
 use ipnet::IpNet;
-use labkit::{Gobgpd, GobgpConfig, GobgpNeighbor, Netns};
+use labkit::{GobgpConfig, GobgpNeighbor, Gobgpd, Netns};
 use serde_json::Value;
 
 const R1_V4: &str = "192.0.2.1";
@@ -150,13 +150,21 @@ fn lab_ibgp_v4_and_v6_attributes_then_withdraw() {
         sp.announce("198.51.100.1/32".parse().unwrap(), attrs.clone());
         sp.announce("2001:db8:100::1/128".parse().unwrap(), attrs);
         for _ in 0..2 {
-            let e = tokio::time::timeout(Duration::from_secs(15), ev.recv()).await.unwrap();
+            let e = tokio::time::timeout(Duration::from_secs(15), ev.recv())
+                .await
+                .unwrap();
             assert!(matches!(e, Some(PeerEvent::Up { .. })), "{e:?}");
         }
         let g2 = g.clone();
         let ok = blocking(move || {
             wait_route(&g2, "ipv4", "198.51.100.1/32", true, Duration::from_secs(5))
-                && wait_route(&g2, "ipv6", "2001:db8:100::1/128", true, Duration::from_secs(5))
+                && wait_route(
+                    &g2,
+                    "ipv6",
+                    "2001:db8:100::1/128",
+                    true,
+                    Duration::from_secs(5),
+                )
         })
         .await;
         assert!(ok, "routes not at the router");
@@ -186,12 +194,19 @@ fn lab_ibgp_v4_and_v6_attributes_then_withdraw() {
             ]
         );
         let large = attr(p, 32).unwrap().to_string();
-        assert!(large.contains("65000") && large.contains('1') && large.contains('2'), "{large}");
+        assert!(
+            large.contains("65000") && large.contains('1') && large.contains('2'),
+            "{large}"
+        );
         // IPv6: one path over the IPv6 session (next hop = our IPv6 address), one over the
         // IPv4 session (next hop = IPv4-mapped).
         let hops: Vec<String> = p6
             .iter()
-            .map(|p| attr(p, 14).map(|a| a["nexthop"].to_string()).unwrap_or_default())
+            .map(|p| {
+                attr(p, 14)
+                    .map(|a| a["nexthop"].to_string())
+                    .unwrap_or_default()
+            })
             .collect();
         assert!(hops.iter().any(|h| h.contains(LB_V6)), "{hops:?} / {p6:?}");
         // gobgpd prints the IPv4-mapped next hop ::ffff:192.0.2.11 in its IPv4 form.
@@ -206,13 +221,28 @@ fn lab_ibgp_v4_and_v6_attributes_then_withdraw() {
         sp.withdraw("2001:db8:100::1/128".parse().unwrap());
         let g2 = g.clone();
         let gone = blocking(move || {
-            wait_route(&g2, "ipv4", "198.51.100.1/32", false, Duration::from_secs(3))
-                && wait_route(&g2, "ipv6", "2001:db8:100::1/128", false, Duration::from_secs(3))
+            wait_route(
+                &g2,
+                "ipv4",
+                "198.51.100.1/32",
+                false,
+                Duration::from_secs(3),
+            ) && wait_route(
+                &g2,
+                "ipv6",
+                "2001:db8:100::1/128",
+                false,
+                Duration::from_secs(3),
+            )
         })
         .await;
         assert!(gone, "withdraw not seen at the router");
         let st = sp.peers().await;
-        assert!(st.iter().all(|s| s.state == "established" && s.malformed_in == 0), "{st:?}");
+        assert!(
+            st.iter()
+                .all(|s| s.state == "established" && s.malformed_in == 0),
+            "{st:?}"
+        );
         sp.shutdown("ipvs-sync shutting down").await;
     });
 }
@@ -235,11 +265,19 @@ fn lab_ebgp_med_prepend_and_no_local_pref() {
                 ..RouteAttrs::default()
             },
         );
-        let e = tokio::time::timeout(Duration::from_secs(15), ev.recv()).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(15), ev.recv())
+            .await
+            .unwrap();
         assert!(matches!(e, Some(PeerEvent::Up { .. })), "{e:?}");
         let g2 = g.clone();
         let p = blocking(move || {
-            assert!(wait_route(&g2, "ipv4", "198.51.100.2/32", true, Duration::from_secs(5)));
+            assert!(wait_route(
+                &g2,
+                "ipv4",
+                "198.51.100.2/32",
+                true,
+                Duration::from_secs(5)
+            ));
             paths(&g2, "ipv4", "198.51.100.2/32").remove(0)
         })
         .await;
@@ -268,19 +306,29 @@ fn lab_tcp_md5_session() {
         p.password = Some(b"wrong".to_vec());
         sp.add_peer(p.clone()).unwrap();
         assert!(
-            tokio::time::timeout(Duration::from_secs(4), ev.recv()).await.is_err(),
+            tokio::time::timeout(Duration::from_secs(4), ev.recv())
+                .await
+                .is_err(),
             "session came up with the wrong key"
         );
         // The right key: changed config restarts only this peer.
         p.password = Some(b"s3cret-md5".to_vec());
         sp.add_peer(p).unwrap();
         sp.announce("198.51.100.3/32".parse().unwrap(), RouteAttrs::default());
-        let e = tokio::time::timeout(Duration::from_secs(20), ev.recv()).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(20), ev.recv())
+            .await
+            .unwrap();
         assert!(matches!(e, Some(PeerEvent::Up { .. })), "{e:?}");
         let g2 = g.clone();
         assert!(
-            blocking(move || wait_route(&g2, "ipv4", "198.51.100.3/32", true, Duration::from_secs(5)))
-                .await
+            blocking(move || wait_route(
+                &g2,
+                "ipv4",
+                "198.51.100.3/32",
+                true,
+                Duration::from_secs(5)
+            ))
+            .await
         );
         sp.shutdown("ipvs-sync shutting down").await;
     });
@@ -301,12 +349,20 @@ fn lab_passive_speaker_accepts_the_router() {
         sp.add_peer(p).unwrap();
         sp.announce("198.51.100.4/32".parse().unwrap(), RouteAttrs::default());
         // gobgpd's first connect can take a few seconds.
-        let e = tokio::time::timeout(Duration::from_secs(20), ev.recv()).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(20), ev.recv())
+            .await
+            .unwrap();
         assert!(matches!(e, Some(PeerEvent::Up { .. })), "{e:?}");
         let g2 = g.clone();
         assert!(
-            blocking(move || wait_route(&g2, "ipv4", "198.51.100.4/32", true, Duration::from_secs(5)))
-                .await
+            blocking(move || wait_route(
+                &g2,
+                "ipv4",
+                "198.51.100.4/32",
+                true,
+                Duration::from_secs(5)
+            ))
+            .await
         );
         sp.shutdown("ipvs-sync shutting down").await;
     });
@@ -324,24 +380,41 @@ fn lab_cease_on_shutdown_drops_routes_at_once() {
         let (sp, mut ev) = Speaker::start(speaker_cfg(ROUTER_AS)).unwrap();
         sp.add_peer(peer("r1", R1_V4, ROUTER_AS)).unwrap();
         sp.announce("198.51.100.5/32".parse().unwrap(), RouteAttrs::default());
-        let e = tokio::time::timeout(Duration::from_secs(15), ev.recv()).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(15), ev.recv())
+            .await
+            .unwrap();
         assert!(matches!(e, Some(PeerEvent::Up { .. })), "{e:?}");
         let g2 = g.clone();
         assert!(
-            blocking(move || wait_route(&g2, "ipv4", "198.51.100.5/32", true, Duration::from_secs(5)))
-                .await
+            blocking(move || wait_route(
+                &g2,
+                "ipv4",
+                "198.51.100.5/32",
+                true,
+                Duration::from_secs(5)
+            ))
+            .await
         );
         let t = Instant::now();
         sp.shutdown("ipvs-sync shutting down").await;
         let g2 = g.clone();
         let gone = blocking(move || {
-            wait_route(&g2, "ipv4", "198.51.100.5/32", false, Duration::from_secs(2))
+            wait_route(
+                &g2,
+                "ipv4",
+                "198.51.100.5/32",
+                false,
+                Duration::from_secs(2),
+            )
         })
         .await;
         assert!(gone, "route still at the router after Cease");
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         let log = std::fs::read_to_string(g.log_path()).unwrap_or_default();
-        assert!(log.contains("ipvs-sync shutting down"), "gobgpd log lacks the Cease text: {log}");
+        assert!(
+            log.contains("ipvs-sync shutting down"),
+            "gobgpd log lacks the Cease text: {log}"
+        );
     });
 }
 
@@ -350,7 +423,11 @@ fn example_speaker() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let p = dir.join("examples").join("speaker");
-    assert!(p.exists(), "build it first: cargo build -p bgp --examples ({})", p.display());
+    assert!(
+        p.exists(),
+        "build it first: cargo build -p bgp --examples ({})",
+        p.display()
+    );
     p
 }
 
@@ -358,8 +435,17 @@ fn spawn_speaker(lab: &Lab, hold: u16, prefix: &str) -> Child {
     lab.lb
         .command(example_speaker().to_str().unwrap())
         .args([
-            "--local-as", "65000", "--router-id", LB_V4, "--peer", R1_V4, "--remote-as",
-            "65000", "--hold", &hold.to_string(), prefix,
+            "--local-as",
+            "65000",
+            "--router-id",
+            LB_V4,
+            "--peer",
+            R1_V4,
+            "--remote-as",
+            "65000",
+            "--hold",
+            &hold.to_string(),
+            prefix,
         ])
         .stdout(Stdio::null())
         .spawn()
@@ -423,15 +509,30 @@ fn lab_process_death_sigkill_sigstop_sigterm() {
     // SIGTERM: Cease / Administrative Shutdown, routes gone at once.
     std::thread::sleep(GOBGP_IDLE_HOLD);
     let mut child = spawn_speaker(&lab, 3, "198.51.100.7/32");
-    assert!(wait_route(&g, "ipv4", "198.51.100.7/32", true, Duration::from_secs(20)));
+    assert!(wait_route(
+        &g,
+        "ipv4",
+        "198.51.100.7/32",
+        true,
+        Duration::from_secs(20)
+    ));
     let t = Instant::now();
     kill(&child, "-TERM");
-    assert!(wait_route(&g, "ipv4", "198.51.100.7/32", false, Duration::from_secs(2)));
+    assert!(wait_route(
+        &g,
+        "ipv4",
+        "198.51.100.7/32",
+        false,
+        Duration::from_secs(2)
+    ));
     assert!(t.elapsed() < Duration::from_secs(2));
     let status = child.wait().unwrap();
     assert!(status.success(), "speaker exit: {status}");
     let log = std::fs::read_to_string(g.log_path()).unwrap_or_default();
-    assert!(log.contains("ipvs-sync shutting down"), "gobgpd log lacks the Cease text: {log}");
+    assert!(
+        log.contains("ipvs-sync shutting down"),
+        "gobgpd log lacks the Cease text: {log}"
+    );
 }
 
 #[test]
@@ -447,9 +548,14 @@ fn lab_router_restart_gets_routes_again() {
         sp.add_peer(peer("r1", R1_V4, ROUTER_AS)).unwrap();
         for i in 0..100u32 {
             let a = Ipv4Addr::from(0xcb00_7100 + i); // 203.0.113.0/25
-            sp.announce(IpNet::new(IpAddr::V4(a), 32).unwrap(), RouteAttrs::default());
+            sp.announce(
+                IpNet::new(IpAddr::V4(a), 32).unwrap(),
+                RouteAttrs::default(),
+            );
         }
-        let e = tokio::time::timeout(Duration::from_secs(15), ev.recv()).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(15), ev.recv())
+            .await
+            .unwrap();
         assert!(matches!(e, Some(PeerEvent::Up { .. })), "{e:?}");
         let g2 = g.clone();
         blocking(move || {
@@ -462,10 +568,14 @@ fn lab_router_restart_gets_routes_again() {
         .await;
         let g2 = g.clone();
         blocking(move || g2.lock().unwrap().restart().unwrap()).await;
-        let e = tokio::time::timeout(Duration::from_secs(10), ev.recv()).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(10), ev.recv())
+            .await
+            .unwrap();
         assert!(matches!(e, Some(PeerEvent::Down { .. })), "{e:?}");
         // Re-established by our backoff (1 s base), then the full table again.
-        let e = tokio::time::timeout(Duration::from_secs(30), ev.recv()).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(30), ev.recv())
+            .await
+            .unwrap();
         assert!(matches!(e, Some(PeerEvent::Up { .. })), "{e:?}");
         let g2 = g.clone();
         blocking(move || {

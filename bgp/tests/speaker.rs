@@ -382,7 +382,7 @@ async fn withdraw_overtakes_a_large_announce_backlog() {
     assert_eq!(u.nlri.len(), 1);
     // 100,000 announces queued, then a withdraw of the route the peer already has.
     for i in 0..100_000u32 {
-        let a = Ipv4Addr::from(0x0a00_0000 + i); // 10.0.0.0/8 as test NLRI only
+        let a = Ipv4Addr::from(0xc612_0000 + i); // 198.18.0.0/15 (RFC 2544 benchmarking)
         sp.announce(IpNet::new(IpAddr::V4(a), 32).unwrap(), lp(100));
     }
     sp.withdraw(net("203.0.113.1/32"));

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::keepalived::{
-    self, Group, GroupMember, KeepalivedError, VirtualServer, VirtualServerAddr,
+    self, Group, GroupMember, KeepalivedError, Services, VirtualServer, VirtualServerAddr,
 };
 use crate::paths::MappingWildcard;
 
@@ -35,6 +35,11 @@ pub type VipPorts = BTreeMap<IpAddr, BTreeSet<u16>>;
 pub type PortMapping = BTreeMap<String, VipPorts>;
 /// Balancer → VIPs: the JSON form.
 pub type VipMapping = BTreeMap<String, BTreeSet<IpAddr>>;
+
+/// Most threads [`build`] parses files on.
+const MAX_THREADS: usize = 8;
+/// Fewer files than this per thread are not worth a thread.
+const MIN_FILES_PER_THREAD: usize = 64;
 
 /// Largest mapping JSON read.
 const MAX_JSON_BYTES: u64 = 256 * 1024 * 1024;
@@ -164,9 +169,7 @@ pub fn build(wildcard: &MappingWildcard) -> Result<MappingReport, MappingError> 
         reason,
     };
     let paths = glob::glob(wildcard.pattern()).map_err(|e| glob_err(e.to_string()))?;
-    // Balancer → (virtual servers, groups) across all its files.
-    let mut per_balancer: BTreeMap<String, (Vec<VirtualServer>, Vec<Group>)> = BTreeMap::new();
-    let mut report = MappingReport::default();
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
     for entry in paths {
         let path = entry.map_err(|e| MappingError::Io {
             file: e.path().to_path_buf(),
@@ -175,12 +178,20 @@ pub fn build(wildcard: &MappingWildcard) -> Result<MappingReport, MappingError> 
         if !path.is_file() {
             continue;
         }
-        let Some(balancer) = wildcard.balancer_of(&path) else {
-            continue;
-        };
-        let services = keepalived::load_services(&path)?;
-        report.files += 1;
-        let slot = per_balancer.entry(balancer).or_default();
+        if let Some(balancer) = wildcard.balancer_of(&path) {
+            files.push((balancer, path));
+        }
+    }
+    // Balancer → (virtual servers, groups) across all its files, merged in path order so
+    // the result and the first error reported do not depend on thread timing.
+    let mut per_balancer: BTreeMap<String, (Vec<VirtualServer>, Vec<Group>)> = BTreeMap::new();
+    let mut report = MappingReport {
+        files: files.len(),
+        ..MappingReport::default()
+    };
+    for ((balancer, _), services) in files.iter().zip(parse_all(&files)) {
+        let services = services?;
+        let slot = per_balancer.entry(balancer.clone()).or_default();
         slot.0.extend(services.virtual_servers);
         slot.1.extend(services.groups);
     }
@@ -194,6 +205,50 @@ pub fn build(wildcard: &MappingWildcard) -> Result<MappingReport, MappingError> 
         report.ports.insert(balancer, vips);
     }
     Ok(report)
+}
+
+/// Parses `files` on up to [`MAX_THREADS`] threads; results in the order of `files`.
+fn parse_all(files: &[(String, PathBuf)]) -> Vec<Result<Services, KeepalivedError>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_THREADS)
+        .min(files.len().div_ceil(MIN_FILES_PER_THREAD).max(1));
+    if threads == 1 {
+        return files
+            .iter()
+            .map(|(_, p)| keepalived::load_services(p))
+            .collect();
+    }
+    let chunk = files.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(_, p)| keepalived::load_services(p))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(files.chunks(chunk))
+            .flat_map(|(h, part)| {
+                // A panicking parser thread is a bug; report it per file, do not abort.
+                h.join().unwrap_or_else(|_| {
+                    part.iter()
+                        .map(|(_, p)| {
+                            Err(KeepalivedError::Io {
+                                file: p.clone(),
+                                source: io::Error::other("parser thread panicked"),
+                            })
+                        })
+                        .collect()
+                })
+            })
+            .collect()
+    })
 }
 
 /// The VIPs and ports of one balancer's services.

@@ -205,3 +205,50 @@ fn no_file_is_an_error_but_files_without_services_are_not() {
     assert_eq!(r.files, 1);
     assert_eq!(r.vips()["lb1"], BTreeSet::new());
 }
+
+#[test]
+fn many_files_parse_in_parallel_with_deterministic_results() {
+    // Enough files for several parser threads; groups cross files of one balancer.
+    let mut files: Vec<(String, String)> = Vec::new();
+    for i in 0..300 {
+        let lb = i % 3;
+        files.push((
+            format!("lbs/lb{lb}/s{i:03}/a.conf"),
+            format!("virtual_server 10.0.{}.{} 80 {{\n}}\n", i / 256, i % 256),
+        ));
+    }
+    files.push((
+        "lbs/lb0/s999/g.conf".into(),
+        "virtual_server_group g {\n 192.0.2.1-4 443\n}\n".into(),
+    ));
+    files.push((
+        "lbs/lb0/s000/b.conf".into(),
+        "virtual_server group g {\n}\n".into(),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let d = tree(&refs);
+    let r = mapping::build(&wildcard(d.path())).unwrap();
+    assert_eq!(r.files, 302);
+    assert_eq!(r.ports["lb0"].len(), 100 + 4);
+    assert_eq!(r.ports["lb1"].len(), 100);
+    assert_eq!(
+        r.ports["lb0"][&"192.0.2.3".parse::<IpAddr>().unwrap()],
+        BTreeSet::from([443])
+    );
+    assert_eq!(mapping::build(&wildcard(d.path())).unwrap(), r);
+
+    // Two bad files far apart: the error is always the first in path order.
+    fs::write(
+        d.path().join("lbs/lb2/s290/a.conf"),
+        "virtual_server x 1 {}\n",
+    )
+    .unwrap();
+    fs::write(d.path().join("lbs/lb1/s010/a.conf"), "}\n").unwrap();
+    for _ in 0..3 {
+        let e = mapping::build(&wildcard(d.path())).unwrap_err().to_string();
+        assert!(e.contains("lbs/lb1/s010/a.conf:1:"), "{e}");
+    }
+}

@@ -17,7 +17,9 @@ pub fn diff(actual: &Tree, wanted: &Tree) -> Plan {
     let mut ops = Vec::new();
     for svc in actual.services() {
         if wanted.get(svc.key()).is_none() {
-            ops.push(Op::DelService { service: *svc.key() });
+            ops.push(Op::DelService {
+                service: *svc.key(),
+            });
         }
     }
     let mut additions = Vec::new();
@@ -25,9 +27,14 @@ pub fn diff(actual: &Tree, wanted: &Tree) -> Plan {
         match actual.get(want.key()) {
             Some(have) => diff_service(have, want, &mut ops),
             None => {
-                additions.push(Op::AddService { service: want.spec.clone() });
+                additions.push(Op::AddService {
+                    service: want.spec.clone(),
+                });
                 for dest in want.dests.values() {
-                    additions.push(Op::AddDest { service: *want.key(), dest: strip(dest) });
+                    additions.push(Op::AddDest {
+                        service: *want.key(),
+                        dest: strip(dest),
+                    });
                 }
             }
         }
@@ -39,19 +46,30 @@ pub fn diff(actual: &Tree, wanted: &Tree) -> Plan {
 fn diff_service(have: &Service, want: &Service, ops: &mut Vec<Op>) {
     let key = *want.key();
     if have.spec != want.spec {
-        ops.push(Op::EditService { service: want.spec.clone() });
+        ops.push(Op::EditService {
+            service: want.spec.clone(),
+        });
     }
     for dest in have.dests.keys() {
         if !want.dests.contains_key(dest) {
-            ops.push(Op::DelDest { service: key, dest: *dest });
+            ops.push(Op::DelDest {
+                service: key,
+                dest: *dest,
+            });
         }
     }
     let mut adds = Vec::new();
     for (dkey, dest) in &want.dests {
         match have.dests.get(dkey) {
             Some(old) if old == dest => {}
-            Some(_) => ops.push(Op::EditDest { service: key, dest: strip(dest) }),
-            None => adds.push(Op::AddDest { service: key, dest: strip(dest) }),
+            Some(_) => ops.push(Op::EditDest {
+                service: key,
+                dest: strip(dest),
+            }),
+            None => adds.push(Op::AddDest {
+                service: key,
+                dest: strip(dest),
+            }),
         }
     }
     ops.extend(adds);

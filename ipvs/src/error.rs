@@ -11,7 +11,9 @@ pub enum ModelError {
     #[error("unknown service flag {0:?}")]
     UnknownFlag(String),
     /// A canonical id that does not parse.
-    #[error("bad service id {0:?}: expected like tcp:192.0.2.1:80, udp:[2001:db8::1]:53 or fwmark:v4:7")]
+    #[error(
+        "bad service id {0:?}: expected like tcp:192.0.2.1:80, udp:[2001:db8::1]:53 or fwmark:v4:7"
+    )]
     BadId(String),
     /// A setting the kernel would refuse.
     #[error("{id}: {reason}")]
@@ -192,12 +194,20 @@ impl IpvsError {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[test]
     fn kernel_error_text_names_op_object_and_errno() {
-        let e = IpvsError::Kernel { op: OpKind::AddService, id: "tcp:192.0.2.1:80".into(), errno: Errno::EEXIST };
-        assert_eq!(e.to_string(), "add service tcp:192.0.2.1:80: File exists (errno 17)");
+        let e = IpvsError::Kernel {
+            op: OpKind::AddService,
+            id: "tcp:192.0.2.1:80".into(),
+            errno: Errno::EEXIST,
+        };
+        assert_eq!(
+            e.to_string(),
+            "add service tcp:192.0.2.1:80: File exists (errno 17)"
+        );
         assert_eq!(e.errno(), Some(Errno::EEXIST));
     }
 }

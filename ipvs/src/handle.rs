@@ -21,8 +21,9 @@ use neli::utils::Groups;
 use crate::error::{IpvsError, OpKind};
 use crate::model::{Dest, DestKey, ServiceKey, ServiceSpec, Tree};
 use crate::packet::{
-    dest_attrs, dest_from_attrs, dest_key_attrs, service_from_attrs, service_key_attrs, service_spec_attrs, Cmd,
-    DaemonState, Info, InfoAttr, IpvsAttr, IpvsMessage, Message, Nested, Payload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    dest_attrs, dest_from_attrs, dest_key_attrs, service_from_attrs, service_key_attrs,
+    service_spec_attrs, Cmd, DaemonState, Info, InfoAttr, IpvsAttr, IpvsMessage, Message, Nested,
+    Payload, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use crate::plan::{Op, Plan};
 
@@ -41,7 +42,9 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        Self { batch: DEFAULT_BATCH }
+        Self {
+            batch: DEFAULT_BATCH,
+        }
     }
 }
 
@@ -95,7 +98,10 @@ pub struct Ipvs {
 
 impl std::fmt::Debug for Ipvs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ipvs").field("family", &self.family).field("seq", &self.seq).finish()
+        f.debug_struct("Ipvs")
+            .field("family", &self.family)
+            .field("seq", &self.seq)
+            .finish()
     }
 }
 
@@ -108,22 +114,37 @@ impl Ipvs {
     ///
     /// Fails with [`IpvsError::FamilyNotFound`] when `ip_vs` is not loaded.
     pub fn connect() -> Result<Ipvs, IpvsError> {
-        let family = {
-            let (router, _) = NlRouter::connect(NlFamily::Generic, None, Groups::empty())
-                .map_err(|e| IpvsError::Socket { context: "connect", source: io::Error::other(e.to_string()) })?;
-            match router.resolve_genl_family("IPVS") {
-                Ok(id) => id,
-                // ENOENT from the controller, or no family id in its answer.
-                Err(neli::err::RouterError::Nlmsgerr(_) | neli::err::RouterError::Msg(_)) => {
-                    return Err(IpvsError::FamilyNotFound)
+        let family =
+            {
+                let (router, _) = NlRouter::connect(NlFamily::Generic, None, Groups::empty())
+                    .map_err(|e| IpvsError::Socket {
+                        context: "connect",
+                        source: io::Error::other(e.to_string()),
+                    })?;
+                match router.resolve_genl_family("IPVS") {
+                    Ok(id) => id,
+                    // ENOENT from the controller, or no family id in its answer.
+                    Err(neli::err::RouterError::Nlmsgerr(_) | neli::err::RouterError::Msg(_)) => {
+                        return Err(IpvsError::FamilyNotFound)
+                    }
+                    Err(e) => {
+                        return Err(IpvsError::Socket {
+                            context: "resolve family IPVS",
+                            source: io::Error::other(e.to_string()),
+                        })
+                    }
                 }
-                Err(e) => return Err(IpvsError::Socket { context: "resolve family IPVS", source: io::Error::other(e.to_string()) }),
-            }
-        };
-        let sock = NlSocket::connect(NlFamily::Generic, None, Groups::empty()).map_err(sock_err("connect"))?;
+            };
+        let sock = NlSocket::connect(NlFamily::Generic, None, Groups::empty())
+            .map_err(sock_err("connect"))?;
         // A hint; the kernel caps it at net.core.rmem_max.
         let _ = sock.set_recv_buffer_size(1 << 20);
-        Ok(Ipvs { sock, family, seq: 0, buf: vec![0; RECV_BUF] })
+        Ok(Ipvs {
+            sock,
+            family,
+            seq: 0,
+            buf: vec![0; RECV_BUF],
+        })
     }
 
     /// The generic netlink family id the kernel gave `IPVS`.
@@ -137,11 +158,18 @@ impl Ipvs {
     }
 
     fn recv(&mut self, dontwait: bool) -> Result<Option<Vec<Message>>, io::Error> {
-        let flags = if dontwait { Msg::DONTWAIT } else { Msg::empty() };
+        let flags = if dontwait {
+            Msg::DONTWAIT
+        } else {
+            Msg::empty()
+        };
         match self.sock.recv(&mut self.buf[..], flags) {
             Ok((n, _)) => {
                 let n = n.min(self.buf.len());
-                Ok(Some(Message::decode_all(&self.buf[..n], self.family).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?))
+                Ok(Some(
+                    Message::decode_all(&self.buf[..n], self.family)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+                ))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
@@ -149,14 +177,20 @@ impl Ipvs {
     }
 
     /// Sends requests `batch` at a time and returns one result per request, in order.
-    fn execute(&mut self, reqs: &[Request], batch: usize, sends: &mut usize) -> Vec<Result<(), IpvsError>> {
+    fn execute(
+        &mut self,
+        reqs: &[Request],
+        batch: usize,
+        sends: &mut usize,
+    ) -> Vec<Result<(), IpvsError>> {
         let mut results: Vec<Result<(), IpvsError>> = Vec::with_capacity(reqs.len());
         for chunk in reqs.chunks(batch.max(1)) {
             let mut out = Vec::with_capacity(chunk.len() * 128);
             let first = self.seq.wrapping_add(1);
             for req in chunk {
                 let seq = self.next_seq();
-                Message::request(self.family, NLM_F_REQUEST | NLM_F_ACK, seq, req.msg.clone()).emit(&mut out);
+                Message::request(self.family, NLM_F_REQUEST | NLM_F_ACK, seq, req.msg.clone())
+                    .emit(&mut out);
             }
             let mut answers: Vec<Option<i32>> = vec![None; chunk.len()];
             *sends += 1;
@@ -164,7 +198,10 @@ impl Ipvs {
                 // Nothing of the chunk was taken.
                 let kind = e.kind();
                 for _ in chunk {
-                    results.push(Err(IpvsError::Socket { context: "send", source: io::Error::new(kind, e.to_string()) }));
+                    results.push(Err(IpvsError::Socket {
+                        context: "send",
+                        source: io::Error::new(kind, e.to_string()),
+                    }));
                 }
                 continue;
             }
@@ -174,7 +211,9 @@ impl Ipvs {
                     Ok(Some(msgs)) => {
                         for m in msgs {
                             let idx = m.seq.wrapping_sub(first) as usize;
-                            if let (Payload::Error { error, .. }, Some(slot)) = (&m.payload, answers.get_mut(idx)) {
+                            if let (Payload::Error { error, .. }, Some(slot)) =
+                                (&m.payload, answers.get_mut(idx))
+                            {
                                 if slot.is_none() {
                                     *slot = Some(*error);
                                     missing -= 1;
@@ -191,8 +230,15 @@ impl Ipvs {
             for (req, answer) in chunk.iter().zip(answers) {
                 results.push(match answer {
                     Some(0) => Ok(()),
-                    Some(err) => Err(IpvsError::Kernel { op: req.op, id: req.id.clone(), errno: crate::Errno(-err) }),
-                    None => Err(IpvsError::NoAnswer { op: req.op, id: req.id.clone() }),
+                    Some(err) => Err(IpvsError::Kernel {
+                        op: req.op,
+                        id: req.id.clone(),
+                        errno: crate::Errno(-err),
+                    }),
+                    None => Err(IpvsError::NoAnswer {
+                        op: req.op,
+                        id: req.id.clone(),
+                    }),
                 });
             }
         }
@@ -201,17 +247,27 @@ impl Ipvs {
 
     fn one(&mut self, req: Request) -> Result<(), IpvsError> {
         let mut sends = 0;
-        self.execute(std::slice::from_ref(&req), 1, &mut sends).pop().unwrap_or(Err(IpvsError::NoAnswer { op: req.op, id: req.id }))
+        self.execute(std::slice::from_ref(&req), 1, &mut sends)
+            .pop()
+            .unwrap_or(Err(IpvsError::NoAnswer {
+                op: req.op,
+                id: req.id,
+            }))
     }
 
     /// Runs a dump and returns every IPVS message of it.
     fn dump_cmd(&mut self, op: OpKind, msg: IpvsMessage) -> Result<Vec<IpvsMessage>, IpvsError> {
         let seq = self.next_seq();
         let bytes = Message::request(self.family, NLM_F_REQUEST | NLM_F_DUMP, seq, msg).to_bytes();
-        self.sock.send(&bytes, Msg::empty()).map_err(sock_err("send dump request"))?;
+        self.sock
+            .send(&bytes, Msg::empty())
+            .map_err(sock_err("send dump request"))?;
         let mut out = Vec::new();
         loop {
-            let msgs = self.recv(false).map_err(sock_err("receive dump"))?.unwrap_or_default();
+            let msgs = self
+                .recv(false)
+                .map_err(sock_err("receive dump"))?
+                .unwrap_or_default();
             for m in msgs {
                 if m.seq != seq {
                     continue;
@@ -220,7 +276,11 @@ impl Ipvs {
                     Payload::Ipvs(im) => out.push(im),
                     Payload::Done(_) => return Ok(out),
                     Payload::Error { error, .. } if error != 0 => {
-                        return Err(IpvsError::Kernel { op, id: String::new(), errno: crate::Errno(-error) })
+                        return Err(IpvsError::Kernel {
+                            op,
+                            id: String::new(),
+                            errno: crate::Errno(-error),
+                        })
                     }
                     _ => {}
                 }
@@ -231,10 +291,21 @@ impl Ipvs {
     /// Version and connection table size, like the first line of `ipvsadm -L`.
     pub fn info(&mut self) -> Result<Info, IpvsError> {
         let seq = self.next_seq();
-        let bytes = Message::request(self.family, NLM_F_REQUEST, seq, IpvsMessage::new(Cmd::GetInfo, vec![])).to_bytes();
-        self.sock.send(&bytes, Msg::empty()).map_err(sock_err("send info request"))?;
+        let bytes = Message::request(
+            self.family,
+            NLM_F_REQUEST,
+            seq,
+            IpvsMessage::new(Cmd::GetInfo, vec![]),
+        )
+        .to_bytes();
+        self.sock
+            .send(&bytes, Msg::empty())
+            .map_err(sock_err("send info request"))?;
         loop {
-            let msgs = self.recv(false).map_err(sock_err("receive info"))?.unwrap_or_default();
+            let msgs = self
+                .recv(false)
+                .map_err(sock_err("receive info"))?
+                .unwrap_or_default();
             for m in msgs.into_iter().filter(|m| m.seq == seq) {
                 match m.payload {
                     Payload::Ipvs(im) => {
@@ -246,10 +317,17 @@ impl Ipvs {
                                 _ => None,
                             })
                             .collect();
-                        return Info::from_attrs(&attrs).map_err(|source| IpvsError::Decode { op: OpKind::Info, source });
+                        return Info::from_attrs(&attrs).map_err(|source| IpvsError::Decode {
+                            op: OpKind::Info,
+                            source,
+                        });
                     }
                     Payload::Error { error, .. } if error != 0 => {
-                        return Err(IpvsError::Kernel { op: OpKind::Info, id: String::new(), errno: crate::Errno(-error) })
+                        return Err(IpvsError::Kernel {
+                            op: OpKind::Info,
+                            id: String::new(),
+                            errno: crate::Errno(-error),
+                        })
                     }
                     _ => {}
                 }
@@ -260,7 +338,10 @@ impl Ipvs {
     /// The whole table with counters, like `ipvsadm -Sn` (one dump of services, then one
     /// dump of destinations per service).
     pub fn dump(&mut self) -> Result<Tree, IpvsError> {
-        let decode = |source| IpvsError::Decode { op: OpKind::Dump, source };
+        let decode = |source| IpvsError::Decode {
+            op: OpKind::Dump,
+            source,
+        };
         let mut tree = Tree::new();
         for msg in self.dump_cmd(OpKind::Dump, IpvsMessage::new(Cmd::GetService, vec![]))? {
             for attr in msg.attrs {
@@ -271,9 +352,14 @@ impl Ipvs {
         }
         let keys: Vec<ServiceKey> = tree.services().map(|s| *s.key()).collect();
         for key in keys {
-            let req = IpvsMessage::new(Cmd::GetDest, vec![IpvsAttr::Service(Nested::new(service_key_attrs(&key)))]);
+            let req = IpvsMessage::new(
+                Cmd::GetDest,
+                vec![IpvsAttr::Service(Nested::new(service_key_attrs(&key)))],
+            );
             let msgs = self.dump_cmd(OpKind::Dump, req)?;
-            let Some(svc) = tree.get_mut(&key) else { continue };
+            let Some(svc) = tree.get_mut(&key) else {
+                continue;
+            };
             for msg in msgs {
                 for attr in msg.attrs {
                     if let IpvsAttr::Dest(n) = attr {
@@ -291,7 +377,12 @@ impl Ipvs {
         for msg in self.dump_cmd(OpKind::Daemons, IpvsMessage::new(Cmd::GetDaemon, vec![]))? {
             for attr in msg.attrs {
                 if let IpvsAttr::Daemon(n) = attr {
-                    out.push(DaemonState::from_attrs(&n.attrs).map_err(|source| IpvsError::Decode { op: OpKind::Daemons, source })?);
+                    out.push(DaemonState::from_attrs(&n.attrs).map_err(|source| {
+                        IpvsError::Decode {
+                            op: OpKind::Daemons,
+                            source,
+                        }
+                    })?);
                 }
             }
         }
@@ -303,19 +394,45 @@ impl Ipvs {
         let msg = match op {
             Op::AddService { service } | Op::EditService { service } => {
                 service.validate()?;
-                let cmd = if matches!(op, Op::AddService { .. }) { Cmd::NewService } else { Cmd::SetService };
-                IpvsMessage::new(cmd, vec![IpvsAttr::Service(Nested::new(service_spec_attrs(service)))])
+                let cmd = if matches!(op, Op::AddService { .. }) {
+                    Cmd::NewService
+                } else {
+                    Cmd::SetService
+                };
+                IpvsMessage::new(
+                    cmd,
+                    vec![IpvsAttr::Service(Nested::new(service_spec_attrs(service)))],
+                )
             }
             Op::DelService { service } => IpvsMessage::new(Cmd::DelService, vec![svc_key(service)]),
             Op::AddDest { service, dest } | Op::EditDest { service, dest } => {
-                let cmd = if matches!(op, Op::AddDest { .. }) { Cmd::NewDest } else { Cmd::SetDest };
-                IpvsMessage::new(cmd, vec![svc_key(service), IpvsAttr::Dest(Nested::new(dest_attrs(dest)))])
+                dest.validate(service)?;
+                let cmd = if matches!(op, Op::AddDest { .. }) {
+                    Cmd::NewDest
+                } else {
+                    Cmd::SetDest
+                };
+                IpvsMessage::new(
+                    cmd,
+                    vec![
+                        svc_key(service),
+                        IpvsAttr::Dest(Nested::new(dest_attrs(dest))),
+                    ],
+                )
             }
-            Op::DelDest { service, dest } => {
-                IpvsMessage::new(Cmd::DelDest, vec![svc_key(service), IpvsAttr::Dest(Nested::new(dest_key_attrs(dest)))])
-            }
+            Op::DelDest { service, dest } => IpvsMessage::new(
+                Cmd::DelDest,
+                vec![
+                    svc_key(service),
+                    IpvsAttr::Dest(Nested::new(dest_key_attrs(dest))),
+                ],
+            ),
         };
-        Ok(Request { op: op.kind(), id: op.id(), msg })
+        Ok(Request {
+            op: op.kind(),
+            id: op.id(),
+            msg,
+        })
     }
 
     fn run_op(&mut self, op: Op) -> Result<(), IpvsError> {
@@ -325,12 +442,16 @@ impl Ipvs {
 
     /// Adds a service, like `ipvsadm -A -t VIP:PORT -s SCHED [-p T] [-M MASK] [--pe PE]`.
     pub fn add_service(&mut self, spec: &ServiceSpec) -> Result<(), IpvsError> {
-        self.run_op(Op::AddService { service: spec.clone() })
+        self.run_op(Op::AddService {
+            service: spec.clone(),
+        })
     }
 
     /// Changes a service in place, like `ipvsadm -E …`.
     pub fn edit_service(&mut self, spec: &ServiceSpec) -> Result<(), IpvsError> {
-        self.run_op(Op::EditService { service: spec.clone() })
+        self.run_op(Op::EditService {
+            service: spec.clone(),
+        })
     }
 
     /// Deletes a service and its destinations, like `ipvsadm -D -t VIP:PORT`.
@@ -340,22 +461,35 @@ impl Ipvs {
 
     /// Adds a destination, like `ipvsadm -a -t VIP:PORT -r RIP:PORT -g -w W`.
     pub fn add_dest(&mut self, service: &ServiceKey, dest: &Dest) -> Result<(), IpvsError> {
-        self.run_op(Op::AddDest { service: *service, dest: dest.clone() })
+        self.run_op(Op::AddDest {
+            service: *service,
+            dest: dest.clone(),
+        })
     }
 
     /// Changes a destination in place, like `ipvsadm -e …`.
     pub fn edit_dest(&mut self, service: &ServiceKey, dest: &Dest) -> Result<(), IpvsError> {
-        self.run_op(Op::EditDest { service: *service, dest: dest.clone() })
+        self.run_op(Op::EditDest {
+            service: *service,
+            dest: dest.clone(),
+        })
     }
 
     /// Deletes a destination, like `ipvsadm -d -t VIP:PORT -r RIP:PORT`.
     pub fn del_dest(&mut self, service: &ServiceKey, dest: &DestKey) -> Result<(), IpvsError> {
-        self.run_op(Op::DelDest { service: *service, dest: *dest })
+        self.run_op(Op::DelDest {
+            service: *service,
+            dest: *dest,
+        })
     }
 
     /// Deletes every service, like `ipvsadm -C`.
     pub fn flush(&mut self) -> Result<(), IpvsError> {
-        self.one(Request { op: OpKind::Flush, id: String::new(), msg: IpvsMessage::new(Cmd::Flush, vec![]) })
+        self.one(Request {
+            op: OpKind::Flush,
+            id: String::new(),
+            msg: IpvsMessage::new(Cmd::Flush, vec![]),
+        })
     }
 
     /// Executes a plan in batches of [`DEFAULT_BATCH`]; see [`Ipvs::apply_with`].
@@ -367,7 +501,10 @@ impl Ipvs {
     /// with its typed error; nothing stops at the first failure, so applying the diff of
     /// the result again converges.
     pub fn apply_with(&mut self, plan: &Plan, opts: ApplyOptions) -> ApplyReport {
-        let mut report = ApplyReport { attempted: plan.ops.len(), ..ApplyReport::default() };
+        let mut report = ApplyReport {
+            attempted: plan.ops.len(),
+            ..ApplyReport::default()
+        };
         let mut reqs = Vec::with_capacity(plan.ops.len());
         let mut index_of = Vec::with_capacity(plan.ops.len());
         for (index, op) in plan.ops.iter().enumerate() {
@@ -376,17 +513,24 @@ impl Ipvs {
                     reqs.push(req);
                     index_of.push(index);
                 }
-                Err(error) => report.failures.push(OpFailure { index, op: op.clone(), error }),
+                Err(error) => report.failures.push(OpFailure {
+                    index,
+                    op: op.clone(),
+                    error,
+                }),
             }
         }
         let results = self.execute(&reqs, opts.batch, &mut report.sends);
         for (result, index) in results.into_iter().zip(index_of) {
             if let Err(error) = result {
-                report.failures.push(OpFailure { index, op: plan.ops[index].clone(), error });
+                report.failures.push(OpFailure {
+                    index,
+                    op: plan.ops[index].clone(),
+                    error,
+                });
             }
         }
         report.failures.sort_by_key(|f| f.index);
         report
     }
 }
-

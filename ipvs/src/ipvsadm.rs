@@ -19,7 +19,10 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::model::{Dest, DestKey, Family, FwdMethod, Protocol, Service, ServiceFlags, ServiceKey, ServiceSpec, TunFlags, TunType, Tree};
+use crate::model::{
+    Dest, DestKey, Family, FwdMethod, Protocol, Service, ServiceFlags, ServiceKey, ServiceSpec,
+    Tree, TunFlags, TunType,
+};
 
 /// A line of rule text that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,7 +39,11 @@ pub struct RulesError {
 /// `-t 192.0.2.1:80`, `-u [2001:db8::1]:53`, `--sctp-service …`, `-f 7`, `-f 7 -6`.
 pub fn service_selector(key: &ServiceKey) -> String {
     match key {
-        ServiceKey::Addr { protocol, addr, port } => {
+        ServiceKey::Addr {
+            protocol,
+            addr,
+            port,
+        } => {
             let opt = match protocol {
                 Protocol::Tcp => "-t",
                 Protocol::Udp => "-u",
@@ -46,8 +53,14 @@ pub fn service_selector(key: &ServiceKey) -> String {
             };
             format!("{opt} {}", SocketAddr::new(*addr, *port))
         }
-        ServiceKey::Fwmark { af: Family::Inet, mark } => format!("-f {mark}"),
-        ServiceKey::Fwmark { af: Family::Inet6, mark } => format!("-f {mark} -6"),
+        ServiceKey::Fwmark {
+            af: Family::Inet,
+            mark,
+        } => format!("-f {mark}"),
+        ServiceKey::Fwmark {
+            af: Family::Inet6,
+            mark,
+        } => format!("-f {mark} -6"),
     }
 }
 
@@ -77,7 +90,11 @@ pub fn service_args(spec: &ServiceSpec) -> String {
         let _ = write!(s, " -p {}", spec.timeout);
         match spec.key.family() {
             Family::Inet if spec.netmask != 32 => {
-                let mask = if spec.netmask == 0 { 0 } else { u32::MAX << (32 - u32::from(spec.netmask.min(32))) };
+                let mask = if spec.netmask == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(spec.netmask.min(32)))
+                };
                 let _ = write!(s, " -M {}", Ipv4Addr::from(mask));
             }
             Family::Inet6 if spec.netmask != 128 => {
@@ -123,11 +140,22 @@ fn tun_flags_opt(flags: TunFlags) -> String {
 /// Everything after `-a`: service, real server, method, weight, tunnel settings; with
 /// `thresholds`, also `-x`/`-y` when set (`ipvsadm -S` never prints them).
 pub fn dest_args(service: &ServiceKey, dest: &Dest, thresholds: bool) -> String {
-    let mut s = format!("{} -r {} {} -w {}", service_selector(service), dest_addr(&dest.key), fwd_switch(dest.fwd), dest.weight);
+    let mut s = format!(
+        "{} -r {} {} -w {}",
+        service_selector(service),
+        dest_addr(&dest.key),
+        fwd_switch(dest.fwd),
+        dest.weight
+    );
     if dest.fwd == FwdMethod::Tunnel {
         match dest.tun_type {
             TunType::Gue => {
-                let _ = write!(s, " --tun-type gue --tun-port {} {}", dest.tun_port, tun_flags_opt(dest.tun_flags));
+                let _ = write!(
+                    s,
+                    " --tun-type gue --tun-port {} {}",
+                    dest.tun_port,
+                    tun_flags_opt(dest.tun_flags)
+                );
             }
             TunType::Gre => {
                 let _ = write!(s, " --tun-type gre {}", tun_flags_opt(dest.tun_flags));
@@ -171,7 +199,11 @@ impl Tree {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let err = |reason: String| RulesError { line: i + 1, text: raw.to_string(), reason };
+            let err = |reason: String| RulesError {
+                line: i + 1,
+                text: raw.to_string(),
+                reason,
+            };
             let rule = parse_rule(line).map_err(err)?;
             match rule {
                 Rule::Service(spec) => {
@@ -181,7 +213,9 @@ impl Tree {
                     }
                 }
                 Rule::Dest(key, dest) => {
-                    let svc = tree.get_mut(&key).ok_or_else(|| err(format!("destination before its service {key}")))?;
+                    let svc = tree
+                        .get_mut(&key)
+                        .ok_or_else(|| err(format!("destination before its service {key}")))?;
                     if svc.dests.contains_key(&dest.key) {
                         return Err(err(format!("duplicate destination {}", dest.key)));
                     }
@@ -203,7 +237,9 @@ fn parse_addr_port(s: &str, default_port: u16) -> Result<(IpAddr, u16), String> 
         return Ok((sa.ip(), sa.port()));
     }
     let bare = s.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<IpAddr>().map(|a| (a, default_port)).map_err(|_| format!("bad address {s:?}"))
+    bare.parse::<IpAddr>()
+        .map(|a| (a, default_port))
+        .map_err(|_| format!("bad address {s:?}"))
 }
 
 fn num<T: std::str::FromStr>(opt: &str, v: Option<&str>) -> Result<T, String> {
@@ -215,9 +251,11 @@ fn parse_rule(line: &str) -> Result<Rule, String> {
     let mut it = line.split_whitespace().peekable();
     let cmd = it.next().ok_or("empty line")?;
     let (mut protocol, mut addr, mut fwmark, mut v6) = (None, None, None, false);
-    let (mut sched, mut timeout, mut persistent, mut mask, mut pe) = (None, 0u32, false, None::<String>, None);
+    let (mut sched, mut timeout, mut persistent, mut mask, mut pe) =
+        (None, 0u32, false, None::<String>, None);
     let mut flags = ServiceFlags::empty();
-    let (mut real, mut fwd, mut weight, mut ux, mut ly) = (None, FwdMethod::Route, 1u32, 0u32, 0u32);
+    let (mut real, mut fwd, mut weight, mut ux, mut ly) =
+        (None, FwdMethod::Route, 1u32, 0u32, 0u32);
     let (mut tun_type, mut tun_port, mut tun_flags) = (None, 0u16, TunFlags::NOCSUM);
     while let Some(opt) = it.next() {
         match opt {
@@ -226,7 +264,9 @@ fn parse_rule(line: &str) -> Result<Rule, String> {
             "--sctp-service" => (protocol, addr) = (Some(Protocol::Sctp), it.next()),
             "-f" | "--fwmark-service" => fwmark = Some(num::<u32>(opt, it.next())?),
             "-6" | "--ipv6" => v6 = true,
-            "-s" | "--scheduler" => sched = Some(it.next().ok_or("-s needs a scheduler")?.to_string()),
+            "-s" | "--scheduler" => {
+                sched = Some(it.next().ok_or("-s needs a scheduler")?.to_string())
+            }
             "-p" | "--persistent" => {
                 persistent = true;
                 // The timeout is optional; ipvsadm 1.31's default is 360 s.
@@ -238,7 +278,13 @@ fn parse_rule(line: &str) -> Result<Rule, String> {
             "-M" | "--netmask" => mask = Some(it.next().ok_or("-M needs a netmask")?.to_string()),
             "--pe" => pe = Some(it.next().ok_or("--pe needs an engine")?.to_string()),
             "-o" | "--ops" => flags |= ServiceFlags::ONE_PACKET,
-            "-b" | "--sched-flags" => flags |= it.next().ok_or("-b needs flags")?.parse::<ServiceFlags>().map_err(|e| e.to_string())?,
+            "-b" | "--sched-flags" => {
+                flags |= it
+                    .next()
+                    .ok_or("-b needs flags")?
+                    .parse::<ServiceFlags>()
+                    .map_err(|e| e.to_string())?
+            }
             "-r" | "--real-server" => real = Some(it.next().ok_or("-r needs an address")?),
             "-g" | "--gatewaying" => fwd = FwdMethod::Route,
             "-i" | "--ipip" => fwd = FwdMethod::Tunnel,
@@ -248,7 +294,9 @@ fn parse_rule(line: &str) -> Result<Rule, String> {
             "-y" | "--l-threshold" => ly = num(opt, it.next())?,
             "--tun-type" => {
                 let t = it.next().ok_or("--tun-type needs a type")?;
-                tun_type = Some(TunType::from_name(t).ok_or_else(|| format!("unknown tunnel type {t:?}"))?);
+                tun_type = Some(
+                    TunType::from_name(t).ok_or_else(|| format!("unknown tunnel type {t:?}"))?,
+                );
             }
             "--tun-port" => tun_port = num(opt, it.next())?,
             "--tun-nocsum" => tun_flags = TunFlags::NOCSUM,
@@ -259,10 +307,17 @@ fn parse_rule(line: &str) -> Result<Rule, String> {
     }
     let key = match (fwmark, protocol, addr) {
         (Some(0), _, _) => return Err("fwmark 0".into()),
-        (Some(mark), None, _) => ServiceKey::Fwmark { af: if v6 { Family::Inet6 } else { Family::Inet }, mark },
+        (Some(mark), None, _) => ServiceKey::Fwmark {
+            af: if v6 { Family::Inet6 } else { Family::Inet },
+            mark,
+        },
         (None, Some(protocol), Some(a)) => {
             let (addr, port) = parse_addr_port(a, 0)?;
-            ServiceKey::Addr { protocol, addr, port }
+            ServiceKey::Addr {
+                protocol,
+                addr,
+                port,
+            }
         }
         _ => return Err("needs one of -t, -u, --sctp-service, -f".into()),
     };
@@ -299,7 +354,9 @@ fn parse_rule(line: &str) -> Result<Rule, String> {
             let (addr, mut port) = parse_addr_port(real.ok_or("-a needs -r")?, default_port)?;
             // As ipvsadm does: direct routing and tunnels cannot change the port, so the
             // real server of an address service gets the service's port.
-            if matches!(key, ServiceKey::Addr { .. }) && matches!(fwd, FwdMethod::Route | FwdMethod::Tunnel) {
+            if matches!(key, ServiceKey::Addr { .. })
+                && matches!(fwd, FwdMethod::Route | FwdMethod::Tunnel)
+            {
                 port = default_port;
             }
             let mut dest = Dest::new(addr, port).fwd(fwd).weight(weight);
@@ -316,6 +373,7 @@ fn parse_rule(line: &str) -> Result<Rule, String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     // Printed by ipvsadm 1.31 `-Sn` on Debian's 6.1 kernel in the VM lane
@@ -340,16 +398,35 @@ mod tests {
         let tree = Tree::from_ipvsadm_rules(IPVSADM_SN).unwrap();
         assert_eq!(tree.len(), 7);
         assert_eq!(tree.dest_count(), 5);
-        let gue = tree.get(&"fwmark:v4:7".parse().unwrap()).unwrap().dests.values().next().unwrap();
-        assert_eq!((gue.fwd, gue.tun_type, gue.tun_port, gue.tun_flags), (FwdMethod::Tunnel, TunType::Gue, 6080, TunFlags::CSUM));
+        let gue = tree
+            .get(&"fwmark:v4:7".parse().unwrap())
+            .unwrap()
+            .dests
+            .values()
+            .next()
+            .unwrap();
+        assert_eq!(
+            (gue.fwd, gue.tun_type, gue.tun_port, gue.tun_flags),
+            (FwdMethod::Tunnel, TunType::Gue, 6080, TunFlags::CSUM)
+        );
         let sip = tree.get(&"udp:192.0.2.3:5060".parse().unwrap()).unwrap();
-        assert_eq!((sip.spec.netmask, sip.spec.timeout, sip.spec.pe_name.as_deref()), (24, 60, Some("sip")));
+        assert_eq!(
+            (
+                sip.spec.netmask,
+                sip.spec.timeout,
+                sip.spec.pe_name.as_deref()
+            ),
+            (24, 60, Some("sip"))
+        );
         assert_eq!(tree.to_ipvsadm_rules(), IPVSADM_SN);
     }
 
     #[test]
     fn bad_lines_name_the_line() {
-        let err = Tree::from_ipvsadm_rules("-A -t 192.0.2.1:80 -s rr\n-a -t 192.0.2.9:80 -r 198.51.100.1\n").unwrap_err();
+        let err = Tree::from_ipvsadm_rules(
+            "-A -t 192.0.2.1:80 -s rr\n-a -t 192.0.2.9:80 -r 198.51.100.1\n",
+        )
+        .unwrap_err();
         assert_eq!(err.line, 2);
         assert!(err.reason.contains("before its service"));
         assert!(Tree::from_ipvsadm_rules("-A -t 192.0.2.1:80 --bogus").is_err());

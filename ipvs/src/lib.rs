@@ -30,6 +30,9 @@ pub mod tool;
 pub use diff::diff;
 pub use error::{DecodeError, Errno, IpvsError, ModelError, OpKind};
 pub use handle::{ApplyOptions, ApplyReport, Ipvs, OpFailure};
-pub use model::{Dest, DestKey, Family, FwdMethod, Protocol, Service, ServiceFlags, ServiceKey, ServiceSpec, Tree};
+pub use model::{
+    Dest, DestKey, Family, FwdMethod, Protocol, Service, ServiceFlags, ServiceKey, ServiceSpec,
+    Tree,
+};
 pub use packet::{DaemonState, Info};
 pub use plan::{Op, Plan, PlanConflict};

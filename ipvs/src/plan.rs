@@ -73,14 +73,19 @@ impl Op {
     pub fn service_key(&self) -> &ServiceKey {
         match self {
             Self::AddService { service } | Self::EditService { service } => &service.key,
-            Self::DelService { service } | Self::AddDest { service, .. } | Self::EditDest { service, .. } | Self::DelDest { service, .. } => service,
+            Self::DelService { service }
+            | Self::AddDest { service, .. }
+            | Self::EditDest { service, .. }
+            | Self::DelDest { service, .. } => service,
         }
     }
 
     /// Canonical id of the object (`tcp:192.0.2.1:80` or `tcp:192.0.2.1:80 -> 198.51.100.5:80`).
     pub fn id(&self) -> String {
         match self {
-            Self::AddDest { service, dest } | Self::EditDest { service, dest } => DestId(service, &dest.key).to_string(),
+            Self::AddDest { service, dest } | Self::EditDest { service, dest } => {
+                DestId(service, &dest.key).to_string()
+            }
             Self::DelDest { service, dest } => DestId(service, dest).to_string(),
             _ => self.service_key().to_string(),
         }
@@ -95,10 +100,19 @@ impl fmt::Display for Op {
             Self::AddService { service } => write!(f, "-A {}", ipvsadm::service_args(service)),
             Self::EditService { service } => write!(f, "-E {}", ipvsadm::service_args(service)),
             Self::DelService { service } => write!(f, "-D {}", ipvsadm::service_selector(service)),
-            Self::AddDest { service, dest } => write!(f, "-a {}", ipvsadm::dest_args(service, dest, true)),
-            Self::EditDest { service, dest } => write!(f, "-e {}", ipvsadm::dest_args(service, dest, true)),
+            Self::AddDest { service, dest } => {
+                write!(f, "-a {}", ipvsadm::dest_args(service, dest, true))
+            }
+            Self::EditDest { service, dest } => {
+                write!(f, "-e {}", ipvsadm::dest_args(service, dest, true))
+            }
             Self::DelDest { service, dest } => {
-                write!(f, "-d {} -r {}", ipvsadm::service_selector(service), ipvsadm::dest_addr(dest))
+                write!(
+                    f,
+                    "-d {} -r {}",
+                    ipvsadm::service_selector(service),
+                    ipvsadm::dest_addr(dest)
+                )
             }
         }
     }
@@ -157,7 +171,12 @@ impl Tree {
         let mut conflicts = Vec::new();
         for (index, op) in plan.ops.iter().enumerate() {
             if let Err(errno) = self.apply_op(op) {
-                conflicts.push(PlanConflict { index, op: op.kind(), id: op.id(), errno });
+                conflicts.push(PlanConflict {
+                    index,
+                    op: op.kind(),
+                    id: op.id(),
+                    errno,
+                });
             }
         }
         if conflicts.is_empty() {
@@ -205,6 +224,7 @@ impl Tree {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[test]
@@ -212,9 +232,17 @@ mod tests {
         let key: ServiceKey = "tcp:192.0.2.1:80".parse().unwrap();
         let plan = Plan {
             ops: vec![
-                Op::AddService { service: ServiceSpec::new(key, "wrr").persistent(300) },
-                Op::AddDest { service: key, dest: Dest::new("198.51.100.5".parse().unwrap(), 80).weight(3) },
-                Op::DelDest { service: key, dest: DestKey::new("198.51.100.6".parse().unwrap(), 8080) },
+                Op::AddService {
+                    service: ServiceSpec::new(key, "wrr").persistent(300),
+                },
+                Op::AddDest {
+                    service: key,
+                    dest: Dest::new("198.51.100.5".parse().unwrap(), 80).weight(3),
+                },
+                Op::DelDest {
+                    service: key,
+                    dest: DestKey::new("198.51.100.6".parse().unwrap(), 8080),
+                },
             ],
         };
         let json = serde_json::to_string(&plan).unwrap();
@@ -234,17 +262,33 @@ mod tests {
         let dest = Dest::new("2001:db8:1::5".parse().unwrap(), 53);
         let plan = Plan {
             ops: vec![
-                Op::AddDest { service: key, dest: dest.clone() },
-                Op::AddService { service: ServiceSpec::new(key, "rr") },
-                Op::AddDest { service: key, dest: dest.clone() },
-                Op::AddService { service: ServiceSpec::new(key, "rr") },
-                Op::EditDest { service: key, dest: Dest::new("2001:db8:1::6".parse().unwrap(), 53) },
+                Op::AddDest {
+                    service: key,
+                    dest: dest.clone(),
+                },
+                Op::AddService {
+                    service: ServiceSpec::new(key, "rr"),
+                },
+                Op::AddDest {
+                    service: key,
+                    dest: dest.clone(),
+                },
+                Op::AddService {
+                    service: ServiceSpec::new(key, "rr"),
+                },
+                Op::EditDest {
+                    service: key,
+                    dest: Dest::new("2001:db8:1::6".parse().unwrap(), 53),
+                },
             ],
         };
         let mut tree = Tree::new();
         let conflicts = tree.apply_plan(&plan).unwrap_err();
         let got: Vec<(usize, Errno)> = conflicts.iter().map(|c| (c.index, c.errno)).collect();
-        assert_eq!(got, [(0, Errno::ESRCH), (3, Errno::EEXIST), (4, Errno::ENOENT)]);
+        assert_eq!(
+            got,
+            [(0, Errno::ESRCH), (3, Errno::EEXIST), (4, Errno::ENOENT)]
+        );
         assert_eq!(tree.dest_count(), 1);
     }
 }

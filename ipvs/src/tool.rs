@@ -51,13 +51,21 @@ pub fn parse_tree(path: &Path, text: &str) -> Result<Tree, LoadError> {
         path: path.to_path_buf(),
         line: e.line(),
         column: e.column(),
-        message: e.to_string().split(" at line ").next().unwrap_or_default().to_string(),
+        message: e
+            .to_string()
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     })
 }
 
 /// Reads and parses a tree file.
 pub fn load_tree(path: &Path) -> Result<Tree, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_tree(path, &text)
 }
 
@@ -118,7 +126,13 @@ pub fn apply(file: &Path, dry_run: bool, out: &mut dyn Write, err: &mut dyn Writ
 }
 
 /// Dumps, diffs against `wanted`, and applies (or, with `dry_run`, prints) the plan.
-pub fn apply_tree(ipvs: &mut Ipvs, wanted: &Tree, dry_run: bool, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+pub fn apply_tree(
+    ipvs: &mut Ipvs,
+    wanted: &Tree,
+    dry_run: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
     let actual = match ipvs.dump() {
         Ok(t) => t,
         Err(e) => {
@@ -135,7 +149,13 @@ pub fn apply_tree(ipvs: &mut Ipvs, wanted: &Tree, dry_run: bool, out: &mut dyn W
     for f in &report.failures {
         let _ = writeln!(err, "failed: {}: {}", f.op, f.error);
     }
-    let _ = writeln!(out, "applied {} of {} operations in {} sends", report.succeeded(), report.attempted, report.sends);
+    let _ = writeln!(
+        out,
+        "applied {} of {} operations in {} sends",
+        report.succeeded(),
+        report.attempted,
+        report.sends
+    );
     if report.is_ok() {
         EXIT_OK
     } else {
@@ -145,17 +165,23 @@ pub fn apply_tree(ipvs: &mut Ipvs, wanted: &Tree, dry_run: bool, out: &mut dyn W
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[test]
     fn bad_json_names_line_and_column() {
         let text = "{\"services\": [\n  {\"fwmark\": 7, \"scheduler\": 5}\n]}";
         let e = parse_tree(Path::new("t.json"), text).unwrap_err();
-        let LoadError::Json { line, column, .. } = &e else { panic!("{e}") };
+        let LoadError::Json { line, column, .. } = &e else {
+            panic!("{e}")
+        };
         assert_eq!(*line, 2);
         assert!(*column > 10, "{column}");
         assert!(e.to_string().starts_with("t.json:2:"), "{e}");
-        assert!(matches!(load_tree(Path::new("/nonexistent/tree.json")), Err(LoadError::Read { .. })));
+        assert!(matches!(
+            load_tree(Path::new("/nonexistent/tree.json")),
+            Err(LoadError::Read { .. })
+        ));
     }
 
     #[test]
@@ -163,7 +189,10 @@ mod tests {
         let tree: Tree = serde_json::from_str(r#"{"services":[{"protocol":"tcp","addr":"192.0.2.1","port":80,"scheduler":"wrr","dests":[{"addr":"198.51.100.5","port":80}]}]}"#).unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
         assert_eq!(write_dump(&tree, false, &mut out, &mut err), EXIT_OK);
-        assert_eq!(String::from_utf8(out).unwrap(), "-A -t 192.0.2.1:80 -s wrr\n-a -t 192.0.2.1:80 -r 198.51.100.5:80 -g -w 1\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "-A -t 192.0.2.1:80 -s wrr\n-a -t 192.0.2.1:80 -r 198.51.100.5:80 -g -w 1\n"
+        );
         let mut out = Vec::new();
         assert_eq!(write_dump(&tree, true, &mut out, &mut err), EXIT_OK);
         let back: Tree = serde_json::from_slice(&out).unwrap();

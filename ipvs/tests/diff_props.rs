@@ -1,23 +1,36 @@
 //! Property tests of diff/plan: for random pairs of trees, applying `diff(a, b)` to `a`
 //! gives `b`; a single change gives a one-operation plan; plans survive their JSON form.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::IpAddr;
 
 use ipvs::model::{TunFlags, TunType};
-use ipvs::{diff, Dest, Family, FwdMethod, Op, Plan, Service, ServiceFlags, ServiceKey, ServiceSpec, Tree};
+use ipvs::{
+    diff, Dest, Family, FwdMethod, Op, Plan, Service, ServiceFlags, ServiceKey, ServiceSpec, Tree,
+};
 use proptest::prelude::*;
 
 // Small pools so that random pairs of trees overlap a lot.
 fn service_key() -> impl Strategy<Value = ServiceKey> {
     prop_oneof![
-        (0u8..4, prop::sample::select(vec![80u16, 443, 53])).prop_map(|(i, port)| ServiceKey::tcp(IpAddr::from([192, 0, 2, i]), port)),
+        (0u8..4, prop::sample::select(vec![80u16, 443, 53]))
+            .prop_map(|(i, port)| ServiceKey::tcp(IpAddr::from([192, 0, 2, i]), port)),
         (0u8..3).prop_map(|i| ServiceKey::udp(format!("2001:db8::{i}").parse().unwrap(), 53)),
-        (1u32..4, any::<bool>()).prop_map(|(mark, v6)| ServiceKey::fwmark(if v6 { Family::Inet6 } else { Family::Inet }, mark)),
+        (1u32..4, any::<bool>()).prop_map(|(mark, v6)| ServiceKey::fwmark(
+            if v6 { Family::Inet6 } else { Family::Inet },
+            mark
+        )),
     ]
 }
 
 fn spec(key: ServiceKey) -> impl Strategy<Value = ServiceSpec> {
-    (prop::sample::select(vec!["rr", "wrr", "sh", "mh", "wlc"]), any::<bool>(), prop::sample::select(vec![0u32, 60, 300]), any::<bool>())
+    (
+        prop::sample::select(vec!["rr", "wrr", "sh", "mh", "wlc"]),
+        any::<bool>(),
+        prop::sample::select(vec![0u32, 60, 300]),
+        any::<bool>(),
+    )
         .prop_map(move |(sched, persistent, timeout, sched1)| {
             let mut s = ServiceSpec::new(key, sched);
             if persistent {
@@ -29,17 +42,24 @@ fn spec(key: ServiceKey) -> impl Strategy<Value = ServiceSpec> {
 }
 
 fn dest() -> impl Strategy<Value = Dest> {
-    (0u8..6, prop::sample::select(vec![0u16, 80]), 0u32..4, 0u8..3, 0u32..3).prop_map(|(i, port, weight, fwd, thresh)| {
-        let mut d = Dest::new(IpAddr::from([198, 51, 100, i]), port).weight(weight);
-        d.fwd = [FwdMethod::Route, FwdMethod::Masq, FwdMethod::Tunnel][usize::from(fwd)];
-        d.u_threshold = thresh * 10;
-        if d.fwd == FwdMethod::Tunnel && i % 2 == 0 {
-            d.tun_type = TunType::Gue;
-            d.tun_port = 6080;
-            d.tun_flags = TunFlags::CSUM;
-        }
-        d
-    })
+    (
+        0u8..6,
+        prop::sample::select(vec![0u16, 80]),
+        0u32..4,
+        0u8..3,
+        0u32..3,
+    )
+        .prop_map(|(i, port, weight, fwd, thresh)| {
+            let mut d = Dest::new(IpAddr::from([198, 51, 100, i]), port).weight(weight);
+            d.fwd = [FwdMethod::Route, FwdMethod::Masq, FwdMethod::Tunnel][usize::from(fwd)];
+            d.u_threshold = thresh * 10;
+            if d.fwd == FwdMethod::Tunnel && i % 2 == 0 {
+                d.tun_type = TunType::Gue;
+                d.tun_port = 6080;
+                d.tun_flags = TunFlags::CSUM;
+            }
+            d
+        })
 }
 
 fn service() -> impl Strategy<Value = Service> {
@@ -102,7 +122,11 @@ fn changed(a: &Tree, change: &Change) -> Option<(Tree, &'static str)> {
         }
         Change::EditScheduler(i) => {
             let svc = b.get_mut(&pick(*i)?)?;
-            svc.spec.scheduler = if svc.spec.scheduler == "lc" { "nq".into() } else { "lc".into() };
+            svc.spec.scheduler = if svc.spec.scheduler == "lc" {
+                "nq".into()
+            } else {
+                "lc".into()
+            };
             Some((b, "edit_service"))
         }
         Change::AddDest(i, d) => {
@@ -129,7 +153,10 @@ fn changed(a: &Tree, change: &Change) -> Option<(Tree, &'static str)> {
 }
 
 fn op_name(op: &Op) -> String {
-    serde_json::to_value(op).unwrap()["op"].as_str().unwrap().to_string()
+    serde_json::to_value(op).unwrap()["op"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 proptest! {
@@ -201,7 +228,10 @@ proptest! {
 #[test]
 fn identical_trees_give_an_empty_plan_and_stats_are_ignored() {
     let key = ServiceKey::tcp("192.0.2.1".parse().unwrap(), 80);
-    let a: Tree = [Service::new(ServiceSpec::new(key, "wrr")).with_dest(Dest::new("198.51.100.5".parse().unwrap(), 80))].into_iter().collect();
+    let a: Tree = [Service::new(ServiceSpec::new(key, "wrr"))
+        .with_dest(Dest::new("198.51.100.5".parse().unwrap(), 80))]
+    .into_iter()
+    .collect();
     let mut b = a.clone();
     b.get_mut(&key).unwrap().stats = Some(Default::default());
     assert!(diff(&a, &b).is_empty());

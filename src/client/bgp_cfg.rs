@@ -11,9 +11,15 @@ pub fn speaker_config(b: &config::BgpConfig) -> bgp::SpeakerConfig {
     for c in &b.communities {
         match *c {
             config::Community::Standard(v) => communities.push(bgp::Community(v)),
-            config::Community::Large { global, local1, local2 } => {
-                large_communities.push(bgp::LargeCommunity { global, local1, local2 })
-            }
+            config::Community::Large {
+                global,
+                local1,
+                local2,
+            } => large_communities.push(bgp::LargeCommunity {
+                global,
+                local1,
+                local2,
+            }),
         }
     }
     bgp::SpeakerConfig {
@@ -23,10 +29,13 @@ pub fn speaker_config(b: &config::BgpConfig) -> bgp::SpeakerConfig {
         connect_retry: b.connect_retry,
         graceful_restart: b.graceful_restart.then_some(b.graceful_restart_time),
         ebgp_preference: match b.ebgp_preference {
-            config::EbgpPreference::Med => bgp::EbgpPreference::Med { base: b.ebgp_med_base },
-            config::EbgpPreference::Prepend => {
-                bgp::EbgpPreference::Prepend { base: b.ebgp_med_base, step: b.ebgp_prepend_step }
-            }
+            config::EbgpPreference::Med => bgp::EbgpPreference::Med {
+                base: b.ebgp_med_base,
+            },
+            config::EbgpPreference::Prepend => bgp::EbgpPreference::Prepend {
+                base: b.ebgp_med_base,
+                step: b.ebgp_prepend_step,
+            },
             config::EbgpPreference::None => bgp::EbgpPreference::None,
         },
         communities,
@@ -57,7 +66,13 @@ pub fn peer_config(p: &config::PeerConfig) -> bgp::PeerConfig {
 /// Starts the speaker with every configured peer.
 pub fn start_speaker(
     cfg: &config::Config,
-) -> Result<(bgp::Speaker, tokio::sync::mpsc::UnboundedReceiver<bgp::PeerEvent>), bgp::BgpError> {
+) -> Result<
+    (
+        bgp::Speaker,
+        tokio::sync::mpsc::UnboundedReceiver<bgp::PeerEvent>,
+    ),
+    bgp::BgpError,
+> {
     let (speaker, events) = bgp::Speaker::start(speaker_config(&cfg.bgp))?;
     for p in &cfg.bgp.peers {
         speaker.add_peer(peer_config(p))?;

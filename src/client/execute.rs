@@ -42,7 +42,11 @@ pub enum ExecuteError {
 const TAIL: usize = 2048;
 
 /// Runs `argv` if allowed, killing it after `timeout`.
-pub async fn run(allow: &[PathBuf], argv: &[String], timeout: Duration) -> Result<Executed, ExecuteError> {
+pub async fn run(
+    allow: &[PathBuf],
+    argv: &[String],
+    timeout: Duration,
+) -> Result<Executed, ExecuteError> {
     let prog = argv.first().ok_or(ExecuteError::Empty)?;
     if !allow.iter().any(|a| a.as_os_str() == prog.as_str()) {
         return Err(ExecuteError::NotAllowed(prog.clone()));
@@ -54,15 +58,24 @@ pub async fn run(allow: &[PathBuf], argv: &[String], timeout: Duration) -> Resul
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| ExecuteError::Spawn { prog: prog.clone(), source })?;
+        .map_err(|source| ExecuteError::Spawn {
+            prog: prog.clone(),
+            source,
+        })?;
     let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(r) => r.map_err(|source| ExecuteError::Spawn { prog: prog.clone(), source })?,
+        Ok(r) => r.map_err(|source| ExecuteError::Spawn {
+            prog: prog.clone(),
+            source,
+        })?,
         Err(_) => return Err(ExecuteError::TimedOut(prog.clone(), timeout)),
     };
     let mut all = out.stdout;
     all.extend_from_slice(&out.stderr);
     let start = all.len().saturating_sub(TAIL);
-    Ok(Executed { code: out.status.code(), output_tail: String::from_utf8_lossy(&all[start..]).into_owned() })
+    Ok(Executed {
+        code: out.status.code(),
+        output_tail: String::from_utf8_lossy(&all[start..]).into_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -76,22 +89,52 @@ mod tests {
     #[tokio::test]
     async fn only_allowed_programs_run() {
         let allow = vec![PathBuf::from("/bin/echo"), PathBuf::from("/bin/sleep")];
-        let r = run(&allow, &argv(&["/bin/echo", "hi"]), Duration::from_secs(5)).await.unwrap();
-        assert_eq!(r, Executed { code: Some(0), output_tail: "hi\n".into() });
-        let e = run(&allow, &argv(&["/bin/sh", "-c", "id"]), Duration::from_secs(5)).await.unwrap_err();
+        let r = run(&allow, &argv(&["/bin/echo", "hi"]), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            r,
+            Executed {
+                code: Some(0),
+                output_tail: "hi\n".into()
+            }
+        );
+        let e = run(
+            &allow,
+            &argv(&["/bin/sh", "-c", "id"]),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, ExecuteError::NotAllowed(_)));
-        let e = run(&[], &argv(&["/bin/echo"]), Duration::from_secs(5)).await.unwrap_err();
+        let e = run(&[], &argv(&["/bin/echo"]), Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert!(matches!(e, ExecuteError::NotAllowed(_)), "empty list = off");
-        let e = run(&allow, &argv(&["echo", "x"]), Duration::from_secs(5)).await.unwrap_err();
-        assert!(matches!(e, ExecuteError::NotAllowed(_)), "relative names never match");
-        assert!(matches!(run(&allow, &[], Duration::from_secs(1)).await, Err(ExecuteError::Empty)));
+        let e = run(&allow, &argv(&["echo", "x"]), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, ExecuteError::NotAllowed(_)),
+            "relative names never match"
+        );
+        assert!(matches!(
+            run(&allow, &[], Duration::from_secs(1)).await,
+            Err(ExecuteError::Empty)
+        ));
     }
 
     #[tokio::test]
     async fn timeout_kills() {
         let allow = vec![PathBuf::from("/bin/sleep")];
         let t = std::time::Instant::now();
-        let e = run(&allow, &argv(&["/bin/sleep", "10"]), Duration::from_millis(200)).await.unwrap_err();
+        let e = run(
+            &allow,
+            &argv(&["/bin/sleep", "10"]),
+            Duration::from_millis(200),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, ExecuteError::TimedOut(..)));
         assert!(t.elapsed() < Duration::from_secs(5));
     }

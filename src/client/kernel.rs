@@ -53,7 +53,11 @@ impl Kernel {
     }
 
     /// Makes the kernel's services for `owned` VIPs equal `wanted` (already filtered).
-    pub async fn reconcile(&self, wanted: Tree, owned: BTreeSet<IpAddr>) -> Result<Applied, KernelError> {
+    pub async fn reconcile(
+        &self,
+        wanted: Tree,
+        owned: BTreeSet<IpAddr>,
+    ) -> Result<Applied, KernelError> {
         let this = self.0.clone();
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
@@ -63,7 +67,11 @@ impl Kernel {
             let report = ipvs.apply(&plan);
             Ok(Applied {
                 planned: plan.len(),
-                failures: report.failures.iter().map(|f| format!("{}: {}", f.op.id(), f.error)).collect(),
+                failures: report
+                    .failures
+                    .iter()
+                    .map(|f| format!("{}: {}", f.op.id(), f.error))
+                    .collect(),
                 took: t0.elapsed(),
             })
         })
@@ -133,7 +141,10 @@ mod tests {
     use ipvs::{Dest, Service, ServiceKey, ServiceSpec};
 
     fn svc(vip: &str, port: u16, rs: &[(&str, u32)]) -> Service {
-        let mut s = Service::new(ServiceSpec::new(ServiceKey::tcp(vip.parse().unwrap(), port), "wrr"));
+        let mut s = Service::new(ServiceSpec::new(
+            ServiceKey::tcp(vip.parse().unwrap(), port),
+            "wrr",
+        ));
         for (a, w) in rs {
             s.insert_dest(Dest::new(a.parse().unwrap(), port).weight(*w));
         }
@@ -151,24 +162,52 @@ mod tests {
     #[test]
     fn changes_follow_serials_and_gaps_ask_for_the_tree() {
         let a = tree(vec![svc("192.0.2.10", 80, &[("198.51.100.1", 1)])]);
-        let b = tree(vec![svc("192.0.2.10", 80, &[("198.51.100.1", 5), ("198.51.100.2", 1)])]);
+        let b = tree(vec![svc(
+            "192.0.2.10",
+            80,
+            &[("198.51.100.1", 5), ("198.51.100.2", 1)],
+        )]);
         let mut m = Mirror::default();
-        assert_eq!(m.apply_changes(1, 2, &ipvs::diff(&a, &b)), ChangesOutcome::NeedTree);
+        assert_eq!(
+            m.apply_changes(1, 2, &ipvs::diff(&a, &b)),
+            ChangesOutcome::NeedTree
+        );
         m.set_tree(1, a.clone());
-        assert_eq!(m.apply_changes(1, 2, &ipvs::diff(&a, &b)), ChangesOutcome::Applied);
+        assert_eq!(
+            m.apply_changes(1, 2, &ipvs::diff(&a, &b)),
+            ChangesOutcome::Applied
+        );
         assert_eq!(m.tree.as_ref(), Some(&b));
         assert_eq!(m.serial, 2);
-        assert_eq!(m.apply_changes(1, 2, &ipvs::diff(&a, &b)), ChangesOutcome::Duplicate);
-        assert_eq!(m.apply_changes(3, 4, &ipvs::diff(&b, &a)), ChangesOutcome::NeedTree);
-        assert_eq!(m.tree.as_ref(), Some(&b), "a gap leaves the mirror as it was");
+        assert_eq!(
+            m.apply_changes(1, 2, &ipvs::diff(&a, &b)),
+            ChangesOutcome::Duplicate
+        );
+        assert_eq!(
+            m.apply_changes(3, 4, &ipvs::diff(&b, &a)),
+            ChangesOutcome::NeedTree
+        );
+        assert_eq!(
+            m.tree.as_ref(),
+            Some(&b),
+            "a gap leaves the mirror as it was"
+        );
     }
 
     #[test]
     fn wanted_keeps_only_my_vips() {
-        let t = tree(vec![svc("192.0.2.10", 80, &[]), svc("192.0.2.11", 80, &[]), svc("2001:db8::10", 443, &[])]);
+        let t = tree(vec![
+            svc("192.0.2.10", 80, &[]),
+            svc("192.0.2.11", 80, &[]),
+            svc("2001:db8::10", 443, &[]),
+        ]);
         let mut m = Mirror::default();
         m.set_tree(7, t);
-        let mine: BTreeSet<IpAddr> = ["192.0.2.11".parse().unwrap(), "2001:db8::10".parse().unwrap()].into();
+        let mine: BTreeSet<IpAddr> = [
+            "192.0.2.11".parse().unwrap(),
+            "2001:db8::10".parse().unwrap(),
+        ]
+        .into();
         let w = m.wanted(&mine).unwrap();
         assert_eq!(w.vips(), mine);
     }

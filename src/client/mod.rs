@@ -23,7 +23,7 @@ pub mod execute;
 pub mod kernel;
 pub mod sync;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::daemon::{self, http::StatusDoc, metrics::Metrics, Outbox, Shutdown};
 use crate::wire::messages::{
-    AckPrepared, AnnounceSpec, FinAnnounce, Heartbeat, Mapping, PeerRole, SyncRequest,
+    AckPrepared, FinAnnounce, Heartbeat, Mapping, PeerRole, SynAnnounce, SyncRequest,
 };
 use crate::wire::{Dest, Incoming, Message, Transport};
 use kernel::{ChangesOutcome, Kernel, Mirror};
@@ -77,8 +77,8 @@ struct Client {
     /// VIPs whose services this client put in the kernel (for removal when they leave `mine`).
     owned_services: BTreeSet<IpAddr>,
     vips: Vips,
-    /// The tree of each VIP from its latest `syn_announce` (for a re-prepare).
-    specs: BTreeMap<IpAddr, AnnounceSpec>,
+    /// `syn_announce`s that arrived before the first mapping; handled once it is here.
+    early_syns: Vec<SynAnnounce>,
     firewall: FirewallHook,
     last_server_heartbeat: Option<Instant>,
     server_uptime: Option<u64>,
@@ -94,7 +94,9 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
     daemon::describe_metrics(&metrics);
     let status = StatusDoc::default();
     if let Some(addr) = cfg.main.http_listen {
-        let l = daemon::http::bind(addr).await.map_err(|e| daemon::StartError::Http(addr, e))?;
+        let l = daemon::http::bind(addr)
+            .await
+            .map_err(|e| daemon::StartError::Http(addr, e))?;
         tokio::spawn(daemon::http::serve(l, metrics.clone(), status.clone()));
     }
 
@@ -104,17 +106,32 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         info!("ipvs = false: announce-only, the IPVS tree is not mirrored");
         None
     };
-    let mut addrs = VipAddrs::new(cfg.announce.interface.as_str()).map_err(daemon::StartError::Addr)?;
-    addrs.ensure_interface().await.map_err(daemon::StartError::Addr)?;
+    let mut addrs =
+        VipAddrs::new(cfg.announce.interface.as_str()).map_err(daemon::StartError::Addr)?;
+    addrs
+        .ensure_interface()
+        .await
+        .map_err(daemon::StartError::Addr)?;
     let (speaker, peer_events) = bgp_cfg::start_speaker(&cfg).map_err(daemon::StartError::Bgp)?;
 
-    let transport = daemon::connect_transport(&cfg, crate::wire::Role::Client { hostname: hostname.clone() }, &shutdown).await?;
+    let transport = daemon::connect_transport(
+        &cfg,
+        crate::wire::Role::Client {
+            hostname: hostname.clone(),
+        },
+        &shutdown,
+    )
+    .await?;
     let Some((transport, incoming)) = transport else {
         speaker.shutdown("ipvs-sync shutting down").await;
         return Ok(());
     };
     let transport = Arc::new(transport);
-    let outbox = Outbox::spawn(transport.clone(), cfg.main.client_requests_queue_limit, metrics.clone());
+    let outbox = Outbox::spawn(
+        transport.clone(),
+        cfg.main.client_requests_queue_limit,
+        metrics.clone(),
+    );
 
     let (prepared_tx, prepared_rx) = mpsc::channel(1024);
     let firewall = FirewallHook {
@@ -124,7 +141,12 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
     };
     let client = Client {
         hostname,
-        edges: Edges { speaker, peer_events, addrs: Arc::new(addrs), kernel },
+        edges: Edges {
+            speaker,
+            peer_events,
+            addrs: Arc::new(addrs),
+            kernel,
+        },
         outbox,
         metrics,
         status,
@@ -133,7 +155,7 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         mine: None,
         owned_services: BTreeSet::new(),
         vips: Vips::new(),
-        specs: BTreeMap::new(),
+        early_syns: Vec::new(),
         firewall,
         last_server_heartbeat: None,
         server_uptime: None,
@@ -199,8 +221,15 @@ impl Client {
         self.outbox.send(Dest::Server, Message::TreeRequest);
         self.outbox.send(Dest::Server, Message::AnnouncesRequest);
         if !self.cfg.client.sync_dirs.is_empty() {
-            let names = self.cfg.client.sync_dirs.iter().map(|d| format!("{}/*", d.display())).collect();
-            self.outbox.send(Dest::Server, Message::SyncRequest(SyncRequest { names }));
+            let names = self
+                .cfg
+                .client
+                .sync_dirs
+                .iter()
+                .map(|d| format!("{}/*", d.display()))
+                .collect();
+            self.outbox
+                .send(Dest::Server, Message::SyncRequest(SyncRequest { names }));
         }
     }
 
@@ -228,7 +257,8 @@ impl Client {
                 }
                 self.server_uptime = Some(hb.uptime);
                 self.last_server_heartbeat = Some(Instant::now());
-                if hb.serial.is_some_and(|s| s != self.mirror.serial) && self.mirror.tree.is_some() {
+                if hb.serial.is_some_and(|s| s != self.mirror.serial) && self.mirror.tree.is_some()
+                {
                     self.outbox.send(Dest::Server, Message::TreeRequest);
                 }
             }
@@ -236,14 +266,23 @@ impl Client {
                 self.mirror.set_tree(t.serial, t.tree);
                 self.reconcile_kernel().await;
             }
-            Message::Changes(c) => match self.mirror.apply_changes(c.from_serial, c.to_serial, &c.plan) {
-                ChangesOutcome::Applied => self.reconcile_kernel().await,
-                ChangesOutcome::Duplicate => {}
-                ChangesOutcome::NeedTree => {
-                    debug!(from = c.from_serial, have = self.mirror.serial, "changes do not apply: asking for the tree");
-                    self.outbox.send(Dest::Server, Message::TreeRequest);
+            Message::Changes(c) => {
+                match self
+                    .mirror
+                    .apply_changes(c.from_serial, c.to_serial, &c.plan)
+                {
+                    ChangesOutcome::Applied => self.reconcile_kernel().await,
+                    ChangesOutcome::Duplicate => {}
+                    ChangesOutcome::NeedTree => {
+                        debug!(
+                            from = c.from_serial,
+                            have = self.mirror.serial,
+                            "changes do not apply: asking for the tree"
+                        );
+                        self.outbox.send(Dest::Server, Message::TreeRequest);
+                    }
                 }
-            },
+            }
             Message::Services(s) => {
                 // Only merged when we hold a tree; the next tree request converges anyway.
                 if let Some(tree) = self.mirror.tree.as_mut() {
@@ -254,20 +293,19 @@ impl Client {
                 }
             }
             Message::Mapping(map) => self.on_mapping(map).await,
-            Message::SynAnnounce(syn) => {
-                for (vip, spec) in syn.vips {
-                    if !self.is_mine(vip) {
-                        self.count_refused(vip, "syn_announce for a VIP the mapping does not give this balancer");
-                        continue;
-                    }
-                    let input = Input::SynAnnounce { local_pref: spec.local_preference, tree: spec.tree.clone() };
-                    self.specs.insert(vip, spec);
-                    let outs = self.vips.handle(vip, input);
-                    self.perform(vip, outs);
-                }
+            Message::SynAnnounce(syn) if self.mine.is_none() => {
+                debug!("syn_announce before the first mapping: kept until the mapping arrives");
+                self.early_syns.push(syn);
+                self.outbox.send(Dest::Server, Message::MappingRequest);
             }
+            Message::SynAnnounce(syn) => self.on_syn(syn),
             Message::AckGo(go) => {
-                let outs = self.vips.handle(go.vip, Input::AckAnnounce { local_pref: go.local_preference });
+                let outs = self.vips.handle(
+                    go.vip,
+                    Input::AckAnnounce {
+                        local_pref: go.local_preference,
+                    },
+                );
                 self.perform(go.vip, outs);
             }
             Message::FinAnnounce(fin) => {
@@ -279,7 +317,9 @@ impl Client {
             Message::Sync(answer) => {
                 for f in answer.files {
                     match sync::write(&self.cfg.client.sync_dirs, &f.name, f.mode, &f.content) {
-                        Ok(path) => info!(file = %path.display(), bytes = f.content.len(), "sync: written"),
+                        Ok(path) => {
+                            info!(file = %path.display(), bytes = f.content.len(), "sync: written")
+                        }
                         Err(e) => {
                             warn!(error = %e, "sync: refused");
                             self.metrics.inc("ipvs_sync_sync_refused_total", &[]);
@@ -289,11 +329,14 @@ impl Client {
             }
             Message::Execute(ex) => {
                 let allow = self.cfg.client.execute_allow.clone();
-                let timeout = Duration::from_secs(ex.timeout_s.into()).min(self.cfg.client.execute_timeout);
+                let timeout =
+                    Duration::from_secs(ex.timeout_s.into()).min(self.cfg.client.execute_timeout);
                 let metrics = self.metrics.clone();
                 tokio::spawn(async move {
                     match execute::run(&allow, &ex.argv, timeout).await {
-                        Ok(r) => info!(argv = ?ex.argv, code = ?r.code, output = %r.output_tail.trim_end(), "execute: done"),
+                        Ok(r) => {
+                            info!(argv = ?ex.argv, code = ?r.code, output = %r.output_tail.trim_end(), "execute: done")
+                        }
                         Err(e) => {
                             warn!(error = %e, "execute: refused or failed");
                             metrics.inc("ipvs_sync_execute_refused_total", &[]);
@@ -303,8 +346,29 @@ impl Client {
             }
             other => {
                 debug!(kind = %other.kind(), "message not for a client: ignored");
-                self.metrics.inc("ipvs_sync_messages_ignored_total", &[("type", other.kind().as_str())]);
+                self.metrics.inc(
+                    "ipvs_sync_messages_ignored_total",
+                    &[("type", other.kind().as_str())],
+                );
             }
+        }
+    }
+
+    fn on_syn(&mut self, syn: SynAnnounce) {
+        for (vip, spec) in syn.vips {
+            if !self.is_mine(vip) {
+                self.count_refused(
+                    vip,
+                    "syn_announce for a VIP the mapping does not give this balancer",
+                );
+                continue;
+            }
+            let input = Input::SynAnnounce {
+                local_pref: spec.local_preference,
+                tree: spec.tree,
+            };
+            let outs = self.vips.handle(vip, input);
+            self.perform(vip, outs);
         }
     }
 
@@ -318,13 +382,20 @@ impl Client {
     }
 
     async fn on_mapping(&mut self, map: Mapping) {
-        let mine: BTreeSet<IpAddr> =
-            map.balancers.get(&self.hostname).map(|v| v.iter().copied().collect()).unwrap_or_default();
+        let mine: BTreeSet<IpAddr> = map
+            .balancers
+            .get(&self.hostname)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default();
         let first = self.mine.is_none();
         if self.mine.as_ref() == Some(&mine) {
             return;
         }
-        info!(vips = mine.len(), "mapping: this balancer serves {} VIPs", mine.len());
+        info!(
+            vips = mine.len(),
+            "mapping: this balancer serves {} VIPs",
+            mine.len()
+        );
         // VIPs that left the mapping are withdrawn like a fin_announce.
         for (vip, out) in self.vips.reconcile::<ipvs::Tree>(&mine) {
             self.perform(vip, vec![out]);
@@ -333,6 +404,9 @@ impl Client {
             self.clean_leftover_addresses(&mine).await;
         }
         self.mine = Some(mine);
+        for syn in std::mem::take(&mut self.early_syns) {
+            self.on_syn(syn);
+        }
         self.reconcile_kernel().await;
     }
 
@@ -342,7 +416,10 @@ impl Client {
         let wanted = self.vips.busy();
         match self.edges.addrs.plan(&wanted, mine).await {
             Ok(plan) if !plan.is_empty() => {
-                info!(ops = plan.len(), "removing VIP addresses left from an earlier run");
+                info!(
+                    ops = plan.len(),
+                    "removing VIP addresses left from an earlier run"
+                );
                 for (op, e) in self.edges.addrs.execute(plan).await {
                     warn!(%op, error = %e, "leftover address clean-up failed");
                 }
@@ -364,10 +441,17 @@ impl Client {
             Ok(a) => {
                 self.owned_services = mine;
                 self.last_tree_apply = Some(Instant::now());
-                self.metrics.set("ipvs_sync_ipvs_apply_seconds", &[], a.took.as_secs_f64());
-                self.metrics.add("ipvs_sync_ipvs_ops_total", &[], a.planned as u64);
+                self.metrics
+                    .set("ipvs_sync_ipvs_apply_seconds", &[], a.took.as_secs_f64());
+                self.metrics
+                    .add("ipvs_sync_ipvs_ops_total", &[], a.planned as u64);
                 if a.planned > 0 {
-                    info!(ops = a.planned, failed = a.failures.len(), ms = a.took.as_millis() as u64, "IPVS mirrored");
+                    info!(
+                        ops = a.planned,
+                        failed = a.failures.len(),
+                        ms = a.took.as_millis() as u64,
+                        "IPVS mirrored"
+                    );
                 }
                 for f in &a.failures {
                     warn!(failure = %f, "IPVS operation failed; the next tree converges");
@@ -386,13 +470,18 @@ impl Client {
         let mut prepare: Vec<Output<ipvs::Tree>> = Vec::new();
         for out in outs {
             match out {
-                Output::CheckFirewall { .. } | Output::ApplyServices { .. } | Output::AddAddress { .. } => {
-                    prepare.push(out)
-                }
-                Output::SendAck => self.outbox.send(Dest::Server, Message::AckPrepared(AckPrepared { vip })),
+                Output::CheckFirewall { .. }
+                | Output::ApplyServices { .. }
+                | Output::AddAddress { .. } => prepare.push(out),
+                Output::SendAck => self
+                    .outbox
+                    .send(Dest::Server, Message::AckPrepared(AckPrepared { vip })),
                 Output::BgpAnnounce { local_pref } => {
                     info!(%vip, local_pref, "announcing");
-                    let attrs = bgp::RouteAttrs { local_pref: Some(local_pref), ..Default::default() };
+                    let attrs = bgp::RouteAttrs {
+                        local_pref: Some(local_pref),
+                        ..Default::default()
+                    };
                     self.edges.speaker.announce(host_net(vip), attrs);
                     self.metrics.inc("ipvs_sync_bgp_announces_total", &[]);
                 }
@@ -411,7 +500,10 @@ impl Client {
                 }
                 Output::Count(ev) => {
                     debug!(%vip, event = %ev, "announce event");
-                    self.metrics.inc("ipvs_sync_announce_events_total", &[("event", &ev.to_string())]);
+                    self.metrics.inc(
+                        "ipvs_sync_announce_events_total",
+                        &[("event", &ev.to_string())],
+                    );
                 }
             }
         }
@@ -436,7 +528,11 @@ impl Client {
                         if firewall.command.is_empty() {
                             Ok(())
                         } else {
-                            firewall.check(vip).await.map(|_| ()).map_err(|e| e.to_string())
+                            firewall
+                                .check(vip)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
                         }
                     }
                     Output::ApplyServices { attempt: a, tree } => {
@@ -465,7 +561,13 @@ impl Client {
                     break;
                 }
             }
-            let _ = tx.send(Prepared { vip, attempt, result }).await;
+            let _ = tx
+                .send(Prepared {
+                    vip,
+                    attempt,
+                    result,
+                })
+                .await;
         });
     }
 
@@ -473,7 +575,13 @@ impl Client {
         if let Err(e) = &p.result {
             warn!(vip = %p.vip, error = %e, "prepare failed; the VIP stays idle");
         }
-        let outs = self.vips.handle(p.vip, Input::PrepareResult { attempt: p.attempt, result: p.result });
+        let outs = self.vips.handle(
+            p.vip,
+            Input::PrepareResult {
+                attempt: p.attempt,
+                result: p.result,
+            },
+        );
         self.perform(p.vip, outs);
     }
 
@@ -481,11 +589,13 @@ impl Client {
         match ev {
             bgp::PeerEvent::Up { name } => {
                 info!(peer = %name, "BGP session established");
-                self.metrics.inc("ipvs_sync_bgp_session_ups_total", &[("peer", &name)]);
+                self.metrics
+                    .inc("ipvs_sync_bgp_session_ups_total", &[("peer", &name)]);
             }
             bgp::PeerEvent::Down { name, reason } => {
                 warn!(peer = %name, %reason, "BGP session down");
-                self.metrics.inc("ipvs_sync_bgp_session_downs_total", &[("peer", &name)]);
+                self.metrics
+                    .inc("ipvs_sync_bgp_session_downs_total", &[("peer", &name)]);
             }
         }
     }
@@ -512,14 +622,26 @@ impl Client {
         let peers = self.edges.speaker.peers().await;
         let announced = self.vips.announced();
         let m = &self.metrics;
-        m.set("ipvs_sync_broker_connected", &[], if connected { 1.0 } else { 0.0 });
+        m.set(
+            "ipvs_sync_broker_connected",
+            &[],
+            if connected { 1.0 } else { 0.0 },
+        );
         m.set("ipvs_sync_vips_announced", &[], announced.len() as f64);
         m.set("ipvs_sync_outbox_depth", &[], self.outbox.depth() as f64);
         if let Some(t) = self.last_server_heartbeat {
-            m.set("ipvs_sync_last_heartbeat_age_seconds", &[], t.elapsed().as_secs_f64());
+            m.set(
+                "ipvs_sync_last_heartbeat_age_seconds",
+                &[],
+                t.elapsed().as_secs_f64(),
+            );
         }
         for p in &peers {
-            m.set("ipvs_sync_bgp_peer_up", &[("peer", &p.name)], if p.state == "established" { 1.0 } else { 0.0 });
+            m.set(
+                "ipvs_sync_bgp_peer_up",
+                &[("peer", &p.name)],
+                if p.state == "established" { 1.0 } else { 0.0 },
+            );
         }
         daemon::export_transport_counters(m, transport);
         let vip_rows: Vec<serde_json::Value> = self
@@ -545,6 +667,7 @@ impl Client {
             "peers": peers.iter().map(bgp_cfg::peer_json).collect::<Vec<_>>(),
             "vips": vip_rows,
             "queues": {"outbox": self.outbox.depth()},
+            "dropped": daemon::dropped_json(transport),
             "workers": {
                 "tree": {"age_s": self.last_tree_apply.map(|t| t.elapsed().as_secs_f64()),
                          "interval_s": self.cfg.main.tree_request_interval.as_secs_f64()},
@@ -566,7 +689,11 @@ impl Client {
             }
         }
         let speaker = self.edges.speaker.clone();
-        let _ = tokio::time::timeout(Duration::from_millis(1500), speaker.shutdown("ipvs-sync shutting down")).await;
+        let _ = tokio::time::timeout(
+            Duration::from_millis(1500),
+            speaker.shutdown("ipvs-sync shutting down"),
+        )
+        .await;
         for vip in removals {
             if let Err(e) = self.edges.addrs.remove(vip).await {
                 warn!(%vip, error = %e, "VIP address removal failed");
@@ -584,5 +711,7 @@ pub fn host_net(vip: IpAddr) -> IpNet {
 /// Used by tests of the announce cycle to build a `fin_announce` body.
 #[allow(dead_code)]
 pub fn fin(vips: &[IpAddr]) -> Message {
-    Message::FinAnnounce(FinAnnounce { vips: vips.to_vec() })
+    Message::FinAnnounce(FinAnnounce {
+        vips: vips.to_vec(),
+    })
 }

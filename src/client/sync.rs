@@ -56,34 +56,60 @@ pub fn resolve(allowed: &[PathBuf], name: &str) -> Result<PathBuf, SyncError> {
     let normal = p.is_absolute()
         && !name.contains('\0')
         && !name.contains("//")
-        && p.components().skip(1).all(|c| matches!(c, Component::Normal(_)))
-        && !name.split('/').skip(1).any(|s| s.is_empty() || s == "." || s == "..");
+        && p.components()
+            .skip(1)
+            .all(|c| matches!(c, Component::Normal(_)))
+        && !name
+            .split('/')
+            .skip(1)
+            .any(|s| s.is_empty() || s == "." || s == "..");
     let (Some(parent), Some(file)) = (p.parent(), p.file_name()) else {
         return Err(SyncError::BadName(name.to_string()));
     };
     if !normal {
         return Err(SyncError::BadName(name.to_string()));
     }
-    let real_parent = parent.canonicalize().map_err(|source| SyncError::NoDir { name: name.to_string(), source })?;
+    let real_parent = parent.canonicalize().map_err(|source| SyncError::NoDir {
+        name: name.to_string(),
+        source,
+    })?;
     let inside = allowed
         .iter()
         .filter_map(|a| a.canonicalize().ok())
         .any(|a| real_parent.starts_with(&a));
     if !inside {
-        return Err(SyncError::Escapes { name: name.to_string(), resolved: real_parent.display().to_string() });
+        return Err(SyncError::Escapes {
+            name: name.to_string(),
+            resolved: real_parent.display().to_string(),
+        });
     }
     Ok(real_parent.join(file))
 }
 
 /// Writes one file atomically after [`resolve`] accepted it. `mode` is masked to 0o777.
-pub fn write(allowed: &[PathBuf], name: &str, mode: u32, content: &[u8]) -> Result<PathBuf, SyncError> {
+pub fn write(
+    allowed: &[PathBuf],
+    name: &str,
+    mode: u32,
+    content: &[u8],
+) -> Result<PathBuf, SyncError> {
     let target = resolve(allowed, name)?;
-    let io = |source| SyncError::Io { name: name.to_string(), source };
+    let io = |source| SyncError::Io {
+        name: name.to_string(),
+        source,
+    };
     let dir = target.parent().unwrap_or(Path::new("/"));
-    let file = target.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = target
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file}.ipvs-sync.{}.tmp", std::process::id()));
     let res = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(content)?;
         f.set_permissions(fs::Permissions::from_mode(mode & 0o777))?;
         f.sync_all()?;
@@ -115,7 +141,10 @@ mod tests {
         write(&[allowed.clone()], &name, 0o644, b"one").unwrap();
         write(&[allowed.clone()], &name, 0o640, b"two").unwrap();
         assert_eq!(fs::read(&name).unwrap(), b"two");
-        assert_eq!(fs::metadata(&name).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(&name).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
         let leftovers: Vec<_> = fs::read_dir(allowed.join("sub")).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temp files left behind");
     }
@@ -125,9 +154,18 @@ mod tests {
         let (root, allowed) = setup();
         let al = [allowed.clone()];
         let passwd = format!("{}/../../etc/passwd", allowed.display());
-        assert!(matches!(write(&al, &passwd, 0o644, b"x"), Err(SyncError::BadName(_))));
-        assert!(matches!(write(&al, "../../etc/passwd", 0o644, b"x"), Err(SyncError::BadName(_))));
-        assert!(matches!(write(&al, "sub/a", 0o644, b"x"), Err(SyncError::BadName(_))));
+        assert!(matches!(
+            write(&al, &passwd, 0o644, b"x"),
+            Err(SyncError::BadName(_))
+        ));
+        assert!(matches!(
+            write(&al, "../../etc/passwd", 0o644, b"x"),
+            Err(SyncError::BadName(_))
+        ));
+        assert!(matches!(
+            write(&al, "sub/a", 0o644, b"x"),
+            Err(SyncError::BadName(_))
+        ));
         let outside = root.path().join("etc/other");
         fs::create_dir_all(&outside).unwrap();
         let err = write(&al, &format!("{}/x", outside.display()), 0o644, b"x").unwrap_err();
@@ -135,7 +173,10 @@ mod tests {
         // A prefix that is not a path parent: /etc/allowed-evil is not inside /etc/allowed.
         let evil = root.path().join("etc/allowed-evil");
         fs::create_dir_all(&evil).unwrap();
-        assert!(matches!(write(&al, &format!("{}/x", evil.display()), 0o644, b"x"), Err(SyncError::Escapes { .. })));
+        assert!(matches!(
+            write(&al, &format!("{}/x", evil.display()), 0o644, b"x"),
+            Err(SyncError::Escapes { .. })
+        ));
         assert!(!outside.join("x").exists() && !evil.join("x").exists());
     }
 
@@ -154,7 +195,11 @@ mod tests {
         fs::write(&victim, b"keep").unwrap();
         std::os::unix::fs::symlink(&victim, allowed.join("f")).unwrap();
         write(&al, &format!("{}/f", allowed.display()), 0o644, b"new").unwrap();
-        assert_eq!(fs::read(&victim).unwrap(), b"keep", "symlink target untouched");
+        assert_eq!(
+            fs::read(&victim).unwrap(),
+            b"keep",
+            "symlink target untouched"
+        );
         assert_eq!(fs::read(allowed.join("f")).unwrap(), b"new");
     }
 

@@ -38,7 +38,11 @@ pub fn run_daemon(path: &Path, which: Daemon) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ipvs-sync {name}: cannot start the runtime: {e}");
@@ -92,8 +96,12 @@ pub fn run_quorum(path: &Path, args: &quorum::QuorumArgs) -> ExitCode {
         Ok(a) => a.vip,
         Err(_) => return ExitCode::SUCCESS,
     };
-    let ev = quorum_socket::QuorumEvent { vip, announce: desc.announce };
-    if let Err(e) = quorum_socket::hand_off(&cfg.server.quorum_socket, &ev, Duration::from_secs(1)) {
+    let ev = quorum_socket::QuorumEvent {
+        vip,
+        announce: desc.announce,
+    };
+    if let Err(e) = quorum_socket::hand_off(&cfg.server.quorum_socket, &ev, Duration::from_secs(1))
+    {
         tracing::warn!(%vip, error = %e, "arbiter not told at once; its desc scan will pick the change up");
     }
     ExitCode::SUCCESS
@@ -106,7 +114,10 @@ pub fn run_status(path: &Path, json: bool) -> ExitCode {
         Err(code) => return code,
     };
     let Some(addr) = cfg.main.http_listen else {
-        eprintln!("ipvs-sync status: http_listen is not set in {}: the daemon serves no status", path.display());
+        eprintln!(
+            "ipvs-sync status: http_listen is not set in {}: the daemon serves no status",
+            path.display()
+        );
         return ExitCode::from(2);
     };
     match daemon::http::get(addr, "/status", Duration::from_secs(3)) {

@@ -56,13 +56,21 @@ pub fn judge(doc: &Value, lim: Limits) -> (Level, String) {
     }
     match doc["role"].as_str() {
         Some("client") => match doc["last_heartbeat_age_s"].as_f64() {
-            None => bad(Level::Critical, "no heartbeat from the arbiter yet".into(), &mut level),
-            Some(a) if a > lim.alive_ttl => {
-                bad(Level::Critical, format!("arbiter heartbeat {a:.1}s old"), &mut level)
-            }
-            Some(a) if a > 3.0 * lim.heartbeat_interval => {
-                bad(Level::Warning, format!("arbiter heartbeat {a:.1}s old"), &mut level)
-            }
+            None => bad(
+                Level::Critical,
+                "no heartbeat from the arbiter yet".into(),
+                &mut level,
+            ),
+            Some(a) if a > lim.alive_ttl => bad(
+                Level::Critical,
+                format!("arbiter heartbeat {a:.1}s old"),
+                &mut level,
+            ),
+            Some(a) if a > 3.0 * lim.heartbeat_interval => bad(
+                Level::Warning,
+                format!("arbiter heartbeat {a:.1}s old"),
+                &mut level,
+            ),
             Some(_) => {}
         },
         Some("server") => {
@@ -71,13 +79,21 @@ pub fn judge(doc: &Value, lim: Limits) -> (Level, String) {
                 bad(Level::Warning, "no live clients".into(), &mut level);
             }
         }
-        _ => bad(Level::Critical, "status document has no role".into(), &mut level),
+        _ => bad(
+            Level::Critical,
+            "status document has no role".into(),
+            &mut level,
+        ),
     }
     if let Some(workers) = doc["workers"].as_object() {
         for (name, w) in workers {
             if let (Some(age), Some(iv)) = (w["age_s"].as_f64(), w["interval_s"].as_f64()) {
                 if age > 3.0 * iv.max(0.1) {
-                    bad(Level::Warning, format!("worker {name} last ran {age:.1}s ago"), &mut level);
+                    bad(
+                        Level::Warning,
+                        format!("worker {name} last ran {age:.1}s ago"),
+                        &mut level,
+                    );
                 }
             }
         }
@@ -88,13 +104,24 @@ pub fn judge(doc: &Value, lim: Limits) -> (Level, String) {
             let d = depth.as_u64().unwrap_or(0);
             max_q = max_q.max(d);
             if d >= QUEUE_WARN {
-                bad(Level::Warning, format!("queue {name} holds {d}"), &mut level);
+                bad(
+                    Level::Warning,
+                    format!("queue {name} holds {d}"),
+                    &mut level,
+                );
             }
         }
     }
     let line = if notes.is_empty() {
-        let hb = doc["last_heartbeat_age_s"].as_f64().map(|a| format!(", heartbeat {a:.1}s ago")).unwrap_or_default();
-        format!("{}: ipvs-sync {} healthy{hb}, max queue {max_q}", level.word(), doc["role"].as_str().unwrap_or("?"))
+        let hb = doc["last_heartbeat_age_s"]
+            .as_f64()
+            .map(|a| format!(", heartbeat {a:.1}s ago"))
+            .unwrap_or_default();
+        format!(
+            "{}: ipvs-sync {} healthy{hb}, max queue {max_q}",
+            level.word(),
+            doc["role"].as_str().unwrap_or("?")
+        )
     } else {
         format!("{}: {}", level.word(), notes.join("; "))
     };
@@ -106,7 +133,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const LIM: Limits = Limits { heartbeat_interval: 3.0, alive_ttl: 15.0 };
+    const LIM: Limits = Limits {
+        heartbeat_interval: 3.0,
+        alive_ttl: 15.0,
+    };
 
     #[test]
     fn healthy_client_is_ok() {

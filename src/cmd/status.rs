@@ -22,44 +22,64 @@ pub fn render(doc: &Value) -> String {
         s(&doc["role"]),
         s(&doc["hostname"]),
         human_secs(doc["uptime_s"].as_f64()),
-        if doc["broker"]["connected"].as_bool() == Some(true) { "connected" } else { "DOWN" },
+        if doc["broker"]["connected"].as_bool() == Some(true) {
+            "connected"
+        } else {
+            "DOWN"
+        },
     );
     if let Some(age) = doc["last_heartbeat_age_s"].as_f64() {
-        let _ = writeln!(out, "last heartbeat from the arbiter {} ago", human_secs(Some(age)));
+        let _ = writeln!(
+            out,
+            "last heartbeat from the arbiter {} ago",
+            human_secs(Some(age))
+        );
     }
-    let table = |out: &mut String, title: &str, cols: &[(&str, &str)], rows: Option<&Vec<Value>>| {
-        let Some(rows) = rows.filter(|r| !r.is_empty()) else {
-            return;
+    let table =
+        |out: &mut String, title: &str, cols: &[(&str, &str)], rows: Option<&Vec<Value>>| {
+            let Some(rows) = rows.filter(|r| !r.is_empty()) else {
+                return;
+            };
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    cols.iter()
+                        .map(|(_, key)| {
+                            if key.ends_with("_s") {
+                                human_secs(r[*key].as_f64())
+                            } else {
+                                s(&r[*key])
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let widths: Vec<usize> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, (h, _))| {
+                    cells
+                        .iter()
+                        .map(|c| c[i].len())
+                        .chain([h.len()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let _ = writeln!(out, "\n{title}");
+            let line = |out: &mut String, items: Vec<&str>| {
+                let l: Vec<String> = items
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                let _ = writeln!(out, "  {}", l.join("  ").trim_end());
+            };
+            line(out, cols.iter().map(|(h, _)| *h).collect());
+            for row in &cells {
+                line(out, row.iter().map(String::as_str).collect());
+            }
         };
-        let cells: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| {
-                cols.iter()
-                    .map(|(_, key)| {
-                        if key.ends_with("_s") {
-                            human_secs(r[*key].as_f64())
-                        } else {
-                            s(&r[*key])
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        let widths: Vec<usize> = cols
-            .iter()
-            .enumerate()
-            .map(|(i, (h, _))| cells.iter().map(|c| c[i].len()).chain([h.len()]).max().unwrap_or(0))
-            .collect();
-        let _ = writeln!(out, "\n{title}");
-        let line = |out: &mut String, items: Vec<&str>| {
-            let l: Vec<String> = items.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-            let _ = writeln!(out, "  {}", l.join("  ").trim_end());
-        };
-        line(out, cols.iter().map(|(h, _)| *h).collect());
-        for row in &cells {
-            line(out, row.iter().map(String::as_str).collect());
-        }
-    };
     table(
         &mut out,
         "BGP peers",
@@ -77,13 +97,22 @@ pub fn render(doc: &Value) -> String {
     table(
         &mut out,
         "VIPs",
-        &[("VIP", "vip"), ("State", "state"), ("Local-pref", "local_pref"), ("Announce", "announce")],
+        &[
+            ("VIP", "vip"),
+            ("State", "state"),
+            ("Local-pref", "local_pref"),
+            ("Announce", "announce"),
+        ],
         doc["vips"].as_array(),
     );
     table(
         &mut out,
         "Clients",
-        &[("Client", "name"), ("Last heartbeat", "age_s"), ("VIPs", "vips")],
+        &[
+            ("Client", "name"),
+            ("Last heartbeat", "age_s"),
+            ("VIPs", "vips"),
+        ],
         doc["clients"].as_array(),
     );
     if let Some(q) = doc["queues"].as_object().filter(|q| !q.is_empty()) {
@@ -130,11 +159,30 @@ mod tests {
             "queues": {"incoming": 0}
         });
         let text = render(&doc);
-        assert!(text.starts_with("client lb1  up 1h02m05s  broker connected\n"), "{text}");
-        assert!(text.contains("last heartbeat from the arbiter 1.2s ago"), "{text}");
-        let peers: Vec<&str> = text.lines().skip_while(|l| *l != "BGP peers").skip(1).take(3).collect();
-        assert_eq!(peers[0].find("Address"), peers[1].find("192.0.2.1"), "{text}");
-        assert_eq!(peers[1].find("192.0.2.1"), peers[2].find("2001:db8::2"), "{text}");
+        assert!(
+            text.starts_with("client lb1  up 1h02m05s  broker connected\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("last heartbeat from the arbiter 1.2s ago"),
+            "{text}"
+        );
+        let peers: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "BGP peers")
+            .skip(1)
+            .take(3)
+            .collect();
+        assert_eq!(
+            peers[0].find("Address"),
+            peers[1].find("192.0.2.1"),
+            "{text}"
+        );
+        assert_eq!(
+            peers[1].find("192.0.2.1"),
+            peers[2].find("2001:db8::2"),
+            "{text}"
+        );
         assert!(peers[2].contains("connection refused"));
         assert!(text.contains("198.51.100.10  Announced  150"), "{text}");
         assert!(text.contains("  incoming  0"), "{text}");

@@ -60,14 +60,21 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, status: StatusDoc) {
     }
 }
 
-async fn handle(mut stream: TcpStream, metrics: &Metrics, status: &StatusDoc) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    metrics: &Metrics,
+    status: &StatusDoc,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
-    let head_done = |b: &[u8]| b.windows(4).any(|w| w == b"\r\n\r\n") || b.windows(2).any(|w| w == b"\n\n");
+    let head_done =
+        |b: &[u8]| b.windows(4).any(|w| w == b"\r\n\r\n") || b.windows(2).any(|w| w == b"\n\n");
     while !head_done(&buf) {
         let n = tokio::time::timeout(READ_TIMEOUT, stream.read(&mut chunk))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request read timed out"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "request read timed out")
+            })??;
         if n == 0 {
             break;
         }
@@ -86,7 +93,13 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, status: &StatusDoc) ->
     match path.split('?').next().unwrap_or("") {
         "/metrics" => {
             let body = metrics.render();
-            respond(&mut stream, 200, "text/plain; version=0.0.4", body.as_bytes()).await
+            respond(
+                &mut stream,
+                200,
+                "text/plain; version=0.0.4",
+                body.as_bytes(),
+            )
+            .await
         }
         "/status" => {
             let mut body = serde_json::to_vec_pretty(&status.get()).unwrap_or_default();
@@ -97,7 +110,12 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, status: &StatusDoc) ->
     }
 }
 
-async fn respond(stream: &mut TcpStream, code: u16, ctype: &str, body: &[u8]) -> std::io::Result<()> {
+async fn respond(
+    stream: &mut TcpStream,
+    code: u16,
+    ctype: &str,
+    body: &[u8],
+) -> std::io::Result<()> {
     let reason = match code {
         200 => "OK",
         404 => "Not Found",
@@ -119,7 +137,10 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<(
     let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.take(64 << 20).read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);
@@ -128,7 +149,9 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<(
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer"))?;
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer")
+        })?;
     Ok((code, body.to_string()))
 }
 

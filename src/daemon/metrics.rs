@@ -95,7 +95,11 @@ impl Metrics {
     /// Sum over every series of a family (e.g. all drop reasons).
     pub fn sum(&self, name: &'static str) -> f64 {
         let g = self.lock();
-        g.values.iter().filter(|((n, _), _)| *n == name).map(|(_, v)| v).sum()
+        g.values
+            .iter()
+            .filter(|((n, _), _)| *n == name)
+            .map(|(_, v)| v)
+            .sum()
     }
 }
 
@@ -130,17 +134,29 @@ mod tests {
     #[test]
     fn renders_families_with_labels_escaped() {
         let m = Metrics::new();
-        m.describe("ipvs_sync_messages_dropped_total", Kind::Counter, "Dropped messages by reason.");
+        m.describe(
+            "ipvs_sync_messages_dropped_total",
+            Kind::Counter,
+            "Dropped messages by reason.",
+        );
         m.inc("ipvs_sync_messages_dropped_total", &[("reason", "forged")]);
-        m.add("ipvs_sync_messages_dropped_total", &[("reason", "stale")], 3);
+        m.add(
+            "ipvs_sync_messages_dropped_total",
+            &[("reason", "stale")],
+            3,
+        );
         m.set("ipvs_sync_vips_announced", &[], 2.0);
         m.set("ipvs_sync_peer_up", &[("peer", "r\"1")], 1.0);
         let text = m.render();
-        assert!(text.contains("# HELP ipvs_sync_messages_dropped_total Dropped messages by reason.\n"));
+        assert!(
+            text.contains("# HELP ipvs_sync_messages_dropped_total Dropped messages by reason.\n")
+        );
         assert!(text.contains("# TYPE ipvs_sync_messages_dropped_total counter\n"));
         assert!(text.contains("ipvs_sync_messages_dropped_total{reason=\"forged\"} 1\n"));
         assert!(text.contains("ipvs_sync_messages_dropped_total{reason=\"stale\"} 3\n"));
-        assert!(text.contains("# TYPE ipvs_sync_vips_announced gauge\nipvs_sync_vips_announced 2\n"));
+        assert!(
+            text.contains("# TYPE ipvs_sync_vips_announced gauge\nipvs_sync_vips_announced 2\n")
+        );
         assert!(text.contains("ipvs_sync_peer_up{peer=\"r\\\"1\"} 1\n"));
         assert_eq!(m.sum("ipvs_sync_messages_dropped_total"), 4.0);
     }

@@ -78,7 +78,13 @@ impl Shutdown {
     pub fn manual() -> (ShutdownHandle, Shutdown) {
         let (stop_tx, stop) = watch::channel(false);
         let (reload_tx, reload) = mpsc::channel(4);
-        (ShutdownHandle { stop: stop_tx, reload: reload_tx }, Shutdown { stop, reload })
+        (
+            ShutdownHandle {
+                stop: stop_tx,
+                reload: reload_tx,
+            },
+            Shutdown { stop, reload },
+        )
     }
 
     /// Driven by SIGTERM, SIGINT (stop) and SIGHUP (reload).
@@ -105,7 +111,11 @@ impl Shutdown {
 pub fn transport_options(cfg: &config::Config) -> Result<TransportOptions, StartError> {
     let key = wire::Key::new(cfg.message_key()?).map_err(StartError::Key)?;
     let mut o = TransportOptions::new(key);
-    o.password = cfg.secrets.amqp_password.as_ref().map(|p| p.expose().to_string());
+    o.password = cfg
+        .secrets
+        .amqp_password
+        .as_ref()
+        .map(|p| p.expose().to_string());
     o.max_age = cfg.messages.max_age;
     o.max_bytes = cfg.messages.max_bytes;
     o.incoming_capacity = cfg.main.processing_queue_limit.clamp(16, 1 << 20);
@@ -126,8 +136,12 @@ pub async fn connect_transport(
     loop {
         match Transport::connect(&url, role.clone(), transport_options(cfg)?).await {
             Ok(t) => return Ok(Some(t)),
-            Err(e @ (WireError::Url { .. } | WireError::Identity { .. })) => return Err(StartError::Amqp(e)),
-            Err(e) => warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker not reachable yet"),
+            Err(e @ (WireError::Url { .. } | WireError::Identity { .. })) => {
+                return Err(StartError::Amqp(e))
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker not reachable yet")
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -141,20 +155,76 @@ pub async fn connect_transport(
 pub fn describe_metrics(m: &Metrics) {
     use Kind::*;
     for (name, kind, help) in [
-        ("ipvs_sync_messages_received_total", Counter, "Verified messages received, by type."),
-        ("ipvs_sync_messages_sent_total", Counter, "Messages sent and confirmed, by type."),
-        ("ipvs_sync_messages_dropped_total", Counter, "Messages dropped on receipt, by reason."),
-        ("ipvs_sync_outbox_dropped_total", Counter, "Messages dropped because the outbound queue was full."),
-        ("ipvs_sync_send_failures_total", Counter, "Sends that failed (broker away, unroutable, nacked)."),
-        ("ipvs_sync_broker_connected", Gauge, "1 while the AMQP connection is up."),
-        ("ipvs_sync_broker_reconnects_total", Counter, "AMQP reconnections."),
-        ("ipvs_sync_outbox_depth", Gauge, "Messages waiting to be sent."),
-        ("ipvs_sync_vips_announced", Gauge, "VIPs announced to the routers (client) or with announce=true (server)."),
-        ("ipvs_sync_bgp_peer_up", Gauge, "1 while the BGP session with the peer is Established."),
-        ("ipvs_sync_last_heartbeat_age_seconds", Gauge, "Age of the last heartbeat from the other side."),
-        ("ipvs_sync_ipvs_apply_seconds", Gauge, "Duration of the last IPVS dump+diff+apply."),
-        ("ipvs_sync_ipvs_ops_total", Counter, "IPVS operations planned."),
-        ("ipvs_sync_ipvs_failures_total", Counter, "IPVS operations or reconciles that failed."),
+        (
+            "ipvs_sync_messages_received_total",
+            Counter,
+            "Verified messages received, by type.",
+        ),
+        (
+            "ipvs_sync_messages_sent_total",
+            Counter,
+            "Messages sent and confirmed, by type.",
+        ),
+        (
+            "ipvs_sync_messages_dropped_total",
+            Counter,
+            "Messages dropped on receipt, by reason.",
+        ),
+        (
+            "ipvs_sync_outbox_dropped_total",
+            Counter,
+            "Messages dropped because the outbound queue was full.",
+        ),
+        (
+            "ipvs_sync_send_failures_total",
+            Counter,
+            "Sends that failed (broker away, unroutable, nacked).",
+        ),
+        (
+            "ipvs_sync_broker_connected",
+            Gauge,
+            "1 while the AMQP connection is up.",
+        ),
+        (
+            "ipvs_sync_broker_reconnects_total",
+            Counter,
+            "AMQP reconnections.",
+        ),
+        (
+            "ipvs_sync_outbox_depth",
+            Gauge,
+            "Messages waiting to be sent.",
+        ),
+        (
+            "ipvs_sync_vips_announced",
+            Gauge,
+            "VIPs announced to the routers (client) or with announce=true (server).",
+        ),
+        (
+            "ipvs_sync_bgp_peer_up",
+            Gauge,
+            "1 while the BGP session with the peer is Established.",
+        ),
+        (
+            "ipvs_sync_last_heartbeat_age_seconds",
+            Gauge,
+            "Age of the last heartbeat from the other side.",
+        ),
+        (
+            "ipvs_sync_ipvs_apply_seconds",
+            Gauge,
+            "Duration of the last IPVS dump+diff+apply.",
+        ),
+        (
+            "ipvs_sync_ipvs_ops_total",
+            Counter,
+            "IPVS operations planned.",
+        ),
+        (
+            "ipvs_sync_ipvs_failures_total",
+            Counter,
+            "IPVS operations or reconciles that failed.",
+        ),
     ] {
         m.describe(name, kind, help);
     }
@@ -164,15 +234,46 @@ pub fn describe_metrics(m: &Metrics) {
 pub fn export_transport_counters(m: &Metrics, t: &Transport) {
     let s = t.counters().snapshot();
     for (kind, n) in s.received {
-        m.set("ipvs_sync_messages_received_total", &[("type", kind)], n as f64);
+        m.set(
+            "ipvs_sync_messages_received_total",
+            &[("type", kind)],
+            n as f64,
+        );
     }
     for (kind, n) in s.sent {
         m.set("ipvs_sync_messages_sent_total", &[("type", kind)], n as f64);
     }
     for (reason, n) in s.dropped {
-        m.set("ipvs_sync_messages_dropped_total", &[("reason", reason)], n as f64);
+        m.set(
+            "ipvs_sync_messages_dropped_total",
+            &[("reason", reason)],
+            n as f64,
+        );
     }
-    m.set("ipvs_sync_broker_reconnects_total", &[], s.reconnects as f64);
-    m.set("ipvs_sync_send_failures_total", &[("why", "unroutable")], s.unroutable as f64);
-    m.set("ipvs_sync_send_failures_total", &[("why", "confirm")], s.confirms_failed as f64);
+    m.set(
+        "ipvs_sync_broker_reconnects_total",
+        &[],
+        s.reconnects as f64,
+    );
+    m.set(
+        "ipvs_sync_send_failures_total",
+        &[("why", "unroutable")],
+        s.unroutable as f64,
+    );
+    m.set(
+        "ipvs_sync_send_failures_total",
+        &[("why", "confirm")],
+        s.confirms_failed as f64,
+    );
+}
+
+/// Dropped incoming messages by reason, for `/status`.
+pub fn dropped_json(t: &Transport) -> serde_json::Value {
+    let s = t.counters().snapshot();
+    serde_json::Value::Object(
+        s.dropped
+            .into_iter()
+            .map(|(r, n)| (r.to_string(), n.into()))
+            .collect(),
+    )
 }

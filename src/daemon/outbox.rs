@@ -1,7 +1,8 @@
 //! The outbound queue: the daemon's loop never waits on the broker.
 //!
 //! Two lanes, both bounded: `urgent` for what moves traffic (`fin_announce`, `ack_announce`,
-//! `syn_announce`) and `normal` for the rest (trees, heartbeats, mapping). One sender task
+//! `syn_announce`, and `mapping`, which decides which VIPs a balancer may take, so it must not
+//! fall behind a `syn_announce`) and `normal` for the rest (trees, heartbeats). One sender task
 //! drains them in order, urgent first, awaiting each publisher confirm, so messages of a lane
 //! keep their order (a `changes` never overtakes the `tree` it follows). A full lane drops the
 //! message and counts it (`ipvs_sync_outbox_dropped_total`): the periodic requests and
@@ -32,7 +33,13 @@ pub struct Outbox {
 
 /// Whether a message type rides the urgent lane.
 pub fn is_urgent(t: MessageType) -> bool {
-    matches!(t, MessageType::FinAnnounce | MessageType::AckAnnounce | MessageType::SynAnnounce)
+    matches!(
+        t,
+        MessageType::FinAnnounce
+            | MessageType::AckAnnounce
+            | MessageType::SynAnnounce
+            | MessageType::Mapping
+    )
 }
 
 impl Outbox {
@@ -56,20 +63,31 @@ impl Outbox {
                 }
             }
         });
-        Outbox { urgent, normal, depth, metrics, task: Arc::new(std::sync::Mutex::new(Some(task))) }
+        Outbox {
+            urgent,
+            normal,
+            depth,
+            metrics,
+            task: Arc::new(std::sync::Mutex::new(Some(task))),
+        }
     }
 
     /// Queues a message; never waits.
     pub fn send(&self, to: Dest, msg: Message) {
         let kind = msg.kind();
-        let lane = if is_urgent(kind) { &self.urgent } else { &self.normal };
+        let lane = if is_urgent(kind) {
+            &self.urgent
+        } else {
+            &self.normal
+        };
         // Count before queuing so the sender never sees the depth below zero.
         self.depth.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = lane.try_send((to, msg)) {
             self.depth.fetch_sub(1, Ordering::Relaxed);
             let (to, _) = e.into_inner();
             warn!(to = to.address(), %kind, "outbound queue full: message dropped");
-            self.metrics.inc("ipvs_sync_outbox_dropped_total", &[("type", kind.as_str())]);
+            self.metrics
+                .inc("ipvs_sync_outbox_dropped_total", &[("type", kind.as_str())]);
         } else {
             debug!(%kind, "queued");
         }

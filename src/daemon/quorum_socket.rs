@@ -108,9 +108,11 @@ pub enum HandOffError {
 
 /// Sends one hand-off and waits (at most `timeout`) for the arbiter's `ok`.
 pub fn hand_off(path: &Path, ev: &QuorumEvent, timeout: Duration) -> Result<(), HandOffError> {
-    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|source| HandOffError::Unreachable {
-        path: path.display().to_string(),
-        source,
+    let mut s = std::os::unix::net::UnixStream::connect(path).map_err(|source| {
+        HandOffError::Unreachable {
+            path: path.display().to_string(),
+            source,
+        }
     })?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
@@ -118,10 +120,14 @@ pub fn hand_off(path: &Path, ev: &QuorumEvent, timeout: Duration) -> Result<(), 
     line.push('\n');
     s.write_all(line.as_bytes())?;
     let mut answer = String::new();
-    BufReader::new(s).take(MAX_LINE as u64).read_line(&mut answer)?;
+    BufReader::new(s)
+        .take(MAX_LINE as u64)
+        .read_line(&mut answer)?;
     match answer.trim() {
         "ok" => Ok(()),
-        other => Err(HandOffError::Refused(other.trim_start_matches("error: ").to_string())),
+        other => Err(HandOffError::Refused(
+            other.trim_start_matches("error: ").to_string(),
+        )),
     }
 }
 
@@ -137,7 +143,10 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(4);
         tokio::spawn(serve(listener, tx));
         let p = path.clone();
-        let ev = QuorumEvent { vip: "192.0.2.10".parse().unwrap(), announce: false };
+        let ev = QuorumEvent {
+            vip: "192.0.2.10".parse().unwrap(),
+            announce: false,
+        };
         let sent = ev.clone();
         tokio::task::spawn_blocking(move || hand_off(&p, &sent, Duration::from_secs(2)))
             .await
@@ -162,8 +171,16 @@ mod tests {
     #[test]
     fn absent_socket_is_unreachable() {
         let dir = tempfile::tempdir().unwrap();
-        let ev = QuorumEvent { vip: "192.0.2.10".parse().unwrap(), announce: true };
-        let err = hand_off(&dir.path().join("none.sock"), &ev, Duration::from_millis(100)).unwrap_err();
+        let ev = QuorumEvent {
+            vip: "192.0.2.10".parse().unwrap(),
+            announce: true,
+        };
+        let err = hand_off(
+            &dir.path().join("none.sock"),
+            &ev,
+            Duration::from_millis(100),
+        )
+        .unwrap_err();
         assert!(matches!(err, HandOffError::Unreachable { .. }), "{err}");
     }
 }

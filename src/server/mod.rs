@@ -25,7 +25,9 @@ use announce::{DescCache, DescState};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::daemon::{self, http::StatusDoc, metrics::Metrics, quorum_socket, Outbox, Shutdown, StartError};
+use crate::daemon::{
+    self, http::StatusDoc, metrics::Metrics, quorum_socket, Outbox, Shutdown, StartError,
+};
 use crate::wire::messages::{Heartbeat, PeerRole, SyncAnswer, SyncFile};
 use crate::wire::{Dest, Incoming, Message, Role, Transport};
 use state::{State, VipQuorum};
@@ -56,18 +58,22 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
     daemon::describe_metrics(&metrics);
     let status = StatusDoc::default();
     if let Some(addr) = cfg.main.http_listen {
-        let l = daemon::http::bind(addr).await.map_err(|e| StartError::Http(addr, e))?;
+        let l = daemon::http::bind(addr)
+            .await
+            .map_err(|e| StartError::Http(addr, e))?;
         tokio::spawn(daemon::http::serve(l, metrics.clone(), status.clone()));
     }
     let kernel = if cfg.main.ipvs {
-        Some(Arc::new(Mutex::new(ipvs::Ipvs::connect().map_err(StartError::Ipvs)?)))
+        Some(Arc::new(Mutex::new(
+            ipvs::Ipvs::connect().map_err(StartError::Ipvs)?,
+        )))
     } else {
         info!("ipvs = false: no IPVS tree is read or sent");
         None
     };
     let qpath = cfg.server.quorum_socket.clone();
-    let qlistener =
-        quorum_socket::bind(&qpath).map_err(|e| StartError::QuorumSocket(qpath.display().to_string(), e))?;
+    let qlistener = quorum_socket::bind(&qpath)
+        .map_err(|e| StartError::QuorumSocket(qpath.display().to_string(), e))?;
     let (qtx, mut qrx) = mpsc::channel(1024);
     tokio::spawn(quorum_socket::serve(qlistener, qtx));
 
@@ -77,7 +83,11 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
         return Ok(());
     };
     let transport = Arc::new(transport);
-    let outbox = Outbox::spawn(transport.clone(), cfg.main.announces_queue_limit.min(1 << 20), metrics.clone());
+    let outbox = Outbox::spawn(
+        transport.clone(),
+        cfg.main.announces_queue_limit.min(1 << 20),
+        metrics.clone(),
+    );
     let mut srv = Server {
         name,
         state: State::default(),
@@ -103,12 +113,20 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
     let mut desc_t = iv(srv.cfg.main.vips_description_update_interval);
     let mut tree_t = iv(TREE_POLL);
     let mut mapping_t = iv(srv.cfg.main.mapping_update_interval);
-    let mut expire_t = iv(srv.cfg.main.active_consumers_update_interval.max(Duration::from_millis(100)));
+    let mut expire_t = iv(srv
+        .cfg
+        .main
+        .active_consumers_update_interval
+        .max(Duration::from_millis(100)));
     let mut heartbeat_t = iv(srv.cfg.main.heartbeat_interval);
     let mut status_t = iv(Duration::from_secs(1));
     let mut watchdog = daemon::notify::watchdog_interval().map(iv);
     daemon::notify::notify("READY=1\nSTATUS=arbiter running");
-    info!(clients_mapped = srv.state.mapping.len(), vips = srv.state.all_vips().len(), "arbiter running");
+    info!(
+        clients_mapped = srv.state.mapping.len(),
+        vips = srv.state.all_vips().len(),
+        "arbiter running"
+    );
     loop {
         tokio::select! {
             biased;
@@ -176,14 +194,22 @@ impl Server {
         if is_new {
             info!(client = %from, "client joined");
             self.send_all(self.state.welcome(&from));
-            if matches!(m.message, Message::Heartbeat(_) | Message::TreeRequest | Message::MappingRequest | Message::AnnouncesRequest) {
+            if matches!(
+                m.message,
+                Message::Heartbeat(_)
+                    | Message::TreeRequest
+                    | Message::MappingRequest
+                    | Message::AnnouncesRequest
+            ) {
                 return; // the welcome answered it
             }
         }
         match m.message {
             Message::Heartbeat(_) => {}
             Message::TreeRequest => self.outbox.send(to, self.state.tree_answer()),
-            Message::ServicesRequest(r) => self.outbox.send(to, self.state.services_answer(&r.vips)),
+            Message::ServicesRequest(r) => {
+                self.outbox.send(to, self.state.services_answer(&r.vips))
+            }
             Message::MappingRequest => self.outbox.send(to, self.state.mapping_message()),
             Message::AnnouncesRequest => self.send_all(self.state.announces_answer(&from)),
             Message::AckPrepared(ack) => match self.state.on_ack(&from, ack.vip) {
@@ -194,7 +220,9 @@ impl Server {
                 Err(why) => {
                     warn!(client = %from, vip = %ack.vip, reason = %why, "ack_announce refused");
                     self.metrics.inc("ipvs_sync_ack_refused_total", &[]);
-                    let fin = crate::wire::messages::FinAnnounce { vips: vec![ack.vip] };
+                    let fin = crate::wire::messages::FinAnnounce {
+                        vips: vec![ack.vip],
+                    };
                     self.outbox.send(to, Message::FinAnnounce(fin));
                 }
             },
@@ -204,7 +232,10 @@ impl Server {
             }
             other => {
                 debug!(client = %from, kind = %other.kind(), "message not for the arbiter: ignored");
-                self.metrics.inc("ipvs_sync_messages_ignored_total", &[("type", other.kind().as_str())]);
+                self.metrics.inc(
+                    "ipvs_sync_messages_ignored_total",
+                    &[("type", other.kind().as_str())],
+                );
             }
         }
     }
@@ -214,7 +245,13 @@ impl Server {
     /// allow-listed on both ends), at most 4 MiB each.
     fn sync_files(&self, names: &[String]) -> Vec<SyncFile> {
         use std::os::unix::fs::PermissionsExt;
-        let allowed: Vec<_> = self.cfg.client.sync_dirs.iter().filter_map(|d| d.canonicalize().ok()).collect();
+        let allowed: Vec<_> = self
+            .cfg
+            .client
+            .sync_dirs
+            .iter()
+            .filter_map(|d| d.canonicalize().ok())
+            .collect();
         let mut out = Vec::new();
         for pat in names {
             let Ok(paths) = glob::glob(pat) else {
@@ -232,7 +269,11 @@ impl Server {
                     continue;
                 }
                 if let Ok(content) = std::fs::read(&real) {
-                    out.push(SyncFile { name: p.display().to_string(), mode: meta.permissions().mode() & 0o777, content });
+                    out.push(SyncFile {
+                        name: p.display().to_string(),
+                        mode: meta.permissions().mode() & 0o777,
+                        content,
+                    });
                 }
             }
         }
@@ -255,9 +296,17 @@ impl Server {
             Ok(map) => {
                 let out = self.state.on_mapping(map);
                 if !out.is_empty() {
-                    info!(balancers = self.state.mapping.len(), vips = self.state.all_vips().len(), "mapping changed");
-                    let paths: Vec<(IpAddr, std::path::PathBuf)> =
-                        self.state.all_vips().into_iter().map(|v| (v, self.cfg.desc_path(v))).collect();
+                    info!(
+                        balancers = self.state.mapping.len(),
+                        vips = self.state.all_vips().len(),
+                        "mapping changed"
+                    );
+                    let paths: Vec<(IpAddr, std::path::PathBuf)> = self
+                        .state
+                        .all_vips()
+                        .into_iter()
+                        .map(|v| (v, self.cfg.desc_path(v)))
+                        .collect();
                     self.descs.set_paths(paths);
                     self.send_all(out);
                     self.refresh_descs();
@@ -277,7 +326,10 @@ impl Server {
         for up in self.descs.refresh() {
             changed.insert(up.vip);
             let q = match &up.new {
-                DescState::Valid(d) => Some(VipQuorum { announce: d.announce, local_pref: d.local_preference }),
+                DescState::Valid(d) => Some(VipQuorum {
+                    announce: d.announce,
+                    local_pref: d.local_preference,
+                }),
                 DescState::Missing => None,
                 DescState::Invalid(e) => {
                     // A broken file never flips an announce: keep what we had, loudly.
@@ -298,14 +350,20 @@ impl Server {
         let Some(k) = self.kernel.clone() else {
             return;
         };
-        let dumped = tokio::task::spawn_blocking(move || k.lock().unwrap_or_else(|e| e.into_inner()).dump()).await;
+        let dumped =
+            tokio::task::spawn_blocking(move || k.lock().unwrap_or_else(|e| e.into_inner()).dump())
+                .await;
         self.worked("tree", TREE_POLL);
         match dumped {
             Ok(Ok(mut tree)) => {
                 tree.clear_stats();
                 let out = self.state.on_tree(tree);
                 if !out.is_empty() {
-                    info!(serial = self.state.serial, services = self.state.tree.len(), "IPVS tree changed");
+                    info!(
+                        serial = self.state.serial,
+                        services = self.state.tree.len(),
+                        "IPVS tree changed"
+                    );
                     self.send_all(out);
                 }
             }
@@ -332,9 +390,21 @@ impl Server {
         let now = Instant::now();
         let connected = transport.is_connected();
         let m = &self.metrics;
-        m.set("ipvs_sync_broker_connected", &[], if connected { 1.0 } else { 0.0 });
-        m.set("ipvs_sync_clients_live", &[], self.state.clients.len() as f64);
-        m.set("ipvs_sync_vips_announced", &[], self.state.quorum.values().filter(|q| q.announce).count() as f64);
+        m.set(
+            "ipvs_sync_broker_connected",
+            &[],
+            if connected { 1.0 } else { 0.0 },
+        );
+        m.set(
+            "ipvs_sync_clients_live",
+            &[],
+            self.state.clients.len() as f64,
+        );
+        m.set(
+            "ipvs_sync_vips_announced",
+            &[],
+            self.state.quorum.values().filter(|q| q.announce).count() as f64,
+        );
         m.set("ipvs_sync_tree_serial", &[], self.state.serial as f64);
         m.set("ipvs_sync_outbox_depth", &[], self.outbox.depth() as f64);
         daemon::export_transport_counters(m, transport);
@@ -373,6 +443,8 @@ impl Server {
             "vips": vips,
             "clients": clients,
             "queues": {"outbox": self.outbox.depth()},
+            "dropped": daemon::dropped_json(transport),
+            "dropped": daemon::dropped_json(transport),
             "workers": workers,
         }));
     }

@@ -79,7 +79,13 @@ pub struct State {
 
 impl State {
     /// A client spoke (heartbeat or request). Returns true when it is new (or came back).
-    pub fn touch(&mut self, client: &str, now: Instant, uptime: Option<u64>, announced: Option<Vec<IpAddr>>) -> bool {
+    pub fn touch(
+        &mut self,
+        client: &str,
+        now: Instant,
+        uptime: Option<u64>,
+        announced: Option<Vec<IpAddr>>,
+    ) -> bool {
         match self.clients.get_mut(client) {
             Some(c) => {
                 c.last_seen = now;
@@ -95,7 +101,11 @@ impl State {
             None => {
                 self.clients.insert(
                     client.to_string(),
-                    ClientInfo { last_seen: now, uptime: uptime.unwrap_or(0), announced: announced.unwrap_or_default() },
+                    ClientInfo {
+                        last_seen: now,
+                        uptime: uptime.unwrap_or(0),
+                        announced: announced.unwrap_or_default(),
+                    },
                 );
                 true
             }
@@ -119,32 +129,47 @@ impl State {
     /// Everything a new client needs.
     pub fn welcome(&self, client: &str) -> Out {
         let to = Dest::Client(client.to_string());
-        let mut out = vec![(to.clone(), self.tree_answer()), (to, self.mapping_message())];
+        let mut out = vec![
+            (to.clone(), self.tree_answer()),
+            (to, self.mapping_message()),
+        ];
         out.extend(self.announces_answer(client));
         out
     }
 
     /// The `tree` answer.
     pub fn tree_answer(&self) -> Message {
-        Message::Tree(TreeAnswer { serial: self.serial, tree: self.tree.clone() })
+        Message::Tree(TreeAnswer {
+            serial: self.serial,
+            tree: self.tree.clone(),
+        })
     }
 
     /// The `services` answer for `vips`.
     pub fn services_answer(&self, vips: &[IpAddr]) -> Message {
         let set: BTreeSet<IpAddr> = vips.iter().copied().collect();
-        Message::Services(ServicesAnswer { tree: self.tree.filter_vips(&set, false) })
+        Message::Services(ServicesAnswer {
+            tree: self.tree.filter_vips(&set, false),
+        })
     }
 
     /// The `mapping` message.
     pub fn mapping_message(&self) -> Message {
         Message::Mapping(Mapping {
-            balancers: self.mapping.iter().map(|(b, v)| (b.clone(), v.iter().copied().collect())).collect(),
+            balancers: self
+                .mapping
+                .iter()
+                .map(|(b, v)| (b.clone(), v.iter().copied().collect()))
+                .collect(),
         })
     }
 
     fn spec(&self, vip: IpAddr, q: VipQuorum) -> AnnounceSpec {
         let only: BTreeSet<IpAddr> = [vip].into();
-        AnnounceSpec { tree: self.tree.filter_vips(&only, false), local_preference: q.local_pref }
+        AnnounceSpec {
+            tree: self.tree.filter_vips(&only, false),
+            local_preference: q.local_pref,
+        }
     }
 
     /// The answer to `announces`: `syn_announce` of the client's VIPs that have quorum and
@@ -177,10 +202,15 @@ impl State {
     /// A client says it prepared `vip`: the go, or why not.
     pub fn on_ack(&self, client: &str, vip: IpAddr) -> Result<Message, AckRefused> {
         if !self.mapping.get(client).is_some_and(|v| v.contains(&vip)) {
-            return Err(AckRefused::NotMapped { client: client.to_string() });
+            return Err(AckRefused::NotMapped {
+                client: client.to_string(),
+            });
         }
         match self.quorum.get(&vip) {
-            Some(q) if q.announce => Ok(Message::AckGo(AckGo { vip, local_preference: q.local_pref })),
+            Some(q) if q.announce => Ok(Message::AckGo(AckGo {
+                vip,
+                local_preference: q.local_pref,
+            })),
             _ => Err(AckRefused::NoQuorum),
         }
     }
@@ -203,7 +233,10 @@ impl State {
                     .map(|c| (Dest::Client(c), Message::SynAnnounce(syn.clone())))
                     .collect()
             }
-            (Some(_), None) => vec![(Dest::Broadcast, Message::FinAnnounce(FinAnnounce { vips: vec![vip] }))],
+            (Some(_), None) => vec![(
+                Dest::Broadcast,
+                Message::FinAnnounce(FinAnnounce { vips: vec![vip] }),
+            )],
             _ => Vec::new(),
         }
     }
@@ -221,7 +254,10 @@ impl State {
                     .map(|c| (Dest::Client(c), Message::SynAnnounce(syn.clone())))
                     .collect()
             }
-            _ => vec![(Dest::Broadcast, Message::FinAnnounce(FinAnnounce { vips: vec![vip] }))],
+            _ => vec![(
+                Dest::Broadcast,
+                Message::FinAnnounce(FinAnnounce { vips: vec![vip] }),
+            )],
         }
     }
 
@@ -243,7 +279,14 @@ impl State {
         let from = self.serial;
         self.serial += 1;
         self.tree = new;
-        vec![(Dest::Broadcast, Message::Changes(Changes { from_serial: from, to_serial: self.serial, plan }))]
+        vec![(
+            Dest::Broadcast,
+            Message::Changes(Changes {
+                from_serial: from,
+                to_serial: self.serial,
+                plan,
+            }),
+        )]
     }
 
     /// The mapping changed: `mapping` to everyone (nothing when equal).
@@ -272,17 +315,26 @@ mod tests {
 
     fn state() -> State {
         let mut s = State::default();
-        s.mapping.insert("lb1".into(), [ip("192.0.2.10"), ip("2001:db8::10")].into());
+        s.mapping
+            .insert("lb1".into(), [ip("192.0.2.10"), ip("2001:db8::10")].into());
         s.mapping.insert("lb2".into(), [ip("192.0.2.10")].into());
-        let mut svc = Service::new(ServiceSpec::new(ServiceKey::tcp(ip("192.0.2.10"), 80), "wrr"));
+        let mut svc = Service::new(ServiceSpec::new(
+            ServiceKey::tcp(ip("192.0.2.10"), 80),
+            "wrr",
+        ));
         svc.insert_dest(RealServer::new(ip("198.51.100.1"), 80).weight(1));
         s.tree.insert(svc);
-        s.tree.insert(Service::new(ServiceSpec::new(ServiceKey::tcp(ip("192.0.2.99"), 80), "rr")));
+        s.tree.insert(Service::new(ServiceSpec::new(
+            ServiceKey::tcp(ip("192.0.2.99"), 80),
+            "rr",
+        )));
         s
     }
 
     fn kinds(out: &Out) -> Vec<(String, &'static str)> {
-        out.iter().map(|(d, m)| (d.address().to_string(), m.kind().as_str())).collect()
+        out.iter()
+            .map(|(d, m)| (d.address().to_string(), m.kind().as_str()))
+            .collect()
     }
 
     #[test]
@@ -290,17 +342,49 @@ mod tests {
         let mut s = state();
         let now = Instant::now();
         s.touch("lb1", now, Some(1), None);
-        let out = s.on_quorum(ip("192.0.2.10"), Some(VipQuorum { announce: true, local_pref: 150 }));
+        let out = s.on_quorum(
+            ip("192.0.2.10"),
+            Some(VipQuorum {
+                announce: true,
+                local_pref: 150,
+            }),
+        );
         assert_eq!(kinds(&out), vec![("lb1".to_string(), "syn_announce")]);
-        let Message::SynAnnounce(syn) = &out[0].1 else { panic!() };
+        let Message::SynAnnounce(syn) = &out[0].1 else {
+            panic!()
+        };
         let spec = &syn.vips[&ip("192.0.2.10")];
         assert_eq!(spec.local_preference, 150);
         assert_eq!(spec.tree.vips(), [ip("192.0.2.10")].into());
         // Same quorum again: nothing; a new LOCAL_PREF: a new syn.
-        assert!(s.on_quorum(ip("192.0.2.10"), Some(VipQuorum { announce: true, local_pref: 150 })).is_empty());
-        assert_eq!(s.on_quorum(ip("192.0.2.10"), Some(VipQuorum { announce: true, local_pref: 120 })).len(), 1);
+        assert!(s
+            .on_quorum(
+                ip("192.0.2.10"),
+                Some(VipQuorum {
+                    announce: true,
+                    local_pref: 150
+                })
+            )
+            .is_empty());
+        assert_eq!(
+            s.on_quorum(
+                ip("192.0.2.10"),
+                Some(VipQuorum {
+                    announce: true,
+                    local_pref: 120
+                })
+            )
+            .len(),
+            1
+        );
         // Down: one broadcast fin.
-        let out = s.on_quorum(ip("192.0.2.10"), Some(VipQuorum { announce: false, local_pref: 120 }));
+        let out = s.on_quorum(
+            ip("192.0.2.10"),
+            Some(VipQuorum {
+                announce: false,
+                local_pref: 120,
+            }),
+        );
         assert_eq!(kinds(&out), vec![("broadcast".to_string(), "fin_announce")]);
         // A file that disappears while not announcing: nothing.
         assert!(s.on_quorum(ip("192.0.2.10"), None).is_empty());
@@ -309,24 +393,70 @@ mod tests {
     #[test]
     fn ack_checks_mapping_and_quorum() {
         let mut s = state();
-        s.on_quorum(ip("192.0.2.10"), Some(VipQuorum { announce: true, local_pref: 150 }));
-        assert!(matches!(s.on_ack("lb2", ip("192.0.2.10")), Ok(Message::AckGo(AckGo { local_preference: 150, .. }))));
-        assert_eq!(s.on_ack("lb2", ip("2001:db8::10")), Err(AckRefused::NotMapped { client: "lb2".into() }));
-        assert_eq!(s.on_ack("stranger", ip("192.0.2.10")), Err(AckRefused::NotMapped { client: "stranger".into() }));
-        assert_eq!(s.on_ack("lb1", ip("2001:db8::10")), Err(AckRefused::NoQuorum));
+        s.on_quorum(
+            ip("192.0.2.10"),
+            Some(VipQuorum {
+                announce: true,
+                local_pref: 150,
+            }),
+        );
+        assert!(matches!(
+            s.on_ack("lb2", ip("192.0.2.10")),
+            Ok(Message::AckGo(AckGo {
+                local_preference: 150,
+                ..
+            }))
+        ));
+        assert_eq!(
+            s.on_ack("lb2", ip("2001:db8::10")),
+            Err(AckRefused::NotMapped {
+                client: "lb2".into()
+            })
+        );
+        assert_eq!(
+            s.on_ack("stranger", ip("192.0.2.10")),
+            Err(AckRefused::NotMapped {
+                client: "stranger".into()
+            })
+        );
+        assert_eq!(
+            s.on_ack("lb1", ip("2001:db8::10")),
+            Err(AckRefused::NoQuorum)
+        );
     }
 
     #[test]
     fn announces_answer_syns_quorate_and_fins_the_rest() {
         let mut s = state();
-        s.on_quorum(ip("192.0.2.10"), Some(VipQuorum { announce: true, local_pref: 100 }));
+        s.on_quorum(
+            ip("192.0.2.10"),
+            Some(VipQuorum {
+                announce: true,
+                local_pref: 100,
+            }),
+        );
         let out = s.announces_answer("lb1");
-        assert_eq!(kinds(&out), vec![("lb1".into(), "syn_announce"), ("lb1".into(), "fin_announce")]);
-        let Message::FinAnnounce(fin) = &out[1].1 else { panic!() };
+        assert_eq!(
+            kinds(&out),
+            vec![
+                ("lb1".into(), "syn_announce"),
+                ("lb1".into(), "fin_announce")
+            ]
+        );
+        let Message::FinAnnounce(fin) = &out[1].1 else {
+            panic!()
+        };
         assert_eq!(fin.vips, vec![ip("2001:db8::10")]);
         assert!(s.announces_answer("unknown").is_empty());
         let w = s.welcome("lb2");
-        assert_eq!(kinds(&w), vec![("lb2".into(), "tree"), ("lb2".into(), "mapping"), ("lb2".into(), "syn_announce")]);
+        assert_eq!(
+            kinds(&w),
+            vec![
+                ("lb2".into(), "tree"),
+                ("lb2".into(), "mapping"),
+                ("lb2".into(), "syn_announce")
+            ]
+        );
     }
 
     #[test]
@@ -335,7 +465,9 @@ mod tests {
         let mut new = s.tree.clone();
         new.remove(&ServiceKey::tcp(ip("192.0.2.99"), 80));
         let out = s.on_tree(new.clone());
-        let Message::Changes(c) = &out[0].1 else { panic!() };
+        let Message::Changes(c) = &out[0].1 else {
+            panic!()
+        };
         assert_eq!((c.from_serial, c.to_serial, c.plan.len()), (0, 1, 1));
         assert!(s.on_tree(new).is_empty());
     }
@@ -346,8 +478,16 @@ mod tests {
         let t0 = Instant::now();
         assert!(s.touch("lb1", t0, Some(100), None));
         assert!(!s.touch("lb1", t0, Some(103), None));
-        assert!(s.touch("lb1", t0, Some(2), None), "uptime went back: restarted");
-        assert!(s.expire(t0 + Duration::from_secs(10), Duration::from_secs(15)).is_empty());
-        assert_eq!(s.expire(t0 + Duration::from_secs(16), Duration::from_secs(15)), vec!["lb1".to_string()]);
+        assert!(
+            s.touch("lb1", t0, Some(2), None),
+            "uptime went back: restarted"
+        );
+        assert!(s
+            .expire(t0 + Duration::from_secs(10), Duration::from_secs(15))
+            .is_empty());
+        assert_eq!(
+            s.expire(t0 + Duration::from_secs(16), Duration::from_secs(15)),
+            vec!["lb1".to_string()]
+        );
     }
 }

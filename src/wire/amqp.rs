@@ -29,22 +29,31 @@
 //!
 //! # Reconnection
 //!
-//! Two layers. lapin's own recovery (`enable_auto_recover`, bounded exponential backoff)
-//! reconnects and replays exchange, queues, bindings, QoS, confirm mode and the consumer; the
-//! consumer loop waits for it with `Channel::wait_for_recovery`. When lapin gives up or cannot
-//! recover (broker down longer than its backoff, a consumer cancelled by a deleted queue), the
-//! supervisor drops the connection and builds a new one from scratch, forever, with its own
-//! capped backoff. Sends during an outage wait for the link up to `send_timeout`.
+//! The transport owns it: when the connection is lost (a consumer error, a connection error
+//! event, a missed AMQP heartbeat, or a connection that is simply no longer open) the
+//! supervisor drops it and builds a new one — connect, declare, bind, consume — with a
+//! backoff from `reconnect_min` doubling to `reconnect_max`, for as long as the transport
+//! lives. Sends during an outage wait for the new link up to `send_timeout`.
+//!
+//! lapin's own recovery (`ConnectionProperties::enable_auto_recover`) is deliberately off.
+//! Tried here against RabbitMQ 3.10 (the lab tests): it rides out `close_all_connections` and
+//! a ~10 s broker restart, but during a 25 s outage it gave no sign at all for 30 s — no
+//! event, no consumer error, state "reconnecting" — while its I/O thread kept retrying; and
+//! once its retry budget is spent that thread returns after only poisoning the status
+//! (lapin 4.12 `io_loop.rs`), so a consumer would wait forever. A rebuild layered on top would
+//! race that thread, which may come back later with an orphaned consumer holding `prefetch`
+//! messages nobody reads. One mechanism that always works beats two that race.
 //!
 //! Delivery is at least once: a publish whose confirm was lost with the connection is sealed
 //! again (with a new seq) and republished, so a receiver may see a message twice. Every
 //! message type is idempotent at the daemons (trees and plans carry serials; announces are
 //! per-VIP state).
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -69,10 +78,8 @@ pub const BROADCAST: &str = "broadcast";
 /// Prefix of a client's queue name: `ipvs-sync.<hostname>`.
 pub const CLIENT_QUEUE_PREFIX: &str = "ipvs-sync.";
 
-/// How many times lapin retries the TCP connection before the supervisor takes over.
-const LAPIN_RECOVERY_ATTEMPTS: usize = 6;
-/// Longest wait for lapin's recovery before the supervisor rebuilds the connection.
-const LAPIN_RECOVERY_WAIT: Duration = Duration::from_secs(30);
+/// How often the consumer loop looks at the connection's state.
+const HEALTH_TICK: Duration = Duration::from_millis(500);
 /// Pause between publish attempts when the link is down and lapin could not recover.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Longest wait for a clean `connection.close` on shutdown.
@@ -365,7 +372,8 @@ impl Transport {
         opts: TransportOptions,
     ) -> Result<(Transport, mpsc::Receiver<Incoming>), WireError> {
         role.check()?;
-        let uri = prepare_uri(url, opts.password.as_deref(), opts.heartbeat_s)?;
+        let connect_ms = u64::try_from(opts.connect_timeout.as_millis()).unwrap_or(u64::MAX);
+        let uri = prepare_uri(url, opts.password.as_deref(), opts.heartbeat_s, connect_ms)?;
         let (link, _) = watch::channel(None);
         let shared = Arc::new(Shared {
             role,
@@ -473,7 +481,7 @@ impl Transport {
                 Ok(confirm) => confirm,
                 Err(e) => {
                     debug!(error = %e, %kind, to = address, "publish failed; waiting for the link");
-                    wait_recovery(&channel, e, deadline).await;
+                    pause_for_link(deadline).await;
                     continue;
                 }
             };
@@ -501,7 +509,7 @@ impl Transport {
                 Ok(Err(e)) => {
                     shared.counters.add_confirm_failed();
                     debug!(error = %e, %kind, to = address, "confirm lost; republishing");
-                    wait_recovery(&channel, e, deadline).await;
+                    pause_for_link(deadline).await;
                 }
                 Err(_) => {
                     shared.counters.add_confirm_failed();
@@ -567,23 +575,21 @@ fn message_properties() -> BasicProperties {
         .with_delivery_mode(2) // persistent: survives a broker restart in a durable queue
 }
 
-/// Waits (until `deadline`) for lapin to recover the channel; pauses briefly when it cannot,
-/// so the send loop does not spin while the supervisor rebuilds.
-async fn wait_recovery(channel: &Channel, error: lapin::Error, deadline: Instant) {
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let recovered = matches!(
-        tokio::time::timeout(remaining, channel.wait_for_recovery(error)).await,
-        Ok(Ok(()))
-    );
-    if !recovered {
-        let pause = RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now()));
-        tokio::time::sleep(pause).await;
-    }
+/// After a failed publish: pauses briefly (bounded by `deadline`) so the send loop does not
+/// spin while the supervisor replaces the connection.
+async fn pause_for_link(deadline: Instant) {
+    let pause = RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now()));
+    tokio::time::sleep(pause).await;
 }
 
 /// Parses the URL, fills in the password from `secret.ini` when the URL has none, and sets
 /// the heartbeat unless the URL does.
-fn prepare_uri(url: &str, password: Option<&str>, heartbeat_s: u16) -> Result<AMQPUri, WireError> {
+fn prepare_uri(
+    url: &str,
+    password: Option<&str>,
+    heartbeat_s: u16,
+    connect_timeout_ms: u64,
+) -> Result<AMQPUri, WireError> {
     let mut uri: AMQPUri = url.parse().map_err(|reason| WireError::Url { reason })?;
     if let Some(password) = password {
         if !url_has_password(url) {
@@ -592,6 +598,11 @@ fn prepare_uri(url: &str, password: Option<&str>, heartbeat_s: u16) -> Result<AM
     }
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(heartbeat_s);
+    }
+    if uri.query.connection_timeout.is_none() {
+        // Bounds each TCP connect lapin makes, so a black-holed broker costs seconds, not
+        // the kernel's SYN retry minutes.
+        uri.query.connection_timeout = Some(connect_timeout_ms);
     }
     Ok(uri)
 }
@@ -605,36 +616,34 @@ fn url_has_password(url: &str) -> bool {
         .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
-/// One connection with its channels and consumer.
+/// One connection with its channels, consumer and event stream.
 struct Session {
     conn: Connection,
     publish: Channel,
     consume: Channel,
     consumer: Consumer,
+    /// lapin's connection events (errors end the session).
+    events: Pin<Box<dyn Stream<Item = lapin::Event> + Send>>,
 }
 
 /// Connects and sets up the role's topology; closes the connection again if a step fails.
 async fn establish(shared: &Shared) -> Result<Session, WireError> {
-    let opts = &shared.opts;
-    let (min, max) = (opts.reconnect_min, opts.reconnect_max);
-    let props = ConnectionProperties::default()
-        .with_connection_name(
-            format!("ipvs-sync {} {}", shared.role.label(), shared.role.name()).into(),
-        )
-        .enable_auto_recover()
-        .configure_backoff(move |b| {
-            b.with_min_delay(min)
-                .with_max_delay(max)
-                .with_max_times(LAPIN_RECOVERY_ATTEMPTS)
-        });
+    // No `enable_auto_recover`: see "Reconnection" in the module doc.
+    let props = ConnectionProperties::default().with_connection_name(
+        format!("ipvs-sync {} {}", shared.role.label(), shared.role.name()).into(),
+    );
     let conn = Connection::connect_uri(shared.uri.clone(), props).await?;
     match setup(shared, &conn).await {
-        Ok((publish, consume, consumer)) => Ok(Session {
-            conn,
-            publish,
-            consume,
-            consumer,
-        }),
+        Ok((publish, consume, consumer)) => {
+            let events = Box::pin(conn.events_listener());
+            Ok(Session {
+                conn,
+                publish,
+                consume,
+                consumer,
+                events,
+            })
+        }
         Err(e) => {
             let _ = tokio::time::timeout(CLOSE_WAIT, conn.close(200, "setup failed".into())).await;
             Err(e.into())
@@ -708,7 +717,8 @@ enum PumpEnd {
     Lost(String),
 }
 
-/// Owns the connection: runs the consumer loop, rebuilds the connection when it is lost.
+/// Owns the connection: runs the consumer loop and, when the connection is lost, builds a
+/// new one with backoff until it succeeds or the transport stops.
 async fn supervise(
     shared: Arc<Shared>,
     first: Session,
@@ -752,7 +762,6 @@ async fn supervise(
         match result {
             Ok(Ok(s)) => {
                 shared.counters.add_reconnect();
-                shared.counters.add_rebuild();
                 info!(queue = %shared.role.queue(), "AMQP reconnected");
                 session = Some(s);
             }
@@ -768,7 +777,11 @@ async fn supervise(
     }
 }
 
-/// Consumes one connection until it is lost for good or the transport stops.
+/// Consumes one connection until it is lost or the transport stops.
+///
+/// Any sign of loss ends the session: a consumer error or end, a connection error event, or
+/// the connection found not open on a periodic look (which also catches a broker that went
+/// silent: lapin fails the connection when AMQP heartbeats stop).
 async fn pump(
     shared: &Shared,
     s: &mut Session,
@@ -777,30 +790,31 @@ async fn pump(
     tx: &mpsc::Sender<Incoming>,
     stop: &mut watch::Receiver<bool>,
 ) -> PumpEnd {
+    let mut tick = tokio::time::interval(HEALTH_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events_open = true;
     loop {
         let next = tokio::select! {
             _ = stop.changed() => return PumpEnd::Stop,
+            event = s.events.next(), if events_open => {
+                match event {
+                    Some(lapin::Event::Error(e)) => return PumpEnd::Lost(e.to_string()),
+                    Some(other) => debug!(event = ?other, "AMQP connection event"),
+                    None => events_open = false,
+                }
+                continue;
+            }
+            _ = tick.tick() => {
+                if !s.conn.status().connected() {
+                    return PumpEnd::Lost("connection no longer open".to_owned());
+                }
+                continue;
+            }
             next = s.consumer.next() => next,
         };
         match next {
             None => return PumpEnd::Lost("consumer cancelled".to_owned()),
-            Some(Err(e)) => {
-                warn!(error = %e, "AMQP consumer error; waiting for recovery");
-                let wait =
-                    tokio::time::timeout(LAPIN_RECOVERY_WAIT, s.consume.wait_for_recovery(e));
-                let recovered = tokio::select! {
-                    _ = stop.changed() => return PumpEnd::Stop,
-                    r = wait => r,
-                };
-                match recovered {
-                    Ok(Ok(())) => {
-                        shared.counters.add_reconnect();
-                        info!("AMQP connection recovered");
-                    }
-                    Ok(Err(e)) => return PumpEnd::Lost(e.to_string()),
-                    Err(_) => return PumpEnd::Lost("recovery timed out".to_owned()),
-                }
-            }
+            Some(Err(e)) => return PumpEnd::Lost(e.to_string()),
             Some(Ok(delivery)) => {
                 if let Some(incoming) = admit(shared, verifier, drops, &delivery.data) {
                     // Hand over before acking: with a full channel the broker stops after
@@ -914,20 +928,23 @@ mod tests {
 
     #[test]
     fn password_comes_from_secret_ini_only_when_the_url_has_none() {
-        let uri = prepare_uri("amqp://ipvs@192.0.2.1:5672/%2f", Some("s3cret"), 10).unwrap();
+        let uri = prepare_uri("amqp://ipvs@192.0.2.1:5672/%2f", Some("s3cret"), 10, 7000).unwrap();
         assert_eq!(uri.authority.userinfo.username, "ipvs");
         assert_eq!(uri.authority.userinfo.password, "s3cret");
         assert_eq!(uri.query.heartbeat, Some(10));
+        assert_eq!(uri.query.connection_timeout, Some(7000));
         let uri = prepare_uri(
-            "amqp://ipvs:inurl@192.0.2.1/?heartbeat=3",
+            "amqp://ipvs:inurl@192.0.2.1/?heartbeat=3&connection_timeout=50",
             Some("s3cret"),
             10,
+            7000,
         )
         .unwrap();
         assert_eq!(uri.authority.userinfo.password, "inurl");
         assert_eq!(uri.query.heartbeat, Some(3));
+        assert_eq!(uri.query.connection_timeout, Some(50));
         assert!(matches!(
-            prepare_uri("http//nope", None, 10),
+            prepare_uri("http//nope", None, 10, 7000),
             Err(WireError::Url { .. })
         ));
     }

@@ -20,7 +20,6 @@ pub struct Counters {
     sent: [AtomicU64; TYPES],
     dropped: [AtomicU64; REASONS],
     reconnects: AtomicU64,
-    rebuilds: AtomicU64,
     confirms_failed: AtomicU64,
     unroutable: AtomicU64,
 }
@@ -46,15 +45,9 @@ impl Counters {
         DropReason::ALL.iter().map(|r| self.dropped(*r)).sum()
     }
 
-    /// Times the connection came back after a loss (lapin's recovery or a full rebuild).
+    /// Times the connection came back after a loss.
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
-    }
-
-    /// Of [`Counters::reconnects`], those where lapin's recovery gave up and the transport
-    /// built a new connection from scratch.
-    pub fn rebuilds(&self) -> u64 {
-        self.rebuilds.load(Ordering::Relaxed)
     }
 
     /// Publishes the broker nacked, or whose confirm never came.
@@ -83,10 +76,6 @@ impl Counters {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn add_rebuild(&self) {
-        self.rebuilds.fetch_add(1, Ordering::Relaxed);
-    }
-
     pub(super) fn add_confirm_failed(&self) {
         self.confirms_failed.fetch_add(1, Ordering::Relaxed);
     }
@@ -111,7 +100,6 @@ impl Counters {
                 .map(|r| (r.as_str(), self.dropped(*r)))
                 .collect(),
             reconnects: self.reconnects(),
-            rebuilds: self.rebuilds(),
             confirms_failed: self.confirms_failed(),
             unroutable: self.unroutable(),
         }
@@ -129,8 +117,6 @@ pub struct CountersSnapshot {
     pub dropped: Vec<(&'static str, u64)>,
     /// Reconnections.
     pub reconnects: u64,
-    /// Reconnections that needed a new connection.
-    pub rebuilds: u64,
     /// Failed confirms.
     pub confirms_failed: u64,
     /// Returned (unroutable) publishes.

@@ -202,7 +202,7 @@ fn lab_every_message_type_round_trips_between_server_and_client() {
 
 #[test]
 #[ignore = "lab: needs root, netns and rabbitmq-server; run netns-lab/test"]
-fn lab_lapin_recovers_after_the_broker_closes_every_connection() {
+fn lab_transport_reconnects_after_the_broker_closes_every_connection() {
     let Some(lab) = lab("wire-rec") else { return };
     let url = lab.rabbit.url();
     let ((server, mut srx), (client, mut crx)) = lab.rt.block_on(pair(&url, opts()));
@@ -219,9 +219,6 @@ fn lab_lapin_recovers_after_the_broker_closes_every_connection() {
             server.counters().reconnects() >= 1 && client.counters().reconnects() >= 1
         })
         .await;
-        // lapin's own recovery did it: no connection had to be rebuilt from scratch.
-        assert_eq!(server.counters().rebuilds(), 0);
-        assert_eq!(client.counters().rebuilds(), 0);
         server
             .send(Dest::Client(CLIENT.into()), &heartbeat(2))
             .await
@@ -316,13 +313,11 @@ fn lab_broker_restart_loses_nothing_confirmed_and_the_client_consumes_again() {
         }
     });
     eprintln!(
-        "restart: {} confirmed, {failed} failed sends, {} received, reconnects server {} (rebuilds {}) client {} (rebuilds {})",
+        "restart: {} confirmed, {failed} failed sends, {} received, reconnects server {} client {}",
         confirmed.len(),
         received.len(),
         server.counters().reconnects(),
-        server.counters().rebuilds(),
         client.counters().reconnects(),
-        client.counters().rebuilds()
     );
     lab.rt.block_on(client.close());
 }
@@ -532,6 +527,40 @@ fn lab_ten_thousand_garbage_messages_leave_both_sides_serving() {
             assert!(t.is_connected(), "{side}");
         }
         eprintln!("flood: 2 x {N} garbage messages published and drained in {took:?}");
+        server.close().await;
+        client.close().await;
+    });
+}
+
+#[test]
+#[ignore = "lab: needs root, netns and rabbitmq-server; run netns-lab/test"]
+fn lab_long_broker_outage_is_survived() {
+    let Some(mut lab) = lab("wire-outage") else {
+        return;
+    };
+    let url = lab.rabbit.url();
+    let mut o = opts();
+    o.connect_timeout = Duration::from_secs(2);
+    let ((server, _srx), (client, mut crx)) = lab.rt.block_on(pair(&url, o));
+    lab.rabbit.stop_server().unwrap();
+    // Well past the reconnect backoff's cap: the transport keeps trying.
+    std::thread::sleep(Duration::from_secs(25));
+    lab.rabbit.start_server().unwrap();
+    lab.rt.block_on(async {
+        wait_for("the client to reconnect", || {
+            client.counters().reconnects() >= 1
+        })
+        .await;
+        server
+            .send(Dest::Client(CLIENT.into()), &heartbeat(7))
+            .await
+            .unwrap();
+        assert_eq!(recv(&mut crx).await.message, heartbeat(7));
+        eprintln!(
+            "outage: reconnects server {} client {}",
+            server.counters().reconnects(),
+            client.counters().reconnects(),
+        );
         server.close().await;
         client.close().await;
     });

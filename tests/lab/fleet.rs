@@ -134,7 +134,14 @@ impl Fleet {
         }
         // The balancers reach the broker through core: a route to 192.0.2.0/24.
         for (k, ns, _) in &balancers {
-            ns.ip(&["route", "add", "192.0.2.0/24", "via", &format!("192.0.2.{}", 4 * k + 1)]).ok();
+            ns.ip(&[
+                "route",
+                "add",
+                "192.0.2.0/24",
+                "via",
+                &format!("192.0.2.{}", 4 * k + 1),
+            ])
+            .ok();
         }
         let rabbit = Rabbit::start(&core, "192.0.2.5:5672").unwrap();
 
@@ -161,7 +168,11 @@ impl Fleet {
                     );
             }
             let gobgpd = Gobgpd::start(&rns, &cfg.to_toml()).unwrap();
-            started_routers.push(Router { ns: rns, gobgpd, asn });
+            started_routers.push(Router {
+                ns: rns,
+                gobgpd,
+                asn,
+            });
         }
 
         let arbiter_dir = scratch.path().join("arbiter");
@@ -175,13 +186,25 @@ impl Fleet {
             opts,
             scratch,
         };
-        fleet.write_arbiter_config(&balancers.iter().map(|(k, _, _)| format!("lb{k}")).collect::<Vec<_>>());
+        fleet.write_arbiter_config(
+            &balancers
+                .iter()
+                .map(|(k, _, _)| format!("lb{k}"))
+                .collect::<Vec<_>>(),
+        );
         fleet.start_arbiter();
         for (k, ns, addr_to) in balancers {
             let name = format!("lb{k}");
             let dir = fleet.scratch.path().join(&name);
             let http = 9100 + k as u16;
-            let b = Balancer { name, ns, dir, daemon: None, http, addr_to };
+            let b = Balancer {
+                name,
+                ns,
+                dir,
+                daemon: None,
+                http,
+                addr_to,
+            };
             fleet.write_client_config(&b, k);
             fleet.balancers.push(b);
             fleet.start_client(k - 1);
@@ -250,17 +273,35 @@ impl Fleet {
 
     pub fn start_arbiter(&mut self) {
         let mut cmd = self.core.command(bin().to_str().unwrap());
-        cmd.args(["-c", self.arbiter_dir.join("config.ini").to_str().unwrap(), "--log-level", "debug", "server"]);
+        cmd.args([
+            "-c",
+            self.arbiter_dir.join("config.ini").to_str().unwrap(),
+            "--log-level",
+            "debug",
+            "server",
+        ]);
         let d = Daemon::spawn(cmd, &self.arbiter_dir.join("server.log")).unwrap();
         self.arbiter = Some(d);
-        let ok = labkit::wait_until(Duration::from_secs(20), || self.arbiter_dir.join("quorum.sock").exists());
-        assert!(ok, "arbiter did not start:\n{}", self.arbiter.as_ref().unwrap().log_tail());
+        let ok = labkit::wait_until(Duration::from_secs(20), || {
+            self.arbiter_dir.join("quorum.sock").exists()
+        });
+        assert!(
+            ok,
+            "arbiter did not start:\n{}",
+            self.arbiter.as_ref().unwrap().log_tail()
+        );
     }
 
     pub fn start_client(&mut self, i: usize) {
         let b = &mut self.balancers[i];
         let mut cmd = b.ns.command(bin().to_str().unwrap());
-        cmd.args(["-c", b.dir.join("config.ini").to_str().unwrap(), "--log-level", "debug", "client"]);
+        cmd.args([
+            "-c",
+            b.dir.join("config.ini").to_str().unwrap(),
+            "--log-level",
+            "debug",
+            "client",
+        ]);
         b.daemon = Some(Daemon::spawn(cmd, &b.dir.join("client.log")).unwrap());
     }
 
@@ -295,18 +336,34 @@ impl Fleet {
         let out = self
             .core
             .command(bin().to_str().unwrap())
-            .args(["-c", self.arbiter_dir.join("config.ini").to_str().unwrap(), "--log-level", "warn", "quorum", dir, arg])
+            .args([
+                "-c",
+                self.arbiter_dir.join("config.ini").to_str().unwrap(),
+                "--log-level",
+                "warn",
+                "quorum",
+                dir,
+                arg,
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "quorum {dir} {arg}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "quorum {dir} {arg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         t.elapsed()
     }
 
     /// Routes router `j` holds for `vip`: (next hop, attributes JSON) per path.
     pub fn paths(&self, j: usize, vip: &IpAddr) -> Vec<serde_json::Value> {
         let fam = if vip.is_ipv4() { "ipv4" } else { "ipv6" };
-        let Ok(rib) = self.routers[j].gobgpd.rib(fam) else { return Vec::new() };
-        rib.get(host(vip)).and_then(|v| v.as_array().cloned()).unwrap_or_default()
+        let Ok(rib) = self.routers[j].gobgpd.rib(fam) else {
+            return Vec::new();
+        };
+        rib.get(host(vip))
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
     }
 
     /// Number of paths router `j` has for `vip`.
@@ -315,7 +372,13 @@ impl Fleet {
     }
 
     /// Polls (every 5 ms) until router `j` has `n` paths for `vip`; the time it took.
-    pub fn wait_paths(&self, j: usize, vip: &IpAddr, n: usize, timeout: Duration) -> Option<Duration> {
+    pub fn wait_paths(
+        &self,
+        j: usize,
+        vip: &IpAddr,
+        n: usize,
+        timeout: Duration,
+    ) -> Option<Duration> {
         let t = Instant::now();
         while t.elapsed() < timeout {
             if self.path_count(j, vip) == n {
@@ -330,7 +393,9 @@ impl Fleet {
     pub fn attr(&self, j: usize, vip: &IpAddr, code: u64) -> Option<serde_json::Value> {
         let paths = self.paths(j, vip);
         let attrs = paths.first()?.get("attrs")?.as_array()?.clone();
-        attrs.into_iter().find(|a| a.get("type").and_then(|t| t.as_u64()) == Some(code))
+        attrs
+            .into_iter()
+            .find(|a| a.get("type").and_then(|t| t.as_u64()) == Some(code))
     }
 
     pub fn signal_client(&mut self, i: usize, sig: nix::sys::signal::Signal) {
@@ -356,7 +421,12 @@ impl Fleet {
         let out = self.balancers[i]
             .ns
             .command(bin().to_str().unwrap())
-            .args(["-c", self.balancers[i].dir.join("config.ini").to_str().unwrap(), "status", "--json"])
+            .args([
+                "-c",
+                self.balancers[i].dir.join("config.ini").to_str().unwrap(),
+                "status",
+                "--json",
+            ])
             .output()
             .unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
@@ -364,7 +434,10 @@ impl Fleet {
 
     /// Addresses on `lo` of balancer `i`.
     pub fn lo_addrs(&self, i: usize) -> String {
-        self.balancers[i].ns.ip(&["-br", "addr", "show", "dev", "lo"]).unwrap_or_default()
+        self.balancers[i]
+            .ns
+            .ip(&["-br", "addr", "show", "dev", "lo"])
+            .unwrap_or_default()
     }
 }
 
@@ -384,7 +457,9 @@ pub fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
     v.sort();
     let at = |q: f64| {
         let i = ((v.len() as f64 - 1.0) * q).round() as usize;
-        v.get(i).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(f64::NAN)
+        v.get(i)
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(f64::NAN)
     };
     (at(0.50), at(0.99))
 }

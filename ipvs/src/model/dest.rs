@@ -167,7 +167,9 @@ impl<'de> Deserialize<'de> for TunType {
         match Form::deserialize(d)? {
             Form::Bits(n) => Ok(Self::from_bits(n)),
             Form::Name(name) => Self::from_name(&name).ok_or_else(|| {
-                serde::de::Error::custom(format!("unknown tunnel type {name:?}: expected ipip, gue, gre or a number"))
+                serde::de::Error::custom(format!(
+                    "unknown tunnel type {name:?}: expected ipip, gue, gre or a number"
+                ))
             }),
         }
     }
@@ -260,13 +262,27 @@ impl Dest {
         self
     }
 
+    /// Checks what the kernel would refuse: a lower threshold above the upper one (it
+    /// answers `ERANGE`, even when the upper one is 0, "no limit").
+    pub fn validate(&self, service: &super::ServiceKey) -> Result<(), crate::error::ModelError> {
+        if self.l_threshold > self.u_threshold {
+            return Err(crate::error::ModelError::Invalid {
+                id: super::DestId(service, &self.key).to_string(),
+                reason: format!(
+                    "lower threshold {} above upper threshold {}",
+                    self.l_threshold, self.u_threshold
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Sets the forwarding method; builder style.
     #[must_use]
     pub fn fwd(mut self, fwd: FwdMethod) -> Self {
         self.fwd = fwd;
         self
     }
-
 }
 
 impl PartialEq for Dest {

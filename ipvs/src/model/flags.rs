@@ -238,11 +238,13 @@ impl<'de> Deserialize<'de> for TunFlags {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[test]
     fn names_round_trip_with_unknown_bits() {
-        let flags = ServiceFlags::PERSISTENT | ServiceFlags::SCHED2 | ServiceFlags::from_bits(0x100);
+        let flags =
+            ServiceFlags::PERSISTENT | ServiceFlags::SCHED2 | ServiceFlags::from_bits(0x100);
         assert_eq!(flags.names(), ["persistent", "flag-2", "0x100"]);
         let back: ServiceFlags = flags.names().join(",").parse().unwrap();
         assert_eq!(back, flags);

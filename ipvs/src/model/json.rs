@@ -58,7 +58,11 @@ fn is_zero(v: &u32) -> bool {
 impl From<&ServiceSpec> for SpecJson {
     fn from(spec: &ServiceSpec) -> Self {
         let (protocol, addr, port, fwmark, af) = match spec.key {
-            ServiceKey::Addr { protocol, addr, port } => (Some(protocol), Some(addr), Some(port), None, None),
+            ServiceKey::Addr {
+                protocol,
+                addr,
+                port,
+            } => (Some(protocol), Some(addr), Some(port), None, None),
             ServiceKey::Fwmark { af, mark } => (None, None, None, Some(mark), Some(af)),
         };
         let full = spec.key.family().max_prefix();
@@ -81,10 +85,20 @@ impl TryFrom<SpecJson> for ServiceSpec {
     type Error = String;
     fn try_from(j: SpecJson) -> Result<Self, String> {
         let key = match (j.protocol, j.addr, j.port, j.fwmark, j.af) {
-            (Some(protocol), Some(addr), Some(port), None, None) => ServiceKey::Addr { protocol, addr, port },
-            (None, None, None, Some(mark), af) => ServiceKey::Fwmark { af: af.unwrap_or(Family::Inet), mark },
+            (Some(protocol), Some(addr), Some(port), None, None) => ServiceKey::Addr {
+                protocol,
+                addr,
+                port,
+            },
+            (None, None, None, Some(mark), af) => ServiceKey::Fwmark {
+                af: af.unwrap_or(Family::Inet),
+                mark,
+            },
             _ => {
-                return Err("a service needs either protocol, addr and port, or fwmark (and af)".to_string());
+                return Err(
+                    "a service needs either protocol, addr and port, or fwmark (and af)"
+                        .to_string(),
+                );
             }
         };
         let spec = ServiceSpec {
@@ -108,7 +122,9 @@ impl Serialize for ServiceSpec {
 
 impl<'de> Deserialize<'de> for ServiceSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        SpecJson::deserialize(d)?.try_into().map_err(serde::de::Error::custom)
+        SpecJson::deserialize(d)?
+            .try_into()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -124,8 +140,12 @@ struct ServiceJson {
 
 impl Serialize for Service {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        ServiceJson { spec: SpecJson::from(&self.spec), dests: self.dests.values().cloned().collect(), stats: self.stats }
-            .serialize(s)
+        ServiceJson {
+            spec: SpecJson::from(&self.spec),
+            dests: self.dests.values().cloned().collect(),
+            stats: self.stats,
+        }
+        .serialize(s)
     }
 }
 
@@ -136,10 +156,17 @@ impl<'de> Deserialize<'de> for Service {
         let mut dests = BTreeMap::new();
         for dest in j.dests {
             if let Some(old) = dests.insert(dest.key, dest) {
-                return Err(serde::de::Error::custom(format!("duplicate destination {} in service {}", old.key, spec.key)));
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate destination {} in service {}",
+                    old.key, spec.key
+                )));
             }
         }
-        Ok(Service { spec, dests, stats: j.stats })
+        Ok(Service {
+            spec,
+            dests,
+            stats: j.stats,
+        })
     }
 }
 
@@ -181,6 +208,7 @@ impl<'de> Deserialize<'de> for Tree {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::model::{FwdMethod, TunFlags, TunType};
 
@@ -201,12 +229,18 @@ mod tests {
         assert_eq!(tcp.spec.scheduler, "wlc");
         assert_eq!(tcp.spec.netmask, 32);
         let d: Vec<_> = tcp.dests.values().collect();
-        assert_eq!((d[0].key.to_string().as_str(), d[0].fwd, d[0].weight), ("198.51.100.5:80", FwdMethod::Masq, 1));
+        assert_eq!(
+            (d[0].key.to_string().as_str(), d[0].fwd, d[0].weight),
+            ("198.51.100.5:80", FwdMethod::Masq, 1)
+        );
         assert_eq!((d[1].fwd, d[1].weight), (FwdMethod::Route, 0));
         let fw = tree.services().nth(1).unwrap();
         assert_eq!(fw.spec.flags.bits(), 0x18);
         let gue = fw.dests.values().next().unwrap();
-        assert_eq!((gue.tun_type, gue.tun_port, gue.tun_flags), (TunType::Gue, 6080, TunFlags::CSUM));
+        assert_eq!(
+            (gue.tun_type, gue.tun_port, gue.tun_flags),
+            (TunType::Gue, 6080, TunFlags::CSUM)
+        );
 
         let again: Tree = serde_json::from_str(&serde_json::to_string(&tree).unwrap()).unwrap();
         assert_eq!(again, tree);
@@ -215,11 +249,17 @@ mod tests {
     #[test]
     fn json_rejects_duplicates_and_half_keys() {
         let dup = r#"{"services": [{"fwmark": 1}, {"fwmark": 1}]}"#;
-        assert!(serde_json::from_str::<Tree>(dup).unwrap_err().to_string().contains("duplicate service fwmark:v4:1"));
+        assert!(serde_json::from_str::<Tree>(dup)
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate service fwmark:v4:1"));
         let half = r#"{"services": [{"protocol": "tcp", "port": 80}]}"#;
         assert!(serde_json::from_str::<Tree>(half).is_err());
         let dd = r#"{"services": [{"fwmark": 1, "dests": [{"addr": "192.0.2.1", "port": 0}, {"addr": "192.0.2.1", "port": 0}]}]}"#;
-        assert!(serde_json::from_str::<Tree>(dd).unwrap_err().to_string().contains("duplicate destination"));
+        assert!(serde_json::from_str::<Tree>(dd)
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate destination"));
         let long = r#"{"services": [{"fwmark": 1, "scheduler": "a-very-long-scheduler"}]}"#;
         assert!(serde_json::from_str::<Tree>(long).is_err());
     }

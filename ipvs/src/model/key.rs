@@ -163,11 +163,19 @@ pub enum ServiceKey {
 impl ServiceKey {
     /// A TCP service.
     pub fn tcp(addr: IpAddr, port: u16) -> Self {
-        Self::Addr { protocol: Protocol::Tcp, addr, port }
+        Self::Addr {
+            protocol: Protocol::Tcp,
+            addr,
+            port,
+        }
     }
     /// A UDP service.
     pub fn udp(addr: IpAddr, port: u16) -> Self {
-        Self::Addr { protocol: Protocol::Udp, addr, port }
+        Self::Addr {
+            protocol: Protocol::Udp,
+            addr,
+            port,
+        }
     }
     /// A fwmark service.
     pub fn fwmark(af: Family, mark: u32) -> Self {
@@ -193,7 +201,11 @@ impl ServiceKey {
     // `ipvsadm -Sn`.
     fn sort_key(&self) -> (u32, Family, u16, IpAddr, u16) {
         match *self {
-            Self::Addr { protocol, addr, port } => (0, Family::of(&addr), protocol.number(), addr, port),
+            Self::Addr {
+                protocol,
+                addr,
+                port,
+            } => (0, Family::of(&addr), protocol.number(), addr, port),
             Self::Fwmark { af, mark } => {
                 let unspecified = match af {
                     Family::Inet => IpAddr::from([0u8; 4]),
@@ -220,7 +232,11 @@ impl PartialOrd for ServiceKey {
 impl fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Addr { protocol, addr, port } => write!(f, "{protocol}:{}", SocketAddr::new(*addr, *port)),
+            Self::Addr {
+                protocol,
+                addr,
+                port,
+            } => write!(f, "{protocol}:{}", SocketAddr::new(*addr, *port)),
             Self::Fwmark { af, mark } => write!(f, "fwmark:{}:{mark}", af.tag()),
         }
     }
@@ -247,7 +263,11 @@ impl FromStr for ServiceKey {
         }
         let protocol: Protocol = head.parse()?;
         let sa: SocketAddr = rest.parse().map_err(|_| bad())?;
-        Ok(Self::Addr { protocol, addr: sa.ip(), port: sa.port() })
+        Ok(Self::Addr {
+            protocol,
+            addr: sa.ip(),
+            port: sa.port(),
+        })
     }
 }
 
@@ -300,6 +320,7 @@ impl fmt::Display for DestId<'_> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[test]
@@ -311,8 +332,20 @@ mod tests {
         assert_eq!(v6.to_string(), "tcp:[2001:db8::1]:443");
         assert_eq!(fw.to_string(), "fwmark:v4:7");
         let dest = DestKey::new("198.51.100.5".parse().unwrap(), 80);
-        assert_eq!(DestId(&v4, &dest).to_string(), "tcp:192.0.2.1:80 -> 198.51.100.5:80");
-        for key in [v4, v6, fw, ServiceKey::Addr { protocol: Protocol::Other(99), addr: v4.vip().unwrap(), port: 1 }] {
+        assert_eq!(
+            DestId(&v4, &dest).to_string(),
+            "tcp:192.0.2.1:80 -> 198.51.100.5:80"
+        );
+        for key in [
+            v4,
+            v6,
+            fw,
+            ServiceKey::Addr {
+                protocol: Protocol::Other(99),
+                addr: v4.vip().unwrap(),
+                port: 1,
+            },
+        ] {
             assert_eq!(key.to_string().parse::<ServiceKey>().unwrap(), key);
         }
         assert!("fwmark:v4:0".parse::<ServiceKey>().is_err());
@@ -323,12 +356,31 @@ mod tests {
     fn order_matches_ipvsadm() {
         // ipvsadm -Sn lists address services before fwmark ones, IPv4 before IPv6,
         // then TCP < UDP < SCTP, then address and port.
-        let mut keys: Vec<ServiceKey> = ["fwmark:v4:7", "udp:[2001:db8::1]:53", "sctp:192.0.2.2:9", "udp:192.0.2.4:514", "udp:192.0.2.3:5060", "tcp:192.0.2.1:80", "fwmark:v6:8"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let mut keys: Vec<ServiceKey> = [
+            "fwmark:v4:7",
+            "udp:[2001:db8::1]:53",
+            "sctp:192.0.2.2:9",
+            "udp:192.0.2.4:514",
+            "udp:192.0.2.3:5060",
+            "tcp:192.0.2.1:80",
+            "fwmark:v6:8",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
         keys.sort();
         let ids: Vec<String> = keys.iter().map(ToString::to_string).collect();
-        assert_eq!(ids, ["tcp:192.0.2.1:80", "udp:192.0.2.3:5060", "udp:192.0.2.4:514", "sctp:192.0.2.2:9", "udp:[2001:db8::1]:53", "fwmark:v4:7", "fwmark:v6:8"]);
+        assert_eq!(
+            ids,
+            [
+                "tcp:192.0.2.1:80",
+                "udp:192.0.2.3:5060",
+                "udp:192.0.2.4:514",
+                "sctp:192.0.2.2:9",
+                "udp:[2001:db8::1]:53",
+                "fwmark:v4:7",
+                "fwmark:v6:8"
+            ]
+        );
     }
 }

@@ -50,20 +50,40 @@ impl ServiceSpec {
     /// Checks what the kernel would refuse for structural reasons, naming the service.
     pub fn validate(&self) -> Result<(), ModelError> {
         let id = || self.key.to_string();
-        if self.scheduler.is_empty() || self.scheduler.len() > SCHED_NAME_MAX || self.scheduler.contains('\0') {
-            return Err(ModelError::Invalid { id: id(), reason: format!("scheduler name {:?} must be 1..={SCHED_NAME_MAX} bytes", self.scheduler) });
+        if self.scheduler.is_empty()
+            || self.scheduler.len() > SCHED_NAME_MAX
+            || self.scheduler.contains('\0')
+        {
+            return Err(ModelError::Invalid {
+                id: id(),
+                reason: format!(
+                    "scheduler name {:?} must be 1..={SCHED_NAME_MAX} bytes",
+                    self.scheduler
+                ),
+            });
         }
         if let Some(pe) = &self.pe_name {
             if pe.is_empty() || pe.len() > PE_NAME_MAX || pe.contains('\0') {
-                return Err(ModelError::Invalid { id: id(), reason: format!("persistence engine name {pe:?} must be 1..={PE_NAME_MAX} bytes") });
+                return Err(ModelError::Invalid {
+                    id: id(),
+                    reason: format!(
+                        "persistence engine name {pe:?} must be 1..={PE_NAME_MAX} bytes"
+                    ),
+                });
             }
         }
         let max = self.key.family().max_prefix();
         if self.netmask > max || (self.key.family() == Family::Inet6 && self.netmask == 0) {
-            return Err(ModelError::Invalid { id: id(), reason: format!("netmask /{} out of range for this family", self.netmask) });
+            return Err(ModelError::Invalid {
+                id: id(),
+                reason: format!("netmask /{} out of range for this family", self.netmask),
+            });
         }
         if let ServiceKey::Fwmark { mark: 0, .. } = self.key {
-            return Err(ModelError::Invalid { id: id(), reason: "fwmark 0 is not a firewall mark".into() });
+            return Err(ModelError::Invalid {
+                id: id(),
+                reason: "fwmark 0 is not a firewall mark".into(),
+            });
         }
         Ok(())
     }
@@ -110,7 +130,11 @@ pub struct Service {
 impl Service {
     /// A service without destinations.
     pub fn new(spec: ServiceSpec) -> Self {
-        Self { spec, dests: BTreeMap::new(), stats: None }
+        Self {
+            spec,
+            dests: BTreeMap::new(),
+            stats: None,
+        }
     }
 
     /// Identity.

@@ -102,6 +102,7 @@ impl FromIterator<Service> for Tree {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
     use crate::model::{Dest, Family, ServiceSpec};
 
@@ -109,7 +110,8 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "2001:db8::1".parse().unwrap();
         [
-            Service::new(ServiceSpec::new(ServiceKey::tcp(a, 80), "wrr")).with_dest(Dest::new("198.51.100.5".parse().unwrap(), 80)),
+            Service::new(ServiceSpec::new(ServiceKey::tcp(a, 80), "wrr"))
+                .with_dest(Dest::new("198.51.100.5".parse().unwrap(), 80)),
             Service::new(ServiceSpec::new(ServiceKey::udp(a, 53), "rr")),
             Service::new(ServiceSpec::new(ServiceKey::tcp(b, 443), "rr")),
             Service::new(ServiceSpec::new(ServiceKey::fwmark(Family::Inet, 7), "sh")),

@@ -76,18 +76,30 @@ impl Nla for DaemonAttr {
     fn parse(raw_type: u16, p: &[u8]) -> Result<Self, DecodeError> {
         Ok(match raw_type {
             IPVS_DAEMON_ATTR_STATE => Self::State(read_u32("IPVS_DAEMON_ATTR_STATE", p)?),
-            IPVS_DAEMON_ATTR_MCAST_IFN => Self::McastIfn(read_str("IPVS_DAEMON_ATTR_MCAST_IFN", p)?),
+            IPVS_DAEMON_ATTR_MCAST_IFN => {
+                Self::McastIfn(read_str("IPVS_DAEMON_ATTR_MCAST_IFN", p)?)
+            }
             IPVS_DAEMON_ATTR_SYNC_ID => Self::SyncId(read_u32("IPVS_DAEMON_ATTR_SYNC_ID", p)?),
-            IPVS_DAEMON_ATTR_SYNC_MAXLEN => Self::SyncMaxlen(read_u16("IPVS_DAEMON_ATTR_SYNC_MAXLEN", p)?),
+            IPVS_DAEMON_ATTR_SYNC_MAXLEN => {
+                Self::SyncMaxlen(read_u16("IPVS_DAEMON_ATTR_SYNC_MAXLEN", p)?)
+            }
             IPVS_DAEMON_ATTR_MCAST_GROUP => {
-                let b: [u8; 4] = p.try_into().map_err(|_| DecodeError::BadLength { attr: "IPVS_DAEMON_ATTR_MCAST_GROUP", len: p.len() })?;
+                let b: [u8; 4] = p.try_into().map_err(|_| DecodeError::BadLength {
+                    attr: "IPVS_DAEMON_ATTR_MCAST_GROUP",
+                    len: p.len(),
+                })?;
                 Self::McastGroup(Ipv4Addr::from(b))
             }
             IPVS_DAEMON_ATTR_MCAST_GROUP6 => {
-                let b: [u8; 16] = p.try_into().map_err(|_| DecodeError::BadLength { attr: "IPVS_DAEMON_ATTR_MCAST_GROUP6", len: p.len() })?;
+                let b: [u8; 16] = p.try_into().map_err(|_| DecodeError::BadLength {
+                    attr: "IPVS_DAEMON_ATTR_MCAST_GROUP6",
+                    len: p.len(),
+                })?;
                 Self::McastGroup6(Ipv6Addr::from(b))
             }
-            IPVS_DAEMON_ATTR_MCAST_PORT => Self::McastPort(read_u16("IPVS_DAEMON_ATTR_MCAST_PORT", p)?),
+            IPVS_DAEMON_ATTR_MCAST_PORT => {
+                Self::McastPort(read_u16("IPVS_DAEMON_ATTR_MCAST_PORT", p)?)
+            }
             IPVS_DAEMON_ATTR_MCAST_TTL => Self::McastTtl(read_u8("IPVS_DAEMON_ATTR_MCAST_TTL", p)?),
             _ => Self::Other(raw_type, p.to_vec()),
         })
@@ -116,7 +128,15 @@ pub struct DaemonState {
 impl DaemonState {
     /// From a reply's daemon attributes.
     pub fn from_attrs(attrs: &[DaemonAttr]) -> Result<Self, DecodeError> {
-        let mut d = DaemonState { state: String::new(), mcast_ifn: String::new(), sync_id: 0, sync_maxlen: None, mcast_group: None, mcast_port: None, mcast_ttl: None };
+        let mut d = DaemonState {
+            state: String::new(),
+            mcast_ifn: String::new(),
+            sync_id: 0,
+            sync_maxlen: None,
+            mcast_group: None,
+            mcast_port: None,
+            mcast_ttl: None,
+        };
         let mut state = None;
         for a in attrs {
             match a {
@@ -131,7 +151,10 @@ impl DaemonState {
                 DaemonAttr::Other(..) => {}
             }
         }
-        d.state = match state.ok_or(DecodeError::Missing { what: "daemon", attr: "IPVS_DAEMON_ATTR_STATE" })? {
+        d.state = match state.ok_or(DecodeError::Missing {
+            what: "daemon",
+            attr: "IPVS_DAEMON_ATTR_STATE",
+        })? {
             IP_VS_STATE_MASTER => "master".into(),
             IP_VS_STATE_BACKUP => "backup".into(),
             n => n.to_string(),

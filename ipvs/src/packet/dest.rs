@@ -111,18 +111,31 @@ impl Nla for DestAttr {
         Ok(match raw_type & !NLA_F_NESTED {
             IPVS_DEST_ATTR_ADDR => match p.len() {
                 4 | 16 => Self::Addr(p.to_vec()),
-                len => return Err(DecodeError::BadLength { attr: "IPVS_DEST_ATTR_ADDR", len }),
+                len => {
+                    return Err(DecodeError::BadLength {
+                        attr: "IPVS_DEST_ATTR_ADDR",
+                        len,
+                    })
+                }
             },
             IPVS_DEST_ATTR_PORT => Self::Port(read_be16("IPVS_DEST_ATTR_PORT", p)?),
             IPVS_DEST_ATTR_FWD_METHOD => Self::FwdMethod(read_u32("IPVS_DEST_ATTR_FWD_METHOD", p)?),
             IPVS_DEST_ATTR_WEIGHT => Self::Weight(read_u32("IPVS_DEST_ATTR_WEIGHT", p)?),
             IPVS_DEST_ATTR_U_THRESH => Self::UThresh(read_u32("IPVS_DEST_ATTR_U_THRESH", p)?),
             IPVS_DEST_ATTR_L_THRESH => Self::LThresh(read_u32("IPVS_DEST_ATTR_L_THRESH", p)?),
-            IPVS_DEST_ATTR_ACTIVE_CONNS => Self::ActiveConns(read_u32("IPVS_DEST_ATTR_ACTIVE_CONNS", p)?),
-            IPVS_DEST_ATTR_INACT_CONNS => Self::InactConns(read_u32("IPVS_DEST_ATTR_INACT_CONNS", p)?),
-            IPVS_DEST_ATTR_PERSIST_CONNS => Self::PersistConns(read_u32("IPVS_DEST_ATTR_PERSIST_CONNS", p)?),
+            IPVS_DEST_ATTR_ACTIVE_CONNS => {
+                Self::ActiveConns(read_u32("IPVS_DEST_ATTR_ACTIVE_CONNS", p)?)
+            }
+            IPVS_DEST_ATTR_INACT_CONNS => {
+                Self::InactConns(read_u32("IPVS_DEST_ATTR_INACT_CONNS", p)?)
+            }
+            IPVS_DEST_ATTR_PERSIST_CONNS => {
+                Self::PersistConns(read_u32("IPVS_DEST_ATTR_PERSIST_CONNS", p)?)
+            }
             IPVS_DEST_ATTR_STATS => Self::Stats(Nested::parse(raw_type, p)?),
-            IPVS_DEST_ATTR_ADDR_FAMILY => Self::AddrFamily(read_u16("IPVS_DEST_ATTR_ADDR_FAMILY", p)?),
+            IPVS_DEST_ATTR_ADDR_FAMILY => {
+                Self::AddrFamily(read_u16("IPVS_DEST_ATTR_ADDR_FAMILY", p)?)
+            }
             IPVS_DEST_ATTR_STATS64 => Self::Stats64(Nested::parse(raw_type, p)?),
             IPVS_DEST_ATTR_TUN_TYPE => Self::TunType(read_u8("IPVS_DEST_ATTR_TUN_TYPE", p)?),
             IPVS_DEST_ATTR_TUN_PORT => Self::TunPort(read_be16("IPVS_DEST_ATTR_TUN_PORT", p)?),
@@ -180,17 +193,32 @@ pub fn dest_from_attrs(attrs: &[DestAttr], service_family: Family) -> Result<Des
             DestAttr::TunType(v) => dest.tun_type = TunType::from_bits(*v),
             DestAttr::TunPort(v) => dest.tun_port = *v,
             DestAttr::TunFlags(v) => dest.tun_flags = TunFlags::from_bits(*v),
-            DestAttr::ActiveConns(v) => stats.get_or_insert_with(DestStats::default).active_conns = *v,
-            DestAttr::InactConns(v) => stats.get_or_insert_with(DestStats::default).inact_conns = *v,
-            DestAttr::PersistConns(v) => stats.get_or_insert_with(DestStats::default).persist_conns = *v,
-            DestAttr::Stats(n) | DestAttr::Stats64(n) => fold_stats(&mut stats.get_or_insert_with(DestStats::default).traffic, &n.attrs),
+            DestAttr::ActiveConns(v) => {
+                stats.get_or_insert_with(DestStats::default).active_conns = *v
+            }
+            DestAttr::InactConns(v) => {
+                stats.get_or_insert_with(DestStats::default).inact_conns = *v
+            }
+            DestAttr::PersistConns(v) => {
+                stats.get_or_insert_with(DestStats::default).persist_conns = *v
+            }
+            DestAttr::Stats(n) | DestAttr::Stats64(n) => fold_stats(
+                &mut stats.get_or_insert_with(DestStats::default).traffic,
+                &n.attrs,
+            ),
             DestAttr::Other(..) => {}
         }
     }
-    let addr = addr.ok_or(DecodeError::Missing { what: WHAT, attr: "IPVS_DEST_ATTR_ADDR" })?;
+    let addr = addr.ok_or(DecodeError::Missing {
+        what: WHAT,
+        attr: "IPVS_DEST_ATTR_ADDR",
+    })?;
     dest.key = DestKey::new(
         inet_addr("IPVS_DEST_ATTR_ADDR", family, addr)?,
-        port.ok_or(DecodeError::Missing { what: WHAT, attr: "IPVS_DEST_ATTR_PORT" })?,
+        port.ok_or(DecodeError::Missing {
+            what: WHAT,
+            attr: "IPVS_DEST_ATTR_PORT",
+        })?,
     );
     dest.stats = stats;
     Ok(dest)

@@ -37,7 +37,9 @@ impl Nla for InfoAttr {
     fn parse(raw_type: u16, p: &[u8]) -> Result<Self, DecodeError> {
         Ok(match raw_type {
             IPVS_INFO_ATTR_VERSION => Self::Version(read_u32("IPVS_INFO_ATTR_VERSION", p)?),
-            IPVS_INFO_ATTR_CONN_TAB_SIZE => Self::ConnTabSize(read_u32("IPVS_INFO_ATTR_CONN_TAB_SIZE", p)?),
+            IPVS_INFO_ATTR_CONN_TAB_SIZE => {
+                Self::ConnTabSize(read_u32("IPVS_INFO_ATTR_CONN_TAB_SIZE", p)?)
+            }
             _ => Self::Other(raw_type, p.to_vec()),
         })
     }
@@ -65,11 +67,17 @@ impl Info {
                 InfoAttr::Other(..) => {}
             }
         }
-        let v = version.ok_or(DecodeError::Missing { what: "info", attr: "IPVS_INFO_ATTR_VERSION" })?;
+        let v = version.ok_or(DecodeError::Missing {
+            what: "info",
+            attr: "IPVS_INFO_ATTR_VERSION",
+        })?;
         let [_, major, minor, patch] = v.to_be_bytes();
         Ok(Self {
             version: (major, minor, patch),
-            conn_tab_size: size.ok_or(DecodeError::Missing { what: "info", attr: "IPVS_INFO_ATTR_CONN_TAB_SIZE" })?,
+            conn_tab_size: size.ok_or(DecodeError::Missing {
+                what: "info",
+                attr: "IPVS_INFO_ATTR_CONN_TAB_SIZE",
+            })?,
         })
     }
 }

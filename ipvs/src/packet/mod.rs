@@ -48,7 +48,6 @@ const NLA_F_NESTED: u16 = 0x8000;
 const NLA_F_NET_BYTEORDER: u16 = 0x4000;
 const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
 
-const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 
@@ -203,7 +202,7 @@ pub trait Nla: Sized {
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -217,12 +216,20 @@ fn split_nlas(mut buf: &[u8]) -> Result<Vec<(u16, &[u8])>, DecodeError> {
     let mut out = Vec::new();
     while !buf.is_empty() {
         if buf.len() < NLA_HDRLEN {
-            return Err(DecodeError::Truncated { what: "attribute header", need: NLA_HDRLEN, have: buf.len() });
+            return Err(DecodeError::Truncated {
+                what: "attribute header",
+                need: NLA_HDRLEN,
+                have: buf.len(),
+            });
         }
         let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
         let raw_type = u16::from_ne_bytes([buf[2], buf[3]]);
         if len < NLA_HDRLEN || len > buf.len() {
-            return Err(DecodeError::Truncated { what: "attribute", need: len.max(NLA_HDRLEN), have: buf.len() });
+            return Err(DecodeError::Truncated {
+                what: "attribute",
+                need: len.max(NLA_HDRLEN),
+                have: buf.len(),
+            });
         }
         out.push((raw_type, &buf[NLA_HDRLEN..len]));
         buf = &buf[align4(len).min(buf.len())..];
@@ -232,7 +239,10 @@ fn split_nlas(mut buf: &[u8]) -> Result<Vec<(u16, &[u8])>, DecodeError> {
 
 /// Parses an attribute stream into typed attributes.
 pub fn parse_nlas<T: Nla>(buf: &[u8]) -> Result<Vec<T>, DecodeError> {
-    split_nlas(buf)?.into_iter().map(|(t, p)| T::parse(t, p)).collect()
+    split_nlas(buf)?
+        .into_iter()
+        .map(|(t, p)| T::parse(t, p))
+        .collect()
 }
 
 /// A nested attribute list, remembering whether the sender set `NLA_F_NESTED` (`ipvsadm`
@@ -248,7 +258,10 @@ pub struct Nested<T> {
 impl<T: Nla> Nested<T> {
     /// A list flagged `NLA_F_NESTED`, as requests carry them.
     pub fn new(attrs: Vec<T>) -> Self {
-        Self { attrs, flagged: true }
+        Self {
+            attrs,
+            flagged: true,
+        }
     }
     fn raw_type(&self, kind: u16) -> u16 {
         if self.flagged {
@@ -258,7 +271,10 @@ impl<T: Nla> Nested<T> {
         }
     }
     fn parse(raw_type: u16, payload: &[u8]) -> Result<Self, DecodeError> {
-        Ok(Self { attrs: parse_nlas(payload)?, flagged: raw_type & NLA_F_NESTED != 0 })
+        Ok(Self {
+            attrs: parse_nlas(payload)?,
+            flagged: raw_type & NLA_F_NESTED != 0,
+        })
     }
     fn emit_payload(&self, out: &mut Vec<u8>) {
         for attr in &self.attrs {
@@ -275,25 +291,36 @@ fn read_u8(attr: &'static str, p: &[u8]) -> Result<u8, DecodeError> {
     }
 }
 fn read_u16(attr: &'static str, p: &[u8]) -> Result<u16, DecodeError> {
-    let b: [u8; 2] = p.try_into().map_err(|_| DecodeError::BadLength { attr, len: p.len() })?;
+    let b: [u8; 2] = p
+        .try_into()
+        .map_err(|_| DecodeError::BadLength { attr, len: p.len() })?;
     Ok(u16::from_ne_bytes(b))
 }
 fn read_be16(attr: &'static str, p: &[u8]) -> Result<u16, DecodeError> {
-    let b: [u8; 2] = p.try_into().map_err(|_| DecodeError::BadLength { attr, len: p.len() })?;
+    let b: [u8; 2] = p
+        .try_into()
+        .map_err(|_| DecodeError::BadLength { attr, len: p.len() })?;
     Ok(u16::from_be_bytes(b))
 }
 fn read_u32(attr: &'static str, p: &[u8]) -> Result<u32, DecodeError> {
-    let b: [u8; 4] = p.try_into().map_err(|_| DecodeError::BadLength { attr, len: p.len() })?;
+    let b: [u8; 4] = p
+        .try_into()
+        .map_err(|_| DecodeError::BadLength { attr, len: p.len() })?;
     Ok(u32::from_ne_bytes(b))
 }
 fn read_u64(attr: &'static str, p: &[u8]) -> Result<u64, DecodeError> {
-    let b: [u8; 8] = p.try_into().map_err(|_| DecodeError::BadLength { attr, len: p.len() })?;
+    let b: [u8; 8] = p
+        .try_into()
+        .map_err(|_| DecodeError::BadLength { attr, len: p.len() })?;
     Ok(u64::from_ne_bytes(b))
 }
 /// A NUL-terminated string; bytes after the first NUL are ignored, as the kernel does.
 fn read_str(attr: &'static str, p: &[u8]) -> Result<String, DecodeError> {
     let end = p.iter().position(|&b| b == 0).unwrap_or(p.len());
-    String::from_utf8(p[..end].to_vec()).map_err(|_| DecodeError::BadValue { attr, reason: "not UTF-8".into() })
+    String::from_utf8(p[..end].to_vec()).map_err(|_| DecodeError::BadValue {
+        attr,
+        reason: "not UTF-8".into(),
+    })
 }
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
@@ -343,7 +370,9 @@ impl IpvsAttr {
             Self::Service(n) => n.emit_payload(out),
             Self::Dest(n) => n.emit_payload(out),
             Self::Daemon(n) => n.emit_payload(out),
-            Self::TimeoutTcp(v) | Self::TimeoutTcpFin(v) | Self::TimeoutUdp(v) => out.extend_from_slice(&v.to_ne_bytes()),
+            Self::TimeoutTcp(v) | Self::TimeoutTcpFin(v) | Self::TimeoutUdp(v) => {
+                out.extend_from_slice(&v.to_ne_bytes())
+            }
             Self::Info(i) => i.emit_payload(out),
             Self::Other(_, p) => out.extend_from_slice(p),
         }
@@ -360,9 +389,15 @@ impl IpvsAttr {
             IPVS_CMD_ATTR_SERVICE => Self::Service(Nested::parse(raw_type, payload)?),
             IPVS_CMD_ATTR_DEST => Self::Dest(Nested::parse(raw_type, payload)?),
             IPVS_CMD_ATTR_DAEMON => Self::Daemon(Nested::parse(raw_type, payload)?),
-            IPVS_CMD_ATTR_TIMEOUT_TCP => Self::TimeoutTcp(read_u32("IPVS_CMD_ATTR_TIMEOUT_TCP", payload)?),
-            IPVS_CMD_ATTR_TIMEOUT_TCP_FIN => Self::TimeoutTcpFin(read_u32("IPVS_CMD_ATTR_TIMEOUT_TCP_FIN", payload)?),
-            IPVS_CMD_ATTR_TIMEOUT_UDP => Self::TimeoutUdp(read_u32("IPVS_CMD_ATTR_TIMEOUT_UDP", payload)?),
+            IPVS_CMD_ATTR_TIMEOUT_TCP => {
+                Self::TimeoutTcp(read_u32("IPVS_CMD_ATTR_TIMEOUT_TCP", payload)?)
+            }
+            IPVS_CMD_ATTR_TIMEOUT_TCP_FIN => {
+                Self::TimeoutTcpFin(read_u32("IPVS_CMD_ATTR_TIMEOUT_TCP_FIN", payload)?)
+            }
+            IPVS_CMD_ATTR_TIMEOUT_UDP => {
+                Self::TimeoutUdp(read_u32("IPVS_CMD_ATTR_TIMEOUT_UDP", payload)?)
+            }
             _ => Self::Other(raw_type, payload.to_vec()),
         })
     }
@@ -384,7 +419,12 @@ pub struct IpvsMessage {
 impl IpvsMessage {
     /// A version-1 message.
     pub fn new(cmd: Cmd, attrs: Vec<IpvsAttr>) -> Self {
-        Self { cmd, version: IPVS_GENL_VERSION, reserved: 0, attrs }
+        Self {
+            cmd,
+            version: IPVS_GENL_VERSION,
+            reserved: 0,
+            attrs,
+        }
     }
 }
 
@@ -432,18 +472,32 @@ pub fn message_len(buf: &[u8]) -> Option<usize> {
 impl Message {
     /// A request of the IPVS family.
     pub fn request(family: u16, flags: u16, seq: u32, msg: IpvsMessage) -> Self {
-        Self { kind: family, flags, seq, pid: 0, payload: Payload::Ipvs(msg) }
+        Self {
+            kind: family,
+            flags,
+            seq,
+            pid: 0,
+            payload: Payload::Ipvs(msg),
+        }
     }
 
     /// Decodes the first message of `buf`, whose IPVS family id is `family`; returns it
     /// and the number of bytes it took (aligned).
     pub fn decode(buf: &[u8], family: u16) -> Result<(Message, usize), DecodeError> {
         if buf.len() < NLMSG_HDRLEN {
-            return Err(DecodeError::Truncated { what: "netlink header", need: NLMSG_HDRLEN, have: buf.len() });
+            return Err(DecodeError::Truncated {
+                what: "netlink header",
+                need: NLMSG_HDRLEN,
+                have: buf.len(),
+            });
         }
         let len = message_len(buf).unwrap_or(0);
         if len < NLMSG_HDRLEN || len > buf.len() {
-            return Err(DecodeError::Truncated { what: "netlink message", need: len.max(NLMSG_HDRLEN), have: buf.len() });
+            return Err(DecodeError::Truncated {
+                what: "netlink message",
+                need: len.max(NLMSG_HDRLEN),
+                have: buf.len(),
+            });
         }
         let kind = u16::from_ne_bytes([buf[4], buf[5]]);
         let flags = u16::from_ne_bytes([buf[6], buf[7]]);
@@ -453,23 +507,45 @@ impl Message {
         let payload = match kind {
             NLMSG_ERROR => {
                 let error = read_i32_prefix(body)?;
-                Payload::Error { error, echo: body[4..].to_vec() }
+                Payload::Error {
+                    error,
+                    echo: body[4..].to_vec(),
+                }
             }
             NLMSG_DONE => Payload::Done(body.to_vec()),
             k if k == family && k > NLMSG_DONE => {
                 if body.len() < GENL_HDRLEN {
-                    return Err(DecodeError::Truncated { what: "genl header", need: GENL_HDRLEN, have: body.len() });
+                    return Err(DecodeError::Truncated {
+                        what: "genl header",
+                        need: GENL_HDRLEN,
+                        have: body.len(),
+                    });
                 }
                 let cmd = Cmd::from_number(body[0]);
                 let attrs = split_nlas(&body[GENL_HDRLEN..])?
                     .into_iter()
                     .map(|(t, p)| IpvsAttr::parse(cmd, t, p))
                     .collect::<Result<_, _>>()?;
-                Payload::Ipvs(IpvsMessage { cmd, version: body[1], reserved: u16::from_ne_bytes([body[2], body[3]]), attrs })
+                Payload::Ipvs(IpvsMessage {
+                    cmd,
+                    version: body[1],
+                    reserved: u16::from_ne_bytes([body[2], body[3]]),
+                    attrs,
+                })
             }
-            NLMSG_NOOP | _ => Payload::Other(body.to_vec()),
+            // NLMSG_NOOP, or another family's message.
+            _ => Payload::Other(body.to_vec()),
         };
-        Ok((Message { kind, flags, seq, pid, payload }, align4(len).min(buf.len())))
+        Ok((
+            Message {
+                kind,
+                flags,
+                seq,
+                pid,
+                payload,
+            },
+            align4(len).min(buf.len()),
+        ))
     }
 
     /// Decodes every message of a datagram.
@@ -520,31 +596,55 @@ impl Message {
 }
 
 fn read_i32_prefix(body: &[u8]) -> Result<i32, DecodeError> {
-    let b: [u8; 4] = body
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(DecodeError::Truncated { what: "nlmsgerr", need: 4, have: body.len() })?;
+    let b: [u8; 4] =
+        body.get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(DecodeError::Truncated {
+                what: "nlmsgerr",
+                need: 4,
+                have: body.len(),
+            })?;
     Ok(i32::from_ne_bytes(b))
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[test]
     fn truncated_inputs_are_errors_not_panics() {
-        for bytes in [&b""[..], &[0x10, 0, 0, 0][..], &[0xff, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]] {
+        for bytes in [
+            &b""[..],
+            &[0x10, 0, 0, 0][..],
+            &[0xff, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+        ] {
             assert!(Message::decode(bytes, 0x20).is_err());
         }
         // A message whose attribute claims more bytes than there are.
-        let mut m = Message::request(0x20, NLM_F_REQUEST, 1, IpvsMessage::new(Cmd::Flush, vec![IpvsAttr::TimeoutTcp(5)])).to_bytes();
+        let mut m = Message::request(
+            0x20,
+            NLM_F_REQUEST,
+            1,
+            IpvsMessage::new(Cmd::Flush, vec![IpvsAttr::TimeoutTcp(5)]),
+        )
+        .to_bytes();
         m[20] = 0x40;
-        assert!(matches!(Message::decode(&m, 0x20), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            Message::decode(&m, 0x20),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 
     #[test]
     fn unknown_attributes_survive_round_trip() {
-        let msg = IpvsMessage::new(Cmd::Other(99), vec![IpvsAttr::Other(42, vec![1, 2, 3]), IpvsAttr::TimeoutUdp(300)]);
+        let msg = IpvsMessage::new(
+            Cmd::Other(99),
+            vec![
+                IpvsAttr::Other(42, vec![1, 2, 3]),
+                IpvsAttr::TimeoutUdp(300),
+            ],
+        );
         let bytes = Message::request(0x20, NLM_F_REQUEST | NLM_F_ACK, 7, msg).to_bytes();
         let (back, used) = Message::decode(&bytes, 0x20).unwrap();
         assert_eq!(used, bytes.len());

@@ -88,7 +88,9 @@ impl Nla for ServiceAttr {
             Self::Af(v) | Self::Protocol(v) => out.extend_from_slice(&v.to_ne_bytes()),
             Self::Addr(b) | Self::Other(_, b) => out.extend_from_slice(b),
             Self::Port(p) => out.extend_from_slice(&p.to_be_bytes()),
-            Self::Fwmark(v) | Self::Timeout(v) | Self::Netmask(v) => out.extend_from_slice(&v.to_ne_bytes()),
+            Self::Fwmark(v) | Self::Timeout(v) | Self::Netmask(v) => {
+                out.extend_from_slice(&v.to_ne_bytes())
+            }
             Self::SchedName(s) | Self::PeName(s) => super::put_str(out, s),
             Self::Flags { flags, mask } => {
                 out.extend_from_slice(&flags.to_ne_bytes());
@@ -104,16 +106,27 @@ impl Nla for ServiceAttr {
             IPVS_SVC_ATTR_PROTOCOL => Self::Protocol(read_u16("IPVS_SVC_ATTR_PROTOCOL", p)?),
             IPVS_SVC_ATTR_ADDR => match p.len() {
                 4 | 16 => Self::Addr(p.to_vec()),
-                len => return Err(DecodeError::BadLength { attr: "IPVS_SVC_ATTR_ADDR", len }),
+                len => {
+                    return Err(DecodeError::BadLength {
+                        attr: "IPVS_SVC_ATTR_ADDR",
+                        len,
+                    })
+                }
             },
             IPVS_SVC_ATTR_PORT => Self::Port(read_be16("IPVS_SVC_ATTR_PORT", p)?),
             IPVS_SVC_ATTR_FWMARK => Self::Fwmark(read_u32("IPVS_SVC_ATTR_FWMARK", p)?),
             IPVS_SVC_ATTR_SCHED_NAME => Self::SchedName(read_str("IPVS_SVC_ATTR_SCHED_NAME", p)?),
             IPVS_SVC_ATTR_FLAGS => {
                 if p.len() != 8 {
-                    return Err(DecodeError::BadLength { attr: "IPVS_SVC_ATTR_FLAGS", len: p.len() });
+                    return Err(DecodeError::BadLength {
+                        attr: "IPVS_SVC_ATTR_FLAGS",
+                        len: p.len(),
+                    });
                 }
-                Self::Flags { flags: read_u32("IPVS_SVC_ATTR_FLAGS", &p[..4])?, mask: read_u32("IPVS_SVC_ATTR_FLAGS", &p[4..])? }
+                Self::Flags {
+                    flags: read_u32("IPVS_SVC_ATTR_FLAGS", &p[..4])?,
+                    mask: read_u32("IPVS_SVC_ATTR_FLAGS", &p[4..])?,
+                }
             }
             IPVS_SVC_ATTR_TIMEOUT => Self::Timeout(read_u32("IPVS_SVC_ATTR_TIMEOUT", p)?),
             IPVS_SVC_ATTR_NETMASK => Self::Netmask(read_u32("IPVS_SVC_ATTR_NETMASK", p)?),
@@ -140,7 +153,11 @@ pub(super) fn inet_addr_bytes(addr: &IpAddr) -> Vec<u8> {
 }
 
 /// Reads an address of `family` from `union nf_inet_addr` bytes.
-pub(super) fn inet_addr(attr: &'static str, family: Family, b: &[u8]) -> Result<IpAddr, DecodeError> {
+pub(super) fn inet_addr(
+    attr: &'static str,
+    family: Family,
+    b: &[u8],
+) -> Result<IpAddr, DecodeError> {
     match (family, b.len()) {
         (Family::Inet, 4 | 16) => Ok(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
         (Family::Inet6, 16) => {
@@ -157,7 +174,11 @@ fn netmask_raw(family: Family, prefix: u8) -> u32 {
     match family {
         // A __be32 mask: its wire bytes are the mask in network order.
         Family::Inet => {
-            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix.min(32)))
+            };
             u32::from_ne_bytes(mask.to_be_bytes())
         }
         Family::Inet6 => u32::from(prefix),
@@ -171,13 +192,22 @@ fn netmask_prefix(family: Family, raw: u32) -> Result<u8, DecodeError> {
             let mask = u32::from_be_bytes(raw.to_ne_bytes());
             let prefix = mask.leading_ones();
             if mask.checked_shl(prefix).unwrap_or(0) != 0 {
-                return Err(DecodeError::BadValue { attr, reason: format!("non-contiguous IPv4 mask {}", Ipv4Addr::from(mask)) });
+                return Err(DecodeError::BadValue {
+                    attr,
+                    reason: format!("non-contiguous IPv4 mask {}", Ipv4Addr::from(mask)),
+                });
             }
-            u8::try_from(prefix).map_err(|_| DecodeError::BadValue { attr, reason: "mask".into() })
+            u8::try_from(prefix).map_err(|_| DecodeError::BadValue {
+                attr,
+                reason: "mask".into(),
+            })
         }
         Family::Inet6 => match u8::try_from(raw) {
             Ok(p) if p <= 128 => Ok(p),
-            _ => Err(DecodeError::BadValue { attr, reason: format!("IPv6 prefix length {raw} > 128") }),
+            _ => Err(DecodeError::BadValue {
+                attr,
+                reason: format!("IPv6 prefix length {raw} > 128"),
+            }),
         },
     }
 }
@@ -186,7 +216,11 @@ fn netmask_prefix(family: Family, raw: u32) -> Result<u8, DecodeError> {
 pub fn service_key_attrs(key: &ServiceKey) -> Vec<ServiceAttr> {
     let mut attrs = vec![ServiceAttr::Af(key.family().af())];
     match key {
-        ServiceKey::Addr { protocol, addr, port } => {
+        ServiceKey::Addr {
+            protocol,
+            addr,
+            port,
+        } => {
             attrs.push(ServiceAttr::Protocol(protocol.number()));
             attrs.push(ServiceAttr::Addr(inet_addr_bytes(addr)));
             attrs.push(ServiceAttr::Port(*port));
@@ -204,9 +238,15 @@ pub fn service_spec_attrs(spec: &ServiceSpec) -> Vec<ServiceAttr> {
     if let Some(pe) = &spec.pe_name {
         attrs.push(ServiceAttr::PeName(pe.clone()));
     }
-    attrs.push(ServiceAttr::Flags { flags: spec.flags.without(ServiceFlags::HASHED).bits(), mask: u32::MAX });
+    attrs.push(ServiceAttr::Flags {
+        flags: spec.flags.without(ServiceFlags::HASHED).bits(),
+        mask: u32::MAX,
+    });
     attrs.push(ServiceAttr::Timeout(spec.timeout));
-    attrs.push(ServiceAttr::Netmask(netmask_raw(spec.key.family(), spec.netmask)));
+    attrs.push(ServiceAttr::Netmask(netmask_raw(
+        spec.key.family(),
+        spec.netmask,
+    )));
     attrs
 }
 
@@ -228,19 +268,44 @@ pub fn service_from_attrs(attrs: &[ServiceAttr]) -> Result<Service, DecodeError>
             ServiceAttr::Flags { flags: f, mask } => flags = f & mask,
             ServiceAttr::Timeout(v) => timeout = *v,
             ServiceAttr::Netmask(v) => netmask = Some(*v),
-            ServiceAttr::Stats(n) | ServiceAttr::Stats64(n) => fold_stats(stats.get_or_insert_with(Stats::default), &n.attrs),
+            ServiceAttr::Stats(n) | ServiceAttr::Stats64(n) => {
+                fold_stats(stats.get_or_insert_with(Stats::default), &n.attrs)
+            }
             ServiceAttr::PeName(_) | ServiceAttr::Other(..) => {}
         }
     }
-    let af = af.ok_or(DecodeError::Missing { what: WHAT, attr: "IPVS_SVC_ATTR_AF" })?;
-    let family = Family::from_af(af).ok_or_else(|| DecodeError::BadValue { attr: "IPVS_SVC_ATTR_AF", reason: format!("unknown address family {af}") })?;
+    let af = af.ok_or(DecodeError::Missing {
+        what: WHAT,
+        attr: "IPVS_SVC_ATTR_AF",
+    })?;
+    let family = Family::from_af(af).ok_or_else(|| DecodeError::BadValue {
+        attr: "IPVS_SVC_ATTR_AF",
+        reason: format!("unknown address family {af}"),
+    })?;
     let key = match fwmark {
         Some(mark) if mark != 0 => ServiceKey::Fwmark { af: family, mark },
         _ => {
-            let protocol = Protocol::from_number(proto.ok_or(DecodeError::Missing { what: WHAT, attr: "IPVS_SVC_ATTR_PROTOCOL" })?);
-            let addr = inet_addr("IPVS_SVC_ATTR_ADDR", family, addr.ok_or(DecodeError::Missing { what: WHAT, attr: "IPVS_SVC_ATTR_ADDR" })?)?;
-            let port = port.ok_or(DecodeError::Missing { what: WHAT, attr: "IPVS_SVC_ATTR_PORT" })?;
-            ServiceKey::Addr { protocol, addr, port }
+            let protocol = Protocol::from_number(proto.ok_or(DecodeError::Missing {
+                what: WHAT,
+                attr: "IPVS_SVC_ATTR_PROTOCOL",
+            })?);
+            let addr = inet_addr(
+                "IPVS_SVC_ATTR_ADDR",
+                family,
+                addr.ok_or(DecodeError::Missing {
+                    what: WHAT,
+                    attr: "IPVS_SVC_ATTR_ADDR",
+                })?,
+            )?;
+            let port = port.ok_or(DecodeError::Missing {
+                what: WHAT,
+                attr: "IPVS_SVC_ATTR_PORT",
+            })?;
+            ServiceKey::Addr {
+                protocol,
+                addr,
+                port,
+            }
         }
     };
     let netmask = match netmask {
@@ -249,7 +314,10 @@ pub fn service_from_attrs(attrs: &[ServiceAttr]) -> Result<Service, DecodeError>
     };
     let spec = ServiceSpec {
         key,
-        scheduler: sched.ok_or(DecodeError::Missing { what: WHAT, attr: "IPVS_SVC_ATTR_SCHED_NAME" })?,
+        scheduler: sched.ok_or(DecodeError::Missing {
+            what: WHAT,
+            attr: "IPVS_SVC_ATTR_SCHED_NAME",
+        })?,
         flags: ServiceFlags::from_bits(flags).without(ServiceFlags::HASHED),
         timeout,
         netmask,
@@ -262,13 +330,20 @@ pub fn service_from_attrs(attrs: &[ServiceAttr]) -> Result<Service, DecodeError>
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[test]
     fn netmask_both_families() {
-        assert_eq!(netmask_raw(Family::Inet, 24).to_ne_bytes(), [255, 255, 255, 0]);
+        assert_eq!(
+            netmask_raw(Family::Inet, 24).to_ne_bytes(),
+            [255, 255, 255, 0]
+        );
         assert_eq!(netmask_raw(Family::Inet, 0), 0);
-        assert_eq!(netmask_prefix(Family::Inet, netmask_raw(Family::Inet, 24)).unwrap(), 24);
+        assert_eq!(
+            netmask_prefix(Family::Inet, netmask_raw(Family::Inet, 24)).unwrap(),
+            24
+        );
         assert_eq!(netmask_prefix(Family::Inet, u32::MAX).unwrap(), 32);
         assert!(netmask_prefix(Family::Inet, u32::from_ne_bytes([255, 0, 255, 0])).is_err());
         assert_eq!(netmask_prefix(Family::Inet6, 64).unwrap(), 64);
@@ -277,9 +352,22 @@ mod tests {
 
     #[test]
     fn missing_key_attributes_are_named() {
-        let err = service_from_attrs(&[ServiceAttr::Af(2), ServiceAttr::SchedName("rr".into())]).unwrap_err();
-        assert_eq!(err, DecodeError::Missing { what: "service", attr: "IPVS_SVC_ATTR_PROTOCOL" });
+        let err = service_from_attrs(&[ServiceAttr::Af(2), ServiceAttr::SchedName("rr".into())])
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::Missing {
+                what: "service",
+                attr: "IPVS_SVC_ATTR_PROTOCOL"
+            }
+        );
         let err = service_from_attrs(&[ServiceAttr::Af(99)]).unwrap_err();
-        assert!(matches!(err, DecodeError::BadValue { attr: "IPVS_SVC_ATTR_AF", .. }));
+        assert!(matches!(
+            err,
+            DecodeError::BadValue {
+                attr: "IPVS_SVC_ATTR_AF",
+                ..
+            }
+        ));
     }
 }

@@ -106,6 +106,24 @@ impl Lab {
         self.script(&["restart", node]).map(drop)
     }
 
+    /// `lab ctl NODE ARGS…`: `ipvs-sync -c run/NODE/config.ini ARGS…` in the node.
+    pub fn ctl(&self, node: &str, args: &[&str]) -> io::Result<String> {
+        let mut all = vec!["ctl", node];
+        all.extend_from_slice(args);
+        self.script(&all)
+    }
+
+    /// The running daemon's own view: `ipvs-sync status --json` in the node.
+    pub fn daemon_status(&self, node: &str) -> io::Result<serde_json::Value> {
+        let out = self.ctl(node, &["status", "--json"])?;
+        serde_json::from_str(&out).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("status --json: {e}: {out}"),
+            )
+        })
+    }
+
     /// `lab status` output.
     pub fn status(&self) -> io::Result<String> {
         self.script(&["status"])

@@ -241,6 +241,15 @@ impl Rabbit {
         cmd
     }
 
+    /// Starts the broker again after [`Rabbit::stop_server`] (same node, data and address);
+    /// returns once it answers AMQP. Does nothing if it runs.
+    pub fn start_server(&mut self) -> io::Result<()> {
+        if self.daemon.is_some() {
+            return Ok(());
+        }
+        self.spawn()
+    }
+
     fn spawn(&mut self) -> io::Result<()> {
         let daemon = Daemon::spawn(self.as_rabbit(SERVER), &self.log_path())?;
         self.daemon = Some(daemon);
@@ -282,7 +291,9 @@ impl Rabbit {
         }
     }
 
-    fn stop_server(&mut self) -> io::Result<()> {
+    /// Stops the broker process (graceful) but keeps its data and epmd, for an outage of
+    /// the test's choosing; [`Rabbit::start_server`] brings it back.
+    pub fn stop_server(&mut self) -> io::Result<()> {
         if let Some(mut d) = self.daemon.take() {
             d.stop()?;
         }

@@ -27,6 +27,16 @@ fn lab_with_daemons(tag: &str) -> Lab {
             assert!(ok, "{lb} never Established at {router}\n{}", logs(&lab, lb));
         }
     }
+    // And the arbiter has heard from every balancer, so announces can flow.
+    let joined = labkit::wait_until(Duration::from_secs(30), || {
+        lab.daemon_status("arbiter")
+            .is_ok_and(|s| s["clients"].as_array().is_some_and(|c| c.len() == 3))
+    });
+    assert!(
+        joined,
+        "clients never joined the arbiter\n{}",
+        logs(&lab, "arbiter")
+    );
     lab
 }
 
