@@ -284,8 +284,14 @@ impl Server {
         let m = &self.cfg.main;
         let built = if m.export_service_mapping_wildcard_to_config {
             config::mapping::build(&m.service_mapping_wildcard).and_then(|r| {
+                for s in &r.skipped {
+                    warn!(balancer = %s.balancer, file = %s.file.display(), line = s.line, reason = %s.reason,
+                          "keepalived service left out of the mapping");
+                }
                 let vips = r.vips();
                 config::mapping::write_json(&m.service_mapping_config, &vips)?;
+                let cache = config::mapping::ports_cache_path(&m.service_mapping_config);
+                config::mapping::write_ports_cache(&cache, &r.ports)?;
                 Ok(vips)
             })
         } else {
