@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server => cmd::run_daemon(&cli.config, cmd::Daemon::Server),
         Command::Client => cmd::run_daemon(&cli.config, cmd::Daemon::Client),
-        Command::Quorum(args) => cmd::run_quorum(&cli.config, &args),
+        Command::Quorum(args) => cmd::quorum::run(&cli.config, &args),
         Command::Monitor => cmd::run_monitor(&cli.config),
         Command::Status { json } => cmd::run_status(&cli.config, json),
         Command::Ipvs(c) => cmd::ipvs::run(c),

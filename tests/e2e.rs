@@ -282,7 +282,7 @@ fn lab_forged_and_garbage_messages_change_nothing() {
     let forged = format!(
         r#"{{"type":"fin_announce","from":"arbiter","to":"broadcast","seq":{s},"ts":{now_ms},"body":{body},"sig":"{}"}}"#,
         sign(
-            &wrong_key,
+            wrong_key,
             "fin_announce",
             "arbiter",
             "broadcast",

@@ -64,6 +64,7 @@ impl Fam {
 }
 
 struct Row {
+    receiver: &'static str,
     sender: String,
     fam: Fam,
     n: u32,
@@ -112,27 +113,36 @@ fn main() {
         }
     }
     let mut rows = vec![];
+    let skipped = |what: &str| skip.iter().any(|s| s == what);
     for &n in &sizes {
-        rows.push(run_speaker(n, Fam::V4));
-        if !skip.iter().any(|s| s == "exabgp") {
+        rows.push(run_speaker(n, Fam::V4, RecvKind::Gobgpd));
+        if !skipped("exabgp") {
             rows.push(run_exabgp(n));
         }
-        if !skip.iter().any(|s| s == "gobgpd") {
-            rows.push(run_gobgpd(n));
+        if !skipped("gobgpd") {
+            rows.push(run_gobgpd(n, RecvKind::Gobgpd));
         }
     }
-    rows.push(run_speaker(10_000, Fam::V6));
+    rows.push(run_speaker(10_000, Fam::V6, RecvKind::Gobgpd));
+    if !skipped("bird") {
+        let n = sizes.iter().copied().max().unwrap_or(100_000);
+        rows.push(run_speaker(n, Fam::V4, RecvKind::Bird));
+        if !skipped("gobgpd") {
+            rows.push(run_gobgpd(n, RecvKind::Bird));
+        }
+    }
     let lat = run_latency(30);
     println!();
-    println!("| sender | routes | Established → all at receiver | sender CPU | sender peak RSS | UPDATEs |");
-    println!("|---|---|---|---|---|---|");
+    println!("| receiver | sender | routes | Established → all at receiver | sender CPU | sender peak RSS | UPDATEs |");
+    println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         let f = |v: Option<f64>, unit: &str, prec: usize| {
             v.map(|x| format!("{x:.prec$} {unit}"))
                 .unwrap_or_else(|| "—".into())
         };
         println!(
-            "| {} | {} × {} | {} | {} | {} | {} |",
+            "| {} | {} | {} × {} | {} | {} | {} | {} |",
+            r.receiver,
             r.sender,
             r.n,
             if r.fam == Fam::V4 {
@@ -174,7 +184,9 @@ fn pct(v: &[f64], p: f64) -> f64 {
 fn run_latency(cycles: u32) -> (Vec<f64>, Vec<f64>) {
     eprintln!("== latency {cycles} cycles");
     let p = pair("blat");
-    let g = receiver(&p);
+    let cfg = GobgpConfig::new(AS, RECV_V4.parse().unwrap())
+        .neighbor(GobgpNeighbor::new(SEND_V4.parse().unwrap(), AS).passive(true));
+    let g = Gobgpd::start(&p.recv, &cfg.to_toml()).unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut child = p
         .send
@@ -261,10 +273,132 @@ fn pair(tag: &str) -> Pair {
     Pair { recv, send }
 }
 
-fn receiver(p: &Pair) -> Gobgpd {
-    let cfg = GobgpConfig::new(AS, RECV_V4.parse().unwrap())
-        .neighbor(GobgpNeighbor::new(SEND_V4.parse().unwrap(), AS).passive(true));
-    Gobgpd::start(&p.recv, &cfg.to_toml()).unwrap()
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecvKind {
+    Gobgpd,
+    Bird,
+}
+
+/// The receiving router: gobgpd (the reference) or BIRD 2, which ingests far faster and so
+/// tells fast senders apart (BENCHMARKS.md).
+enum Receiver {
+    Gobgp(Gobgpd),
+    Bird {
+        child: Child,
+        sock: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    },
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Receiver::Bird { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Receiver {
+    fn name(&self) -> &'static str {
+        match self {
+            Receiver::Gobgp(_) => "gobgpd",
+            Receiver::Bird { .. } => "BIRD 2",
+        }
+    }
+
+    fn count(&self, fam: Fam) -> u64 {
+        match self {
+            Receiver::Gobgp(g) => rib_count(g, fam),
+            Receiver::Bird { sock, .. } => {
+                let table = if fam == Fam::V4 { "master4" } else { "master6" };
+                let out = std::process::Command::new("birdc")
+                    .args([
+                        "-s",
+                        sock.to_str().unwrap_or_default(),
+                        "show",
+                        "route",
+                        "count",
+                        "table",
+                        table,
+                    ])
+                    .output();
+                // "1000 of 1000 routes for 1000 networks in table master4"
+                out.ok()
+                    .and_then(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .lines()
+                            .find(|l| l.contains(" networks in table"))
+                            .and_then(|l| l.split_whitespace().nth(5).and_then(|x| x.parse().ok()))
+                    })
+                    .unwrap_or(0)
+            }
+        }
+    }
+
+    fn updates(&self) -> Option<u64> {
+        match self {
+            Receiver::Gobgp(g) => updates_received(g),
+            Receiver::Bird { .. } => None,
+        }
+    }
+
+    fn wait(&self, fam: Fam, n: u32, timeout: Duration) -> Option<Instant> {
+        wait_until_count(|| self.count(fam), n, timeout)
+    }
+}
+
+fn receiver(p: &Pair, kind: RecvKind) -> Receiver {
+    match kind {
+        RecvKind::Gobgpd => {
+            let cfg = GobgpConfig::new(AS, RECV_V4.parse().unwrap())
+                .neighbor(GobgpNeighbor::new(SEND_V4.parse().unwrap(), AS).passive(true));
+            Receiver::Gobgp(Gobgpd::start(&p.recv, &cfg.to_toml()).unwrap())
+        }
+        RecvKind::Bird => {
+            let dir = labkit::scratch_dir("bird").unwrap();
+            let conf = dir.path().join("bird.conf");
+            let sock = dir.path().join("bird.ctl");
+            std::fs::write(
+                &conf,
+                format!(
+                    "router id {RECV_V4};\nprotocol device {{}}\n\
+                     protocol direct {{ ipv4; ipv6; }}\n\
+                     protocol bgp lb {{\n  local {RECV_V4} as {AS};\n  \
+                     neighbor {SEND_V4} as {AS};\n  passive on;\n  \
+                     ipv4 {{ import all; export none; }};\n  \
+                     ipv6 {{ import all; export none; }};\n}}\n"
+                ),
+            )
+            .unwrap();
+            let child = p
+                .recv
+                .command("bird")
+                .args([
+                    "-f",
+                    "-c",
+                    conf.to_str().unwrap(),
+                    "-s",
+                    sock.to_str().unwrap(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let ok = labkit::wait_until(Duration::from_secs(10), || {
+                std::process::Command::new("birdc")
+                    .args(["-s", sock.to_str().unwrap(), "show", "status"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            });
+            assert!(ok, "BIRD did not start");
+            Receiver::Bird {
+                child,
+                sock,
+                _dir: dir,
+            }
+        }
+    }
 }
 
 fn rib_count(g: &Gobgpd, fam: Fam) -> u64 {
@@ -275,12 +409,12 @@ fn rib_count(g: &Gobgpd, fam: Fam) -> u64 {
         .unwrap_or(0)
 }
 
-/// Polls (100 ms apart, as BENCHMARKS.md asks: polls cost the receiver CPU) until the receiver
-/// holds `n` prefixes; returns when that was seen.
-fn wait_count(g: &Gobgpd, fam: Fam, n: u32, timeout: Duration) -> Option<Instant> {
+/// Polls (100 ms apart, as BENCHMARKS.md asks: polls cost the receiver CPU) until the count
+/// reaches `n`; returns when that was seen.
+fn wait_until_count(count: impl Fn() -> u64, n: u32, timeout: Duration) -> Option<Instant> {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
-        if rib_count(g, fam) >= u64::from(n) {
+        if count() >= u64::from(n) {
             return Some(Instant::now());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -416,10 +550,10 @@ fn sender_child(args: &[String]) {
     });
 }
 
-fn run_speaker(n: u32, fam: Fam) -> Row {
-    eprintln!("== speaker {n} {fam:?}");
+fn run_speaker(n: u32, fam: Fam, kind: RecvKind) -> Row {
+    eprintln!("== speaker {n} {fam:?} → {kind:?}");
     let p = pair("bsp");
-    let g = receiver(&p);
+    let g = receiver(&p, kind);
     let exe = std::env::current_exe().unwrap();
     let mut child = p
         .send
@@ -438,17 +572,20 @@ fn run_speaker(n: u32, fam: Fam) -> Row {
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "established", "sender said {line:?}");
     let t0 = Instant::now();
-    let done = wait_count(&g, fam, n, Duration::from_secs(120));
+    let done = g.wait(fam, n, Duration::from_secs(120));
     let secs = done.map(|t| (t - t0).as_secs_f64());
-    let updates = updates_received(&g);
+    let updates = g.updates();
     writeln!(child.stdin.as_mut().unwrap(), "stats").unwrap();
     line.clear();
     out.read_line(&mut line).unwrap();
     let f: Vec<&str> = line.split_whitespace().collect();
     let cpu = f.get(1).and_then(|s| s.parse().ok());
     let rss = f.get(2).and_then(|s| s.parse().ok());
+    // The sender's own count when the receiver cannot tell (BIRD).
+    let updates = updates.or_else(|| f.get(3).and_then(|s| s.parse().ok()));
     let _ = child.wait();
     Row {
+        receiver: g.name(),
         sender: "speaker (this crate, API)".into(),
         fam,
         n,
@@ -488,7 +625,7 @@ while True:
 fn run_exabgp(n: u32) -> Row {
     eprintln!("== exabgp-api {n}");
     let p = pair("bex");
-    let g = receiver(&p);
+    let g = receiver(&p, RecvKind::Gobgpd);
     let dir = labkit::scratch_dir("exabgp").unwrap();
     let feeder = dir.path().join("feeder.py");
     let stamp = dir.path().join("up.stamp");
@@ -537,6 +674,7 @@ fn run_exabgp(n: u32) -> Row {
         eprintln!("exabgp never came up: {l}");
         stop(child);
         return Row {
+            receiver: g.name(),
             sender: "ExaBGP (API)".into(),
             fam: Fam::V4,
             n,
@@ -546,7 +684,7 @@ fn run_exabgp(n: u32) -> Row {
             updates: None,
         };
     };
-    let done = wait_count(&g, Fam::V4, n, Duration::from_secs(300));
+    let done = g.wait(Fam::V4, n, Duration::from_secs(300));
     let now_wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -555,9 +693,10 @@ fn run_exabgp(n: u32) -> Row {
     // ExaBGP is a Python process tree; count the exabgp process (the feeder is tiny).
     let cpu = proc_cpu_secs(pid);
     let rss = proc_hwm_mb(pid);
-    let updates = updates_received(&g);
+    let updates = g.updates();
     stop(child);
     Row {
+        receiver: g.name(),
         sender: "ExaBGP 4.2 (API)".into(),
         fam: Fam::V4,
         n,
@@ -620,10 +759,10 @@ fn mrt_file(n: u32) -> Vec<u8> {
     out
 }
 
-fn run_gobgpd(n: u32) -> Row {
-    eprintln!("== gobgpd-mrt {n}");
+fn run_gobgpd(n: u32, kind: RecvKind) -> Row {
+    eprintln!("== gobgpd-mrt {n} → {kind:?}");
     let p = pair("bgo");
-    let g = receiver(&p);
+    let g = receiver(&p, kind);
     let toml = format!(
         "[global.config]\n  as = {AS}\n  router-id = \"{SEND_V4}\"\n  port = -1\n\n\
          [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{RECV_V4}\"\n    \
@@ -639,7 +778,7 @@ fn run_gobgpd(n: u32) -> Row {
         .unwrap();
     // `mrt inject` returns before gobgpd has taken the tail: wait for the sender's own RIB.
     assert!(
-        wait_count(&sender, Fam::V4, n, Duration::from_secs(120)).is_some(),
+        wait_until_count(|| rib_count(&sender, Fam::V4), n, Duration::from_secs(120)).is_some(),
         "gobgpd sender did not load the MRT file"
     );
     let cpu_before = proc_cpu_secs(gobgpd_pid(&sender)).unwrap_or(0.0);
@@ -650,14 +789,15 @@ fn run_gobgpd(n: u32) -> Row {
         assert!(Instant::now() < end, "gobgpd sender never established");
     }
     let t0 = Instant::now();
-    let done = wait_count(&g, Fam::V4, n, Duration::from_secs(120));
+    let done = g.wait(Fam::V4, n, Duration::from_secs(120));
     let secs = done.map(|t| (t - t0).as_secs_f64());
     let pid = gobgpd_pid(&sender);
     let cpu = proc_cpu_secs(pid).map(|c| c - cpu_before);
     let rss = proc_hwm_mb(pid);
-    let updates = updates_received(&g);
+    let updates = g.updates();
     drop(sender);
     Row {
+        receiver: g.name(),
         sender: "gobgpd 3.10 (RIB from MRT)".into(),
         fam: Fam::V4,
         n,

@@ -392,55 +392,6 @@ pub fn write_json(path: &Path, mapping: &VipMapping) -> Result<(), MappingError>
     })
 }
 
-/// Where the arbiter caches each VIP's ports next to `service_mapping_config`
-/// (`svc_mapping.json` → `svc_mapping.ports.json`), so that `ipvs-sync quorum`, which runs in
-/// keepalived's handler path, does not parse every keepalived config on each call.
-pub fn ports_cache_path(mapping_path: &Path) -> PathBuf {
-    let stem = mapping_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    mapping_path.with_file_name(format!("{stem}.ports.json"))
-}
-
-/// Writes the ports cache: `{"VIP": [ports…]}`, the union over every balancer.
-pub fn write_ports_cache(path: &Path, ports: &PortMapping) -> Result<(), MappingError> {
-    let mut by_vip: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
-    for vips in ports.values() {
-        for (vip, p) in vips {
-            by_vip.entry(vip.to_string()).or_default().extend(p.iter().copied());
-        }
-    }
-    let mut text = serde_json::to_string(&by_vip).unwrap_or_else(|_| "{}".to_owned());
-    text.push('\n');
-    write_atomic(path, text.as_bytes()).map_err(|source| MappingError::Io {
-        file: path.to_path_buf(),
-        source,
-    })
-}
-
-/// The ports of `vip` from the cache; `Ok(None)` when the cache does not exist.
-pub fn read_ports_cache(path: &Path, vip: IpAddr) -> Result<Option<BTreeSet<u16>>, MappingError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(MappingError::Io {
-                file: path.to_path_buf(),
-                source,
-            })
-        }
-    };
-    let by_vip: BTreeMap<String, BTreeSet<u16>> =
-        serde_json::from_str(&text).map_err(|source| MappingError::Json {
-            file: path.to_path_buf(),
-            source,
-        })?;
-    let found = by_vip
-        .iter()
-        .find(|(k, _)| k.parse::<IpAddr>().is_ok_and(|a| a == vip))
-        .map(|(_, p)| p.clone())
-        .unwrap_or_default();
-    Ok(Some(found))
-}
-
 /// Replaces `path` with `bytes` so that readers see the old or the new file, never a part:
 /// a temporary file in the same directory, written, fsynced, renamed over `path`, then
 /// the directory fsynced. Mode 0644.

@@ -252,27 +252,3 @@ fn many_files_parse_in_parallel_with_deterministic_results() {
         assert!(e.contains("lbs/lb1/s010/a.conf:1:"), "{e}");
     }
 }
-
-#[test]
-fn ports_cache_round_trips_and_unions_balancers() {
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::net::IpAddr;
-    let dir = tempfile::tempdir().unwrap();
-    let mapping = dir.path().join("svc_mapping.json");
-    let cache = config::mapping::ports_cache_path(&mapping);
-    assert_eq!(cache, dir.path().join("svc_mapping.ports.json"));
-    let vip: IpAddr = "2001:db8::10".parse().unwrap();
-    assert_eq!(config::mapping::read_ports_cache(&cache, vip).unwrap(), None, "no cache yet");
-    let mut ports: config::mapping::PortMapping = BTreeMap::new();
-    ports.entry("lb1".into()).or_default().insert(vip, BTreeSet::from([80, 443]));
-    ports.entry("lb2".into()).or_default().insert(vip, BTreeSet::from([8080]));
-    config::mapping::write_ports_cache(&cache, &ports).unwrap();
-    assert_eq!(
-        config::mapping::read_ports_cache(&cache, vip).unwrap(),
-        Some(BTreeSet::from([80, 443, 8080]))
-    );
-    let other: IpAddr = "192.0.2.1".parse().unwrap();
-    assert_eq!(config::mapping::read_ports_cache(&cache, other).unwrap(), Some(BTreeSet::new()));
-    std::fs::write(&cache, b"{not json").unwrap();
-    assert!(config::mapping::read_ports_cache(&cache, vip).is_err());
-}

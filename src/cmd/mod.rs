@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::daemon::{self, quorum_socket, Shutdown};
+use crate::daemon::{self, Shutdown};
 
 /// Loads the config or prints why not (exit 2).
 fn load(path: &Path, what: &str) -> Result<config::Config, ExitCode> {
@@ -66,45 +66,6 @@ pub fn run_daemon(path: &Path, which: Daemon) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// `quorum up|down ARG`: records the call in the desc file (the part that must never be
-/// lost), then hands the VIP to the running arbiter for an immediate announce/withdraw.
-/// Exit 0 when the desc is written (the hand-off is best effort: the arbiter's desc scan
-/// catches up within `vips_description_update_interval`), 1 when the desc could not be
-/// written, 2 on a bad argument or config.
-pub fn run_quorum(path: &Path, args: &quorum::QuorumArgs) -> ExitCode {
-    let cfg = match load(path, "quorum") {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let (desc, change) = match quorum::update_desc(&cfg, args) {
-        Ok(x) => x,
-        Err(e @ announce::QuorumError::Arg(_)) => {
-            eprintln!("ipvs-sync quorum: {e}");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("ipvs-sync quorum: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    if change.publish() == announce::quorum::Publish::Nothing {
-        return ExitCode::SUCCESS;
-    }
-    let vip = match announce::quorum::parse_arg(&args.arg) {
-        Ok(a) => a.vip,
-        Err(_) => return ExitCode::SUCCESS,
-    };
-    let ev = quorum_socket::QuorumEvent {
-        vip,
-        announce: desc.announce,
-    };
-    if let Err(e) = quorum_socket::hand_off(&cfg.server.quorum_socket, &ev, Duration::from_secs(1))
-    {
-        tracing::warn!(%vip, error = %e, "arbiter not told at once; its desc scan will pick the change up");
-    }
-    ExitCode::SUCCESS
 }
 
 /// `status [--json]`.

@@ -14,6 +14,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use announce::known_ports::{KnownPorts, PortsCache};
 use announce::quorum::{self, DescChange, QuorumError};
@@ -72,7 +73,6 @@ pub fn known_ports_of(mapping: &config::mapping::PortMapping) -> KnownPorts {
 
 /// For the arbiter daemon: refresh the quorum handler's known-ports cache from the
 /// mapping it has just built.
-#[allow(dead_code)] // until the server daemon calls it after each mapping rebuild
 pub fn store_known_ports(
     cfg: &config::Config,
     mapping: &config::mapping::PortMapping,
@@ -118,28 +118,49 @@ pub fn update_desc(
     Ok((outcome.desc, outcome.change))
 }
 
-/// The subcommand: load the config, update the desc. Exit 0 ok, 1 when the desc file
-/// could not be written, 2 on a bad argument or config.
-#[allow(dead_code)] // until main.rs dispatches `Command::Quorum` here
-pub fn run(config_path: &Path, args: &QuorumArgs) -> ExitCode {
-    let cfg = match config::Config::load(config_path) {
+/// `quorum up|down ARG`: records the call in the desc file (the part that must never be
+/// lost), then hands the VIP to the running arbiter for an immediate announce/withdraw.
+/// Exit 0 when the desc is written (the hand-off is best effort: the arbiter's desc scan
+/// catches up within `vips_description_update_interval`), 1 when the desc could not be
+/// written, 2 on a bad argument or config.
+pub fn run(path: &Path, args: &QuorumArgs) -> ExitCode {
+    let cfg = match config::Config::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ipvs-sync quorum: {e}");
             return ExitCode::from(2);
         }
     };
-    match update_desc(&cfg, args) {
-        Ok(_) => ExitCode::SUCCESS,
+    let (desc, change) = match update_desc(&cfg, args) {
+        Ok(x) => x,
         Err(e @ QuorumError::Arg(_)) => {
             eprintln!("ipvs-sync quorum: {e}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
         }
         Err(e) => {
             eprintln!("ipvs-sync quorum: {e}");
-            ExitCode::from(1)
+            return ExitCode::from(1);
         }
+    };
+    if change.publish() == announce::quorum::Publish::Nothing {
+        return ExitCode::SUCCESS;
     }
+    let vip = match announce::quorum::parse_arg(&args.arg) {
+        Ok(a) => a.vip,
+        Err(_) => return ExitCode::SUCCESS,
+    };
+    let ev = crate::daemon::quorum_socket::QuorumEvent {
+        vip,
+        announce: desc.announce,
+    };
+    if let Err(e) = crate::daemon::quorum_socket::hand_off(
+        &cfg.server.quorum_socket,
+        &ev,
+        Duration::from_secs(1),
+    ) {
+        tracing::warn!(%vip, error = %e, "arbiter not told at once; its desc scan will pick the change up");
+    }
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use metrics::{Kind, Metrics};
 pub enum StartError {
     /// The config lacks something this daemon needs.
     #[error("{0}")]
-    Config(#[from] config::ConfigError),
+    Config(Box<config::ConfigError>),
     /// `http_listen` cannot be bound.
     #[error("http_listen {0}: {1}")]
     Http(SocketAddr, std::io::Error),
@@ -46,6 +46,12 @@ pub enum StartError {
     /// The quorum socket cannot be bound.
     #[error("quorum_socket {0}: {1}")]
     QuorumSocket(String, std::io::Error),
+}
+
+impl From<config::ConfigError> for StartError {
+    fn from(e: config::ConfigError) -> Self {
+        StartError::Config(Box::new(e))
+    }
 }
 
 /// Stop and reload requests: SIGTERM/SIGINT flip `stop`, SIGHUP sends on `reload`.

@@ -290,8 +290,9 @@ impl Server {
                 }
                 let vips = r.vips();
                 config::mapping::write_json(&m.service_mapping_config, &vips)?;
-                let cache = config::mapping::ports_cache_path(&m.service_mapping_config);
-                config::mapping::write_ports_cache(&cache, &r.ports)?;
+                if let Err(e) = crate::cmd::quorum::store_known_ports(&self.cfg, &r.ports) {
+                    warn!(error = %e, "known-ports cache for quorum not written");
+                }
                 Ok(vips)
             })
         } else {

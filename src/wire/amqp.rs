@@ -449,34 +449,15 @@ impl Transport {
                 return Err(WireError::NotConnected { after: limit });
             }
             let channel = self.wait_link(deadline).await?;
-            let published = {
-                let mut last = shared.seq.lock().await;
-                let seq = last.saturating_add(1).max(now_us());
-                let header = Header {
-                    kind: kind.as_str().to_owned(),
-                    from: shared.role.name().to_owned(),
-                    to: address.to_owned(),
-                    seq,
-                    ts_ms: now_ms(),
-                };
-                let payload = envelope::seal(&shared.opts.key, &header, &body)?;
-                let r = channel
-                    .basic_publish(
-                        EXCHANGE.into(),
-                        address.into(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            immediate: false,
-                        },
-                        &payload,
-                        message_properties(),
-                    )
-                    .await;
-                if r.is_ok() {
-                    *last = seq;
-                }
-                r
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = self.publish_once(&channel, kind, address, &body);
+            let Ok(published) = tokio::time::timeout(remaining, attempt).await else {
+                return Err(WireError::Timeout {
+                    op: "publish",
+                    after: limit,
+                });
             };
+            let published = published?;
             let confirm = match published {
                 Ok(confirm) => confirm,
                 Err(e) => {
@@ -520,6 +501,42 @@ impl Transport {
                 }
             }
         }
+    }
+
+    /// Seals with the next seq and hands the message to lapin, holding the seq lock so seqs
+    /// reach the broker in order. The seq is spent even if the publish fails (gaps are fine,
+    /// reuse is not).
+    async fn publish_once(
+        &self,
+        channel: &Channel,
+        kind: MessageType,
+        address: &str,
+        body: &serde_json::value::RawValue,
+    ) -> Result<Result<lapin::PublisherConfirm, lapin::Error>, WireError> {
+        let shared = &self.shared;
+        let mut last = shared.seq.lock().await;
+        let seq = last.saturating_add(1).max(now_us());
+        *last = seq;
+        let header = Header {
+            kind: kind.as_str().to_owned(),
+            from: shared.role.name().to_owned(),
+            to: address.to_owned(),
+            seq,
+            ts_ms: now_ms(),
+        };
+        let payload = envelope::seal(&shared.opts.key, &header, body)?;
+        Ok(channel
+            .basic_publish(
+                EXCHANGE.into(),
+                address.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                &payload,
+                message_properties(),
+            )
+            .await)
     }
 
     /// The current publishing channel, waiting until `deadline` for one.

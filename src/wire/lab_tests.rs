@@ -565,3 +565,44 @@ fn lab_long_broker_outage_is_survived() {
         client.close().await;
     });
 }
+
+/// Not an assertion: figures for the closing note (send = seal + publish + broker confirm;
+/// delivery = send start until the client holds the verified message).
+#[test]
+#[ignore = "lab: needs root, netns and rabbitmq-server; run netns-lab/test"]
+fn lab_latency_figures() {
+    let Some(lab) = lab("wire-lat") else { return };
+    let url = lab.rabbit.url();
+    lab.rt.block_on(async {
+        let ((server, _srx), (client, mut crx)) = pair(&url, opts()).await;
+        const N: usize = 500;
+        let mut send = Vec::with_capacity(N);
+        let mut deliver = Vec::with_capacity(N);
+        let msg = Message::FinAnnounce(FinAnnounce {
+            vips: vec!["192.0.2.10".parse().unwrap()],
+        });
+        let all = Instant::now();
+        for _ in 0..N {
+            let t = Instant::now();
+            server.send(Dest::Broadcast, &msg).await.unwrap();
+            send.push(t.elapsed());
+            recv(&mut crx).await;
+            deliver.push(t.elapsed());
+        }
+        let took = all.elapsed();
+        let pct = |v: &mut Vec<Duration>, p: usize| {
+            v.sort();
+            v[(v.len() * p / 100).min(v.len() - 1)]
+        };
+        eprintln!(
+            "latency over {N} fin_announce: send+confirm p50 {:?} p99 {:?}; delivered p50 {:?} p99 {:?}; {:.0} msg/s sequential",
+            pct(&mut send, 50),
+            pct(&mut send, 99),
+            pct(&mut deliver, 50),
+            pct(&mut deliver, 99),
+            N as f64 / took.as_secs_f64()
+        );
+        server.close().await;
+        client.close().await;
+    });
+}

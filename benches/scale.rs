@@ -1,0 +1,553 @@
+//! Scale bench: N simulated balancers (1,000 by default) heartbeating to one real arbiter.
+//!
+//! ```text
+//!  namespace `scale` (192.0.2.5/32 on lo)
+//!    rabbitmq-server (Debian) ◀──AMQP──▶ ipvs-sync server   (the release binary, ipvs = false,
+//!         ▲                                                   heartbeat_interval 1, mapping of
+//!         │ C lapin connections                              N balancers from keepalived configs)
+//!    this process: N clients
+//!      per client: durable queue ipvs-sync.<name> bound to <name> and `broadcast` (as
+//!      src/wire/amqp.rs declares it), one consumer (checks the MAC, counts by type, acks),
+//!      one signed heartbeat per second to key `lbs` (persistent, mandatory, confirmed)
+//!    sampler (1 s): utime+stime and VmRSS/VmHWM of the arbiter, of beam.smp and of this
+//!      process; the arbiter's /metrics counters
+//! ```
+//!
+//! Every client starts heartbeating within the same second (the worst herd a fleet restart
+//! of the arbiter's broker can produce), so the run also measures how long the arbiter takes
+//! to welcome all of them (`tree`, `mapping` and the `announces` answer to each).
+//!
+//! Run as root: `netns-lab/bench-scale [--clients N] [--secs S] [--connections C]`
+//! (or `cargo bench --bench scale -- …`). `IPVS_SYNC_BIN` overrides the binary under test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../src/wire/envelope.rs"]
+#[allow(dead_code)]
+mod envelope;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use serde_json::value::RawValue;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The shared HMAC key (64 ASCII bytes, as `secret.ini` carries it).
+const KEY: &str = "7363616c652d62656e63682d6b65792d6f662d33322d62797465732d21212121";
+const BROKER: &str = "192.0.2.5:5672";
+const HTTP: &str = "127.0.0.1:9100";
+const EXCHANGE: &str = "ipvs";
+/// Balancers that share one set of VIPs (an ECMP group).
+const GROUP: usize = 10;
+/// Heartbeats go out in this many slots per second, so the load is spread.
+const SLOTS: u64 = 10;
+/// Message types, in the order the counters keep them.
+const TYPES: [&str; 11] = [
+    "heartbeat",
+    "tree",
+    "changes",
+    "services",
+    "mapping",
+    "sync",
+    "execute",
+    "announces",
+    "syn_announce",
+    "ack_announce",
+    "fin_announce",
+];
+const W_TREE: u8 = 1;
+const W_MAPPING: u8 = 2;
+const W_ANSWER: u8 = 4;
+
+struct Opts {
+    clients: usize,
+    secs: u64,
+    connections: usize,
+    vips: usize,
+    ttl: u64,
+    bin: PathBuf,
+}
+
+impl Opts {
+    fn parse() -> Result<Opts, BoxError> {
+        let mut o = Opts {
+            clients: 1000,
+            secs: 60,
+            connections: 4,
+            vips: 3,
+            ttl: 5,
+            bin: std::env::var_os("IPVS_SYNC_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ipvs-sync"))),
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            let mut num = || -> Result<u64, BoxError> {
+                let v = args.next().ok_or(format!("{a} needs a value"))?;
+                Ok(v.parse().map_err(|e| format!("{a} {v}: {e}"))?)
+            };
+            match a.as_str() {
+                "--clients" => o.clients = num()? as usize,
+                "--secs" => o.secs = num()?,
+                "--connections" => o.connections = num()?.max(1) as usize,
+                "--vips" => o.vips = num()?.clamp(1, 200) as usize,
+                "--ttl" => o.ttl = num()?.max(1),
+                "--bench" => {}
+                other => return Err(format!("unknown argument {other}").into()),
+            }
+        }
+        if o.clients == 0 || o.clients > 99_999 {
+            return Err("--clients must be 1..99999".into());
+        }
+        Ok(o)
+    }
+}
+
+fn name(k: usize) -> String {
+    format!("lb{k:05}")
+}
+
+/// VIP `j` of ECMP group `g`: the first one IPv4 while the /24 lasts, the rest IPv6.
+fn vip(g: usize, j: usize) -> IpAddr {
+    if j == 0 && g < 254 {
+        format!("203.0.113.{}", g + 1).parse().unwrap()
+    } else {
+        format!("2001:db8:f00::{:x}:{:x}", g + 1, j + 1)
+            .parse()
+            .unwrap()
+    }
+}
+
+/// Desc says announce for every group's first VIP and for all VIPs of even groups, so half
+/// the balancers get `syn_announce` only and half `syn_announce` + `fin_announce`.
+fn announces(g: usize, j: usize) -> bool {
+    j == 0 || g % 2 == 0
+}
+
+fn write(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(path.parent().unwrap())?;
+    std::fs::write(path, text)
+}
+
+/// keepalived configs, desc files, config.ini and secret.ini of the arbiter.
+fn write_arbiter(d: &Path, o: &Opts, user: &str, pass: &str) -> std::io::Result<(usize, usize)> {
+    let groups = o.clients.div_ceil(GROUP);
+    let (mut vips, mut up) = (0, 0);
+    for g in 0..groups {
+        for j in 0..o.vips {
+            let v = vip(g, j);
+            let a = announces(g, j);
+            vips += 1;
+            up += usize::from(a);
+            write(
+                &d.join(format!("desc/keepalived-{v}-desc.json")),
+                &format!(
+                    r#"{{"active":{n},"total":1,"announce":{a},"local-preference":100}}"#,
+                    n = u8::from(a)
+                ),
+            )?;
+        }
+    }
+    for k in 0..o.clients {
+        let g = k / GROUP;
+        let mut conf = String::from("! generated by benches/scale.rs\n");
+        for j in 0..o.vips {
+            let v = vip(g, j);
+            let rs = if v.is_ipv4() {
+                "192.0.2.200"
+            } else {
+                "2001:db8:ffff::200"
+            };
+            let _ = write!(
+                conf,
+                "virtual_server {v} 80 {{\n    lb_algo wrr\n    lb_kind DR\n    protocol TCP\n    real_server {rs} 80 {{\n        weight 1\n    }}\n}}\n"
+            );
+        }
+        write(&d.join(format!("lbs/{}/web/vips.conf", name(k))), &conf)?;
+    }
+    let dd = d.display();
+    write(
+        &d.join("config.ini"),
+        &format!(
+            "[main]\namqp_server = amqp://{user}:{pass}@{BROKER}/%2f\nhostname = arbiter\nipvs = false\n\
+             http_listen = {HTTP}\n\
+             service_mapping_wildcard = {dd}/lbs/*/*/*.conf\nservice_mapping_config = {dd}/svc_mapping.json\n\
+             vip_description_filepath = {dd}/desc/keepalived-{{vip}}-desc.json\n\
+             heartbeat_interval = 1\nconsumer_alive_ttl = {ttl}\n\
+             [server]\nquorum_socket = {dd}/quorum.sock\n",
+            ttl = o.ttl
+        ),
+    )?;
+    let secret = d.join("secret.ini");
+    write(&secret, &format!("[secret]\nmessage_key = {KEY}\n"))?;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
+    Ok((vips, up))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// What the simulated fleet saw; shared by its tasks and the sampler.
+struct Stats {
+    /// Times below are ms after this (+1, so 0 means "not yet").
+    t0: Instant,
+    stop: AtomicBool,
+    hb_sent: AtomicU64,
+    hb_confirmed: AtomicU64,
+    hb_returned: AtomicU64,
+    hb_failed: AtomicU64,
+    received: [AtomicU64; TYPES.len()],
+    unknown_type: AtomicU64,
+    bad_mac: AtomicU64,
+    consumer_errors: AtomicU64,
+    /// Per client: which parts of the welcome arrived (W_* bits).
+    welcome: Vec<AtomicU64>,
+    /// Per client: when its first heartbeat went out and when its welcome was complete.
+    first_hb_ms: Vec<AtomicU64>,
+    welcomed_ms: Vec<AtomicU64>,
+    welcomed: AtomicUsize,
+}
+
+impl Stats {
+    fn new(n: usize) -> Stats {
+        let v = || (0..n).map(|_| AtomicU64::new(0)).collect();
+        Stats {
+            t0: Instant::now(),
+            stop: AtomicBool::new(false),
+            hb_sent: AtomicU64::new(0),
+            hb_confirmed: AtomicU64::new(0),
+            hb_returned: AtomicU64::new(0),
+            hb_failed: AtomicU64::new(0),
+            received: Default::default(),
+            unknown_type: AtomicU64::new(0),
+            bad_mac: AtomicU64::new(0),
+            consumer_errors: AtomicU64::new(0),
+            welcome: v(),
+            first_hb_ms: v(),
+            welcomed_ms: v(),
+            welcomed: AtomicUsize::new(0),
+        }
+    }
+
+    fn ms(&self) -> u64 {
+        self.t0.elapsed().as_millis() as u64 + 1
+    }
+
+    /// One delivery to client `k` (`name`): check the MAC, count, note welcome parts.
+    fn on_delivery(&self, key: &envelope::Key, k: usize, name: &str, data: &[u8]) {
+        let Ok(opened) = envelope::open(key, data) else {
+            self.bad_mac.fetch_add(1, Relaxed);
+            return;
+        };
+        let kind = opened.header.kind.as_str();
+        let Some(i) = TYPES.iter().position(|t| *t == kind) else {
+            self.unknown_type.fetch_add(1, Relaxed);
+            return;
+        };
+        self.received[i].fetch_add(1, Relaxed);
+        if opened.header.to != name {
+            return; // broadcast: not part of this client's welcome
+        }
+        let bit = match kind {
+            "tree" => W_TREE,
+            "mapping" => W_MAPPING,
+            "syn_announce" | "fin_announce" => W_ANSWER,
+            _ => return,
+        };
+        let before = self.welcome[k].fetch_or(u64::from(bit), Relaxed);
+        let all = u64::from(W_TREE | W_MAPPING | W_ANSWER);
+        if before != all && (before | u64::from(bit)) == all {
+            self.welcomed_ms[k].store(self.ms(), Relaxed);
+            self.welcomed.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Declares the topology exactly as `src/wire/amqp.rs` does for a client (durable exchange,
+/// durable queue with no arguments, bindings to the hostname and `broadcast`) and starts a
+/// consumer per client that acks what it counted.
+async fn declare_and_consume(
+    ch: &Channel,
+    clients: &[(usize, String)],
+    stats: &Arc<Stats>,
+    key: &envelope::Key,
+) -> Result<(), BoxError> {
+    ch.basic_qos(64, BasicQosOptions::default()).await?;
+    ch.exchange_declare(
+        EXCHANGE.into(),
+        lapin::ExchangeKind::Direct,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    for (k, name) in clients {
+        let queue = format!("ipvs-sync.{name}");
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+        for rk in [name.as_str(), "broadcast"] {
+            ch.queue_bind(
+                queue.as_str().into(),
+                EXCHANGE.into(),
+                rk.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        let mut consumer = ch
+            .basic_consume(
+                queue.as_str().into(),
+                format!("scale.{name}").into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let (k, name, stats, key) = (*k, name.clone(), stats.clone(), key.clone());
+        tokio::spawn(async move {
+            while let Some(d) = consumer.next().await {
+                match d {
+                    Ok(delivery) => {
+                        stats.on_delivery(&key, k, &name, &delivery.data);
+                        if delivery.ack(BasicAckOptions::default()).await.is_err() {
+                            stats.consumer_errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        if !stats.stop.load(Relaxed) {
+                            stats.consumer_errors.fetch_add(1, Relaxed);
+                        }
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Publishes one signed heartbeat per client per second, in `SLOTS` slots, until stopped;
+/// counts the broker's confirms as they come.
+async fn heartbeats(
+    ch: Channel,
+    clients: Vec<(usize, String)>,
+    stats: Arc<Stats>,
+    key: envelope::Key,
+) -> Result<(), BoxError> {
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let base = now_us();
+    let mut seq: Vec<u64> = vec![base; clients.len()];
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / SLOTS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round = 0u64;
+    while !stats.stop.load(Relaxed) {
+        tick.tick().await;
+        let slot = round % SLOTS;
+        round += 1;
+        let uptime = stats.t0.elapsed().as_secs() + 1;
+        let mut confirms = Vec::new();
+        for (i, (k, name)) in clients.iter().enumerate() {
+            if i as u64 % SLOTS != slot {
+                continue;
+            }
+            seq[i] += 1;
+            let body = RawValue::from_string(format!(r#"{{"role":"client","uptime":{uptime}}}"#))?;
+            let header = envelope::Header {
+                kind: "heartbeat".into(),
+                from: name.clone(),
+                to: "lbs".into(),
+                seq: seq[i],
+                ts_ms: now_ms(),
+            };
+            let payload = envelope::seal(&key, &header, &body)?;
+            let c = ch
+                .basic_publish(
+                    EXCHANGE.into(),
+                    "lbs".into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &payload,
+                    BasicProperties::default()
+                        .with_content_type("application/json".into())
+                        .with_delivery_mode(2),
+                )
+                .await?;
+            let _ = stats.first_hb_ms[*k].compare_exchange(0, stats.ms(), Relaxed, Relaxed);
+            stats.hb_sent.fetch_add(1, Relaxed);
+            confirms.push(c);
+        }
+        let st = stats.clone();
+        tokio::spawn(async move {
+            for c in confirms {
+                let ctr = match c.await {
+                    Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => &st.hb_confirmed,
+                    Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))) => &st.hb_returned,
+                    _ => &st.hb_failed,
+                };
+                ctr.fetch_add(1, Relaxed);
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Connects, declares every client's queue and starts its consumer. Returns per connection
+/// the connection, a channel for publishing and the clients it carries.
+async fn start_fleet(
+    url: &str,
+    o: &Opts,
+    stats: &Arc<Stats>,
+) -> Result<Vec<(Connection, Channel, Vec<(usize, String)>)>, BoxError> {
+    let key = envelope::Key::new(KEY.as_bytes())?;
+    let mut conns = Vec::new();
+    let mut setups = Vec::new();
+    for c in 0..o.connections {
+        let clients: Vec<(usize, String)> = (0..o.clients)
+            .filter(|k| k % o.connections == c)
+            .map(|k| (k, name(k)))
+            .collect();
+        let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+        let consume = conn.create_channel().await?;
+        let publish = conn.create_channel().await?;
+        let (st, key, cl) = (stats.clone(), key.clone(), clients.clone());
+        setups.push(tokio::spawn(async move {
+            declare_and_consume(&consume, &cl, &st, &key).await
+        }));
+        conns.push((conn, publish, clients));
+    }
+    for s in setups {
+        s.await??;
+    }
+    Ok(conns)
+}
+
+/// CPU ticks (utime + stime) of a process.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised comm: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// (VmRSS, VmHWM) in KiB.
+fn memory_kb(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn clock_ticks_per_s() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Blocking HTTP GET against the arbiter's `http_listen`.
+fn http_get(path: &str) -> Option<String> {
+    let addr: SocketAddr = HTTP.parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+/// `name{label="value"} N` lines of a Prometheus text page, as label value → N.
+fn metric(page: &str, name: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in page.lines().filter(|l| l.starts_with(name)) {
+        let Some((lhs, v)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = lhs
+            .split_once('"')
+            .and_then(|(_, r)| r.split_once('"'))
+            .map_or(String::new(), |(l, _)| l.to_owned());
+        if lhs == name || lhs.starts_with(&format!("{name}{{")) {
+            out.insert(label, v.parse().unwrap_or(f64::NAN));
+        }
+    }
+    out
+}
+
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    t: f64,
+    arb_ticks: u64,
+    arb_rss: u64,
+    arb_hwm: u64,
+    broker_ticks: u64,
+    broker_rss: u64,
+    broker_hwm: u64,
+    own_ticks: u64,
+    hb_confirmed: u64,
+    arb_hb_in: f64,
+    arb_sent: f64,
+    outbox: f64,
+    welcomed: usize,
+}
+
+fn beam_pid(ns: &labkit::Netns) -> Option<u32> {
+    ns.pids().ok()?.into_iter().find(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "beam.smp")
+    })
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+fn percentile(mut v: Vec<u64>, q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0
+}
+
