@@ -492,7 +492,11 @@ fn http_get(path: &str) -> Option<String> {
     let addr: SocketAddr = HTTP.parse().ok()?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
@@ -551,3 +555,427 @@ fn percentile(mut v: Vec<u64>, q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0
 }
 
+/// Everything measured at one instant.
+fn take_sample(t: f64, arb_pid: u32, broker_pid: u32, stats: &Stats) -> Sample {
+    let (arb_rss, arb_hwm) = memory_kb(arb_pid).unwrap_or_default();
+    let (broker_rss, broker_hwm) = memory_kb(broker_pid).unwrap_or_default();
+    let page = http_get("/metrics").unwrap_or_default();
+    let sum = |name: &str| metric(&page, name).values().sum::<f64>();
+    Sample {
+        t,
+        arb_ticks: cpu_ticks(arb_pid).unwrap_or_default(),
+        arb_rss,
+        arb_hwm,
+        broker_ticks: cpu_ticks(broker_pid).unwrap_or_default(),
+        broker_rss,
+        broker_hwm,
+        own_ticks: cpu_ticks(std::process::id()).unwrap_or_default(),
+        hb_confirmed: stats.hb_confirmed.load(Relaxed),
+        arb_hb_in: metric(&page, "ipvs_sync_messages_received_total")
+            .get("heartbeat")
+            .copied()
+            .unwrap_or(0.0),
+        arb_sent: sum("ipvs_sync_messages_sent_total"),
+        outbox: sum("ipvs_sync_outbox_depth"),
+        welcomed: stats.welcomed.load(Relaxed),
+    }
+}
+
+/// Rates between two samples.
+struct Window<'a> {
+    a: &'a Sample,
+    b: &'a Sample,
+    tck: f64,
+}
+
+impl Window<'_> {
+    fn dt(&self) -> f64 {
+        (self.b.t - self.a.t).max(1e-9)
+    }
+    fn cpu(&self, f: impl Fn(&Sample) -> u64) -> f64 {
+        (f(self.b).saturating_sub(f(self.a))) as f64 / self.tck / self.dt() * 100.0
+    }
+    fn rate(&self, f: impl Fn(&Sample) -> f64) -> f64 {
+        (f(self.b) - f(self.a)) / self.dt()
+    }
+    fn mean_mb(&self, all: &[Sample], f: impl Fn(&Sample) -> u64) -> f64 {
+        let v: Vec<u64> = all
+            .iter()
+            .filter(|s| s.t >= self.a.t && s.t <= self.b.t)
+            .map(f)
+            .collect();
+        mb(v.iter().sum::<u64>() / v.len().max(1) as u64)
+    }
+}
+
+/// WARN/ERROR lines of the arbiter's log, counted by their message (timestamps cut).
+fn log_problems(path: &Path) -> BTreeMap<String, usize> {
+    let text = strip_ansi(&std::fs::read_to_string(path).unwrap_or_default());
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(pos) = line.find(" WARN ").or_else(|| line.find(" ERROR ")) else {
+            continue;
+        };
+        // Keep the level and the message up to the first field, which carries per-client data.
+        let msg = &line[pos + 1..];
+        let msg: String = msg
+            .split_once(" client=")
+            .map_or(msg, |(m, _)| m)
+            .chars()
+            .take(120)
+            .collect();
+        *out.entry(msg).or_insert(0) += 1;
+    }
+    out
+}
+
+/// The text without ANSI colour sequences (`ESC [ … letter`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn main() -> Result<(), BoxError> {
+    let o = Opts::parse()?;
+    if !labkit::require_root() {
+        eprintln!("scale bench skipped: needs root (run netns-lab/bench-scale)");
+        return Ok(());
+    }
+    if !o.bin.exists() {
+        return Err(format!(
+            "{} missing: cargo build --release --bin ipvs-sync",
+            o.bin.display()
+        )
+        .into());
+    }
+    let tck = clock_ticks_per_s();
+    let scratch = labkit::scratch_dir("scale")?;
+    let core = labkit::Netns::new("scale")?;
+    core.ip(&["addr", "add", "192.0.2.5/32", "dev", "lo"])?;
+    eprintln!("starting rabbitmq in namespace {} …", core.name());
+    let rabbit = labkit::Rabbit::start(&core, BROKER)?;
+    let broker_pid = beam_pid(&core).ok_or("no beam.smp in the namespace")?;
+    let d = scratch.path().join("arbiter");
+    let (vips, up) = write_arbiter(&d, &o, rabbit.user(), rabbit.pass())?;
+
+    let mut cmd = core.command(o.bin.to_str().ok_or("binary path is not UTF-8")?);
+    cmd.arg("-c")
+        .arg(d.join("config.ini"))
+        .args(["--log-level", "info", "server"])
+        .env("NO_COLOR", "1");
+    let log = d.join("server.log");
+    let mut arbiter = labkit::Daemon::spawn(cmd, &log)?;
+    let arb_pid = arbiter.pid();
+    // From here this thread, and the runtime's threads it starts, live in the namespace.
+    core.enter()?;
+    if !labkit::wait_until(Duration::from_secs(30), || {
+        http_get("/status").is_some_and(|s| s.contains("\"role\""))
+    }) {
+        return Err(arbiter.failure("no /status within 30 s").into());
+    }
+    eprintln!(
+        "arbiter pid {arb_pid} ({}) up: {} balancers, {vips} VIPs, {up} announce; \
+         declaring {} client queues over {} connections …",
+        o.bin.display(),
+        o.clients,
+        o.clients,
+        o.connections
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let stats = Arc::new(Stats::new(o.clients));
+    let t_setup = Instant::now();
+    let conns = rt.block_on(start_fleet(&rabbit.url(), &o, &stats))?;
+    eprintln!(
+        "queues and consumers ready in {:.1} s; heartbeating for {} s …",
+        t_setup.elapsed().as_secs_f64(),
+        o.secs
+    );
+
+    let key = envelope::Key::new(KEY.as_bytes())?;
+    let start = Instant::now();
+    let hb_start_ms = stats.ms();
+    let mut samples = vec![take_sample(0.0, arb_pid, broker_pid, &stats)];
+    let mut pubs = Vec::new();
+    for (_, ch, clients) in &conns {
+        pubs.push(rt.spawn(heartbeats(
+            ch.clone(),
+            clients.clone(),
+            stats.clone(),
+            key.clone(),
+        )));
+    }
+    let mut died = None;
+    for s in 1..=o.secs {
+        let next = start + Duration::from_secs(s);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        let smp = take_sample(start.elapsed().as_secs_f64(), arb_pid, broker_pid, &stats);
+        if s % 10 == 0 {
+            eprintln!(
+                "  {s:>4} s: welcomed {}/{}, arbiter RSS {:.1} MiB, heartbeats in {}",
+                smp.welcomed,
+                o.clients,
+                mb(smp.arb_rss),
+                smp.arb_hb_in
+            );
+        }
+        samples.push(smp);
+        if let Ok(Some(status)) = arbiter.exited() {
+            died = Some(status);
+            break;
+        }
+    }
+    let status: serde_json::Value = http_get("/status")
+        .and_then(|b| serde_json::from_str(&b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let page = http_get("/metrics").unwrap_or_default();
+    let live = status["clients"].as_array().map_or(0, Vec::len);
+    let stale_live = status["clients"].as_array().map_or(0, |c| {
+        c.iter()
+            .filter(|c| c["age_s"].as_f64().is_some_and(|a| a > 2.5))
+            .count()
+    });
+
+    stats.stop.store(true, Relaxed);
+    rt.block_on(async {
+        for p in pubs {
+            if let Ok(Err(e)) = p.await {
+                eprintln!("heartbeat task: {e}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for (conn, _, _) in &conns {
+            let _ = conn.close(200, "scale bench done".into()).await;
+        }
+    });
+    let _ = arbiter.stop();
+    drop(rt);
+
+    // ---- report --------------------------------------------------------------------------
+    let last = samples.last().copied().unwrap_or_default();
+    let all_welcomed_s = (stats.welcomed.load(Relaxed) == o.clients).then(|| {
+        let max = stats
+            .welcomed_ms
+            .iter()
+            .map(|w| w.load(Relaxed))
+            .max()
+            .unwrap_or(0);
+        max.saturating_sub(hb_start_ms) as f64 / 1000.0
+    });
+    let latencies: Vec<u64> = (0..o.clients)
+        .filter_map(|k| {
+            let w = stats.welcomed_ms[k].load(Relaxed);
+            let f = stats.first_hb_ms[k].load(Relaxed);
+            (w > 0 && f > 0).then(|| w.saturating_sub(f))
+        })
+        .collect();
+    // Steady state: from 5 s after the last welcome (or mid-run) to the end.
+    let from = all_welcomed_s
+        .map_or(last.t / 2.0, |w| (w + 5.0).ceil())
+        .min(last.t * 2.0 / 3.0);
+    let a = samples
+        .iter()
+        .find(|s| s.t >= from)
+        .copied()
+        .unwrap_or_default();
+    let steady = Window {
+        a: &a,
+        b: &last,
+        tck,
+    };
+    let warm_end = samples
+        .iter()
+        .find(|s| all_welcomed_s.is_some_and(|w| s.t >= w))
+        .copied()
+        .unwrap_or(last);
+    let warm = Window {
+        a: &samples[0],
+        b: &warm_end,
+        tck,
+    };
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## scale: {} simulated clients → one arbiter ({} s run)\n",
+        o.clients,
+        last.t.round()
+    );
+    let _ = writeln!(
+        out,
+        "setup: {} balancers in groups of {GROUP} sharing {} VIPs each ({vips} VIPs, {up} with desc announce), \
+         heartbeat_interval 1 s, consumer_alive_ttl {} s, ipvs = false; clients on {} AMQP connections; \
+         steady window {:.0}–{:.0} s\n",
+        o.clients, o.vips, o.ttl, o.connections, a.t, last.t
+    );
+    let _ = writeln!(out, "| figure | value |\n|---|---|");
+    let mut row = |k: &str, v: String| {
+        let _ = writeln!(out, "| {k} | {v} |");
+    };
+    row("clients", o.clients.to_string());
+    row(
+        "heartbeats/s confirmed by the broker (steady)",
+        format!("{:.0}", steady.rate(|s| s.hb_confirmed as f64)),
+    );
+    row(
+        "heartbeats/s taken by the arbiter (steady)",
+        format!("{:.0}", steady.rate(|s| s.arb_hb_in)),
+    );
+    row(
+        "arbiter CPU, steady (% of one core)",
+        format!("{:.1} %", steady.cpu(|s| s.arb_ticks)),
+    );
+    row(
+        "arbiter CPU, welcome phase (% of one core)",
+        format!(
+            "{:.1} % over {:.0} s",
+            warm.cpu(|s| s.arb_ticks),
+            warm_end.t
+        ),
+    );
+    row(
+        "arbiter CPU time, whole run",
+        format!(
+            "{:.2} s",
+            last.arb_ticks.saturating_sub(samples[0].arb_ticks) as f64 / tck
+        ),
+    );
+    row(
+        "arbiter RSS steady (mean) / at end / peak (VmHWM)",
+        format!(
+            "{:.1} / {:.1} / {:.1} MiB (before clients {:.1})",
+            steady.mean_mb(&samples, |s| s.arb_rss),
+            mb(last.arb_rss),
+            mb(last.arb_hwm),
+            mb(samples[0].arb_rss)
+        ),
+    );
+    let sent = metric(&page, "ipvs_sync_messages_sent_total");
+    let sent_s: Vec<String> = sent
+        .iter()
+        .filter(|(_, n)| **n > 0.0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    row(
+        "messages the arbiter sent (confirmed)",
+        format!("{} ({})", sent.values().sum::<f64>(), sent_s.join(", ")),
+    );
+    let got: Vec<String> = TYPES
+        .iter()
+        .zip(&stats.received)
+        .filter(|(_, n)| n.load(Relaxed) > 0)
+        .map(|(t, n)| format!("{t} {}", n.load(Relaxed)))
+        .collect();
+    row("deliveries the clients received", got.join(", "));
+    row(
+        "time until all clients were welcomed (tree + mapping + announces answer)",
+        match all_welcomed_s {
+            Some(s) => format!("{s:.2} s"),
+            None => format!(
+                "NOT ALL: {}/{} after {:.0} s",
+                stats.welcomed.load(Relaxed),
+                o.clients,
+                last.t
+            ),
+        },
+    );
+    row(
+        "per-client first heartbeat → welcomed, p50 / p99 / max",
+        format!(
+            "{:.2} / {:.2} / {:.2} s",
+            percentile(latencies.clone(), 0.5),
+            percentile(latencies.clone(), 0.99),
+            percentile(latencies, 1.0)
+        ),
+    );
+    row(
+        "live clients in the arbiter's /status at the end",
+        format!("{live} ({stale_live} with age > 2.5 s)"),
+    );
+    row(
+        "broker (beam.smp) CPU steady / RSS steady / peak",
+        format!(
+            "{:.1} % / {:.0} / {:.0} MiB",
+            steady.cpu(|s| s.broker_ticks),
+            steady.mean_mb(&samples, |s| s.broker_rss),
+            mb(last.broker_hwm)
+        ),
+    );
+    row(
+        "this bench process (1,000 clients) CPU steady",
+        format!("{:.1} %", steady.cpu(|s| s.own_ticks)),
+    );
+    let dropped = metric(&page, "ipvs_sync_messages_dropped_total");
+    let outbox_dropped = metric(&page, "ipvs_sync_outbox_dropped_total");
+    row(
+        "anomalies",
+        format!(
+            "heartbeats unconfirmed {} / returned {} / failed {}; bad MAC at clients {}; consumer errors {}; \
+             arbiter drops {:?}; arbiter outbox drops {:?}; arbiter {}",
+            stats.hb_sent.load(Relaxed)
+                - stats.hb_confirmed.load(Relaxed)
+                - stats.hb_returned.load(Relaxed)
+                - stats.hb_failed.load(Relaxed),
+            stats.hb_returned.load(Relaxed),
+            stats.hb_failed.load(Relaxed),
+            stats.bad_mac.load(Relaxed),
+            stats.consumer_errors.load(Relaxed),
+            dropped.iter().filter(|(_, n)| **n > 0.0).collect::<Vec<_>>(),
+            outbox_dropped.iter().filter(|(_, n)| **n > 0.0).collect::<Vec<_>>(),
+            died.map_or("ran to the end".to_owned(), |s| format!("EXITED EARLY ({s})"))
+        ),
+    );
+    let _ = writeln!(
+        out,
+        "\ntimeline (5 s steps): t, arbiter CPU %, arbiter RSS MiB, heartbeats in/s, sent/s, outbox depth, welcomed, broker CPU %"
+    );
+    for w in samples.windows(6).step_by(5) {
+        let (p, q) = (&w[0], &w[5]);
+        let win = Window { a: p, b: q, tck };
+        let _ = writeln!(
+            out,
+            "  {:>4.0} {:>6.1} {:>7.1} {:>7.0} {:>7.0} {:>6.0} {:>6} {:>6.1}",
+            q.t,
+            win.cpu(|s| s.arb_ticks),
+            mb(q.arb_rss),
+            win.rate(|s| s.arb_hb_in),
+            win.rate(|s| s.arb_sent),
+            q.outbox,
+            q.welcomed,
+            win.cpu(|s| s.broker_ticks)
+        );
+    }
+    let problems = log_problems(&log);
+    if !problems.is_empty() {
+        let _ = writeln!(out, "\narbiter WARN/ERROR lines by message:");
+        let mut v: Vec<_> = problems.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1));
+        for (m, n) in v.into_iter().take(8) {
+            let _ = writeln!(out, "  {n:>6} × {m}");
+        }
+    }
+    println!("{out}");
+    if std::env::var_os("SCALE_KEEP_LOG").is_some() {
+        let keep = std::env::temp_dir().join("scale-arbiter.log");
+        let _ = std::fs::copy(&log, &keep);
+        eprintln!("arbiter log kept at {}", keep.display());
+    }
+    drop(rabbit);
+    drop(core);
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! 100 concurrent quorum processes over 10 VIPs: no count lost, no torn file seen.
 //!
-//! Each call is a real process (`examples/quorum_file.rs`, the same code path as
-//! `ipvs-sync quorum`). Every (VIP, port) pair is reported exactly once, so the final
+//! Each call is a real `ipvs-sync quorum up|down ARG` process with its own config (desc
+//! files in a temp dir, keepalived configs naming ports 80 and 443 for every VIP, no arbiter
+//! running, so the hand-off is skipped). Every (VIP, port) pair is reported exactly once, so the final
 //! state does not depend on the order the calls win the lock, and the concurrent
 //! result must equal running the same calls one after the other.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -16,18 +17,40 @@ use std::time::{Duration, Instant};
 
 use announce::desc::{Desc, PortState};
 
-/// The example binary, built next to this test by `cargo test`/`nextest`.
+/// The binary under test.
 fn quorum_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/debug/deps/quorum_concurrency-HASH → target/debug/examples/quorum_file
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("examples").join("quorum_file");
-    assert!(
-        bin.exists(),
-        "{} missing: build it with `cargo build -p announce --example quorum_file`",
-        bin.display()
-    );
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_ipvs-sync"))
+}
+
+/// Writes `config.ini` (and the keepalived configs it points at) for desc files in `dir`;
+/// returns the config path. Everything but the desc files lives in a sibling directory.
+fn config_for(dir: &Path, vips: &[IpAddr]) -> PathBuf {
+    let etc = dir.with_extension("etc");
+    let lbs = etc.join("lbs/lb1/web");
+    std::fs::create_dir_all(&lbs).unwrap();
+    let mut conf = String::new();
+    for vip in vips {
+        for port in [80, 443] {
+            conf.push_str(&format!(
+                "virtual_server {vip} {port} {{\n    lb_algo wrr\n}}\n"
+            ));
+        }
+    }
+    std::fs::write(lbs.join("vips.conf"), conf).unwrap();
+    let cfg = etc.join("config.ini");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[main]\namqp_server = amqp://ipvs@127.0.0.1:5672/\nhostname = arbiter\n\
+             vip_description_filepath = {d}/keepalived-{{vip}}-desc.json\n\
+             service_mapping_wildcard = {e}/lbs/*/*/*.conf\n\
+             [server]\nquorum_socket = {e}/no-arbiter.sock\n",
+            d = dir.display(),
+            e = etc.display()
+        ),
+    )
+    .unwrap();
+    cfg
 }
 
 /// A small deterministic generator (xorshift64*), seeded per run and printed.
@@ -47,8 +70,6 @@ struct Call {
     up: bool,
     arg: String,
 }
-
-const KNOWN: &str = "80,443";
 
 fn calls(vips: &[IpAddr], per_vip: u16, seed: u64) -> Vec<Call> {
     let mut rng = Rng(seed | 1);
@@ -80,12 +101,13 @@ fn calls(vips: &[IpAddr], per_vip: u16, seed: u64) -> Vec<Call> {
     out
 }
 
-fn spawn(bin: &Path, dir: &Path, call: &Call) -> Child {
+fn spawn(bin: &Path, cfg: &Path, call: &Call) -> Child {
     Command::new(bin)
-        .arg(dir)
+        .arg("-c")
+        .arg(cfg)
+        .args(["--log-level", "error", "quorum"])
         .arg(if call.up { "up" } else { "down" })
         .arg(&call.arg)
-        .arg(KNOWN)
         .spawn()
         .unwrap()
 }
@@ -106,6 +128,8 @@ fn run_concurrent_and_compare(vips: &[IpAddr], per_vip: u16) {
 
     let concurrent = tempfile::tempdir().unwrap();
     let sequential = tempfile::tempdir().unwrap();
+    let concurrent_cfg = config_for(concurrent.path(), vips);
+    let sequential_cfg = config_for(sequential.path(), vips);
 
     // A reader that loops over every desc file while the writers run.
     let stop = Arc::new(AtomicBool::new(false));
@@ -137,7 +161,7 @@ fn run_concurrent_and_compare(vips: &[IpAddr], per_vip: u16) {
 
     let children: Vec<Child> = calls
         .iter()
-        .map(|c| spawn(&bin, concurrent.path(), c))
+        .map(|c| spawn(&bin, &concurrent_cfg, c))
         .collect();
     for mut child in children {
         assert!(child.wait().unwrap().success());
@@ -147,7 +171,7 @@ fn run_concurrent_and_compare(vips: &[IpAddr], per_vip: u16) {
     assert!(reads_ok > 0, "the reader never saw a file");
 
     for c in &calls {
-        assert!(spawn(&bin, sequential.path(), c).wait().unwrap().success());
+        assert!(spawn(&bin, &sequential_cfg, c).wait().unwrap().success());
     }
 
     let known: BTreeSet<u16> = BTreeSet::from([80, 443]);
@@ -175,10 +199,12 @@ fn run_concurrent_and_compare(vips: &[IpAddr], per_vip: u16) {
         let want_lp = if lp_given { 100 + i as u32 } else { 100 };
         assert_eq!(d.local_preference, want_lp, "{vip}");
     }
-    // Nothing but desc and lock files is left behind (no stray temp files).
+    // Nothing but desc and lock files (and the known-ports cache) is left behind: no
+    // stray temp files.
     let names: Vec<String> = std::fs::read_dir(concurrent.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("ipvs-sync-known-ports"))
         .collect();
     assert_eq!(names.len(), 2 * vips.len(), "{names:?}");
 }
