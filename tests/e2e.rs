@@ -350,6 +350,44 @@ fn lab_forged_and_garbage_messages_change_nothing() {
     assert!(st["dropped"]["stale"].as_u64().unwrap_or(0) >= 1, "{st}");
     assert_eq!(f.path_count(0, &v4), 1, "nothing was withdrawn");
 
+    // A correctly signed `sync` whose file name climbs out of sync_dirs is refused; its
+    // sibling inside sync_dirs is written.
+    let sync_dir = f.balancers[0].dir.join("sync");
+    let passwd_before = std::fs::read("/etc/passwd").unwrap();
+    let body = format!(
+        r#"{{"files":[{{"name":"{d}/../../../../../../etc/passwd","mode":420,"content_b64":"cHduZWQK"}},{{"name":"{d}/ok.conf","mode":420,"content_b64":"b2sK"}}]}}"#,
+        d = sync_dir.display()
+    );
+    let seq = now_ms * 1000;
+    let sync = format!(
+        r#"{{"type":"sync","from":"test-arbiter","to":"lb1","seq":{seq},"ts":{now_ms},"body":{body},"sig":"{}"}}"#,
+        sign(
+            fleet::KEY,
+            "sync",
+            "test-arbiter",
+            "lb1",
+            seq,
+            now_ms,
+            &body
+        )
+    );
+    publish_raw(&f, "lb1", &[sync.into_bytes()]);
+    assert!(
+        labkit::wait_until(WAIT, || sync_dir.join("ok.conf").exists()),
+        "{}",
+        f.client_log(0)
+    );
+    assert_eq!(std::fs::read(sync_dir.join("ok.conf")).unwrap(), b"ok\n");
+    assert_eq!(
+        std::fs::read("/etc/passwd").unwrap(),
+        passwd_before,
+        "/etc/passwd untouched"
+    );
+    assert!(
+        f.client_log(0).contains("sync: refused"),
+        "the refusal is logged"
+    );
+
     // Both daemons still serve: a real withdraw flows at once.
     f.quorum("down", "203.0.113.10,b-100,80");
     assert!(

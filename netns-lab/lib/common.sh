@@ -108,9 +108,9 @@ wait_for() {
   "$@" >/dev/null 2>&1
 }
 
-# The ipvs-sync binary: IPVS_SYNC, else the workspace's debug build.
+# The ipvs-sync binary: IPVS_SYNC, else the workspace's build (LAB_PROFILE: debug).
 ipvs_sync_bin() {
-  local bin=${IPVS_SYNC:-$REPO/target/${LAB_PROFILE:-debug}/ipvs-sync}
+  local bin=${IPVS_SYNC:-${CARGO_TARGET_DIR:-$REPO/target}/${LAB_PROFILE:-debug}/ipvs-sync}
   [[ -x $bin ]] || die "no ipvs-sync binary at $bin (cargo build, or set IPVS_SYNC)"
   echo "$bin"
 }

@@ -259,14 +259,16 @@ impl Fleet {
             "[main]\namqp_server = amqp://{user}:{pass}@192.0.2.5:5672/%2f\nhostname = {name}\nipvs = false\n\
              http_listen = 127.0.0.1:{http}\nheartbeat_interval = 1\nconsumer_alive_ttl = 5\n\
              [bgp]\nlocal_as = {LOCAL_AS}\nrouter_id = 192.0.2.{rid}\nhold_time = {hold}\nconnect_retry = 1\n\
-             communities = 65000:100\n\n{peers}[announce]\ninterface = lo\n",
+             communities = 65000:100\n\n{peers}[announce]\ninterface = lo\n\n[client]\nsync_dirs = {sync}\n",
             user = self.rabbit.user(),
             pass = self.rabbit.pass(),
             name = b.name,
             http = b.http,
             rid = 4 * k + 2,
             hold = self.opts.hold_time,
+            sync = b.dir.join("sync").display(),
         );
+        fs::create_dir_all(b.dir.join("sync")).unwrap();
         write(&b.dir.join("config.ini"), &text);
         write_secret(&b.dir, "");
     }
