@@ -589,3 +589,36 @@ fn lab_router_restart_gets_routes_again() {
         sp.shutdown("ipvs-sync shutting down").await;
     });
 }
+
+#[test]
+#[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
+fn lab_ttl_security_gtsm() {
+    let Some(lab) = lab() else { return };
+    // gobgpd with GTSM on this neighbor: it sends TTL 255 and requires 255 from us.
+    let mut toml = GobgpConfig::new(ROUTER_AS, R1_V4.parse().unwrap())
+        .neighbor(GobgpNeighbor::new(LB_V4.parse().unwrap(), ROUTER_AS).passive(true))
+        .to_toml();
+    toml.push_str("  [neighbors.ttl-security.config]\n    enabled = true\n    ttl-min = 255\n");
+    let g = std::sync::Arc::new(Gobgpd::start(&lab.r1, &toml).unwrap());
+    in_lb(&lab, || async move {
+        let (sp, mut ev) = Speaker::start(speaker_cfg(ROUTER_AS)).unwrap();
+        let mut p = peer("r1", R1_V4, ROUTER_AS);
+        // Without GTSM our SYN leaves with TTL 64: gobgpd's IP_MINTTL 255 drops it.
+        sp.add_peer(p.clone()).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(4), ev.recv()).await.is_err(),
+            "session came up without TTL security"
+        );
+        p.ttl_security = true;
+        sp.add_peer(p).unwrap();
+        sp.announce("198.51.100.8/32".parse().unwrap(), RouteAttrs::default());
+        let e = tokio::time::timeout(Duration::from_secs(20), ev.recv()).await.unwrap();
+        assert!(matches!(e, Some(PeerEvent::Up { .. })), "{e:?}");
+        let g2 = g.clone();
+        assert!(
+            blocking(move || wait_route(&g2, "ipv4", "198.51.100.8/32", true, Duration::from_secs(5)))
+                .await
+        );
+        sp.shutdown("ipvs-sync shutting down").await;
+    });
+}

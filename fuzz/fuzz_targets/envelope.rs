@@ -89,7 +89,9 @@ fuzz_target!(|data: &[u8]| {
             };
             if let Ok(m) = Message::decode(kind.as_str(), dir, &raw) {
                 // What decodes encodes, and decodes again to the same message.
-                let again = m.encode_body().map(|b| Message::decode(kind.as_str(), dir, &b));
+                let again = m
+                    .encode_body()
+                    .map(|b| Message::decode(kind.as_str(), dir, &b));
                 assert!(
                     matches!(again, Ok(Ok(ref m2)) if *m2 == m),
                     "{kind} {dir:?} does not round-trip: {text}"

@@ -69,6 +69,10 @@ fn changed(tree: &Tree, count: usize) -> (Tree, Vec<(ServiceKey, Dest)>) {
 
 fn new_netns() {
     unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET): run as root");
+    // With lo down the kernel refuses direct-routing destinations (EINVAL: its address
+    // type lookup fails), as seen on 6.1.
+    let up = Command::new("ip").args(["link", "set", "lo", "up"]).status().expect("ip");
+    assert!(up.success(), "ip link set lo up");
 }
 
 fn ipvsadm_restore(input: &str) -> Duration {
@@ -86,16 +90,38 @@ fn ipvsadm(args: &[&str]) -> Duration {
     t.elapsed()
 }
 
+/// What one `ipvs-sync ipvs apply FILE` did.
+struct Run {
+    /// Load JSON + dump + diff + apply.
+    total: Duration,
+    /// The apply alone.
+    apply: Duration,
+    ops: usize,
+    sends: usize,
+}
+
 /// `ipvs-sync ipvs apply FILE`: read the JSON, dump, diff, apply.
-fn ipvs_sync_apply(path: &std::path::Path) -> (Duration, usize, usize) {
+fn ipvs_sync_apply(path: &std::path::Path) -> Run {
     let t = Instant::now();
     let wanted = ipvs::tool::load_tree(path).unwrap();
     let mut ipvs = Ipvs::connect().unwrap();
     let actual = ipvs.dump().unwrap();
     let plan = diff(&actual, &wanted);
+    let a = Instant::now();
     let report = ipvs.apply(&plan);
+    let apply = a.elapsed();
     assert!(report.is_ok(), "{:?}", report.failures.first());
-    (t.elapsed(), plan.len(), report.sends)
+    Run { total: t.elapsed(), apply, ops: plan.len(), sends: report.sends }
+}
+
+/// The first IPVS change in a namespace sets up its per-namespace state; keep that out
+/// of every measurement.
+fn warm_up() {
+    let mut ipvs = Ipvs::connect().unwrap();
+    let key = ServiceKey::tcp(IpAddr::from([203, 0, 113, 1]), 9);
+    ipvs.add_service(&ServiceSpec::new(key, "wrr")).unwrap();
+    ipvs.add_dest(&key, &Dest::new(IpAddr::from([203, 0, 113, 2]), 9)).unwrap();
+    ipvs.del_service(&key).unwrap();
 }
 
 fn secs(d: Duration) -> f64 {
@@ -105,6 +131,7 @@ fn secs(d: Duration) -> f64 {
 fn in_own_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
         new_netns();
+        warm_up();
         f()
     })
     .join()
@@ -165,31 +192,37 @@ fn main() {
     let (fj, aj) = (full_json.clone(), after_json.clone());
     let ours = in_own_netns(move || {
         let load = ipvs_sync_apply(&fj);
-        eprintln!("bench: ipvs-sync apply full load {:.2} s ({} ops, {} sends)", secs(load.0), load.1, load.2);
+        eprintln!("bench: ipvs-sync apply full load {:.2} s ({} ops, {} sends)", secs(load.total), load.ops, load.sends);
         let t = Instant::now();
         let tree = Ipvs::connect().unwrap().dump().unwrap();
         let dump = t.elapsed();
         assert_eq!(tree.dest_count(), services * dests);
         let change = ipvs_sync_apply(&aj);
-        eprintln!("bench: ipvs-sync apply 1% change {:.2} s ({} ops)", secs(change.0), change.1);
+        eprintln!("bench: ipvs-sync apply 1% change {:.2} s ({} ops)", secs(change.total), change.ops);
         let mut check = Ipvs::connect().unwrap().dump().unwrap();
         check.clear_stats();
         (load, dump, change, check)
     });
     assert_eq!(ours.3, after, "ipvs-sync left a different table");
 
-    // Lane 3: ipvs-sync, one request per round trip.
+    // Lane 3: the apply alone at several batch sizes, 1 = one round trip per request.
     let plan = diff(&Tree::new(), &full);
-    let unbatched = in_own_netns(move || {
-        let mut ipvs = Ipvs::connect().unwrap();
-        let t = Instant::now();
-        let r = ipvs.apply_with(&plan, ApplyOptions { batch: 1 });
-        assert!(r.is_ok());
-        (t.elapsed(), r.sends)
-    });
+    let sweep: Vec<(usize, Duration, usize)> = [1usize, 16, 128]
+        .into_iter()
+        .map(|batch| {
+            let plan = plan.clone();
+            in_own_netns(move || {
+                let mut ipvs = Ipvs::connect().unwrap();
+                let t = Instant::now();
+                let r = ipvs.apply_with(&plan, ApplyOptions { batch });
+                assert!(r.is_ok(), "batch {batch}: {:?}", r.failures.first());
+                (batch, t.elapsed(), r.sends)
+            })
+        })
+        .collect();
 
     let (a_load, a_dump, a_edit, a_one, n_one, a_reload) = adm;
-    let ((o_load, o_ops, o_sends), o_dump, (o_change, o_change_ops, _), _) = ours;
+    let (o_load, o_dump, o_change, _) = ours;
     let per_cmd = a_one.as_secs_f64() / n_one.max(1) as f64;
     let one_by_one = per_cmd * edit_list.len() as f64;
     println!();
@@ -198,16 +231,20 @@ fn main() {
     let row = |name: &str, s: f64, base: f64| println!("{name:<60} {s:>10.2} {:>12.2}", s / base);
     let base = secs(a_load);
     row("full load: ipvsadm -R", base, base);
-    row(&format!("full load: ipvs-sync apply ({o_ops} ops in {o_sends} sends)"), secs(o_load), base);
-    row(&format!("full load: ipvs-sync, one request per round trip ({} sends)", unbatched.1), secs(unbatched.0), base);
+    row(&format!("full load: ipvs-sync apply FILE ({} ops in {} sends)", o_load.ops, o_load.sends), secs(o_load.total), base);
+    row("  of which the batched apply", secs(o_load.apply), base);
+    for (batch, t, sends) in &sweep {
+        row(&format!("  apply alone, batch {batch} ({sends} sends)"), secs(*t), base);
+    }
     row("dump: ipvsadm -Sn", secs(a_dump), base);
     row("dump: ipvs-sync (Ipvs::dump)", secs(o_dump), base);
     let base_edit = secs(a_edit);
     println!("{:<60} {:>10} {:>12}", format!("1% change ({} weights)", edit_list.len()), "seconds", "vs -R -e lines");
     row("  ipvsadm -R fed the -e lines", base_edit, base_edit);
-    row(&format!("  ipvs-sync apply: load + dump + diff + apply ({o_change_ops} ops)"), secs(o_change), base_edit);
+    row(&format!("  ipvs-sync apply FILE: load + dump + diff + apply ({} ops)", o_change.ops), secs(o_change.total), base_edit);
+    row("    of which the apply", secs(o_change.apply), base_edit);
     row(&format!("  ipvsadm, one command per change ({n_one} run, extrapolated)"), one_by_one, base_edit);
     row("  ipvsadm -C + ipvsadm -R of the whole changed tree", secs(a_reload), base_edit);
-    println!("full reload / ipvs-sync 1% change: {:.1}x", secs(a_reload) / secs(o_change));
+    println!("full reload / ipvs-sync 1% change: {:.1}x", secs(a_reload) / secs(o_change.total));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -569,11 +569,6 @@ impl Transport {
             .is_some_and(|c| c.status().connected())
     }
 
-    /// The role this transport serves.
-    pub fn role(&self) -> &Role {
-        &self.shared.role
-    }
-
     /// Stops consuming, closes the connection (within about a second) and ends the supervisor.
     pub async fn close(self) {
         let _ = self.stop.send(true);
@@ -637,7 +632,8 @@ fn url_has_password(url: &str) -> bool {
 struct Session {
     conn: Connection,
     publish: Channel,
-    consume: Channel,
+    /// Kept open: the consumer lives on this channel.
+    _consume: Channel,
     consumer: Consumer,
     /// lapin's connection events (errors end the session).
     events: Pin<Box<dyn Stream<Item = lapin::Event> + Send>>,
@@ -656,7 +652,7 @@ async fn establish(shared: &Shared) -> Result<Session, WireError> {
             Ok(Session {
                 conn,
                 publish,
-                consume,
+                _consume: consume,
                 consumer,
                 events,
             })

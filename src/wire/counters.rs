@@ -41,6 +41,7 @@ impl Counters {
     }
 
     /// Messages dropped for any reason.
+    #[cfg(test)]
     pub fn dropped_total(&self) -> u64 {
         DropReason::ALL.iter().map(|r| self.dropped(*r)).sum()
     }

@@ -460,14 +460,10 @@ impl Verifier {
 
     /// Caps the replay table at `max` senders (default 65,536); past it the sender with the
     /// lowest last seq is forgotten.
+    #[cfg(test)]
     pub fn with_max_senders(mut self, max: usize) -> Self {
         self.max_senders = max.max(1);
         self
-    }
-
-    /// The policy in force.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
     }
 
     /// Runs every admission check on `bytes` at time `now_ms` (ms since the epoch) and, if the

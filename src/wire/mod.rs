@@ -10,8 +10,7 @@
 //! A daemon holds one [`Transport`]: `Transport::connect(url, role, opts)` gives the handle and
 //! a bounded receiver of [`Incoming`] messages, each already verified and typed.
 
-// Until the daemons use every item of the message layer.
-#![allow(dead_code, unused_imports)]
+
 // Tests may unwrap: a failed unwrap is how a test reports.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -24,6 +23,5 @@ pub mod messages;
 mod lab_tests;
 
 pub use amqp::{Dest, Incoming, Role, Transport, TransportOptions, WireError};
-pub use counters::{Counters, CountersSnapshot};
-pub use envelope::{DropReason, Key, KeyError};
-pub use messages::{Direction, Message, MessageType};
+pub use envelope::{Key, KeyError};
+pub use messages::{Message, MessageType};
