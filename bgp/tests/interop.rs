@@ -606,18 +606,28 @@ fn lab_ttl_security_gtsm() {
         // Without GTSM our SYN leaves with TTL 64: gobgpd's IP_MINTTL 255 drops it.
         sp.add_peer(p.clone()).unwrap();
         assert!(
-            tokio::time::timeout(Duration::from_secs(4), ev.recv()).await.is_err(),
+            tokio::time::timeout(Duration::from_secs(4), ev.recv())
+                .await
+                .is_err(),
             "session came up without TTL security"
         );
         p.ttl_security = true;
         sp.add_peer(p).unwrap();
         sp.announce("198.51.100.8/32".parse().unwrap(), RouteAttrs::default());
-        let e = tokio::time::timeout(Duration::from_secs(20), ev.recv()).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(20), ev.recv())
+            .await
+            .unwrap();
         assert!(matches!(e, Some(PeerEvent::Up { .. })), "{e:?}");
         let g2 = g.clone();
         assert!(
-            blocking(move || wait_route(&g2, "ipv4", "198.51.100.8/32", true, Duration::from_secs(5)))
-                .await
+            blocking(move || wait_route(
+                &g2,
+                "ipv4",
+                "198.51.100.8/32",
+                true,
+                Duration::from_secs(5)
+            ))
+            .await
         );
         sp.shutdown("ipvs-sync shutting down").await;
     });
