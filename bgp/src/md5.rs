@@ -91,6 +91,19 @@ pub fn set_md5(sock: &impl AsRawFd, socket_v6: bool, peer: IpAddr, key: &[u8]) -
     setsockopt(sock, libc::IPPROTO_TCP, libc::TCP_MD5SIG, &sig)
 }
 
+/// Sends with TTL/hop limit 255 only (for a listener shared by peers with and without GTSM:
+/// the SYN-ACK must leave with 255; the minimum is then set per accepted connection).
+pub fn set_send_ttl_255(sock: &impl AsRawFd, v6: bool) -> io::Result<()> {
+    let ttl: libc::c_int = 255;
+    if v6 {
+        setsockopt(sock, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, &ttl)?;
+        // A dual-stack listener answers IPv4 peers too.
+        setsockopt(sock, libc::IPPROTO_IP, libc::IP_TTL, &ttl)
+    } else {
+        setsockopt(sock, libc::IPPROTO_IP, libc::IP_TTL, &ttl)
+    }
+}
+
 /// GTSM (RFC 5082): send with TTL/hop limit 255 and drop anything that arrives with less than
 /// 254 (one hop away at most).
 pub fn set_ttl_security(sock: &impl AsRawFd, v6: bool) -> io::Result<()> {
@@ -118,6 +131,7 @@ mod tests {
         set_md5(&s4, false, "127.0.0.2".parse().unwrap(), b"").unwrap();
         assert!(set_md5(&s4, false, "127.0.0.2".parse().unwrap(), b"").is_err());
         set_ttl_security(&s4, false).unwrap();
+        set_send_ttl_255(&s4, false).unwrap();
         let too_long = [0u8; 81];
         assert_eq!(
             set_md5(&s4, false, "127.0.0.3".parse().unwrap(), &too_long)

@@ -354,6 +354,16 @@ impl Speaker {
             self.ensure_listener(addr)?;
         }
         if let Some(l) = lock(&self.inner.listener).as_ref() {
+            if p.ttl_security {
+                // GTSM for incoming sessions: our SYN-ACK must already leave with TTL 255.
+                md5::set_send_ttl_255(&*l.socket, l.v6).map_err(|source| BgpError::Listen {
+                    addr: l
+                        .socket
+                        .local_addr()
+                        .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 179)),
+                    source,
+                })?;
+            }
             if let Some(key) = &p.password {
                 md5::set_md5(&*l.socket, l.v6, p.address, key).map_err(|source| BgpError::Md5 {
                     name: p.name.clone(),

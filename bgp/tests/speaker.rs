@@ -402,3 +402,42 @@ async fn withdraw_overtakes_a_large_announce_backlog() {
     );
     let _ = SocketAddr::from(([127, 0, 0, 1], port));
 }
+
+/// GTSM (RFC 5082) over loopback: with `ttl_security` the speaker sends TTL 255 and drops
+/// anything below 254, so a peer whose packets carry the default TTL (64) never completes the
+/// handshake, and one that sends TTL 255 does. (gobgpd 3.10 only applies its TTL options to
+/// connections it initiates, which makes it a poor oracle for this.)
+#[tokio::test]
+async fn ttl_security_requires_ttl_255_from_the_peer() {
+    let (sp, mut ev) = Speaker::start(speaker_cfg()).unwrap();
+    // A peer with the default TTL: its SYN-ACK is dropped by our IP_MINTTL.
+    let (l, port) = listener().await;
+    sp.add_peer(PeerConfig {
+        ttl_security: true,
+        ..peer_cfg(port, 65010)
+    })
+    .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), l.accept())
+            .await
+            .is_err(),
+        "TCP handshake completed with TTL 64 packets"
+    );
+    // A peer that sends TTL 255 (set on the listener, inherited by the SYN-ACK and the
+    // accepted socket).
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.set_ttl(255).unwrap();
+    let port = l.local_addr().unwrap().port();
+    sp.add_peer(PeerConfig {
+        ttl_security: true,
+        ..peer_cfg(port, 65010)
+    })
+    .unwrap();
+    let (s, _) = tokio::time::timeout(Duration::from_secs(5), l.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.ttl().unwrap(), 255);
+    let (_p, _) = MiniPeer::handshake(s, 65010, 90).await;
+    assert_eq!(ev.recv().await, Some(PeerEvent::Up { name: "r1".into() }));
+}

@@ -10,6 +10,9 @@
 //! blocking until `NLMSG_DONE`: the kernel fills later parts as the reader drains them.
 //!
 //! Async daemons call this from `spawn_blocking`.
+//!
+//! In a fresh network namespace bring `lo` up first: with `lo` down, Linux 6.1 refuses
+//! IPv4 destinations with `EINVAL` (its address-type check of the real server fails).
 
 use std::io;
 

@@ -1,5 +1,5 @@
 //! The `ipvsadm -Sn` rule text: printing it exactly as `ipvsadm` 1.31 does, and parsing it
-//! (plus the `-e/-E/-d/-D` lines and `-x/-y` thresholds `ipvsadm -R` accepts).
+//! (`-A`/`-a` lines, plus the `-x`/`-y` thresholds `ipvsadm -R` also takes).
 //!
 //! ```text
 //! -A -t 192.0.2.1:80 -s wrr -p 300 -M 255.255.255.0
@@ -322,7 +322,7 @@ fn parse_rule(line: &str) -> Result<Rule, String> {
         _ => return Err("needs one of -t, -u, --sctp-service, -f".into()),
     };
     match cmd {
-        "-A" | "--add-service" | "-E" | "--edit-service" => {
+        "-A" | "--add-service" => {
             let mut spec = ServiceSpec::new(key, sched.unwrap_or_else(|| "wlc".into()));
             spec.flags = flags;
             spec.pe_name = pe;
@@ -346,7 +346,7 @@ fn parse_rule(line: &str) -> Result<Rule, String> {
             spec.validate().map_err(|e| e.to_string())?;
             Ok(Rule::Service(spec))
         }
-        "-a" | "--add-server" | "-e" | "--edit-server" => {
+        "-a" | "--add-server" => {
             let default_port = match key {
                 ServiceKey::Addr { port, .. } => port,
                 ServiceKey::Fwmark { .. } => 0,

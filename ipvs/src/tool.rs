@@ -76,11 +76,18 @@ pub fn dump(json: bool, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
         Ok(tree) => write_dump(&tree, json, out, err),
         Err(e) => {
             let _ = writeln!(err, "ipvs dump: {e}");
-            match e {
-                IpvsError::FamilyNotFound | IpvsError::Socket { .. } => EXIT_CANNOT_START,
-                _ => EXIT_PARTIAL,
-            }
+            cannot_start_or_failed(&e)
         }
+    }
+}
+
+/// No IPVS, no socket, or not allowed (EPERM: not root) is "could not start"; anything
+/// else went wrong while running.
+fn cannot_start_or_failed(e: &IpvsError) -> u8 {
+    match e {
+        IpvsError::FamilyNotFound | IpvsError::Socket { .. } => EXIT_CANNOT_START,
+        IpvsError::Kernel { errno, .. } if errno.0 == libc::EPERM => EXIT_CANNOT_START,
+        _ => EXIT_PARTIAL,
     }
 }
 
@@ -137,7 +144,7 @@ pub fn apply_tree(
         Ok(t) => t,
         Err(e) => {
             let _ = writeln!(err, "ipvs apply: reading the kernel's table: {e}");
-            return EXIT_CANNOT_START;
+            return cannot_start_or_failed(&e);
         }
     };
     let plan = diff(&actual, wanted);

@@ -2,10 +2,12 @@
 # netns-lab/vm-e2e.d/guest.sh WORK — the checks of netns-lab/vm-e2e, run inside the VM.
 #
 # WORK is the host directory shared with the guest (read-write): `env` from the host
-# (binary, broker URL, message key, the tap's MAC), logs/ for the daemons' logs. Configs
-# live in the guest's own /tmp/e2e.
+# (binary, broker URL, message key, the tap's MAC, the router), logs/ for the daemons' logs,
+# guest.log for this script's output (the host follows it). Configs live in the guest's own
+# /tmp/e2e.
 #
-#   guest root:  br0 ── eth (tap to the host namespace; broker 192.0.2.1:5672)
+#   guest root:  br0 ── eth (tap to the host namespace: broker 192.0.2.1:5672,
+#                 │                                     gobgpd 192.0.2.1:179, API :50051)
 #                 ├── veth ── e2e-arb  192.0.2.10  ipvs-sync server (ipvs = true)
 #                 ├── veth ── e2e-lb1  192.0.2.11  ipvs-sync client (ipvs = true, vip0)
 #                 └── veth ── e2e-lb2  192.0.2.12  ipvs-sync client (ipvs = true, vip0)
@@ -213,6 +215,14 @@ consumer_alive_ttl = 10
 [bgp]
 local_as = 65000
 router_id = ${ADDR[$ns]}
+hold_time = 9
+connect_retry = 1
+; IPv6 VIPs ride the IPv4 session: their next hop must be given.
+next_hop_v6 = 2001:db8::${ADDR[$ns]##*.}
+
+[bgp.peer.r1]
+address = $ROUTER_ADDR
+remote_as = 65000
 
 [announce]
 interface = vip0
@@ -299,6 +309,52 @@ quorum() { # quorum up|down ARG
 }
 alive() { kill -0 "$1" 2>/dev/null; }
 
+# The router's view, through its API on the host.
+gobgp_r() { timeout 20 gobgp -u "$ROUTER_ADDR" -p "$ROUTER_API_PORT" "$@"; }
+session_up() { # session_up BALANCER_ADDR
+    local st
+    st=$(gobgp_r neighbor "$1" -j 2>/dev/null | jq -r '.state.session_state' 2>/dev/null) || return 1
+    [[ $st == 6 || $st == ESTABLISHED || $st == SESSION_STATE_ESTABLISHED ]]
+}
+all_sessions_up() {
+    local ns
+    for ns in "${LBS[@]}"; do session_up "${ADDR[$ns]}" || return 1; done
+}
+rib() { # rib PREFIX: one line per path, "NEXT_HOP LOCAL_PREF"
+    local fam=ipv4
+    [[ $1 == *:* ]] && fam=ipv6
+    gobgp_r global rib -a "$fam" -j 2>/dev/null | jq -r --arg p "$1" '
+        (.[$p] // [])[] | [(.attrs[] | select(.type == 3 or .type == 14) | (.nexthop // .value // "?")),
+                           (.attrs[] | select(.type == 5) | .value)] | map(tostring) | join(" ")' 2>/dev/null
+}
+paths_with_lp() { # paths_with_lp PREFIX N LP: exactly N paths, each with LOCAL_PREF LP
+    local out
+    out=$(rib "$1")
+    [[ $(grep -c . <<<"$out") -eq $2 ]] || return 1
+    [[ $2 -eq 0 ]] && return 0
+    ! grep -qv " $3\$" <<<"$out"
+}
+
+# Daemon-side latency from the logs (same guest clock for every namespace): ms from epoch
+# T0 to the last line matching PATTERN in LOG logged no later than epoch T1.
+log_ms() { # log_ms T0 T1 LOG PATTERN
+    local t0=$1 t1=$2 f=$3 pat=$4 line ts e best=
+    while IFS= read -r line; do
+        ts=${line%%Z *}
+        e=$(date -u -d "${ts}Z" +%s.%N 2>/dev/null) || continue
+        if awk -v e="$e" -v a="$t0" -v b="$t1" 'BEGIN { exit !(e >= a && e <= b) }'; then best=$e; fi
+    done < <(sed 's/\x1b\[[0-9;]*m//g' "$f" | grep -E -- "$pat")
+    [[ -n $best ]] || { echo "?"; return 0; }
+    awk -v e="$best" -v a="$t0" 'BEGIN { printf "%d", (e - a) * 1000 }'
+}
+applied_ms() { # applied_ms T0 T1 PATTERN: "lb1 X ms, lb2 Y ms"
+    local ns out=
+    for ns in "${LBS[@]}"; do
+        out+="${out:+, }${HOST[$ns]} $(log_ms "$1" "$2" "$logs/${HOST[$ns]}.log" "$3") ms"
+    done
+    echo "$out"
+}
+
 # --- Checks --------------------------------------------------------------------------------
 echo
 log "checks"
@@ -307,6 +363,13 @@ if wait_until 90 all_mirror; then
 else
     fail "initial tree on lb1 and lb2 equals the arbiter's for $VIP4 and $VIP6"
     for ns in "${LBS[@]}"; do show_diff "$ns"; done
+fi
+t=$(date +%s%N)
+if wait_until 60 all_sessions_up; then
+    pass "BGP sessions lb1, lb2 → router (host gobgpd) Established ($(ms "$t_clients") ms from client start)"
+else
+    fail "BGP sessions lb1, lb2 → router (host gobgpd) Established"
+    gobgp_r neighbor 2>&1 | sed 's/^/      /'
 fi
 for ns in "${LBS[@]}"; do
     check "${HOST[$ns]}: no service of the unmapped VIP $UNMAPPED" "" -- no_unmapped "$ns"
@@ -319,8 +382,11 @@ for ns in "$ARB" "${LBS[@]}"; do
     check "$ns: 'ipvs-sync ipvs dump' equals 'ipvsadm -Sn'" "" -- dump_agrees "$ns"
 done
 
-# A weight edit and a new real server on the arbiter.
+# A weight edit and a new real server on the arbiter. The time printed first is what the
+# polling here saw (each poll runs several programs, slow under TCG); "applied" is when each
+# client logged the apply, from its own log.
 t=$(date +%s%N)
+t0=$(date +%s.%N)
 in_ns "$ARB" ipvsadm -e -t "$VIP4:80" -r 203.0.113.101:80 -g -w 55
 in_ns "$ARB" ipvsadm -a -t "[$VIP6]:443" -r "[2001:db8:5::9]:443" -g -w 3
 weight_on() { in_ns "$1" ipvsadm -Sn | grep -q -- "-a -t $VIP4:80 -r 203.0.113.101:80 -g -w 55"; }
@@ -331,7 +397,7 @@ edit_done() {
     all_mirror
 }
 if wait_until 30 edit_done; then
-    pass "weight edit + new real server reach lb1 and lb2 kernels ($(ms "$t") ms)"
+    pass "weight edit + new real server reach lb1 and lb2 kernels (seen after $(ms "$t") ms; applied: $(applied_ms "$t0" "$(date +%s.%N)" 'IPVS mirrored'))"
 else
     fail "weight edit + new real server reach lb1 and lb2 kernels"
     for ns in "${LBS[@]}"; do show_diff "$ns"; done
@@ -339,6 +405,7 @@ fi
 
 # A service removed on the arbiter.
 t=$(date +%s%N)
+t0=$(date +%s.%N)
 in_ns "$ARB" ipvsadm -D -u "$VIP4:53"
 udp_gone() {
     local ns
@@ -346,7 +413,7 @@ udp_gone() {
     all_mirror
 }
 if wait_until 30 udp_gone; then
-    pass "service udp $VIP4:53 removed on the arbiter is removed on lb1 and lb2 ($(ms "$t") ms)"
+    pass "service udp $VIP4:53 removed on the arbiter is removed on lb1 and lb2 (seen after $(ms "$t") ms; applied: $(applied_ms "$t0" "$(date +%s.%N)" 'IPVS mirrored'))"
 else
     fail "service udp $VIP4:53 removed on the arbiter is removed on lb1 and lb2"
     for ns in "${LBS[@]}"; do show_diff "$ns"; done
@@ -354,10 +421,11 @@ fi
 
 # A service added on the arbiter for a mapped VIP.
 t=$(date +%s%N)
+t0=$(date +%s.%N)
 in_ns "$ARB" ipvsadm -A -t "[$VIP6]:8080" -s mh
 in_ns "$ARB" ipvsadm -a -t "[$VIP6]:8080" -r "[2001:db8:5::4]:8080" -m -w 7
 if wait_until 30 all_mirror; then
-    pass "service tcp [$VIP6]:8080 added on the arbiter reaches lb1 and lb2 ($(ms "$t") ms)"
+    pass "service tcp [$VIP6]:8080 added on the arbiter reaches lb1 and lb2 (seen after $(ms "$t") ms; applied: $(applied_ms "$t0" "$(date +%s.%N)" 'IPVS mirrored'))"
 else
     fail "service tcp [$VIP6]:8080 added on the arbiter reaches lb1 and lb2"
     for ns in "${LBS[@]}"; do show_diff "$ns"; done
@@ -368,13 +436,19 @@ ports4=(80 53 443)
 ports6=(443 53)
 t=$(date +%s%N)
 ok=1
-for p in "${ports4[@]}"; do quorum up "$VIP4,b-150,$p" || ok=0; done
-for p in "${ports6[@]}"; do quorum up "$VIP6,b-150,$p" || ok=0; done
+for p in "${ports4[@]}"; do
+    t_last4=$(date +%s.%N)
+    quorum up "$VIP4,b-150,$p" || ok=0
+done
+for p in "${ports6[@]}"; do
+    t_last6=$(date +%s.%N)
+    quorum up "$VIP6,b-150,$p" || ok=0
+done
 t_q=$(ms "$t")
 check "quorum up for every port of $VIP4 and $VIP6 exits 0" "${#ports4[@]}+${#ports6[@]} calls, $t_q ms" -- test "$ok" -eq 1
 t=$(date +%s%N)
 if wait_until 30 all_have_vip "$VIP4/32" && wait_until 30 all_have_vip "$VIP6/128"; then
-    pass "quorum up: $VIP4/32 and $VIP6/128 on vip0 of lb1 and lb2 ($(ms "$t") ms after the last call)"
+    pass "quorum up: $VIP4/32 and $VIP6/128 on vip0 of lb1 and lb2 (announced, from the last quorum call: $VIP4 $(applied_ms "$t_last4" "$(date +%s.%N)" "announcing vip=$VIP4 "); $VIP6 $(applied_ms "$t_last6" "$(date +%s.%N)" "announcing vip=$VIP6 "))"
 else
     fail "quorum up: $VIP4/32 and $VIP6/128 on vip0 of lb1 and lb2"
     for ns in "${LBS[@]}"; do echo "      $ns: $(in_ns "$ns" ip -br addr show dev vip0 2>&1)"; done
@@ -383,16 +457,38 @@ for ns in "${LBS[@]}"; do
     check "${HOST[$ns]}: vip0 is a dummy interface the client created" "" -- is_dummy "$ns"
 done
 check "after the announce: trees still equal the arbiter's" "" -- all_mirror
+if wait_until 30 paths_with_lp "$VIP4/32" 2 150 && wait_until 30 paths_with_lp "$VIP6/128" 2 150; then
+    pass "router: $VIP4/32 and $VIP6/128 from lb1 and lb2 with LOCAL_PREF 150"
+else
+    fail "router: $VIP4/32 and $VIP6/128 from lb1 and lb2 with LOCAL_PREF 150"
+    { rib "$VIP4/32"; rib "$VIP6/128"; } | sed 's/^/      /'
+fi
 
 # Quorum down on one port of the IPv4 VIP → withdrawn and removed; the IPv6 VIP stays.
-t=$(date +%s%N)
+t0=$(date +%s.%N)
 check "quorum down $VIP4,b-150,80 exits 0" "" -- quorum down "$VIP4,b-150,80"
 if wait_until 30 none_has_vip "$VIP4/32"; then
-    pass "quorum down: $VIP4/32 gone from vip0 of lb1 and lb2 ($(ms "$t") ms)"
+    pass "quorum down: $VIP4/32 gone from vip0 of lb1 and lb2 (removed: $(applied_ms "$t0" "$(date +%s.%N)" "VIP address removed.*vip=$VIP4\$"))"
 else
     fail "quorum down: $VIP4/32 gone from vip0 of lb1 and lb2"
 fi
+if wait_until 30 paths_with_lp "$VIP4/32" 0 0; then
+    pass "router: $VIP4/32 withdrawn by lb1 and lb2"
+else
+    fail "router: $VIP4/32 withdrawn by lb1 and lb2"
+    rib "$VIP4/32" | sed 's/^/      /'
+fi
+withdraw_first() { # the client withdrew the route before it removed the address
+    local f=$logs/${HOST[$1]}.log w r
+    w=$(sed 's/\x1b\[[0-9;]*m//g' "$f" | grep -n "withdrawing vip=$VIP4\$" | tail -n 1 | cut -d: -f1)
+    r=$(sed 's/\x1b\[[0-9;]*m//g' "$f" | grep -n "VIP address removed.*vip=$VIP4\$" | tail -n 1 | cut -d: -f1)
+    [[ -n $w && -n $r && $w -lt $r ]]
+}
+for ns in "${LBS[@]}"; do
+    check "${HOST[$ns]}: BGP withdraw logged before the address removal" "" -- withdraw_first "$ns"
+done
 check "quorum down of $VIP4 leaves $VIP6/128 on both balancers" "" -- all_have_vip "$VIP6/128"
+check "quorum down of $VIP4 leaves $VIP6/128 at the router" "" -- paths_with_lp "$VIP6/128" 2 150
 
 # After every reconcile above: the operator's services are still there, nothing crashed.
 for ns in "${LBS[@]}"; do
