@@ -29,7 +29,10 @@ use ipvs::{diff, ApplyOptions, Dest, DestKey, Ipvs, Service, ServiceKey, Service
 use nix::sched::{unshare, CloneFlags};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn full_tree(services: usize, dests: usize) -> Tree {
@@ -71,22 +74,41 @@ fn new_netns() {
     unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET): run as root");
     // With lo down the kernel refuses direct-routing destinations (EINVAL: its address
     // type lookup fails), as seen on 6.1.
-    let up = Command::new("ip").args(["link", "set", "lo", "up"]).status().expect("ip");
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("ip");
     assert!(up.success(), "ip link set lo up");
 }
 
 fn ipvsadm_restore(input: &str) -> Duration {
     let t = Instant::now();
-    let mut child = Command::new("ipvsadm").arg("-R").stdin(Stdio::piped()).spawn().expect("ipvsadm");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let mut child = Command::new("ipvsadm")
+        .arg("-R")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("ipvsadm");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     assert!(child.wait().unwrap().success(), "ipvsadm -R failed");
     t.elapsed()
 }
 
 fn ipvsadm(args: &[&str]) -> Duration {
     let t = Instant::now();
-    let out = Command::new("ipvsadm").args(args).output().expect("ipvsadm");
-    assert!(out.status.success(), "ipvsadm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ipvsadm")
+        .args(args)
+        .output()
+        .expect("ipvsadm");
+    assert!(
+        out.status.success(),
+        "ipvsadm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     t.elapsed()
 }
 
@@ -111,7 +133,12 @@ fn ipvs_sync_apply(path: &std::path::Path) -> Run {
     let report = ipvs.apply(&plan);
     let apply = a.elapsed();
     assert!(report.is_ok(), "{:?}", report.failures.first());
-    Run { total: t.elapsed(), apply, ops: plan.len(), sends: report.sends }
+    Run {
+        total: t.elapsed(),
+        apply,
+        ops: plan.len(),
+        sends: report.sends,
+    }
 }
 
 /// The first IPVS change in a namespace sets up its per-namespace state; keep that out
@@ -120,7 +147,8 @@ fn warm_up() {
     let mut ipvs = Ipvs::connect().unwrap();
     let key = ServiceKey::tcp(IpAddr::from([203, 0, 113, 1]), 9);
     ipvs.add_service(&ServiceSpec::new(key, "wrr")).unwrap();
-    ipvs.add_dest(&key, &Dest::new(IpAddr::from([203, 0, 113, 2]), 9)).unwrap();
+    ipvs.add_dest(&key, &Dest::new(IpAddr::from([203, 0, 113, 2]), 9))
+        .unwrap();
     ipvs.del_service(&key).unwrap();
 }
 
@@ -132,7 +160,13 @@ fn in_own_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
     std::thread::spawn(move || {
         new_netns();
         warm_up();
-        f()
+        let out = f();
+        // Empty the table here, synchronously, so that tearing down 100k destinations
+        // when the namespace goes away does not run (on kernel workers) during the next
+        // lane; and the kernel's service hash table is global to all namespaces.
+        Ipvs::connect().unwrap().flush().unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        out
     })
     .join()
     .unwrap()
@@ -147,7 +181,10 @@ fn main() {
     let (after, edit_list) = changed(&full, edits);
     let full_rules = full.to_ipvsadm_rules();
     let after_rules = after.to_ipvsadm_rules();
-    let edit_lines: String = edit_list.iter().map(|(k, d)| format!("-e {}\n", ipvs::ipvsadm::dest_args(k, d, false))).collect();
+    let edit_lines: String = edit_list
+        .iter()
+        .map(|(k, d)| format!("-e {}\n", ipvs::ipvsadm::dest_args(k, d, false)))
+        .collect();
     let dir = std::env::temp_dir().join(format!("ipvs-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let full_json = dir.join("full.json");
@@ -169,7 +206,10 @@ fn main() {
         let t = Instant::now();
         let out = Command::new("ipvsadm").arg("-Sn").output().unwrap();
         let dump = t.elapsed();
-        assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), services * (dests + 1));
+        assert_eq!(
+            out.stdout.iter().filter(|&&b| b == b'\n').count(),
+            services * (dests + 1)
+        );
         let edit = ipvsadm_restore(&edit_lines);
         eprintln!("bench: ipvsadm -R of the -e lines {:.2} s", secs(edit));
         let mut one = Duration::ZERO;
@@ -192,13 +232,22 @@ fn main() {
     let (fj, aj) = (full_json.clone(), after_json.clone());
     let ours = in_own_netns(move || {
         let load = ipvs_sync_apply(&fj);
-        eprintln!("bench: ipvs-sync apply full load {:.2} s ({} ops, {} sends)", secs(load.total), load.ops, load.sends);
+        eprintln!(
+            "bench: ipvs-sync apply full load {:.2} s ({} ops, {} sends)",
+            secs(load.total),
+            load.ops,
+            load.sends
+        );
         let t = Instant::now();
         let tree = Ipvs::connect().unwrap().dump().unwrap();
         let dump = t.elapsed();
         assert_eq!(tree.dest_count(), services * dests);
         let change = ipvs_sync_apply(&aj);
-        eprintln!("bench: ipvs-sync apply 1% change {:.2} s ({} ops)", secs(change.total), change.ops);
+        eprintln!(
+            "bench: ipvs-sync apply 1% change {:.2} s ({} ops)",
+            secs(change.total),
+            change.ops
+        );
         let mut check = Ipvs::connect().unwrap().dump().unwrap();
         check.clear_stats();
         (load, dump, change, check)
@@ -226,25 +275,67 @@ fn main() {
     let per_cmd = a_one.as_secs_f64() / n_one.max(1) as f64;
     let one_by_one = per_cmd * edit_list.len() as f64;
     println!();
-    println!("IPVS, {services} services x {dests} destinations ({} objects), under {}", services * (dests + 1), if std::path::Path::new("/dev/kvm").exists() { "qemu (TCG unless VM_KVM=1)" } else { "this kernel" });
+    println!(
+        "IPVS, {services} services x {dests} destinations ({} objects), under {}",
+        services * (dests + 1),
+        if std::path::Path::new("/dev/kvm").exists() {
+            "qemu (TCG unless VM_KVM=1)"
+        } else {
+            "this kernel"
+        }
+    );
     println!("{:<60} {:>10} {:>12}", "step", "seconds", "vs ipvsadm -R");
     let row = |name: &str, s: f64, base: f64| println!("{name:<60} {s:>10.2} {:>12.2}", s / base);
     let base = secs(a_load);
     row("full load: ipvsadm -R", base, base);
-    row(&format!("full load: ipvs-sync apply FILE ({} ops in {} sends)", o_load.ops, o_load.sends), secs(o_load.total), base);
+    row(
+        &format!(
+            "full load: ipvs-sync apply FILE ({} ops in {} sends)",
+            o_load.ops, o_load.sends
+        ),
+        secs(o_load.total),
+        base,
+    );
     row("  of which the batched apply", secs(o_load.apply), base);
     for (batch, t, sends) in &sweep {
-        row(&format!("  apply alone, batch {batch} ({sends} sends)"), secs(*t), base);
+        row(
+            &format!("  apply alone, batch {batch} ({sends} sends)"),
+            secs(*t),
+            base,
+        );
     }
     row("dump: ipvsadm -Sn", secs(a_dump), base);
     row("dump: ipvs-sync (Ipvs::dump)", secs(o_dump), base);
     let base_edit = secs(a_edit);
-    println!("{:<60} {:>10} {:>12}", format!("1% change ({} weights)", edit_list.len()), "seconds", "vs -R -e lines");
+    println!(
+        "{:<60} {:>10} {:>12}",
+        format!("1% change ({} weights)", edit_list.len()),
+        "seconds",
+        "vs -R -e lines"
+    );
     row("  ipvsadm -R fed the -e lines", base_edit, base_edit);
-    row(&format!("  ipvs-sync apply FILE: load + dump + diff + apply ({} ops)", o_change.ops), secs(o_change.total), base_edit);
+    row(
+        &format!(
+            "  ipvs-sync apply FILE: load + dump + diff + apply ({} ops)",
+            o_change.ops
+        ),
+        secs(o_change.total),
+        base_edit,
+    );
     row("    of which the apply", secs(o_change.apply), base_edit);
-    row(&format!("  ipvsadm, one command per change ({n_one} run, extrapolated)"), one_by_one, base_edit);
-    row("  ipvsadm -C + ipvsadm -R of the whole changed tree", secs(a_reload), base_edit);
-    println!("full reload / ipvs-sync 1% change: {:.1}x", secs(a_reload) / secs(o_change.total));
+    row(
+        &format!("  ipvsadm, one command per change ({n_one} run, extrapolated)"),
+        one_by_one,
+        base_edit,
+    );
+    row(
+        "  ipvsadm -C + ipvsadm -R of the whole changed tree",
+        secs(a_reload),
+        base_edit,
+    );
+    println!(
+        "full reload / ipvs-sync 1% change: {:.1}x",
+        secs(a_reload) / secs(o_change.total)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

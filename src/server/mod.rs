@@ -210,7 +210,7 @@ impl Server {
             Message::ServicesRequest(r) => {
                 self.outbox.send(to, self.state.services_answer(&r.vips))
             }
-            Message::MappingRequest => self.outbox.send(to, self.state.mapping_message()),
+            Message::MappingRequest => self.outbox.send(to, self.state.mapping_for(&from)),
             Message::AnnouncesRequest => self.send_all(self.state.announces_answer(&from)),
             Message::AckPrepared(ack) => match self.state.on_ack(&from, ack.vip) {
                 Ok(go) => {

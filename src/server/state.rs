@@ -5,8 +5,8 @@
 //!
 //! | event | messages |
 //! |---|---|
-//! | first heartbeat of a client | `tree`, `mapping`, and the `announces` answer, to it |
-//! | `tree` / `services` / `mapping` request | the answer, to the asker |
+//! | first heartbeat of a client | `tree`, `mapping` (its own entry), and the `announces` answer, to it |
+//! | `tree` / `services` / `mapping` request | the answer, to the asker (`mapping`: its own entry) |
 //! | `announces` request | `syn_announce` of its VIPs whose desc says announce, and `fin_announce` of its other VIPs, to it |
 //! | `ack_announce` from a client | `ack_announce` (go, with LOCAL_PREF) if the desc says announce and the mapping gives it the VIP; else `fin_announce` to it |
 //! | a desc turns announce (or changes LOCAL_PREF) | `syn_announce` to each live client the mapping names |
@@ -131,7 +131,7 @@ impl State {
         let to = Dest::Client(client.to_string());
         let mut out = vec![
             (to.clone(), self.tree_answer()),
-            (to, self.mapping_message()),
+            (to, self.mapping_for(client)),
         ];
         out.extend(self.announces_answer(client));
         out
@@ -161,6 +161,21 @@ impl State {
                 .iter()
                 .map(|(b, v)| (b.clone(), v.iter().copied().collect()))
                 .collect(),
+        })
+    }
+
+    /// The `mapping` answer to one client: only its own entry (empty when the mapping does
+    /// not name it, so it withdraws whatever it holds). A client reads nothing else, and the
+    /// whole mapping per asker made a fleet's welcome O(balancers²) in memory and broker bytes
+    /// (1,000 clients: ~130 KiB each, ~125 MiB queued at once; see benches/scale.rs).
+    pub fn mapping_for(&self, client: &str) -> Message {
+        let vips = self
+            .mapping
+            .get(client)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default();
+        Message::Mapping(Mapping {
+            balancers: [(client.to_string(), vips)].into(),
         })
     }
 
@@ -448,6 +463,21 @@ mod tests {
         };
         assert_eq!(fin.vips, vec![ip("2001:db8::10")]);
         assert!(s.announces_answer("unknown").is_empty());
+        // A client's mapping answer is its own entry only; an unmapped one gets an empty one.
+        let Message::Mapping(m) = s.mapping_for("lb2") else {
+            panic!()
+        };
+        assert_eq!(m.balancers.len(), 1);
+        assert_eq!(m.balancers["lb2"], vec![ip("192.0.2.10")]);
+        let Message::Mapping(m) = s.mapping_for("unknown") else {
+            panic!()
+        };
+        assert_eq!(m.balancers["unknown"], Vec::<IpAddr>::new());
+        // The broadcast on a change still carries every balancer.
+        let Message::Mapping(m) = s.mapping_message() else {
+            panic!()
+        };
+        assert_eq!(m.balancers.len(), 2);
         let w = s.welcome("lb2");
         assert_eq!(
             kinds(&w),

@@ -10,7 +10,6 @@
 //! A daemon holds one [`Transport`]: `Transport::connect(url, role, opts)` gives the handle and
 //! a bounded receiver of [`Incoming`] messages, each already verified and typed.
 
-
 // Tests may unwrap: a failed unwrap is how a test reports.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
