@@ -61,6 +61,17 @@ pub struct FleetOpts {
     pub hold_time: u16,
     /// Ports of each VIP in the keepalived configs.
     pub ports: Vec<u16>,
+    /// Start every balancer's client in [`Fleet::start`] and wait for its sessions; when
+    /// false the caller starts them ([`Fleet::start_client`]), e.g. to time a cold start.
+    pub start_clients: bool,
+    /// Before the arbiter starts, write a desc file saying announce (every port up) with
+    /// this LOCAL_PREF for every VIP, as the quorum handler would have left them.
+    pub desc_announce: Option<u32>,
+    /// Directory of the desc files (`vip_description_filepath`); default `desc/` in the
+    /// arbiter's scratch directory. Production keeps them in /var/run, often a tmpfs.
+    pub desc_dir: Option<PathBuf>,
+    /// `--log-level` of the arbiter and the clients.
+    pub log_level: &'static str,
 }
 
 impl Default for FleetOpts {
@@ -71,6 +82,10 @@ impl Default for FleetOpts {
             vips: vec!["203.0.113.10".parse().unwrap()],
             hold_time: 9,
             ports: vec![80],
+            start_clients: true,
+            desc_announce: None,
+            desc_dir: None,
+            log_level: "debug",
         }
     }
 }
@@ -207,10 +222,14 @@ impl Fleet {
             };
             fleet.write_client_config(&b, k);
             fleet.balancers.push(b);
-            fleet.start_client(k - 1);
+            if fleet.opts.start_clients {
+                fleet.start_client(k - 1);
+            }
         }
-        for k in 0..fleet.balancers.len() {
-            fleet.wait_sessions(k, Duration::from_secs(30));
+        if fleet.opts.start_clients {
+            for k in 0..fleet.balancers.len() {
+                fleet.wait_sessions(k, Duration::from_secs(30));
+            }
         }
         fleet
     }
@@ -232,16 +251,52 @@ impl Fleet {
             "[main]\namqp_server = amqp://{user}:{pass}@192.0.2.5:5672/%2f\nhostname = arbiter\nipvs = false\n\
              http_listen = 127.0.0.1:9100\n\
              service_mapping_wildcard = {d}/lbs/*/*/*.conf\nservice_mapping_config = {d}/svc_mapping.json\n\
-             vip_description_filepath = {d}/desc/keepalived-{{vip}}-desc.json\n\
+             vip_description_filepath = {desc}/keepalived-{{vip}}-desc.json\n\
              heartbeat_interval = 1\nconsumer_alive_ttl = 5\n\
              [server]\nquorum_socket = {d}/quorum.sock\n",
             user = self.rabbit.user(),
             pass = self.rabbit.pass(),
-            d = d.display()
+            d = d.display(),
+            desc = self.desc_dir().display(),
         );
         write(&d.join("config.ini"), &text);
-        fs::create_dir_all(d.join("desc")).unwrap();
+        fs::create_dir_all(self.desc_dir()).unwrap();
+        if let Some(lp) = self.opts.desc_announce {
+            self.write_desc_announce(&self.opts.vips, lp);
+        }
         write_secret(d, "");
+    }
+
+    /// Desc files saying announce (every port of [`FleetOpts::ports`] up, LOCAL_PREF `lp`)
+    /// for `vips`, in the format `ipvs-sync quorum` writes.
+    pub fn write_desc_announce(&self, vips: &[IpAddr], lp: u32) {
+        let n = self.opts.ports.len();
+        let ports = self
+            .opts
+            .ports
+            .iter()
+            .map(|p| format!("\"{p}\": \"up\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for vip in vips {
+            let desc = format!(
+                "{{\"active\": {n}, \"total\": {n}, \"announce\": true, \"local-preference\": {lp}, \"ports\": {{{ports}}}}}\n"
+            );
+            write(&self.desc_path(vip), &desc);
+        }
+    }
+
+    /// The desc file of `vip` (`vip_description_filepath` of the arbiter's config).
+    pub fn desc_path(&self, vip: &IpAddr) -> PathBuf {
+        self.desc_dir().join(format!("keepalived-{vip}-desc.json"))
+    }
+
+    /// The directory of the desc files ([`FleetOpts::desc_dir`]).
+    pub fn desc_dir(&self) -> PathBuf {
+        self.opts
+            .desc_dir
+            .clone()
+            .unwrap_or_else(|| self.arbiter_dir.join("desc"))
     }
 
     fn write_client_config(&self, b: &Balancer, k: usize) {
@@ -279,7 +334,7 @@ impl Fleet {
             "-c",
             self.arbiter_dir.join("config.ini").to_str().unwrap(),
             "--log-level",
-            "debug",
+            self.opts.log_level,
             "server",
         ]);
         let d = Daemon::spawn(cmd, &self.arbiter_dir.join("server.log")).unwrap();
@@ -301,7 +356,7 @@ impl Fleet {
             "-c",
             b.dir.join("config.ini").to_str().unwrap(),
             "--log-level",
-            "debug",
+            self.opts.log_level,
             "client",
         ]);
         b.daemon = Some(Daemon::spawn(cmd, &b.dir.join("client.log")).unwrap());
@@ -470,4 +525,251 @@ pub fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
 pub fn sh(ns: &Netns, cmd: &[&str]) -> String {
     let out: std::process::Output = ns.command(cmd[0]).args(&cmd[1..]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A change of a router's best path, as `gobgp monitor global rib -j` streams it.
+#[derive(Debug, Clone)]
+pub struct RibEvent {
+    /// When the reader thread read the line.
+    pub at: Instant,
+    /// The prefix, e.g. `203.0.113.10/32`.
+    pub prefix: String,
+    /// True for a withdraw (the router lost its best path).
+    pub withdrawal: bool,
+    /// LOCAL_PREF of the path, if it carries one.
+    pub local_pref: Option<u64>,
+}
+
+/// A long-running `gobgp monitor global rib -j -a FAMILY` against one router. A reader
+/// thread timestamps each line as it arrives and sends its paths as [`RibEvent`]s, so
+/// observing the router costs no process start per look (a `gobgp` call costs ~20 ms).
+/// Dropping it kills the CLI process (by pid) and joins the reader.
+pub struct RibMonitor {
+    child: std::process::Child,
+    events: std::sync::mpsc::Receiver<RibEvent>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RibMonitor {
+    /// Starts the stream against `api` and returns once it is live: a sentinel route
+    /// (`sentinel`, a host prefix no test uses) is added to the router's global RIB,
+    /// seen on the stream, deleted and seen withdrawn.
+    pub fn start(api: &labkit::GobgpApi, family: &str, sentinel: &str) -> RibMonitor {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("gobgp")
+            .args(["--target", api.target(), "monitor", "global", "rib", "-j"])
+            .args(["-a", family])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let at = Instant::now();
+                let Ok(line) = line else { break };
+                let Ok(serde_json::Value::Array(paths)) = serde_json::from_str(&line) else {
+                    continue;
+                };
+                for p in paths {
+                    let ev = RibEvent {
+                        at,
+                        prefix: p["nlri"]["prefix"].as_str().unwrap_or_default().to_owned(),
+                        withdrawal: p["withdrawal"].as_bool().unwrap_or(false),
+                        local_pref: p["attrs"].as_array().and_then(|a| {
+                            a.iter()
+                                .find(|x| x["type"].as_u64() == Some(5))
+                                .and_then(|x| x["value"].as_u64())
+                        }),
+                    };
+                    if tx.send(ev).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let m = RibMonitor {
+            child,
+            events,
+            reader: Some(reader),
+        };
+        let fam = if family == "ipv6" { "ipv6" } else { "ipv4" };
+        // The stream may connect after a first add: repeat until one shows up.
+        let mut live = false;
+        for _ in 0..20 {
+            api.cli(&["global", "rib", "add", sentinel, "-a", fam])
+                .unwrap();
+            if m.wait(sentinel, false, Duration::from_millis(500))
+                .is_some()
+            {
+                live = true;
+                break;
+            }
+            api.cli(&["global", "rib", "del", sentinel, "-a", fam])
+                .unwrap();
+        }
+        assert!(
+            live,
+            "gobgp monitor on {} never showed {sentinel}",
+            api.target()
+        );
+        api.cli(&["global", "rib", "del", sentinel, "-a", fam])
+            .unwrap();
+        assert!(
+            m.wait(sentinel, true, Duration::from_secs(5)).is_some(),
+            "sentinel {sentinel} not withdrawn on the stream"
+        );
+        m
+    }
+
+    /// Throws away every event received so far.
+    pub fn drain(&self) {
+        while self.events.try_recv().is_ok() {}
+    }
+
+    /// The next event for `prefix` with the given `withdrawal` flag, skipping others,
+    /// or `None` after `timeout`.
+    pub fn wait(&self, prefix: &str, withdrawal: bool, timeout: Duration) -> Option<RibEvent> {
+        self.wait_for(timeout, |ev| {
+            ev.prefix == prefix && ev.withdrawal == withdrawal
+        })
+    }
+
+    /// The next event that satisfies `pred`, skipping others, or `None` after `timeout`.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&RibEvent) -> bool,
+    ) -> Option<RibEvent> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.checked_duration_since(Instant::now())?;
+            match self.events.recv_timeout(left) {
+                Ok(ev) if pred(&ev) => return Some(ev),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Every event that arrives within `window` (for counting a bulk of routes).
+    pub fn collect(&self, window: Duration) -> Vec<RibEvent> {
+        let end = Instant::now() + window;
+        let mut out = Vec::new();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.events.recv_timeout(left) {
+                Ok(ev) => out.push(ev),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// The CLI process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RibMonitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+impl Fleet {
+    /// A [`RibMonitor`] on router `j` for `family` ("ipv4"/"ipv6"); the sentinel is
+    /// 192.0.2.254/32 or 2001:db8:ffff::fe/128, which no fleet address uses.
+    pub fn monitor(&self, j: usize, family: &str) -> RibMonitor {
+        let sentinel = if family == "ipv6" {
+            "2001:db8:ffff::fe/128"
+        } else {
+            "192.0.2.254/32"
+        };
+        RibMonitor::start(&self.routers[j].gobgpd.api(), family, sentinel)
+    }
+
+    /// `ipvs-sync quorum DIR ARG` on the arbiter's config, as a command to spawn. It runs
+    /// in the caller's namespace: the hand-off to the arbiter is a unix socket path, so
+    /// no `ip netns exec` (and its cost) is needed.
+    pub fn quorum_command(&self, dir: &str, arg: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("-c")
+            .arg(self.arbiter_dir.join("config.ini"))
+            .args(["--log-level", "warn", "quorum", dir, arg])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        cmd
+    }
+
+    /// Pid of the arbiter daemon, if it runs.
+    pub fn arbiter_pid(&self) -> Option<u32> {
+        self.arbiter.as_ref().map(|d| d.pid())
+    }
+
+    /// Pid of balancer `i`'s client daemon, if it runs.
+    pub fn client_pid(&self, i: usize) -> Option<u32> {
+        self.balancers[i].daemon.as_ref().map(|d| d.pid())
+    }
+}
+
+/// `GET path` against `127.0.0.1:port` inside `ns` (from a thread that enters it); the
+/// body, or an empty string when nothing answers.
+pub fn http_get_in(ns: &Netns, port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let name = ns.name().to_owned();
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        let ns = Netns::attach(&name).ok()?;
+        ns.enter().ok()?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        Some(
+            text.split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_owned())
+                .unwrap_or_default(),
+        )
+    })
+    .join()
+    .ok()
+    .flatten()
+    .unwrap_or_default()
+}
+
+impl Fleet {
+    /// The Prometheus `/metrics` page of balancer `i`.
+    pub fn client_metrics(&self, i: usize) -> String {
+        http_get_in(&self.balancers[i].ns, self.balancers[i].http, "/metrics")
+    }
+
+    /// The Prometheus `/metrics` page of the arbiter.
+    pub fn arbiter_metrics(&self) -> String {
+        http_get_in(&self.core, 9100, "/metrics")
+    }
+}
+
+/// The values of a metric by one label, from a Prometheus text page:
+/// `name{label="v"} 12` → `[("v", 12.0)]`.
+pub fn metric_by(page: &str, name: &str, label: &str) -> Vec<(String, f64)> {
+    let key = format!("{label}=\"");
+    page.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter_map(|l| {
+            let at = l.find(&key)? + key.len();
+            let v = &l[at..];
+            let v = &v[..v.find('"')?];
+            let n = l.rsplit(' ').next()?.parse().ok()?;
+            Some((v.to_owned(), n))
+        })
+        .collect()
 }

@@ -147,4 +147,3 @@ fn lab_e2e_quorum_announces_with_local_pref_and_withdraws_v4_and_v6() {
     // The other VIP is untouched.
     assert_eq!(sources(&r1, v6), want);
 }
-
