@@ -10,8 +10,7 @@
 //!
 //! Services of VIPs that are neither in this balancer's mapping nor were in it before are
 //! never touched: an operator's own services on the balancer survive. Fwmark services carry
-//! no VIP, so they are mirrored only when the mapping gives this balancer every VIP (no
-//! filter) — a fwmark service is shared by construction.
+//! no VIP and the mapping names VIPs only, so they are neither mirrored nor touched.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

@@ -89,6 +89,9 @@ struct Client {
 
 /// Runs the client until `shutdown` fires. Exit code semantics: `Err` = could not start.
 pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::StartError> {
+    if cfg.bgp.local_as.is_none() || cfg.bgp.router_id.is_none() {
+        return Err(daemon::StartError::NoBgp);
+    }
     let hostname = cfg.main.hostname.clone();
     let metrics = Metrics::new();
     daemon::describe_metrics(&metrics);

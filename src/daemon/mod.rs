@@ -34,6 +34,9 @@ pub enum StartError {
     /// The VIP interface is not usable.
     #[error("{0}")]
     Addr(announce::AddrError),
+    /// A client without `[bgp] local_as` and `router_id` has nothing to announce with.
+    #[error("the client announces VIPs by BGP: set [bgp] local_as and router_id and at least one [bgp.peer.NAME]")]
+    NoBgp,
     /// The BGP speaker could not start.
     #[error("BGP: {0}")]
     Bgp(bgp::BgpError),
