@@ -93,15 +93,7 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         return Err(daemon::StartError::NoBgp);
     }
     let hostname = cfg.main.hostname.clone();
-    let metrics = Metrics::new();
-    daemon::describe_metrics(&metrics);
-    let status = StatusDoc::default();
-    if let Some(addr) = cfg.main.http_listen {
-        let l = daemon::http::bind(addr)
-            .await
-            .map_err(|e| daemon::StartError::Http(addr, e))?;
-        tokio::spawn(daemon::http::serve(l, metrics.clone(), status.clone()));
-    }
+    let (metrics, status) = daemon::observability(&cfg).await?;
 
     let kernel = if cfg.main.ipvs {
         Some(Kernel::connect().map_err(daemon::StartError::Ipvs)?)
@@ -179,11 +171,7 @@ impl Client {
         mut prepared_rx: mpsc::Receiver<Prepared>,
         mut shutdown: Shutdown,
     ) {
-        let iv = |d: Duration| {
-            let mut t = tokio::time::interval(d);
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            t
-        };
+        let iv = daemon::interval;
         let mut heartbeat = iv(self.cfg.main.heartbeat_interval);
         let mut tree_t = iv(self.cfg.main.tree_request_interval);
         let mut announces_t = iv(self.cfg.main.announces_request_interval);

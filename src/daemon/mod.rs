@@ -160,6 +160,28 @@ pub async fn connect_transport(
     }
 }
 
+/// The metrics registry and `/status` document of a daemon, served on `http_listen` if set.
+pub async fn observability(cfg: &config::Config) -> Result<(Metrics, http::StatusDoc), StartError> {
+    let metrics = Metrics::new();
+    describe_metrics(&metrics);
+    let status = http::StatusDoc::default();
+    if let Some(addr) = cfg.main.http_listen {
+        let l = http::bind(addr)
+            .await
+            .map_err(|e| StartError::Http(addr, e))?;
+        tokio::spawn(http::serve(l, metrics.clone(), status.clone()));
+    }
+    Ok((metrics, status))
+}
+
+/// A periodic timer that, when the loop falls behind, waits a whole period again instead of
+/// firing a burst of missed ticks.
+pub fn interval(d: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(d);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t
+}
+
 /// HELP/TYPE of the families both daemons export.
 pub fn describe_metrics(m: &Metrics) {
     use Kind::*;

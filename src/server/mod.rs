@@ -54,15 +54,7 @@ struct Server {
 /// Runs the arbiter until `shutdown` fires.
 pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), StartError> {
     let name = cfg.main.hostname.clone();
-    let metrics = Metrics::new();
-    daemon::describe_metrics(&metrics);
-    let status = StatusDoc::default();
-    if let Some(addr) = cfg.main.http_listen {
-        let l = daemon::http::bind(addr)
-            .await
-            .map_err(|e| StartError::Http(addr, e))?;
-        tokio::spawn(daemon::http::serve(l, metrics.clone(), status.clone()));
-    }
+    let (metrics, status) = daemon::observability(&cfg).await?;
     let kernel = if cfg.main.ipvs {
         Some(Arc::new(Mutex::new(
             ipvs::Ipvs::connect().map_err(StartError::Ipvs)?,
@@ -105,11 +97,7 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
     srv.refresh_descs();
     srv.refresh_tree().await;
 
-    let iv = |d: Duration| {
-        let mut t = tokio::time::interval(d);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    };
+    let iv = daemon::interval;
     let mut desc_t = iv(srv.cfg.main.vips_description_update_interval);
     let mut tree_t = iv(TREE_POLL);
     let mut mapping_t = iv(srv.cfg.main.mapping_update_interval);
