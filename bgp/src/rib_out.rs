@@ -255,18 +255,9 @@ impl AdjRibOut {
                 continue;
             }
             let base = attrs.encoded_len(enc);
-            let mut room = (MAX_MESSAGE_LEN - UPDATE_OVERHEAD).saturating_sub(base);
+            let room = (MAX_MESSAGE_LEN - UPDATE_OVERHEAD).saturating_sub(base);
             let set = self.pending_v4.get_mut(&key)?;
-            let mut nlri = Vec::new();
-            while let Some(p) = set.first().copied() {
-                let n = prefix_wire_len(p.prefix_len());
-                if n > room {
-                    break;
-                }
-                room -= n;
-                set.remove(&p);
-                nlri.push(p);
-            }
+            let nlri = take_fitting(set, room, |p| p.prefix_len());
             if set.is_empty() {
                 self.pending_v4.remove(&key);
             }
@@ -293,18 +284,9 @@ impl AdjRibOut {
         });
         // +1: the MP_REACH length becomes 2 octets once its NLRI passes 255 bytes.
         let base = attrs.encoded_len(enc) + 1;
-        let mut room = (MAX_MESSAGE_LEN - UPDATE_OVERHEAD).saturating_sub(base);
+        let room = (MAX_MESSAGE_LEN - UPDATE_OVERHEAD).saturating_sub(base);
         let set = self.pending_v6.get_mut(&key)?;
-        let mut nlri = Vec::new();
-        while let Some(p) = set.first().copied() {
-            let n = prefix_wire_len(p.prefix_len());
-            if n > room {
-                break;
-            }
-            room -= n;
-            set.remove(&p);
-            nlri.push(p);
-        }
+        let nlri = take_fitting(set, room, |p| p.prefix_len());
         if set.is_empty() {
             self.pending_v6.remove(&key);
         }
@@ -341,3 +323,23 @@ const _: () = assert!(UPDATE_OVERHEAD + MP_UNREACH_OVERHEAD < MAX_MESSAGE_LEN);
 #[cfg(test)]
 #[path = "rib_out_tests.rs"]
 mod tests;
+
+/// Takes prefixes from the front of `set`, in order, while their wire form fits in `room`
+/// bytes (the packing loop of both address families).
+fn take_fitting<P: Copy + Ord>(
+    set: &mut BTreeSet<P>,
+    mut room: usize,
+    prefix_len: impl Fn(&P) -> u8,
+) -> Vec<P> {
+    let mut out = Vec::new();
+    while let Some(p) = set.first().copied() {
+        let n = prefix_wire_len(prefix_len(&p));
+        if n > room {
+            break;
+        }
+        room -= n;
+        set.remove(&p);
+        out.push(p);
+    }
+    out
+}
