@@ -277,7 +277,17 @@ impl Fsm {
         let base = self.cfg.connect_retry.max(Duration::from_millis(100));
         let exp = base.saturating_mul(1u32 << n.saturating_sub(1).min(16));
         let capped = exp.min(MAX_BACKOFF.max(base));
-        capped.mul_f64((self.jitter)().clamp(0.75, 1.0))
+        self.jittered(capped)
+    }
+
+    /// The ConnectRetryTimer while connecting: `connect_retry`, jittered.
+    fn retry_delay(&mut self) -> Duration {
+        self.jittered(self.cfg.connect_retry)
+    }
+
+    /// `d` scaled by the injected jitter, kept within 75–100 % (RFC 4271 §10).
+    fn jittered(&mut self, d: Duration) -> Duration {
+        d.mul_f64((self.jitter)().clamp(0.75, 1.0))
     }
 
     /// Processes one event; returns what the driver must do, in order.
@@ -306,20 +316,12 @@ impl Fsm {
             (State::Connect, Input::TimerExpired(Timer::ConnectRetry)) => {
                 out.push(Output::Disconnect);
                 out.push(Output::Connect);
-                let d = self
-                    .cfg
-                    .connect_retry
-                    .mul_f64((self.jitter)().clamp(0.75, 1.0));
-                out.push(Output::StartTimer(Timer::ConnectRetry, d));
+                out.push(Output::StartTimer(Timer::ConnectRetry, self.retry_delay()));
             }
             (State::Active, Input::TimerExpired(Timer::ConnectRetry)) => {
                 if !self.cfg.passive {
                     out.push(Output::Connect);
-                    let d = self
-                        .cfg
-                        .connect_retry
-                        .mul_f64((self.jitter)().clamp(0.75, 1.0));
-                    out.push(Output::StartTimer(Timer::ConnectRetry, d));
+                    out.push(Output::StartTimer(Timer::ConnectRetry, self.retry_delay()));
                     self.state = State::Connect;
                 }
             }
@@ -427,11 +429,7 @@ impl Fsm {
             self.state = State::Active;
         } else {
             out.push(Output::Connect);
-            let d = self
-                .cfg
-                .connect_retry
-                .mul_f64((self.jitter)().clamp(0.75, 1.0));
-            out.push(Output::StartTimer(Timer::ConnectRetry, d));
+            out.push(Output::StartTimer(Timer::ConnectRetry, self.retry_delay()));
             self.state = State::Connect;
         }
     }
