@@ -36,9 +36,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::daemon::{self, http::StatusDoc, metrics::Metrics, Outbox, Shutdown};
-use crate::wire::messages::{
-    AckPrepared, FinAnnounce, Heartbeat, Mapping, PeerRole, SynAnnounce, SyncRequest,
-};
+use crate::wire::messages::{AckPrepared, Heartbeat, Mapping, PeerRole, SynAnnounce, SyncRequest};
 use crate::wire::{Dest, Incoming, Message, Transport};
 use kernel::{ChangesOutcome, Kernel, Mirror};
 
@@ -697,12 +695,4 @@ impl Client {
 /// `/32` or `/128` for a VIP.
 pub fn host_net(vip: IpAddr) -> IpNet {
     IpNet::from(vip)
-}
-
-/// Used by tests of the announce cycle to build a `fin_announce` body.
-#[allow(dead_code)]
-pub fn fin(vips: &[IpAddr]) -> Message {
-    Message::FinAnnounce(FinAnnounce {
-        vips: vips.to_vec(),
-    })
 }
