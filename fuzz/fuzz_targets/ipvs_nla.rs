@@ -5,12 +5,17 @@
 //! must return `Ok` or `Err`, never panic; what decodes must emit bytes that decode to
 //! the same messages; every service, destination, info and daemon attribute list must
 //! convert to the model or fail cleanly. Valid UTF-8 input is also fed to the
-//! `ipvsadm -Sn` rule parser and the JSON tree parser.
+//! `ipvsadm -Sn` rule parser and the JSON tree parser. The dump path's borrowed decoders
+//! (`Frames`, `service_from_payload`, `dest_from_payload`) must accept and refuse what the
+//! typed ones do, with the same result.
 
 #![no_main]
 
 use ipvs::model::Family;
-use ipvs::packet::{dest_from_attrs, service_from_attrs, DaemonState, Info, InfoAttr, IpvsAttr, Message, Payload};
+use ipvs::packet::{
+    dest_from_attrs, dest_from_payload, parse_nlas, service_from_attrs, service_from_payload,
+    DaemonState, DestAttr, Frame, Frames, Info, InfoAttr, IpvsAttr, Message, Payload, ServiceAttr,
+};
 use libfuzzer_sys::fuzz_target;
 
 const FAMILY: u16 = 0x20;
@@ -48,6 +53,31 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             let _ = Info::from_attrs(&info);
+        }
+    }
+    // The dump path's borrowed decoders agree with the typed ones on any attribute stream.
+    for fam in [Family::Inet, Family::Inet6] {
+        let typed = parse_nlas::<DestAttr>(data).and_then(|a| dest_from_attrs(&a, fam));
+        match (typed, dest_from_payload(data, fam)) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "dest_from_payload differs"),
+            (Err(_), Err(_)) => {}
+            (a, b) => panic!("typed {a:?} but borrowed {b:?}"),
+        }
+    }
+    match (
+        parse_nlas::<ServiceAttr>(data).and_then(|a| service_from_attrs(&a)),
+        service_from_payload(data),
+    ) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "service_from_payload differs"),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("typed {a:?} but borrowed {b:?}"),
+    }
+    for frame in Frames::new(data, FAMILY).flatten() {
+        if let (_, Frame::Ipvs { attrs, .. }) = frame {
+            for (_, payload) in attrs.flatten() {
+                let _ = service_from_payload(payload);
+                let _ = dest_from_payload(payload, Family::Inet);
+            }
         }
     }
     if let Ok(text) = std::str::from_utf8(data) {

@@ -116,6 +116,12 @@ fn ipvsadm(args: &[&str]) -> Duration {
 struct Run {
     /// Load JSON + dump + diff + apply.
     total: Duration,
+    /// Reading and parsing the JSON file.
+    read: Duration,
+    /// The kernel dump.
+    dump: Duration,
+    /// The diff.
+    diff: Duration,
     /// The apply alone.
     apply: Duration,
     ops: usize,
@@ -126,15 +132,23 @@ struct Run {
 fn ipvs_sync_apply(path: &std::path::Path) -> Run {
     let t = Instant::now();
     let wanted = ipvs::tool::load_tree(path).unwrap();
+    let read = t.elapsed();
     let mut ipvs = Ipvs::connect().unwrap();
+    let d = Instant::now();
     let actual = ipvs.dump().unwrap();
+    let dump = d.elapsed();
+    let d = Instant::now();
     let plan = diff(&actual, &wanted);
+    let diff_time = d.elapsed();
     let a = Instant::now();
     let report = ipvs.apply(&plan);
     let apply = a.elapsed();
     assert!(report.is_ok(), "{:?}", report.failures.first());
     Run {
         total: t.elapsed(),
+        read,
+        dump,
+        diff: diff_time,
         apply,
         ops: plan.len(),
         sends: report.sends,
@@ -322,6 +336,13 @@ fn main() {
         secs(o_change.total),
         base_edit,
     );
+    row(
+        "    of which reading the JSON file",
+        secs(o_change.read),
+        base_edit,
+    );
+    row("    of which the dump", secs(o_change.dump), base_edit);
+    row("    of which the diff", secs(o_change.diff), base_edit);
     row("    of which the apply", secs(o_change.apply), base_edit);
     row(
         &format!("  ipvsadm, one command per change ({n_one} run, extrapolated)"),

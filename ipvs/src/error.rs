@@ -180,6 +180,17 @@ pub enum IpvsError {
     /// The object is not acceptable to the kernel, caught before sending.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A dump that spans several parts read differently every time: the table (of this
+    /// or, for services, of any network namespace) kept changing while it was read.
+    #[error("{op} {id}: the IPVS table kept changing during {tries} dumps; try again")]
+    Unsettled {
+        /// The operation.
+        op: OpKind,
+        /// The service whose destinations were dumped, or empty for the service list.
+        id: String,
+        /// Dumps made.
+        tries: usize,
+    },
 }
 
 impl IpvsError {

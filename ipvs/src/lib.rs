@@ -19,6 +19,7 @@
 //! - [`tool`]: `ipvs-sync ipvs dump|apply` (the binary wraps it).
 
 pub mod diff;
+mod dump;
 pub mod error;
 mod handle;
 pub mod ipvsadm;
@@ -28,6 +29,7 @@ pub mod plan;
 pub mod tool;
 
 pub use diff::diff;
+pub use dump::DUMP_TRIES;
 pub use error::{DecodeError, Errno, IpvsError, ModelError, OpKind};
 pub use handle::{ApplyOptions, ApplyReport, Ipvs, OpFailure};
 pub use model::{

@@ -441,6 +441,113 @@ fn vm_a_second_apply_converges_after_interference() {
 
 #[test]
 #[ignore = "vm: needs the IPVS kernel; run netns-lab/vm-test"]
+fn vm_dumps_that_span_many_parts_read_whole() {
+    // One service with 600 real servers (about 26 dump parts of 8 KiB) and 300 small
+    // services (the service dump itself spans several parts), built by ipvsadm.
+    let (ns, mut ipvs) = setup("ipvs-parts");
+    let mut rules = String::from("-A -t 192.0.2.1:80 -s wrr\n");
+    for i in 0..600u32 {
+        let rip = IpAddr::from([198, 51, (100 + i / 250) as u8, (i % 250) as u8 + 1]);
+        rules.push_str(&format!("-a -t 192.0.2.1:80 -r {rip}:80 -g -w {}\n", i % 7));
+    }
+    for i in 0..300u16 {
+        rules.push_str(&format!(
+            "-A -u 203.0.113.{}:{} -s rr\n",
+            i % 250 + 1,
+            1000 + i
+        ));
+    }
+    ipvsadm_restore(&ns, &rules);
+    let ours = dump(&mut ipvs);
+    assert_eq!(ours.len(), 301);
+    assert_eq!(ours.dest_count(), 600);
+    assert_eq!(ours.to_ipvsadm_rules(), ipvsadm(&ns, &["-Sn"]));
+    // The handle is left ready: a second dump reads the same.
+    assert_eq!(dump(&mut ipvs), ours);
+    // One service by key, without its destinations; a missing one is None.
+    let key = ServiceKey::tcp(ip("192.0.2.1"), 80);
+    let one = ipvs.get_service(&key).unwrap().unwrap();
+    assert_eq!(one.spec, ours.get(&key).unwrap().spec);
+    assert!(one.dests.is_empty());
+    assert!(ipvs
+        .get_service(&ServiceKey::tcp(ip("192.0.2.1"), 81))
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+#[ignore = "vm: needs the IPVS kernel; run netns-lab/vm-test"]
+fn vm_dump_stays_right_while_another_namespace_churns() {
+    // The kernel's service dump resumes each part by position in a hash table shared by
+    // all namespaces: services coming and going in another namespace shift the parts of
+    // ours. 300 services take about 11 parts; every dump must still be right.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (_ns, mut ipvs) = setup("ipvs-churn");
+            let mut changes = 0u32;
+            // Bounded: at most 20,000 changes.
+            while !stop.load(Ordering::Relaxed) && changes < 20_000 {
+                let key = ServiceKey::tcp(IpAddr::from([203, 0, 113, (changes % 50) as u8]), 7);
+                ipvs.add_service(&ServiceSpec::new(key, "rr")).unwrap();
+                ipvs.del_service(&key).unwrap();
+                changes += 2;
+            }
+            changes
+        })
+    };
+    let (ns, mut ipvs) = setup("ipvs-steady");
+    let want: Tree = (0..300u16)
+        .map(|i| {
+            let vip = IpAddr::from([192, 0, 2, (i % 250) as u8 + 1]);
+            let mut svc = Service::new(ServiceSpec::new(ServiceKey::tcp(vip, 1000 + i), "wrr"));
+            svc.insert_dest(Dest::new(IpAddr::from([198, 51, 100, 1]), 1000 + i));
+            svc
+        })
+        .collect();
+    apply_ok(&mut ipvs, &diff(&Tree::new(), &want));
+    let rules = want.to_ipvsadm_rules();
+    let mut ipvsadm_wrong = 0;
+    for _ in 0..30 {
+        let mut tree = ipvs.dump().unwrap();
+        tree.clear_stats();
+        if tree != want {
+            let ids = |t: &Tree| -> BTreeSet<String> {
+                t.services()
+                    .flat_map(|s| {
+                        std::iter::once(s.key().to_string()).chain(
+                            s.dests
+                                .values()
+                                .map(move |d| format!("{} {}", s.key(), d.key)),
+                        )
+                    })
+                    .collect()
+            };
+            let (got, wanted) = (ids(&tree), ids(&want));
+            panic!(
+                "a dump read a shifted table: missing {:?}, extra {:?}",
+                wanted.difference(&got).collect::<Vec<_>>(),
+                got.difference(&wanted).collect::<Vec<_>>()
+            );
+        }
+        if ipvsadm(&ns, &["-Sn"]) != rules {
+            ipvsadm_wrong += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let changes = churn.join().unwrap();
+    // For the record: the same kernel dump, read once, as ipvsadm does.
+    eprintln!(
+        "30 dumps right; ipvsadm -Sn wrong {ipvsadm_wrong} of 30; {changes} changes next door"
+    );
+    assert!(changes > 0);
+}
+
+#[test]
+#[ignore = "vm: needs the IPVS kernel; run netns-lab/vm-test"]
 fn vm_batched_and_one_by_one_give_the_same_table() {
     let (_ns, mut ipvs) = setup("ipvs-batch");
     let want: Tree = (0..200u16)

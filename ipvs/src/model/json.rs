@@ -21,8 +21,14 @@ use serde::{Deserialize, Serialize};
 
 use super::{Dest, Family, Protocol, Service, ServiceFlags, ServiceKey, ServiceSpec, Stats, Tree};
 
+/// The JSON object of a service: `SpecJson<Vec<Dest>, Option<Stats>>` for a [`Service`],
+/// `SpecJson<NoExtra, NoExtra>` for a bare [`ServiceSpec`]. One flat struct rather than
+/// a spec `#[serde(flatten)]`ed into a service: flatten buffers each service object,
+/// destinations included, before reading it, and loading a tree of 100,000
+/// destinations spent most of its time there.
 #[derive(Serialize, Deserialize)]
-pub(super) struct SpecJson {
+#[serde(bound(serialize = "D: Serialize + Extra, S: Serialize + Extra"))]
+pub(super) struct SpecJson<D, S> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     protocol: Option<Protocol>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,6 +49,50 @@ pub(super) struct SpecJson {
     netmask: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pe_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Extra::absent")]
+    dests: D,
+    #[serde(default, skip_serializing_if = "Extra::absent")]
+    stats: S,
+}
+
+/// Whether an optional part of [`SpecJson`] is left out when writing.
+trait Extra {
+    fn absent(&self) -> bool;
+}
+
+/// `dests` and `stats` of a bare spec: never written, ignored when read.
+#[derive(Default)]
+pub(super) struct NoExtra;
+
+impl Extra for NoExtra {
+    fn absent(&self) -> bool {
+        true
+    }
+}
+
+/// A service writes `dests` even when it has none.
+impl Extra for Vec<Dest> {
+    fn absent(&self) -> bool {
+        false
+    }
+}
+
+impl Extra for Option<Stats> {
+    fn absent(&self) -> bool {
+        self.is_none()
+    }
+}
+
+impl Serialize for NoExtra {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_unit()
+    }
+}
+
+impl<'de> Deserialize<'de> for NoExtra {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| NoExtra)
+    }
 }
 
 fn default_scheduler() -> String {
@@ -55,8 +105,8 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
-impl From<&ServiceSpec> for SpecJson {
-    fn from(spec: &ServiceSpec) -> Self {
+impl<D, S> SpecJson<D, S> {
+    fn new(spec: &ServiceSpec, dests: D, stats: S) -> Self {
         let (protocol, addr, port, fwmark, af) = match spec.key {
             ServiceKey::Addr {
                 protocol,
@@ -77,13 +127,15 @@ impl From<&ServiceSpec> for SpecJson {
             timeout: spec.timeout,
             netmask: (spec.netmask != full).then_some(spec.netmask),
             pe_name: spec.pe_name.clone(),
+            dests,
+            stats,
         }
     }
 }
 
-impl TryFrom<SpecJson> for ServiceSpec {
-    type Error = String;
-    fn try_from(j: SpecJson) -> Result<Self, String> {
+impl ServiceSpec {
+    /// The spec of a JSON service object, validated; its `dests` and `stats` are left.
+    fn from_json<D, S>(j: SpecJson<D, S>) -> Result<(Self, D, S), String> {
         let key = match (j.protocol, j.addr, j.port, j.fwmark, j.af) {
             (Some(protocol), Some(addr), Some(port), None, None) => ServiceKey::Addr {
                 protocol,
@@ -110,51 +162,44 @@ impl TryFrom<SpecJson> for ServiceSpec {
             pe_name: j.pe_name,
         };
         spec.validate().map_err(|e| e.to_string())?;
-        Ok(spec)
+        Ok((spec, j.dests, j.stats))
     }
 }
 
 impl Serialize for ServiceSpec {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        SpecJson::from(self).serialize(s)
+        SpecJson::new(self, NoExtra, NoExtra).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for ServiceSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        SpecJson::deserialize(d)?
-            .try_into()
+        let j = SpecJson::<NoExtra, NoExtra>::deserialize(d)?;
+        ServiceSpec::from_json(j)
+            .map(|(spec, _, _)| spec)
             .map_err(serde::de::Error::custom)
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct ServiceJson {
-    #[serde(flatten)]
-    spec: SpecJson,
-    #[serde(default)]
-    dests: Vec<Dest>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    stats: Option<Stats>,
-}
-
 impl Serialize for Service {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        ServiceJson {
-            spec: SpecJson::from(&self.spec),
-            dests: self.dests.values().cloned().collect(),
-            stats: self.stats,
-        }
-        .serialize(s)
+        let dests: Vec<&Dest> = self.dests.values().collect();
+        SpecJson::new(&self.spec, dests, self.stats).serialize(s)
+    }
+}
+
+impl Extra for Vec<&Dest> {
+    fn absent(&self) -> bool {
+        false
     }
 }
 
 impl<'de> Deserialize<'de> for Service {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let j = ServiceJson::deserialize(d)?;
-        let spec = ServiceSpec::try_from(j.spec).map_err(serde::de::Error::custom)?;
+        let j = SpecJson::<Vec<Dest>, Option<Stats>>::deserialize(d)?;
+        let (spec, list, stats) = ServiceSpec::from_json(j).map_err(serde::de::Error::custom)?;
         let mut dests = BTreeMap::new();
-        for dest in j.dests {
+        for dest in list {
             if let Some(old) = dests.insert(dest.key, dest) {
                 return Err(serde::de::Error::custom(format!(
                     "duplicate destination {} in service {}",
@@ -162,11 +207,7 @@ impl<'de> Deserialize<'de> for Service {
                 )));
             }
         }
-        Ok(Service {
-            spec,
-            dests,
-            stats: j.stats,
-        })
+        Ok(Service { spec, dests, stats })
     }
 }
 

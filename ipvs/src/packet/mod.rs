@@ -28,14 +28,18 @@
 
 mod daemon;
 mod dest;
+mod frame;
 mod info;
 mod service;
 mod stats;
 
 pub use daemon::{DaemonAttr, DaemonState};
-pub use dest::{dest_attrs, dest_from_attrs, dest_key_attrs, DestAttr};
+pub use dest::{dest_attrs, dest_from_attrs, dest_from_payload, dest_key_attrs, DestAttr};
+pub use frame::{Frame, Frames};
 pub use info::{Info, InfoAttr};
-pub use service::{service_from_attrs, service_key_attrs, service_spec_attrs, ServiceAttr};
+pub use service::{
+    service_from_attrs, service_from_payload, service_key_attrs, service_spec_attrs, ServiceAttr,
+};
 pub use stats::StatsAttr;
 
 use crate::error::DecodeError;
@@ -46,7 +50,7 @@ const GENL_HDRLEN: usize = 4;
 const NLA_HDRLEN: usize = 4;
 const NLA_F_NESTED: u16 = 0x8000;
 const NLA_F_NET_BYTEORDER: u16 = 0x4000;
-const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
+pub(crate) const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -81,8 +85,8 @@ const IPVS_CMD_GET_INFO: u8 = 15;
 const IPVS_CMD_ZERO: u8 = 16;
 const IPVS_CMD_FLUSH: u8 = 17;
 
-const IPVS_CMD_ATTR_SERVICE: u16 = 1;
-const IPVS_CMD_ATTR_DEST: u16 = 2;
+pub(crate) const IPVS_CMD_ATTR_SERVICE: u16 = 1;
+pub(crate) const IPVS_CMD_ATTR_DEST: u16 = 2;
 const IPVS_CMD_ATTR_DAEMON: u16 = 3;
 const IPVS_CMD_ATTR_TIMEOUT_TCP: u16 = 4;
 const IPVS_CMD_ATTR_TIMEOUT_TCP_FIN: u16 = 5;
@@ -211,37 +215,55 @@ const fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// Splits an attribute stream into `(raw type, payload)` pairs.
-fn split_nlas(mut buf: &[u8]) -> Result<Vec<(u16, &[u8])>, DecodeError> {
-    let mut out = Vec::new();
-    while !buf.is_empty() {
+/// The attributes of a stream as `(raw type, payload)` pairs, borrowed from the buffer
+/// (no copy, no allocation). A malformed header ends the stream with one `Err`.
+#[derive(Debug, Clone)]
+pub struct NlaIter<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> NlaIter<'a> {
+    /// Iterates the attributes packed in `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { buf }
+    }
+}
+
+impl<'a> Iterator for NlaIter<'a> {
+    type Item = Result<(u16, &'a [u8]), DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let buf = self.buf;
+        if buf.is_empty() {
+            return None;
+        }
         if buf.len() < NLA_HDRLEN {
-            return Err(DecodeError::Truncated {
+            self.buf = &[];
+            return Some(Err(DecodeError::Truncated {
                 what: "attribute header",
                 need: NLA_HDRLEN,
                 have: buf.len(),
-            });
+            }));
         }
         let len = usize::from(u16::from_ne_bytes([buf[0], buf[1]]));
         let raw_type = u16::from_ne_bytes([buf[2], buf[3]]);
         if len < NLA_HDRLEN || len > buf.len() {
-            return Err(DecodeError::Truncated {
+            self.buf = &[];
+            return Some(Err(DecodeError::Truncated {
                 what: "attribute",
                 need: len.max(NLA_HDRLEN),
                 have: buf.len(),
-            });
+            }));
         }
-        out.push((raw_type, &buf[NLA_HDRLEN..len]));
-        buf = &buf[align4(len).min(buf.len())..];
+        self.buf = &buf[align4(len).min(buf.len())..];
+        Some(Ok((raw_type, &buf[NLA_HDRLEN..len])))
     }
-    Ok(out)
 }
 
 /// Parses an attribute stream into typed attributes.
 pub fn parse_nlas<T: Nla>(buf: &[u8]) -> Result<Vec<T>, DecodeError> {
-    split_nlas(buf)?
-        .into_iter()
-        .map(|(t, p)| T::parse(t, p))
+    NlaIter::new(buf)
+        .map(|r| r.and_then(|(t, p)| T::parse(t, p)))
         .collect()
 }
 
@@ -484,26 +506,14 @@ impl Message {
     /// Decodes the first message of `buf`, whose IPVS family id is `family`; returns it
     /// and the number of bytes it took (aligned).
     pub fn decode(buf: &[u8], family: u16) -> Result<(Message, usize), DecodeError> {
-        if buf.len() < NLMSG_HDRLEN {
-            return Err(DecodeError::Truncated {
-                what: "netlink header",
-                need: NLMSG_HDRLEN,
-                have: buf.len(),
-            });
-        }
-        let len = message_len(buf).unwrap_or(0);
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            return Err(DecodeError::Truncated {
-                what: "netlink message",
-                need: len.max(NLMSG_HDRLEN),
-                have: buf.len(),
-            });
-        }
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        let flags = u16::from_ne_bytes([buf[6], buf[7]]);
-        let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        let pid = u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]);
-        let body = &buf[NLMSG_HDRLEN..len];
+        let Header {
+            kind,
+            flags,
+            seq,
+            pid,
+            body,
+            used,
+        } = Header::read(buf)?;
         let payload = match kind {
             NLMSG_ERROR => {
                 let error = read_i32_prefix(body)?;
@@ -522,9 +532,8 @@ impl Message {
                     });
                 }
                 let cmd = Cmd::from_number(body[0]);
-                let attrs = split_nlas(&body[GENL_HDRLEN..])?
-                    .into_iter()
-                    .map(|(t, p)| IpvsAttr::parse(cmd, t, p))
+                let attrs = NlaIter::new(&body[GENL_HDRLEN..])
+                    .map(|r| r.and_then(|(t, p)| IpvsAttr::parse(cmd, t, p)))
                     .collect::<Result<_, _>>()?;
                 Payload::Ipvs(IpvsMessage {
                     cmd,
@@ -544,7 +553,7 @@ impl Message {
                 pid,
                 payload,
             },
-            align4(len).min(buf.len()),
+            used,
         ))
     }
 
@@ -592,6 +601,45 @@ impl Message {
         let mut out = Vec::new();
         self.emit(&mut out);
         out
+    }
+}
+
+/// The header of the first message of a datagram, and its body, borrowed.
+struct Header<'a> {
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    pid: u32,
+    body: &'a [u8],
+    /// Bytes the message takes, padding included.
+    used: usize,
+}
+
+impl<'a> Header<'a> {
+    fn read(buf: &'a [u8]) -> Result<Self, DecodeError> {
+        if buf.len() < NLMSG_HDRLEN {
+            return Err(DecodeError::Truncated {
+                what: "netlink header",
+                need: NLMSG_HDRLEN,
+                have: buf.len(),
+            });
+        }
+        let len = message_len(buf).unwrap_or(0);
+        if len < NLMSG_HDRLEN || len > buf.len() {
+            return Err(DecodeError::Truncated {
+                what: "netlink message",
+                need: len.max(NLMSG_HDRLEN),
+                have: buf.len(),
+            });
+        }
+        Ok(Self {
+            kind: u16::from_ne_bytes([buf[4], buf[5]]),
+            flags: u16::from_ne_bytes([buf[6], buf[7]]),
+            seq: u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]),
+            pid: u32::from_ne_bytes([buf[12], buf[13], buf[14], buf[15]]),
+            body: &buf[NLMSG_HDRLEN..len],
+            used: align4(len).min(buf.len()),
+        })
     }
 }
 

@@ -7,7 +7,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{read_be16, read_str, read_u16, read_u32, stats::fold_stats, Nested, Nla, StatsAttr};
+use super::stats::{fold_stats, fold_stats_payload};
+use super::{read_be16, read_str, read_u16, read_u32, Nested, Nla, NlaIter, StatsAttr};
 use crate::error::DecodeError;
 use crate::model::{Family, Protocol, Service, ServiceFlags, ServiceKey, ServiceSpec, Stats};
 
@@ -104,15 +105,7 @@ impl Nla for ServiceAttr {
         Ok(match raw_type & !NLA_F_NESTED {
             IPVS_SVC_ATTR_AF => Self::Af(read_u16("IPVS_SVC_ATTR_AF", p)?),
             IPVS_SVC_ATTR_PROTOCOL => Self::Protocol(read_u16("IPVS_SVC_ATTR_PROTOCOL", p)?),
-            IPVS_SVC_ATTR_ADDR => match p.len() {
-                4 | 16 => Self::Addr(p.to_vec()),
-                len => {
-                    return Err(DecodeError::BadLength {
-                        attr: "IPVS_SVC_ATTR_ADDR",
-                        len,
-                    })
-                }
-            },
+            IPVS_SVC_ATTR_ADDR => Self::Addr(addr_payload(p)?.to_vec()),
             IPVS_SVC_ATTR_PORT => Self::Port(read_be16("IPVS_SVC_ATTR_PORT", p)?),
             IPVS_SVC_ATTR_FWMARK => Self::Fwmark(read_u32("IPVS_SVC_ATTR_FWMARK", p)?),
             IPVS_SVC_ATTR_SCHED_NAME => Self::SchedName(read_str("IPVS_SVC_ATTR_SCHED_NAME", p)?),
@@ -250,82 +243,141 @@ pub fn service_spec_attrs(spec: &ServiceSpec) -> Vec<ServiceAttr> {
     attrs
 }
 
+fn addr_payload(p: &[u8]) -> Result<&[u8], DecodeError> {
+    match p.len() {
+        4 | 16 => Ok(p),
+        len => Err(DecodeError::BadLength {
+            attr: "IPVS_SVC_ATTR_ADDR",
+            len,
+        }),
+    }
+}
+
 /// A service (without destinations) from a dump reply's attributes.
 pub fn service_from_attrs(attrs: &[ServiceAttr]) -> Result<Service, DecodeError> {
-    const WHAT: &str = "service";
-    let (mut af, mut proto, mut addr, mut port, mut fwmark) = (None, None, None, None, None);
-    let (mut sched, mut pe, mut flags, mut timeout, mut netmask) = (None, None, 0u32, 0u32, None);
-    let mut stats: Option<Stats> = None;
+    let mut fold = ServiceFold::default();
     for attr in attrs {
         match attr {
-            ServiceAttr::Af(v) => af = Some(*v),
-            ServiceAttr::Protocol(v) => proto = Some(*v),
-            ServiceAttr::Addr(b) => addr = Some(b.as_slice()),
-            ServiceAttr::Port(v) => port = Some(*v),
-            ServiceAttr::Fwmark(v) => fwmark = Some(*v),
-            ServiceAttr::SchedName(s) => sched = Some(s.clone()),
-            ServiceAttr::PeName(s) if !s.is_empty() => pe = Some(s.clone()),
-            ServiceAttr::Flags { flags: f, mask } => flags = f & mask,
-            ServiceAttr::Timeout(v) => timeout = *v,
-            ServiceAttr::Netmask(v) => netmask = Some(*v),
+            ServiceAttr::Addr(b) => fold.addr = Some(b),
             ServiceAttr::Stats(n) | ServiceAttr::Stats64(n) => {
-                fold_stats(stats.get_or_insert_with(Stats::default), &n.attrs)
+                fold_stats(fold.stats.get_or_insert_with(Stats::default), &n.attrs)
             }
-            ServiceAttr::PeName(_) | ServiceAttr::Other(..) => {}
+            other => fold.attr(other.clone()),
         }
     }
-    let af = af.ok_or(DecodeError::Missing {
-        what: WHAT,
-        attr: "IPVS_SVC_ATTR_AF",
-    })?;
-    let family = Family::from_af(af).ok_or_else(|| DecodeError::BadValue {
-        attr: "IPVS_SVC_ATTR_AF",
-        reason: format!("unknown address family {af}"),
-    })?;
-    let key = match fwmark {
-        Some(mark) if mark != 0 => ServiceKey::Fwmark { af: family, mark },
-        _ => {
-            let protocol = Protocol::from_number(proto.ok_or(DecodeError::Missing {
-                what: WHAT,
-                attr: "IPVS_SVC_ATTR_PROTOCOL",
-            })?);
-            let addr = inet_addr(
-                "IPVS_SVC_ATTR_ADDR",
-                family,
-                addr.ok_or(DecodeError::Missing {
-                    what: WHAT,
-                    attr: "IPVS_SVC_ATTR_ADDR",
-                })?,
-            )?;
-            let port = port.ok_or(DecodeError::Missing {
-                what: WHAT,
-                attr: "IPVS_SVC_ATTR_PORT",
-            })?;
-            ServiceKey::Addr {
-                protocol,
-                addr,
-                port,
+    fold.finish()
+}
+
+/// [`service_from_attrs`] straight from the payload of an `IPVS_CMD_ATTR_SERVICE`,
+/// without building the [`ServiceAttr`] list (the dump path; tested and fuzzed against
+/// `parse_nlas` + [`service_from_attrs`]).
+pub fn service_from_payload(payload: &[u8]) -> Result<Service, DecodeError> {
+    let mut fold = ServiceFold::default();
+    for item in NlaIter::new(payload) {
+        let (raw_type, p) = item?;
+        match raw_type & !NLA_F_NESTED {
+            IPVS_SVC_ATTR_ADDR => fold.addr = Some(addr_payload(p)?),
+            IPVS_SVC_ATTR_STATS | IPVS_SVC_ATTR_STATS64 => {
+                fold_stats_payload(fold.stats.get_or_insert_with(Stats::default), p)?
             }
+            _ => fold.attr(ServiceAttr::parse(raw_type, p)?),
         }
-    };
-    let netmask = match netmask {
-        Some(raw) => netmask_prefix(family, raw)?,
-        None => family.max_prefix(),
-    };
-    let spec = ServiceSpec {
-        key,
-        scheduler: sched.ok_or(DecodeError::Missing {
+    }
+    fold.finish()
+}
+
+/// The decoding of service attributes, shared by both entry points above.
+#[derive(Default)]
+struct ServiceFold<'a> {
+    af: Option<u16>,
+    proto: Option<u16>,
+    addr: Option<&'a [u8]>,
+    port: Option<u16>,
+    fwmark: Option<u32>,
+    sched: Option<String>,
+    pe: Option<String>,
+    flags: u32,
+    timeout: u32,
+    netmask: Option<u32>,
+    stats: Option<Stats>,
+}
+
+impl ServiceFold<'_> {
+    /// Every attribute but `ADDR` and the counters, which the callers take themselves.
+    fn attr(&mut self, attr: ServiceAttr) {
+        match attr {
+            ServiceAttr::Af(v) => self.af = Some(v),
+            ServiceAttr::Protocol(v) => self.proto = Some(v),
+            ServiceAttr::Port(v) => self.port = Some(v),
+            ServiceAttr::Fwmark(v) => self.fwmark = Some(v),
+            ServiceAttr::SchedName(s) => self.sched = Some(s),
+            ServiceAttr::PeName(s) if !s.is_empty() => self.pe = Some(s),
+            ServiceAttr::Flags { flags, mask } => self.flags = flags & mask,
+            ServiceAttr::Timeout(v) => self.timeout = v,
+            ServiceAttr::Netmask(v) => self.netmask = Some(v),
+            ServiceAttr::Addr(_)
+            | ServiceAttr::Stats(_)
+            | ServiceAttr::Stats64(_)
+            | ServiceAttr::PeName(_)
+            | ServiceAttr::Other(..) => {}
+        }
+    }
+
+    fn finish(self) -> Result<Service, DecodeError> {
+        const WHAT: &str = "service";
+        let af = self.af.ok_or(DecodeError::Missing {
             what: WHAT,
-            attr: "IPVS_SVC_ATTR_SCHED_NAME",
-        })?,
-        flags: ServiceFlags::from_bits(flags).without(ServiceFlags::HASHED),
-        timeout,
-        netmask,
-        pe_name: pe,
-    };
-    let mut svc = Service::new(spec);
-    svc.stats = stats;
-    Ok(svc)
+            attr: "IPVS_SVC_ATTR_AF",
+        })?;
+        let family = Family::from_af(af).ok_or_else(|| DecodeError::BadValue {
+            attr: "IPVS_SVC_ATTR_AF",
+            reason: format!("unknown address family {af}"),
+        })?;
+        let key = match self.fwmark {
+            Some(mark) if mark != 0 => ServiceKey::Fwmark { af: family, mark },
+            _ => {
+                let protocol = Protocol::from_number(self.proto.ok_or(DecodeError::Missing {
+                    what: WHAT,
+                    attr: "IPVS_SVC_ATTR_PROTOCOL",
+                })?);
+                let addr = inet_addr(
+                    "IPVS_SVC_ATTR_ADDR",
+                    family,
+                    self.addr.ok_or(DecodeError::Missing {
+                        what: WHAT,
+                        attr: "IPVS_SVC_ATTR_ADDR",
+                    })?,
+                )?;
+                let port = self.port.ok_or(DecodeError::Missing {
+                    what: WHAT,
+                    attr: "IPVS_SVC_ATTR_PORT",
+                })?;
+                ServiceKey::Addr {
+                    protocol,
+                    addr,
+                    port,
+                }
+            }
+        };
+        let netmask = match self.netmask {
+            Some(raw) => netmask_prefix(family, raw)?,
+            None => family.max_prefix(),
+        };
+        let spec = ServiceSpec {
+            key,
+            scheduler: self.sched.ok_or(DecodeError::Missing {
+                what: WHAT,
+                attr: "IPVS_SVC_ATTR_SCHED_NAME",
+            })?,
+            flags: ServiceFlags::from_bits(self.flags).without(ServiceFlags::HASHED),
+            timeout: self.timeout,
+            netmask,
+            pe_name: self.pe,
+        };
+        let mut svc = Service::new(spec);
+        svc.stats = self.stats;
+        Ok(svc)
+    }
 }
 
 #[cfg(test)]

@@ -57,24 +57,38 @@ impl Nla for StatsAttr {
 /// Folds counters into [`Stats`]; later attributes (e.g. of `STATS64`) win.
 pub(super) fn fold_stats(into: &mut Stats, attrs: &[StatsAttr]) {
     for attr in attrs {
-        let (t, v) = match attr {
-            StatsAttr::U32(t, v) => (*t, u64::from(*v)),
-            StatsAttr::U64(t, v) => (*t, *v),
-            StatsAttr::Other(..) => continue,
-        };
-        let slot = match t {
-            IPVS_STATS_ATTR_CONNS => &mut into.conns,
-            IPVS_STATS_ATTR_INPKTS => &mut into.inpkts,
-            IPVS_STATS_ATTR_OUTPKTS => &mut into.outpkts,
-            IPVS_STATS_ATTR_INBYTES => &mut into.inbytes,
-            IPVS_STATS_ATTR_OUTBYTES => &mut into.outbytes,
-            IPVS_STATS_ATTR_CPS => &mut into.cps,
-            IPVS_STATS_ATTR_INPPS => &mut into.inpps,
-            IPVS_STATS_ATTR_OUTPPS => &mut into.outpps,
-            IPVS_STATS_ATTR_INBPS => &mut into.inbps,
-            IPVS_STATS_ATTR_OUTBPS => &mut into.outbps,
-            _ => continue,
-        };
-        *slot = v;
+        fold_one(into, attr);
     }
+}
+
+/// [`fold_stats`] straight from the payload of a `STATS`/`STATS64` attribute, without
+/// building the list; fails where [`parse_nlas`](super::parse_nlas) of it would.
+pub(super) fn fold_stats_payload(into: &mut Stats, payload: &[u8]) -> Result<(), DecodeError> {
+    for item in super::NlaIter::new(payload) {
+        let (t, p) = item?;
+        fold_one(into, &StatsAttr::parse(t, p)?);
+    }
+    Ok(())
+}
+
+fn fold_one(into: &mut Stats, attr: &StatsAttr) {
+    let (t, v) = match attr {
+        StatsAttr::U32(t, v) => (*t, u64::from(*v)),
+        StatsAttr::U64(t, v) => (*t, *v),
+        StatsAttr::Other(..) => return,
+    };
+    let slot = match t {
+        IPVS_STATS_ATTR_CONNS => &mut into.conns,
+        IPVS_STATS_ATTR_INPKTS => &mut into.inpkts,
+        IPVS_STATS_ATTR_OUTPKTS => &mut into.outpkts,
+        IPVS_STATS_ATTR_INBYTES => &mut into.inbytes,
+        IPVS_STATS_ATTR_OUTBYTES => &mut into.outbytes,
+        IPVS_STATS_ATTR_CPS => &mut into.cps,
+        IPVS_STATS_ATTR_INPPS => &mut into.inpps,
+        IPVS_STATS_ATTR_OUTPPS => &mut into.outpps,
+        IPVS_STATS_ATTR_INBPS => &mut into.inbps,
+        IPVS_STATS_ATTR_OUTBPS => &mut into.outbps,
+        _ => return,
+    };
+    *slot = v;
 }

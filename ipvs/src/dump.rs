@@ -1,0 +1,332 @@
+//! [`Ipvs::dump`]: the kernel's table read whole, and made to read right although the
+//! kernel's dumps are not atomic.
+//!
+//! A dump comes in parts, one per read; each part is built under the kernel's lock, but
+//! the next one resumes by *position*: the service dump counts entries of one hash table
+//! shared by every network namespace of the host, the destination dump counts the
+//! service's list. A service added or removed anywhere on the host between two parts
+//! (a destination of the same service, for destination dumps) shifts the rest, and one
+//! entry is skipped or read twice. `ipvsadm -Sn` has the same flaw. On an arbiter, whose
+//! dump becomes every balancer's table, a skipped real server would be withdrawn from the
+//! whole fleet for a cycle. So:
+//!
+//! - a dump read in one part is consistent as it stands;
+//! - the service list, when it took several parts, is read again, alternately in parts
+//!   of another size (a second socket read with the kernel's largest parts) so that the
+//!   part boundaries, where entries go missing, fall on other services, until two reads
+//!   in a row agree or after [`DUMP_TRIES`] reads; a service that some read saw and the
+//!   last one lacks is looked up by key (`GET_SERVICE`, exact and atomic): kept if it
+//!   still exists, dropped if it went away in between. Only a service skipped by every
+//!   read, at part boundaries of both sizes, can still be missed;
+//! - a service's destinations, when they took several parts, are read again in the
+//!   largest parts (one part up to about 90 destinations); if that still takes several,
+//!   until two reads in a row agree, or [`IpvsError::Unsettled`] after [`DUMP_TRIES`].
+//!
+//! Each dump decodes straight from the receive buffer ([`Frames`],
+//! [`service_from_payload`], [`dest_from_payload`]): 100,000 destinations, no
+//! allocation per attribute.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use neli::consts::socket::{Msg, NlFamily};
+use neli::socket::NlSocket;
+use neli::utils::Groups;
+
+use crate::error::{DecodeError, IpvsError, OpKind};
+use crate::handle::{sock_err, truncated, Ipvs};
+use crate::model::{Dest, DestKey, Service, ServiceKey, Tree};
+use crate::packet::{
+    dest_from_payload, service_from_payload, service_key_attrs, Cmd, Frame, Frames, IpvsAttr,
+    IpvsMessage, Message, Nested, IPVS_CMD_ATTR_DEST, IPVS_CMD_ATTR_SERVICE, NLA_TYPE_MASK,
+    NLM_F_DUMP, NLM_F_REQUEST,
+};
+
+/// How many times a multi-part dump that keeps changing is read.
+pub const DUMP_TRIES: usize = 5;
+
+/// Receive buffer of the second socket: the kernel's largest part (32 KiB less the skb's
+/// shared info) holds about 90 destinations or 110 services.
+const WIDE_BUF: usize = 32768 - 320;
+
+/// `ESRCH`: no such service.
+const ESRCH: i32 = 3;
+
+/// Which of the handle's sockets a dump is read on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parts {
+    /// The main socket: small, fast parts.
+    Small,
+    /// The second socket: the kernel's largest parts.
+    Wide,
+}
+
+/// What one read of a dump gave: the objects, their keys (`None` when a key came twice,
+/// a sure sign of a shifted part), and the number of parts.
+struct Read<T, K> {
+    items: T,
+    keys: Option<Vec<K>>,
+    parts: usize,
+}
+
+impl Ipvs {
+    /// The whole table with counters, like `ipvsadm -Sn` (one dump of services, then one
+    /// dump of destinations per service), checked as the module says.
+    pub fn dump(&mut self) -> Result<Tree, IpvsError> {
+        let mut tree = self.service_list()?;
+        let keys: Vec<ServiceKey> = tree.services().map(|s| *s.key()).collect();
+        for key in keys {
+            let dests = self.service_dests(&key)?;
+            if let Some(svc) = tree.get_mut(&key) {
+                svc.dests = dests;
+            }
+        }
+        Ok(tree)
+    }
+
+    /// A service by key (`GET_SERVICE` without dump), without its destinations; `None`
+    /// when this namespace has no such service.
+    pub fn get_service(&mut self, key: &ServiceKey) -> Result<Option<Service>, IpvsError> {
+        let seq = self.next_seq();
+        let msg = IpvsMessage::new(
+            Cmd::GetService,
+            vec![IpvsAttr::Service(Nested::new(service_key_attrs(key)))],
+        );
+        let bytes = Message::request(self.family, NLM_F_REQUEST, seq, msg).to_bytes();
+        self.sock
+            .send(&bytes, Msg::empty())
+            .map_err(sock_err("send get service"))?;
+        let id = key.to_string();
+        loop {
+            let n = recv(&self.sock, &mut self.buf, OpKind::Dump)?;
+            for frame in Frames::new(&self.buf[..n], self.family) {
+                let (frame_seq, frame) = frame.map_err(|source| IpvsError::Decode {
+                    op: OpKind::Dump,
+                    source,
+                })?;
+                if frame_seq != seq {
+                    continue;
+                }
+                match frame {
+                    Frame::Ipvs { attrs, .. } => {
+                        for attr in attrs {
+                            let decoded = attr.and_then(|(t, p)| {
+                                (t & NLA_TYPE_MASK == IPVS_CMD_ATTR_SERVICE)
+                                    .then(|| service_from_payload(p))
+                                    .transpose()
+                            });
+                            match decoded {
+                                Ok(Some(svc)) => return Ok(Some(svc)),
+                                Ok(None) => {}
+                                Err(source) => {
+                                    return Err(IpvsError::Decode {
+                                        op: OpKind::Dump,
+                                        source,
+                                    })
+                                }
+                            }
+                        }
+                    }
+                    Frame::Error(error) if error == -ESRCH => return Ok(None),
+                    Frame::Error(error) => {
+                        return Err(IpvsError::Kernel {
+                            op: OpKind::Dump,
+                            id,
+                            errno: crate::Errno(-error),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn service_list(&mut self) -> Result<Tree, IpvsError> {
+        let mut read = self.read_services(Parts::Small)?;
+        if read.parts <= 1 && read.keys.is_some() {
+            return Ok(read.items);
+        }
+        let mut seen: BTreeSet<ServiceKey> = read.items.services().map(|s| *s.key()).collect();
+        for n in 1..DUMP_TRIES {
+            let parts = if n % 2 == 1 {
+                Parts::Wide
+            } else {
+                Parts::Small
+            };
+            let again = self.read_services(parts)?;
+            let agree = matches!((&read.keys, &again.keys), (Some(a), Some(b)) if a == b);
+            seen.extend(again.items.services().map(|s| *s.key()));
+            read = again;
+            if agree {
+                break;
+            }
+        }
+        // A service some read saw but the last did not: skipped by it, or gone since.
+        let mut tree = read.items;
+        for key in seen {
+            if tree.get(&key).is_none() {
+                if let Some(svc) = self.get_service(&key)? {
+                    tree.insert(svc);
+                }
+            }
+        }
+        Ok(tree)
+    }
+
+    fn service_dests(&mut self, key: &ServiceKey) -> Result<BTreeMap<DestKey, Dest>, IpvsError> {
+        let mut read = self.read_dests(Parts::Small, key)?;
+        if read.parts <= 1 && read.keys.is_some() {
+            return Ok(read.items);
+        }
+        read = self.read_dests(Parts::Wide, key)?;
+        if read.parts <= 1 && read.keys.is_some() {
+            return Ok(read.items);
+        }
+        for _ in 2..DUMP_TRIES {
+            let again = self.read_dests(Parts::Wide, key)?;
+            if matches!((&read.keys, &again.keys), (Some(a), Some(b)) if a == b) {
+                return Ok(again.items);
+            }
+            read = again;
+        }
+        Err(IpvsError::Unsettled {
+            op: OpKind::Dump,
+            id: key.to_string(),
+            tries: DUMP_TRIES,
+        })
+    }
+
+    fn read_services(&mut self, parts: Parts) -> Result<Read<Tree, ServiceKey>, IpvsError> {
+        let mut tree = Tree::new();
+        let mut twice = false;
+        let msg = IpvsMessage::new(Cmd::GetService, vec![]);
+        let parts = self.dump_each(parts, msg, |kind, payload| {
+            if kind == IPVS_CMD_ATTR_SERVICE {
+                twice |= tree.insert(service_from_payload(payload)?).is_some();
+            }
+            Ok(())
+        })?;
+        let keys = (!twice).then(|| tree.services().map(|s| *s.key()).collect());
+        Ok(Read {
+            items: tree,
+            keys,
+            parts,
+        })
+    }
+
+    fn read_dests(
+        &mut self,
+        parts: Parts,
+        key: &ServiceKey,
+    ) -> Result<Read<BTreeMap<DestKey, Dest>, DestKey>, IpvsError> {
+        let msg = IpvsMessage::new(
+            Cmd::GetDest,
+            vec![IpvsAttr::Service(Nested::new(service_key_attrs(key)))],
+        );
+        let family = key.family();
+        let mut dests = BTreeMap::new();
+        let mut twice = false;
+        let parts = self.dump_each(parts, msg, |kind, payload| {
+            if kind == IPVS_CMD_ATTR_DEST {
+                let dest = dest_from_payload(payload, family)?;
+                twice |= dests.insert(dest.key, dest).is_some();
+            }
+            Ok(())
+        })?;
+        let keys = (!twice).then(|| dests.keys().copied().collect());
+        Ok(Read {
+            items: dests,
+            keys,
+            parts,
+        })
+    }
+
+    /// Runs a dump on one of the sockets and hands `each` the top-level attributes of
+    /// every IPVS message of it as (type without flags, payload), borrowed from the
+    /// receive buffer. Returns how many parts carried its messages.
+    ///
+    /// When an attribute or `each` fails, the rest of the dump is still read (to its
+    /// `NLMSG_DONE`), so the socket is left ready for the next request, and the first
+    /// error is returned. A malformed message header returns at once: where the dump
+    /// ends can no longer be known.
+    fn dump_each(
+        &mut self,
+        parts: Parts,
+        msg: IpvsMessage,
+        mut each: impl FnMut(u16, &[u8]) -> Result<(), DecodeError>,
+    ) -> Result<usize, IpvsError> {
+        const OP: OpKind = OpKind::Dump;
+        let seq = self.next_seq();
+        let family = self.family;
+        let bytes = Message::request(family, NLM_F_REQUEST | NLM_F_DUMP, seq, msg).to_bytes();
+        let (sock, buf) = match parts {
+            Parts::Small => (&self.sock, &mut self.buf),
+            Parts::Wide => {
+                let wide = match &mut self.wide {
+                    Some(wide) => wide,
+                    none => none.insert((
+                        NlSocket::connect(NlFamily::Generic, None, Groups::empty())
+                            .map_err(sock_err("connect"))?,
+                        vec![0; WIDE_BUF],
+                    )),
+                };
+                (&wide.0, &mut wide.1)
+            }
+        };
+        sock.send(&bytes, Msg::empty())
+            .map_err(sock_err("send dump request"))?;
+        let mut failed: Option<DecodeError> = None;
+        let mut count = 0;
+        loop {
+            let n = recv(sock, buf, OP)?;
+            let mut carried = false;
+            for frame in Frames::new(&buf[..n], family) {
+                let (frame_seq, frame) =
+                    frame.map_err(|source| IpvsError::Decode { op: OP, source })?;
+                if frame_seq != seq {
+                    continue;
+                }
+                match frame {
+                    Frame::Ipvs { attrs, .. } if failed.is_none() => {
+                        carried = true;
+                        for attr in attrs {
+                            if let Err(e) = attr.and_then(|(t, p)| each(t & NLA_TYPE_MASK, p)) {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    Frame::Done => {
+                        return match failed {
+                            None => Ok(count + usize::from(carried)),
+                            Some(source) => Err(IpvsError::Decode { op: OP, source }),
+                        }
+                    }
+                    Frame::Error(error) if error != 0 => {
+                        return Err(IpvsError::Kernel {
+                            op: OP,
+                            id: String::new(),
+                            errno: crate::Errno(-error),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+            count += usize::from(carried);
+        }
+    }
+}
+
+/// One blocking read of a datagram; its length, refused if it did not fit (`MSG_TRUNC`
+/// gives the real length).
+fn recv(sock: &NlSocket, buf: &mut [u8], op: OpKind) -> Result<usize, IpvsError> {
+    let (n, _) = sock
+        .recv(&mut *buf, Msg::TRUNC)
+        .map_err(sock_err("receive dump"))?;
+    if n > buf.len() {
+        return Err(IpvsError::Decode {
+            op,
+            source: truncated(n, buf.len()),
+        });
+    }
+    Ok(n)
+}
