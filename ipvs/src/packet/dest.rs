@@ -7,7 +7,9 @@
 
 use super::service::{inet_addr, inet_addr_bytes};
 use super::stats::{fold_stats, fold_stats_payload};
-use super::{read_be16, read_u16, read_u32, read_u8, Nested, Nla, NlaIter, StatsAttr};
+use super::{
+    addr_payload, read_be16, read_u16, read_u32, read_u8, Nested, Nla, NlaIter, StatsAttr,
+};
 use crate::error::DecodeError;
 use crate::model::{Dest, DestKey, DestStats, Family, FwdMethod, TunFlags, TunType};
 
@@ -110,7 +112,7 @@ impl Nla for DestAttr {
 
     fn parse(raw_type: u16, p: &[u8]) -> Result<Self, DecodeError> {
         Ok(match raw_type & !NLA_F_NESTED {
-            IPVS_DEST_ATTR_ADDR => Self::Addr(addr_payload(p)?.to_vec()),
+            IPVS_DEST_ATTR_ADDR => Self::Addr(addr_payload("IPVS_DEST_ATTR_ADDR", p)?.to_vec()),
             IPVS_DEST_ATTR_PORT => Self::Port(read_be16("IPVS_DEST_ATTR_PORT", p)?),
             IPVS_DEST_ATTR_FWD_METHOD => Self::FwdMethod(read_u32("IPVS_DEST_ATTR_FWD_METHOD", p)?),
             IPVS_DEST_ATTR_WEIGHT => Self::Weight(read_u32("IPVS_DEST_ATTR_WEIGHT", p)?),
@@ -162,16 +164,6 @@ pub fn dest_attrs(dest: &Dest) -> Vec<DestAttr> {
     attrs
 }
 
-fn addr_payload(p: &[u8]) -> Result<&[u8], DecodeError> {
-    match p.len() {
-        4 | 16 => Ok(p),
-        len => Err(DecodeError::BadLength {
-            attr: "IPVS_DEST_ATTR_ADDR",
-            len,
-        }),
-    }
-}
-
 /// A destination from a dump reply's attributes; `service_family` is used when the
 /// reply carries no `ADDR_FAMILY` (kernels before 4.x).
 pub fn dest_from_attrs(attrs: &[DestAttr], service_family: Family) -> Result<Dest, DecodeError> {
@@ -196,7 +188,7 @@ pub fn dest_from_payload(payload: &[u8], service_family: Family) -> Result<Dest,
     for item in NlaIter::new(payload) {
         let (raw_type, p) = item?;
         match raw_type & !NLA_F_NESTED {
-            IPVS_DEST_ATTR_ADDR => fold.addr = Some(addr_payload(p)?),
+            IPVS_DEST_ATTR_ADDR => fold.addr = Some(addr_payload("IPVS_DEST_ATTR_ADDR", p)?),
             IPVS_DEST_ATTR_STATS | IPVS_DEST_ATTR_STATS64 => fold_stats_payload(fold.traffic(), p)?,
             _ => fold.attr(&DestAttr::parse(raw_type, p)?)?,
         }

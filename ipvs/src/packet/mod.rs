@@ -306,6 +306,13 @@ impl<T: Nla> Nested<T> {
 }
 
 // Small payload readers shared by the attribute modules.
+/// A `union nf_inet_addr` payload: 16 bytes, or 4 for IPv4.
+fn addr_payload<'a>(attr: &'static str, p: &'a [u8]) -> Result<&'a [u8], DecodeError> {
+    match p.len() {
+        4 | 16 => Ok(p),
+        len => Err(DecodeError::BadLength { attr, len }),
+    }
+}
 fn read_u8(attr: &'static str, p: &[u8]) -> Result<u8, DecodeError> {
     match p {
         [b] => Ok(*b),

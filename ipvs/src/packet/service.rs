@@ -8,7 +8,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::stats::{fold_stats, fold_stats_payload};
-use super::{read_be16, read_str, read_u16, read_u32, Nested, Nla, NlaIter, StatsAttr};
+use super::{
+    addr_payload, read_be16, read_str, read_u16, read_u32, Nested, Nla, NlaIter, StatsAttr,
+};
 use crate::error::DecodeError;
 use crate::model::{Family, Protocol, Service, ServiceFlags, ServiceKey, ServiceSpec, Stats};
 
@@ -105,7 +107,7 @@ impl Nla for ServiceAttr {
         Ok(match raw_type & !NLA_F_NESTED {
             IPVS_SVC_ATTR_AF => Self::Af(read_u16("IPVS_SVC_ATTR_AF", p)?),
             IPVS_SVC_ATTR_PROTOCOL => Self::Protocol(read_u16("IPVS_SVC_ATTR_PROTOCOL", p)?),
-            IPVS_SVC_ATTR_ADDR => Self::Addr(addr_payload(p)?.to_vec()),
+            IPVS_SVC_ATTR_ADDR => Self::Addr(addr_payload("IPVS_SVC_ATTR_ADDR", p)?.to_vec()),
             IPVS_SVC_ATTR_PORT => Self::Port(read_be16("IPVS_SVC_ATTR_PORT", p)?),
             IPVS_SVC_ATTR_FWMARK => Self::Fwmark(read_u32("IPVS_SVC_ATTR_FWMARK", p)?),
             IPVS_SVC_ATTR_SCHED_NAME => Self::SchedName(read_str("IPVS_SVC_ATTR_SCHED_NAME", p)?),
@@ -243,16 +245,6 @@ pub fn service_spec_attrs(spec: &ServiceSpec) -> Vec<ServiceAttr> {
     attrs
 }
 
-fn addr_payload(p: &[u8]) -> Result<&[u8], DecodeError> {
-    match p.len() {
-        4 | 16 => Ok(p),
-        len => Err(DecodeError::BadLength {
-            attr: "IPVS_SVC_ATTR_ADDR",
-            len,
-        }),
-    }
-}
-
 /// A service (without destinations) from a dump reply's attributes.
 pub fn service_from_attrs(attrs: &[ServiceAttr]) -> Result<Service, DecodeError> {
     let mut fold = ServiceFold::default();
@@ -276,7 +268,7 @@ pub fn service_from_payload(payload: &[u8]) -> Result<Service, DecodeError> {
     for item in NlaIter::new(payload) {
         let (raw_type, p) = item?;
         match raw_type & !NLA_F_NESTED {
-            IPVS_SVC_ATTR_ADDR => fold.addr = Some(addr_payload(p)?),
+            IPVS_SVC_ATTR_ADDR => fold.addr = Some(addr_payload("IPVS_SVC_ATTR_ADDR", p)?),
             IPVS_SVC_ATTR_STATS | IPVS_SVC_ATTR_STATS64 => {
                 fold_stats_payload(fold.stats.get_or_insert_with(Stats::default), p)?
             }
