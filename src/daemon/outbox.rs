@@ -3,10 +3,14 @@
 //! Two lanes, both bounded: `urgent` for what moves traffic (`fin_announce`, `ack_announce`,
 //! `syn_announce`, and `mapping`, which decides which VIPs a balancer may take, so it must not
 //! fall behind a `syn_announce`) and `normal` for the rest (trees, heartbeats). One sender task
-//! drains them in order, urgent first, awaiting each publisher confirm, so messages of a lane
-//! keep their order (a `changes` never overtakes the `tree` it follows). A full lane drops the
-//! message and counts it (`ipvs_sync_outbox_dropped_total`): the periodic requests and
-//! heartbeats repair any gap, and memory stays bounded.
+//! drains them in order, urgent first, and publishes without waiting for the broker's confirm,
+//! so messages of a lane reach the broker in order (a `changes` never overtakes the `tree` it
+//! follows) and a message never waits behind the confirm of the one before (the broker
+//! confirms persistent messages after its batched fsync, tens to hundreds of milliseconds).
+//! A second task awaits the confirms in order, with at most [`WINDOW`] in flight, and
+//! republishes a message whose confirm the connection lost. A full lane drops the message and
+//! counts it (`ipvs_sync_outbox_dropped_total`): the periodic requests and heartbeats repair
+//! any gap, and memory stays bounded.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,9 +21,12 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::metrics::Metrics;
-use crate::wire::{Dest, Message, MessageType, Transport};
+use crate::wire::{Dest, InFlight, Message, MessageType, Transport};
 
 type Item = (Dest, Message);
+
+/// Messages published and not yet confirmed, at most; the sender waits beyond.
+pub const WINDOW: usize = 256;
 
 /// Handle to the queue; cheap to clone.
 #[derive(Clone)]
@@ -28,7 +35,7 @@ pub struct Outbox {
     normal: mpsc::Sender<Item>,
     depth: Arc<AtomicUsize>,
     metrics: Metrics,
-    task: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
 /// Whether a message type rides the urgent lane.
@@ -48,8 +55,10 @@ impl Outbox {
         let (urgent, mut urgent_rx) = mpsc::channel::<Item>(limit.max(1));
         let (normal, mut normal_rx) = mpsc::channel::<Item>(limit.max(1));
         let depth = Arc::new(AtomicUsize::new(0));
+        let (flying, mut flying_rx) = mpsc::channel::<InFlight>(WINDOW);
         let d = depth.clone();
-        let task = tokio::spawn(async move {
+        let t = transport.clone();
+        let sender = tokio::spawn(async move {
             loop {
                 let (to, msg) = tokio::select! {
                     biased;
@@ -57,10 +66,27 @@ impl Outbox {
                     Some(i) = normal_rx.recv() => i,
                     else => break,
                 };
-                d.fetch_sub(1, Ordering::Relaxed);
-                if let Err(e) = transport.send(to.clone(), &msg).await {
-                    warn!(to = to.address(), kind = %msg.kind(), error = %e, "send failed");
+                match t.publish(to.clone(), &msg).await {
+                    Ok(f) => {
+                        if flying.send(f).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        d.fetch_sub(1, Ordering::Relaxed);
+                        warn!(to = to.address(), kind = %msg.kind(), error = %e, "send failed");
+                    }
                 }
+            }
+        });
+        let d = depth.clone();
+        let confirmer = tokio::spawn(async move {
+            while let Some(f) = flying_rx.recv().await {
+                let (kind, to) = (f.kind(), f.address().to_owned());
+                if let Err(e) = transport.confirmed(f).await {
+                    warn!(to, %kind, error = %e, "send failed");
+                }
+                d.fetch_sub(1, Ordering::Relaxed);
             }
         });
         Outbox {
@@ -68,7 +94,7 @@ impl Outbox {
             normal,
             depth,
             metrics,
-            task: Arc::new(std::sync::Mutex::new(Some(task))),
+            tasks: Arc::new(std::sync::Mutex::new(vec![sender, confirmer])),
         }
     }
 
@@ -93,19 +119,19 @@ impl Outbox {
         }
     }
 
-    /// Messages waiting.
+    /// Messages queued or not yet confirmed.
     pub fn depth(&self) -> usize {
         self.depth.load(Ordering::Relaxed)
     }
 
-    /// Lets the queue drain for up to 500 ms, then stops the sender.
+    /// Lets the queue drain and the confirms come for up to 500 ms, then stops.
     pub async fn close(self) {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
         while self.depth() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = task {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
             t.abort();
         }
     }

@@ -10,15 +10,17 @@
 //!   arbiter ─"broadcast"▶ ┘   (every client queue is bound to "broadcast")
 //! ```
 //!
-//! Both sides publish persistent messages with `mandatory` set and publisher confirms on, and
-//! wait for each confirm: a send returns `Ok` only once the broker has taken the message into
-//! a queue (and, the queues being durable, to disk). A message no queue is bound for comes back
-//! as [`WireError::Unroutable`] and is counted.
+//! Both sides publish persistent messages with `mandatory` set and publisher confirms on:
+//! [`Transport::publish`] hands a message to the broker, [`Transport::confirmed`] returns `Ok`
+//! only once the broker has taken it into a queue (and, the queues being durable, to disk).
+//! The daemons' outbox keeps many messages between the two, so none waits for the confirm of
+//! the one before. A message no queue is bound for comes back as [`WireError::Unroutable`]
+//! and is counted.
 //!
 //! # Tasks
 //!
 //! ```text
-//!                 Transport::send ──seal──▶ publish channel ──▶ broker
+//!   Transport::publish ──seal──▶ publish channel ──▶ broker ──confirm──▶ Transport::confirmed
 //!                       ▲ (link: watch<Option<Channel>>, set per connection)
 //!   supervisor task ────┘
 //!     │ connect · declare · bind · consume          (re)connect with backoff
@@ -193,6 +195,26 @@ impl Dest {
             Dest::Client(host) => host,
             Dest::Broadcast => BROADCAST,
         }
+    }
+}
+
+/// A message handed to the broker, its confirm not yet in: see [`Transport::publish`].
+pub struct InFlight {
+    kind: MessageType,
+    address: String,
+    body: Box<serde_json::value::RawValue>,
+    deadline: Instant,
+    confirm: lapin::PublisherConfirm,
+}
+
+impl InFlight {
+    /// The message's type.
+    pub fn kind(&self) -> MessageType {
+        self.kind
+    }
+    /// Where it goes (routing key).
+    pub fn address(&self) -> &str {
+        &self.address
     }
 }
 
@@ -427,45 +449,60 @@ impl Transport {
     /// message whose confirm was lost. Errors: [`WireError::Unroutable`] when no queue is bound
     /// to the key, [`WireError::NotConnected`]/[`WireError::Timeout`] when the broker stays
     /// away, [`WireError::WrongDirection`] for a message this role never sends there.
+    ///
+    /// The daemons send through their outbox, which keeps many messages in flight with
+    /// [`Transport::publish`] and [`Transport::confirmed`]; this one-at-a-time form serves
+    /// the transport's tests.
+    #[cfg(test)]
     pub async fn send(&self, to: Dest, msg: &Message) -> Result<(), WireError> {
-        let shared = &self.shared;
+        let in_flight = self.publish(to, msg).await?;
+        self.confirmed(in_flight).await
+    }
+
+    /// The first half of [`Transport::send`]: signs and hands `msg` to the broker (waiting
+    /// for the connection up to `send_timeout`) and returns without waiting for the
+    /// confirm. Messages published one after the other reach the broker in that order;
+    /// [`Transport::confirmed`] then waits for each confirm, so a sender can keep many
+    /// messages in flight instead of one.
+    pub async fn publish(&self, to: Dest, msg: &Message) -> Result<InFlight, WireError> {
         let kind = msg.kind();
-        let address = to.address();
-        let dir = Direction::of_address(address);
-        if dir != shared.role.outbound() || !msg.travels(dir) {
+        let address = to.address().to_owned();
+        let dir = Direction::of_address(&address);
+        if dir != self.shared.role.outbound() || !msg.travels(dir) {
             return Err(WireError::WrongDirection {
-                role: shared.role.label(),
+                role: self.shared.role.label(),
                 kind,
-                to: address.to_owned(),
+                to: address,
             });
         }
         let body = msg
             .encode_body()
             .map_err(|source| WireError::Encode { kind, source })?;
+        let deadline = Instant::now() + self.shared.opts.send_timeout;
+        let confirm = self.put(kind, &address, &body, deadline).await?;
+        Ok(InFlight {
+            kind,
+            address,
+            body,
+            deadline,
+            confirm,
+        })
+    }
+
+    /// The second half of [`Transport::send`]: waits for the confirm of a published message;
+    /// when the connection lost it, republishes the message (after messages published
+    /// since, which the receivers' serial and state checks absorb) and waits again.
+    pub async fn confirmed(&self, in_flight: InFlight) -> Result<(), WireError> {
+        let shared = &self.shared;
         let limit = shared.opts.send_timeout;
-        let deadline = Instant::now() + limit;
+        let InFlight {
+            kind,
+            address,
+            body,
+            deadline,
+            mut confirm,
+        } = in_flight;
         loop {
-            if Instant::now() >= deadline {
-                return Err(WireError::NotConnected { after: limit });
-            }
-            let channel = self.wait_link(deadline).await?;
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt = self.publish_once(&channel, kind, address, &body);
-            let Ok(published) = tokio::time::timeout(remaining, attempt).await else {
-                return Err(WireError::Timeout {
-                    op: "publish",
-                    after: limit,
-                });
-            };
-            let published = published?;
-            let confirm = match published {
-                Ok(confirm) => confirm,
-                Err(e) => {
-                    debug!(error = %e, %kind, to = address, "publish failed; waiting for the link");
-                    pause_for_link(deadline).await;
-                    continue;
-                }
-            };
             let remaining = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(remaining, confirm).await {
                 Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => {
@@ -477,20 +514,21 @@ impl Transport {
                     warn!(%kind, routing_key = address, reply = %returned.reply_text,
                           "message unroutable: no queue bound to this key");
                     return Err(WireError::Unroutable {
-                        routing_key: address.to_owned(),
+                        routing_key: address,
                     });
                 }
                 Ok(Ok(Confirmation::Nack(None))) => {
                     shared.counters.add_confirm_failed();
                     warn!(%kind, routing_key = address, "broker nacked a message");
                     return Err(WireError::Nacked {
-                        routing_key: address.to_owned(),
+                        routing_key: address,
                     });
                 }
                 Ok(Err(e)) => {
                     shared.counters.add_confirm_failed();
                     debug!(error = %e, %kind, to = address, "confirm lost; republishing");
                     pause_for_link(deadline).await;
+                    confirm = self.put(kind, &address, &body, deadline).await?;
                 }
                 Err(_) => {
                     shared.counters.add_confirm_failed();
@@ -498,6 +536,39 @@ impl Transport {
                         op: "publish confirm",
                         after: limit,
                     });
+                }
+            }
+        }
+    }
+
+    /// Hands a sealed message to the broker, waiting for a link and retrying a failed
+    /// publish until `deadline`.
+    async fn put(
+        &self,
+        kind: MessageType,
+        address: &str,
+        body: &serde_json::value::RawValue,
+        deadline: Instant,
+    ) -> Result<lapin::PublisherConfirm, WireError> {
+        let limit = self.shared.opts.send_timeout;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(WireError::NotConnected { after: limit });
+            }
+            let channel = self.wait_link(deadline).await?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt = self.publish_once(&channel, kind, address, body);
+            let Ok(published) = tokio::time::timeout(remaining, attempt).await else {
+                return Err(WireError::Timeout {
+                    op: "publish",
+                    after: limit,
+                });
+            };
+            match published? {
+                Ok(confirm) => return Ok(confirm),
+                Err(e) => {
+                    debug!(error = %e, %kind, to = address, "publish failed; waiting for the link");
+                    pause_for_link(deadline).await;
                 }
             }
         }

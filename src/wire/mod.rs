@@ -21,6 +21,6 @@ pub mod messages;
 #[cfg(test)]
 mod lab_tests;
 
-pub use amqp::{Dest, Incoming, Role, Transport, TransportOptions, WireError};
+pub use amqp::{Dest, InFlight, Incoming, Role, Transport, TransportOptions, WireError};
 pub use envelope::{Key, KeyError};
 pub use messages::{Message, MessageType};
