@@ -396,3 +396,56 @@ fn lab_forged_and_garbage_messages_change_nothing() {
         f.arbiter_log()
     );
 }
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_a_lost_ack_heals_in_seconds() {
+    // The balancer's ack is lost: a slow firewall check (1 s) holds the prepare while the
+    // arbiter is stopped, the ack waits in the broker past max_age (2 s) and is dropped as
+    // stale when the arbiter resumes. The client, still without its go 10 s after the ack,
+    // asks for the announces again; without that the VIP would wait for the next
+    // announces_request_interval (300 s).
+    assert!(labkit::require_root());
+    let dir = tempfile::tempdir().unwrap();
+    let check = dir.path().join("slow-firewall-check");
+    std::fs::write(&check, "#!/bin/sh\nsleep 1\nexit 0\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let v4 = ip("203.0.113.10");
+    let f = Fleet::start(FleetOpts {
+        max_age: Some(2),
+        firewall_check: Some(check),
+        ..FleetOpts::default()
+    });
+    let arbiter = nix::unistd::Pid::from_raw(f.arbiter_pid().unwrap() as i32);
+    f.quorum("up", "203.0.113.10,b-100,80");
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(arbiter, Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    nix::sys::signal::kill(arbiter, Signal::SIGCONT).unwrap();
+    let healed = f.wait_paths(0, &v4, 1, Duration::from_secs(40));
+    let stale = fleet::metric_by(
+        &f.arbiter_metrics(),
+        "ipvs_sync_messages_dropped_total",
+        "reason",
+    );
+    assert!(
+        stale.iter().any(|(r, n)| r == "stale" && *n >= 1.0),
+        "the ack was not dropped as stale, so nothing was lost: {stale:?}\n{}",
+        f.arbiter_log()
+    );
+    assert!(
+        healed.is_some(),
+        "not announced within 40 s:\n{}",
+        f.client_log(0)
+    );
+    let repairs: f64 = f
+        .client_metrics(0)
+        .lines()
+        .find(|l| l.starts_with("ipvs_sync_ack_repairs_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(repairs >= 1.0, "healed without the ack repair");
+}

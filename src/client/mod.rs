@@ -23,7 +23,7 @@ pub mod execute;
 pub mod kernel;
 pub mod sync;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -83,7 +83,16 @@ struct Client {
     prepared_tx: mpsc::Sender<Prepared>,
     was_connected: bool,
     last_tree_apply: Option<Instant>,
+    /// When each VIP last sent its ack and is still waiting for the go (see
+    /// [`ACK_REPAIR_AFTER`]).
+    acked: BTreeMap<IpAddr, Instant>,
 }
+
+/// A VIP acked this long ago and still without the arbiter's go makes the client ask for the
+/// announces again; the arbiter answers with `syn_announce`, on which every acked VIP sends its
+/// ack again. A lost ack or go (dropped as stale behind a backlog on a starved broker, say)
+/// then heals in seconds rather than at the next `announces_request_interval`.
+const ACK_REPAIR_AFTER: Duration = Duration::from_secs(10);
 
 /// Runs the client until `shutdown` fires. Exit code semantics: `Err` = could not start.
 pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::StartError> {
@@ -155,6 +164,7 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         prepared_tx,
         was_connected: true,
         last_tree_apply: None,
+        acked: BTreeMap::new(),
         cfg,
     };
     client.run(transport, incoming, prepared_rx, shutdown).await;
@@ -462,9 +472,11 @@ impl Client {
                 Output::CheckFirewall { .. }
                 | Output::ApplyServices { .. }
                 | Output::AddAddress { .. } => prepare.push(out),
-                Output::SendAck => self
-                    .outbox
-                    .send(Dest::Server, Message::AckPrepared(AckPrepared { vip })),
+                Output::SendAck => {
+                    self.acked.insert(vip, Instant::now());
+                    self.outbox
+                        .send(Dest::Server, Message::AckPrepared(AckPrepared { vip }));
+                }
                 Output::BgpAnnounce { local_pref } => {
                     info!(%vip, local_pref, "announcing");
                     let attrs = bgp::RouteAttrs {
@@ -601,7 +613,31 @@ impl Client {
         }
     }
 
+    /// Asks for the announces again when a VIP waits too long for its go.
+    fn repair_acks(&mut self) {
+        let vips = &self.vips;
+        self.acked
+            .retain(|vip, _| matches!(vips.state(*vip), announce::State::Acked { .. }));
+        let stuck = self
+            .acked
+            .values()
+            .filter(|t| t.elapsed() >= ACK_REPAIR_AFTER)
+            .count();
+        if stuck > 0 {
+            warn!(
+                vips = stuck,
+                "no go from the arbiter {} s after the ack: asking for the announces again",
+                ACK_REPAIR_AFTER.as_secs()
+            );
+            self.metrics.inc("ipvs_sync_ack_repairs_total", &[]);
+            self.outbox.send(Dest::Server, Message::AnnouncesRequest);
+            let now = Instant::now();
+            self.acked.values_mut().for_each(|t| *t = now);
+        }
+    }
+
     async fn tick_status(&mut self, transport: &Transport) {
+        self.repair_acks();
         let connected = transport.is_connected();
         if connected && !self.was_connected {
             info!("broker reachable again: re-syncing");

@@ -72,6 +72,10 @@ pub struct FleetOpts {
     pub desc_dir: Option<PathBuf>,
     /// `--log-level` of the arbiter and the clients.
     pub log_level: &'static str,
+    /// `[messages] max_age` of every daemon, seconds (default: the config's default).
+    pub max_age: Option<u64>,
+    /// `[announce] firewall_check` of the balancers: an absolute program path.
+    pub firewall_check: Option<PathBuf>,
 }
 
 impl Default for FleetOpts {
@@ -86,6 +90,8 @@ impl Default for FleetOpts {
             desc_announce: None,
             desc_dir: None,
             log_level: "debug",
+            max_age: None,
+            firewall_check: None,
         }
     }
 }
@@ -253,11 +259,12 @@ impl Fleet {
              service_mapping_wildcard = {d}/lbs/*/*/*.conf\nservice_mapping_config = {d}/svc_mapping.json\n\
              vip_description_filepath = {desc}/keepalived-{{vip}}-desc.json\n\
              heartbeat_interval = 1\nconsumer_alive_ttl = 5\n\
-             [server]\nquorum_socket = {d}/quorum.sock\n",
+             [server]\nquorum_socket = {d}/quorum.sock\n{messages}",
             user = self.rabbit.user(),
             pass = self.rabbit.pass(),
             d = d.display(),
             desc = self.desc_dir().display(),
+            messages = self.messages_section(),
         );
         write(&d.join("config.ini"), &text);
         fs::create_dir_all(self.desc_dir()).unwrap();
@@ -299,6 +306,13 @@ impl Fleet {
             .unwrap_or_else(|| self.arbiter_dir.join("desc"))
     }
 
+    fn messages_section(&self) -> String {
+        match self.opts.max_age {
+            Some(s) => format!("[messages]\nmax_age = {s}\n"),
+            None => String::new(),
+        }
+    }
+
     fn write_client_config(&self, b: &Balancer, k: usize) {
         let mut peers = String::new();
         for (j, r) in self.routers.iter().enumerate() {
@@ -314,7 +328,7 @@ impl Fleet {
             "[main]\namqp_server = amqp://{user}:{pass}@192.0.2.5:5672/%2f\nhostname = {name}\nipvs = false\n\
              http_listen = 127.0.0.1:{http}\nheartbeat_interval = 1\nconsumer_alive_ttl = 5\n\
              [bgp]\nlocal_as = {LOCAL_AS}\nrouter_id = 192.0.2.{rid}\nhold_time = {hold}\nconnect_retry = 1\n\
-             communities = 65000:100\n\n{peers}[announce]\ninterface = lo\n\n[client]\nsync_dirs = {sync}\n",
+             communities = 65000:100\n\n{peers}[announce]\ninterface = lo\n{firewall}\n[client]\nsync_dirs = {sync}\n{messages}",
             user = self.rabbit.user(),
             pass = self.rabbit.pass(),
             name = b.name,
@@ -322,6 +336,11 @@ impl Fleet {
             rid = 4 * k + 2,
             hold = self.opts.hold_time,
             sync = b.dir.join("sync").display(),
+            firewall = match &self.opts.firewall_check {
+                Some(p) => format!("firewall_check = {}\n", p.display()),
+                None => String::new(),
+            },
+            messages = self.messages_section(),
         );
         fs::create_dir_all(b.dir.join("sync")).unwrap();
         write(&b.dir.join("config.ini"), &text);
