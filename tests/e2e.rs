@@ -449,3 +449,52 @@ fn lab_a_lost_ack_heals_in_seconds() {
         .unwrap_or(0.0);
     assert!(repairs >= 1.0, "healed without the ack repair");
 }
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_a_stale_syn_heals_in_seconds() {
+    // The arbiter's syn_announce is lost: the balancer is stopped while it waits in the
+    // broker past max_age (2 s), and is dropped as stale when the balancer resumes. The
+    // balancer sees the stale drop and asks for mapping, tree and announces again; without
+    // that the VIP would wait for the next announces_request_interval (300 s).
+    assert!(labkit::require_root());
+    let v4 = ip("203.0.113.10");
+    let f = Fleet::start(FleetOpts {
+        max_age: Some(2),
+        ..FleetOpts::default()
+    });
+    // Sessions are up before the client reaches the broker: wait until it has its mapping.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !f.client_log(0).contains("mapping: this balancer serves") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mapping:\n{}",
+            f.client_log(0)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let client = nix::unistd::Pid::from_raw(f.client_pid(0).unwrap() as i32);
+    nix::sys::signal::kill(client, Signal::SIGSTOP).unwrap();
+    f.quorum("up", "203.0.113.10,b-100,80");
+    std::thread::sleep(Duration::from_secs(3));
+    nix::sys::signal::kill(client, Signal::SIGCONT).unwrap();
+    let healed = f.wait_paths(0, &v4, 1, Duration::from_secs(40));
+    let metrics = f.client_metrics(0);
+    let stale = fleet::metric_by(&metrics, "ipvs_sync_messages_dropped_total", "reason");
+    assert!(
+        stale.iter().any(|(r, n)| r == "stale" && *n >= 1.0),
+        "nothing arrived stale, so nothing was lost: {stale:?}\n{}",
+        f.client_log(0)
+    );
+    assert!(
+        healed.is_some(),
+        "not announced within 40 s:\n{}",
+        f.client_log(0)
+    );
+    let resyncs: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("ipvs_sync_stale_resyncs_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(resyncs >= 1.0, "healed without the stale re-sync");
+}

@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::daemon::{self, http::StatusDoc, metrics::Metrics, Outbox, Shutdown};
+use crate::wire::envelope::DropReason;
 use crate::wire::messages::{AckPrepared, Heartbeat, Mapping, PeerRole, SynAnnounce, SyncRequest};
 use crate::wire::{Dest, Incoming, Message, Transport};
 use kernel::{ChangesOutcome, Kernel, Mirror};
@@ -86,7 +87,14 @@ struct Client {
     /// When each VIP last sent its ack and is still waiting for the go (see
     /// [`ACK_REPAIR_AFTER`]).
     acked: BTreeMap<IpAddr, Instant>,
+    /// Messages dropped as stale so far, and when that last made us re-sync.
+    stale_seen: u64,
+    stale_resync: Option<Instant>,
 }
+
+/// At most one re-sync per this long when messages arrive stale (see
+/// [`Client::resync_after_stale`]).
+const STALE_RESYNC_EVERY: Duration = Duration::from_secs(10);
 
 /// A VIP acked this long ago and still without the arbiter's go makes the client ask for the
 /// announces again; the arbiter answers with `syn_announce`, on which every acked VIP sends its
@@ -165,6 +173,8 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         was_connected: true,
         last_tree_apply: None,
         acked: BTreeMap::new(),
+        stale_seen: 0,
+        stale_resync: None,
         cfg,
     };
     client.run(transport, incoming, prepared_rx, shutdown).await;
@@ -636,8 +646,33 @@ impl Client {
         }
     }
 
+    /// A message dropped as stale (it waited in the broker longer than `max_age`) may have
+    /// been a `syn_announce`, `fin_announce`, `tree` or `mapping` this client never learns
+    /// of otherwise: ask for all of it again, at most once per [`STALE_RESYNC_EVERY`].
+    fn resync_after_stale(&mut self, transport: &Transport) {
+        let stale = transport.counters().dropped(DropReason::Stale);
+        if stale <= self.stale_seen {
+            return;
+        }
+        if self
+            .stale_resync
+            .is_some_and(|t| t.elapsed() < STALE_RESYNC_EVERY)
+        {
+            return;
+        }
+        warn!(
+            dropped = stale - self.stale_seen,
+            "messages arrived stale: asking the arbiter for mapping, tree and announces again"
+        );
+        self.stale_seen = stale;
+        self.stale_resync = Some(Instant::now());
+        self.metrics.inc("ipvs_sync_stale_resyncs_total", &[]);
+        self.request_all();
+    }
+
     async fn tick_status(&mut self, transport: &Transport) {
         self.repair_acks();
+        self.resync_after_stale(transport);
         let connected = transport.is_connected();
         if connected && !self.was_connected {
             info!("broker reachable again: re-syncing");
