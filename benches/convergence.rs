@@ -34,6 +34,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fleet::{Fleet, FleetOpts, RibMonitor};
+use labkit::proc::{cpu_secs, status_mb};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -49,8 +50,6 @@ const LATENCY_BUDGET: Duration = Duration::from_secs(300);
 const COLD_TIMEOUT: Duration = Duration::from_secs(240);
 /// Minimum spacing of RIB polls (each costs the router CPU and a CLI process start).
 const POLL_GAP: Duration = Duration::from_millis(50);
-/// Linux reports utime/stime in USER_HZ, which is 100 on every architecture it runs on.
-const USER_HZ: f64 = 100.0;
 
 const IPVS_VIP: &str = "203.0.113.10";
 const EXA_VIP: &str = "203.0.113.20";
@@ -106,25 +105,6 @@ impl Opts {
 }
 
 // --- /proc ---------------------------------------------------------------------------
-
-/// CPU time (user + system, all threads) of a process, in seconds.
-fn cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at `state` (field 3).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / USER_HZ)
-}
-
-/// A `kB` line of /proc/PID/status (`VmRSS`, `VmHWM`), in MB.
-fn status_mb(pid: u32, key: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(key))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -450,7 +430,7 @@ fn cold_start(n: usize, logs: Option<&std::path::Path>) -> Result<Cold, BoxError
         // Read before the client moves on, so the figures are those of the moment.
         sample = (
             cpu_secs(client).ok_or_else(|| format!("client died:\n{}", tail(&f.client_log(0))))?,
-            status_mb(client, "VmHWM").unwrap_or(f64::NAN),
+            status_mb(client, "VmHWM:").unwrap_or(f64::NAN),
         );
         reached = count;
         if count > 0 && first.is_none() {
@@ -471,8 +451,8 @@ fn cold_start(n: usize, logs: Option<&std::path::Path>) -> Result<Cold, BoxError
         client_cpu: sample.0,
         client_hwm: sample.1,
         arbiter_cpu: cpu_secs(arbiter).unwrap_or(f64::NAN) - arbiter_cpu0,
-        arbiter_rss: status_mb(arbiter, "VmRSS").unwrap_or(f64::NAN),
-        arbiter_hwm: status_mb(arbiter, "VmHWM").unwrap_or(f64::NAN),
+        arbiter_rss: status_mb(arbiter, "VmRSS:").unwrap_or(f64::NAN),
+        arbiter_hwm: status_mb(arbiter, "VmHWM:").unwrap_or(f64::NAN),
         arbiter_idle: idle,
         client_sent: fleet::metric_by(&f.client_metrics(0), SENT, "type"),
         arbiter_sent: fleet::metric_by(&f.arbiter_metrics(), SENT, "type"),

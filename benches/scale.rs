@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
+use labkit::proc;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -459,35 +460,12 @@ async fn start_fleet(
     Ok(conns)
 }
 
-/// CPU ticks (utime + stime) of a process.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised comm: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
 /// (VmRSS, VmHWM) in KiB.
 fn memory_kb(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-fn clock_ticks_per_s() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+    Some((
+        proc::status_field(pid, "VmRSS:")?,
+        proc::status_field(pid, "VmHWM:")?,
+    ))
 }
 
 /// Blocking HTTP GET against the arbiter's `http_listen`.
@@ -566,13 +544,13 @@ fn take_sample(t: f64, arb_pid: u32, broker_pid: u32, stats: &Stats) -> Sample {
     let sum = |name: &str| metric(&page, name).values().sum::<f64>();
     Sample {
         t,
-        arb_ticks: cpu_ticks(arb_pid).unwrap_or_default(),
+        arb_ticks: proc::cpu_ticks(arb_pid).unwrap_or_default(),
         arb_rss,
         arb_hwm,
-        broker_ticks: cpu_ticks(broker_pid).unwrap_or_default(),
+        broker_ticks: proc::cpu_ticks(broker_pid).unwrap_or_default(),
         broker_rss,
         broker_hwm,
-        own_ticks: cpu_ticks(std::process::id()).unwrap_or_default(),
+        own_ticks: proc::cpu_ticks(std::process::id()).unwrap_or_default(),
         hb_confirmed: stats.hb_confirmed.load(Relaxed),
         arb_hb_in: metric(&page, "ipvs_sync_messages_received_total")
             .get("heartbeat")
@@ -663,7 +641,7 @@ fn main() -> Result<(), BoxError> {
         )
         .into());
     }
-    let tck = clock_ticks_per_s();
+    let tck = proc::ticks_per_sec();
     let scratch = labkit::scratch_dir("scale")?;
     let core = labkit::Netns::new("scale")?;
     core.ip(&["addr", "add", "192.0.2.5/32", "dev", "lo"])?;

@@ -33,8 +33,6 @@ use labkit::{GobgpConfig, GobgpNeighbor, Gobgpd, Netns};
 const RECV_V4: &str = "192.0.2.1";
 const SEND_V4: &str = "192.0.2.11";
 const AS: u32 = 65000;
-/// USER_HZ: /proc/<pid>/stat counts CPU time in these ticks (100 on Linux x86).
-const TICKS_PER_SEC: f64 = 100.0;
 
 fn v4_prefix(i: u32) -> Ipv4Net {
     Ipv4Net::new(Ipv4Addr::from(0xc612_0000 + i), 32).unwrap() // 198.18.0.0/15
@@ -429,23 +427,6 @@ fn updates_received(g: &Gobgpd) -> Option<u64> {
     v["state"]["messages"]["received"]["update"].as_u64()
 }
 
-fn proc_cpu_secs(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the ")" of the command name: state is field 3; utime 14, stime 15.
-    let rest = &s[s.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ut: f64 = f.get(11)?.parse().ok()?;
-    let st: f64 = f.get(12)?.parse().ok()?;
-    Some((ut + st) / TICKS_PER_SEC)
-}
-
-fn proc_hwm_mb(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 fn stop(mut c: Child) {
     let _ = c.kill();
     let _ = c.wait();
@@ -542,8 +523,8 @@ fn sender_child(args: &[String]) {
         let me = std::process::id();
         println!(
             "stats {} {} {}",
-            proc_cpu_secs(me).unwrap_or(-1.0),
-            proc_hwm_mb(me).unwrap_or(-1.0),
+            labkit::proc::cpu_secs(me).unwrap_or(-1.0),
+            labkit::proc::status_mb(me, "VmHWM:").unwrap_or(-1.0),
             st.first().map(|s| s.updates_sent).unwrap_or(0)
         );
         sp.shutdown("bench done").await;
@@ -691,8 +672,8 @@ fn run_exabgp(n: u32) -> Row {
         .as_secs_f64();
     let secs = done.map(|t| now_wall - t.elapsed().as_secs_f64() - up);
     // ExaBGP is a Python process tree; count the exabgp process (the feeder is tiny).
-    let cpu = proc_cpu_secs(pid);
-    let rss = proc_hwm_mb(pid);
+    let cpu = labkit::proc::cpu_secs(pid);
+    let rss = labkit::proc::status_mb(pid, "VmHWM:");
     let updates = g.updates();
     stop(child);
     Row {
@@ -781,7 +762,7 @@ fn run_gobgpd(n: u32, kind: RecvKind) -> Row {
         wait_until_count(|| rib_count(&sender, Fam::V4), n, Duration::from_secs(120)).is_some(),
         "gobgpd sender did not load the MRT file"
     );
-    let cpu_before = proc_cpu_secs(gobgpd_pid(&sender)).unwrap_or(0.0);
+    let cpu_before = labkit::proc::cpu_secs(gobgpd_pid(&sender)).unwrap_or(0.0);
     sender.cli(&["neighbor", RECV_V4, "enable"]).unwrap();
     // Established as seen by polling the CLI back to back (each call ~10-20 ms).
     let end = Instant::now() + Duration::from_secs(30);
@@ -792,8 +773,8 @@ fn run_gobgpd(n: u32, kind: RecvKind) -> Row {
     let done = g.wait(Fam::V4, n, Duration::from_secs(120));
     let secs = done.map(|t| (t - t0).as_secs_f64());
     let pid = gobgpd_pid(&sender);
-    let cpu = proc_cpu_secs(pid).map(|c| c - cpu_before);
-    let rss = proc_hwm_mb(pid);
+    let cpu = labkit::proc::cpu_secs(pid).map(|c| c - cpu_before);
+    let rss = labkit::proc::status_mb(pid, "VmHWM:");
     let updates = g.updates();
     drop(sender);
     Row {

@@ -34,6 +34,7 @@ mod gobgp_config;
 mod gobgpd;
 mod lab;
 mod netns;
+pub mod proc;
 pub mod rabbit;
 mod wait;
 

@@ -395,12 +395,7 @@ fn ns_pids(ns: &str) -> Vec<u32> {
 
 /// Real uid of a process (`Uid:` of `/proc/PID/status`).
 fn process_uid(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|uid| uid.parse().ok())
+    crate::proc::status_field(pid, "Uid:").and_then(|uid| u32::try_from(uid).ok())
 }
 
 /// Whether a broker inside the namespace at `ns_path` answers the AMQP header with a
