@@ -201,6 +201,28 @@ fn record(
     }
 }
 
+/// One cycle of a path: the quorum handler's `up` (announced with `lp`), then its `down`,
+/// each timed and recorded. An announce missing in a warm-up round is an error, with
+/// `failure` saying why.
+fn up_and_down(
+    path: &mut Path,
+    mon: &RibMonitor,
+    quorum: impl Fn(&str) -> Command,
+    prefix: &str,
+    lp: u64,
+    measured: bool,
+    failure: impl FnOnce() -> String,
+) -> Result<(), BoxError> {
+    let r = timed(mon, quorum("up"), prefix, Some(lp))?;
+    if r.is_none() && !measured {
+        return Err(format!("warm-up: {}", failure()).into());
+    }
+    record(path, true, measured, r, mon);
+    let r = timed(mon, quorum("down"), prefix, None)?;
+    record(path, false, measured, r, mon);
+    Ok(())
+}
+
 struct Latency {
     /// Cycles measured (fewer than asked when [`LATENCY_BUDGET`] ran out).
     cycles: usize,
@@ -241,50 +263,35 @@ fn latency(cycles: usize, logs: Option<&std::path::Path>) -> Result<Latency, Box
         let ipvs_arg = format!("{IPVS_VIP},b-{lp},80");
         let exa_arg = format!("{EXA_VIP},b-{lp},80");
 
-        let r = timed(
+        up_and_down(
+            &mut ipvs,
             &mon,
-            f.quorum_command("up", &ipvs_arg),
+            |dir| f.quorum_command(dir, &ipvs_arg),
             &ipvs_prefix,
-            Some(lp),
+            lp,
+            measured,
+            || {
+                format!(
+                    "{IPVS_VIP} never reached r1; client log:\n{}\narbiter log:\n{}",
+                    tail(&f.client_log(0)),
+                    tail(&f.arbiter_log())
+                )
+            },
         )?;
-        if r.is_none() && !measured {
-            return Err(format!(
-                "warm-up: {IPVS_VIP} never reached r1; client log:\n{}\narbiter log:\n{}",
-                tail(&f.client_log(0)),
-                tail(&f.arbiter_log())
-            )
-            .into());
-        }
-        record(&mut ipvs, true, measured, r, &mon);
-        let r = timed(
-            &mon,
-            f.quorum_command("down", &ipvs_arg),
-            &ipvs_prefix,
-            None,
-        )?;
-        record(&mut ipvs, false, measured, r, &mon);
-
-        let r = timed(
+        up_and_down(
+            &mut ex,
             &exa_mon,
-            exa.quorum_command("up", &exa_arg),
+            |dir| exa.quorum_command(dir, &exa_arg),
             &exa_prefix,
-            Some(lp),
+            lp,
+            measured,
+            || {
+                format!(
+                    "{EXA_VIP} never reached xr1; ExaBGP log:\n{}",
+                    exa.log_tail()
+                )
+            },
         )?;
-        if r.is_none() && !measured {
-            return Err(format!(
-                "warm-up: {EXA_VIP} never reached xr1; ExaBGP log:\n{}",
-                exa.log_tail()
-            )
-            .into());
-        }
-        record(&mut ex, true, measured, r, &exa_mon);
-        let r = timed(
-            &exa_mon,
-            exa.quorum_command("down", &exa_arg),
-            &exa_prefix,
-            None,
-        )?;
-        record(&mut ex, false, measured, r, &exa_mon);
         if measured {
             done += 1;
         }
