@@ -459,7 +459,7 @@ impl Transport {
         self.confirmed(in_flight).await
     }
 
-    /// The first half of [`Transport::send`]: signs and hands `msg` to the broker (waiting
+    /// The first half of a send: signs and hands `msg` to the broker (waiting
     /// for the connection up to `send_timeout`) and returns without waiting for the
     /// confirm. Messages published one after the other reach the broker in that order;
     /// [`Transport::confirmed`] then waits for each confirm, so a sender can keep many
@@ -489,7 +489,7 @@ impl Transport {
         })
     }
 
-    /// The second half of [`Transport::send`]: waits for the confirm of a published message;
+    /// The second half of a send: waits for the confirm of a published message;
     /// when the connection lost it, republishes the message (after messages published
     /// since, which the receivers' serial and state checks absorb) and waits again.
     pub async fn confirmed(&self, in_flight: InFlight) -> Result<(), WireError> {
