@@ -36,9 +36,9 @@ use crate::error::{DecodeError, IpvsError, OpKind};
 use crate::handle::{sock_err, truncated, Ipvs};
 use crate::model::{Dest, DestKey, Service, ServiceKey, Tree};
 use crate::packet::{
-    dest_from_payload, service_from_payload, service_key_attrs, Cmd, Frame, Frames, IpvsAttr,
-    IpvsMessage, Message, Nested, IPVS_CMD_ATTR_DEST, IPVS_CMD_ATTR_SERVICE, NLA_TYPE_MASK,
-    NLM_F_DUMP, NLM_F_REQUEST,
+    dest_from_payload, parse_nlas, service_from_payload, service_key_attrs, Cmd, DaemonState,
+    Frame, Frames, IpvsAttr, IpvsMessage, Message, Nested, IPVS_CMD_ATTR_DAEMON,
+    IPVS_CMD_ATTR_DEST, IPVS_CMD_ATTR_SERVICE, NLA_TYPE_MASK, NLM_F_DUMP, NLM_F_REQUEST,
 };
 
 /// How many times a multi-part dump that keeps changing is read.
@@ -81,6 +81,19 @@ impl Ipvs {
             }
         }
         Ok(tree)
+    }
+
+    /// The connection-sync daemons, like `ipvsadm -L --daemon`.
+    pub fn daemons(&mut self) -> Result<Vec<DaemonState>, IpvsError> {
+        let mut out = Vec::new();
+        let msg = IpvsMessage::new(Cmd::GetDaemon, vec![]);
+        self.dump_each(OpKind::Daemons, Parts::Small, msg, |kind, payload| {
+            if kind == IPVS_CMD_ATTR_DAEMON {
+                out.push(DaemonState::from_attrs(&parse_nlas(payload)?)?);
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// A service by key (`GET_SERVICE` without dump), without its destinations; `None`
@@ -199,7 +212,7 @@ impl Ipvs {
         let mut tree = Tree::new();
         let mut twice = false;
         let msg = IpvsMessage::new(Cmd::GetService, vec![]);
-        let parts = self.dump_each(parts, msg, |kind, payload| {
+        let parts = self.dump_each(OpKind::Dump, parts, msg, |kind, payload| {
             if kind == IPVS_CMD_ATTR_SERVICE {
                 twice |= tree.insert(service_from_payload(payload)?).is_some();
             }
@@ -225,7 +238,7 @@ impl Ipvs {
         let family = key.family();
         let mut dests = BTreeMap::new();
         let mut twice = false;
-        let parts = self.dump_each(parts, msg, |kind, payload| {
+        let parts = self.dump_each(OpKind::Dump, parts, msg, |kind, payload| {
             if kind == IPVS_CMD_ATTR_DEST {
                 let dest = dest_from_payload(payload, family)?;
                 twice |= dests.insert(dest.key, dest).is_some();
@@ -250,11 +263,11 @@ impl Ipvs {
     /// ends can no longer be known.
     fn dump_each(
         &mut self,
+        op: OpKind,
         parts: Parts,
         msg: IpvsMessage,
         mut each: impl FnMut(u16, &[u8]) -> Result<(), DecodeError>,
     ) -> Result<usize, IpvsError> {
-        const OP: OpKind = OpKind::Dump;
         let seq = self.next_seq();
         let family = self.family;
         let bytes = Message::request(family, NLM_F_REQUEST | NLM_F_DUMP, seq, msg).to_bytes();
@@ -277,11 +290,11 @@ impl Ipvs {
         let mut failed: Option<DecodeError> = None;
         let mut count = 0;
         loop {
-            let n = recv(sock, buf, OP)?;
+            let n = recv(sock, buf, op)?;
             let mut carried = false;
             for frame in Frames::new(&buf[..n], family) {
                 let (frame_seq, frame) =
-                    frame.map_err(|source| IpvsError::Decode { op: OP, source })?;
+                    frame.map_err(|source| IpvsError::Decode { op, source })?;
                 if frame_seq != seq {
                     continue;
                 }
@@ -298,12 +311,12 @@ impl Ipvs {
                     Frame::Done => {
                         return match failed {
                             None => Ok(count + usize::from(carried)),
-                            Some(source) => Err(IpvsError::Decode { op: OP, source }),
+                            Some(source) => Err(IpvsError::Decode { op, source }),
                         }
                     }
                     Frame::Error(error) if error != 0 => {
                         return Err(IpvsError::Kernel {
-                            op: OP,
+                            op,
                             id: String::new(),
                             errno: crate::Errno(-error),
                         })

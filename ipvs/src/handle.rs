@@ -6,8 +6,9 @@
 //! kernel handles a generic netlink request inside the `sendmsg` call, so by the time it
 //! returns every answer of the batch is queued on the socket; they are read without
 //! blocking, and a missing one (lost to a receive-queue overflow) is reported as
-//! [`IpvsError::NoAnswer`] instead of hanging. Dumps (`GET_SERVICE`, `GET_DEST`) read
-//! blocking until `NLMSG_DONE`: the kernel fills later parts as the reader drains them.
+//! [`IpvsError::NoAnswer`] instead of hanging. Dumps (`GET_SERVICE`, `GET_DEST`,
+//! `GET_DAEMON`) live in `dump.rs`: they read blocking until `NLMSG_DONE`, the kernel
+//! filling later parts as the reader drains them.
 //!
 //! Async daemons call this from `spawn_blocking`.
 //!
@@ -24,9 +25,8 @@ use neli::utils::Groups;
 use crate::error::{DecodeError, IpvsError, OpKind};
 use crate::model::{Dest, DestKey, ServiceKey, ServiceSpec};
 use crate::packet::{
-    dest_attrs, dest_key_attrs, service_key_attrs, service_spec_attrs, Cmd, DaemonState, Info,
-    InfoAttr, IpvsAttr, IpvsMessage, Message, Nested, Payload, NLM_F_ACK, NLM_F_DUMP,
-    NLM_F_REQUEST,
+    dest_attrs, dest_key_attrs, service_key_attrs, service_spec_attrs, Cmd, Info, InfoAttr,
+    IpvsAttr, IpvsMessage, Message, Nested, Payload, NLM_F_ACK, NLM_F_REQUEST,
 };
 use crate::plan::{Op, Plan};
 
@@ -278,39 +278,6 @@ impl Ipvs {
             }))
     }
 
-    /// Runs a dump and returns every IPVS message of it (small dumps: daemons).
-    fn dump_cmd(&mut self, op: OpKind, msg: IpvsMessage) -> Result<Vec<IpvsMessage>, IpvsError> {
-        let seq = self.next_seq();
-        let bytes = Message::request(self.family, NLM_F_REQUEST | NLM_F_DUMP, seq, msg).to_bytes();
-        self.sock
-            .send(&bytes, Msg::empty())
-            .map_err(sock_err("send dump request"))?;
-        let mut out = Vec::new();
-        loop {
-            let msgs = self
-                .recv(false)
-                .map_err(sock_err("receive dump"))?
-                .unwrap_or_default();
-            for m in msgs {
-                if m.seq != seq {
-                    continue;
-                }
-                match m.payload {
-                    Payload::Ipvs(im) => out.push(im),
-                    Payload::Done(_) => return Ok(out),
-                    Payload::Error { error, .. } if error != 0 => {
-                        return Err(IpvsError::Kernel {
-                            op,
-                            id: String::new(),
-                            errno: crate::Errno(-error),
-                        })
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-
     /// Version and connection table size, like the first line of `ipvsadm -L`.
     pub fn info(&mut self) -> Result<Info, IpvsError> {
         let seq = self.next_seq();
@@ -356,24 +323,6 @@ impl Ipvs {
                 }
             }
         }
-    }
-
-    /// The connection-sync daemons, like `ipvsadm -L --daemon`.
-    pub fn daemons(&mut self) -> Result<Vec<DaemonState>, IpvsError> {
-        let mut out = Vec::new();
-        for msg in self.dump_cmd(OpKind::Daemons, IpvsMessage::new(Cmd::GetDaemon, vec![]))? {
-            for attr in msg.attrs {
-                if let IpvsAttr::Daemon(n) = attr {
-                    out.push(DaemonState::from_attrs(&n.attrs).map_err(|source| {
-                        IpvsError::Decode {
-                            op: OpKind::Daemons,
-                            source,
-                        }
-                    })?);
-                }
-            }
-        }
-        Ok(out)
     }
 
     fn request(op: &Op) -> Result<Request, IpvsError> {

@@ -87,7 +87,7 @@ const IPVS_CMD_FLUSH: u8 = 17;
 
 pub(crate) const IPVS_CMD_ATTR_SERVICE: u16 = 1;
 pub(crate) const IPVS_CMD_ATTR_DEST: u16 = 2;
-const IPVS_CMD_ATTR_DAEMON: u16 = 3;
+pub(crate) const IPVS_CMD_ATTR_DAEMON: u16 = 3;
 const IPVS_CMD_ATTR_TIMEOUT_TCP: u16 = 4;
 const IPVS_CMD_ATTR_TIMEOUT_TCP_FIN: u16 = 5;
 const IPVS_CMD_ATTR_TIMEOUT_UDP: u16 = 6;
