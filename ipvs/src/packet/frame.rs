@@ -5,7 +5,7 @@
 //! reads them through this view and [`dest_from_payload`](super::dest_from_payload)
 //! instead, without an allocation per attribute.
 
-use super::{read_i32_prefix, Cmd, Header, NlaIter, GENL_HDRLEN, NLMSG_DONE, NLMSG_ERROR};
+use super::{read_i32_prefix, Cmd, Genl, Header, NlaIter, NLMSG_DONE, NLMSG_ERROR};
 use crate::error::DecodeError;
 
 /// What one message of a datagram carries.
@@ -46,16 +46,10 @@ impl<'a> Frames<'a> {
             NLMSG_ERROR => Frame::Error(read_i32_prefix(body)?),
             NLMSG_DONE => Frame::Done,
             k if k == self.family && k > NLMSG_DONE => {
-                if body.len() < GENL_HDRLEN {
-                    return Err(DecodeError::Truncated {
-                        what: "genl header",
-                        need: GENL_HDRLEN,
-                        have: body.len(),
-                    });
-                }
+                let genl = Genl::read(body)?;
                 Frame::Ipvs {
-                    cmd: Cmd::from_number(body[0]),
-                    attrs: NlaIter::new(&body[GENL_HDRLEN..]),
+                    cmd: genl.cmd,
+                    attrs: NlaIter::new(genl.attrs),
                 }
             }
             _ => Frame::Other,

@@ -531,21 +531,15 @@ impl Message {
             }
             NLMSG_DONE => Payload::Done(body.to_vec()),
             k if k == family && k > NLMSG_DONE => {
-                if body.len() < GENL_HDRLEN {
-                    return Err(DecodeError::Truncated {
-                        what: "genl header",
-                        need: GENL_HDRLEN,
-                        have: body.len(),
-                    });
-                }
-                let cmd = Cmd::from_number(body[0]);
-                let attrs = NlaIter::new(&body[GENL_HDRLEN..])
+                let genl = Genl::read(body)?;
+                let cmd = genl.cmd;
+                let attrs = NlaIter::new(genl.attrs)
                     .map(|r| r.and_then(|(t, p)| IpvsAttr::parse(cmd, t, p)))
                     .collect::<Result<_, _>>()?;
                 Payload::Ipvs(IpvsMessage {
                     cmd,
-                    version: body[1],
-                    reserved: u16::from_ne_bytes([body[2], body[3]]),
+                    version: genl.version,
+                    reserved: genl.reserved,
                     attrs,
                 })
             }
@@ -647,6 +641,32 @@ impl<'a> Header<'a> {
             body: &buf[NLMSG_HDRLEN..len],
             used: align4(len).min(buf.len()),
         })
+    }
+}
+
+/// The generic netlink header of a message body, and the attributes after it, borrowed.
+struct Genl<'a> {
+    cmd: Cmd,
+    version: u8,
+    reserved: u16,
+    attrs: &'a [u8],
+}
+
+impl<'a> Genl<'a> {
+    fn read(body: &'a [u8]) -> Result<Self, DecodeError> {
+        match body {
+            [cmd, version, r0, r1, attrs @ ..] => Ok(Self {
+                cmd: Cmd::from_number(*cmd),
+                version: *version,
+                reserved: u16::from_ne_bytes([*r0, *r1]),
+                attrs,
+            }),
+            _ => Err(DecodeError::Truncated {
+                what: "genl header",
+                need: GENL_HDRLEN,
+                have: body.len(),
+            }),
+        }
     }
 }
 
