@@ -32,8 +32,8 @@ use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
-use crate::error::{DecodeError, IpvsError, OpKind};
-use crate::handle::{sock_err, truncated, Ipvs};
+use crate::error::{DecodeError, Errno, IpvsError, OpKind};
+use crate::handle::{recv_datagram, sock_err, Ipvs};
 use crate::model::{Dest, DestKey, Service, ServiceKey, Tree};
 use crate::packet::{
     dest_from_payload, parse_nlas, service_from_payload, service_key_attrs, Cmd, DaemonState,
@@ -99,57 +99,32 @@ impl Ipvs {
     /// A service by key (`GET_SERVICE` without dump), without its destinations; `None`
     /// when this namespace has no such service.
     pub fn get_service(&mut self, key: &ServiceKey) -> Result<Option<Service>, IpvsError> {
-        let seq = self.next_seq();
         let msg = IpvsMessage::new(
             Cmd::GetService,
             vec![IpvsAttr::Service(Nested::new(service_key_attrs(key)))],
         );
-        let bytes = Message::request(self.family, NLM_F_REQUEST, seq, msg).to_bytes();
-        self.sock
-            .send(&bytes, Msg::empty())
-            .map_err(sock_err("send get service"))?;
-        let id = key.to_string();
-        loop {
-            let n = recv(&self.sock, &mut self.buf, OpKind::Dump)?;
-            for frame in Frames::new(&self.buf[..n], self.family) {
-                let (frame_seq, frame) = frame.map_err(|source| IpvsError::Decode {
-                    op: OpKind::Dump,
-                    source,
-                })?;
-                if frame_seq != seq {
-                    continue;
-                }
-                match frame {
-                    Frame::Ipvs { attrs, .. } => {
-                        for attr in attrs {
-                            let decoded = attr.and_then(|(t, p)| {
-                                (t & NLA_TYPE_MASK == IPVS_CMD_ATTR_SERVICE)
-                                    .then(|| service_from_payload(p))
-                                    .transpose()
-                            });
-                            match decoded {
-                                Ok(Some(svc)) => return Ok(Some(svc)),
-                                Ok(None) => {}
-                                Err(source) => {
-                                    return Err(IpvsError::Decode {
-                                        op: OpKind::Dump,
-                                        source,
-                                    })
-                                }
-                            }
-                        }
+        let answer = self.ask(OpKind::Dump, msg, |mut attrs| {
+            attrs
+                .find_map(|a| match a {
+                    Ok((t, p)) if t & NLA_TYPE_MASK == IPVS_CMD_ATTR_SERVICE => {
+                        Some(service_from_payload(p))
                     }
-                    Frame::Error(error) if error == -ESRCH => return Ok(None),
-                    Frame::Error(error) => {
-                        return Err(IpvsError::Kernel {
-                            op: OpKind::Dump,
-                            id,
-                            errno: crate::Errno(-error),
-                        })
-                    }
-                    _ => {}
-                }
-            }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .unwrap_or(Err(DecodeError::Missing {
+                    what: "GET_SERVICE answer",
+                    attr: "IPVS_CMD_ATTR_SERVICE",
+                }))
+        })?;
+        match answer {
+            Ok(svc) => Ok(Some(svc)),
+            Err(Errno(ESRCH)) => Ok(None),
+            Err(errno) => Err(IpvsError::Kernel {
+                op: OpKind::Dump,
+                id: key.to_string(),
+                errno,
+            }),
         }
     }
 
@@ -290,7 +265,7 @@ impl Ipvs {
         let mut failed: Option<DecodeError> = None;
         let mut count = 0;
         loop {
-            let n = recv(sock, buf, op)?;
+            let n = recv_datagram(sock, buf, op)?;
             let mut carried = false;
             for frame in Frames::new(&buf[..n], family) {
                 let (frame_seq, frame) =
@@ -327,19 +302,4 @@ impl Ipvs {
             count += usize::from(carried);
         }
     }
-}
-
-/// One blocking read of a datagram; its length, refused if it did not fit (`MSG_TRUNC`
-/// gives the real length).
-fn recv(sock: &NlSocket, buf: &mut [u8], op: OpKind) -> Result<usize, IpvsError> {
-    let (n, _) = sock
-        .recv(&mut *buf, Msg::TRUNC)
-        .map_err(sock_err("receive dump"))?;
-    if n > buf.len() {
-        return Err(IpvsError::Decode {
-            op,
-            source: truncated(n, buf.len()),
-        });
-    }
-    Ok(n)
 }

@@ -22,11 +22,13 @@ use neli::router::synchronous::NlRouter;
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
+use crate::error::Errno;
 use crate::error::{DecodeError, IpvsError, OpKind};
 use crate::model::{Dest, DestKey, ServiceKey, ServiceSpec};
 use crate::packet::{
-    dest_attrs, dest_key_attrs, service_key_attrs, service_spec_attrs, Cmd, Info, InfoAttr,
-    IpvsAttr, IpvsMessage, Message, Nested, Payload, NLM_F_ACK, NLM_F_REQUEST,
+    dest_attrs, dest_key_attrs, service_key_attrs, service_spec_attrs, Cmd, Frame, Frames, Info,
+    InfoAttr, IpvsAttr, IpvsMessage, Message, Nested, Nla, NlaIter, Payload, NLM_F_ACK,
+    NLM_F_REQUEST,
 };
 use crate::plan::{Op, Plan};
 
@@ -118,12 +120,31 @@ impl std::fmt::Debug for Ipvs {
 
 /// A datagram longer than the receive buffer (`MSG_TRUNC` gives its real length): the
 /// kernel does not build such dump parts, so it is an error rather than a silent loss.
-pub(crate) fn truncated(len: usize, buf: usize) -> DecodeError {
+fn truncated(len: usize, buf: usize) -> DecodeError {
     DecodeError::Truncated {
         what: "datagram (longer than the receive buffer)",
         need: len,
         have: buf,
     }
+}
+
+/// One blocking read of a datagram; its length, refused if it did not fit (`MSG_TRUNC`
+/// gives the real length).
+pub(crate) fn recv_datagram(
+    sock: &NlSocket,
+    buf: &mut [u8],
+    op: OpKind,
+) -> Result<usize, IpvsError> {
+    let (n, _) = sock
+        .recv(&mut *buf, Msg::TRUNC)
+        .map_err(sock_err("receive"))?;
+    if n > buf.len() {
+        return Err(IpvsError::Decode {
+            op,
+            source: truncated(n, buf.len()),
+        });
+    }
+    Ok(n)
 }
 
 pub(crate) fn sock_err(context: &'static str) -> impl FnOnce(io::Error) -> IpvsError {
@@ -280,44 +301,45 @@ impl Ipvs {
 
     /// Version and connection table size, like the first line of `ipvsadm -L`.
     pub fn info(&mut self) -> Result<Info, IpvsError> {
+        let msg = IpvsMessage::new(Cmd::GetInfo, vec![]);
+        let answer = self.ask(OpKind::Info, msg, |attrs| {
+            let attrs = attrs
+                .map(|a| a.and_then(|(t, p)| InfoAttr::parse(t, p)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Info::from_attrs(&attrs)
+        })?;
+        answer.map_err(|errno| IpvsError::Kernel {
+            op: OpKind::Info,
+            id: String::new(),
+            errno,
+        })
+    }
+
+    /// Sends one request that is not a dump and reads the IPVS message answering it,
+    /// straight from the receive buffer: `read` gets its attributes. The kernel's refusal
+    /// comes back as `Ok(Err(errno))`, for the caller to name the object or take it as an
+    /// answer (`ESRCH`: no such service).
+    pub(crate) fn ask<T>(
+        &mut self,
+        op: OpKind,
+        msg: IpvsMessage,
+        read: impl FnOnce(NlaIter<'_>) -> Result<T, DecodeError>,
+    ) -> Result<Result<T, Errno>, IpvsError> {
         let seq = self.next_seq();
-        let bytes = Message::request(
-            self.family,
-            NLM_F_REQUEST,
-            seq,
-            IpvsMessage::new(Cmd::GetInfo, vec![]),
-        )
-        .to_bytes();
+        let bytes = Message::request(self.family, NLM_F_REQUEST, seq, msg).to_bytes();
         self.sock
             .send(&bytes, Msg::empty())
-            .map_err(sock_err("send info request"))?;
+            .map_err(sock_err("send request"))?;
+        let decode = |source| IpvsError::Decode { op, source };
         loop {
-            let msgs = self
-                .recv(false)
-                .map_err(sock_err("receive info"))?
-                .unwrap_or_default();
-            for m in msgs.into_iter().filter(|m| m.seq == seq) {
-                match m.payload {
-                    Payload::Ipvs(im) => {
-                        let attrs: Vec<InfoAttr> = im
-                            .attrs
-                            .into_iter()
-                            .filter_map(|a| match a {
-                                IpvsAttr::Info(i) => Some(i),
-                                _ => None,
-                            })
-                            .collect();
-                        return Info::from_attrs(&attrs).map_err(|source| IpvsError::Decode {
-                            op: OpKind::Info,
-                            source,
-                        });
+            let n = recv_datagram(&self.sock, &mut self.buf, op)?;
+            for frame in Frames::new(&self.buf[..n], self.family) {
+                match frame.map_err(decode)? {
+                    (s, Frame::Ipvs { attrs, .. }) if s == seq => {
+                        return read(attrs).map(Ok).map_err(decode)
                     }
-                    Payload::Error { error, .. } if error != 0 => {
-                        return Err(IpvsError::Kernel {
-                            op: OpKind::Info,
-                            id: String::new(),
-                            errno: crate::Errno(-error),
-                        })
+                    (s, Frame::Error(error)) if s == seq && error != 0 => {
+                        return Ok(Err(Errno(-error)))
                     }
                     _ => {}
                 }
