@@ -68,6 +68,39 @@ impl Netns {
         cmd
     }
 
+    /// Spawns `cmd` (made by [`Netns::command`]) and returns once the child is inside
+    /// the namespace, so [`Netns::pids`] lists it and dropping the namespace ends it.
+    ///
+    /// `spawn` alone returns while `ip netns exec` may not yet have switched; a child
+    /// still outside would be missed by the drop and could then join a namespace that
+    /// no longer has a name. Waits at most 5 s, then kills the child and fails.
+    pub fn spawn(&self, cmd: &mut Command) -> io::Result<std::process::Child> {
+        let want = std::fs::metadata(format!("/run/netns/{}", self.name))?;
+        let mut child = cmd.spawn()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let ns = std::fs::metadata(format!("/proc/{}/ns/net", child.id()));
+            if ns.is_ok_and(|m| same_file(&m, &want)) {
+                return Ok(child);
+            }
+            if let Some(status) = child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "{cmd:?} exited ({status}) before it entered {}",
+                    self.name
+                )));
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{cmd:?} did not enter {} within 5 s", self.name),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
     /// Runs `ip -n NAME ARGS…` and returns its stdout; fails with ip's stderr.
     pub fn ip(&self, args: &[&str]) -> io::Result<String> {
         run_checked(Command::new("ip").args(["-n", &self.name]).args(args))
@@ -185,6 +218,12 @@ fn unique_name(tag: &str, pid: u32, id: u32) -> String {
         clean
     };
     format!("{clean}-{pid}-{id}")
+}
+
+/// Whether two stat results name the same inode (namespace files compare this way).
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
 }
 
 #[cfg(test)]

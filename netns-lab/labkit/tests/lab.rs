@@ -49,7 +49,7 @@ fn lab_netns_veth_reaches_over_v4_and_v6_and_drop_cleans_up() {
     assert!(!host_links.contains(&format!("{a_if}@")), "{host_links}");
 
     // A process left running inside is ended with the namespace.
-    let mut sleeper = b.command("sleep").arg("300").spawn().unwrap();
+    let mut sleeper = b.spawn(b.command("sleep").arg("300")).unwrap();
     assert!(b.pids().unwrap().contains(&sleeper.id()));
     let path = format!("/run/netns/{}", b.name());
     assert!(Path::new(&path).exists());
