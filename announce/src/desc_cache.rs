@@ -123,48 +123,31 @@ impl DescCache {
 
     /// Stat every file, re-parse the changed ones, and return the VIPs whose state
     /// differs from before.
+    ///
+    /// An unchanged file costs one `stat(2)`. A changed one is opened and its
+    /// fingerprint taken again from the open file (`fstat`), so the bytes parsed and
+    /// the fingerprint kept belong to the same inode even if a writer renames meanwhile.
     pub fn refresh(&mut self) -> Vec<DescUpdate> {
         let mut updates = Vec::new();
         for (vip, entry) in &mut self.entries {
-            let (seen, new) = match File::open(&entry.path) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => (None, DescState::Missing),
-                Err(source) => (
-                    None,
-                    DescState::Invalid(Arc::new(DescError::Io {
-                        op: "open",
-                        path: entry.path.clone(),
-                        source,
-                    })),
-                ),
-                Ok(file) => {
-                    // fstat of the opened file: the fingerprint and the bytes belong
-                    // to the same inode even if a writer renames meanwhile.
-                    let fp = match file.metadata() {
-                        Ok(meta) => Fingerprint::of(&meta),
-                        Err(source) => {
-                            let err = DescError::Io {
-                                op: "stat",
-                                path: entry.path.clone(),
-                                source,
-                            };
-                            let new = DescState::Invalid(Arc::new(err));
-                            push_if_changed(&mut updates, *vip, entry, None, new);
-                            continue;
-                        }
-                    };
-                    if entry.seen == Some(fp) {
-                        continue;
+            let (seen, new) = match std::fs::metadata(&entry.path) {
+                Ok(meta) if entry.seen == Some(Fingerprint::of(&meta)) => continue,
+                Ok(_) => match open(&entry.path) {
+                    Err(state) => (None, state),
+                    Ok((_, fp)) if entry.seen == Some(fp) => continue,
+                    Ok((file, fp)) => {
+                        self.parses += 1;
+                        let state = match read_open(file, &entry.path) {
+                            Ok(d) => DescState::Valid(d),
+                            Err(e) => {
+                                tracing::warn!(%vip, error = %e, "unusable VIP desc file");
+                                DescState::Invalid(Arc::new(e))
+                            }
+                        };
+                        (Some(fp), state)
                     }
-                    self.parses += 1;
-                    let state = match read_open(file, &entry.path) {
-                        Ok(d) => DescState::Valid(d),
-                        Err(e) => {
-                            tracing::warn!(%vip, error = %e, "unusable VIP desc file");
-                            DescState::Invalid(Arc::new(e))
-                        }
-                    };
-                    (Some(fp), state)
-                }
+                },
+                Err(e) => (None, unreadable(e, &entry.path, "stat")),
             };
             push_if_changed(&mut updates, *vip, entry, seen, new);
         }
@@ -190,6 +173,25 @@ impl DescCache {
     pub fn parses(&self) -> u64 {
         self.parses
     }
+}
+
+/// Opens a desc file and fingerprints the open inode.
+fn open(path: &std::path::Path) -> Result<(File, Fingerprint), DescState> {
+    let file = File::open(path).map_err(|e| unreadable(e, path, "open"))?;
+    let meta = file.metadata().map_err(|e| unreadable(e, path, "stat"))?;
+    Ok((file, Fingerprint::of(&meta)))
+}
+
+/// The state of a file that `op` failed on: missing when it is not there, else invalid.
+fn unreadable(source: io::Error, path: &std::path::Path, op: &'static str) -> DescState {
+    if source.kind() == io::ErrorKind::NotFound {
+        return DescState::Missing;
+    }
+    DescState::Invalid(Arc::new(DescError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }))
 }
 
 fn push_if_changed(
@@ -284,6 +286,28 @@ mod tests {
         std::fs::remove_file(&p).unwrap();
         let u = cache.refresh();
         assert!(matches!(u[0].new, DescState::Missing));
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_is_seen() {
+        // Not every writer renames: `echo … > file` keeps the inode. Size or mtime
+        // must still give it away to the stat that guards the re-read.
+        let dir = tempfile::tempdir().unwrap();
+        let vip: IpAddr = "192.0.2.9".parse().unwrap();
+        let p = dir.path().join("d.json");
+        let text = |d: &Desc| serde_json::to_vec(d).unwrap();
+        std::fs::write(&p, text(&desc(&[80], &[]))).unwrap();
+        let mut cache = DescCache::new();
+        cache.set_paths([(vip, p.clone())]);
+        assert!(cache.refresh()[0].new.announce());
+        let ino = std::fs::metadata(&p).unwrap().ino();
+
+        std::fs::write(&p, text(&desc(&[80], &[443]))).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().ino(), ino, "same inode");
+        let u = cache.refresh();
+        assert_eq!(u.len(), 1);
+        assert!(!u[0].new.announce());
+        assert_eq!(cache.parses(), 2);
     }
 
     #[test]

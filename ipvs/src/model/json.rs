@@ -70,8 +70,9 @@ impl Extra for NoExtra {
     }
 }
 
-/// A service writes `dests` even when it has none.
-impl Extra for Vec<Dest> {
+/// A service writes `dests` even when it has none (owned when read, borrowed when
+/// written).
+impl<T> Extra for Vec<T> {
     fn absent(&self) -> bool {
         false
     }
@@ -185,12 +186,6 @@ impl Serialize for Service {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let dests: Vec<&Dest> = self.dests.values().collect();
         SpecJson::new(&self.spec, dests, self.stats).serialize(s)
-    }
-}
-
-impl Extra for Vec<&Dest> {
-    fn absent(&self) -> bool {
-        false
     }
 }
 
