@@ -190,7 +190,7 @@ fn write_arbiter(d: &Path, o: &Opts, user: &str, pass: &str) -> std::io::Result<
              service_mapping_wildcard = {dd}/lbs/*/*/*.conf\nservice_mapping_config = {dd}/svc_mapping.json\n\
              vip_description_filepath = {dd}/desc/keepalived-{{vip}}-desc.json\n\
              heartbeat_interval = 1\nconsumer_alive_ttl = {ttl}\n\
-             [server]\nquorum_socket = {dd}/quorum.sock\n",
+             [server]\nquorum_socket = {dd}/quorum.sock\nstartup_hold = 0\n",
             ttl = o.ttl
         ),
     )?;

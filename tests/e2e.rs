@@ -498,3 +498,113 @@ fn lab_a_stale_syn_heals_in_seconds() {
         .unwrap_or(0.0);
     assert!(resyncs >= 1.0, "healed without the stale re-sync");
 }
+
+/// The value of an unlabelled counter or gauge on a Prometheus page (0 when absent).
+fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(' ')))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_a_lost_fin_heals_within_a_heartbeat() {
+    // The arbiter's fin_announce is lost for real: the balancer is stopped, its prefetch
+    // window filled with garbage so the broker holds the fin back in the queue, and the
+    // queue purged before it resumes. Its heartbeat still lists the VIP as announced; the
+    // arbiter answers with the fin again. Without that the VIP would stay announced until
+    // the next announces_request_interval (300 s).
+    assert!(labkit::require_root());
+    let v4 = ip("203.0.113.10");
+    let mut f = Fleet::start(FleetOpts::default());
+    f.quorum("up", "203.0.113.10,b-100,80");
+    assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
+
+    f.signal_client(0, Signal::SIGSTOP);
+    let junk: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    publish_raw(&f, "lb1", &junk);
+    assert!(
+        labkit::wait_until(WAIT, || f.client_queue(0).0 >= 1),
+        "the prefetch window never filled: {:?}",
+        f.client_queue(0)
+    );
+    let (ready, _) = f.client_queue(0);
+    f.quorum("down", "203.0.113.10,b-100,80");
+    assert!(
+        labkit::wait_until(WAIT, || f.client_queue(0).0 > ready),
+        "the fin never reached the queue"
+    );
+    f.rabbit
+        .ctl(&["purge_queue", &format!("ipvs-sync.{}", f.balancers[0].name)])
+        .unwrap();
+    f.signal_client(0, Signal::SIGCONT);
+    assert_eq!(f.path_count(0, &v4), 1, "the fin was lost, not delivered");
+
+    let healed = f.wait_paths(0, &v4, 0, Duration::from_secs(20));
+    assert!(
+        healed.is_some(),
+        "still announced 20 s after its fin was lost:\n{}",
+        f.arbiter_log()
+    );
+    let repairs = metric(&f.arbiter_metrics(), "ipvs_sync_fin_repairs_total");
+    assert!(repairs >= 1.0, "withdrawn without the heartbeat repair");
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_a_rebooted_arbiter_holds_until_keepalived_reports() {
+    // An arbiter's reboot wipes its desc files (a tmpfs) until keepalived reports quorum
+    // again. Without a hold, the arbiter's first answer to each balancer withdraws every
+    // VIP whose desc is not back yet; with `startup_hold` the balancers keep announcing.
+    assert!(labkit::require_root());
+    let v4 = ip("203.0.113.10");
+    let prefix = "203.0.113.10/32";
+    let mut f = Fleet::start(FleetOpts::default());
+    f.quorum("up", "203.0.113.10,b-100,80");
+    assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
+    let mon = f.monitor(0, "ipv4");
+
+    let reboot = |f: &mut Fleet, hold: f64| {
+        f.stop_arbiter();
+        std::fs::remove_file(f.desc_path(&v4)).unwrap();
+        f.set_startup_hold(hold);
+        mon.drain();
+        f.start_arbiter();
+    };
+
+    // No hold: the arbiter's answer to the balancer withdraws the VIP before keepalived
+    // has reported; the report brings it back.
+    reboot(&mut f, 0.0);
+    assert!(
+        mon.wait(prefix, true, Duration::from_secs(15)).is_some(),
+        "without a hold the VIP was never withdrawn: the test proves nothing\n{}",
+        f.arbiter_log()
+    );
+    f.quorum("up", "203.0.113.10,b-100,80");
+    assert!(f.wait_paths(0, &v4, 1, Duration::from_secs(20)).is_some());
+
+    // A 4 s hold: keepalived reports a second after the start, within the hold; the
+    // balancer is answered only after that, and nothing is withdrawn at all.
+    reboot(&mut f, 4.0);
+    std::thread::sleep(Duration::from_secs(1));
+    f.quorum("up", "203.0.113.10,b-100,80");
+    let joined = labkit::wait_until(Duration::from_secs(15), || {
+        metric(&f.arbiter_metrics(), "ipvs_sync_clients_live") >= 1.0
+    });
+    assert!(joined, "balancer never welcomed:\n{}", f.arbiter_log());
+    let withdrawn = mon.wait(prefix, true, Duration::from_secs(3));
+    assert!(
+        withdrawn.is_none(),
+        "withdrawn during the arbiter's restart despite the hold:\n{}",
+        f.arbiter_log()
+    );
+    assert_eq!(f.path_count(0, &v4), 1);
+    let page = f.arbiter_metrics();
+    let held: f64 = fleet::metric_by(&page, "ipvs_sync_held_messages_total", "type")
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert!(held >= 1.0, "nothing was held back: {page}");
+    assert_eq!(metric(&page, "ipvs_sync_holding"), 0.0);
+}

@@ -21,7 +21,9 @@ const DOC_PREFIX: u128 = 0x2001_0db8 << 96;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let n: u32 = args.next().map_or(Ok(10_000), |a| a.parse())?;
-    let base = args.next().map_or_else(|| PathBuf::from("/run"), PathBuf::from);
+    let base = args
+        .next()
+        .map_or_else(|| PathBuf::from("/run"), PathBuf::from);
     let dir = tempfile::Builder::new()
         .prefix("desc-refresh-")
         .tempdir_in(base)?;

@@ -47,6 +47,18 @@ pub(crate) fn seconds(v: &str) -> ValueResult<Duration> {
     Duration::try_from_secs_f64(f).or_else(|_| expected(WHAT))
 }
 
+/// A number of seconds ≥ 0 (0 turns the thing off).
+pub(crate) fn seconds_or_zero(v: &str) -> ValueResult<Duration> {
+    const WHAT: &str = "a number of seconds >= 0";
+    let Ok(f) = v.parse::<f64>() else {
+        return expected(WHAT);
+    };
+    if !f.is_finite() || !(0.0..=1e9).contains(&f) {
+        return expected(WHAT);
+    }
+    Duration::try_from_secs_f64(f).or_else(|_| expected(WHAT))
+}
+
 /// An integer in `min..=max`; `what` names the range in the error.
 pub(crate) fn int_in<T>(v: &str, min: T, max: T, what: &'static str) -> ValueResult<T>
 where
@@ -284,6 +296,11 @@ mod tests {
         assert_eq!(seconds("120"), Ok(Duration::from_secs(120)));
         for bad in ["0", "-1", "nan", "inf", "1e300", "x", ""] {
             assert!(seconds(bad).is_err(), "{bad}");
+        }
+        assert_eq!(seconds_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(seconds_or_zero("2.5"), Ok(Duration::from_millis(2500)));
+        for bad in ["-1", "-0.1", "nan", "inf", "1e300", "x", ""] {
+            assert!(seconds_or_zero(bad).is_err(), "{bad}");
         }
     }
 

@@ -77,6 +77,7 @@ execute_timeout = 2
 
 [server]
 quorum_socket = /run/ipvs-sync/q.sock
+startup_hold = 0
 
 [messages]
 max_age = 10
@@ -209,6 +210,7 @@ fn every_key_is_parsed() {
         c.server.quorum_socket,
         PathBuf::from("/run/ipvs-sync/q.sock")
     );
+    assert_eq!(c.server.startup_hold, Duration::ZERO);
     assert_eq!(c.messages.max_age, Duration::from_secs(10));
     assert_eq!(c.messages.max_bytes, 1_048_576);
 
@@ -279,6 +281,7 @@ fn defaults() {
         c.server.quorum_socket,
         PathBuf::from("/run/ipvs-sync/quorum.sock")
     );
+    assert_eq!(c.server.startup_hold, Duration::from_secs(10));
     assert_eq!(c.messages.max_age, Duration::from_secs(30));
     assert_eq!(c.messages.max_bytes, 67_108_864);
     assert_eq!(c.amqp_url(), "amqp://broker/");
@@ -422,6 +425,7 @@ fn bad_values_name_file_line_and_key() {
         ("client", "execute_allow", "reload"),
         ("client", "execute_timeout", "0"),
         ("server", "quorum_socket", "quorum.sock"),
+        ("server", "startup_hold", "-1"),
         ("messages", "max_age", "-30"),
         ("messages", "max_bytes", "0"),
     ];

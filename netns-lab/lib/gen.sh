@@ -182,6 +182,8 @@ vip_description_filepath = $dir/desc/keepalived-{vip}-desc.json
 
 [server]
 quorum_socket = $dir/quorum.sock
+; The lab's arbiter starts before its balancers, with every desc file in place: no hold.
+startup_hold = 0
 EOF
 }
 

@@ -203,6 +203,7 @@ consumer_alive_ttl = 10
 
 [server]
 quorum_socket = $arb/quorum.sock
+startup_hold = 0
 EOF
 secret "$arb"
 for ns in "${LBS[@]}"; do

@@ -4,7 +4,9 @@
 //! - the daemon answers on `http_listen` (else CRITICAL);
 //! - the broker connection is up (else CRITICAL);
 //! - client: the arbiter's last heartbeat is younger than `consumer_alive_ttl` (else CRITICAL)
-//!   and than 3 × `heartbeat_interval` (else WARNING); server: at least one live client;
+//!   and than 3 × `heartbeat_interval` (else WARNING); server: at least one live client, and
+//!   it answers balancers (WARNING during `startup_hold`, CRITICAL while its mapping or IPVS
+//!   tree cannot be read);
 //! - every worker ran recently: each `workers.*.age_s` under 3 × its `interval_s` (else WARNING);
 //! - every internal queue holds fewer than 10 items (else WARNING).
 
@@ -77,6 +79,14 @@ pub fn judge(doc: &Value, lim: Limits) -> (Level, String) {
             let live = doc["clients"].as_array().map(|c| c.len()).unwrap_or(0);
             if live == 0 {
                 bad(Level::Warning, "no live clients".into(), &mut level);
+            }
+            if let Some(why) = doc["holding"].as_str() {
+                let l = if why.starts_with("startup_hold") {
+                    Level::Warning
+                } else {
+                    Level::Critical
+                };
+                bad(l, format!("not answering balancers: {why}"), &mut level);
             }
         }
         _ => bad(
@@ -169,5 +179,18 @@ mod tests {
         assert_eq!(judge(&json!({}), LIM).0, Level::Critical);
         let server = json!({"role": "server", "broker": {"connected": true}, "clients": []});
         assert_eq!(judge(&server, LIM).0, Level::Warning);
+        let server = |holding: Value| {
+            json!({"role": "server", "broker": {"connected": true}, "clients": [{"name": "lb1"}],
+                   "holding": holding})
+        };
+        assert_eq!(judge(&server(Value::Null), LIM).0, Level::Ok);
+        let (l, line) = judge(&server(json!("startup_hold has not passed")), LIM);
+        assert_eq!(l, Level::Warning);
+        assert!(
+            line.contains("not answering balancers: startup_hold"),
+            "{line}"
+        );
+        let unread = json!("the service mapping has not been read");
+        assert_eq!(judge(&server(unread), LIM).0, Level::Critical);
     }
 }

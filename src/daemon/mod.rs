@@ -256,6 +256,21 @@ pub fn describe_metrics(m: &Metrics) {
             Counter,
             "IPVS operations or reconciles that failed.",
         ),
+        (
+            "ipvs_sync_holding",
+            Gauge,
+            "Arbiter: 1 while it answers no balancer yet (startup_hold, mapping or tree unread).",
+        ),
+        (
+            "ipvs_sync_held_messages_total",
+            Counter,
+            "Arbiter: balancer messages left unanswered while holding, by type.",
+        ),
+        (
+            "ipvs_sync_fin_repairs_total",
+            Counter,
+            "Arbiter: VIPs a balancer's heartbeat listed as announced against the desc or mapping, sent fin_announce again.",
+        ),
     ] {
         m.describe(name, kind, help);
     }

@@ -38,6 +38,16 @@ pub const TREE_POLL: Duration = Duration::from_secs(1);
 /// Largest file a `sync` answer carries.
 const SYNC_MAX_FILE: u64 = 4 << 20;
 
+/// The tree serial this run starts from: the clock in milliseconds, so a serial of an
+/// earlier run (which moved at most one a second, [`TREE_POLL`]) is never taken for one of
+/// this run's. A balancer still at an old serial then sees `changes` that do not follow its
+/// own and asks for the tree, instead of skipping them as already applied.
+fn first_serial() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2))
+}
+
 struct Server {
     cfg: config::Config,
     name: String,
@@ -49,6 +59,11 @@ struct Server {
     started: Instant,
     kernel: Option<Arc<Mutex<ipvs::Ipvs>>>,
     workers: BTreeMap<&'static str, (Instant, Duration)>,
+    /// The mapping, and (with `ipvs = true`) the kernel tree, have been read once.
+    mapping_read: bool,
+    tree_read: bool,
+    /// What [`Server::hold`] said at the last status tick, to log its changes.
+    holding: Option<&'static str>,
 }
 
 /// Runs the arbiter until `shutdown` fires.
@@ -82,7 +97,10 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
     );
     let mut srv = Server {
         name,
-        state: State::default(),
+        state: State {
+            serial: first_serial(),
+            ..State::default()
+        },
         descs: DescCache::new(),
         outbox,
         metrics,
@@ -90,6 +108,9 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
         started: Instant::now(),
         kernel,
         workers: BTreeMap::new(),
+        mapping_read: false,
+        tree_read: false,
+        holding: None,
         cfg,
     };
     // Mapping, descs and tree before the first client is answered.
@@ -113,8 +134,10 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
     info!(
         clients_mapped = srv.state.mapping.len(),
         vips = srv.state.all_vips().len(),
+        startup_hold_s = srv.cfg.server.startup_hold.as_secs_f64(),
         "arbiter running"
     );
+    srv.log_hold();
     loop {
         tokio::select! {
             biased;
@@ -170,14 +193,57 @@ impl Server {
         self.workers.insert(name, (Instant::now(), interval));
     }
 
+    /// Why no balancer is answered yet, if none is: the mapping or the kernel tree has not
+    /// been read, or `[server] startup_hold` has not passed since the start. Balancers keep
+    /// what they have meanwhile (fail-static); their next heartbeat after the hold gets the
+    /// welcome. An arbiter that knows nothing yet must not speak for the fleet: after a
+    /// reboot the desc files (on a tmpfs) come back only as keepalived reports quorum, and
+    /// each VIP without one would be withdrawn on every balancer.
+    fn hold(&self) -> Option<&'static str> {
+        if !self.mapping_read {
+            Some("the service mapping has not been read")
+        } else if self.kernel.is_some() && !self.tree_read {
+            Some("the IPVS tree has not been read")
+        } else if self.started.elapsed() < self.cfg.server.startup_hold {
+            Some("startup_hold has not passed")
+        } else {
+            None
+        }
+    }
+
+    /// Logs when [`Server::hold`] changes.
+    fn log_hold(&mut self) {
+        let now = self.hold();
+        if now == self.holding {
+            return;
+        }
+        match now {
+            Some(why) if why.starts_with("startup_hold") => info!(
+                hold_s = self.cfg.server.startup_hold.as_secs_f64(),
+                "not answering balancers yet: {why}"
+            ),
+            Some(why) => warn!("not answering balancers: {why}"),
+            None => info!("answering balancers"),
+        }
+        self.holding = now;
+    }
+
     fn on_message(&mut self, m: Incoming) {
         let from = m.from.clone();
+        if let Some(why) = self.hold() {
+            let kind = m.message.kind();
+            debug!(client = %from, %kind, reason = why, "holding: message left unanswered");
+            self.metrics
+                .inc("ipvs_sync_held_messages_total", &[("type", kind.as_str())]);
+            return;
+        }
         let now = Instant::now();
         let to = Dest::Client(from.clone());
         let (uptime, announced) = match &m.message {
             Message::Heartbeat(hb) => (Some(hb.uptime), hb.announced.clone()),
             _ => (None, None),
         };
+        let reported = announced.clone();
         let is_new = self.state.touch(&from, now, uptime, announced);
         if is_new {
             info!(client = %from, "client joined");
@@ -193,7 +259,11 @@ impl Server {
             }
         }
         match m.message {
-            Message::Heartbeat(_) => {}
+            Message::Heartbeat(_) => {
+                if let Some(a) = reported {
+                    self.repair_announced(&from, &a);
+                }
+            }
             Message::TreeRequest => self.outbox.send(to, self.state.tree_answer()),
             Message::ServicesRequest(r) => {
                 self.outbox.send(to, self.state.services_answer(&r.vips))
@@ -208,10 +278,12 @@ impl Server {
                 Err(why) => {
                     warn!(client = %from, vip = %ack.vip, reason = %why, "ack_announce refused");
                     self.metrics.inc("ipvs_sync_ack_refused_total", &[]);
-                    let fin = crate::wire::messages::FinAnnounce {
-                        vips: vec![ack.vip],
-                    };
-                    self.outbox.send(to, Message::FinAnnounce(fin));
+                    if why != state::AckRefused::Unknown {
+                        let fin = crate::wire::messages::FinAnnounce {
+                            vips: vec![ack.vip],
+                        };
+                        self.outbox.send(to, Message::FinAnnounce(fin));
+                    }
                 }
             },
             Message::SyncRequest(r) => {
@@ -226,6 +298,19 @@ impl Server {
                 );
             }
         }
+    }
+
+    /// A balancer's heartbeat listed what it announces: withdraw what it should not.
+    fn repair_announced(&self, client: &str, announced: &[IpAddr]) {
+        let out = self.state.on_announced(client, announced);
+        for (_, msg) in &out {
+            if let Message::FinAnnounce(f) = msg {
+                warn!(client, vips = ?f.vips, "balancer announces VIPs the desc or mapping does not give it: fin_announce again");
+                self.metrics
+                    .add("ipvs_sync_fin_repairs_total", &[], f.vips.len() as u64);
+            }
+        }
+        self.send_all(out);
     }
 
     /// Files for a `sync` request: only regular files directly matched by the globs and
@@ -289,6 +374,7 @@ impl Server {
         self.worked("mapping", m.mapping_update_interval);
         match built {
             Ok(map) => {
+                self.mapping_read = true;
                 let out = self.state.on_mapping(map);
                 if !out.is_empty() {
                     info!(
@@ -330,6 +416,7 @@ impl Server {
                     // A broken file never flips an announce: keep what we had, loudly.
                     error!(vip = %up.vip, error = %e, "desc file unreadable: keeping the previous state");
                     self.metrics.inc("ipvs_sync_desc_errors_total", &[]);
+                    self.state.on_desc_unreadable(up.vip);
                     continue;
                 }
             };
@@ -351,6 +438,7 @@ impl Server {
         self.worked("tree", TREE_POLL);
         match dumped {
             Ok(Ok(mut tree)) => {
+                self.tree_read = true;
                 tree.clear_stats();
                 let out = self.state.on_tree(tree);
                 if !out.is_empty() {
@@ -382,6 +470,7 @@ impl Server {
     }
 
     fn tick_status(&mut self, transport: &Transport) {
+        self.log_hold();
         let now = Instant::now();
         let connected = transport.is_connected();
         let m = &self.metrics;
@@ -401,6 +490,11 @@ impl Server {
             self.state.quorum.values().filter(|q| q.announce).count() as f64,
         );
         m.set("ipvs_sync_tree_serial", &[], self.state.serial as f64);
+        m.set(
+            "ipvs_sync_holding",
+            &[],
+            if self.holding.is_some() { 1.0 } else { 0.0 },
+        );
         m.set("ipvs_sync_outbox_depth", &[], self.outbox.depth() as f64);
         daemon::export_transport_counters(m, transport);
         let vip_set: BTreeSet<IpAddr> = self.state.all_vips();
@@ -439,7 +533,7 @@ impl Server {
             "clients": clients,
             "queues": {"outbox": self.outbox.depth()},
             "dropped": daemon::dropped_json(transport),
-            "dropped": daemon::dropped_json(transport),
+            "holding": self.holding,
             "workers": workers,
         }));
     }

@@ -9,6 +9,7 @@
 //! | `tree` / `services` / `mapping` request | the answer, to the asker (`mapping`: its own entry) |
 //! | `announces` request | `syn_announce` of its VIPs whose desc says announce, and `fin_announce` of its other VIPs, to it |
 //! | `ack_announce` from a client | `ack_announce` (go, with LOCAL_PREF) if the desc says announce and the mapping gives it the VIP; else `fin_announce` to it |
+//! | a heartbeat lists VIPs the client should not announce | `fin_announce` of those, to it (a lost `fin_announce` heals within a heartbeat) |
 //! | a desc turns announce (or changes LOCAL_PREF) | `syn_announce` to each live client the mapping names |
 //! | a desc stops saying announce | `fin_announce` to `broadcast` |
 //! | the kernel tree changed | `changes` to `broadcast` |
@@ -57,6 +58,9 @@ pub enum AckRefused {
     /// The desc does not say announce (quorum lost meanwhile, or never had it).
     #[error("the desc file does not say announce")]
     NoQuorum,
+    /// The desc file cannot be read and nothing is known of it: neither go nor withdraw.
+    #[error("the desc file is unreadable and its state unknown")]
+    Unknown,
 }
 
 /// Outbound messages.
@@ -73,6 +77,10 @@ pub struct State {
     pub mapping: BTreeMap<String, BTreeSet<IpAddr>>,
     /// VIP → quorum, from the desc files.
     pub quorum: BTreeMap<IpAddr, VipQuorum>,
+    /// VIPs whose desc file is unreadable with no earlier state to keep (e.g. broken when
+    /// the arbiter started): a broken file never flips an announce, so these get neither
+    /// `syn_announce` nor `fin_announce` until it can be read.
+    pub unknown: BTreeSet<IpAddr>,
     /// Live clients.
     pub clients: BTreeMap<String, ClientInfo>,
 }
@@ -201,6 +209,7 @@ impl State {
                 Some(q) if q.announce => {
                     syn.vips.insert(*vip, self.spec(*vip, *q));
                 }
+                _ if self.unknown.contains(vip) => {}
                 _ => fin.push(*vip),
             }
         }
@@ -226,13 +235,51 @@ impl State {
                 vip,
                 local_preference: q.local_pref,
             })),
+            _ if self.unknown.contains(&vip) => Err(AckRefused::Unknown),
             _ => Err(AckRefused::NoQuorum),
+        }
+    }
+
+    /// A client's heartbeat lists the VIPs it announces. Those it should not — the mapping
+    /// does not give it the VIP, or the desc does not say announce — get a `fin_announce`
+    /// to it: a `fin_announce` lost on the way heals within a heartbeat instead of an
+    /// `announces_request_interval`. VIPs of unreadable desc files are left alone.
+    pub fn on_announced(&self, client: &str, announced: &[IpAddr]) -> Out {
+        let mine = self.mapping.get(client);
+        let fin: Vec<IpAddr> = announced
+            .iter()
+            .filter(|vip| {
+                let mapped = mine.is_some_and(|m| m.contains(vip));
+                // Its own VIP with quorum, or with a desc nobody can read: left as it is.
+                let keep = mapped
+                    && (self.quorum.get(vip).is_some_and(|q| q.announce)
+                        || self.unknown.contains(vip));
+                !keep
+            })
+            .copied()
+            .collect();
+        if fin.is_empty() {
+            return Vec::new();
+        }
+        vec![(
+            Dest::Client(client.to_string()),
+            Message::FinAnnounce(FinAnnounce { vips: fin }),
+        )]
+    }
+
+    /// The desc file of `vip` cannot be read: keep what is known; when nothing is, the VIP's
+    /// state is unknown (see [`State::unknown`]).
+    pub fn on_desc_unreadable(&mut self, vip: IpAddr) {
+        if !self.quorum.contains_key(&vip) {
+            self.unknown.insert(vip);
         }
     }
 
     /// A desc file changed. Returns what to send.
     pub fn on_quorum(&mut self, vip: IpAddr, new: Option<VipQuorum>) -> Out {
         let old = self.quorum.get(&vip).copied();
+        // Balancers may still announce what an unreadable desc left alone.
+        let was_unknown = self.unknown.remove(&vip);
         match new {
             Some(q) => self.quorum.insert(vip, q),
             None => self.quorum.remove(&vip),
@@ -249,6 +296,10 @@ impl State {
                     .collect()
             }
             (Some(_), None) => vec![(
+                Dest::Broadcast,
+                Message::FinAnnounce(FinAnnounce { vips: vec![vip] }),
+            )],
+            (None, None) if was_unknown => vec![(
                 Dest::Broadcast,
                 Message::FinAnnounce(FinAnnounce { vips: vec![vip] }),
             )],
@@ -269,6 +320,7 @@ impl State {
                     .map(|c| (Dest::Client(c), Message::SynAnnounce(syn.clone())))
                     .collect()
             }
+            _ if self.unknown.contains(&vip) => Vec::new(),
             _ => vec![(
                 Dest::Broadcast,
                 Message::FinAnnounce(FinAnnounce { vips: vec![vip] }),
@@ -519,5 +571,93 @@ mod tests {
             s.expire(t0 + Duration::from_secs(16), Duration::from_secs(15)),
             vec!["lb1".to_string()]
         );
+    }
+
+    fn up(lp: u32) -> Option<VipQuorum> {
+        Some(VipQuorum {
+            announce: true,
+            local_pref: lp,
+        })
+    }
+
+    fn fins(out: &Out) -> Vec<(String, Vec<IpAddr>)> {
+        out.iter()
+            .filter_map(|(d, m)| match m {
+                Message::FinAnnounce(f) => Some((d.address().to_string(), f.vips.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn heartbeat_of_vips_not_given_to_the_client_gets_them_withdrawn_by_unicast() {
+        let mut s = state();
+        s.on_quorum(ip("192.0.2.10"), up(100));
+        s.on_quorum(
+            ip("2001:db8::10"),
+            Some(VipQuorum {
+                announce: false,
+                local_pref: 100,
+            }),
+        );
+        // Everything it announces is its own and quorate: nothing to say.
+        assert!(s.on_announced("lb1", &[ip("192.0.2.10")]).is_empty());
+        assert!(s.on_announced("lb1", &[]).is_empty());
+        // Its own VIP without quorum; to lb2, a VIP the mapping gives only to lb1. Always to
+        // the one client, never broadcast: lb1 keeps announcing what is its.
+        assert_eq!(
+            fins(&s.on_announced("lb1", &[ip("192.0.2.10"), ip("2001:db8::10")])),
+            vec![("lb1".to_string(), vec![ip("2001:db8::10")])]
+        );
+        assert_eq!(
+            fins(&s.on_announced("lb2", &[ip("192.0.2.10"), ip("2001:db8::10")])),
+            vec![("lb2".to_string(), vec![ip("2001:db8::10")])]
+        );
+        // A VIP nobody maps, and a client nobody maps.
+        assert_eq!(
+            fins(&s.on_announced("lb2", &[ip("198.51.100.7")])),
+            vec![("lb2".to_string(), vec![ip("198.51.100.7")])]
+        );
+        assert_eq!(
+            fins(&s.on_announced("stranger", &[ip("192.0.2.10")])),
+            vec![("stranger".to_string(), vec![ip("192.0.2.10")])]
+        );
+    }
+
+    #[test]
+    fn an_unreadable_desc_with_no_earlier_state_flips_nothing() {
+        let mut s = state();
+        let vip = ip("2001:db8::10");
+        s.on_desc_unreadable(vip);
+        assert!(s.unknown.contains(&vip));
+        // Neither fin in the announces answer, nor on a heartbeat, nor on its ack.
+        assert_eq!(
+            fins(&s.announces_answer("lb1")),
+            vec![("lb1".to_string(), vec![ip("192.0.2.10")])],
+            "only the VIP whose desc is known to be missing"
+        );
+        assert!(s.on_announced("lb1", &[vip]).is_empty());
+        assert_eq!(s.on_ack("lb1", vip), Err(AckRefused::Unknown));
+        assert!(s.resend(vip).is_empty());
+        // Not lb2's VIP: withdrawn from lb2 whatever its desc says.
+        assert_eq!(fins(&s.on_announced("lb2", &[vip])).len(), 1);
+        // Readable again (missing): withdrawn wherever it may still be announced.
+        assert_eq!(
+            fins(&s.on_quorum(vip, None)),
+            vec![("broadcast".to_string(), vec![vip])]
+        );
+        assert!(!s.unknown.contains(&vip));
+        assert_eq!(
+            fins(&s.on_announced("lb1", &[vip])),
+            vec![("lb1".to_string(), vec![vip])]
+        );
+
+        // Unreadable after a known state: that state is kept, not unknown.
+        let other = ip("192.0.2.10");
+        s.on_quorum(other, up(110));
+        s.on_desc_unreadable(other);
+        assert!(!s.unknown.contains(&other));
+        assert!(s.on_announced("lb1", &[other]).is_empty());
+        assert!(s.on_ack("lb1", other).is_ok());
     }
 }

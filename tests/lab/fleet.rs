@@ -76,6 +76,8 @@ pub struct FleetOpts {
     pub max_age: Option<u64>,
     /// `[announce] firewall_check` of the balancers: an absolute program path.
     pub firewall_check: Option<PathBuf>,
+    /// `[server] startup_hold` of the arbiter, seconds (0: answer balancers at once).
+    pub startup_hold: f64,
 }
 
 impl Default for FleetOpts {
@@ -92,6 +94,7 @@ impl Default for FleetOpts {
             log_level: "debug",
             max_age: None,
             firewall_check: None,
+            startup_hold: 0.0,
         }
     }
 }
@@ -259,12 +262,13 @@ impl Fleet {
              service_mapping_wildcard = {d}/lbs/*/*/*.conf\nservice_mapping_config = {d}/svc_mapping.json\n\
              vip_description_filepath = {desc}/keepalived-{{vip}}-desc.json\n\
              heartbeat_interval = 1\nconsumer_alive_ttl = 5\n\
-             [server]\nquorum_socket = {d}/quorum.sock\n{messages}",
+             [server]\nquorum_socket = {d}/quorum.sock\nstartup_hold = {hold}\n{messages}",
             user = self.rabbit.user(),
             pass = self.rabbit.pass(),
             d = d.display(),
             desc = self.desc_dir().display(),
             messages = self.messages_section(),
+            hold = self.opts.startup_hold,
         );
         write(&d.join("config.ini"), &text);
         fs::create_dir_all(self.desc_dir()).unwrap();
@@ -345,6 +349,37 @@ impl Fleet {
         fs::create_dir_all(b.dir.join("sync")).unwrap();
         write(&b.dir.join("config.ini"), &text);
         write_secret(&b.dir, "");
+    }
+
+    /// Sets `[server] startup_hold` (seconds) for the arbiter's next start.
+    pub fn set_startup_hold(&mut self, secs: f64) {
+        let p = self.arbiter_dir.join("config.ini");
+        let text = fs::read_to_string(&p).unwrap();
+        let old = format!("startup_hold = {}\n", self.opts.startup_hold);
+        assert!(text.contains(&old), "{text}");
+        write(&p, &text.replace(&old, &format!("startup_hold = {secs}\n")));
+        self.opts.startup_hold = secs;
+    }
+
+    /// Messages ready (not yet delivered) and delivered but unacknowledged in balancer
+    /// `i`'s queue, per `rabbitmqctl list_queues`.
+    pub fn client_queue(&self, i: usize) -> (u64, u64) {
+        let name = format!("ipvs-sync.{}", self.balancers[i].name);
+        let out = self
+            .rabbit
+            .ctl(&[
+                "list_queues",
+                "-q",
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+            ])
+            .unwrap();
+        out.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&name.as_str()))
+            .and_then(|f| Some((f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?)))
+            .unwrap_or_else(|| panic!("no queue {name} in:\n{out}"))
     }
 
     pub fn start_arbiter(&mut self) {

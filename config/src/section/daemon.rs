@@ -177,27 +177,32 @@ pub struct ServerConfig {
     /// `quorum_socket` (`/run/ipvs-sync/quorum.sock`): where `ipvs-sync quorum` hands
     /// announces to the running arbiter.
     pub quorum_socket: PathBuf,
+    /// `startup_hold` (10 s; 0 = off): after it starts, the arbiter answers no balancer
+    /// for this long, so keepalived can fill IPVS and report quorum first. Desc files
+    /// usually live on a tmpfs; after a reboot a VIP without its desc yet would otherwise
+    /// be withdrawn fleet-wide and an empty IPVS table mirrored. Balancers keep what they
+    /// have meanwhile (fail-static), as when the arbiter is unreachable.
+    pub startup_hold: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             quorum_socket: PathBuf::from("/run/ipvs-sync/quorum.sock"),
+            startup_hold: Duration::from_secs(10),
         }
     }
 }
 
 impl ServerConfig {
     /// The keys of `[server]`.
-    pub const KEYS: &'static [&'static str] = &["quorum_socket"];
+    pub const KEYS: &'static [&'static str] = &["quorum_socket", "startup_hold"];
 
     pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<ServerConfig, ConfigError> {
+        let d = ServerConfig::default();
         Ok(ServerConfig {
-            quorum_socket: f.get(
-                "quorum_socket",
-                ServerConfig::default().quorum_socket,
-                value::abs_path,
-            )?,
+            quorum_socket: f.get("quorum_socket", d.quorum_socket, value::abs_path)?,
+            startup_hold: f.get("startup_hold", d.startup_hold, value::seconds_or_zero)?,
         })
     }
 }
