@@ -608,3 +608,41 @@ fn lab_a_rebooted_arbiter_holds_until_keepalived_reports() {
     assert!(held >= 1.0, "nothing was held back: {page}");
     assert_eq!(metric(&page, "ipvs_sync_holding"), 0.0);
 }
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_desc_files_edited_by_hand_are_seen_without_rescanning_all() {
+    // Desc files rewritten in place, without `ipvs-sync quorum` and so without its hand-off:
+    // the arbiter's inotify watch names each, so it is acted on at the next scan, while
+    // scans of every file stay at about one per 10 s.
+    assert!(labkit::require_root());
+    let v4 = ip("203.0.113.10");
+    let f = Fleet::start(FleetOpts::default());
+    let full_scans = || metric(&f.arbiter_metrics(), "ipvs_sync_desc_full_scans_total");
+    let before = full_scans();
+    let t = std::time::Instant::now();
+    for round in 0..3 {
+        f.write_desc_announce(&[v4], 100 + round);
+        assert!(
+            f.wait_paths(0, &v4, 1, WAIT).is_some(),
+            "round {round}: not announced:\n{}",
+            f.arbiter_log()
+        );
+        std::fs::write(
+            f.desc_path(&v4),
+            r#"{"active": 0, "total": 1, "announce": false, "local-preference": 100}"#,
+        )
+        .unwrap();
+        assert!(
+            f.wait_paths(0, &v4, 0, WAIT).is_some(),
+            "round {round}: not withdrawn:\n{}",
+            f.arbiter_log()
+        );
+    }
+    let scans = full_scans() - before;
+    let secs = t.elapsed().as_secs_f64();
+    assert!(
+        scans <= (secs / 10.0).ceil() + 1.0,
+        "{scans} full scans in {secs:.1} s: the changes were found by rescanning, not by the watch"
+    );
+}

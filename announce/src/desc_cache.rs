@@ -1,12 +1,14 @@
 //! The arbiter's view of all VIP desc files, refreshed cheaply.
 //!
-//! Every `vips_description_update_interval` the arbiter calls [`DescCache::refresh`].
-//! It `stat`s each known path and re-reads only files whose (inode, size, mtime)
-//! changed since the last look. Writers replace desc files by rename, so every write
-//! yields a new inode and is seen even within one mtime tick. The result lists the
-//! VIPs whose state actually changed.
+//! Every `vips_description_update_interval` the arbiter calls
+//! [`DescCache::refresh_paths`] with the files a [`DescWatch`](crate::DescWatch) saw
+//! change, and [`DescCache::refresh`] (every file) when the watch cannot tell and every
+//! few seconds regardless. A look `stat`s the path and re-reads the file only when its
+//! (inode, size, mtime) changed since the last look. Writers replace desc files by rename,
+//! so every write yields a new inode and is seen even within one mtime tick. The result
+//! lists the VIPs whose state actually changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io;
 use std::net::IpAddr;
@@ -94,6 +96,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct DescCache {
     entries: BTreeMap<IpAddr, Entry>,
+    /// The VIPs of each path (one, unless a template gives several VIPs one file).
+    by_path: BTreeMap<PathBuf, Vec<IpAddr>>,
     parses: u64,
 }
 
@@ -119,39 +123,55 @@ impl DescCache {
             };
             self.entries.insert(vip, entry);
         }
+        self.by_path.clear();
+        for (vip, e) in &self.entries {
+            self.by_path.entry(e.path.clone()).or_default().push(*vip);
+        }
     }
 
     /// Stat every file, re-parse the changed ones, and return the VIPs whose state
     /// differs from before.
-    ///
-    /// An unchanged file costs one `stat(2)`. A changed one is opened and its
-    /// fingerprint taken again from the open file (`fstat`), so the bytes parsed and
-    /// the fingerprint kept belong to the same inode even if a writer renames meanwhile.
     pub fn refresh(&mut self) -> Vec<DescUpdate> {
         let mut updates = Vec::new();
         for (vip, entry) in &mut self.entries {
-            let (seen, new) = match std::fs::metadata(&entry.path) {
-                Ok(meta) if entry.seen == Some(Fingerprint::of(&meta)) => continue,
-                Ok(_) => match open(&entry.path) {
-                    Err(state) => (None, state),
-                    Ok((_, fp)) if entry.seen == Some(fp) => continue,
-                    Ok((file, fp)) => {
-                        self.parses += 1;
-                        let state = match read_open(file, &entry.path) {
-                            Ok(d) => DescState::Valid(d),
-                            Err(e) => {
-                                tracing::warn!(%vip, error = %e, "unusable VIP desc file");
-                                DescState::Invalid(Arc::new(e))
-                            }
-                        };
-                        (Some(fp), state)
-                    }
-                },
-                Err(e) => (None, unreadable(e, &entry.path, "stat")),
-            };
-            push_if_changed(&mut updates, *vip, entry, seen, new);
+            updates.extend(look(*vip, entry, &mut self.parses));
         }
         updates
+    }
+
+    /// Like [`refresh`](Self::refresh), for the files among `paths` only (those a
+    /// [`DescWatch`](crate::DescWatch) saw change); other paths are ignored.
+    pub fn refresh_paths<'a>(
+        &mut self,
+        paths: impl IntoIterator<Item = &'a PathBuf>,
+    ) -> Vec<DescUpdate> {
+        let mut updates = Vec::new();
+        for path in paths {
+            let Some(vips) = self.by_path.get(path) else {
+                continue;
+            };
+            for vip in vips {
+                if let Some(entry) = self.entries.get_mut(vip) {
+                    updates.extend(look(*vip, entry, &mut self.parses));
+                }
+            }
+        }
+        updates
+    }
+
+    /// The directories holding the watched files.
+    pub fn dirs(&self) -> BTreeSet<PathBuf> {
+        self.entries
+            .values()
+            .filter_map(|e| e.path.parent())
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    d.to_path_buf()
+                }
+            })
+            .collect()
     }
 
     /// The cached state of `vip`, if it is watched.
@@ -175,6 +195,38 @@ impl DescCache {
     }
 }
 
+/// Looks at one file: one `stat(2)` when unchanged. A changed one is opened and its
+/// fingerprint taken again from the open file (`fstat`), so the bytes parsed and the
+/// fingerprint kept belong to the same inode even if a writer renames meanwhile. Returns
+/// the update when the VIP's state differs from before.
+fn look(vip: IpAddr, entry: &mut Entry, parses: &mut u64) -> Option<DescUpdate> {
+    let (seen, new) = match std::fs::metadata(&entry.path) {
+        Ok(meta) if entry.seen == Some(Fingerprint::of(&meta)) => return None,
+        Ok(_) => match open(&entry.path) {
+            Err(state) => (None, state),
+            Ok((_, fp)) if entry.seen == Some(fp) => return None,
+            Ok((file, fp)) => {
+                *parses += 1;
+                let state = match read_open(file, &entry.path) {
+                    Ok(d) => DescState::Valid(d),
+                    Err(e) => {
+                        tracing::warn!(%vip, error = %e, "unusable VIP desc file");
+                        DescState::Invalid(Arc::new(e))
+                    }
+                };
+                (Some(fp), state)
+            }
+        },
+        Err(e) => (None, unreadable(e, &entry.path, "stat")),
+    };
+    entry.seen = seen;
+    if entry.state.same(&new) {
+        return None;
+    }
+    let old = std::mem::replace(&mut entry.state, new.clone());
+    Some(DescUpdate { vip, old, new })
+}
+
 /// Opens a desc file and fingerprints the open inode.
 fn open(path: &std::path::Path) -> Result<(File, Fingerprint), DescState> {
     let file = File::open(path).map_err(|e| unreadable(e, path, "open"))?;
@@ -192,20 +244,6 @@ fn unreadable(source: io::Error, path: &std::path::Path, op: &'static str) -> De
         path: path.to_path_buf(),
         source,
     }))
-}
-
-fn push_if_changed(
-    updates: &mut Vec<DescUpdate>,
-    vip: IpAddr,
-    entry: &mut Entry,
-    seen: Option<Fingerprint>,
-    new: DescState,
-) {
-    entry.seen = seen;
-    if !entry.state.same(&new) {
-        let old = std::mem::replace(&mut entry.state, new.clone());
-        updates.push(DescUpdate { vip, old, new });
-    }
 }
 
 #[cfg(test)]
@@ -308,6 +346,31 @@ mod tests {
         assert_eq!(u.len(), 1);
         assert!(!u[0].new.announce());
         assert_eq!(cache.parses(), 2);
+    }
+
+    #[test]
+    fn refresh_paths_looks_only_at_the_named_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let pa = dir.path().join("a.json");
+        let pb = dir.path().join("b.json");
+        write_atomic(&pa, &desc(&[80], &[])).unwrap();
+        write_atomic(&pb, &desc(&[80], &[])).unwrap();
+        let mut cache = DescCache::new();
+        cache.set_paths([(a, pa.clone()), (b, pb.clone())]);
+        assert_eq!(cache.dirs(), [dir.path().to_path_buf()].into());
+        assert_eq!(cache.refresh_paths([&pa, &pb]).len(), 2);
+
+        write_atomic(&pa, &desc(&[80], &[443])).unwrap();
+        write_atomic(&pb, &desc(&[80], &[443])).unwrap();
+        let stranger = dir.path().join(".a.json.123.tmp");
+        let u = cache.refresh_paths([&pa, &stranger]);
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].vip, a);
+        assert!(cache.get(b).unwrap().announce, "b not looked at yet");
+        let u = cache.refresh();
+        assert_eq!((u.len(), u[0].vip), (1, b), "the full look finds the rest");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod addr;
 pub mod addr_plan;
 pub mod desc;
 pub mod desc_cache;
+pub mod desc_watch;
 pub mod firewall;
 pub mod fsm;
 pub mod known_ports;
@@ -31,6 +32,7 @@ pub use addr::{AddrError, VipAddrs};
 pub use addr_plan::{AddrOp, Ownership};
 pub use desc::{Desc, DescError, DescLock, PortState};
 pub use desc_cache::{DescCache, DescState, DescUpdate};
+pub use desc_watch::{DescWatch, Seen};
 pub use firewall::{FirewallError, FirewallHook, FirewallOk};
 pub use fsm::{Event, Input, LocalPref, Output, State, VipFsm};
 pub use quorum::{

@@ -257,6 +257,11 @@ pub fn describe_metrics(m: &Metrics) {
             "IPVS operations or reconciles that failed.",
         ),
         (
+            "ipvs_sync_desc_full_scans_total",
+            Counter,
+            "Arbiter: scans that looked at every desc file (the rest look only at what inotify named).",
+        ),
+        (
             "ipvs_sync_holding",
             Gauge,
             "Arbiter: 1 while it answers no balancer yet (startup_hold, mapping or tree unread).",

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use announce::{DescCache, DescState};
+use announce::{DescCache, DescState, DescWatch, Seen};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
@@ -34,6 +34,10 @@ use state::{State, VipQuorum};
 
 /// How often the arbiter re-reads its kernel's IPVS tree.
 pub const TREE_POLL: Duration = Duration::from_secs(1);
+
+/// Every desc file is looked at least this often, whatever inotify reports: changes it
+/// never reports (NFS, a desc file that is a symlink elsewhere) are seen within this long.
+const DESC_FULL_SCAN: Duration = Duration::from_secs(10);
 
 /// Largest file a `sync` answer carries.
 const SYNC_MAX_FILE: u64 = 4 << 20;
@@ -53,6 +57,11 @@ struct Server {
     name: String,
     state: State,
     descs: DescCache,
+    /// inotify on the desc directories; `None` where inotify is unavailable (then every
+    /// scan looks at every file).
+    watch: Option<DescWatch>,
+    /// When every desc file was last looked at.
+    full_scan: Option<Instant>,
     outbox: Outbox,
     metrics: Metrics,
     status: StatusDoc,
@@ -102,6 +111,10 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
             ..State::default()
         },
         descs: DescCache::new(),
+        watch: DescWatch::new()
+            .inspect_err(|e| warn!(error = %e, "desc files are polled without inotify"))
+            .ok(),
+        full_scan: None,
         outbox,
         metrics,
         status,
@@ -115,7 +128,7 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
     };
     // Mapping, descs and tree before the first client is answered.
     srv.refresh_mapping();
-    srv.refresh_descs();
+    srv.refresh_descs(None);
     srv.refresh_tree().await;
 
     let iv = daemon::interval;
@@ -145,7 +158,7 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
             Some(()) = shutdown.reload.recv() => srv.reload(),
             Some(ev) = qrx.recv() => {
                 debug!(vip = %ev.vip, announce = ev.announce, "quorum hand-off");
-                if !srv.refresh_descs().contains(&ev.vip) {
+                if !srv.refresh_descs(Some(ev.vip)).contains(&ev.vip) {
                     srv.send_all(srv.state.resend(ev.vip));
                 }
             }
@@ -153,7 +166,7 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
                 Some(m) => srv.on_message(m),
                 None => { error!("broker transport stopped"); break; }
             },
-            _ = desc_t.tick() => { srv.refresh_descs(); }
+            _ = desc_t.tick() => { srv.refresh_descs(None); }
             _ = tree_t.tick() => srv.refresh_tree().await,
             _ = mapping_t.tick() => srv.refresh_mapping(),
             _ = expire_t.tick() => {
@@ -389,8 +402,11 @@ impl Server {
                         .map(|v| (v, self.cfg.desc_path(v)))
                         .collect();
                     self.descs.set_paths(paths);
+                    if let Some(w) = self.watch.as_mut() {
+                        w.set_dirs(&self.descs.dirs());
+                    }
                     self.send_all(out);
-                    self.refresh_descs();
+                    self.refresh_descs(None);
                 }
             }
             Err(e) => {
@@ -400,11 +416,29 @@ impl Server {
         }
     }
 
-    /// Re-reads changed desc files and acts on them; returns the VIPs that changed.
-    fn refresh_descs(&mut self) -> BTreeSet<IpAddr> {
+    /// Re-reads changed desc files and acts on them; returns the VIPs that changed. Looks
+    /// at the files the watch saw change and `also`'s, and at every file when the watch
+    /// cannot tell or [`DESC_FULL_SCAN`] has passed since the last such look.
+    fn refresh_descs(&mut self, also: Option<IpAddr>) -> BTreeSet<IpAddr> {
         self.worked("desc", self.cfg.main.vips_description_update_interval);
+        let seen = self
+            .watch
+            .as_mut()
+            .map_or(Seen::Everything, DescWatch::take);
+        let due = self.full_scan.is_none_or(|t| t.elapsed() >= DESC_FULL_SCAN);
+        let updates = match seen {
+            Seen::Paths(mut paths) if !due => {
+                paths.extend(also.map(|v| self.cfg.desc_path(v)));
+                self.descs.refresh_paths(&paths)
+            }
+            _ => {
+                self.full_scan = Some(Instant::now());
+                self.metrics.inc("ipvs_sync_desc_full_scans_total", &[]);
+                self.descs.refresh()
+            }
+        };
         let mut changed = BTreeSet::new();
-        for up in self.descs.refresh() {
+        for up in updates {
             changed.insert(up.vip);
             let q = match &up.new {
                 DescState::Valid(d) => Some(VipQuorum {

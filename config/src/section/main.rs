@@ -25,7 +25,8 @@ pub struct MainConfig {
     /// `export_service_mapping_wildcard_to_config` (true): build the mapping from the
     /// keepalived configs and write the JSON; false: read the JSON.
     pub export_service_mapping_wildcard_to_config: bool,
-    /// `vips_description_update_interval` (0.5 s): how often desc files are read.
+    /// `vips_description_update_interval` (0.5 s): how often the arbiter looks for desc
+    /// file changes (those inotify names; every file at least every 10 s).
     pub vips_description_update_interval: Duration,
     /// `vip_description_filepath` (`/var/run/keepalived-{vip}-desc.json`).
     pub vip_description_filepath: DescTemplate,
