@@ -646,3 +646,87 @@ fn lab_desc_files_edited_by_hand_are_seen_without_rescanning_all() {
         "{scans} full scans in {secs:.1} s: the changes were found by rescanning, not by the watch"
     );
 }
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_a_lost_syn_heals_in_seconds() {
+    // The arbiter's syn_announce is lost for real (the fin test's way: balancer stopped,
+    // prefetch window full of junk, queue purged). The balancer never hears of the VIP;
+    // its heartbeats leave it out, and after 15 s the arbiter says it again.
+    assert!(labkit::require_root());
+    let v4 = ip("203.0.113.10");
+    let mut f = Fleet::start(FleetOpts::default());
+    // Sessions are up before the client reaches the broker: wait until it has its mapping.
+    assert!(
+        labkit::wait_until(WAIT, || f
+            .client_log(0)
+            .contains("mapping: this balancer serves")),
+        "no mapping:\n{}",
+        f.client_log(0)
+    );
+    f.signal_client(0, Signal::SIGSTOP);
+    let junk: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    publish_raw(&f, "lb1", &junk);
+    assert!(
+        labkit::wait_until(WAIT, || f.client_queue(0).0 >= 1),
+        "the prefetch window never filled: {:?}",
+        f.client_queue(0)
+    );
+    let (ready, _) = f.client_queue(0);
+    f.quorum("up", "203.0.113.10,b-100,80");
+    assert!(
+        labkit::wait_until(WAIT, || f.client_queue(0).0 > ready),
+        "the syn never reached the queue"
+    );
+    f.rabbit
+        .ctl(&["purge_queue", &format!("ipvs-sync.{}", f.balancers[0].name)])
+        .unwrap();
+    f.signal_client(0, Signal::SIGCONT);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(f.path_count(0, &v4), 0, "the syn was lost, not delivered");
+
+    let healed = f.wait_paths(0, &v4, 1, Duration::from_secs(30));
+    assert!(
+        healed.is_some(),
+        "not announced 30 s after its syn was lost:\n{}",
+        f.arbiter_log()
+    );
+    let repairs = metric(&f.arbiter_metrics(), "ipvs_sync_syn_repairs_total");
+    assert!(repairs >= 1.0, "announced without the heartbeat repair");
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_a_balancer_newly_mapped_to_a_vip_announces_it_at_once() {
+    // A VIP with quorum is given to one more balancer (its keepalived config gains the
+    // virtual server, the arbiter rebuilds the mapping on SIGHUP): that balancer gets the
+    // syn with the mapping, not at its next announces_request_interval.
+    assert!(labkit::require_root());
+    let v4 = ip("203.0.113.10");
+    let mut f = Fleet::start(FleetOpts {
+        balancers: 2,
+        ..FleetOpts::default()
+    });
+    f.quorum("up", "203.0.113.10,b-100,80");
+    assert!(f.wait_paths(0, &v4, 2, WAIT).is_some());
+
+    f.write_keepalived_conf("lb2", &[]);
+    f.signal_arbiter(Signal::SIGHUP);
+    assert!(
+        f.wait_paths(0, &v4, 1, WAIT).is_some(),
+        "lb2 kept the VIP the mapping took from it:\n{}",
+        f.arbiter_log()
+    );
+    f.write_keepalived_conf("lb2", &[v4]);
+    f.signal_arbiter(Signal::SIGHUP);
+    assert!(
+        f.wait_paths(0, &v4, 2, WAIT).is_some(),
+        "lb2 not announcing the VIP the mapping gave it back:\n{}",
+        f.arbiter_log()
+    );
+    let repairs = metric(&f.arbiter_metrics(), "ipvs_sync_syn_repairs_total");
+    assert_eq!(
+        repairs, 0.0,
+        "announced by the heartbeat repair, not with the mapping"
+    );
+}

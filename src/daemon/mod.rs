@@ -257,6 +257,11 @@ pub fn describe_metrics(m: &Metrics) {
             "IPVS operations or reconciles that failed.",
         ),
         (
+            "ipvs_sync_syn_repairs_total",
+            Counter,
+            "Arbiter: VIPs a balancer should announce but had not listed in its heartbeats for 15 s, sent syn_announce again.",
+        ),
+        (
             "ipvs_sync_desc_full_scans_total",
             Counter,
             "Arbiter: scans that looked at every desc file (the rest look only at what inotify named).",

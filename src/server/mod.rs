@@ -313,14 +313,29 @@ impl Server {
         }
     }
 
-    /// A balancer's heartbeat listed what it announces: withdraw what it should not.
-    fn repair_announced(&self, client: &str, announced: &[IpAddr]) {
-        let out = self.state.on_announced(client, announced);
+    /// A balancer's heartbeat listed what it announces: withdraw what it should not, and
+    /// say again what it has been missing for long.
+    fn repair_announced(&mut self, client: &str, announced: &[IpAddr]) {
+        let out = self.state.on_announced(client, announced, Instant::now());
         for (_, msg) in &out {
-            if let Message::FinAnnounce(f) = msg {
-                warn!(client, vips = ?f.vips, "balancer announces VIPs the desc or mapping does not give it: fin_announce again");
-                self.metrics
-                    .add("ipvs_sync_fin_repairs_total", &[], f.vips.len() as u64);
+            match msg {
+                Message::FinAnnounce(f) => {
+                    warn!(client, vips = ?f.vips, "balancer announces VIPs the desc or mapping does not give it: fin_announce again");
+                    self.metrics
+                        .add("ipvs_sync_fin_repairs_total", &[], f.vips.len() as u64);
+                }
+                Message::SynAnnounce(s) => {
+                    let vips: Vec<&IpAddr> = s.vips.keys().collect();
+                    warn!(
+                        client,
+                        ?vips,
+                        after_s = state::SYN_REPAIR_AFTER.as_secs(),
+                        "balancer still does not announce VIPs it should: syn_announce again"
+                    );
+                    self.metrics
+                        .add("ipvs_sync_syn_repairs_total", &[], s.vips.len() as u64);
+                }
+                _ => {}
             }
         }
         self.send_all(out);

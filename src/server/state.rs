@@ -13,7 +13,8 @@
 //! | a desc turns announce (or changes LOCAL_PREF) | `syn_announce` to each live client the mapping names |
 //! | a desc stops saying announce | `fin_announce` to `broadcast` |
 //! | the kernel tree changed | `changes` to `broadcast` |
-//! | the mapping changed | `mapping` to `broadcast` |
+//! | the mapping changed | `mapping` to `broadcast`, then `syn_announce` to each live client of the VIPs with quorum it newly gives that client |
+//! | a heartbeat leaves out a VIP the client should announce, for 15 s | `syn_announce` of it again, to it |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -44,7 +45,16 @@ pub struct ClientInfo {
     pub uptime: u64,
     /// VIPs it reports announced.
     pub announced: Vec<IpAddr>,
+    /// VIPs it should announce but did not list, and since when (see [`SYN_REPAIR_AFTER`]).
+    pub missing: BTreeMap<IpAddr, Instant>,
 }
+
+/// A VIP a client should announce but has not listed in its heartbeats for this long gets
+/// its `syn_announce` again: one lost on the way (the client never heard of it) heals in
+/// seconds instead of an `announces_request_interval`. Longer than a cold start of 10,000
+/// VIPs on a loaded machine takes, so a slow but running announce cycle is left alone; a
+/// prepare that keeps failing (a firewall check) is retried this often.
+pub const SYN_REPAIR_AFTER: Duration = Duration::from_secs(15);
 
 /// Why an `ack_announce` was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,6 +123,7 @@ impl State {
                         last_seen: now,
                         uptime: uptime.unwrap_or(0),
                         announced: announced.unwrap_or_default(),
+                        missing: BTreeMap::new(),
                     },
                 );
                 true
@@ -243,9 +254,43 @@ impl State {
     /// A client's heartbeat lists the VIPs it announces. Those it should not — the mapping
     /// does not give it the VIP, or the desc does not say announce — get a `fin_announce`
     /// to it: a `fin_announce` lost on the way heals within a heartbeat instead of an
-    /// `announces_request_interval`. VIPs of unreadable desc files are left alone.
-    pub fn on_announced(&self, client: &str, announced: &[IpAddr]) -> Out {
+    /// `announces_request_interval`. Those it should announce and has not listed for
+    /// [`SYN_REPAIR_AFTER`] get their `syn_announce` to it again. VIPs of unreadable desc
+    /// files are left alone.
+    pub fn on_announced(&mut self, client: &str, announced: &[IpAddr], now: Instant) -> Out {
+        let to = Dest::Client(client.to_string());
+        let mut out = Vec::new();
         let mine = self.mapping.get(client);
+        let listed: BTreeSet<IpAddr> = announced.iter().copied().collect();
+        let mut syn = SynAnnounce::default();
+        if let (Some(info), Some(mine)) = (self.clients.get_mut(client), mine) {
+            let wanted = mine
+                .iter()
+                .filter(|v| self.quorum.get(v).is_some_and(|q| q.announce));
+            let mut missing = BTreeMap::new();
+            for vip in wanted.filter(|v| !listed.contains(v)) {
+                let since = info.missing.get(vip).copied().unwrap_or(now);
+                if now.saturating_duration_since(since) >= SYN_REPAIR_AFTER {
+                    if let Some(q) = self.quorum.get(vip) {
+                        let only: BTreeSet<IpAddr> = [*vip].into();
+                        syn.vips.insert(
+                            *vip,
+                            AnnounceSpec {
+                                tree: self.tree.filter_vips(&only, false),
+                                local_preference: q.local_pref,
+                            },
+                        );
+                    }
+                    missing.insert(*vip, now);
+                } else {
+                    missing.insert(*vip, since);
+                }
+            }
+            info.missing = missing;
+        }
+        if !syn.vips.is_empty() {
+            out.push((to.clone(), Message::SynAnnounce(syn)));
+        }
         let fin: Vec<IpAddr> = announced
             .iter()
             .filter(|vip| {
@@ -258,13 +303,10 @@ impl State {
             })
             .copied()
             .collect();
-        if fin.is_empty() {
-            return Vec::new();
+        if !fin.is_empty() {
+            out.push((to, Message::FinAnnounce(FinAnnounce { vips: fin })));
         }
-        vec![(
-            Dest::Client(client.to_string()),
-            Message::FinAnnounce(FinAnnounce { vips: fin }),
-        )]
+        out
     }
 
     /// The desc file of `vip` cannot be read: keep what is known; when nothing is, the VIP's
@@ -361,8 +403,30 @@ impl State {
         if new == self.mapping {
             return Vec::new();
         }
-        self.mapping = new;
-        vec![(Dest::Broadcast, self.mapping_message())]
+        let old = std::mem::replace(&mut self.mapping, new);
+        let mut out = vec![(Dest::Broadcast, self.mapping_message())];
+        // A live client the new mapping gives a VIP that already has quorum hears of it now
+        // (after the mapping, on the same lane), not at its next announces request. VIPs new
+        // to the whole mapping have no known desc yet: reading it sends their syn.
+        for (client, vips) in &self.mapping {
+            if !self.clients.contains_key(client) {
+                continue;
+            }
+            let before = old.get(client);
+            let mut syn = SynAnnounce::default();
+            for vip in vips
+                .iter()
+                .filter(|v| !before.is_some_and(|b| b.contains(v)))
+            {
+                if let Some(q) = self.quorum.get(vip).filter(|q| q.announce) {
+                    syn.vips.insert(*vip, self.spec(*vip, *q));
+                }
+            }
+            if !syn.vips.is_empty() {
+                out.push((Dest::Client(client.clone()), Message::SynAnnounce(syn)));
+            }
+        }
+        out
     }
 
     /// Every VIP of the mapping (the desc files to watch).
@@ -601,25 +665,35 @@ mod tests {
             }),
         );
         // Everything it announces is its own and quorate: nothing to say.
-        assert!(s.on_announced("lb1", &[ip("192.0.2.10")]).is_empty());
-        assert!(s.on_announced("lb1", &[]).is_empty());
+        assert!(s
+            .on_announced("lb1", &[ip("192.0.2.10")], Instant::now())
+            .is_empty());
+        assert!(s.on_announced("lb1", &[], Instant::now()).is_empty());
         // Its own VIP without quorum; to lb2, a VIP the mapping gives only to lb1. Always to
         // the one client, never broadcast: lb1 keeps announcing what is its.
         assert_eq!(
-            fins(&s.on_announced("lb1", &[ip("192.0.2.10"), ip("2001:db8::10")])),
+            fins(&s.on_announced(
+                "lb1",
+                &[ip("192.0.2.10"), ip("2001:db8::10")],
+                Instant::now()
+            )),
             vec![("lb1".to_string(), vec![ip("2001:db8::10")])]
         );
         assert_eq!(
-            fins(&s.on_announced("lb2", &[ip("192.0.2.10"), ip("2001:db8::10")])),
+            fins(&s.on_announced(
+                "lb2",
+                &[ip("192.0.2.10"), ip("2001:db8::10")],
+                Instant::now()
+            )),
             vec![("lb2".to_string(), vec![ip("2001:db8::10")])]
         );
         // A VIP nobody maps, and a client nobody maps.
         assert_eq!(
-            fins(&s.on_announced("lb2", &[ip("198.51.100.7")])),
+            fins(&s.on_announced("lb2", &[ip("198.51.100.7")], Instant::now())),
             vec![("lb2".to_string(), vec![ip("198.51.100.7")])]
         );
         assert_eq!(
-            fins(&s.on_announced("stranger", &[ip("192.0.2.10")])),
+            fins(&s.on_announced("stranger", &[ip("192.0.2.10")], Instant::now())),
             vec![("stranger".to_string(), vec![ip("192.0.2.10")])]
         );
     }
@@ -636,11 +710,14 @@ mod tests {
             vec![("lb1".to_string(), vec![ip("192.0.2.10")])],
             "only the VIP whose desc is known to be missing"
         );
-        assert!(s.on_announced("lb1", &[vip]).is_empty());
+        assert!(s.on_announced("lb1", &[vip], Instant::now()).is_empty());
         assert_eq!(s.on_ack("lb1", vip), Err(AckRefused::Unknown));
         assert!(s.resend(vip).is_empty());
         // Not lb2's VIP: withdrawn from lb2 whatever its desc says.
-        assert_eq!(fins(&s.on_announced("lb2", &[vip])).len(), 1);
+        assert_eq!(
+            fins(&s.on_announced("lb2", &[vip], Instant::now())).len(),
+            1
+        );
         // Readable again (missing): withdrawn wherever it may still be announced.
         assert_eq!(
             fins(&s.on_quorum(vip, None)),
@@ -648,7 +725,7 @@ mod tests {
         );
         assert!(!s.unknown.contains(&vip));
         assert_eq!(
-            fins(&s.on_announced("lb1", &[vip])),
+            fins(&s.on_announced("lb1", &[vip], Instant::now())),
             vec![("lb1".to_string(), vec![vip])]
         );
 
@@ -657,7 +734,79 @@ mod tests {
         s.on_quorum(other, up(110));
         s.on_desc_unreadable(other);
         assert!(!s.unknown.contains(&other));
-        assert!(s.on_announced("lb1", &[other]).is_empty());
+        assert!(s.on_announced("lb1", &[other], Instant::now()).is_empty());
         assert!(s.on_ack("lb1", other).is_ok());
+    }
+
+    fn syns(out: &Out) -> Vec<(String, Vec<IpAddr>)> {
+        out.iter()
+            .filter_map(|(d, m)| match m {
+                Message::SynAnnounce(s) => {
+                    Some((d.address().to_string(), s.vips.keys().copied().collect()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_vip_left_out_of_heartbeats_for_long_gets_its_syn_again() {
+        let mut s = state();
+        let t0 = Instant::now();
+        let vip = ip("192.0.2.10");
+        s.touch("lb1", t0, Some(1), None);
+        s.on_quorum(vip, up(130));
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        // Not listed: the clock starts; nothing until SYN_REPAIR_AFTER has passed.
+        assert!(s.on_announced("lb1", &[], at(1)).is_empty());
+        assert!(s.on_announced("lb1", &[], at(15)).is_empty());
+        let out = s.on_announced("lb1", &[], at(16));
+        assert_eq!(syns(&out), vec![("lb1".to_string(), vec![vip])]);
+        let Message::SynAnnounce(syn) = &out[0].1 else {
+            panic!()
+        };
+        assert_eq!(syn.vips[&vip].local_preference, 130);
+        assert_eq!(syn.vips[&vip].tree.vips(), [vip].into());
+        // Said again: the clock restarts.
+        assert!(s.on_announced("lb1", &[], at(17)).is_empty());
+        assert_eq!(syns(&s.on_announced("lb1", &[], at(31))).len(), 1);
+        // Listed once: forgotten; missing again later starts a new clock.
+        assert!(s.on_announced("lb1", &[vip], at(32)).is_empty());
+        assert!(s.on_announced("lb1", &[], at(33)).is_empty());
+        assert!(s.on_announced("lb1", &[], at(47)).is_empty());
+        assert_eq!(syns(&s.on_announced("lb1", &[], at(48))).len(), 1);
+        // No quorum, or not this client's VIP: never.
+        s.on_quorum(
+            vip,
+            Some(VipQuorum {
+                announce: false,
+                local_pref: 130,
+            }),
+        );
+        assert!(s.on_announced("lb1", &[], at(100)).is_empty());
+        s.touch("stranger", t0, Some(1), None);
+        assert!(s.on_announced("stranger", &[], at(200)).is_empty());
+    }
+
+    #[test]
+    fn a_client_newly_given_a_quorate_vip_gets_its_syn_with_the_mapping() {
+        let mut s = state();
+        let now = Instant::now();
+        let vip = ip("2001:db8::10");
+        s.on_quorum(vip, up(100));
+        s.touch("lb1", now, Some(1), None);
+        s.touch("lb2", now, Some(1), None);
+        let mut m = s.mapping.clone();
+        m.get_mut("lb2").unwrap().insert(vip);
+        m.insert("lb3".into(), [vip].into()); // not live: nothing to it
+        let out = s.on_mapping(m);
+        assert_eq!(kinds(&out)[0], ("broadcast".to_string(), "mapping"));
+        assert_eq!(syns(&out), vec![("lb2".to_string(), vec![vip])]);
+        // A VIP without quorum given to a client: the mapping only.
+        let mut m = s.mapping.clone();
+        m.get_mut("lb1").unwrap().insert(ip("192.0.2.99"));
+        let out = s.on_mapping(m.clone());
+        assert_eq!(kinds(&out), vec![("broadcast".to_string(), "mapping")]);
+        assert!(s.on_mapping(m).is_empty(), "unchanged");
     }
 }

@@ -243,18 +243,28 @@ impl Fleet {
         fleet
     }
 
+    /// Writes balancer `name`'s keepalived config on the arbiter: `vips` on every port.
+    /// The arbiter rebuilds its mapping from these every `mapping_update_interval` and on
+    /// SIGHUP.
+    pub fn write_keepalived_conf(&self, name: &str, vips: &[IpAddr]) {
+        let mut conf = String::from("! generated for the lab\n");
+        for vip in vips {
+            for port in &self.opts.ports {
+                conf.push_str(&format!(
+                    "virtual_server {vip} {port} {{\n    lb_algo wrr\n    lb_kind DR\n    protocol TCP\n    real_server 192.0.2.200 {port} {{\n        weight 1\n    }}\n}}\n"
+                ));
+            }
+        }
+        write(
+            &self.arbiter_dir.join(format!("lbs/{name}/web/vips.conf")),
+            &conf,
+        );
+    }
+
     fn write_arbiter_config(&self, names: &[String]) {
         let d = &self.arbiter_dir;
         for name in names {
-            let mut conf = String::from("! generated for the lab\n");
-            for vip in &self.opts.vips {
-                for port in &self.opts.ports {
-                    conf.push_str(&format!(
-                        "virtual_server {vip} {port} {{\n    lb_algo wrr\n    lb_kind DR\n    protocol TCP\n    real_server 192.0.2.200 {port} {{\n        weight 1\n    }}\n}}\n"
-                    ));
-                }
-            }
-            write(&d.join(format!("lbs/{name}/web/vips.conf")), &conf);
+            self.write_keepalived_conf(name, &self.opts.vips);
         }
         let text = format!(
             "[main]\namqp_server = amqp://{user}:{pass}@192.0.2.5:5672/%2f\nhostname = arbiter\nipvs = false\n\
@@ -518,6 +528,12 @@ impl Fleet {
     pub fn stop_client(&mut self, i: usize) {
         if let Some(mut d) = self.balancers[i].daemon.take() {
             let _ = d.stop();
+        }
+    }
+
+    pub fn signal_arbiter(&mut self, sig: nix::sys::signal::Signal) {
+        if let Some(d) = self.arbiter.as_mut() {
+            d.signal(sig).unwrap();
         }
     }
 
