@@ -507,13 +507,35 @@ fn metric(page: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Loses for real what the arbiter sends balancer 0 while `send` runs: the balancer is
+/// stopped, its prefetch window filled with junk so the broker keeps what follows in the
+/// queue, and the queue purged before the balancer resumes.
+fn lose_for_real(f: &mut Fleet, send: impl FnOnce(&Fleet)) {
+    f.signal_client(0, Signal::SIGSTOP);
+    let junk: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    publish_raw(f, &f.balancers[0].name, &junk);
+    assert!(
+        labkit::wait_until(WAIT, || f.client_queue(0).0 >= 1),
+        "the prefetch window never filled: {:?}",
+        f.client_queue(0)
+    );
+    let (ready, _) = f.client_queue(0);
+    send(f);
+    assert!(
+        labkit::wait_until(WAIT, || f.client_queue(0).0 > ready),
+        "nothing reached the queue"
+    );
+    f.rabbit
+        .ctl(&["purge_queue", &format!("ipvs-sync.{}", f.balancers[0].name)])
+        .unwrap();
+    f.signal_client(0, Signal::SIGCONT);
+}
+
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_a_lost_fin_heals_within_a_heartbeat() {
-    // The arbiter's fin_announce is lost for real: the balancer is stopped, its prefetch
-    // window filled with garbage so the broker holds the fin back in the queue, and the
-    // queue purged before it resumes. Its heartbeat still lists the VIP as announced; the
-    // arbiter answers with the fin again. Without that the VIP would stay announced until
+    // The arbiter's fin_announce is lost for real (`lose_for_real`). The balancer's
+    // heartbeat still lists the VIP as announced; the arbiter answers with the fin again. Without that the VIP would stay announced until
     // the next announces_request_interval (300 s).
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
@@ -521,24 +543,9 @@ fn lab_a_lost_fin_heals_within_a_heartbeat() {
     f.quorum("up", "203.0.113.10,b-100,80");
     assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
 
-    f.signal_client(0, Signal::SIGSTOP);
-    let junk: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().to_vec()).collect();
-    publish_raw(&f, "lb1", &junk);
-    assert!(
-        labkit::wait_until(WAIT, || f.client_queue(0).0 >= 1),
-        "the prefetch window never filled: {:?}",
-        f.client_queue(0)
-    );
-    let (ready, _) = f.client_queue(0);
-    f.quorum("down", "203.0.113.10,b-100,80");
-    assert!(
-        labkit::wait_until(WAIT, || f.client_queue(0).0 > ready),
-        "the fin never reached the queue"
-    );
-    f.rabbit
-        .ctl(&["purge_queue", &format!("ipvs-sync.{}", f.balancers[0].name)])
-        .unwrap();
-    f.signal_client(0, Signal::SIGCONT);
+    lose_for_real(&mut f, |f| {
+        f.quorum("down", "203.0.113.10,b-100,80");
+    });
     assert_eq!(f.path_count(0, &v4), 1, "the fin was lost, not delivered");
 
     let healed = f.wait_paths(0, &v4, 0, Duration::from_secs(20));
@@ -650,8 +657,8 @@ fn lab_desc_files_edited_by_hand_are_seen_without_rescanning_all() {
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_a_lost_syn_heals_in_seconds() {
-    // The arbiter's syn_announce is lost for real (the fin test's way: balancer stopped,
-    // prefetch window full of junk, queue purged). The balancer never hears of the VIP;
+    // The arbiter's syn_announce is lost for real (`lose_for_real`). The balancer never
+    // hears of the VIP;
     // its heartbeats leave it out, and after 15 s the arbiter says it again.
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
@@ -664,24 +671,9 @@ fn lab_a_lost_syn_heals_in_seconds() {
         "no mapping:\n{}",
         f.client_log(0)
     );
-    f.signal_client(0, Signal::SIGSTOP);
-    let junk: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().to_vec()).collect();
-    publish_raw(&f, "lb1", &junk);
-    assert!(
-        labkit::wait_until(WAIT, || f.client_queue(0).0 >= 1),
-        "the prefetch window never filled: {:?}",
-        f.client_queue(0)
-    );
-    let (ready, _) = f.client_queue(0);
-    f.quorum("up", "203.0.113.10,b-100,80");
-    assert!(
-        labkit::wait_until(WAIT, || f.client_queue(0).0 > ready),
-        "the syn never reached the queue"
-    );
-    f.rabbit
-        .ctl(&["purge_queue", &format!("ipvs-sync.{}", f.balancers[0].name)])
-        .unwrap();
-    f.signal_client(0, Signal::SIGCONT);
+    lose_for_real(&mut f, |f| {
+        f.quorum("up", "203.0.113.10,b-100,80");
+    });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(f.path_count(0, &v4), 0, "the syn was lost, not delivered");
 
