@@ -255,8 +255,8 @@ impl State {
     /// does not give it the VIP, or the desc does not say announce — get a `fin_announce`
     /// to it: a `fin_announce` lost on the way heals within a heartbeat instead of an
     /// `announces_request_interval`. Those it should announce and has not listed for
-    /// [`SYN_REPAIR_AFTER`] get their `syn_announce` to it again. VIPs of unreadable desc
-    /// files are left alone.
+    /// [`SYN_REPAIR_AFTER`] get their `syn_announce` to it again, after its `mapping`. VIPs
+    /// of unreadable desc files are left alone.
     pub fn on_announced(&mut self, client: &str, announced: &[IpAddr], now: Instant) -> Out {
         let to = Dest::Client(client.to_string());
         let mut out = Vec::new();
@@ -289,6 +289,9 @@ impl State {
             info.missing = missing;
         }
         if !syn.vips.is_empty() {
+            // Its mapping first: a client whose mapping message was lost would refuse a
+            // syn for a VIP it does not know is its own.
+            out.push((to.clone(), self.mapping_for(client)));
             out.push((to.clone(), Message::SynAnnounce(syn)));
         }
         let fin: Vec<IpAddr> = announced
@@ -761,8 +764,12 @@ mod tests {
         assert!(s.on_announced("lb1", &[], at(1)).is_empty());
         assert!(s.on_announced("lb1", &[], at(15)).is_empty());
         let out = s.on_announced("lb1", &[], at(16));
+        assert_eq!(
+            kinds(&out),
+            vec![("lb1".into(), "mapping"), ("lb1".into(), "syn_announce")]
+        );
         assert_eq!(syns(&out), vec![("lb1".to_string(), vec![vip])]);
-        let Message::SynAnnounce(syn) = &out[0].1 else {
+        let Message::SynAnnounce(syn) = &out[1].1 else {
             panic!()
         };
         assert_eq!(syn.vips[&vip].local_preference, 130);
