@@ -91,6 +91,12 @@ impl DescWatch {
         self.dirs.len()
     }
 
+    /// Directories wanted but not watched now (missing, or out of inotify watches:
+    /// `fs.inotify.max_user_watches`); while any is, every take answers everything.
+    pub fn unwatched(&self) -> usize {
+        self.unwatched.len()
+    }
+
     fn rewatch(&mut self) {
         let todo = std::mem::take(&mut self.unwatched);
         for dir in todo {
@@ -202,7 +208,7 @@ mod tests {
         let d = dir.path().join("desc");
         let mut w = DescWatch::new().unwrap();
         w.set_dirs(&[d.clone()].into());
-        assert_eq!(w.watched(), 0);
+        assert_eq!((w.watched(), w.unwatched()), (0, 1));
         w.take();
         assert_eq!(w.take(), Seen::Everything, "cannot watch what is not there");
 

@@ -419,6 +419,13 @@ impl Server {
                     self.descs.set_paths(paths);
                     if let Some(w) = self.watch.as_mut() {
                         w.set_dirs(&self.descs.dirs());
+                        if w.unwatched() > 0 {
+                            warn!(
+                                watched = w.watched(),
+                                unwatched = w.unwatched(),
+                                "desc directories not watched (missing, or fs.inotify.max_user_watches): every desc file is looked at on every scan until they are"
+                            );
+                        }
                     }
                     self.send_all(out);
                     self.refresh_descs(None);
