@@ -702,14 +702,14 @@ fn lab_a_balancer_newly_mapped_to_a_vip_announces_it_at_once() {
     f.quorum("up", "203.0.113.10,b-100,80");
     assert!(f.wait_paths(0, &v4, 2, WAIT).is_some());
 
-    f.write_keepalived_conf("lb2", &[]);
+    f.write_keepalived_conf("lb2", &[], &[80]);
     f.signal_arbiter(Signal::SIGHUP);
     assert!(
         f.wait_paths(0, &v4, 1, WAIT).is_some(),
         "lb2 kept the VIP the mapping took from it:\n{}",
         f.arbiter_log()
     );
-    f.write_keepalived_conf("lb2", &[v4]);
+    f.write_keepalived_conf("lb2", &[v4], &[80]);
     f.signal_arbiter(Signal::SIGHUP);
     assert!(
         f.wait_paths(0, &v4, 2, WAIT).is_some(),
@@ -720,5 +720,42 @@ fn lab_a_balancer_newly_mapped_to_a_vip_announces_it_at_once() {
     assert_eq!(
         repairs, 0.0,
         "announced by the heartbeat repair, not with the mapping"
+    );
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_a_virtual_server_removed_from_keepalived_stops_holding_its_vip_back() {
+    // A VIP on ports 80 and 8080; 8080's quorum is down, so the VIP is not announced. The
+    // operator removes the 8080 virtual server from keepalived's config: keepalived makes
+    // no quorum call for it again, and its `down` used to count in the desc file forever.
+    // The arbiter's mapping rebuild (SIGHUP here) forgets it; the VIP is announced.
+    assert!(labkit::require_root());
+    let v4 = ip("203.0.113.10");
+    let mut f = Fleet::start(FleetOpts {
+        ports: vec![80, 8080],
+        ..FleetOpts::default()
+    });
+    f.quorum("up", "203.0.113.10,b-100,80");
+    f.quorum("down", "203.0.113.10,b-100,8080");
+    let path = f.desc_path(&v4);
+    let desc = || std::fs::read_to_string(&path).unwrap();
+    assert!(desc().contains(r#""announce":false"#), "{}", desc());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(f.path_count(0, &v4), 0, "announced with a port down");
+
+    f.write_keepalived_conf("lb1", &[v4], &[80]);
+    f.signal_arbiter(Signal::SIGHUP);
+    assert!(
+        f.wait_paths(0, &v4, 1, WAIT).is_some(),
+        "still held back by the removed port: {}\n{}",
+        desc(),
+        f.arbiter_log()
+    );
+    let d: serde_json::Value = serde_json::from_str(&desc()).unwrap();
+    assert_eq!(
+        (d["active"].as_u64(), d["total"].as_u64()),
+        (Some(1), Some(1)),
+        "{d}"
     );
 }

@@ -128,6 +128,11 @@ impl PortsCache {
         }
     }
 
+    /// The stored ports however old, if the file exists and parses.
+    pub fn load(&self) -> Option<KnownPorts> {
+        self.read(false)
+    }
+
     /// Replace the cache file atomically with `ports` (temp file, fsync, rename).
     pub fn store(&self, ports: &KnownPorts) -> io::Result<()> {
         let bytes = serde_json::to_vec(ports).map_err(io::Error::other)?;

@@ -285,6 +285,37 @@ pub fn apply(
     })
 }
 
+/// Forget, in the desc file `path`, the ports in `gone` — virtual servers the keepalived
+/// configs named before and no longer name — unless `known` (what they name now) has them
+/// again, and recount against `known`, all under the file's lock. Without this a port
+/// removed from the configs while its last report was `down` would keep `active < total`,
+/// and the VIP from being announced, for as long as the file lives.
+///
+/// Returns the rewritten desc and whether it said announce before, or `None` when nothing
+/// changed (no file, a corrupt file — left for the next quorum call to replace — or none
+/// of `gone` in it). A port keepalived reports again later is counted again.
+pub fn forget_ports(
+    path: &Path,
+    gone: &BTreeSet<u16>,
+    known: &BTreeSet<u16>,
+) -> Result<Option<(Desc, bool)>, DescError> {
+    let _lock = DescLock::acquire_timeout(path, LOCK_TIMEOUT)?;
+    let old = match Desc::read(path) {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() || e.is_corrupt() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut desc = old.clone();
+    desc.ports
+        .retain(|port, _| !gone.contains(port) || known.contains(port));
+    if desc.ports.len() == old.ports.len() {
+        return Ok(None);
+    }
+    desc.recount(known);
+    write_atomic(path, &desc)?;
+    Ok(Some((desc, old.announce)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,5 +489,55 @@ mod tests {
             matches!(err, QuorumError::Desc(DescError::Io { .. })),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_port_gone_from_the_configs_stops_holding_the_vip_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.json");
+        let both = BTreeSet::from([80, 8080]);
+        let call = |arg: &str, d: Direction, known: &BTreeSet<u16>| {
+            apply(&path, &parse_arg(arg).unwrap(), d, known).unwrap()
+        };
+        call("192.0.2.1,b-100,80", Direction::Up, &both);
+        let o = call("192.0.2.1,b-100,8080", Direction::Down, &both);
+        assert_eq!(
+            (o.desc.active, o.desc.total, o.desc.announce),
+            (1, 2, false)
+        );
+
+        // 8080 left the configs: forgotten, and the VIP announceable.
+        let now = BTreeSet::from([80]);
+        let (d, was) = forget_ports(&path, &BTreeSet::from([8080]), &now)
+            .unwrap()
+            .unwrap();
+        assert!(!was);
+        assert_eq!((d.active, d.total, d.announce), (1, 1, true));
+        assert_eq!(Desc::read(&path).unwrap(), d);
+        // Nothing more to forget; a port gone but named again is kept.
+        assert!(forget_ports(&path, &BTreeSet::from([8080]), &now)
+            .unwrap()
+            .is_none());
+        assert!(forget_ports(&path, &BTreeSet::from([80]), &both)
+            .unwrap()
+            .is_none());
+        // keepalived still runs the old config and reports 8080 down: counted again.
+        let o = call("192.0.2.1,b-100,8080", Direction::Down, &now);
+        assert_eq!(
+            (o.desc.active, o.desc.total, o.desc.announce),
+            (1, 2, false)
+        );
+
+        // No file, or a corrupt one: left alone.
+        let missing = dir.path().join("none.json");
+        assert!(forget_ports(&missing, &BTreeSet::from([1]), &now)
+            .unwrap()
+            .is_none());
+        assert!(!missing.exists());
+        std::fs::write(&path, b"{\"active\": 2, \"total\"").unwrap();
+        assert!(forget_ports(&path, &BTreeSet::from([8080]), &now)
+            .unwrap()
+            .is_none());
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"active\": 2, \"total\"");
     }
 }

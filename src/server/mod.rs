@@ -62,6 +62,8 @@ struct Server {
     watch: Option<DescWatch>,
     /// When every desc file was last looked at.
     full_scan: Option<Instant>,
+    /// VIP → ports the keepalived configs named at the last mapping rebuild.
+    known_ports: Option<announce::known_ports::KnownPorts>,
     outbox: Outbox,
     metrics: Metrics,
     status: StatusDoc,
@@ -115,6 +117,7 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
             .inspect_err(|e| warn!(error = %e, "desc files are polled without inotify"))
             .ok(),
         full_scan: None,
+        known_ports: None,
         outbox,
         metrics,
         status,
@@ -382,7 +385,13 @@ impl Server {
     }
 
     fn refresh_mapping(&mut self) {
+        if self.known_ports.is_none() {
+            // What the last run's configs named, before this run's cache replaces it.
+            let cache = crate::cmd::quorum::ports_cache(&self.cfg);
+            self.known_ports = Some(cache.load().unwrap_or_default());
+        }
         let m = &self.cfg.main;
+        let mut known = None;
         let built = if m.export_service_mapping_wildcard_to_config {
             config::mapping::build(&m.service_mapping_wildcard).and_then(|r| {
                 for s in &r.skipped {
@@ -394,12 +403,18 @@ impl Server {
                 if let Err(e) = crate::cmd::quorum::store_known_ports(&self.cfg, &r.ports) {
                     warn!(error = %e, "known-ports cache for quorum not written");
                 }
+                known = Some(crate::cmd::quorum::known_ports_of(&r.ports));
                 Ok(vips)
             })
         } else {
             config::mapping::read_json(&m.service_mapping_config)
         };
-        self.worked("mapping", m.mapping_update_interval);
+        if let Some(known) = known {
+            if self.forget_gone_ports(known) {
+                self.refresh_descs(None);
+            }
+        }
+        self.worked("mapping", self.cfg.main.mapping_update_interval);
         match built {
             Ok(map) => {
                 self.mapping_read = true;
@@ -436,6 +451,38 @@ impl Server {
                 self.metrics.inc("ipvs_sync_mapping_errors_total", &[]);
             }
         }
+    }
+
+    /// Ports the keepalived configs named for a VIP at the last rebuild (or in the last
+    /// run's cache) and no longer name are forgotten in its desc file, so a virtual server
+    /// removed while its quorum was down stops holding the VIP back. Returns true when a
+    /// desc file was rewritten.
+    fn forget_gone_ports(&mut self, now: announce::known_ports::KnownPorts) -> bool {
+        let before = self.known_ports.take().unwrap_or_default();
+        let mut rewritten = false;
+        for (vip, ports) in &now {
+            let Some(was) = before.get(vip) else {
+                continue;
+            };
+            let gone: BTreeSet<u16> = was.difference(ports).copied().collect();
+            if gone.is_empty() {
+                continue;
+            }
+            match announce::quorum::forget_ports(&self.cfg.desc_path(*vip), &gone, ports) {
+                Ok(Some((d, was_announce))) => {
+                    info!(%vip, ?gone, active = d.active, total = d.total, announce = d.announce,
+                          was_announce, "ports gone from the keepalived configs forgotten in the desc file");
+                    rewritten = true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(%vip, ?gone, error = %e, "cannot forget ports gone from the keepalived configs");
+                    self.metrics.inc("ipvs_sync_desc_errors_total", &[]);
+                }
+            }
+        }
+        self.known_ports = Some(now);
+        rewritten
     }
 
     /// Re-reads changed desc files and acts on them; returns the VIPs that changed. Looks

@@ -243,13 +243,13 @@ impl Fleet {
         fleet
     }
 
-    /// Writes balancer `name`'s keepalived config on the arbiter: `vips` on every port.
+    /// Writes balancer `name`'s keepalived config on the arbiter: `vips` on `ports`.
     /// The arbiter rebuilds its mapping from these every `mapping_update_interval` and on
     /// SIGHUP.
-    pub fn write_keepalived_conf(&self, name: &str, vips: &[IpAddr]) {
+    pub fn write_keepalived_conf(&self, name: &str, vips: &[IpAddr], ports: &[u16]) {
         let mut conf = String::from("! generated for the lab\n");
         for vip in vips {
-            for port in &self.opts.ports {
+            for port in ports {
                 conf.push_str(&format!(
                     "virtual_server {vip} {port} {{\n    lb_algo wrr\n    lb_kind DR\n    protocol TCP\n    real_server 192.0.2.200 {port} {{\n        weight 1\n    }}\n}}\n"
                 ));
@@ -264,7 +264,7 @@ impl Fleet {
     fn write_arbiter_config(&self, names: &[String]) {
         let d = &self.arbiter_dir;
         for name in names {
-            self.write_keepalived_conf(name, &self.opts.vips);
+            self.write_keepalived_conf(name, &self.opts.vips, &self.opts.ports);
         }
         let text = format!(
             "[main]\namqp_server = amqp://{user}:{pass}@192.0.2.5:5672/%2f\nhostname = arbiter\nipvs = false\n\
