@@ -3,7 +3,7 @@
 //! ```text
 //!  broker ─Transport─▶ incoming ─────────────┐
 //!  quorum socket (ipvs-sync quorum) ─────────┤
-//!  desc scan (vips_description_update_interval) ┤
+//!  desc scan (inotify-named files; all ≥ 10 s) ┤
 //!  IPVS dump (1 s, spawn_blocking) ──────────┼─▶ Server loop ─ State (pure) ─▶ outbox ─▶ Transport.send
 //!  mapping rebuild (mapping_update_interval) ┤
 //!  client expiry, heartbeat, status ─────────┤
@@ -13,6 +13,8 @@
 //! The loop owns [`state::State`]; every decision is made there without I/O, and the loop
 //! only feeds it events and queues what it returns. Requests beyond
 //! `client_requests_queue_limit` wait in the broker (prefetch is bounded), not in memory.
+//! Until it has read its mapping and tree and `[server] startup_hold` has passed, it answers
+//! no balancer (see [`Server::hold`]).
 
 pub mod state;
 

@@ -262,7 +262,7 @@ impl State {
         let mut out = Vec::new();
         let mine = self.mapping.get(client);
         let listed: BTreeSet<IpAddr> = announced.iter().copied().collect();
-        let mut syn = SynAnnounce::default();
+        let mut due = Vec::new();
         if let (Some(info), Some(mine)) = (self.clients.get_mut(client), mine) {
             let wanted = mine
                 .iter()
@@ -271,22 +271,19 @@ impl State {
             for vip in wanted.filter(|v| !listed.contains(v)) {
                 let since = info.missing.get(vip).copied().unwrap_or(now);
                 if now.saturating_duration_since(since) >= SYN_REPAIR_AFTER {
-                    if let Some(q) = self.quorum.get(vip) {
-                        let only: BTreeSet<IpAddr> = [*vip].into();
-                        syn.vips.insert(
-                            *vip,
-                            AnnounceSpec {
-                                tree: self.tree.filter_vips(&only, false),
-                                local_preference: q.local_pref,
-                            },
-                        );
-                    }
+                    due.push(*vip);
                     missing.insert(*vip, now);
                 } else {
                     missing.insert(*vip, since);
                 }
             }
             info.missing = missing;
+        }
+        let mut syn = SynAnnounce::default();
+        for vip in due {
+            if let Some(q) = self.quorum.get(&vip) {
+                syn.vips.insert(vip, self.spec(vip, *q));
+            }
         }
         if !syn.vips.is_empty() {
             // Its mapping first: a client whose mapping message was lost would refuse a

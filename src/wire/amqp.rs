@@ -364,7 +364,7 @@ struct Shared {
 /// A connection to the broker with the topology of one [`Role`].
 ///
 /// Signing, verification, counting and reconnection happen inside; the daemon sees
-/// [`Transport::send`] and a bounded stream of [`Incoming`].
+/// [`Transport::publish`] / [`Transport::confirmed`] and a bounded stream of [`Incoming`].
 pub struct Transport {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
