@@ -7,7 +7,7 @@
 //! returns every answer of the batch is queued on the socket; they are read without
 //! blocking, and a missing one (lost to a receive-queue overflow) is reported as
 //! [`IpvsError::NoAnswer`] instead of hanging. Dumps (`GET_SERVICE`, `GET_DEST`,
-//! `GET_DAEMON`) live in `dump.rs`: they read blocking until `NLMSG_DONE`, the kernel
+//! `GET_DAEMON`) live in `dump/`: they read blocking until `NLMSG_DONE`, the kernel
 //! filling later parts as the reader drains them.
 //!
 //! Async daemons call this from `spawn_blocking`.
@@ -39,6 +39,9 @@ use crate::plan::{Op, Plan};
 /// service of 21 destinations; dumping 100,000 destinations under TCG took 0.9–1.1 s of
 /// kernel time with it, against 1.1–1.5 s at 8 KiB and 1.9–2.2 s at 32 KiB.
 pub(crate) const RECV_BUF: usize = 8192 - 320;
+/// Receive buffer of the second socket: the kernel's largest part (32 KiB less the skb's
+/// shared info) holds about 90 destinations or 110 services.
+pub(crate) const WIDE_BUF: usize = 32768 - 320;
 /// Requests per `sendmsg` by default. Each answer takes an skb of ~1 KiB of the socket's
 /// receive queue (212 KiB by default), so 128 stays well clear of overflow.
 pub const DEFAULT_BATCH: usize = 128;
@@ -104,9 +107,11 @@ pub struct Ipvs {
     pub(crate) family: u16,
     pub(crate) seq: u32,
     pub(crate) buf: Vec<u8>,
-    /// A second socket read with the kernel's largest parts, opened on first need
-    /// (see `dump.rs`).
-    pub(crate) wide: Option<(NlSocket, Vec<u8>)>,
+    /// A second socket read with the kernel's largest parts (see `dump/mod.rs`).
+    pub(crate) wide: (NlSocket, Vec<u8>),
+    /// A second handle whose socket a second thread reads a large table's destination
+    /// dumps off while this one decodes them (see `dump/pipeline.rs`); `None` in itself.
+    pub(crate) helper: Option<Box<Ipvs>>,
 }
 
 impl std::fmt::Debug for Ipvs {
@@ -177,8 +182,19 @@ impl Ipvs {
                     }
                 }
             };
-        let sock = NlSocket::connect(NlFamily::Generic, None, Groups::empty())
-            .map_err(sock_err("connect"))?;
+        let mut ipvs = Ipvs::open(family)?;
+        ipvs.helper = Some(Box::new(Ipvs::open(family)?));
+        Ok(ipvs)
+    }
+
+    /// The sockets of a handle, all opened now: a socket belongs to the network
+    /// namespace of the thread that opens it, so none is left to open later from
+    /// another thread.
+    fn open(family: u16) -> Result<Ipvs, IpvsError> {
+        let connect = || {
+            NlSocket::connect(NlFamily::Generic, None, Groups::empty()).map_err(sock_err("connect"))
+        };
+        let sock = connect()?;
         // A hint; the kernel caps it at net.core.rmem_max.
         let _ = sock.set_recv_buffer_size(1 << 20);
         Ok(Ipvs {
@@ -186,7 +202,8 @@ impl Ipvs {
             family,
             seq: 0,
             buf: vec![0; RECV_BUF],
-            wide: None,
+            wide: (connect()?, vec![0; WIDE_BUF]),
+            helper: None,
         })
     }
 

@@ -114,22 +114,37 @@ fn write_dump(tree: &Tree, json: bool, out: &mut dyn Write, err: &mut dyn Write)
 
 /// `ipvs apply FILE [--dry-run]`: makes the kernel's tree equal to the file's with the
 /// fewest operations.
+///
+/// The file is read and parsed on a second thread while this one dumps the kernel's
+/// table: on a large tree both take long, and neither needs the other. A bad file is
+/// still reported before anything the dump met, and nothing is changed.
 pub fn apply(file: &Path, dry_run: bool, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let wanted = match load_tree(file) {
+    let (wanted, kernel) = std::thread::scope(|scope| {
+        let reading = scope.spawn(|| load_tree(file));
+        let kernel = Ipvs::connect().map(|mut ipvs| {
+            let actual = ipvs.dump();
+            (ipvs, actual)
+        });
+        let wanted = reading
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (wanted, kernel)
+    });
+    let wanted = match wanted {
         Ok(t) => t,
         Err(e) => {
             let _ = writeln!(err, "ipvs apply: {e}");
             return EXIT_CANNOT_START;
         }
     };
-    let mut ipvs = match Ipvs::connect() {
-        Ok(i) => i,
+    let (mut ipvs, actual) = match kernel {
+        Ok(k) => k,
         Err(e) => {
             let _ = writeln!(err, "ipvs apply: {e}");
             return EXIT_CANNOT_START;
         }
     };
-    apply_tree(&mut ipvs, &wanted, dry_run, out, err)
+    apply_dumped(&mut ipvs, actual, &wanted, dry_run, out, err)
 }
 
 /// Dumps, diffs against `wanted`, and applies (or, with `dry_run`, prints) the plan.
@@ -140,7 +155,19 @@ pub fn apply_tree(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> u8 {
-    let actual = match ipvs.dump() {
+    let actual = ipvs.dump();
+    apply_dumped(ipvs, actual, wanted, dry_run, out, err)
+}
+
+fn apply_dumped(
+    ipvs: &mut Ipvs,
+    actual: Result<Tree, IpvsError>,
+    wanted: &Tree,
+    dry_run: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let actual = match actual {
         Ok(t) => t,
         Err(e) => {
             let _ = writeln!(err, "ipvs apply: reading the kernel's table: {e}");
@@ -220,5 +247,35 @@ mod tests {
             assert_eq!(code, EXIT_CANNOT_START);
             assert_eq!(err, "ipvs dump: generic netlink family IPVS not found: modprobe ip_vs, or set ipvs = false\n");
         }
+    }
+
+    #[test]
+    fn a_bad_file_is_reported_before_anything_the_kernel_said() {
+        // The file is read while the table is dumped; whatever the dump met (no IPVS on
+        // this host, or a table read for nothing), the file's error is the one reported.
+        let dir = std::env::temp_dir().join(format!("ipvs-apply-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, "{\"services\": [\n  {\"fwmark\": \"seven\"}\n]}").unwrap();
+        for dry_run in [true, false] {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            assert_eq!(apply(&bad, dry_run, &mut out, &mut err), EXIT_CANNOT_START);
+            let err = String::from_utf8(err).unwrap();
+            assert!(
+                err.starts_with(&format!("ipvs apply: {}:2:", bad.display())),
+                "{err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(out.is_empty());
+        }
+        let missing = dir.join("missing.json");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        assert_eq!(
+            apply(&missing, false, &mut out, &mut err),
+            EXIT_CANNOT_START
+        );
+        let err = String::from_utf8(err).unwrap();
+        assert!(err.contains("missing.json"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

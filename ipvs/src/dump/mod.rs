@@ -22,31 +22,32 @@
 //!   largest parts (one part up to about 90 destinations); if that still takes several,
 //!   until two reads in a row agree, or [`IpvsError::Unsettled`] after [`DUMP_TRIES`].
 //!
-//! Each dump decodes straight from the receive buffer ([`Frames`],
-//! [`service_from_payload`], [`dest_from_payload`]): 100,000 destinations, no
-//! allocation per attribute.
+//! Each dump decodes straight from the datagrams it read (`Frames`,
+//! [`service_from_payload`], `dest_from_payload`): 100,000 destinations, no allocation per
+//! attribute. From [`PIPELINE_AT`] services on, the destination dumps are read on one
+//! thread and decoded on another (`pipeline.rs`); `fold.rs` is the decoding both share.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use neli::consts::socket::{Msg, NlFamily};
-use neli::socket::NlSocket;
-use neli::utils::Groups;
+use neli::consts::socket::Msg;
 
 use crate::error::{DecodeError, Errno, IpvsError, OpKind};
 use crate::handle::{recv_datagram, sock_err, Ipvs};
 use crate::model::{Dest, DestKey, Service, ServiceKey, Tree};
 use crate::packet::{
-    dest_from_payload, parse_nlas, service_from_payload, service_key_attrs, Cmd, DaemonState,
-    Frame, Frames, IpvsAttr, IpvsMessage, Message, Nested, IPVS_CMD_ATTR_DAEMON,
-    IPVS_CMD_ATTR_DEST, IPVS_CMD_ATTR_SERVICE, NLA_TYPE_MASK, NLM_F_DUMP, NLM_F_REQUEST,
+    parse_nlas, service_from_payload, service_key_attrs, Cmd, DaemonState, IpvsAttr, IpvsMessage,
+    Message, Nested, IPVS_CMD_ATTR_DAEMON, IPVS_CMD_ATTR_SERVICE, NLA_TYPE_MASK, NLM_F_DUMP,
+    NLM_F_REQUEST,
 };
 
 /// How many times a multi-part dump that keeps changing is read.
 pub const DUMP_TRIES: usize = 5;
 
-/// Receive buffer of the second socket: the kernel's largest part (32 KiB less the skb's
-/// shared info) holds about 90 destinations or 110 services.
-const WIDE_BUF: usize = 32768 - 320;
+mod fold;
+mod pipeline;
+
+use fold::{DestsFold, Progress, Read};
+pub use pipeline::PIPELINE_AT;
 
 /// `ESRCH`: no such service.
 const ESRCH: i32 = 3;
@@ -60,22 +61,30 @@ enum Parts {
     Wide,
 }
 
-/// What one read of a dump gave: the objects, their keys (`None` when a key came twice,
-/// a sure sign of a shifted part), and the number of parts.
-struct Read<T, K> {
-    items: T,
-    keys: Option<Vec<K>>,
-    parts: usize,
-}
-
 impl Ipvs {
     /// The whole table with counters, like `ipvsadm -Sn` (one dump of services, then one
     /// dump of destinations per service), checked as the module says.
+    ///
+    /// From [`PIPELINE_AT`] services on, the destinations are read in a pipeline: a
+    /// second thread reads the dumps off the helper handle's socket while this one
+    /// decodes them (see `dump/pipeline.rs`).
     pub fn dump(&mut self) -> Result<Tree, IpvsError> {
         let mut tree = self.service_list()?;
         let keys: Vec<ServiceKey> = tree.services().map(|s| *s.key()).collect();
-        for key in keys {
-            let dests = self.service_dests(&key)?;
+        let read = match self.helper.take() {
+            Some(mut helper) if keys.len() >= PIPELINE_AT => {
+                let read = self.dests_pipelined(&mut helper, &keys);
+                self.helper = Some(helper);
+                read?
+            }
+            helper => {
+                self.helper = helper;
+                keys.iter()
+                    .map(|key| Ok((*key, self.service_dests(key)?)))
+                    .collect::<Result<Vec<_>, IpvsError>>()?
+            }
+        };
+        for (key, dests) in read {
             if let Some(svc) = tree.get_mut(&key) {
                 svc.dests = dests;
             }
@@ -160,8 +169,21 @@ impl Ipvs {
         Ok(tree)
     }
 
+    /// A service's destinations, read in small parts and, when that took several,
+    /// settled in wide ones.
     fn service_dests(&mut self, key: &ServiceKey) -> Result<BTreeMap<DestKey, Dest>, IpvsError> {
-        let mut read = self.read_dests(Parts::Small, key)?;
+        let read = self.read_dests(Parts::Small, key)?;
+        self.settle_dests(key, read)
+    }
+
+    /// Given a first read in small parts: kept if it took one part and no destination
+    /// came twice; else read again in the largest parts until that takes one part or
+    /// two reads in a row agree.
+    fn settle_dests(
+        &mut self,
+        key: &ServiceKey,
+        mut read: Read<BTreeMap<DestKey, Dest>, DestKey>,
+    ) -> Result<BTreeMap<DestKey, Dest>, IpvsError> {
         if read.parts <= 1 && read.keys.is_some() {
             return Ok(read.items);
         }
@@ -206,26 +228,12 @@ impl Ipvs {
         parts: Parts,
         key: &ServiceKey,
     ) -> Result<Read<BTreeMap<DestKey, Dest>, DestKey>, IpvsError> {
-        let msg = IpvsMessage::new(
-            Cmd::GetDest,
-            vec![IpvsAttr::Service(Nested::new(service_key_attrs(key)))],
-        );
-        let family = key.family();
-        let mut dests = BTreeMap::new();
-        let mut twice = false;
+        let msg = dests_request(key);
+        let mut fold = DestsFold::new(key.family());
         let parts = self.dump_each(OpKind::Dump, parts, msg, |kind, payload| {
-            if kind == IPVS_CMD_ATTR_DEST {
-                let dest = dest_from_payload(payload, family)?;
-                twice |= dests.insert(dest.key, dest).is_some();
-            }
-            Ok(())
+            fold.take(kind, payload)
         })?;
-        let keys = (!twice).then(|| dests.keys().copied().collect());
-        Ok(Read {
-            items: dests,
-            keys,
-            parts,
-        })
+        Ok(fold.finish(parts))
     }
 
     /// Runs a dump on one of the sockets and hands `each` the top-level attributes of
@@ -248,58 +256,24 @@ impl Ipvs {
         let bytes = Message::request(family, NLM_F_REQUEST | NLM_F_DUMP, seq, msg).to_bytes();
         let (sock, buf) = match parts {
             Parts::Small => (&self.sock, &mut self.buf),
-            Parts::Wide => {
-                let wide = match &mut self.wide {
-                    Some(wide) => wide,
-                    none => none.insert((
-                        NlSocket::connect(NlFamily::Generic, None, Groups::empty())
-                            .map_err(sock_err("connect"))?,
-                        vec![0; WIDE_BUF],
-                    )),
-                };
-                (&wide.0, &mut wide.1)
-            }
+            Parts::Wide => (&self.wide.0, &mut self.wide.1),
         };
         sock.send(&bytes, Msg::empty())
             .map_err(sock_err("send dump request"))?;
-        let mut failed: Option<DecodeError> = None;
-        let mut count = 0;
+        let mut progress = Progress::new(seq);
         loop {
             let n = recv_datagram(sock, buf, op)?;
-            let mut carried = false;
-            for frame in Frames::new(&buf[..n], family) {
-                let (frame_seq, frame) =
-                    frame.map_err(|source| IpvsError::Decode { op, source })?;
-                if frame_seq != seq {
-                    continue;
-                }
-                match frame {
-                    Frame::Ipvs { attrs, .. } if failed.is_none() => {
-                        carried = true;
-                        for attr in attrs {
-                            if let Err(e) = attr.and_then(|(t, p)| each(t & NLA_TYPE_MASK, p)) {
-                                failed = Some(e);
-                                break;
-                            }
-                        }
-                    }
-                    Frame::Done => {
-                        return match failed {
-                            None => Ok(count + usize::from(carried)),
-                            Some(source) => Err(IpvsError::Decode { op, source }),
-                        }
-                    }
-                    Frame::Error(error) if error != 0 => {
-                        return Err(IpvsError::Kernel {
-                            op,
-                            id: String::new(),
-                            errno: crate::Errno(-error),
-                        })
-                    }
-                    _ => {}
-                }
+            if let Some(end) = progress.take(op, family, &buf[..n], &mut each) {
+                return end;
             }
-            count += usize::from(carried);
         }
     }
+}
+
+/// The request for one service's destination dump.
+fn dests_request(key: &ServiceKey) -> IpvsMessage {
+    IpvsMessage::new(
+        Cmd::GetDest,
+        vec![IpvsAttr::Service(Nested::new(service_key_attrs(key)))],
+    )
 }
