@@ -283,6 +283,46 @@ mod tests {
     }
 
     #[test]
+    fn dump_counters_survive_the_json_form() {
+        use crate::model::{Dest, DestStats, Service, ServiceKey, ServiceSpec, Stats};
+        let mut svc = Service::new(ServiceSpec::new(
+            ServiceKey::tcp("192.0.2.1".parse().unwrap(), 80),
+            "wrr",
+        ));
+        let mut dest = Dest::new("198.51.100.5".parse().unwrap(), 80).weight(3);
+        dest.stats = Some(DestStats {
+            active_conns: 7,
+            inact_conns: 2,
+            persist_conns: 1,
+            traffic: Stats {
+                conns: 40,
+                inbytes: 12_345,
+                outpps: 9,
+                ..Stats::default()
+            },
+        });
+        svc.insert_dest(dest.clone());
+        let tree: Tree = [svc].into_iter().collect();
+        let text = serde_json::to_string(&tree).unwrap();
+        assert!(text.contains(r#""inbytes":12345"#), "{text}");
+        let back: Tree = serde_json::from_str(&text).unwrap();
+        let read = back
+            .services()
+            .next()
+            .unwrap()
+            .dests
+            .values()
+            .next()
+            .unwrap();
+        assert_eq!(read, &dest);
+        assert_eq!(read.stats, dest.stats);
+        // Fields this version does not know are ignored, as they always were.
+        let newer = text.replace(r#""weight":3"#, r#""weight":3,"future":{"x":[1]}"#);
+        assert_ne!(newer, text);
+        assert_eq!(serde_json::from_str::<Tree>(&newer).unwrap(), tree);
+    }
+
+    #[test]
     fn json_rejects_duplicates_and_half_keys() {
         let dup = r#"{"services": [{"fwmark": 1}, {"fwmark": 1}]}"#;
         assert!(serde_json::from_str::<Tree>(dup)
