@@ -119,16 +119,27 @@ fn write_dump(tree: &Tree, json: bool, out: &mut dyn Write, err: &mut dyn Write)
 /// table: on a large tree both take long, and neither needs the other. A bad file is
 /// still reported before anything the dump met, and nothing is changed.
 pub fn apply(file: &Path, dry_run: bool, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
-    let (wanted, kernel) = std::thread::scope(|scope| {
-        let reading = scope.spawn(|| load_tree(file));
-        let kernel = Ipvs::connect().map(|mut ipvs| {
+    let dump = || {
+        Ipvs::connect().map(|mut ipvs| {
             let actual = ipvs.dump();
             (ipvs, actual)
-        });
-        let wanted = reading
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (wanted, kernel)
+        })
+    };
+    let (wanted, kernel) = std::thread::scope(|scope| {
+        let reading = std::thread::Builder::new()
+            .name("ipvs-apply-read".into())
+            .spawn_scoped(scope, || load_tree(file));
+        match reading {
+            Ok(reading) => {
+                let kernel = dump();
+                let wanted = reading
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (wanted, kernel)
+            }
+            // No thread to be had: one after the other.
+            Err(_) => (load_tree(file), dump()),
+        }
     });
     let wanted = match wanted {
         Ok(t) => t,

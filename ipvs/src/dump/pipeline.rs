@@ -54,17 +54,26 @@ impl Ipvs {
     ) -> Result<Vec<(ServiceKey, Dests)>, IpvsError> {
         let (tx, rx) = sync_channel::<Result<Vec<RawDump>, IpvsError>>(PIPELINE_DEPTH);
         std::thread::scope(|scope| {
-            scope.spawn(move || {
-                for chunk in keys.chunks(CHUNK) {
-                    let read: Result<Vec<RawDump>, IpvsError> =
-                        chunk.iter().map(|key| helper.read_dests_raw(key)).collect();
-                    let failed = read.is_err();
-                    // A closed channel: the decoder stopped on an error.
-                    if tx.send(read).is_err() || failed {
-                        return;
+            let reader = std::thread::Builder::new()
+                .name("ipvs-dump".into())
+                .spawn_scoped(scope, move || {
+                    for chunk in keys.chunks(CHUNK) {
+                        let read: Result<Vec<RawDump>, IpvsError> =
+                            chunk.iter().map(|key| helper.read_dests_raw(key)).collect();
+                        let failed = read.is_err();
+                        // A closed channel: the decoder stopped on an error.
+                        if tx.send(read).is_err() || failed {
+                            return;
+                        }
                     }
-                }
-            });
+                });
+            if reader.is_err() {
+                // No thread to be had (a process or memory limit): read them here.
+                return keys
+                    .iter()
+                    .map(|key| Ok((*key, self.service_dests(key)?)))
+                    .collect();
+            }
             let mut out = Vec::with_capacity(keys.len());
             for chunk in keys.chunks(CHUNK) {
                 let raws = rx.recv().map_err(|_| IpvsError::Socket {
