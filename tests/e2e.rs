@@ -452,6 +452,52 @@ fn lab_a_lost_ack_heals_in_seconds() {
 
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_a_failed_prepare_is_counted_and_tried_again() {
+    // A prepare fails (here the firewall check, as a VIP address change the kernel never
+    // answers would): the VIP is not announced, the failure is counted, and the
+    // arbiter's syn repair tries again once the balancer's heartbeats keep leaving the
+    // VIP out; with the check passing by then, the VIP reaches the router.
+    assert!(labkit::require_root());
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pass");
+    let check = dir.path().join("firewall-check");
+    std::fs::write(&check, format!("#!/bin/sh\ntest -e {}\n", pass.display())).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let v4 = ip("203.0.113.10");
+    let f = Fleet::start(FleetOpts {
+        firewall_check: Some(check),
+        ..FleetOpts::default()
+    });
+    f.quorum("up", "203.0.113.10,b-100,80");
+    let failures = || metric(&f.client_metrics(0), "ipvs_sync_prepare_failures_total");
+    let deadline = std::time::Instant::now() + WAIT;
+    while failures() < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no prepare failure counted:\n{}",
+            f.client_log(0)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        f.wait_paths(0, &v4, 1, Duration::from_secs(2)).is_none(),
+        "announced although its prepare failed"
+    );
+    std::fs::write(&pass, "").unwrap();
+    let healed = f.wait_paths(0, &v4, 1, Duration::from_secs(40));
+    assert!(
+        healed.is_some(),
+        "not announced within 40 s of the check passing:\n{}",
+        f.client_log(0)
+    );
+    assert!(metric(&f.arbiter_metrics(), "ipvs_sync_syn_repairs_total") >= 1.0);
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_a_stale_syn_heals_in_seconds() {
     // The arbiter's syn_announce is lost: the balancer is stopped while it waits in the
     // broker past max_age (2 s), and is dropped as stale when the balancer resumes. The

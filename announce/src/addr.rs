@@ -11,13 +11,23 @@
 //! as it makes them. Adding an address that is already there and removing one that is
 //! already gone both count as success, so every operation is idempotent.
 //!
+//! Requests share one rtnetlink socket, and the kernel queues one answer per request on
+//! it: were thousands sent at once (a balancer's cold start, one prepare per VIP), the
+//! answers would overflow the socket's receive buffer, the lost ones would never come,
+//! and their requests would wait forever. So at most [`IN_FLIGHT`] requests are
+//! outstanding per connection, and each has [`REQUEST_TIMEOUT`] to be answered
+//! ([`AddrError::NoAnswer`] after that; the operation is idempotent, the caller retries).
+//!
 //! Which addresses may be removed is decided by the rule documented in
 //! [`crate::addr_plan`]: on a dummy interface created by ipvs-sync (link alias
 //! `ipvs-sync`) every host address is ours; on `lo` only the caller's owned set and
 //! IPv4 addresses labelled `lo:vip` are.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
@@ -29,6 +39,18 @@ use crate::addr_plan::{self, vip_label, ActualAddr, AddrOp, Ownership, OWNER_ALI
 
 /// The loopback interface name.
 pub const LOOPBACK: &str = "lo";
+
+/// Requests outstanding at once on the connection. Their answers (an skb of about
+/// 1 KiB each) fit three times over in the default 208 KiB receive buffer; 10,000
+/// address changes at once overflowed it.
+pub const IN_FLIGHT: usize = 64;
+
+/// How long a request waits for the kernel's answer, which on a healthy socket comes
+/// within microseconds.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an address listing (a dump of every address of the interface) may take.
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 
 const ENODEV: i32 = libc::ENODEV;
 const EEXIST: i32 = libc::EEXIST;
@@ -55,6 +77,18 @@ pub enum AddrError {
     /// The address cannot be a VIP (loopback, multicast, link-local, unspecified).
     #[error("{0} cannot be a VIP (loopback, unspecified, multicast or link-local)")]
     NotAVip(IpAddr),
+    /// The kernel did not answer in time: its answer was lost (a receive-buffer
+    /// overrun) or it is stuck. Whether the change was made is unknown; redoing it is
+    /// safe.
+    #[error("{what} on {interface}: no answer from the kernel within {waited:?}")]
+    NoAnswer {
+        /// What was asked.
+        what: String,
+        /// The interface.
+        interface: String,
+        /// How long it waited.
+        waited: Duration,
+    },
     /// The kernel refused a request; `errno` is positive (e.g. 1 = EPERM).
     #[error("{what} on {interface}: kernel said errno {errno} ({message})")]
     Kernel {
@@ -79,6 +113,8 @@ pub struct VipAddrs {
     interface: String,
     index: Option<u32>,
     ours: bool,
+    /// Permits for requests outstanding on the connection, shared by every clone.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl VipAddrs {
@@ -94,6 +130,7 @@ impl VipAddrs {
             interface: interface.to_string(),
             index: None,
             ours: false,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
         })
     }
 
@@ -117,7 +154,9 @@ impl VipAddrs {
             None if self.interface == LOOPBACK => return Err(AddrError::NoLoopback),
             None => {
                 let msg = LinkDummy::new(&self.interface).up().build();
-                match self.handle.link().add(msg).execute().await {
+                let add = self.handle.link().add(msg).execute();
+                let what = || "create dummy interface".to_string();
+                match self.ask(what, REQUEST_TIMEOUT, add).await? {
                     Ok(()) => {
                         let created = self
                             .get_link()
@@ -129,11 +168,10 @@ impl VipAddrs {
                         let mark = LinkUnspec::new_with_index(created.header.index)
                             .alias(OWNER_ALIAS)
                             .build();
-                        self.handle
-                            .link()
-                            .set(mark)
-                            .execute()
-                            .await
+                        let set = self.handle.link().set(mark).execute();
+                        let what = || "set link alias".to_string();
+                        self.ask(what, REQUEST_TIMEOUT, set)
+                            .await?
                             .map_err(|e| self.kernel("set link alias", &e))?;
                         tracing::info!(interface = %self.interface, "created dummy interface for VIPs");
                     }
@@ -149,11 +187,10 @@ impl VipAddrs {
         let index = link.header.index;
         if !link.header.flags.contains(LinkFlags::Up) {
             let msg = LinkUnspec::new_with_index(index).up().build();
-            self.handle
-                .link()
-                .set(msg)
-                .execute()
-                .await
+            let set = self.handle.link().set(msg).execute();
+            let what = || "set link up".to_string();
+            self.ask(what, REQUEST_TIMEOUT, set)
+                .await?
                 .map_err(|e| self.kernel("set link up", &e))?;
             tracing::info!(interface = %self.interface, "brought VIP interface up");
         }
@@ -169,7 +206,8 @@ impl VipAddrs {
             .get()
             .match_name(self.interface.clone())
             .execute();
-        match links.try_next().await {
+        let what = || "look up link".to_string();
+        match self.ask(what, REQUEST_TIMEOUT, links.try_next()).await? {
             Ok(link) => Ok(link),
             Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
             Err(e) => Err(self.kernel("look up link", &e)),
@@ -204,15 +242,20 @@ impl VipAddrs {
             .get()
             .set_link_index_filter(index)
             .execute();
-        let mut out = Vec::new();
-        loop {
-            match stream.try_next().await {
-                Ok(Some(msg)) => out.extend(host_addr(&msg)),
-                Ok(None) => break,
-                Err(e) => return Err(self.kernel("list addresses", &e)),
+        let read = async move {
+            let mut out = Vec::new();
+            loop {
+                match stream.try_next().await {
+                    Ok(Some(msg)) => out.extend(host_addr(&msg)),
+                    Ok(None) => return Ok(out),
+                    Err(e) => return Err(e),
+                }
             }
-        }
-        Ok(out)
+        };
+        let what = || "list addresses".to_string();
+        self.ask(what, LIST_TIMEOUT, read)
+            .await?
+            .map_err(|e| self.kernel("list addresses", &e))
     }
 
     /// The host VIPs (/32, /128) on the interface.
@@ -275,13 +318,14 @@ impl VipAddrs {
                     .push(AddressAttribute::Flags(AddressFlags::Nodad));
             }
         }
-        match req.execute().await {
+        let what = || format!("add {vip}");
+        match self.ask(what, REQUEST_TIMEOUT, req.execute()).await? {
             Ok(()) => {
                 tracing::info!(interface = %self.interface, %vip, "VIP address added");
                 Ok(())
             }
             Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
-            Err(e) => Err(self.kernel(&format!("add {vip}"), &e)),
+            Err(e) => Err(self.kernel(&what(), &e)),
         }
     }
 
@@ -299,14 +343,37 @@ impl VipAddrs {
         if vip.is_ipv6() {
             msg.attributes.push(AddressAttribute::Address(vip));
         }
-        match self.handle.address().del(msg).execute().await {
+        let what = || format!("remove {vip}");
+        let del = self.handle.address().del(msg).execute();
+        match self.ask(what, REQUEST_TIMEOUT, del).await? {
             Ok(()) => {
                 tracing::info!(interface = %self.interface, %vip, "VIP address removed");
                 Ok(())
             }
             Err(e) if errno(&e) == Some(EADDRNOTAVAIL) => Ok(()),
-            Err(e) => Err(self.kernel(&format!("remove {vip}"), &e)),
+            Err(e) => Err(self.kernel(&what(), &e)),
         }
+    }
+
+    /// Runs one request on the connection: waits for one of the [`IN_FLIGHT`] permits,
+    /// then at most `limit` for the kernel's answer. A request given up on stays known
+    /// to the connection until its answer comes, if ever (a few bytes each).
+    async fn ask<T>(
+        &self,
+        what: impl Fn() -> String,
+        limit: Duration,
+        request: impl Future<Output = T>,
+    ) -> Result<T, AddrError> {
+        let no_answer = || AddrError::NoAnswer {
+            what: what(),
+            interface: self.interface.clone(),
+            waited: limit,
+        };
+        // The semaphore is never closed; a closed one would only mean no limit.
+        let _permit = self.in_flight.acquire().await.ok();
+        tokio::time::timeout(limit, request)
+            .await
+            .map_err(|_| no_answer())
     }
 
     fn kernel(&self, what: &str, e: &rtnetlink::Error) -> AddrError {
@@ -488,5 +555,55 @@ mod tests {
     #[test]
     fn new_outside_a_runtime_is_a_typed_error() {
         assert!(matches!(VipAddrs::new("lo"), Err(AddrError::NoRuntime)));
+    }
+
+    #[tokio::test]
+    async fn a_request_the_kernel_never_answers_ends_with_a_typed_error() {
+        let addrs = VipAddrs::new("lo").unwrap();
+        let r = addrs
+            .ask(
+                || "add 192.0.2.1".to_string(),
+                Duration::from_millis(20),
+                std::future::pending::<()>(),
+            )
+            .await;
+        match r {
+            Err(e @ AddrError::NoAnswer { .. }) => assert_eq!(
+                e.to_string(),
+                "add 192.0.2.1 on lo: no answer from the kernel within 20ms"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_beyond_the_limit_wait_for_a_permit() {
+        let addrs = VipAddrs::new("lo").unwrap();
+        let hold = Duration::from_millis(300);
+        // IN_FLIGHT requests that are never answered hold every permit until they time out.
+        let stuck: Vec<_> = (0..IN_FLIGHT)
+            .map(|_| {
+                let a = addrs.clone();
+                tokio::spawn(
+                    async move { a.ask(String::new, hold, std::future::pending::<()>()).await },
+                )
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t = std::time::Instant::now();
+        let next = addrs.ask(String::new, hold, async { 7 }).await;
+        assert_eq!(next.unwrap(), 7);
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+        for s in stuck {
+            assert!(matches!(s.await.unwrap(), Err(AddrError::NoAnswer { .. })));
+        }
+        // With permits free again, a request goes at once.
+        let t = std::time::Instant::now();
+        assert_eq!(addrs.ask(String::new, hold, async { 8 }).await.unwrap(), 8);
+        assert!(t.elapsed() < hold, "{:?}", t.elapsed());
     }
 }

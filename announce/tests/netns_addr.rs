@@ -21,15 +21,35 @@ where
     Fut: Future<Output = R>,
     R: Send + 'static,
 {
+    in_ns_on(ns, 0, f)
+}
+
+/// Like [`in_ns`], on a multi-thread runtime of `workers` threads when not 0 (as the
+/// daemon runs); the workers are started from the thread inside `ns`, so they are in
+/// it too.
+fn in_ns_on<F, Fut, R>(ns: &Netns, workers: usize, f: F) -> R
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = R>,
+    R: Send + 'static,
+{
     let name = ns.name().to_string();
     let path = format!("/run/netns/{name}");
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap();
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = if workers == 0 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+                .unwrap()
+        };
         rt.block_on(f())
     })
     .join()
@@ -338,4 +358,51 @@ fn lab_alias_on_a_non_dummy_does_not_make_it_ours() {
     assert!(!ours);
     assert!(is_up(&link_json(&ns, "va")));
     assert!(has(&ip_addrs(&ns, "va"), "198.51.100.20", 32));
+}
+
+#[test]
+#[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
+fn lab_ten_thousand_vips_added_at_once_all_land() {
+    // A balancer's cold start: one prepare per VIP, all at once, on one rtnetlink
+    // socket. The kernel queues an answer per request; more than its receive buffer
+    // holds used to overflow it, and a request whose answer was lost waited forever.
+    const N: u16 = 10_000;
+    let ns = Netns::new("announce-burst").unwrap();
+    let vips: Vec<IpAddr> = (0..N)
+        .map(|i| IpAddr::from([0x2001, 0xdb8, 0xb0, 0, 0, 0, 0, i + 1]))
+        .collect();
+    let want = vips.clone();
+    let (results, took) = in_ns_on(&ns, 2, move || async move {
+        let mut addrs = VipAddrs::new("lo").unwrap();
+        addrs.ensure_interface().await.unwrap();
+        let t = std::time::Instant::now();
+        // Every request queued before the connection sends any: the kernel then
+        // answers them all before the connection reads one.
+        let requests = want.into_iter().map(|vip| {
+            let addrs = addrs.clone();
+            async move { addrs.add(vip).await }
+        });
+        // Bounded: a request that never ends fails the test instead of hanging it.
+        let results = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            futures_util::future::join_all(requests),
+        )
+        .await
+        .expect("some address requests never ended");
+        (results, t.elapsed())
+    });
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed, first {:?}",
+        failed.len(),
+        failed.first()
+    );
+    let present: BTreeSet<IpAddr> = ip_addrs(&ns, "lo").into_iter().map(|a| a.ip).collect();
+    let missing = vips.iter().filter(|v| !present.contains(v)).count();
+    assert_eq!(missing, 0, "{missing} of {N} VIPs not on lo");
+    eprintln!(
+        "{N} VIP addresses added at once in {:.2} s",
+        took.as_secs_f64()
+    );
 }

@@ -585,6 +585,7 @@ impl Client {
     fn on_prepared(&mut self, p: Prepared) {
         if let Err(e) = &p.result {
             warn!(vip = %p.vip, error = %e, "prepare failed; the VIP stays idle");
+            self.metrics.inc("ipvs_sync_prepare_failures_total", &[]);
         }
         let outs = self.vips.handle(
             p.vip,

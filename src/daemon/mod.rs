@@ -277,6 +277,11 @@ pub fn describe_metrics(m: &Metrics) {
             "Arbiter: balancer messages left unanswered while holding, by type.",
         ),
         (
+            "ipvs_sync_prepare_failures_total",
+            Counter,
+            "Balancer: VIP prepares (firewall check, IPVS services, VIP address) that failed; the VIP stays idle until the arbiter's next syn_announce.",
+        ),
+        (
             "ipvs_sync_fin_repairs_total",
             Counter,
             "Arbiter: VIPs a balancer's heartbeat listed as announced against the desc or mapping, sent fin_announce again.",
