@@ -553,10 +553,24 @@ fn metric(page: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Loses for real what the arbiter sends balancer 0 while `send` runs: the balancer is
-/// stopped, its prefetch window filled with junk so the broker keeps what follows in the
-/// queue, and the queue purged before the balancer resumes.
-fn lose_for_real(f: &mut Fleet, send: impl FnOnce(&Fleet)) {
+/// A fleet for `lose_for_real`: the balancer stays stopped for seconds on a loaded
+/// machine, and one the arbiter took for gone, or whose broker connection timed out, gets
+/// everything again when it comes back, which would heal the loss without the repair
+/// under test.
+fn lost_opts() -> FleetOpts {
+    FleetOpts {
+        consumer_alive_ttl: 60,
+        amqp_heartbeat: Some(60),
+        ..FleetOpts::default()
+    }
+}
+
+/// Loses for real the `kind` message the arbiter sends balancer 0 while `send` runs: the
+/// balancer is stopped, its prefetch window filled with junk so the broker keeps what
+/// follows in the queue, and the queue purged once the broker has confirmed the arbiter's
+/// message (so it is in the queue, whatever else, heartbeats say, arrived there meanwhile)
+/// and before the balancer resumes.
+fn lose_for_real(f: &mut Fleet, kind: &str, send: impl FnOnce(&Fleet)) {
     f.signal_client(0, Signal::SIGSTOP);
     let junk: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().to_vec()).collect();
     publish_raw(f, &f.balancers[0].name, &junk);
@@ -565,11 +579,22 @@ fn lose_for_real(f: &mut Fleet, send: impl FnOnce(&Fleet)) {
         "the prefetch window never filled: {:?}",
         f.client_queue(0)
     );
-    let (ready, _) = f.client_queue(0);
+    let confirmed = || {
+        fleet::metric_by(
+            &f.arbiter_metrics(),
+            "ipvs_sync_messages_sent_total",
+            "type",
+        )
+        .into_iter()
+        .find_map(|(t, n)| (t == kind).then_some(n))
+        .unwrap_or(0.0)
+    };
+    let before = confirmed();
     send(f);
     assert!(
-        labkit::wait_until(WAIT, || f.client_queue(0).0 > ready),
-        "nothing reached the queue"
+        labkit::wait_until(WAIT, || confirmed() > before),
+        "the broker never confirmed the arbiter's {kind}:\n{}",
+        f.arbiter_log()
     );
     f.rabbit
         .ctl(&["purge_queue", &format!("ipvs-sync.{}", f.balancers[0].name)])
@@ -585,11 +610,11 @@ fn lab_a_lost_fin_heals_within_a_heartbeat() {
     // the next announces_request_interval (300 s).
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
-    let mut f = Fleet::start(FleetOpts::default());
+    let mut f = Fleet::start(lost_opts());
     f.quorum("up", "203.0.113.10,b-100,80");
     assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
 
-    lose_for_real(&mut f, |f| {
+    lose_for_real(&mut f, "fin_announce", |f| {
         f.quorum("down", "203.0.113.10,b-100,80");
     });
     assert_eq!(f.path_count(0, &v4), 1, "the fin was lost, not delivered");
@@ -708,7 +733,7 @@ fn lab_a_lost_syn_heals_in_seconds() {
     // its heartbeats leave it out, and after 15 s the arbiter says it again.
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
-    let mut f = Fleet::start(FleetOpts::default());
+    let mut f = Fleet::start(lost_opts());
     // Sessions are up before the client reaches the broker: wait until it has its mapping.
     assert!(
         labkit::wait_until(WAIT, || f
@@ -717,11 +742,17 @@ fn lab_a_lost_syn_heals_in_seconds() {
         "no mapping:\n{}",
         f.client_log(0)
     );
-    lose_for_real(&mut f, |f| {
+    lose_for_real(&mut f, "syn_announce", |f| {
         f.quorum("up", "203.0.113.10,b-100,80");
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(f.path_count(0, &v4), 0, "the syn was lost, not delivered");
+    assert_eq!(
+        f.path_count(0, &v4),
+        0,
+        "the syn was lost, not delivered\narbiter:\n{}\nclient:\n{}",
+        f.arbiter_log(),
+        f.client_log(0)
+    );
 
     let healed = f.wait_paths(0, &v4, 1, Duration::from_secs(30));
     assert!(

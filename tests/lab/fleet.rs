@@ -78,6 +78,11 @@ pub struct FleetOpts {
     pub firewall_check: Option<PathBuf>,
     /// `[server] startup_hold` of the arbiter, seconds (0: answer balancers at once).
     pub startup_hold: f64,
+    /// `[main] consumer_alive_ttl` of every daemon, seconds: how long a stopped balancer
+    /// counts as alive.
+    pub consumer_alive_ttl: u64,
+    /// AMQP heartbeat of every daemon's connection, seconds (default: the daemons' own).
+    pub amqp_heartbeat: Option<u16>,
 }
 
 impl Default for FleetOpts {
@@ -95,6 +100,8 @@ impl Default for FleetOpts {
             max_age: None,
             firewall_check: None,
             startup_hold: 0.0,
+            consumer_alive_ttl: 5,
+            amqp_heartbeat: None,
         }
     }
 }
@@ -267,18 +274,18 @@ impl Fleet {
             self.write_keepalived_conf(name, &self.opts.vips, &self.opts.ports);
         }
         let text = format!(
-            "[main]\namqp_server = amqp://{user}:{pass}@192.0.2.5:5672/%2f\nhostname = arbiter\nipvs = false\n\
+            "[main]\namqp_server = {amqp}\nhostname = arbiter\nipvs = false\n\
              http_listen = 127.0.0.1:9100\n\
              service_mapping_wildcard = {d}/lbs/*/*/*.conf\nservice_mapping_config = {d}/svc_mapping.json\n\
              vip_description_filepath = {desc}/keepalived-{{vip}}-desc.json\n\
-             heartbeat_interval = 1\nconsumer_alive_ttl = 5\n\
+             heartbeat_interval = 1\nconsumer_alive_ttl = {ttl}\n\
              [server]\nquorum_socket = {d}/quorum.sock\nstartup_hold = {hold}\n{messages}",
-            user = self.rabbit.user(),
-            pass = self.rabbit.pass(),
+            amqp = self.amqp_url(),
             d = d.display(),
             desc = self.desc_dir().display(),
             messages = self.messages_section(),
             hold = self.opts.startup_hold,
+            ttl = self.opts.consumer_alive_ttl,
         );
         write(&d.join("config.ini"), &text);
         fs::create_dir_all(self.desc_dir()).unwrap();
@@ -320,6 +327,19 @@ impl Fleet {
             .unwrap_or_else(|| self.arbiter_dir.join("desc"))
     }
 
+    /// The daemons' `amqp_server`; `?heartbeat=N` when the options set one.
+    fn amqp_url(&self) -> String {
+        let url = format!(
+            "amqp://{}:{}@192.0.2.5:5672/%2f",
+            self.rabbit.user(),
+            self.rabbit.pass()
+        );
+        match self.opts.amqp_heartbeat {
+            Some(s) => format!("{url}?heartbeat={s}"),
+            None => url,
+        }
+    }
+
     fn messages_section(&self) -> String {
         match self.opts.max_age {
             Some(s) => format!("[messages]\nmax_age = {s}\n"),
@@ -339,12 +359,11 @@ impl Fleet {
             ));
         }
         let text = format!(
-            "[main]\namqp_server = amqp://{user}:{pass}@192.0.2.5:5672/%2f\nhostname = {name}\nipvs = false\n\
-             http_listen = 127.0.0.1:{http}\nheartbeat_interval = 1\nconsumer_alive_ttl = 5\n\
+            "[main]\namqp_server = {amqp}\nhostname = {name}\nipvs = false\n\
+             http_listen = 127.0.0.1:{http}\nheartbeat_interval = 1\nconsumer_alive_ttl = {ttl}\n\
              [bgp]\nlocal_as = {LOCAL_AS}\nrouter_id = 192.0.2.{rid}\nhold_time = {hold}\nconnect_retry = 1\n\
              communities = 65000:100\n\n{peers}[announce]\ninterface = lo\n{firewall}\n[client]\nsync_dirs = {sync}\n{messages}",
-            user = self.rabbit.user(),
-            pass = self.rabbit.pass(),
+            amqp = self.amqp_url(),
             name = b.name,
             http = b.http,
             rid = 4 * k + 2,
@@ -355,6 +374,7 @@ impl Fleet {
                 None => String::new(),
             },
             messages = self.messages_section(),
+            ttl = self.opts.consumer_alive_ttl,
         );
         fs::create_dir_all(b.dir.join("sync")).unwrap();
         write(&b.dir.join("config.ini"), &text);
