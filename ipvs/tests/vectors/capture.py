@@ -77,7 +77,8 @@ def datagrams(trace):
         if m:
             if current and current[1]:
                 out.append((current[0], bytes(current[1])))
-            peek = m.group(1).startswith("recv") and "MSG_PEEK" in line.rsplit("}", 1)[-1]
+            # The flags argument; the kernel never reports MSG_PEEK back in msg_flags.
+            peek = m.group(1).startswith("recv") and "MSG_PEEK" in line
             current = None if peek else (">" if m.group(1).startswith("send") else "<", bytearray())
             continue
         if current is not None and HEXLINE.match(line):
