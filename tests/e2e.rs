@@ -218,11 +218,7 @@ fn lab_broker_restart_and_router_restart() {
 fn publish_raw(f: &Fleet, routing_key: &str, bodies: &[Vec<u8>]) {
     use lapin::options::BasicPublishOptions;
     use lapin::{BasicProperties, Connection, ConnectionProperties};
-    let url = format!(
-        "amqp://{}:{}@192.0.2.5:5672/%2f",
-        f.rabbit.user(),
-        f.rabbit.pass()
-    );
+    let url = f.amqp_url();
     let core = f.core.name().to_string();
     let key = routing_key.to_string();
     let bodies = bodies.to_vec();

@@ -328,7 +328,7 @@ impl Fleet {
     }
 
     /// The daemons' `amqp_server`; `?heartbeat=N` when the options set one.
-    fn amqp_url(&self) -> String {
+    pub fn amqp_url(&self) -> String {
         let url = format!(
             "amqp://{}:{}@192.0.2.5:5672/%2f",
             self.rabbit.user(),
