@@ -176,7 +176,7 @@ def read_cases(path):
                 name = line[len("# case "):].split(":")[0]
                 cases[name] = []
             elif name and line[:2] in ("> ", "< "):
-                cases[name].append((line[0], b"".join(messages(bytes.fromhex(line[2:])))))
+                cases[name].append((line[0], tuple(messages(bytes.fromhex(line[2:])))))
             elif name and (line.startswith("#|") or line.startswith("# rc=")):
                 cases[name].append(("#", line))
     return cases
@@ -186,13 +186,14 @@ def in_any_order(lines):
     """A case's lines as a sorted list of single netlink messages and printed lines."""
     out = []
     for d, v in lines:
-        out.extend((d, m) for m in (messages(v) if isinstance(v, bytes) else [v]))
+        out.extend((d, m) for m in (v if isinstance(v, tuple) else [v]))
     return sorted(out, key=repr)
 
 
 def show(line):
+    """A line as read: a datagram's messages (normalized) in hex, or the printed text."""
     d, v = line
-    return f"{d} {v.hex() if isinstance(v, bytes) else v}"
+    return f"{d} {b''.join(v).hex() if isinstance(v, tuple) else v}"
 
 
 def compare(old_path, new_path):
