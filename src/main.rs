@@ -1,22 +1,12 @@
-//! ipvs-sync: control plane for fleets of Linux IPVS load balancers.
-//!
-//! The binary holds the CLI, the two daemons (`server`, the arbiter; `client`, each balancer),
-//! the AMQP transport and the wiring of tasks; the protocol and kernel work lives in the
-//! workspace crates `bgp`, `ipvs`, `announce` and `config`.
-
-mod cli;
-mod client;
-mod cmd;
-mod daemon;
-mod logging;
-mod server;
-mod wire;
+//! The `ipvs-sync` binary: parses the command line and runs the subcommand (see
+//! [`ipvs_sync::cli`] for the commands and their exit codes).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
+use ipvs_sync::cli::{Cli, Command};
+use ipvs_sync::{cmd, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -15,13 +15,14 @@
 //! never pays for a rebuild while the daemon runs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::desc::lock_path;
+use crate::desc::DescLock;
+use crate::quorum::LOCK_TIMEOUT;
 
 /// VIP → ports the service mapping names for it (over every balancer).
 pub type KnownPorts = BTreeMap<IpAddr, BTreeSet<u16>>;
@@ -46,7 +47,10 @@ pub enum PortsCacheError<E: std::error::Error + 'static> {
     /// The build failed and there is no usable stored copy.
     #[error("cannot build the service mapping: {0}")]
     Build(#[source] E),
-    /// The cache file or its lock could not be used.
+    /// The rebuild lock could not be taken (in time).
+    #[error(transparent)]
+    Lock(crate::desc::DescError),
+    /// The cache file could not be used.
     #[error("{op} {path}: {source}")]
     Io {
         /// What was being done.
@@ -89,23 +93,10 @@ impl PortsCache {
         if let Some(ports) = self.read(true) {
             return Ok((ports, Source::Cached));
         }
-        let lp = lock_path(&self.path);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lp)
-            .map_err(|source| PortsCacheError::Io {
-                op: "open lock",
-                path: lp.clone(),
-                source,
-            })?;
-        lock.lock().map_err(|source| PortsCacheError::Io {
-            op: "lock",
-            path: lp,
-            source,
-        })?;
+        // Bounded like every quorum-path lock: a stuck holder costs the caller
+        // LOCK_TIMEOUT, then the count falls back to the ports reported so far.
+        let _lock =
+            DescLock::acquire_timeout(&self.path, LOCK_TIMEOUT).map_err(PortsCacheError::Lock)?;
         // Someone else may have rebuilt it while we waited.
         if let Some(ports) = self.read(true) {
             return Ok((ports, Source::Cached));
@@ -178,6 +169,57 @@ impl PortsCache {
                 tracing::warn!(path = %self.path.display(), error = %e, "corrupt known-ports cache ignored");
                 None
             }
+        }
+    }
+}
+
+/// File name of the known-ports cache, kept in the desc files' directory.
+pub const KNOWN_PORTS_FILE: &str = "ipvs-sync-known-ports.json";
+
+/// The known-ports cache of a node: next to the desc files, trusted for
+/// `mapping_update_interval` (the arbiter daemon refreshes it at that cadence with
+/// [`store_known_ports`]).
+pub fn ports_cache(cfg: &config::Config) -> PortsCache {
+    let any = cfg.desc_path(IpAddr::from([0, 0, 0, 0]));
+    let dir = any.parent().unwrap_or_else(|| Path::new("/var/run"));
+    PortsCache::new(dir.join(KNOWN_PORTS_FILE), cfg.main.mapping_update_interval)
+}
+
+/// VIP → ports over every balancer of a built mapping.
+pub fn known_ports_of(mapping: &config::mapping::PortMapping) -> KnownPorts {
+    let mut out = KnownPorts::new();
+    for vips in mapping.values() {
+        for (vip, ports) in vips {
+            out.entry(*vip).or_default().extend(ports.iter().copied());
+        }
+    }
+    out
+}
+
+/// For the arbiter daemon: refresh the quorum handler's known-ports cache from the
+/// mapping it has just built.
+pub fn store_known_ports(
+    cfg: &config::Config,
+    mapping: &config::mapping::PortMapping,
+) -> io::Result<()> {
+    ports_cache(cfg).store(&known_ports_of(mapping))
+}
+
+/// The ports the keepalived configs (`service_mapping_wildcard`) name for `vip`, over
+/// every balancer, through the known-ports cache. If the configs cannot be read and
+/// nothing is cached (or the cache's lock stays held), the count falls back to the ports
+/// already reported for the VIP, and the reason is logged.
+pub fn known_ports(cfg: &config::Config, vip: IpAddr) -> BTreeSet<u16> {
+    let build = || {
+        config::mapping::build(&cfg.main.service_mapping_wildcard)
+            .map(|report| known_ports_of(&report.ports))
+    };
+    match ports_cache(cfg).load_or_build(build) {
+        Ok((ports, _source)) => ports.get(&vip).cloned().unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(%vip, error = %e,
+                "cannot read the keepalived configs; counting only the ports reported so far");
+            BTreeSet::new()
         }
     }
 }
@@ -280,5 +322,39 @@ mod tests {
             assert_eq!(t.join().unwrap(), sample());
         }
         assert_eq!(builds.load(Ordering::SeqCst), 1);
+    }
+
+    fn cfg(dir: &Path) -> config::Config {
+        let text = format!(
+            "[main]\namqp_server = amqp://ipvs@127.0.0.1:5672/\nhostname = arbiter.example.net\n\
+             vip_description_filepath = {d}/keepalived-{{vip}}-desc.json\n\
+             service_mapping_wildcard = {d}/lbs/*/*/*.conf\n",
+            d = dir.display()
+        );
+        config::Config::from_strs(&text, None).unwrap()
+    }
+
+    #[test]
+    fn known_ports_come_from_the_cache_until_it_is_refreshed() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("lbs/lb1.example.net/web");
+        std::fs::create_dir_all(&conf).unwrap();
+        let vs = |port: u16| format!("virtual_server 2001:db8::10 {port} {{\n  protocol TCP\n}}\n");
+        std::fs::write(conf.join("web.conf"), vs(80)).unwrap();
+        let cfg = cfg(dir.path());
+        let vip: IpAddr = "2001:db8::10".parse().unwrap();
+        assert_eq!(known_ports(&cfg, vip), BTreeSet::from([80]));
+        assert!(dir.path().join(KNOWN_PORTS_FILE).exists());
+
+        std::fs::write(conf.join("web.conf"), vs(80) + &vs(443)).unwrap();
+        assert_eq!(
+            known_ports(&cfg, vip),
+            BTreeSet::from([80]),
+            "fresh cache is trusted"
+        );
+
+        let report = config::mapping::build(&cfg.main.service_mapping_wildcard).unwrap();
+        store_known_ports(&cfg, &report.ports).unwrap();
+        assert_eq!(known_ports(&cfg, vip), BTreeSet::from([80, 443]));
     }
 }

@@ -6,23 +6,13 @@
 //! - 1: the bytes as a body: sealed under a fixed header, it must open again to the same bytes;
 //! - 2: the bytes as a body of the type and direction the second byte picks (`Message::decode`).
 //!
-//! `src/wire/envelope.rs` and `src/wire/messages.rs` depend only on serde, serde_json, hmac,
-//! sha2, hex, base64 and thiserror, so they are included by path instead of linking the binary
-//! crate.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 
-#[allow(dead_code)]
-#[path = "../../src/wire/envelope.rs"]
-mod envelope;
-#[allow(dead_code)]
-#[path = "../../src/wire/messages.rs"]
-mod messages;
-
-use envelope::{Header, Key, Policy, Verifier};
-use messages::{Direction, Message, MessageType};
+use ipvs_sync::wire::envelope::{self, Header, Key, Policy, Verifier};
+use ipvs_sync::wire::messages::{Direction, Message, MessageType};
 
 const KEY: &[u8] = b"fuzzing key, at least 32 bytes!!";
 

@@ -10,13 +10,11 @@
 //! Kept light on purpose — it sits in keepalived's path: no tokio runtime, no
 //! netlink, no AMQP here.
 
-use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use announce::known_ports::{KnownPorts, PortsCache};
+use announce::known_ports::known_ports;
 use announce::quorum::{self, DescChange, QuorumError};
 use announce::Desc;
 
@@ -46,57 +44,6 @@ pub struct QuorumArgs {
     pub direction: Direction,
     /// VIP[,b-LOCALPREF[,PORT]], e.g. 2a02:6b8::1:1,b-100,0 (PORT 0 = fwmark/all ports)
     pub arg: String,
-}
-
-/// File name of the known-ports cache, kept in the desc files' directory.
-pub const KNOWN_PORTS_FILE: &str = "ipvs-sync-known-ports.json";
-
-/// The known-ports cache: next to the desc files, trusted for
-/// `mapping_update_interval` (the arbiter daemon refreshes it at that cadence with
-/// [`store_known_ports`]).
-pub fn ports_cache(cfg: &config::Config) -> PortsCache {
-    let any = cfg.desc_path(IpAddr::from([0, 0, 0, 0]));
-    let dir = any.parent().unwrap_or_else(|| Path::new("/var/run"));
-    PortsCache::new(dir.join(KNOWN_PORTS_FILE), cfg.main.mapping_update_interval)
-}
-
-/// VIP → ports over every balancer of a built mapping.
-pub fn known_ports_of(mapping: &config::mapping::PortMapping) -> KnownPorts {
-    let mut out = KnownPorts::new();
-    for vips in mapping.values() {
-        for (vip, ports) in vips {
-            out.entry(*vip).or_default().extend(ports.iter().copied());
-        }
-    }
-    out
-}
-
-/// For the arbiter daemon: refresh the quorum handler's known-ports cache from the
-/// mapping it has just built.
-pub fn store_known_ports(
-    cfg: &config::Config,
-    mapping: &config::mapping::PortMapping,
-) -> std::io::Result<()> {
-    ports_cache(cfg).store(&known_ports_of(mapping))
-}
-
-/// The ports the keepalived configs (`service_mapping_wildcard`) name for `vip`, over
-/// every balancer, through the known-ports cache. If the configs cannot be read and
-/// nothing is cached, the count falls back to the ports already reported for the
-/// VIP, and the reason is logged.
-pub fn known_ports(cfg: &config::Config, vip: IpAddr) -> BTreeSet<u16> {
-    let build = || {
-        config::mapping::build(&cfg.main.service_mapping_wildcard)
-            .map(|report| known_ports_of(&report.ports))
-    };
-    match ports_cache(cfg).load_or_build(build) {
-        Ok((ports, _source)) => ports.get(&vip).cloned().unwrap_or_default(),
-        Err(e) => {
-            tracing::warn!(%vip, error = %e,
-                "cannot read the keepalived configs; counting only the ports reported so far");
-            BTreeSet::new()
-        }
-    }
 }
 
 /// Record the quorum call in the VIP's desc file and return the new desc and what
@@ -168,6 +115,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use announce::quorum::Publish;
+    use std::collections::BTreeSet;
+    use std::net::IpAddr;
 
     fn cfg(dir: &Path) -> config::Config {
         let text = format!(
@@ -218,30 +167,6 @@ mod tests {
         assert_eq!(on_disk, desc);
         let (_, change) = update_desc(&cfg, &args(Direction::Down, "192.0.2.10,b-120,80")).unwrap();
         assert_eq!(change.publish(), Publish::Fin);
-    }
-
-    #[test]
-    fn known_ports_come_from_the_cache_until_it_is_refreshed() {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("lbs/lb1.example.net/web");
-        std::fs::create_dir_all(&conf).unwrap();
-        let vs = |port: u16| format!("virtual_server 2001:db8::10 {port} {{\n  protocol TCP\n}}\n");
-        std::fs::write(conf.join("web.conf"), vs(80)).unwrap();
-        let cfg = cfg(dir.path());
-        let vip: IpAddr = "2001:db8::10".parse().unwrap();
-        assert_eq!(known_ports(&cfg, vip), BTreeSet::from([80]));
-        assert!(dir.path().join(KNOWN_PORTS_FILE).exists());
-
-        std::fs::write(conf.join("web.conf"), vs(80) + &vs(443)).unwrap();
-        assert_eq!(
-            known_ports(&cfg, vip),
-            BTreeSet::from([80]),
-            "fresh cache is trusted"
-        );
-
-        let report = config::mapping::build(&cfg.main.service_mapping_wildcard).unwrap();
-        store_known_ports(&cfg, &report.ports).unwrap();
-        assert_eq!(known_ports(&cfg, vip), BTreeSet::from([80, 443]));
     }
 
     #[test]

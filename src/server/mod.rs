@@ -389,7 +389,7 @@ impl Server {
     fn refresh_mapping(&mut self) {
         if self.known_ports.is_none() {
             // What the last run's configs named, before this run's cache replaces it.
-            let cache = crate::cmd::quorum::ports_cache(&self.cfg);
+            let cache = announce::known_ports::ports_cache(&self.cfg);
             self.known_ports = Some(cache.load().unwrap_or_default());
         }
         let m = &self.cfg.main;
@@ -402,10 +402,10 @@ impl Server {
                 }
                 let vips = r.vips();
                 config::mapping::write_json(&m.service_mapping_config, &vips)?;
-                if let Err(e) = crate::cmd::quorum::store_known_ports(&self.cfg, &r.ports) {
+                if let Err(e) = announce::known_ports::store_known_ports(&self.cfg, &r.ports) {
                     warn!(error = %e, "known-ports cache for quorum not written");
                 }
-                known = Some(crate::cmd::quorum::known_ports_of(&r.ports));
+                known = Some(announce::known_ports::known_ports_of(&r.ports));
                 Ok(vips)
             })
         } else {
