@@ -159,6 +159,17 @@ impl DescCache {
         updates
     }
 
+    /// The desc file of `vip`, if it is watched.
+    pub fn path_of(&self, vip: IpAddr) -> Option<PathBuf> {
+        self.entries.get(&vip).map(|e| e.path.clone())
+    }
+
+    /// Every watched path, for a full look done in slices (see
+    /// [`refresh_paths`](Self::refresh_paths)).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.by_path.keys().cloned().collect()
+    }
+
     /// The directories holding the watched files.
     pub fn dirs(&self) -> BTreeSet<PathBuf> {
         self.entries

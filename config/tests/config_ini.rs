@@ -681,3 +681,27 @@ fn shipped_examples_load_and_match_the_defaults() {
         "amqp://ipvs-sync:change-me@arbiter.example.net:5672/ipvs"
     );
 }
+
+#[test]
+fn intervals_that_would_be_zero_are_refused_with_their_place() {
+    // `1e-10` parses to a Duration of zero nanoseconds: a timer of it panics at start.
+    let text = "[main]\namqp_server = amqp://b/\nhostname = a\nheartbeat_interval = 1e-10\n";
+    assert_eq!(
+        Config::from_strs(text, None).unwrap_err().to_string(),
+        "config.ini:4: [main] heartbeat_interval: expected a number of seconds from 0.001 to 1e9, got '1e-10'"
+    );
+    let text =
+        "[main]\namqp_server = amqp://b/\nhostname = a\n[announce]\nwithdraw_grace = 1e-10\n";
+    assert_eq!(
+        Config::from_strs(text, None).unwrap_err().to_string(),
+        "config.ini:5: [announce] withdraw_grace: expected 0 or a number of seconds from 0.001 to 1e9, got '1e-10'"
+    );
+    let text = "[main]\namqp_server = amqp://b/\nhostname = a\n[announce]\nwithdraw_grace = 0\n";
+    assert_eq!(
+        Config::from_strs(text, None)
+            .unwrap()
+            .announce
+            .withdraw_grace,
+        Duration::ZERO
+    );
+}

@@ -1,117 +1,103 @@
 //! `ipvs-sync client`: the balancer daemon.
 //!
 //! ```text
-//!  broker ─Transport─▶ incoming ──────────┐
-//!  timers: heartbeat, tree, announces,     │
-//!          status ────────────────────────┤
-//!  prepare results (one task per attempt) ┼─▶ Client (one task, owns all state)
-//!  BGP peer events ───────────────────────┤        │
-//!  SIGHUP (reload) / SIGTERM (stop) ──────┘        ├─▶ outbox ─▶ sender task ─▶ Transport.send
-//!                                                  ├─▶ Speaker.announce / withdraw (never waits)
-//!                                                  ├─▶ Kernel.reconcile (spawn_blocking)
-//!                                                  └─▶ VipAddrs add / remove (spawned)
+//!  Bus (broker) ─ incoming ─────────────────┐
+//!  next deadline of the core ───────────────┤
+//!  status tick (1 s: broker state, metrics) ┼─▶ loop ─▶ ClientState (pure: state.rs) ─▶ commands
+//!  work results ────────────────────────────┤                                           │
+//!  BGP peer events, SIGHUP, SIGTERM ────────┘                                           │
+//!     ┌─────────────────────────────────────────────────────────────────────────────────┘
+//!     ├─ Send ──────────▶ Outbox ─▶ Bus::publish
+//!     ├─ Announce ──────▶ Routes (speaker; never waits)
+//!     ├─ Withdraw ──────▶ Routes::withdraw ─ on the wire ─▶ result ─▶ core (grace, then removal)
+//!     ├─ Prepare ───────▶ task: Firewall, Services (the VIP's), Addresses::add ─▶ result
+//!     ├─ RemoveAddress ─▶ task: Addresses::remove (+ the VIP's services) ─▶ result
+//!     └─ Reconcile ─────▶ kernel worker: one at a time, only the newest waits ─▶ result
 //! ```
 //!
-//! The client owns no truth: the arbiter's `tree`/`changes` say what IPVS holds, its
-//! `mapping` says which VIPs are this balancer's, and its `syn_announce` / `ack_announce` /
-//! `fin_announce` drive one [`announce::fsm::VipFsm`] per VIP. While the broker or the arbiter
-//! is unreachable nothing is withdrawn (fail-static); after a reconnect the client asks for
-//! `tree`, `mapping` and `announces` and converges.
+//! The loop makes no decision of its own: [`state::ClientState`] decides, the loop performs.
+//! Nothing it performs blocks it: kernel work, address changes and withdraws run in tasks and
+//! report back, so a `fin_announce` is acted on while a large IPVS reconcile runs. While the
+//! broker or the arbiter is unreachable nothing is withdrawn (fail-static); after a reconnect
+//! the client asks for `tree`, `mapping` and `announces` and converges.
 
 pub mod bgp_cfg;
+pub mod edges;
 pub mod execute;
 pub mod kernel;
+pub mod state;
 pub mod sync;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use announce::fsm::{Input, Output};
-use announce::{FirewallHook, VipAddrs, Vips};
-use ipnet::IpNet;
-use tokio::sync::mpsc;
+use announce::FirewallHook;
+use announce::VipAddrs;
+use ipvs::Tree;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
+use crate::daemon::bus::{AmqpBus, Bus};
 use crate::daemon::{self, http::StatusDoc, metrics::Metrics, Outbox, Shutdown};
 use crate::wire::envelope::DropReason;
-use crate::wire::messages::{AckPrepared, Heartbeat, Mapping, PeerRole, SynAnnounce, SyncRequest};
-use crate::wire::{Dest, Incoming, Message, Transport};
-use kernel::{ChangesOutcome, Kernel, Mirror};
+use crate::wire::{Incoming, Role};
+use edges::{Addresses, Firewall, Routes, Services};
+use kernel::{Applied, Kernel};
+use state::{ClientState, Cmd, Note, Settings};
 
-/// A prepare step finished (sent back by the task that ran the steps of one attempt).
-#[derive(Debug)]
-struct Prepared {
-    vip: IpAddr,
-    attempt: u64,
-    result: Result<(), String>,
-}
-
-/// Everything the client needs from outside, built by [`run`] from the config.
+/// Everything the client touches outside itself.
 pub struct Edges {
-    /// The embedded BGP speaker.
-    pub speaker: bgp::Speaker,
+    /// The BGP speaker.
+    pub routes: Arc<dyn Routes>,
     /// BGP peer up/down events.
     pub peer_events: mpsc::UnboundedReceiver<bgp::PeerEvent>,
     /// VIP addresses on the announce interface.
-    pub addrs: Arc<VipAddrs>,
+    pub addrs: Arc<dyn Addresses>,
     /// IPVS, unless `ipvs = false`.
-    pub kernel: Option<Kernel>,
+    pub kernel: Option<Arc<dyn Services>>,
+    /// The firewall check.
+    pub firewall: Arc<dyn Firewall>,
+    /// The real speaker, for reloads of its peers (absent in tests).
+    pub speaker: Option<bgp::Speaker>,
 }
 
-/// The client's state; one task owns it.
-struct Client {
-    cfg: config::Config,
-    hostname: String,
-    edges: Edges,
-    outbox: Outbox,
-    metrics: Metrics,
-    status: StatusDoc,
-    started: Instant,
-    mirror: Mirror,
-    /// VIPs the mapping gives this balancer (`None` before the first mapping).
-    mine: Option<BTreeSet<IpAddr>>,
-    /// VIPs whose services this client put in the kernel (for removal when they leave `mine`).
-    owned_services: BTreeSet<IpAddr>,
-    vips: Vips,
-    /// `syn_announce`s that arrived before the first mapping; handled once it is here.
-    early_syns: Vec<SynAnnounce>,
-    firewall: FirewallHook,
-    last_server_heartbeat: Option<Instant>,
-    server_uptime: Option<u64>,
-    prepared_tx: mpsc::Sender<Prepared>,
-    was_connected: bool,
-    last_tree_apply: Option<Instant>,
-    /// When each VIP last sent its ack and is still waiting for the go (see
-    /// [`ACK_REPAIR_AFTER`]).
-    acked: BTreeMap<IpAddr, Instant>,
-    /// Messages dropped as stale so far, and when that last made us re-sync.
-    stale_seen: u64,
-    stale_resync: Option<Instant>,
+/// The reconcile worker's mailbox: the newest wanted tree and its owned VIPs.
+type ReconcileSlot = watch::Sender<Option<(Tree, BTreeSet<IpAddr>)>>;
+
+/// Results of work the loop started.
+#[derive(Debug)]
+enum Done {
+    Prepared {
+        vip: IpAddr,
+        attempt: u64,
+        result: Result<(), String>,
+    },
+    Withdrawn {
+        vip: IpAddr,
+        ticket: u64,
+    },
+    Removed {
+        vip: IpAddr,
+        result: Result<(), String>,
+    },
+    Reconciled(Result<Applied, String>),
 }
 
-/// At most one re-sync per this long when messages arrive stale (see
-/// [`Client::resync_after_stale`]).
-const STALE_RESYNC_EVERY: Duration = Duration::from_secs(10);
-
-/// A VIP acked this long ago and still without the arbiter's go makes the client ask for the
-/// announces again; the arbiter answers with `syn_announce`, on which every acked VIP sends its
-/// ack again. A lost ack or go (dropped as stale behind a backlog on a starved broker, say)
-/// then heals in seconds rather than at the next `announces_request_interval`.
-const ACK_REPAIR_AFTER: Duration = Duration::from_secs(10);
-
-/// Runs the client until `shutdown` fires. Exit code semantics: `Err` = could not start.
+/// Runs the client until `shutdown` fires, on the real speaker, netlink and broker.
+/// `Err` = could not start.
 pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::StartError> {
     if cfg.bgp.local_as.is_none() || cfg.bgp.router_id.is_none() {
         return Err(daemon::StartError::NoBgp);
     }
     let hostname = cfg.main.hostname.clone();
     let (metrics, status) = daemon::observability(&cfg).await?;
-
-    let kernel = if cfg.main.ipvs {
-        Some(Kernel::connect().map_err(daemon::StartError::Ipvs)?)
+    let kernel: Option<Arc<dyn Services>> = if cfg.main.ipvs {
+        Some(Arc::new(
+            Kernel::connect().map_err(daemon::StartError::Ipvs)?,
+        ))
     } else {
         info!("ipvs = false: announce-only, the IPVS tree is not mirrored");
         None
@@ -123,478 +109,368 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         .await
         .map_err(daemon::StartError::Addr)?;
     let (speaker, peer_events) = bgp_cfg::start_speaker(&cfg).map_err(daemon::StartError::Bgp)?;
-
-    let transport = daemon::connect_transport(
-        &cfg,
-        crate::wire::Role::Client {
-            hostname: hostname.clone(),
-        },
-        &shutdown,
-    )
-    .await?;
-    let Some((transport, incoming)) = transport else {
+    let connected = daemon::connect_transport(&cfg, Role::Client { hostname }, &shutdown).await?;
+    let Some((transport, incoming)) = connected else {
         speaker.shutdown("ipvs-sync shutting down").await;
         return Ok(());
     };
-    let transport = Arc::new(transport);
-    let outbox = Outbox::spawn(
-        transport.clone(),
-        cfg.main.client_requests_queue_limit,
-        metrics.clone(),
-    );
-
-    let (prepared_tx, prepared_rx) = mpsc::channel(1024);
     let firewall = FirewallHook {
         command: cfg.announce.firewall_check.clone().unwrap_or_default(),
         tries: cfg.main.firewall_update_try.max(1),
         ..FirewallHook::default()
     };
-    let client = Client {
-        hostname,
-        edges: Edges {
-            speaker,
-            peer_events,
-            addrs: Arc::new(addrs),
-            kernel,
-        },
-        outbox,
-        metrics,
-        status,
-        started: Instant::now(),
-        mirror: Mirror::default(),
-        mine: None,
-        owned_services: BTreeSet::new(),
-        vips: Vips::new(),
-        early_syns: Vec::new(),
-        firewall,
-        last_server_heartbeat: None,
-        server_uptime: None,
-        prepared_tx,
-        was_connected: true,
-        last_tree_apply: None,
-        acked: BTreeMap::new(),
-        stale_seen: 0,
-        stale_resync: None,
-        cfg,
+    let edges = Edges {
+        routes: Arc::new(speaker.clone()),
+        peer_events,
+        addrs: Arc::new(Arc::new(addrs)),
+        kernel,
+        firewall: Arc::new(firewall),
+        speaker: Some(speaker),
     };
-    client.run(transport, incoming, prepared_rx, shutdown).await;
+    let bus: Arc<dyn Bus> = AmqpBus::new(transport);
+    serve(cfg, edges, bus, incoming, shutdown, metrics, status).await;
     Ok(())
 }
 
-impl Client {
-    async fn run(
-        mut self,
-        transport: Arc<Transport>,
-        mut incoming: mpsc::Receiver<Incoming>,
-        mut prepared_rx: mpsc::Receiver<Prepared>,
-        mut shutdown: Shutdown,
-    ) {
-        let iv = daemon::interval;
-        let mut heartbeat = iv(self.cfg.main.heartbeat_interval);
-        let mut tree_t = iv(self.cfg.main.tree_request_interval);
-        let mut announces_t = iv(self.cfg.main.announces_request_interval);
-        let mut status_t = iv(Duration::from_secs(1));
-        // A fresh client asks for everything at once (the first ticks fire immediately).
-        self.request_all();
-        daemon::notify::notify("READY=1\nSTATUS=client running");
-        let mut watchdog = daemon::notify::watchdog_interval().map(iv);
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.stop.changed() => break,
-                Some(()) = shutdown.reload.recv() => self.reload(),
-                msg = incoming.recv() => match msg {
-                    Some(m) => self.on_message(m).await,
-                    None => { error!("broker transport stopped"); break; }
-                },
-                Some(p) = prepared_rx.recv() => self.on_prepared(p),
-                Some(ev) = self.edges.peer_events.recv() => self.on_peer_event(ev),
-                _ = heartbeat.tick() => self.send_heartbeat(),
-                _ = tree_t.tick() => self.outbox.send(Dest::Server, Message::TreeRequest),
-                _ = announces_t.tick() => self.outbox.send(Dest::Server, Message::AnnouncesRequest),
-                _ = status_t.tick() => self.tick_status(&transport).await,
-                _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
-                    daemon::notify::notify("WATCHDOG=1");
+/// The client's loop on the given edges (the real ones from [`run`], or fakes in tests).
+pub async fn serve(
+    cfg: config::Config,
+    edges: Edges,
+    bus: Arc<dyn Bus>,
+    mut incoming: mpsc::Receiver<Incoming>,
+    mut shutdown: Shutdown,
+    metrics: Metrics,
+    status: StatusDoc,
+) {
+    let outbox = Outbox::spawn(
+        bus.clone(),
+        cfg.main.client_requests_queue_limit,
+        metrics.clone(),
+    );
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let reconciler = edges
+        .kernel
+        .clone()
+        .map(|k| spawn_reconciler(k, done_tx.clone()));
+    let (core, first) = ClientState::new(settings(&cfg), Instant::now());
+    let mut c = Client {
+        cfg,
+        edges,
+        bus,
+        outbox,
+        metrics,
+        status,
+        core,
+        done: done_tx,
+        reconciler,
+        started: Instant::now(),
+        was_connected: true,
+    };
+    c.perform(first);
+    daemon::notify::notify("READY=1\nSTATUS=client running");
+    let mut status_t = daemon::interval(Duration::from_secs(1));
+    let mut watchdog = daemon::notify::watchdog_interval().map(daemon::interval);
+    loop {
+        let deadline = tokio::time::Instant::from_std(c.core.next_deadline());
+        tokio::select! {
+            biased;
+            _ = shutdown.stop.changed() => break,
+            Some(()) = shutdown.reload.recv() => c.reload(),
+            msg = incoming.recv() => match msg {
+                Some(m) => {
+                    debug!(from = %m.from, kind = %m.message.kind(), "message");
+                    let out = c.core.on_message(Instant::now(), m.message);
+                    c.perform(out);
                 }
+                None => { error!("broker transport stopped"); break; }
+            },
+            Some(d) = done_rx.recv() => c.on_done(d),
+            Some(ev) = c.edges.peer_events.recv() => c.on_peer_event(ev),
+            _ = tokio::time::sleep_until(deadline) => {
+                let out = c.core.tick(Instant::now());
+                c.perform(out);
             }
-        }
-        self.stop().await;
-        drop(incoming);
-        if let Ok(t) = Arc::try_unwrap(transport) {
-            t.close().await;
-        }
-    }
-
-    fn request_all(&self) {
-        self.outbox.send(Dest::Server, Message::MappingRequest);
-        self.outbox.send(Dest::Server, Message::TreeRequest);
-        self.outbox.send(Dest::Server, Message::AnnouncesRequest);
-        if !self.cfg.client.sync_dirs.is_empty() {
-            let names = self
-                .cfg
-                .client
-                .sync_dirs
-                .iter()
-                .map(|d| format!("{}/*", d.display()))
-                .collect();
-            self.outbox
-                .send(Dest::Server, Message::SyncRequest(SyncRequest { names }));
-        }
-    }
-
-    fn send_heartbeat(&self) {
-        let hb = Heartbeat {
-            role: PeerRole::Client,
-            uptime: self.started.elapsed().as_secs(),
-            version: Some(env!("CARGO_PKG_VERSION").to_string()),
-            serial: Some(self.mirror.serial),
-            announced: Some(self.vips.announced().into_keys().collect()),
-        };
-        self.outbox.send(Dest::Server, Message::Heartbeat(hb));
-    }
-
-    async fn on_message(&mut self, m: Incoming) {
-        let kind = m.message.kind();
-        debug!(from = %m.from, %kind, "message");
-        match m.message {
-            Message::Heartbeat(hb) if hb.role == PeerRole::Server => {
-                // An arbiter that restarted has forgotten nothing it needs (it reads its own
-                // kernel and files), but we must re-sync our view with it.
-                if self.server_uptime.is_some_and(|u| hb.uptime < u) {
-                    info!(arbiter = %m.from, "arbiter restarted: re-syncing");
-                    self.request_all();
-                }
-                self.server_uptime = Some(hb.uptime);
-                self.last_server_heartbeat = Some(Instant::now());
-                if hb.serial.is_some_and(|s| s != self.mirror.serial) && self.mirror.tree.is_some()
-                {
-                    self.outbox.send(Dest::Server, Message::TreeRequest);
-                }
-            }
-            Message::Tree(t) => {
-                self.mirror.set_tree(t.serial, t.tree);
-                self.reconcile_kernel().await;
-            }
-            Message::Changes(c) => {
-                match self
-                    .mirror
-                    .apply_changes(c.from_serial, c.to_serial, &c.plan)
-                {
-                    ChangesOutcome::Applied => self.reconcile_kernel().await,
-                    ChangesOutcome::Duplicate => {}
-                    ChangesOutcome::NeedTree => {
-                        debug!(
-                            from = c.from_serial,
-                            have = self.mirror.serial,
-                            "changes do not apply: asking for the tree"
-                        );
-                        self.outbox.send(Dest::Server, Message::TreeRequest);
-                    }
-                }
-            }
-            Message::Services(s) => {
-                // Only merged when we hold a tree; the next tree request converges anyway.
-                if let Some(tree) = self.mirror.tree.as_mut() {
-                    for svc in s.tree.services() {
-                        tree.insert(svc.clone());
-                    }
-                    self.reconcile_kernel().await;
-                }
-            }
-            Message::Mapping(map) => self.on_mapping(map).await,
-            Message::SynAnnounce(syn) if self.mine.is_none() => {
-                debug!("syn_announce before the first mapping: kept until the mapping arrives");
-                self.early_syns.push(syn);
-                self.outbox.send(Dest::Server, Message::MappingRequest);
-            }
-            Message::SynAnnounce(syn) => self.on_syn(syn),
-            Message::AckGo(go) => {
-                let outs = self.vips.handle(
-                    go.vip,
-                    Input::AckAnnounce {
-                        local_pref: go.local_preference,
-                    },
-                );
-                self.perform(go.vip, outs);
-            }
-            Message::FinAnnounce(fin) => {
-                for vip in fin.vips {
-                    let outs = self.vips.handle(vip, Input::FinAnnounce);
-                    self.perform(vip, outs);
-                }
-            }
-            Message::Sync(answer) => {
-                for f in answer.files {
-                    match sync::write(&self.cfg.client.sync_dirs, &f.name, f.mode, &f.content) {
-                        Ok(path) => {
-                            info!(file = %path.display(), bytes = f.content.len(), "sync: written")
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "sync: refused");
-                            self.metrics.inc("ipvs_sync_sync_refused_total", &[]);
-                        }
-                    }
-                }
-            }
-            Message::Execute(ex) => {
-                let allow = self.cfg.client.execute_allow.clone();
-                let timeout =
-                    Duration::from_secs(ex.timeout_s.into()).min(self.cfg.client.execute_timeout);
-                let metrics = self.metrics.clone();
-                tokio::spawn(async move {
-                    match execute::run(&allow, &ex.argv, timeout).await {
-                        Ok(r) => {
-                            info!(argv = ?ex.argv, code = ?r.code, output = %r.output_tail.trim_end(), "execute: done")
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "execute: refused or failed");
-                            metrics.inc("ipvs_sync_execute_refused_total", &[]);
-                        }
-                    }
-                });
-            }
-            other => {
-                debug!(kind = %other.kind(), "message not for a client: ignored");
-                self.metrics.inc(
-                    "ipvs_sync_messages_ignored_total",
-                    &[("type", other.kind().as_str())],
-                );
+            _ = status_t.tick() => c.tick_status().await,
+            _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
+                daemon::notify::notify("WATCHDOG=1");
             }
         }
     }
+    c.stop().await;
+    drop(incoming);
+}
 
-    fn on_syn(&mut self, syn: SynAnnounce) {
-        for (vip, spec) in syn.vips {
-            if !self.is_mine(vip) {
-                self.count_refused(
-                    vip,
-                    "syn_announce for a VIP the mapping does not give this balancer",
-                );
+fn settings(cfg: &config::Config) -> Settings {
+    Settings {
+        hostname: cfg.main.hostname.clone(),
+        heartbeat_interval: cfg.main.heartbeat_interval,
+        tree_request_interval: cfg.main.tree_request_interval,
+        announces_request_interval: cfg.main.announces_request_interval,
+        withdraw_grace: cfg.announce.withdraw_grace,
+        sync_names: cfg
+            .client
+            .sync_dirs
+            .iter()
+            .map(|d| format!("{}/*", d.display()))
+            .collect(),
+        ipvs: cfg.main.ipvs,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// Runs reconciles one at a time; a newer one replaces one still waiting.
+fn spawn_reconciler(kernel: Arc<dyn Services>, done: mpsc::UnboundedSender<Done>) -> ReconcileSlot {
+    let (tx, mut rx) = watch::channel::<Option<(Tree, BTreeSet<IpAddr>)>>(None);
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let Some((wanted, owned)) = rx.borrow_and_update().clone() else {
                 continue;
-            }
-            let input = Input::SynAnnounce {
-                local_pref: spec.local_preference,
-                tree: spec.tree,
             };
-            let outs = self.vips.handle(vip, input);
-            self.perform(vip, outs);
-        }
-    }
-
-    fn is_mine(&self, vip: IpAddr) -> bool {
-        self.mine.as_ref().is_some_and(|m| m.contains(&vip))
-    }
-
-    fn count_refused(&self, vip: IpAddr, why: &str) {
-        warn!(%vip, why, "announce refused");
-        self.metrics.inc("ipvs_sync_announce_refused_total", &[]);
-    }
-
-    async fn on_mapping(&mut self, map: Mapping) {
-        let mine: BTreeSet<IpAddr> = map
-            .balancers
-            .get(&self.hostname)
-            .map(|v| v.iter().copied().collect())
-            .unwrap_or_default();
-        let first = self.mine.is_none();
-        if self.mine.as_ref() == Some(&mine) {
-            return;
-        }
-        info!(
-            vips = mine.len(),
-            "mapping: this balancer serves {} VIPs",
-            mine.len()
-        );
-        // VIPs that left the mapping are withdrawn like a fin_announce.
-        for (vip, out) in self.vips.reconcile::<ipvs::Tree>(&mine) {
-            self.perform(vip, vec![out]);
-        }
-        if first {
-            self.clean_leftover_addresses(&mine).await;
-        }
-        self.mine = Some(mine);
-        for syn in std::mem::take(&mut self.early_syns) {
-            self.on_syn(syn);
-        }
-        self.reconcile_kernel().await;
-    }
-
-    /// After a restart, addresses of our VIPs may still sit on the interface although nothing
-    /// announces them; remove them (the arbiter's syn_announce puts back what it wants).
-    async fn clean_leftover_addresses(&self, mine: &BTreeSet<IpAddr>) {
-        let wanted = self.vips.busy();
-        match self.edges.addrs.plan(&wanted, mine).await {
-            Ok(plan) if !plan.is_empty() => {
-                info!(
-                    ops = plan.len(),
-                    "removing VIP addresses left from an earlier run"
-                );
-                for (op, e) in self.edges.addrs.execute(plan).await {
-                    warn!(%op, error = %e, "leftover address clean-up failed");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "cannot list VIP addresses"),
-        }
-    }
-
-    async fn reconcile_kernel(&mut self) {
-        let (Some(kernel), Some(mine)) = (self.edges.kernel.clone(), self.mine.clone()) else {
-            return;
-        };
-        let Some(wanted) = self.mirror.wanted(&mine) else {
-            return;
-        };
-        let owned: BTreeSet<IpAddr> = mine.union(&self.owned_services).copied().collect();
-        match kernel.reconcile(wanted, owned).await {
-            Ok(a) => {
-                self.owned_services = mine;
-                self.last_tree_apply = Some(Instant::now());
-                self.metrics
-                    .set("ipvs_sync_ipvs_apply_seconds", &[], a.took.as_secs_f64());
-                self.metrics
-                    .add("ipvs_sync_ipvs_ops_total", &[], a.planned as u64);
-                if a.planned > 0 {
-                    info!(
-                        ops = a.planned,
-                        failed = a.failures.len(),
-                        ms = a.took.as_millis() as u64,
-                        "IPVS mirrored"
-                    );
-                }
-                for f in &a.failures {
-                    warn!(failure = %f, "IPVS operation failed; the next tree converges");
-                    self.metrics.inc("ipvs_sync_ipvs_failures_total", &[]);
-                }
-            }
-            Err(e) => {
-                error!(error = %e, "IPVS reconcile failed");
-                self.metrics.inc("ipvs_sync_ipvs_failures_total", &[]);
+            let r = kernel.reconcile(wanted, owned).await;
+            if done.send(Done::Reconciled(r)).is_err() {
+                return;
             }
         }
-    }
+    });
+    tx
+}
 
-    /// Performs the announce FSM's outputs for one VIP, in order.
-    fn perform(&mut self, vip: IpAddr, outs: Vec<Output<ipvs::Tree>>) {
-        let mut prepare: Vec<Output<ipvs::Tree>> = Vec::new();
-        for out in outs {
-            match out {
-                Output::CheckFirewall { .. }
-                | Output::ApplyServices { .. }
-                | Output::AddAddress { .. } => prepare.push(out),
-                Output::SendAck => {
-                    self.acked.insert(vip, Instant::now());
-                    self.outbox
-                        .send(Dest::Server, Message::AckPrepared(AckPrepared { vip }));
-                }
-                Output::BgpAnnounce { local_pref } => {
+/// The loop's state: the core and the edges.
+struct Client {
+    cfg: config::Config,
+    edges: Edges,
+    bus: Arc<dyn Bus>,
+    outbox: Outbox,
+    metrics: Metrics,
+    status: StatusDoc,
+    core: ClientState,
+    done: mpsc::UnboundedSender<Done>,
+    reconciler: Option<ReconcileSlot>,
+    started: Instant,
+    was_connected: bool,
+}
+
+impl Client {
+    /// Performs the core's commands, in order; none of them waits.
+    fn perform(&mut self, cmds: Vec<Cmd>) {
+        for cmd in cmds {
+            match cmd {
+                Cmd::Send(to, m) => self.outbox.send(to, m),
+                Cmd::Announce { vip, local_pref } => {
                     info!(%vip, local_pref, "announcing");
-                    let attrs = bgp::RouteAttrs {
-                        local_pref: Some(local_pref),
-                        ..Default::default()
-                    };
-                    self.edges.speaker.announce(host_net(vip), attrs);
+                    self.edges.routes.announce(vip, local_pref);
                     self.metrics.inc("ipvs_sync_bgp_announces_total", &[]);
                 }
-                Output::BgpWithdraw => {
+                Cmd::Withdraw { vip, ticket } => {
                     info!(%vip, "withdrawing");
-                    self.edges.speaker.withdraw(host_net(vip));
                     self.metrics.inc("ipvs_sync_bgp_withdraws_total", &[]);
-                }
-                Output::RemoveAddress => {
-                    let addrs = self.edges.addrs.clone();
+                    let on_wire = self.edges.routes.withdraw(vip);
+                    let done = self.done.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = addrs.remove(vip).await {
-                            warn!(%vip, error = %e, "VIP address removal failed");
+                        on_wire.await;
+                        let _ = done.send(Done::Withdrawn { vip, ticket });
+                    });
+                }
+                Cmd::Prepare {
+                    vip,
+                    attempt,
+                    services,
+                } => self.spawn_prepare(vip, attempt, services),
+                Cmd::RemoveAddress { vip, services } => self.spawn_removal(vip, services),
+                Cmd::Reconcile { wanted, owned } => {
+                    if let Some(r) = &self.reconciler {
+                        r.send_replace(Some((wanted, owned)));
+                    }
+                }
+                Cmd::CleanAddresses { keep, mine } => {
+                    let clean = self.edges.addrs.clean(keep, mine);
+                    tokio::spawn(async move {
+                        for f in clean.await {
+                            warn!(failure = %f, "leftover address clean-up failed");
                         }
                     });
                 }
-                Output::Count(ev) => {
-                    debug!(%vip, event = %ev, "announce event");
-                    self.metrics.inc(
-                        "ipvs_sync_announce_events_total",
-                        &[("event", &ev.to_string())],
-                    );
-                }
+                Cmd::WriteFiles(files) => self.write_files(files),
+                Cmd::Execute(ex) => self.execute(ex),
+                Cmd::Note(n) => self.note(n),
             }
-        }
-        if !prepare.is_empty() {
-            self.spawn_prepare(vip, prepare);
         }
     }
 
-    /// Runs the prepare steps of one attempt in order, stopping at the first failure.
-    fn spawn_prepare(&self, vip: IpAddr, steps: Vec<Output<ipvs::Tree>>) {
-        let tx = self.prepared_tx.clone();
-        let firewall = self.firewall.clone();
+    fn spawn_prepare(&self, vip: IpAddr, attempt: u64, services: Option<Tree>) {
+        let done = self.done.clone();
+        let firewall = self.edges.firewall.clone();
         let kernel = self.edges.kernel.clone();
         let addrs = self.edges.addrs.clone();
         tokio::spawn(async move {
-            let mut attempt = 0;
-            let mut result = Ok(());
-            for step in steps {
-                let r = match step {
-                    Output::CheckFirewall { attempt: a } => {
-                        attempt = a;
-                        if firewall.command.is_empty() {
-                            Ok(())
-                        } else {
-                            firewall
-                                .check(vip)
-                                .await
-                                .map(|_| ())
-                                .map_err(|e| e.to_string())
-                        }
+            let result = async {
+                firewall.check(vip).await?;
+                if let (Some(k), Some(tree)) = (kernel, services) {
+                    let a = k.reconcile(tree, BTreeSet::from([vip])).await?;
+                    if !a.failures.is_empty() {
+                        return Err(format!("IPVS: {}", a.failures.join("; ")));
                     }
-                    Output::ApplyServices { attempt: a, tree } => {
-                        attempt = a;
-                        match &kernel {
-                            None => Ok(()),
-                            Some(k) => {
-                                let only: BTreeSet<IpAddr> = [vip].into();
-                                let wanted = tree.filter_vips(&only, false);
-                                match k.reconcile(wanted, only).await {
-                                    Ok(a) if a.failures.is_empty() => Ok(()),
-                                    Ok(a) => Err(format!("IPVS: {}", a.failures.join("; "))),
-                                    Err(e) => Err(e.to_string()),
-                                }
-                            }
-                        }
-                    }
-                    Output::AddAddress { attempt: a } => {
-                        attempt = a;
-                        addrs.add(vip).await.map_err(|e| e.to_string())
-                    }
-                    _ => Ok(()),
-                };
-                if let Err(e) = r {
-                    result = Err(e);
-                    break;
                 }
+                addrs.add(vip).await
             }
-            let _ = tx
-                .send(Prepared {
-                    vip,
-                    attempt,
-                    result,
-                })
-                .await;
+            .await;
+            let _ = done.send(Done::Prepared {
+                vip,
+                attempt,
+                result,
+            });
         });
     }
 
-    fn on_prepared(&mut self, p: Prepared) {
-        if let Err(e) = &p.result {
-            warn!(vip = %p.vip, error = %e, "prepare failed; the VIP stays idle");
-            self.metrics.inc("ipvs_sync_prepare_failures_total", &[]);
+    fn spawn_removal(&self, vip: IpAddr, services: bool) {
+        let done = self.done.clone();
+        let kernel = self.edges.kernel.clone();
+        let addrs = self.edges.addrs.clone();
+        tokio::spawn(async move {
+            let mut result = addrs.remove(vip).await;
+            if let (true, Some(k)) = (services, kernel) {
+                if let Err(e) = k.reconcile(Tree::new(), BTreeSet::from([vip])).await {
+                    result = result.and(Err(format!("removing its IPVS services: {e}")));
+                }
+            }
+            let _ = done.send(Done::Removed { vip, result });
+        });
+    }
+
+    fn on_done(&mut self, d: Done) {
+        let now = Instant::now();
+        let out = match d {
+            Done::Prepared {
+                vip,
+                attempt,
+                result,
+            } => {
+                if let Err(e) = &result {
+                    warn!(%vip, error = %e, "prepare failed; the VIP stays idle");
+                    self.metrics.inc("ipvs_sync_prepare_failures_total", &[]);
+                }
+                self.core.prepared(now, vip, attempt, result)
+            }
+            Done::Withdrawn { vip, ticket } => {
+                debug!(%vip, "withdraw on the wire");
+                self.core.withdrawn(now, vip, ticket)
+            }
+            Done::Removed { vip, result } => self.core.removed(vip, result),
+            Done::Reconciled(r) => {
+                let r = r.map(|a| {
+                    self.metrics
+                        .set("ipvs_sync_ipvs_apply_seconds", &[], a.took.as_secs_f64());
+                    self.metrics
+                        .add("ipvs_sync_ipvs_ops_total", &[], a.planned as u64);
+                    if a.planned > 0 {
+                        info!(
+                            ops = a.planned,
+                            failed = a.failures.len(),
+                            ms = a.took.as_millis() as u64,
+                            "IPVS mirrored"
+                        );
+                    }
+                    for f in &a.failures {
+                        warn!(failure = %f, "IPVS operation failed; the next tree converges");
+                        self.metrics.inc("ipvs_sync_ipvs_failures_total", &[]);
+                    }
+                });
+                self.core.reconciled(now, r)
+            }
+        };
+        self.perform(out);
+    }
+
+    fn note(&self, n: Note) {
+        let m = &self.metrics;
+        match n {
+            Note::NotMine(vip) => {
+                warn!(%vip, "announce refused: syn_announce for a VIP the mapping does not give this balancer");
+                m.inc("ipvs_sync_announce_refused_total", &[]);
+            }
+            Note::Vip(vip, ev) => {
+                debug!(%vip, event = %ev, "announce event");
+                m.inc(
+                    "ipvs_sync_announce_events_total",
+                    &[("event", event_label(&ev))],
+                );
+            }
+            Note::Mapping(n) => info!(vips = n, "mapping: this balancer serves {n} VIPs"),
+            Note::OldTree { got, have } => {
+                warn!(got, have, "tree older than the mirror ignored");
+                m.inc("ipvs_sync_old_trees_total", &[]);
+            }
+            Note::ChangesGap { from, have } => {
+                debug!(from, have, "changes do not apply: asking for the tree")
+            }
+            Note::ArbiterRestarted => info!("arbiter restarted: re-syncing"),
+            Note::Reconnected => info!("broker reachable again: re-syncing"),
+            Note::StaleResync(n) => {
+                warn!(dropped = n, "messages arrived stale: asking the arbiter for mapping, tree and announces again");
+                m.inc("ipvs_sync_stale_resyncs_total", &[]);
+            }
+            Note::AckRepair(n) => {
+                warn!(
+                    vips = n,
+                    "no go from the arbiter {} s after the ack: asking for the announces again",
+                    state::ACK_REPAIR_AFTER.as_secs()
+                );
+                m.inc("ipvs_sync_ack_repairs_total", &[]);
+            }
+            Note::RemovalCancelled(vip) => {
+                info!(%vip, "address kept: the VIP was asked for again before its removal")
+            }
+            Note::Unsolicited(kind) => {
+                warn!(kind, "answer nobody asked for: ignored");
+                m.inc("ipvs_sync_unsolicited_total", &[("type", kind)]);
+            }
+            Note::Ignored(kind) => {
+                debug!(kind, "message not for a client: ignored");
+                m.inc("ipvs_sync_messages_ignored_total", &[("type", kind)]);
+            }
+            Note::SynBeforeMapping => {
+                debug!("syn_announce before the first mapping: kept until the mapping arrives")
+            }
+            Note::Failed(what) => {
+                error!(failure = %what, "failed");
+                m.inc("ipvs_sync_ipvs_failures_total", &[]);
+            }
         }
-        let outs = self.vips.handle(
-            p.vip,
-            Input::PrepareResult {
-                attempt: p.attempt,
-                result: p.result,
-            },
-        );
-        self.perform(p.vip, outs);
+    }
+
+    fn write_files(&self, files: Vec<crate::wire::messages::SyncFile>) {
+        let dirs = self.cfg.client.sync_dirs.clone();
+        let metrics = self.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            for f in files {
+                match sync::write(&dirs, &f.name, f.mode, &f.content) {
+                    Ok(path) => {
+                        info!(file = %path.display(), bytes = f.content.len(), "sync: written")
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "sync: refused");
+                        metrics.inc("ipvs_sync_sync_refused_total", &[]);
+                    }
+                }
+            }
+        });
+    }
+
+    fn execute(&self, ex: crate::wire::messages::Execute) {
+        let allow = self.cfg.client.execute_allow.clone();
+        let timeout = Duration::from_secs(ex.timeout_s.into()).min(self.cfg.client.execute_timeout);
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            match execute::run(&allow, &ex.argv, timeout).await {
+                Ok(r) => {
+                    info!(argv = ?ex.argv, code = ?r.code, output = %r.output_tail.trim_end(), "execute: done")
+                }
+                Err(e) => {
+                    warn!(error = %e, "execute: refused or failed");
+                    metrics.inc("ipvs_sync_execute_refused_total", &[]);
+                }
+            }
+        });
     }
 
     fn on_peer_event(&self, ev: bgp::PeerEvent) {
@@ -616,7 +492,9 @@ impl Client {
         let path: PathBuf = self.cfg.file.clone();
         match config::Config::load(&path) {
             Ok(new) => {
-                bgp_cfg::reload_peers(&self.edges.speaker, &self.cfg, &new);
+                if let Some(s) = &self.edges.speaker {
+                    bgp_cfg::reload_peers(s, &self.cfg, &new);
+                }
                 info!(config = %path.display(), "configuration reloaded");
                 self.cfg = new;
             }
@@ -624,64 +502,19 @@ impl Client {
         }
     }
 
-    /// Asks for the announces again when a VIP waits too long for its go.
-    fn repair_acks(&mut self) {
-        let vips = &self.vips;
-        self.acked
-            .retain(|vip, _| matches!(vips.state(*vip), announce::State::Acked { .. }));
-        let stuck = self
-            .acked
-            .values()
-            .filter(|t| t.elapsed() >= ACK_REPAIR_AFTER)
-            .count();
-        if stuck > 0 {
-            warn!(
-                vips = stuck,
-                "no go from the arbiter {} s after the ack: asking for the announces again",
-                ACK_REPAIR_AFTER.as_secs()
-            );
-            self.metrics.inc("ipvs_sync_ack_repairs_total", &[]);
-            self.outbox.send(Dest::Server, Message::AnnouncesRequest);
-            let now = Instant::now();
-            self.acked.values_mut().for_each(|t| *t = now);
+    async fn tick_status(&mut self) {
+        let now = Instant::now();
+        let stale = self.bus.counters().dropped(DropReason::Stale);
+        let out = self.core.stale_dropped(now, stale);
+        self.perform(out);
+        let connected = self.bus.connected();
+        if connected != self.was_connected {
+            let out = self.core.set_connected(now, connected);
+            self.perform(out);
+            self.was_connected = connected;
         }
-    }
-
-    /// A message dropped as stale (it waited in the broker longer than `max_age`) may have
-    /// been a `syn_announce`, `fin_announce`, `tree` or `mapping` this client never learns
-    /// of otherwise: ask for all of it again, at most once per [`STALE_RESYNC_EVERY`].
-    fn resync_after_stale(&mut self, transport: &Transport) {
-        let stale = transport.counters().dropped(DropReason::Stale);
-        if stale <= self.stale_seen {
-            return;
-        }
-        if self
-            .stale_resync
-            .is_some_and(|t| t.elapsed() < STALE_RESYNC_EVERY)
-        {
-            return;
-        }
-        warn!(
-            dropped = stale - self.stale_seen,
-            "messages arrived stale: asking the arbiter for mapping, tree and announces again"
-        );
-        self.stale_seen = stale;
-        self.stale_resync = Some(Instant::now());
-        self.metrics.inc("ipvs_sync_stale_resyncs_total", &[]);
-        self.request_all();
-    }
-
-    async fn tick_status(&mut self, transport: &Transport) {
-        self.repair_acks();
-        self.resync_after_stale(transport);
-        let connected = transport.is_connected();
-        if connected && !self.was_connected {
-            info!("broker reachable again: re-syncing");
-            self.request_all();
-        }
-        self.was_connected = connected;
-        let peers = self.edges.speaker.peers().await;
-        let announced = self.vips.announced();
+        let peers = self.edges.routes.peers().await;
+        let announced = self.core.announced();
         let m = &self.metrics;
         m.set(
             "ipvs_sync_broker_connected",
@@ -690,11 +523,11 @@ impl Client {
         );
         m.set("ipvs_sync_vips_announced", &[], announced.len() as f64);
         m.set("ipvs_sync_outbox_depth", &[], self.outbox.depth() as f64);
-        if let Some(t) = self.last_server_heartbeat {
+        if let Some(t) = self.core.last_arbiter_heartbeat() {
             m.set(
                 "ipvs_sync_last_heartbeat_age_seconds",
                 &[],
-                t.elapsed().as_secs_f64(),
+                now.saturating_duration_since(t).as_secs_f64(),
             );
         }
         for p in &peers {
@@ -704,67 +537,71 @@ impl Client {
                 if p.state == "established" { 1.0 } else { 0.0 },
             );
         }
-        daemon::export_transport_counters(m, transport);
+        daemon::export_counters(m, self.bus.counters());
         let vip_rows: Vec<serde_json::Value> = self
-            .mine
-            .iter()
-            .flatten()
+            .core
+            .mine()
             .map(|vip| {
-                let st = self.vips.state(*vip);
+                let st = self.core.vip_state(vip);
                 serde_json::json!({
                     "vip": vip.to_string(),
                     "state": st.name(),
-                    "local_pref": announced.get(vip),
+                    "local_pref": announced.get(&vip),
                 })
             })
             .collect();
         self.status.set(serde_json::json!({
             "role": "client",
-            "hostname": self.hostname,
+            "hostname": self.cfg.main.hostname,
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "broker": {"connected": connected},
-            "last_heartbeat_age_s": self.last_server_heartbeat.map(|t| t.elapsed().as_secs_f64()),
-            "tree_serial": self.mirror.serial,
+            "last_heartbeat_age_s": self.core.last_arbiter_heartbeat().map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            "tree_serial": self.core.serial(),
             "peers": peers.iter().map(bgp_cfg::peer_json).collect::<Vec<_>>(),
             "vips": vip_rows,
             "queues": {"outbox": self.outbox.depth()},
-            "dropped": daemon::dropped_json(transport),
+            "dropped": daemon::dropped_json(self.bus.counters()),
             "workers": {
-                "tree": {"age_s": self.last_tree_apply.map(|t| t.elapsed().as_secs_f64()),
+                "tree": {"age_s": self.core.last_reconcile_ok().map(|t| now.saturating_duration_since(t).as_secs_f64()),
                          "interval_s": self.cfg.main.tree_request_interval.as_secs_f64()},
             },
         }));
     }
 
-    /// SIGTERM: withdraw everything (Cease), optionally remove the addresses, within 2 s.
+    /// SIGTERM: Cease to every peer (routers withdraw everything at once); with
+    /// `remove_vips_on_stop`, the addresses go `withdraw_grace` after the Cease is written.
     async fn stop(mut self) {
         info!("stopping: withdrawing every route (BGP Cease)");
-        let outs = self.vips.shutdown::<ipvs::Tree>();
-        let remove = self.cfg.announce.remove_vips_on_stop;
-        let mut removals = Vec::new();
-        for (vip, out) in outs {
-            match out {
-                Output::BgpWithdraw => self.edges.speaker.withdraw(host_net(vip)),
-                Output::RemoveAddress if remove => removals.push(vip),
-                _ => {}
-            }
-        }
-        let speaker = self.edges.speaker.clone();
+        let (_, removals) = self.core.shutdown();
         let _ = tokio::time::timeout(
             Duration::from_millis(1500),
-            speaker.shutdown("ipvs-sync shutting down"),
+            self.edges.routes.shutdown("ipvs-sync shutting down"),
         )
         .await;
-        for vip in removals {
-            if let Err(e) = self.edges.addrs.remove(vip).await {
-                warn!(%vip, error = %e, "VIP address removal failed");
+        if self.cfg.announce.remove_vips_on_stop && !removals.is_empty() {
+            tokio::time::sleep(self.cfg.announce.withdraw_grace).await;
+            for vip in removals {
+                if let Err(e) = self.edges.addrs.remove(vip).await {
+                    warn!(%vip, error = %e, "VIP address removal failed");
+                }
             }
         }
         self.outbox.close().await;
+        self.bus.close().await;
     }
 }
 
-/// `/32` or `/128` for a VIP.
-pub fn host_net(vip: IpAddr) -> IpNet {
-    IpNet::from(vip)
+fn event_label(ev: &announce::Event) -> &'static str {
+    use announce::Event as E;
+    match ev {
+        E::PrepareFailed(_) => "prepare_failed",
+        E::DuplicateSyn => "duplicate_syn",
+        E::AckWithoutSyn => "ack_without_syn",
+        E::AckBeforePrepared => "ack_before_prepared",
+        E::DuplicateAck => "duplicate_ack",
+        E::StalePrepareResult => "stale_prepare_result",
+        E::WithdrawWhileIdle => "withdraw_while_idle",
+        E::Cancelled => "cancelled",
+        _ => "other",
+    }
 }

@@ -2,7 +2,9 @@
 //! broker connection loop, metrics, the HTTP endpoint, systemd notification and the quorum
 //! hand-off socket.
 
+pub mod bus;
 pub mod http;
+pub mod memory_bus;
 pub mod metrics;
 pub mod notify;
 pub mod outbox;
@@ -14,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::wire::counters::Counters;
 use crate::wire::{self, Incoming, Role, Transport, TransportOptions, WireError};
 pub use outbox::Outbox;
 
@@ -175,9 +178,10 @@ pub async fn observability(cfg: &config::Config) -> Result<(Metrics, http::Statu
 }
 
 /// A periodic timer that, when the loop falls behind, waits a whole period again instead of
-/// firing a burst of missed ticks.
+/// firing a burst of missed ticks. Periods under a millisecond are taken as one (the config
+/// refuses them; this keeps a zero from anywhere else from panicking the daemon).
 pub fn interval(d: Duration) -> tokio::time::Interval {
-    let mut t = tokio::time::interval(d);
+    let mut t = tokio::time::interval(d.max(Duration::from_millis(1)));
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     t
 }
@@ -291,9 +295,9 @@ pub fn describe_metrics(m: &Metrics) {
     }
 }
 
-/// Copies the transport's counters into the registry.
-pub fn export_transport_counters(m: &Metrics, t: &Transport) {
-    let s = t.counters().snapshot();
+/// Copies the bus's counters into the registry.
+pub fn export_counters(m: &Metrics, c: &Counters) {
+    let s = c.snapshot();
     for (kind, n) in s.received {
         m.set(
             "ipvs_sync_messages_received_total",
@@ -329,8 +333,8 @@ pub fn export_transport_counters(m: &Metrics, t: &Transport) {
 }
 
 /// Dropped incoming messages by reason, for `/status`.
-pub fn dropped_json(t: &Transport) -> serde_json::Value {
-    let s = t.counters().snapshot();
+pub fn dropped_json(c: &Counters) -> serde_json::Value {
+    let s = c.snapshot();
     serde_json::Value::Object(
         s.dropped
             .into_iter()

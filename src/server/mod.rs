@@ -1,48 +1,46 @@
 //! `ipvs-sync server`: the arbiter daemon.
 //!
 //! ```text
-//!  broker ─Transport─▶ incoming ─────────────┐
-//!  quorum socket (ipvs-sync quorum) ─────────┤
-//!  desc scan (inotify-named files; all ≥ 10 s) ┤
-//!  IPVS dump (1 s, spawn_blocking) ──────────┼─▶ Server loop ─ State (pure) ─▶ outbox ─▶ Transport.send
-//!  mapping rebuild (mapping_update_interval) ┤
-//!  client expiry, heartbeat, status ─────────┤
-//!  SIGHUP / SIGTERM ─────────────────────────┘
+//!  Bus (broker) ─ incoming ───────────────────────┐
+//!  quorum socket (ipvs-sync quorum) ──────────────┤
+//!  workers (workers.rs): desc thread, IPVS dump,  ┼─▶ loop ─ State (pure: state.rs) ─▶ Outbox ─▶ Bus
+//!    mapping rebuild ─────────────────────────────┤
+//!  timers: desc scan, mapping, expiry, heartbeat, │
+//!    status; SIGHUP / SIGTERM ────────────────────┘
 //! ```
 //!
 //! The loop owns [`state::State`]; every decision is made there without I/O, and the loop
-//! only feeds it events and queues what it returns. Requests beyond
-//! `client_requests_queue_limit` wait in the broker (prefetch is bounded), not in memory.
-//! Until it has read its mapping and tree and `[server] startup_hold` has passed, it answers
-//! no balancer (see [`Server::hold`]).
+//! only feeds it events and queues what it returns. Nothing slow runs on the loop: desc
+//! files, the kernel dump, the mapping rebuild (and the desc locks it takes) and `sync` file
+//! reads run on workers that report back. Requests beyond `client_requests_queue_limit` wait
+//! in the broker (prefetch is bounded), not in memory. Until it has read its mapping and tree
+//! and `[server] startup_hold` has passed, it answers no balancer (see [`Server::hold`]).
 
 pub mod state;
+pub mod sync_serve;
+pub mod workers;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use announce::{DescCache, DescState, DescWatch, Seen};
+use announce::known_ports::KnownPorts;
+use announce::DescState;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::daemon::{
-    self, http::StatusDoc, metrics::Metrics, quorum_socket, Outbox, Shutdown, StartError,
-};
-use crate::wire::messages::{Heartbeat, PeerRole, SyncAnswer, SyncFile};
-use crate::wire::{Dest, Incoming, Message, Role, Transport};
+use crate::daemon::bus::{AmqpBus, Bus};
+use crate::daemon::quorum_socket::{self, QuorumEvent};
+use crate::daemon::{self, http::StatusDoc, metrics::Metrics, Outbox, Shutdown, StartError};
+use crate::wire::messages::{Heartbeat, PeerRole, SyncAnswer};
+use crate::wire::{Dest, Incoming, Message, Role};
 use state::{State, VipQuorum};
+use workers::{DescJob, DescScan, MappingBuilt, Report};
 
 /// How often the arbiter re-reads its kernel's IPVS tree.
 pub const TREE_POLL: Duration = Duration::from_secs(1);
-
-/// Every desc file is looked at least this often, whatever inotify reports: changes it
-/// never reports (NFS, a desc file that is a symlink elsewhere) are seen within this long.
-const DESC_FULL_SCAN: Duration = Duration::from_secs(10);
-
-/// Largest file a `sync` answer carries.
-const SYNC_MAX_FILE: u64 = 4 << 20;
 
 /// The tree serial this run starts from: the clock in milliseconds, so a serial of an
 /// earlier run (which moved at most one a second, [`TREE_POLL`]) is never taken for one of
@@ -54,33 +52,40 @@ fn first_serial() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2))
 }
 
+/// What the arbiter touches outside itself besides files.
+pub struct Edges {
+    /// The kernel's IPVS table (`None` with `ipvs = false`).
+    pub kernel: Option<Arc<Mutex<ipvs::Ipvs>>>,
+    /// Quorum hand-offs (from the quorum socket).
+    pub quorum: mpsc::Receiver<QuorumEvent>,
+}
+
 struct Server {
     cfg: config::Config,
     name: String,
     state: State,
-    descs: DescCache,
-    /// inotify on the desc directories; `None` where inotify is unavailable (then every
-    /// scan looks at every file).
-    watch: Option<DescWatch>,
-    /// When every desc file was last looked at.
-    full_scan: Option<Instant>,
-    /// VIP → ports the keepalived configs named at the last mapping rebuild.
-    known_ports: Option<announce::known_ports::KnownPorts>,
+    descs: std_mpsc::Sender<DescJob>,
+    reports: mpsc::UnboundedSender<Report>,
+    known_ports: Arc<Mutex<Option<KnownPorts>>>,
+    mapping_running: bool,
     outbox: Outbox,
+    bus: Arc<dyn Bus>,
     metrics: Metrics,
     status: StatusDoc,
     started: Instant,
-    kernel: Option<Arc<Mutex<ipvs::Ipvs>>>,
+    ipvs: bool,
     workers: BTreeMap<&'static str, (Instant, Duration)>,
     /// The mapping, and (with `ipvs = true`) the kernel tree, have been read once.
     mapping_read: bool,
     tree_read: bool,
+    /// The desc files of the mapping's VIPs have been read once.
+    descs_read: bool,
     /// What [`Server::hold`] said at the last status tick, to log its changes.
     holding: Option<&'static str>,
 }
 
-/// Runs the arbiter until `shutdown` fires.
-pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), StartError> {
+/// Runs the arbiter until `shutdown` fires, on the real kernel, quorum socket and broker.
+pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), StartError> {
     let name = cfg.main.hostname.clone();
     let (metrics, status) = daemon::observability(&cfg).await?;
     let kernel = if cfg.main.ipvs {
@@ -94,51 +99,79 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
     let qpath = cfg.server.quorum_socket.clone();
     let qlistener = quorum_socket::bind(&qpath)
         .map_err(|e| StartError::QuorumSocket(qpath.display().to_string(), e))?;
-    let (qtx, mut qrx) = mpsc::channel(1024);
+    let (qtx, qrx) = mpsc::channel(1024);
     tokio::spawn(quorum_socket::serve(qlistener, qtx));
-
-    let Some((transport, mut incoming)) =
-        daemon::connect_transport(&cfg, Role::Server { name: name.clone() }, &shutdown).await?
+    let Some((transport, incoming)) =
+        daemon::connect_transport(&cfg, Role::Server { name }, &shutdown).await?
     else {
         return Ok(());
     };
-    let transport = Arc::new(transport);
+    let edges = Edges {
+        kernel,
+        quorum: qrx,
+    };
+    let r = serve(
+        cfg,
+        edges,
+        AmqpBus::new(transport),
+        incoming,
+        shutdown,
+        metrics,
+        status,
+    )
+    .await;
+    let _ = std::fs::remove_file(&qpath);
+    r
+}
+
+/// The arbiter's loop on the given edges (the real ones from [`run`], or fakes in tests).
+pub async fn serve(
+    cfg: config::Config,
+    mut edges: Edges,
+    bus: Arc<dyn Bus>,
+    mut incoming: mpsc::Receiver<Incoming>,
+    mut shutdown: Shutdown,
+    metrics: Metrics,
+    status: StatusDoc,
+) -> Result<(), StartError> {
+    let (reports, mut reports_rx) = mpsc::unbounded_channel();
+    let descs = workers::spawn_descs(reports.clone())
+        .map_err(|e| StartError::QuorumSocket("desc scan thread".into(), e))?;
+    if let Some(k) = &edges.kernel {
+        workers::spawn_tree(k.clone(), TREE_POLL, reports.clone());
+    }
     let outbox = Outbox::spawn(
-        transport.clone(),
+        bus.clone(),
         cfg.main.announces_queue_limit.min(1 << 20),
         metrics.clone(),
     );
     let mut srv = Server {
-        name,
+        name: cfg.main.hostname.clone(),
         state: State {
             serial: first_serial(),
             ..State::default()
         },
-        descs: DescCache::new(),
-        watch: DescWatch::new()
-            .inspect_err(|e| warn!(error = %e, "desc files are polled without inotify"))
-            .ok(),
-        full_scan: None,
-        known_ports: None,
+        descs,
+        reports,
+        known_ports: Arc::new(Mutex::new(None)),
+        mapping_running: false,
         outbox,
+        bus,
         metrics,
         status,
         started: Instant::now(),
-        kernel,
+        ipvs: edges.kernel.is_some(),
         workers: BTreeMap::new(),
         mapping_read: false,
         tree_read: false,
+        descs_read: false,
         holding: None,
         cfg,
     };
-    // Mapping, descs and tree before the first client is answered.
-    srv.refresh_mapping();
-    srv.refresh_descs(None);
-    srv.refresh_tree().await;
+    srv.rebuild_mapping();
 
     let iv = daemon::interval;
     let mut desc_t = iv(srv.cfg.main.vips_description_update_interval);
-    let mut tree_t = iv(TREE_POLL);
     let mut mapping_t = iv(srv.cfg.main.mapping_update_interval);
     let mut expire_t = iv(srv
         .cfg
@@ -150,8 +183,6 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
     let mut watchdog = daemon::notify::watchdog_interval().map(iv);
     daemon::notify::notify("READY=1\nSTATUS=arbiter running");
     info!(
-        clients_mapped = srv.state.mapping.len(),
-        vips = srv.state.all_vips().len(),
         startup_hold_s = srv.cfg.server.startup_hold.as_secs_f64(),
         "arbiter running"
     );
@@ -161,19 +192,14 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
             biased;
             _ = shutdown.stop.changed() => break,
             Some(()) = shutdown.reload.recv() => srv.reload(),
-            Some(ev) = qrx.recv() => {
-                debug!(vip = %ev.vip, announce = ev.announce, "quorum hand-off");
-                if !srv.refresh_descs(Some(ev.vip)).contains(&ev.vip) {
-                    srv.send_all(srv.state.resend(ev.vip));
-                }
-            }
+            Some(ev) = edges.quorum.recv() => srv.on_quorum_handoff(ev),
+            Some(r) = reports_rx.recv() => srv.on_report(r),
             msg = incoming.recv() => match msg {
                 Some(m) => srv.on_message(m),
                 None => { error!("broker transport stopped"); break; }
             },
-            _ = desc_t.tick() => { srv.refresh_descs(None); }
-            _ = tree_t.tick() => srv.refresh_tree().await,
-            _ = mapping_t.tick() => srv.refresh_mapping(),
+            _ = desc_t.tick() => srv.job(DescJob::Scan),
+            _ = mapping_t.tick() => srv.rebuild_mapping(),
             _ = expire_t.tick() => {
                 for gone in srv.state.expire(Instant::now(), srv.cfg.main.consumer_alive_ttl) {
                     warn!(client = %gone, "client silent longer than consumer_alive_ttl: considered gone");
@@ -184,19 +210,16 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
                     version: Some(env!("CARGO_PKG_VERSION").to_string()), serial: Some(srv.state.serial), announced: None };
                 srv.outbox.send(Dest::Broadcast, Message::Heartbeat(hb));
             }
-            _ = status_t.tick() => srv.tick_status(&transport),
+            _ = status_t.tick() => srv.tick_status(),
             _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
                 daemon::notify::notify("WATCHDOG=1");
             }
         }
     }
     info!("arbiter stopping");
-    let _ = std::fs::remove_file(&qpath);
     srv.outbox.clone().close().await;
     drop(incoming);
-    if let Ok(t) = Arc::try_unwrap(transport) {
-        t.close().await;
-    }
+    srv.bus.clone().close().await;
     Ok(())
 }
 
@@ -204,6 +227,12 @@ impl Server {
     fn send_all(&self, out: state::Out) {
         for (to, msg) in out {
             self.outbox.send(to, msg);
+        }
+    }
+
+    fn job(&self, j: DescJob) {
+        if self.descs.send(j).is_err() {
+            error!("desc scan thread is gone");
         }
     }
 
@@ -220,7 +249,9 @@ impl Server {
     fn hold(&self) -> Option<&'static str> {
         if !self.mapping_read {
             Some("the service mapping has not been read")
-        } else if self.kernel.is_some() && !self.tree_read {
+        } else if !self.descs_read {
+            Some("the desc files have not been read")
+        } else if self.ipvs && !self.tree_read {
             Some("the IPVS tree has not been read")
         } else if self.started.elapsed() < self.cfg.server.startup_hold {
             Some("startup_hold has not passed")
@@ -244,6 +275,20 @@ impl Server {
             None => info!("answering balancers"),
         }
         self.holding = now;
+    }
+
+    /// `ipvs-sync quorum` changed a desc file: read it now (on the desc thread).
+    fn on_quorum_handoff(&mut self, ev: QuorumEvent) {
+        debug!(vip = %ev.vip, announce = ev.announce, "quorum hand-off");
+        self.job(DescJob::Vip(ev.vip));
+    }
+
+    fn on_report(&mut self, r: Report) {
+        match r {
+            Report::Descs(scan) => self.on_descs(scan),
+            Report::Tree(t) => self.on_tree(t),
+            Report::Mapping(m) => self.on_mapping(m),
+        }
     }
 
     fn on_message(&mut self, m: Incoming) {
@@ -305,8 +350,13 @@ impl Server {
                 }
             },
             Message::SyncRequest(r) => {
-                let files = self.sync_files(&r.names);
-                self.outbox.send(to, Message::Sync(SyncAnswer { files }));
+                // File reads off the loop; the answer goes out when they are done.
+                let dirs = self.cfg.client.sync_dirs.clone();
+                let outbox = self.outbox.clone();
+                tokio::task::spawn_blocking(move || {
+                    let files = sync_serve::sync_files(&dirs, &r.names);
+                    outbox.send(to, Message::Sync(SyncAnswer { files }));
+                });
             }
             other => {
                 debug!(client = %from, kind = %other.kind(), "message not for the arbiter: ignored");
@@ -346,171 +396,75 @@ impl Server {
         self.send_all(out);
     }
 
-    /// Files for a `sync` request: only regular files directly matched by the globs and
-    /// lying under `[client] sync_dirs` of the arbiter's own config (the same directories are
-    /// allow-listed on both ends), at most 4 MiB each.
-    fn sync_files(&self, names: &[String]) -> Vec<SyncFile> {
-        use std::os::unix::fs::PermissionsExt;
-        let allowed: Vec<_> = self
-            .cfg
-            .client
-            .sync_dirs
-            .iter()
-            .filter_map(|d| d.canonicalize().ok())
-            .collect();
-        let mut out = Vec::new();
-        for pat in names {
-            let Ok(paths) = glob::glob(pat) else {
-                warn!(pattern = %pat, "sync: bad pattern");
-                continue;
-            };
-            for p in paths.flatten() {
-                let Ok(real) = p.canonicalize() else { continue };
-                let meta = match std::fs::metadata(&real) {
-                    Ok(m) if m.is_file() && m.len() <= SYNC_MAX_FILE => m,
-                    _ => continue,
-                };
-                if !allowed.iter().any(|a| real.starts_with(a)) {
-                    warn!(file = %p.display(), "sync: outside sync_dirs, not sent");
-                    continue;
-                }
-                if let Ok(content) = std::fs::read(&real) {
-                    out.push(SyncFile {
-                        name: p.display().to_string(),
-                        mode: meta.permissions().mode() & 0o777,
-                        content,
-                    });
-                }
-            }
+    /// Starts a mapping rebuild unless one is running.
+    fn rebuild_mapping(&mut self) {
+        if self.mapping_running {
+            return;
         }
-        out
+        self.mapping_running = true;
+        workers::spawn_mapping(
+            self.cfg.clone(),
+            self.known_ports.clone(),
+            self.reports.clone(),
+        );
     }
 
-    fn refresh_mapping(&mut self) {
-        if self.known_ports.is_none() {
-            // What the last run's configs named, before this run's cache replaces it.
-            let cache = announce::known_ports::ports_cache(&self.cfg);
-            self.known_ports = Some(cache.load().unwrap_or_default());
-        }
-        let m = &self.cfg.main;
-        let mut known = None;
-        let built = if m.export_service_mapping_wildcard_to_config {
-            config::mapping::build(&m.service_mapping_wildcard).and_then(|r| {
-                for s in &r.skipped {
-                    warn!(balancer = %s.balancer, file = %s.file.display(), line = s.line, reason = %s.reason,
-                          "keepalived service left out of the mapping");
-                }
-                let vips = r.vips();
-                config::mapping::write_json(&m.service_mapping_config, &vips)?;
-                if let Err(e) = announce::known_ports::store_known_ports(&self.cfg, &r.ports) {
-                    warn!(error = %e, "known-ports cache for quorum not written");
-                }
-                known = Some(announce::known_ports::known_ports_of(&r.ports));
-                Ok(vips)
-            })
-        } else {
-            config::mapping::read_json(&m.service_mapping_config)
-        };
-        if let Some(known) = known {
-            if self.forget_gone_ports(known) {
-                self.refresh_descs(None);
-            }
-        }
+    fn on_mapping(&mut self, built: MappingBuilt) {
+        self.mapping_running = false;
         self.worked("mapping", self.cfg.main.mapping_update_interval);
-        match built {
-            Ok(map) => {
-                self.mapping_read = true;
-                let out = self.state.on_mapping(map);
-                if !out.is_empty() {
-                    info!(
-                        balancers = self.state.mapping.len(),
-                        vips = self.state.all_vips().len(),
-                        "mapping changed"
-                    );
-                    let paths: Vec<(IpAddr, std::path::PathBuf)> = self
-                        .state
-                        .all_vips()
-                        .into_iter()
-                        .map(|v| (v, self.cfg.desc_path(v)))
-                        .collect();
-                    self.descs.set_paths(paths);
-                    if let Some(w) = self.watch.as_mut() {
-                        w.set_dirs(&self.descs.dirs());
-                        if w.unwatched() > 0 {
-                            warn!(
-                                watched = w.watched(),
-                                unwatched = w.unwatched(),
-                                "desc directories not watched (missing, or fs.inotify.max_user_watches): every desc file is looked at on every scan until they are"
-                            );
-                        }
-                    }
-                    self.send_all(out);
-                    self.refresh_descs(None);
-                }
-            }
+        if !built.forgotten.is_empty() {
+            self.job(DescJob::FullScan);
+        }
+        let map = match built.mapping {
+            Ok(m) => m,
             Err(e) => {
                 error!(error = %e, "mapping not rebuilt: keeping the previous one");
                 self.metrics.inc("ipvs_sync_mapping_errors_total", &[]);
-            }
-        }
-    }
-
-    /// Ports the keepalived configs named for a VIP at the last rebuild (or in the last
-    /// run's cache) and no longer name are forgotten in its desc file, so a virtual server
-    /// removed while its quorum was down stops holding the VIP back. Returns true when a
-    /// desc file was rewritten.
-    fn forget_gone_ports(&mut self, now: announce::known_ports::KnownPorts) -> bool {
-        let before = self.known_ports.take().unwrap_or_default();
-        let mut rewritten = false;
-        for (vip, ports) in &now {
-            let Some(was) = before.get(vip) else {
-                continue;
-            };
-            let gone: BTreeSet<u16> = was.difference(ports).copied().collect();
-            if gone.is_empty() {
-                continue;
-            }
-            match announce::quorum::forget_ports(&self.cfg.desc_path(*vip), &gone, ports) {
-                Ok(Some((d, was_announce))) => {
-                    info!(%vip, ?gone, active = d.active, total = d.total, announce = d.announce,
-                          was_announce, "ports gone from the keepalived configs forgotten in the desc file");
-                    rewritten = true;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    warn!(%vip, ?gone, error = %e, "cannot forget ports gone from the keepalived configs");
-                    self.metrics.inc("ipvs_sync_desc_errors_total", &[]);
-                }
-            }
-        }
-        self.known_ports = Some(now);
-        rewritten
-    }
-
-    /// Re-reads changed desc files and acts on them; returns the VIPs that changed. Looks
-    /// at the files the watch saw change and `also`'s, and at every file when the watch
-    /// cannot tell or [`DESC_FULL_SCAN`] has passed since the last such look.
-    fn refresh_descs(&mut self, also: Option<IpAddr>) -> BTreeSet<IpAddr> {
-        self.worked("desc", self.cfg.main.vips_description_update_interval);
-        let seen = self
-            .watch
-            .as_mut()
-            .map_or(Seen::Everything, DescWatch::take);
-        let due = self.full_scan.is_none_or(|t| t.elapsed() >= DESC_FULL_SCAN);
-        let updates = match seen {
-            Seen::Paths(mut paths) if !due => {
-                paths.extend(also.map(|v| self.cfg.desc_path(v)));
-                self.descs.refresh_paths(&paths)
-            }
-            _ => {
-                self.full_scan = Some(Instant::now());
-                self.metrics.inc("ipvs_sync_desc_full_scans_total", &[]);
-                self.descs.refresh()
+                return;
             }
         };
-        let mut changed = BTreeSet::new();
-        for up in updates {
-            changed.insert(up.vip);
+        let first = !self.mapping_read;
+        self.mapping_read = true;
+        let out = self.state.on_mapping(map);
+        if out.is_empty() && !first {
+            return;
+        }
+        info!(
+            balancers = self.state.mapping.len(),
+            vips = self.state.all_vips().len(),
+            "mapping changed"
+        );
+        self.send_all(out);
+        let paths = self
+            .state
+            .all_vips()
+            .into_iter()
+            .map(|v| (v, self.cfg.desc_path(v)))
+            .collect();
+        self.job(DescJob::Paths(paths));
+    }
+
+    fn on_descs(&mut self, scan: DescScan) {
+        if scan.full {
+            self.metrics.inc("ipvs_sync_desc_full_scans_total", &[]);
+        }
+        if scan.paths_set && self.mapping_read {
+            self.descs_read = true;
+        }
+        if scan.asked.is_none() {
+            self.worked("desc", self.cfg.main.vips_description_update_interval);
+        }
+        if let Some((watched, unwatched)) = scan.watch {
+            if unwatched > 0 {
+                warn!(
+                    watched,
+                    unwatched,
+                    "desc directories not watched (missing, or fs.inotify.max_user_watches): every desc file is looked at on every scan until they are"
+                );
+            }
+        }
+        let changed: Vec<IpAddr> = scan.updates.iter().map(|u| u.vip).collect();
+        for up in scan.updates {
             let q = match &up.new {
                 DescState::Valid(d) => Some(VipQuorum {
                     announce: d.announce,
@@ -530,21 +484,18 @@ impl Server {
             let out = self.state.on_quorum(up.vip, q);
             self.send_all(out);
         }
-        changed
+        // A hand-off for a desc that did not change says its state again: harmless when
+        // repeated, and it heals a message lost on the way.
+        if let Some(vip) = scan.asked.filter(|v| !changed.contains(v)) {
+            self.send_all(self.state.resend(vip));
+        }
     }
 
-    async fn refresh_tree(&mut self) {
-        let Some(k) = self.kernel.clone() else {
-            return;
-        };
-        let dumped =
-            tokio::task::spawn_blocking(move || k.lock().unwrap_or_else(|e| e.into_inner()).dump())
-                .await;
+    fn on_tree(&mut self, dumped: Result<ipvs::Tree, String>) {
         self.worked("tree", TREE_POLL);
         match dumped {
-            Ok(Ok(mut tree)) => {
+            Ok(tree) => {
                 self.tree_read = true;
-                tree.clear_stats();
                 let out = self.state.on_tree(tree);
                 if !out.is_empty() {
                     info!(
@@ -555,11 +506,10 @@ impl Server {
                     self.send_all(out);
                 }
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 error!(error = %e, "IPVS dump failed");
                 self.metrics.inc("ipvs_sync_ipvs_failures_total", &[]);
             }
-            Err(e) => error!(error = %e, "IPVS dump task failed"),
         }
     }
 
@@ -568,16 +518,16 @@ impl Server {
             Ok(new) => {
                 info!(config = %self.cfg.file.display(), "configuration reloaded");
                 self.cfg = new;
-                self.refresh_mapping();
+                self.rebuild_mapping();
             }
             Err(e) => error!(error = %e, "reload refused: the running configuration stays"),
         }
     }
 
-    fn tick_status(&mut self, transport: &Transport) {
+    fn tick_status(&mut self) {
         self.log_hold();
         let now = Instant::now();
-        let connected = transport.is_connected();
+        let connected = self.bus.connected();
         let m = &self.metrics;
         m.set(
             "ipvs_sync_broker_connected",
@@ -601,9 +551,10 @@ impl Server {
             if self.holding.is_some() { 1.0 } else { 0.0 },
         );
         m.set("ipvs_sync_outbox_depth", &[], self.outbox.depth() as f64);
-        daemon::export_transport_counters(m, transport);
-        let vip_set: BTreeSet<IpAddr> = self.state.all_vips();
-        let vips: Vec<_> = vip_set
+        daemon::export_counters(m, self.bus.counters());
+        let vips: Vec<_> = self
+            .state
+            .all_vips()
             .iter()
             .map(|v| {
                 let q = self.state.quorum.get(v);
@@ -637,7 +588,7 @@ impl Server {
             "vips": vips,
             "clients": clients,
             "queues": {"outbox": self.outbox.depth()},
-            "dropped": daemon::dropped_json(transport),
+            "dropped": daemon::dropped_json(self.bus.counters()),
             "holding": self.holding,
             "workers": workers,
         }));

@@ -202,6 +202,7 @@ impl State {
         let only: BTreeSet<IpAddr> = [vip].into();
         AnnounceSpec {
             tree: self.tree.filter_vips(&only, false),
+            serial: Some(self.serial),
             local_preference: q.local_pref,
         }
     }

@@ -247,6 +247,10 @@ pub struct Execute {
 pub struct AnnounceSpec {
     /// The VIP's IPVS services.
     pub tree: Tree,
+    /// Serial of the arbiter's tree `tree` was cut from; a balancer whose mirror is newer
+    /// prepares from its mirror instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u64>,
     /// BGP LOCAL_PREF to announce with.
     #[serde(rename = "local-preference")]
     pub local_preference: u32,
@@ -587,6 +591,7 @@ pub(crate) mod tests {
                     ip("2001:db8::1:1"),
                     AnnounceSpec {
                         tree,
+                        serial: Some(7),
                         local_preference: 150,
                     },
                 )]),

@@ -46,6 +46,10 @@ pub struct AnnounceConfig {
     /// `remove_vips_on_stop` (false): remove VIP addresses when the daemon stops
     /// (BGP withdraws happen regardless).
     pub remove_vips_on_stop: bool,
+    /// `withdraw_grace` (2 s, 0 allowed): after a VIP's BGP withdraw is on the wire to every
+    /// Established peer, wait this long before removing its address (and its IPVS services
+    /// when it left the mapping), so the routers stop sending before the address goes.
+    pub withdraw_grace: Duration,
 }
 
 impl Default for AnnounceConfig {
@@ -54,14 +58,19 @@ impl Default for AnnounceConfig {
             interface: InterfaceName("lo".to_owned()),
             firewall_check: None,
             remove_vips_on_stop: false,
+            withdraw_grace: Duration::from_secs(2),
         }
     }
 }
 
 impl AnnounceConfig {
     /// The keys of `[announce]`.
-    pub const KEYS: &'static [&'static str] =
-        &["interface", "firewall_check", "remove_vips_on_stop"];
+    pub const KEYS: &'static [&'static str] = &[
+        "interface",
+        "firewall_check",
+        "remove_vips_on_stop",
+        "withdraw_grace",
+    ];
 
     pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<AnnounceConfig, ConfigError> {
         Ok(AnnounceConfig {
@@ -72,6 +81,11 @@ impl AnnounceConfig {
             })?,
             firewall_check: f.opt("firewall_check", command_line)?,
             remove_vips_on_stop: f.get("remove_vips_on_stop", false, value::boolean)?,
+            withdraw_grace: f.get(
+                "withdraw_grace",
+                AnnounceConfig::default().withdraw_grace,
+                value::seconds_or_zero,
+            )?,
         })
     }
 }

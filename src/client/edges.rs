@@ -1,0 +1,151 @@
+//! What the balancer daemon touches outside itself, each behind a small trait: the BGP speaker
+//! ([`Routes`]), the VIP addresses ([`Addresses`]), the kernel's IPVS table ([`Services`]) and
+//! the firewall hook ([`Firewall`]). The real ones wrap `bgp::Speaker`, `announce::VipAddrs`,
+//! [`super::kernel::Kernel`] and `announce::FirewallHook`; tests pass fakes that record what
+//! was done and when.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use announce::{FirewallHook, VipAddrs};
+use ipnet::IpNet;
+use ipvs::Tree;
+
+use super::kernel::{Applied, Kernel};
+use crate::daemon::bus::BoxFuture;
+
+/// The BGP speaker, as the daemon uses it.
+pub trait Routes: Send + Sync {
+    /// Announces `vip` (a /32 or /128) with `local_pref`, replacing an earlier announce.
+    fn announce(&self, vip: IpAddr, local_pref: u32);
+    /// Withdraws `vip`; the future resolves once the UPDATE is written to every Established
+    /// peer (at once when none is).
+    fn withdraw(&self, vip: IpAddr) -> BoxFuture<'static, ()>;
+    /// Status of every peer.
+    fn peers(&self) -> BoxFuture<'_, Vec<bgp::PeerStatus>>;
+    /// Cease to every peer (routers withdraw everything at once), bounded.
+    fn shutdown(&self, reason: &str) -> BoxFuture<'static, ()>;
+}
+
+/// VIP host addresses on the announce interface.
+pub trait Addresses: Send + Sync {
+    /// Puts `vip` on the interface (present already: fine).
+    fn add(&self, vip: IpAddr) -> BoxFuture<'static, Result<(), String>>;
+    /// Takes `vip` off the interface (absent already: fine).
+    fn remove(&self, vip: IpAddr) -> BoxFuture<'static, Result<(), String>>;
+    /// Removes addresses of `mine` that are not in `keep` (left from an earlier run); returns
+    /// what failed.
+    fn clean(
+        &self,
+        keep: BTreeSet<IpAddr>,
+        mine: BTreeSet<IpAddr>,
+    ) -> BoxFuture<'static, Vec<String>>;
+}
+
+/// The kernel's IPVS table.
+pub trait Services: Send + Sync {
+    /// Makes the services of the `owned` VIPs equal `wanted`.
+    fn reconcile(
+        &self,
+        wanted: Tree,
+        owned: BTreeSet<IpAddr>,
+    ) -> BoxFuture<'static, Result<Applied, String>>;
+}
+
+/// The firewall check run before a VIP is prepared.
+pub trait Firewall: Send + Sync {
+    /// Ok when the firewall is ready for `vip` (or there is no check).
+    fn check(&self, vip: IpAddr) -> BoxFuture<'static, Result<(), String>>;
+}
+
+/// `/32` or `/128` for a VIP.
+pub fn host_net(vip: IpAddr) -> IpNet {
+    IpNet::from(vip)
+}
+
+impl Routes for bgp::Speaker {
+    fn announce(&self, vip: IpAddr, local_pref: u32) {
+        let attrs = bgp::RouteAttrs {
+            local_pref: Some(local_pref),
+            ..Default::default()
+        };
+        bgp::Speaker::announce(self, host_net(vip), attrs);
+    }
+
+    fn withdraw(&self, vip: IpAddr) -> BoxFuture<'static, ()> {
+        bgp::Speaker::withdraw(self, host_net(vip));
+        Box::pin(async {})
+    }
+
+    fn peers(&self) -> BoxFuture<'_, Vec<bgp::PeerStatus>> {
+        Box::pin(bgp::Speaker::peers(self))
+    }
+
+    fn shutdown(&self, reason: &str) -> BoxFuture<'static, ()> {
+        let s = self.clone();
+        let reason = reason.to_owned();
+        Box::pin(async move { s.shutdown(&reason).await })
+    }
+}
+
+impl Addresses for Arc<VipAddrs> {
+    fn add(&self, vip: IpAddr) -> BoxFuture<'static, Result<(), String>> {
+        let a = self.clone();
+        Box::pin(async move { VipAddrs::add(&a, vip).await.map_err(|e| e.to_string()) })
+    }
+
+    fn remove(&self, vip: IpAddr) -> BoxFuture<'static, Result<(), String>> {
+        let a = self.clone();
+        Box::pin(async move { VipAddrs::remove(&a, vip).await.map_err(|e| e.to_string()) })
+    }
+
+    fn clean(
+        &self,
+        keep: BTreeSet<IpAddr>,
+        mine: BTreeSet<IpAddr>,
+    ) -> BoxFuture<'static, Vec<String>> {
+        let a = self.clone();
+        Box::pin(async move {
+            match a.plan(&keep, &mine).await {
+                Ok(plan) => a
+                    .execute(plan)
+                    .await
+                    .into_iter()
+                    .map(|(op, e)| format!("{op}: {e}"))
+                    .collect(),
+                Err(e) => vec![format!("cannot list VIP addresses: {e}")],
+            }
+        })
+    }
+}
+
+impl Services for Kernel {
+    fn reconcile(
+        &self,
+        wanted: Tree,
+        owned: BTreeSet<IpAddr>,
+    ) -> BoxFuture<'static, Result<Applied, String>> {
+        let k = self.clone();
+        Box::pin(async move {
+            Kernel::reconcile(&k, wanted, owned)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl Firewall for FirewallHook {
+    fn check(&self, vip: IpAddr) -> BoxFuture<'static, Result<(), String>> {
+        let f = self.clone();
+        Box::pin(async move {
+            if f.command.is_empty() {
+                return Ok(());
+            }
+            FirewallHook::check(&f, vip)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
