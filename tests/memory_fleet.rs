@@ -226,6 +226,8 @@ impl Fleet {
             .send(QuorumEvent {
                 vip: vip(),
                 announce: o.desc.announce,
+                forced: false,
+                error: None,
             })
             .await
             .unwrap();

@@ -52,6 +52,16 @@ impl Config {
         Self::from_parts(&text, path, secret.as_deref(), &secret_file)
     }
 
+    /// Reads `path` alone, without `secret.ini`: for the parts of a node that need no secret
+    /// (the quorum handler's desc files), so they work where `secret.ini` is unreadable.
+    pub fn load_public(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_limited(path)?.ok_or_else(|| ConfigError::Io {
+            file: path.to_path_buf(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        })?;
+        Self::from_parts(&text, path, None, &Self::secret_path(path))
+    }
+
     /// Parses texts instead of files (tests, tools); errors name `config.ini` and
     /// `secret.ini`. No permission check happens here.
     pub fn from_strs(config_text: &str, secret_text: Option<&str>) -> Result<Config, ConfigError> {

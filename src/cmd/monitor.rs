@@ -7,6 +7,8 @@
 //!   and than 3 × `heartbeat_interval` (else WARNING); server: at least one live client, and
 //!   it answers balancers (WARNING during `startup_hold`, CRITICAL while its mapping or IPVS
 //!   tree cannot be read);
+//! - server: a VIP force-withdrawn because its `quorum down` could not be recorded (CRITICAL
+//!   until a quorum call for it succeeds), a quorum handler failure in the last hour (WARNING);
 //! - every worker ran recently: each `workers.*.age_s` under 3 × its `interval_s` (else WARNING);
 //! - every internal queue holds fewer than 10 items (else WARNING).
 
@@ -32,6 +34,9 @@ impl Level {
         }
     }
 }
+
+/// A quorum handler failure keeps `monitor` at WARNING this long (seconds).
+pub const QUORUM_FAILURE_WARN_S: f64 = 3600.0;
 
 /// Queue depth from which a queue counts as backed up.
 pub const QUEUE_WARN: u64 = 10;
@@ -79,6 +84,29 @@ pub fn judge(doc: &Value, lim: Limits) -> (Level, String) {
             let live = doc["clients"].as_array().map(|c| c.len()).unwrap_or(0);
             if live == 0 {
                 bad(Level::Warning, "no live clients".into(), &mut level);
+            }
+            if let Some(v) = doc["forced_withdrawn"].as_array().filter(|v| !v.is_empty()) {
+                bad(
+                    Level::Critical,
+                    format!(
+                        "{} VIP(s) withdrawn because a quorum down could not be recorded",
+                        v.len()
+                    ),
+                    &mut level,
+                );
+            }
+            if let Some(age) = doc["quorum_failure"]["age_s"].as_f64() {
+                if age < QUORUM_FAILURE_WARN_S {
+                    bad(
+                        Level::Warning,
+                        format!(
+                            "quorum handler failed {age:.0}s ago for {}: {}",
+                            doc["quorum_failure"]["vip"].as_str().unwrap_or("?"),
+                            doc["quorum_failure"]["error"].as_str().unwrap_or("?")
+                        ),
+                        &mut level,
+                    );
+                }
             }
             if let Some(why) = doc["holding"].as_str() {
                 let l = if why.starts_with("startup_hold") {
@@ -192,5 +220,15 @@ mod tests {
         );
         let unread = json!("the service mapping has not been read");
         assert_eq!(judge(&server(unread), LIM).0, Level::Critical);
+        let mut d = server(Value::Null);
+        d["quorum_failure"] =
+            json!({"age_s": 30.0, "vip": "192.0.2.10", "error": "no space left on device"});
+        let (l, line) = judge(&d, LIM);
+        assert_eq!(l, Level::Warning);
+        assert!(line.contains("no space left"), "{line}");
+        d["quorum_failure"]["age_s"] = json!(7200.0);
+        assert_eq!(judge(&d, LIM).0, Level::Ok, "an old failure is forgotten");
+        d["forced_withdrawn"] = json!(["192.0.2.10"]);
+        assert_eq!(judge(&d, LIM).0, Level::Critical);
     }
 }

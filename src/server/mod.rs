@@ -82,6 +82,8 @@ struct Server {
     descs_read: bool,
     /// What [`Server::hold`] said at the last status tick, to log its changes.
     holding: Option<&'static str>,
+    /// The last quorum handler failure: when, which VIP, why.
+    quorum_failure: Option<(Instant, IpAddr, String)>,
 }
 
 /// Runs the arbiter until `shutdown` fires, on the real kernel, quorum socket and broker.
@@ -166,6 +168,7 @@ pub async fn serve(
         tree_read: false,
         descs_read: false,
         holding: None,
+        quorum_failure: None,
         cfg,
     };
     srv.rebuild_mapping();
@@ -277,10 +280,27 @@ impl Server {
         self.holding = now;
     }
 
-    /// `ipvs-sync quorum` changed a desc file: read it now (on the desc thread).
+    /// `ipvs-sync quorum` changed a desc file: read it now (on the desc thread). A forced
+    /// hand-off (a `down` the handler could not write) withdraws the VIP at once.
     fn on_quorum_handoff(&mut self, ev: QuorumEvent) {
-        debug!(vip = %ev.vip, announce = ev.announce, "quorum hand-off");
-        self.job(DescJob::Vip(ev.vip));
+        debug!(vip = %ev.vip, announce = ev.announce, forced = ev.forced, "quorum hand-off");
+        if let Some(e) = &ev.error {
+            self.metrics
+                .inc("ipvs_sync_quorum_handler_failures_total", &[]);
+            self.quorum_failure = Some((Instant::now(), ev.vip, e.clone()));
+        }
+        if ev.forced {
+            error!(vip = %ev.vip, error = ev.error.as_deref().unwrap_or(""),
+                   "quorum down not recorded in the desc file: VIP withdrawn until a quorum call for it succeeds");
+            let out = self.state.force_withdraw(ev.vip);
+            self.send_all(out);
+            self.job(DescJob::Vip(ev.vip));
+        } else if self.state.unforce(ev.vip) {
+            info!(vip = %ev.vip, "quorum call succeeded: the desc file decides again");
+            self.job(DescJob::Reread(ev.vip));
+        } else {
+            self.job(DescJob::Vip(ev.vip));
+        }
     }
 
     fn on_report(&mut self, r: Report) {
@@ -590,6 +610,9 @@ impl Server {
             "queues": {"outbox": self.outbox.depth()},
             "dropped": daemon::dropped_json(self.bus.counters()),
             "holding": self.holding,
+            "quorum_failure": self.quorum_failure.as_ref().map(|(t, vip, e)| serde_json::json!({
+                "age_s": now.duration_since(*t).as_secs_f64(), "vip": vip.to_string(), "error": e})),
+            "forced_withdrawn": self.state.forced.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
             "workers": workers,
         }));
     }

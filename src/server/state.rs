@@ -93,6 +93,9 @@ pub struct State {
     pub unknown: BTreeSet<IpAddr>,
     /// Live clients.
     pub clients: BTreeMap<String, ClientInfo>,
+    /// VIPs whose `quorum down` could not be recorded in their desc file: withdrawn, and kept
+    /// so whatever the file says until a quorum call for them succeeds again.
+    pub forced: BTreeSet<IpAddr>,
 }
 
 impl State {
@@ -313,13 +316,34 @@ impl State {
     /// The desc file of `vip` cannot be read: keep what is known; when nothing is, the VIP's
     /// state is unknown (see [`State::unknown`]).
     pub fn on_desc_unreadable(&mut self, vip: IpAddr) {
-        if !self.quorum.contains_key(&vip) {
+        if !self.quorum.contains_key(&vip) && !self.forced.contains(&vip) {
             self.unknown.insert(vip);
         }
     }
 
+    /// The quorum handler could not record a `down` of `vip`: withdraw it from every balancer
+    /// and keep it withdrawn, whatever its desc file says, until [`State::unforce`].
+    pub fn force_withdraw(&mut self, vip: IpAddr) -> Out {
+        self.forced.insert(vip);
+        self.quorum.remove(&vip);
+        self.unknown.remove(&vip);
+        vec![(
+            Dest::Broadcast,
+            Message::FinAnnounce(FinAnnounce { vips: vec![vip] }),
+        )]
+    }
+
+    /// A quorum call for `vip` succeeded: its desc file is the truth again. Returns whether
+    /// it was forced (then its desc must be read afresh).
+    pub fn unforce(&mut self, vip: IpAddr) -> bool {
+        self.forced.remove(&vip)
+    }
+
     /// A desc file changed. Returns what to send.
     pub fn on_quorum(&mut self, vip: IpAddr, new: Option<VipQuorum>) -> Out {
+        if self.forced.contains(&vip) {
+            return Vec::new();
+        }
         let old = self.quorum.get(&vip).copied();
         // Balancers may still announce what an unreadable desc left alone.
         let was_unknown = self.unknown.remove(&vip);
@@ -813,5 +837,51 @@ mod tests {
         let out = s.on_mapping(m.clone());
         assert_eq!(kinds(&out), vec![("broadcast".to_string(), "mapping")]);
         assert!(s.on_mapping(m).is_empty(), "unchanged");
+    }
+
+    #[test]
+    fn a_forced_withdraw_holds_until_a_quorum_call_succeeds() {
+        let mut s = State::default();
+        let vip = ip("192.0.2.10");
+        s.mapping.insert("lb1".into(), BTreeSet::from([vip]));
+        s.touch("lb1", Instant::now(), Some(1), None);
+        s.on_quorum(
+            vip,
+            Some(VipQuorum {
+                announce: true,
+                local_pref: 100,
+            }),
+        );
+        let out = s.force_withdraw(vip);
+        assert!(
+            matches!(&out[..], [(Dest::Broadcast, Message::FinAnnounce(f))] if f.vips == vec![vip])
+        );
+        // A desc that says announce (a stuck writer that finished late) changes nothing.
+        assert!(s
+            .on_quorum(
+                vip,
+                Some(VipQuorum {
+                    announce: true,
+                    local_pref: 100
+                })
+            )
+            .is_empty());
+        assert!(s.on_ack("lb1", vip).is_err(), "no go while forced");
+        let out = s.on_announced("lb1", &[vip], Instant::now());
+        assert!(
+            out.iter()
+                .any(|(_, m)| matches!(m, Message::FinAnnounce(_))),
+            "repaired as withdrawn"
+        );
+        assert!(s.unforce(vip));
+        assert!(!s
+            .on_quorum(
+                vip,
+                Some(VipQuorum {
+                    announce: true,
+                    local_pref: 100
+                })
+            )
+            .is_empty());
     }
 }

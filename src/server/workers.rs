@@ -68,6 +68,8 @@ pub enum DescJob {
     FullScan,
     /// Look at this VIP's file now (a quorum hand-off).
     Vip(IpAddr),
+    /// Read this VIP's file afresh and report its state even if unchanged.
+    Reread(IpAddr),
     /// The VIPs and their files changed (a new mapping).
     Paths(Vec<(IpAddr, PathBuf)>),
 }
@@ -105,6 +107,10 @@ impl DescThread {
         while let Ok(job) = rx.recv() {
             let report = match job {
                 DescJob::Vip(vip) => self.one(vip),
+                DescJob::Reread(vip) => {
+                    self.cache.forget(vip);
+                    self.one(vip)
+                }
                 DescJob::Paths(paths) => self.set_paths(paths),
                 DescJob::Scan => {
                     // Scans asked for while this thread was busy are one scan.
@@ -189,6 +195,10 @@ impl DescThread {
             while let Ok(job) = rx.try_recv() {
                 match job {
                     DescJob::Vip(vip) => {
+                        let _ = out.send(Report::Descs(self.one(vip)));
+                    }
+                    DescJob::Reread(vip) => {
+                        self.cache.forget(vip);
                         let _ = out.send(Report::Descs(self.one(vip)));
                     }
                     DescJob::Scan | DescJob::FullScan => {}

@@ -17,6 +17,7 @@ pub mod amqp;
 pub mod counters;
 pub mod envelope;
 pub mod messages;
+pub mod oneshot;
 
 #[cfg(test)]
 mod lab_tests;
