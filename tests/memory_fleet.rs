@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use ipvs_sync::client::edges::{Addresses, Firewall, Routes};
 use ipvs_sync::daemon::bus::BoxFuture;
 use ipvs_sync::daemon::memory_bus::{Fate, MemoryNet};
+use ipvs_sync::daemon::metrics::{Metrics, Role};
 use ipvs_sync::daemon::quorum_socket::QuorumEvent;
-use ipvs_sync::daemon::{http::StatusDoc, metrics::Metrics, Shutdown, ShutdownHandle};
+use ipvs_sync::daemon::{http::StatusDoc, Shutdown, ShutdownHandle};
 use ipvs_sync::wire::{Message, MessageType};
 use tokio::sync::mpsc;
 
@@ -168,7 +169,7 @@ impl Fleet {
                 bus,
                 incoming,
                 sd,
-                Metrics::new(),
+                Metrics::new(Role::Server),
                 StatusDoc::default(),
             )
             .await
@@ -196,7 +197,7 @@ impl Fleet {
                 bus,
                 incoming,
                 sd,
-                Metrics::new(),
+                Metrics::new(Role::Client),
                 StatusDoc::default(),
             )
             .await
@@ -336,8 +337,19 @@ async fn a_reordered_fin_and_syn_end_as_the_desc_says() {
         Message::FinAnnounce(_) => Fate::Hold,
         _ => Fate::Deliver,
     });
-    let syns = f.net.count(MessageType::SynAnnounce, LB);
     f.quorum(false, 100).await;
+    // The arbiter has read the down and sent its fin (held back) before the up comes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f
+        .net
+        .log()
+        .iter()
+        .any(|r| r.kind == MessageType::FinAnnounce && r.fate == Fate::Hold)
+    {
+        assert!(Instant::now() < deadline, "no fin for the down");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let syns = f.net.count(MessageType::SynAnnounce, LB);
     f.quorum(true, 100).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while f.net.count(MessageType::SynAnnounce, LB) == syns {

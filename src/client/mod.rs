@@ -28,7 +28,7 @@ pub mod kernel;
 pub mod state;
 pub mod sync;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,7 +41,10 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::daemon::bus::{AmqpBus, Bus};
-use crate::daemon::{self, http::StatusDoc, metrics::Metrics, Outbox, Shutdown};
+use crate::daemon::metrics::{of_type, EventLabel, Metrics, PeerLabel};
+use crate::daemon::status::{ClientStatus, ClientVip, Common, PeerRow, Status, Worker};
+use crate::daemon::{self, http::StatusDoc, Outbox, Shutdown};
+use crate::wire::counters::CountersSnapshot;
 use crate::wire::envelope::DropReason;
 use crate::wire::{Incoming, Role};
 use edges::{Addresses, Firewall, Routes, Services};
@@ -93,7 +96,7 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         return Err(daemon::StartError::NoBgp);
     }
     let hostname = cfg.main.hostname.clone();
-    let (metrics, status) = daemon::observability(&cfg).await?;
+    let (metrics, status) = daemon::observability(&cfg, daemon::metrics::Role::Client).await?;
     let kernel: Option<Arc<dyn Services>> = if cfg.main.ipvs {
         Some(Arc::new(
             Kernel::connect().map_err(daemon::StartError::Ipvs)?,
@@ -165,6 +168,10 @@ pub async fn serve(
         reconciler,
         started: Instant::now(),
         was_connected: true,
+        syn_at: BTreeMap::new(),
+        fin_at: BTreeMap::new(),
+        exported: None,
+        peer_up_at: BTreeMap::new(),
     };
     c.perform(first);
     daemon::notify::notify("READY=1\nSTATUS=client running");
@@ -179,6 +186,7 @@ pub async fn serve(
             msg = incoming.recv() => match msg {
                 Some(m) => {
                     debug!(from = %m.from, kind = %m.message.kind(), "message");
+                    c.note_arrival(&m.message);
                     let out = c.core.on_message(Instant::now(), m.message);
                     c.perform(out);
                 }
@@ -248,9 +256,41 @@ struct Client {
     reconciler: Option<ReconcileSlot>,
     started: Instant,
     was_connected: bool,
+    /// When the first `syn_announce` / `fin_announce` of a VIP not yet acted on arrived, for
+    /// the latency histograms.
+    syn_at: BTreeMap<IpAddr, Instant>,
+    fin_at: BTreeMap<IpAddr, Instant>,
+    /// Transport counters as last exported.
+    exported: Option<CountersSnapshot>,
+    /// When each BGP peer was last seen Established.
+    peer_up_at: BTreeMap<String, Instant>,
 }
 
 impl Client {
+    /// Remembers when a syn or fin arrived, for the latency histograms (bounded by the VIPs
+    /// of this balancer: entries go when the VIP is announced or withdrawn).
+    fn note_arrival(&mut self, m: &crate::wire::Message) {
+        let now = Instant::now();
+        match m {
+            crate::wire::Message::SynAnnounce(s) => {
+                for vip in s.vips.keys() {
+                    if self.core.mine().any(|v| v == *vip) {
+                        self.syn_at.entry(*vip).or_insert(now);
+                    }
+                }
+            }
+            crate::wire::Message::FinAnnounce(f) => {
+                for vip in &f.vips {
+                    if self.core.vip_state(*vip) != announce::State::Idle {
+                        self.fin_at.entry(*vip).or_insert(now);
+                        self.syn_at.remove(vip);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Performs the core's commands, in order; none of them waits.
     fn perform(&mut self, cmds: Vec<Cmd>) {
         for cmd in cmds {
@@ -259,11 +299,16 @@ impl Client {
                 Cmd::Announce { vip, local_pref } => {
                     info!(%vip, local_pref, "announcing");
                     self.edges.routes.announce(vip, local_pref);
-                    self.metrics.inc("ipvs_sync_bgp_announces_total", &[]);
+                    self.metrics.bgp_announces.inc();
+                    if let Some(t) = self.syn_at.remove(&vip) {
+                        self.metrics
+                            .announce_latency
+                            .observe(t.elapsed().as_secs_f64());
+                    }
                 }
                 Cmd::Withdraw { vip, ticket } => {
                     info!(%vip, "withdrawing");
-                    self.metrics.inc("ipvs_sync_bgp_withdraws_total", &[]);
+                    self.metrics.bgp_withdraws.inc();
                     let on_wire = self.edges.routes.withdraw(vip);
                     let done = self.done.clone();
                     tokio::spawn(async move {
@@ -347,21 +392,24 @@ impl Client {
             } => {
                 if let Err(e) = &result {
                     warn!(%vip, error = %e, "prepare failed; the VIP stays idle");
-                    self.metrics.inc("ipvs_sync_prepare_failures_total", &[]);
+                    self.metrics.prepare_failures.inc();
                 }
                 self.core.prepared(now, vip, attempt, result)
             }
             Done::Withdrawn { vip, ticket } => {
                 debug!(%vip, "withdraw on the wire");
+                if let Some(t) = self.fin_at.remove(&vip) {
+                    self.metrics
+                        .withdraw_latency
+                        .observe(t.elapsed().as_secs_f64());
+                }
                 self.core.withdrawn(now, vip, ticket)
             }
             Done::Removed { vip, result } => self.core.removed(vip, result),
             Done::Reconciled(r) => {
                 let r = r.map(|a| {
-                    self.metrics
-                        .set("ipvs_sync_ipvs_apply_seconds", &[], a.took.as_secs_f64());
-                    self.metrics
-                        .add("ipvs_sync_ipvs_ops_total", &[], a.planned as u64);
+                    self.metrics.ipvs_apply.observe(a.took.as_secs_f64());
+                    self.metrics.ipvs_ops.inc_by(a.planned as u64);
                     if a.planned > 0 {
                         info!(
                             ops = a.planned,
@@ -372,7 +420,7 @@ impl Client {
                     }
                     for f in &a.failures {
                         warn!(failure = %f, "IPVS operation failed; the next tree converges");
-                        self.metrics.inc("ipvs_sync_ipvs_failures_total", &[]);
+                        self.metrics.ipvs_failures.inc();
                     }
                 });
                 self.core.reconciled(now, r)
@@ -386,19 +434,20 @@ impl Client {
         match n {
             Note::NotMine(vip) => {
                 warn!(%vip, "announce refused: syn_announce for a VIP the mapping does not give this balancer");
-                m.inc("ipvs_sync_announce_refused_total", &[]);
+                m.announce_refused.inc();
             }
             Note::Vip(vip, ev) => {
                 debug!(%vip, event = %ev, "announce event");
-                m.inc(
-                    "ipvs_sync_announce_events_total",
-                    &[("event", event_label(&ev))],
-                );
+                m.announce_events
+                    .get_or_create(&EventLabel {
+                        event: event_label(&ev),
+                    })
+                    .inc();
             }
             Note::Mapping(n) => info!(vips = n, "mapping: this balancer serves {n} VIPs"),
             Note::OldTree { got, have } => {
                 warn!(got, have, "tree older than the mirror ignored");
-                m.inc("ipvs_sync_old_trees_total", &[]);
+                m.old_trees.inc();
             }
             Note::ChangesGap { from, have } => {
                 debug!(from, have, "changes do not apply: asking for the tree")
@@ -407,7 +456,7 @@ impl Client {
             Note::Reconnected => info!("broker reachable again: re-syncing"),
             Note::StaleResync(n) => {
                 warn!(dropped = n, "messages arrived stale: asking the arbiter for mapping, tree and announces again");
-                m.inc("ipvs_sync_stale_resyncs_total", &[]);
+                m.stale_resyncs.inc();
             }
             Note::AckRepair(n) => {
                 warn!(
@@ -415,25 +464,25 @@ impl Client {
                     "no go from the arbiter {} s after the ack: asking for the announces again",
                     state::ACK_REPAIR_AFTER.as_secs()
                 );
-                m.inc("ipvs_sync_ack_repairs_total", &[]);
+                m.ack_repairs.inc();
             }
             Note::RemovalCancelled(vip) => {
                 info!(%vip, "address kept: the VIP was asked for again before its removal")
             }
             Note::Unsolicited(kind) => {
                 warn!(kind, "answer nobody asked for: ignored");
-                m.inc("ipvs_sync_unsolicited_total", &[("type", kind)]);
+                m.unsolicited.get_or_create(&of_type(kind)).inc();
             }
             Note::Ignored(kind) => {
                 debug!(kind, "message not for a client: ignored");
-                m.inc("ipvs_sync_messages_ignored_total", &[("type", kind)]);
+                m.messages_ignored.get_or_create(&of_type(kind)).inc();
             }
             Note::SynBeforeMapping => {
                 debug!("syn_announce before the first mapping: kept until the mapping arrives")
             }
             Note::Failed(what) => {
                 error!(failure = %what, "failed");
-                m.inc("ipvs_sync_ipvs_failures_total", &[]);
+                m.ipvs_failures.inc();
             }
         }
     }
@@ -449,7 +498,7 @@ impl Client {
                     }
                     Err(e) => {
                         warn!(error = %e, "sync: refused");
-                        metrics.inc("ipvs_sync_sync_refused_total", &[]);
+                        metrics.sync_refused.inc();
                     }
                 }
             }
@@ -467,7 +516,7 @@ impl Client {
                 }
                 Err(e) => {
                     warn!(error = %e, "execute: refused or failed");
-                    metrics.inc("ipvs_sync_execute_refused_total", &[]);
+                    metrics.execute_refused.inc();
                 }
             }
         });
@@ -478,12 +527,16 @@ impl Client {
             bgp::PeerEvent::Up { name } => {
                 info!(peer = %name, "BGP session established");
                 self.metrics
-                    .inc("ipvs_sync_bgp_session_ups_total", &[("peer", &name)]);
+                    .bgp_session_ups
+                    .get_or_create(&PeerLabel { peer: name })
+                    .inc();
             }
             bgp::PeerEvent::Down { name, reason } => {
                 warn!(peer = %name, %reason, "BGP session down");
                 self.metrics
-                    .inc("ipvs_sync_bgp_session_downs_total", &[("peer", &name)]);
+                    .bgp_session_downs
+                    .get_or_create(&PeerLabel { peer: name })
+                    .inc();
             }
         }
     }
@@ -516,55 +569,82 @@ impl Client {
         let peers = self.edges.routes.peers().await;
         let announced = self.core.announced();
         let m = &self.metrics;
-        m.set(
-            "ipvs_sync_broker_connected",
-            &[],
-            if connected { 1.0 } else { 0.0 },
-        );
-        m.set("ipvs_sync_vips_announced", &[], announced.len() as f64);
-        m.set("ipvs_sync_outbox_depth", &[], self.outbox.depth() as f64);
+        m.broker_connected.set(i64::from(connected));
+        m.vips_announced.set(announced.len() as i64);
+        m.outbox_depth.set(self.outbox.depth() as i64);
         if let Some(t) = self.core.last_arbiter_heartbeat() {
-            m.set(
-                "ipvs_sync_last_heartbeat_age_seconds",
-                &[],
-                now.saturating_duration_since(t).as_secs_f64(),
-            );
+            m.last_heartbeat_age
+                .set(now.saturating_duration_since(t).as_secs_f64());
         }
+        let mut rows = Vec::new();
         for p in &peers {
-            m.set(
-                "ipvs_sync_bgp_peer_up",
-                &[("peer", &p.name)],
-                if p.state == "established" { 1.0 } else { 0.0 },
-            );
+            let up = p.state == "established";
+            m.bgp_peer_up
+                .get_or_create(&PeerLabel {
+                    peer: p.name.clone(),
+                })
+                .set(i64::from(up));
+            if up {
+                self.peer_up_at.insert(p.name.clone(), now);
+            }
+            let since = self
+                .peer_up_at
+                .get(&p.name)
+                .copied()
+                .unwrap_or(self.started);
+            let hold = self
+                .cfg
+                .bgp
+                .peer(&p.name)
+                .and_then(|c| c.hold_time)
+                .unwrap_or(self.cfg.bgp.hold_time);
+            rows.push(PeerRow {
+                name: p.name.clone(),
+                address: Some(p.address),
+                remote_as: p.remote_as,
+                state: p.state.clone(),
+                uptime_s: p.uptime_secs.map(|s| s as f64),
+                down_s: (!up).then(|| now.saturating_duration_since(since).as_secs_f64()),
+                hold_time_s: f64::from(hold),
+                routes_sent: p.routes_sent,
+                updates_sent: p.updates_sent,
+                malformed_in: p.malformed_in,
+                last_error: p.last_error.clone(),
+            });
         }
-        daemon::export_counters(m, self.bus.counters());
-        let vip_rows: Vec<serde_json::Value> = self
+        m.export_bus(&mut self.exported, self.bus.counters().snapshot());
+        let vips = self
             .core
             .mine()
-            .map(|vip| {
-                let st = self.core.vip_state(vip);
-                serde_json::json!({
-                    "vip": vip.to_string(),
-                    "state": st.name(),
-                    "local_pref": announced.get(&vip),
-                })
+            .map(|vip| ClientVip {
+                vip,
+                state: self.core.vip_state(vip).name().to_owned(),
+                local_pref: announced.get(&vip).copied(),
             })
             .collect();
-        self.status.set(serde_json::json!({
-            "role": "client",
-            "hostname": self.cfg.main.hostname,
-            "uptime_s": self.started.elapsed().as_secs_f64(),
-            "broker": {"connected": connected},
-            "last_heartbeat_age_s": self.core.last_arbiter_heartbeat().map(|t| now.saturating_duration_since(t).as_secs_f64()),
-            "tree_serial": self.core.serial(),
-            "peers": peers.iter().map(bgp_cfg::peer_json).collect::<Vec<_>>(),
-            "vips": vip_rows,
-            "queues": {"outbox": self.outbox.depth()},
-            "dropped": daemon::dropped_json(self.bus.counters()),
-            "workers": {
-                "tree": {"age_s": self.core.last_reconcile_ok().map(|t| now.saturating_duration_since(t).as_secs_f64()),
-                         "interval_s": self.cfg.main.tree_request_interval.as_secs_f64()},
+        let age = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs_f64());
+        self.status.set(Status::Client(ClientStatus {
+            common: Common {
+                hostname: self.cfg.main.hostname.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                uptime_s: self.started.elapsed().as_secs_f64(),
+                broker: daemon::status::Broker { connected },
+                queues: [("outbox".to_owned(), self.outbox.depth() as u64)].into(),
+                dropped: daemon::dropped(self.bus.counters()),
+                workers: [(
+                    "tree".to_owned(),
+                    Worker {
+                        age_s: age(self.core.last_reconcile_ok()),
+                        interval_s: self.cfg.main.tree_request_interval.as_secs_f64(),
+                        error: None,
+                    },
+                )]
+                .into(),
             },
+            last_heartbeat_age_s: age(self.core.last_arbiter_heartbeat()),
+            tree_serial: self.core.serial(),
+            peers: rows,
+            vips,
         }));
     }
 

@@ -86,10 +86,11 @@ pub fn run_status(path: &Path, json: bool) -> ExitCode {
             if json {
                 print!("{body}");
             } else {
-                match serde_json::from_str(&body) {
-                    Ok(doc) => print!("{}", status::render(&doc)),
+                match serde_json::from_str::<Option<daemon::status::Status>>(&body) {
+                    Ok(Some(doc)) => print!("{}", status::render(&doc)),
+                    Ok(None) => println!("the daemon is starting: no status yet"),
                     Err(e) => {
-                        eprintln!("ipvs-sync status: the daemon sent no JSON: {e}");
+                        eprintln!("ipvs-sync status: the daemon sent no status document: {e}");
                         return ExitCode::from(1);
                     }
                 }
@@ -107,32 +108,42 @@ pub fn run_status(path: &Path, json: bool) -> ExitCode {
     }
 }
 
-/// `monitor`: one line; 0 ok, 1 warning, 2 critical.
+/// `monitor`: one line; 0 ok, 1 warning, 2 critical, 3 unknown (no daemon to ask).
 pub fn run_monitor(path: &Path) -> ExitCode {
     let cfg = match config::Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            println!("CRITICAL: config: {e}");
-            return ExitCode::from(2);
+            println!("UNKNOWN: config: {e}");
+            return ExitCode::from(3);
         }
     };
     let Some(addr) = cfg.main.http_listen else {
-        println!("CRITICAL: http_listen is not set: nothing to monitor");
-        return ExitCode::from(2);
+        println!("UNKNOWN: http_listen is not set: nothing to monitor");
+        return ExitCode::from(3);
     };
     let lim = monitor::Limits {
         heartbeat_interval: cfg.main.heartbeat_interval.as_secs_f64(),
         alive_ttl: cfg.main.consumer_alive_ttl.as_secs_f64(),
     };
     let doc = match daemon::http::get(addr, "/status", Duration::from_secs(3)) {
-        Ok((200, body)) => serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        Ok((200, body)) => match serde_json::from_str::<Option<daemon::status::Status>>(&body) {
+            Ok(Some(doc)) => doc,
+            Ok(None) => {
+                println!("WARNING: the daemon is starting: no status yet");
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                println!("UNKNOWN: the daemon sent no status document: {e}");
+                return ExitCode::from(3);
+            }
+        },
         Ok((code, _)) => {
-            println!("CRITICAL: daemon answered {code} on /status");
-            return ExitCode::from(2);
+            println!("UNKNOWN: daemon answered {code} on /status");
+            return ExitCode::from(3);
         }
         Err(e) => {
-            println!("CRITICAL: daemon not answering on {addr}: {e}");
-            return ExitCode::from(2);
+            println!("UNKNOWN: daemon not answering on {addr}: {e}");
+            return ExitCode::from(3);
         }
     };
     let (level, line) = monitor::judge(&doc, lim);

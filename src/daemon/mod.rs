@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod notify;
 pub mod outbox;
 pub mod quorum_socket;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,7 +21,7 @@ use crate::wire::counters::Counters;
 use crate::wire::{self, Incoming, Role, Transport, TransportOptions, WireError};
 pub use outbox::Outbox;
 
-use metrics::{Kind, Metrics};
+use metrics::Metrics;
 
 /// Why a daemon could not start (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -164,9 +165,11 @@ pub async fn connect_transport(
 }
 
 /// The metrics registry and `/status` document of a daemon, served on `http_listen` if set.
-pub async fn observability(cfg: &config::Config) -> Result<(Metrics, http::StatusDoc), StartError> {
-    let metrics = Metrics::new();
-    describe_metrics(&metrics);
+pub async fn observability(
+    cfg: &config::Config,
+    role: metrics::Role,
+) -> Result<(Metrics, http::StatusDoc), StartError> {
+    let metrics = Metrics::new(role);
     let status = http::StatusDoc::default();
     if let Some(addr) = cfg.main.http_listen {
         let l = http::bind(addr)
@@ -186,159 +189,11 @@ pub fn interval(d: Duration) -> tokio::time::Interval {
     t
 }
 
-/// HELP/TYPE of the families both daemons export.
-pub fn describe_metrics(m: &Metrics) {
-    use Kind::*;
-    for (name, kind, help) in [
-        (
-            "ipvs_sync_messages_received_total",
-            Counter,
-            "Verified messages received, by type.",
-        ),
-        (
-            "ipvs_sync_messages_sent_total",
-            Counter,
-            "Messages sent and confirmed, by type.",
-        ),
-        (
-            "ipvs_sync_messages_dropped_total",
-            Counter,
-            "Messages dropped on receipt, by reason.",
-        ),
-        (
-            "ipvs_sync_outbox_dropped_total",
-            Counter,
-            "Messages dropped because the outbound queue was full.",
-        ),
-        (
-            "ipvs_sync_send_failures_total",
-            Counter,
-            "Sends that failed (broker away, unroutable, nacked).",
-        ),
-        (
-            "ipvs_sync_broker_connected",
-            Gauge,
-            "1 while the AMQP connection is up.",
-        ),
-        (
-            "ipvs_sync_broker_reconnects_total",
-            Counter,
-            "AMQP reconnections.",
-        ),
-        (
-            "ipvs_sync_outbox_depth",
-            Gauge,
-            "Messages waiting to be sent.",
-        ),
-        (
-            "ipvs_sync_vips_announced",
-            Gauge,
-            "VIPs announced to the routers (client) or with announce=true (server).",
-        ),
-        (
-            "ipvs_sync_bgp_peer_up",
-            Gauge,
-            "1 while the BGP session with the peer is Established.",
-        ),
-        (
-            "ipvs_sync_last_heartbeat_age_seconds",
-            Gauge,
-            "Age of the last heartbeat from the other side.",
-        ),
-        (
-            "ipvs_sync_ipvs_apply_seconds",
-            Gauge,
-            "Duration of the last IPVS dump+diff+apply.",
-        ),
-        (
-            "ipvs_sync_ipvs_ops_total",
-            Counter,
-            "IPVS operations planned.",
-        ),
-        (
-            "ipvs_sync_ipvs_failures_total",
-            Counter,
-            "IPVS operations or reconciles that failed.",
-        ),
-        (
-            "ipvs_sync_syn_repairs_total",
-            Counter,
-            "Arbiter: VIPs a balancer should announce but had not listed in its heartbeats for 15 s, sent syn_announce again.",
-        ),
-        (
-            "ipvs_sync_desc_full_scans_total",
-            Counter,
-            "Arbiter: scans that looked at every desc file (the rest look only at what inotify named).",
-        ),
-        (
-            "ipvs_sync_holding",
-            Gauge,
-            "Arbiter: 1 while it answers no balancer yet (startup_hold, mapping or tree unread).",
-        ),
-        (
-            "ipvs_sync_held_messages_total",
-            Counter,
-            "Arbiter: balancer messages left unanswered while holding, by type.",
-        ),
-        (
-            "ipvs_sync_prepare_failures_total",
-            Counter,
-            "Balancer: VIP prepares (firewall check, IPVS services, VIP address) that failed; the VIP stays idle until the arbiter's next syn_announce.",
-        ),
-        (
-            "ipvs_sync_fin_repairs_total",
-            Counter,
-            "Arbiter: VIPs a balancer's heartbeat listed as announced against the desc or mapping, sent fin_announce again.",
-        ),
-    ] {
-        m.describe(name, kind, help);
-    }
-}
-
-/// Copies the bus's counters into the registry.
-pub fn export_counters(m: &Metrics, c: &Counters) {
-    let s = c.snapshot();
-    for (kind, n) in s.received {
-        m.set(
-            "ipvs_sync_messages_received_total",
-            &[("type", kind)],
-            n as f64,
-        );
-    }
-    for (kind, n) in s.sent {
-        m.set("ipvs_sync_messages_sent_total", &[("type", kind)], n as f64);
-    }
-    for (reason, n) in s.dropped {
-        m.set(
-            "ipvs_sync_messages_dropped_total",
-            &[("reason", reason)],
-            n as f64,
-        );
-    }
-    m.set(
-        "ipvs_sync_broker_reconnects_total",
-        &[],
-        s.reconnects as f64,
-    );
-    m.set(
-        "ipvs_sync_send_failures_total",
-        &[("why", "unroutable")],
-        s.unroutable as f64,
-    );
-    m.set(
-        "ipvs_sync_send_failures_total",
-        &[("why", "confirm")],
-        s.confirms_failed as f64,
-    );
-}
-
 /// Dropped incoming messages by reason, for `/status`.
-pub fn dropped_json(c: &Counters) -> serde_json::Value {
-    let s = c.snapshot();
-    serde_json::Value::Object(
-        s.dropped
-            .into_iter()
-            .map(|(r, n)| (r.to_string(), n.into()))
-            .collect(),
-    )
+pub fn dropped(c: &Counters) -> std::collections::BTreeMap<String, u64> {
+    c.snapshot()
+        .dropped
+        .into_iter()
+        .map(|(r, n)| (r.to_string(), n))
+        .collect()
 }

@@ -116,7 +116,9 @@ impl Outbox {
             let (to, _) = e.into_inner();
             warn!(to = to.address(), %kind, "outbound queue full: message dropped");
             self.metrics
-                .inc("ipvs_sync_outbox_dropped_total", &[("type", kind.as_str())]);
+                .outbox_dropped
+                .get_or_create(&super::metrics::of_type(kind.as_str()))
+                .inc();
         } else {
             debug!(%kind, "queued");
         }

@@ -32,8 +32,13 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::daemon::bus::{AmqpBus, Bus};
+use crate::daemon::metrics::{of_type, Metrics};
 use crate::daemon::quorum_socket::{self, QuorumEvent};
-use crate::daemon::{self, http::StatusDoc, metrics::Metrics, Outbox, Shutdown, StartError};
+use crate::daemon::status::{
+    ClientRow, Common, QuorumFailure, ServerStatus, ServerVip, Status, Worker,
+};
+use crate::daemon::{self, http::StatusDoc, Outbox, Shutdown, StartError};
+use crate::wire::counters::CountersSnapshot;
 use crate::wire::messages::{Heartbeat, PeerRole, SyncAnswer};
 use crate::wire::{Dest, Incoming, Message, Role};
 use state::{State, VipQuorum};
@@ -84,12 +89,14 @@ struct Server {
     holding: Option<&'static str>,
     /// The last quorum handler failure: when, which VIP, why.
     quorum_failure: Option<(Instant, IpAddr, String)>,
+    /// Transport counters as last exported.
+    exported: Option<CountersSnapshot>,
 }
 
 /// Runs the arbiter until `shutdown` fires, on the real kernel, quorum socket and broker.
 pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), StartError> {
     let name = cfg.main.hostname.clone();
-    let (metrics, status) = daemon::observability(&cfg).await?;
+    let (metrics, status) = daemon::observability(&cfg, daemon::metrics::Role::Server).await?;
     let kernel = if cfg.main.ipvs {
         Some(Arc::new(Mutex::new(
             ipvs::Ipvs::connect().map_err(StartError::Ipvs)?,
@@ -169,6 +176,7 @@ pub async fn serve(
         descs_read: false,
         holding: None,
         quorum_failure: None,
+        exported: None,
         cfg,
     };
     srv.rebuild_mapping();
@@ -285,8 +293,7 @@ impl Server {
     fn on_quorum_handoff(&mut self, ev: QuorumEvent) {
         debug!(vip = %ev.vip, announce = ev.announce, forced = ev.forced, "quorum hand-off");
         if let Some(e) = &ev.error {
-            self.metrics
-                .inc("ipvs_sync_quorum_handler_failures_total", &[]);
+            self.metrics.quorum_handler_failures.inc();
             self.quorum_failure = Some((Instant::now(), ev.vip, e.clone()));
         }
         if ev.forced {
@@ -317,7 +324,9 @@ impl Server {
             let kind = m.message.kind();
             debug!(client = %from, %kind, reason = why, "holding: message left unanswered");
             self.metrics
-                .inc("ipvs_sync_held_messages_total", &[("type", kind.as_str())]);
+                .held_messages
+                .get_or_create(&of_type(kind.as_str()))
+                .inc();
             return;
         }
         let now = Instant::now();
@@ -360,7 +369,7 @@ impl Server {
                 }
                 Err(why) => {
                     warn!(client = %from, vip = %ack.vip, reason = %why, "ack_announce refused");
-                    self.metrics.inc("ipvs_sync_ack_refused_total", &[]);
+                    self.metrics.ack_refused.inc();
                     if why != state::AckRefused::Unknown {
                         let fin = crate::wire::messages::FinAnnounce {
                             vips: vec![ack.vip],
@@ -380,10 +389,10 @@ impl Server {
             }
             other => {
                 debug!(client = %from, kind = %other.kind(), "message not for the arbiter: ignored");
-                self.metrics.inc(
-                    "ipvs_sync_messages_ignored_total",
-                    &[("type", other.kind().as_str())],
-                );
+                self.metrics
+                    .messages_ignored
+                    .get_or_create(&of_type(other.kind().as_str()))
+                    .inc();
             }
         }
     }
@@ -396,8 +405,7 @@ impl Server {
             match msg {
                 Message::FinAnnounce(f) => {
                     warn!(client, vips = ?f.vips, "balancer announces VIPs the desc or mapping does not give it: fin_announce again");
-                    self.metrics
-                        .add("ipvs_sync_fin_repairs_total", &[], f.vips.len() as u64);
+                    self.metrics.fin_repairs.inc_by(f.vips.len() as u64);
                 }
                 Message::SynAnnounce(s) => {
                     let vips: Vec<&IpAddr> = s.vips.keys().collect();
@@ -407,8 +415,7 @@ impl Server {
                         after_s = state::SYN_REPAIR_AFTER.as_secs(),
                         "balancer still does not announce VIPs it should: syn_announce again"
                     );
-                    self.metrics
-                        .add("ipvs_sync_syn_repairs_total", &[], s.vips.len() as u64);
+                    self.metrics.syn_repairs.inc_by(s.vips.len() as u64);
                 }
                 _ => {}
             }
@@ -439,7 +446,7 @@ impl Server {
             Ok(m) => m,
             Err(e) => {
                 error!(error = %e, "mapping not rebuilt: keeping the previous one");
-                self.metrics.inc("ipvs_sync_mapping_errors_total", &[]);
+                self.metrics.mapping_errors.inc();
                 return;
             }
         };
@@ -466,7 +473,7 @@ impl Server {
 
     fn on_descs(&mut self, scan: DescScan) {
         if scan.full {
-            self.metrics.inc("ipvs_sync_desc_full_scans_total", &[]);
+            self.metrics.desc_full_scans.inc();
         }
         if scan.paths_set && self.mapping_read {
             self.descs_read = true;
@@ -494,7 +501,7 @@ impl Server {
                 DescState::Invalid(e) => {
                     // A broken file never flips an announce: keep what we had, loudly.
                     error!(vip = %up.vip, error = %e, "desc file unreadable: keeping the previous state");
-                    self.metrics.inc("ipvs_sync_desc_errors_total", &[]);
+                    self.metrics.desc_errors.inc();
                     self.state.on_desc_unreadable(up.vip);
                     continue;
                 }
@@ -528,7 +535,7 @@ impl Server {
             }
             Err(e) => {
                 error!(error = %e, "IPVS dump failed");
-                self.metrics.inc("ipvs_sync_ipvs_failures_total", &[]);
+                self.metrics.ipvs_failures.inc();
             }
         }
     }
@@ -549,71 +556,74 @@ impl Server {
         let now = Instant::now();
         let connected = self.bus.connected();
         let m = &self.metrics;
-        m.set(
-            "ipvs_sync_broker_connected",
-            &[],
-            if connected { 1.0 } else { 0.0 },
-        );
-        m.set(
-            "ipvs_sync_clients_live",
-            &[],
-            self.state.clients.len() as f64,
-        );
-        m.set(
-            "ipvs_sync_vips_announced",
-            &[],
-            self.state.quorum.values().filter(|q| q.announce).count() as f64,
-        );
-        m.set("ipvs_sync_tree_serial", &[], self.state.serial as f64);
-        m.set(
-            "ipvs_sync_holding",
-            &[],
-            if self.holding.is_some() { 1.0 } else { 0.0 },
-        );
-        m.set("ipvs_sync_outbox_depth", &[], self.outbox.depth() as f64);
-        daemon::export_counters(m, self.bus.counters());
-        let vips: Vec<_> = self
+        m.broker_connected.set(i64::from(connected));
+        m.clients_live.set(self.state.clients.len() as i64);
+        m.vips_announced
+            .set(self.state.quorum.values().filter(|q| q.announce).count() as i64);
+        m.tree_serial
+            .set(i64::try_from(self.state.serial).unwrap_or(i64::MAX));
+        m.holding.set(i64::from(self.holding.is_some()));
+        m.outbox_depth.set(self.outbox.depth() as i64);
+        m.export_bus(&mut self.exported, self.bus.counters().snapshot());
+        let vips = self
             .state
             .all_vips()
-            .iter()
-            .map(|v| {
-                let q = self.state.quorum.get(v);
-                serde_json::json!({"vip": v.to_string(), "state": if q.is_some_and(|q| q.announce) {"quorum"} else {"no quorum"},
-                                   "local_pref": q.map(|q| q.local_pref), "announce": q.is_some_and(|q| q.announce)})
+            .into_iter()
+            .map(|vip| {
+                let q = self.state.quorum.get(&vip);
+                ServerVip {
+                    vip,
+                    announce: q.is_some_and(|q| q.announce),
+                    local_pref: q.map(|q| q.local_pref),
+                }
             })
             .collect();
-        let clients: Vec<_> = self
+        let clients = self
             .state
             .clients
             .iter()
-            .map(|(n, c)| {
-                serde_json::json!({"name": n, "age_s": now.duration_since(c.last_seen).as_secs_f64(),
-                                   "vips": self.state.mapping.get(n).map(|v| v.len()).unwrap_or(0)})
+            .map(|(n, c)| ClientRow {
+                name: n.clone(),
+                age_s: now.duration_since(c.last_seen).as_secs_f64(),
+                vips: self.state.mapping.get(n).map_or(0, |v| v.len()),
             })
             .collect();
-        let workers: serde_json::Map<String, serde_json::Value> = self
+        let workers = self
             .workers
             .iter()
             .map(|(n, (t, iv))| {
-                (n.to_string(), serde_json::json!({"age_s": now.duration_since(*t).as_secs_f64(), "interval_s": iv.as_secs_f64()}))
+                let w = Worker {
+                    age_s: Some(now.duration_since(*t).as_secs_f64()),
+                    interval_s: iv.as_secs_f64(),
+                    error: None,
+                };
+                (n.to_string(), w)
             })
             .collect();
-        self.status.set(serde_json::json!({
-            "role": "server",
-            "hostname": self.name,
-            "uptime_s": self.started.elapsed().as_secs_f64(),
-            "broker": {"connected": connected},
-            "tree_serial": self.state.serial,
-            "services": self.state.tree.len(),
-            "vips": vips,
-            "clients": clients,
-            "queues": {"outbox": self.outbox.depth()},
-            "dropped": daemon::dropped_json(self.bus.counters()),
-            "holding": self.holding,
-            "quorum_failure": self.quorum_failure.as_ref().map(|(t, vip, e)| serde_json::json!({
-                "age_s": now.duration_since(*t).as_secs_f64(), "vip": vip.to_string(), "error": e})),
-            "forced_withdrawn": self.state.forced.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
-            "workers": workers,
+        self.status.set(Status::Server(ServerStatus {
+            common: Common {
+                hostname: self.name.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                uptime_s: self.started.elapsed().as_secs_f64(),
+                broker: daemon::status::Broker { connected },
+                queues: [("outbox".to_owned(), self.outbox.depth() as u64)].into(),
+                dropped: daemon::dropped(self.bus.counters()),
+                workers,
+            },
+            tree_serial: self.state.serial,
+            services: self.state.tree.len(),
+            holding: self.holding.map(str::to_owned),
+            vips,
+            clients,
+            quorum_failure: self
+                .quorum_failure
+                .as_ref()
+                .map(|(t, vip, e)| QuorumFailure {
+                    age_s: now.duration_since(*t).as_secs_f64(),
+                    vip: *vip,
+                    error: e.clone(),
+                }),
+            forced_withdrawn: self.state.forced.iter().copied().collect(),
         }));
     }
 }

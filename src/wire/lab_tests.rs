@@ -642,7 +642,7 @@ fn lab_outbox_keeps_lane_order_with_many_in_flight() {
         let outbox = Outbox::spawn(
             crate::daemon::bus::AmqpBus::new_shared(Arc::clone(&server)),
             4 * N as usize,
-            Metrics::new(),
+            Metrics::new(crate::daemon::metrics::Role::Server),
         );
         let t = Instant::now();
         for i in 0..N {
