@@ -119,6 +119,8 @@ struct Fleet {
     net: MemoryNet,
     fakes: Fakes,
     quorum: mpsc::Sender<QuorumEvent>,
+    #[allow(dead_code)]
+    control: mpsc::Sender<ipvs_sync::daemon::control::Asked>,
     stop: Vec<ShutdownHandle>,
     dir: tempfile::TempDir,
 }
@@ -157,9 +159,11 @@ impl Fleet {
         let (h, sd) = Shutdown::manual();
         stop.push(h);
         let (bus, incoming) = net.server(ARBITER);
+        let (control, crx) = mpsc::channel(4);
         let edges = ipvs_sync::server::Edges {
             kernel: None,
             quorum: qrx,
+            control: crx,
         };
         let cfg = config(dir.path(), ARBITER, "");
         tokio::spawn(async move {
@@ -206,6 +210,7 @@ impl Fleet {
             net,
             fakes,
             quorum: qtx,
+            control,
             stop,
             dir,
         }

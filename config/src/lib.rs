@@ -54,7 +54,8 @@ pub use section::bgp::{
     BgpConfig, Community, EbgpAttributes, EbgpPreference, PeerConfig, MAX_PREPENDS,
 };
 pub use section::daemon::{
-    AnnounceConfig, ClientConfig, InterfaceName, MessagesConfig, ServerConfig,
+    AnnounceConfig, ClientConfig, InterfaceName, MessagesConfig, ServerConfig, StopMode,
+    WithdrawLimit,
 };
 pub use section::main::MainConfig;
 

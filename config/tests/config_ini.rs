@@ -705,3 +705,40 @@ fn intervals_that_would_be_zero_are_refused_with_their_place() {
         Duration::ZERO
     );
 }
+
+#[test]
+fn withdraw_limit_drain_and_control_keys() {
+    use config::{StopMode, WithdrawLimit};
+    let base = "[main]\namqp_server = amqp://b/\nhostname = a\n";
+    let c = Config::from_strs(base, None).unwrap();
+    assert_eq!(c.server.withdraw_limit, None);
+    assert_eq!(c.server.withdraw_window, Duration::from_secs(60));
+    assert_eq!(c.announce.stop, StopMode::Cease);
+    assert_eq!(c.announce.drain_min, Duration::from_secs(5));
+    assert_eq!(c.announce.drain_timeout, Duration::from_secs(300));
+    assert_eq!(c.announce.drain_conns, 0);
+    assert_eq!(
+        c.main.control_socket,
+        PathBuf::from("/run/ipvs-sync/control.sock")
+    );
+    let t = format!("{base}[server]\nwithdraw_limit = 50%\nwithdraw_window = 5\n[announce]\nstop = drain\ndrain_conns = 3\n");
+    let c = Config::from_strs(&t, None).unwrap();
+    assert_eq!(c.server.withdraw_limit, Some(WithdrawLimit::Percent(50)));
+    assert_eq!(c.announce.stop, StopMode::Drain);
+    assert_eq!(c.announce.drain_conns, 3);
+    let t = format!("{base}[server]\nwithdraw_limit = 7\n");
+    assert_eq!(
+        Config::from_strs(&t, None).unwrap().server.withdraw_limit,
+        Some(WithdrawLimit::Count(7))
+    );
+    for bad in ["0", "0%", "101%", "x", "-1"] {
+        let t = format!("{base}[server]\nwithdraw_limit = {bad}\n");
+        let e = Config::from_strs(&t, None).unwrap_err().to_string();
+        assert!(
+            e.starts_with("config.ini:5: [server] withdraw_limit: expected a count"),
+            "{e}"
+        );
+    }
+    let t = format!("{base}[announce]\nstop = linger\n");
+    assert!(Config::from_strs(&t, None).is_err());
+}

@@ -1,5 +1,6 @@
 //! Subcommands: each returns the process exit code (see `cli` for their meaning).
 
+pub mod control;
 pub mod ipvs;
 pub mod monitor;
 pub mod quorum;
@@ -68,8 +69,13 @@ pub fn run_daemon(path: &Path, which: Daemon) -> ExitCode {
     }
 }
 
-/// `status [--json]`.
-pub fn run_status(path: &Path, json: bool) -> ExitCode {
+/// `status [--json] [--vip VIP] [--balancer HOST]`.
+pub fn run_status(
+    path: &Path,
+    json: bool,
+    vip: Option<std::net::IpAddr>,
+    balancer: Option<&str>,
+) -> ExitCode {
     let cfg = match load(path, "status") {
         Ok(c) => c,
         Err(code) => return code,
@@ -83,16 +89,19 @@ pub fn run_status(path: &Path, json: bool) -> ExitCode {
     };
     match daemon::http::get(addr, "/status", Duration::from_secs(3)) {
         Ok((200, body)) => {
-            if json {
-                print!("{body}");
-            } else {
-                match serde_json::from_str::<Option<daemon::status::Status>>(&body) {
-                    Ok(Some(doc)) => print!("{}", status::render(&doc)),
-                    Ok(None) => println!("the daemon is starting: no status yet"),
-                    Err(e) => {
-                        eprintln!("ipvs-sync status: the daemon sent no status document: {e}");
-                        return ExitCode::from(1);
+            match serde_json::from_str::<Option<daemon::status::Status>>(&body) {
+                Ok(Some(mut doc)) => {
+                    status::narrow(&mut doc, vip, balancer);
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                    } else {
+                        print!("{}", status::render(&doc));
                     }
+                }
+                Ok(None) => println!("the daemon is starting: no status yet"),
+                Err(e) => {
+                    eprintln!("ipvs-sync status: the daemon sent no status document: {e}");
+                    return ExitCode::from(1);
                 }
             }
             ExitCode::SUCCESS

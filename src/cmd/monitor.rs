@@ -6,6 +6,8 @@
 //! - client: the arbiter's last heartbeat is younger than `consumer_alive_ttl` (else CRITICAL)
 //!   and than 3 × `heartbeat_interval` (else WARNING); a configured BGP peer not Established
 //!   for longer than its hold time (WARNING; all of them: CRITICAL);
+//! - server: held withdrawals (`withdraw_limit`: CRITICAL); a live balancer mapped to VIPs with
+//!   quorum that announces none of them (WARNING);
 //! - server: at least one live client, and it answers balancers (WARNING during
 //!   `startup_hold`, CRITICAL while its mapping, desc files or IPVS tree cannot be read); a VIP
 //!   force-withdrawn because its `quorum down` could not be recorded (CRITICAL until a quorum
@@ -47,6 +49,10 @@ impl Level {
 
 /// A quorum handler failure keeps `monitor` at WARNING this long (seconds).
 pub const QUORUM_FAILURE_WARN_S: f64 = 3600.0;
+
+/// A balancer up this long (seconds) should announce its VIPs with quorum (longer than the
+/// arbiter's syn repair, 15 s, and a cold start).
+pub const SETTLE_S: f64 = 60.0;
 
 /// Queue depth from which a queue counts as backed up.
 pub const QUEUE_WARN: u64 = 10;
@@ -157,7 +163,7 @@ fn client(c: &ClientStatus, lim: Limits, v: &mut Verdict) {
 }
 
 fn server(s: &ServerStatus, v: &mut Verdict) {
-    if s.clients.is_empty() {
+    if !s.clients.iter().any(|c| c.live) {
         v.bad(Level::Warning, "no live clients".into());
     }
     if !s.forced_withdrawn.is_empty() {
@@ -182,6 +188,38 @@ fn server(s: &ServerStatus, v: &mut Verdict) {
             ),
         );
     }
+    let held: Vec<String> = s
+        .vips
+        .iter()
+        .filter(|x| x.held.is_some())
+        .map(|x| x.vip.to_string())
+        .collect();
+    if !held.is_empty() {
+        v.bad(
+            Level::Critical,
+            format!(
+                "{} withdrawal(s) held by withdraw_limit: {} (ipvs-sync release)",
+                held.len(),
+                held.join(" ")
+            ),
+        );
+    }
+    let silent: Vec<&str> = s
+        .clients
+        .iter()
+        .filter(|c| c.live && c.quorate > 0 && c.announced == 0 && !c.drained)
+        .filter(|c| c.uptime_s as f64 > SETTLE_S)
+        .map(|c| c.name.as_str())
+        .collect();
+    if !silent.is_empty() {
+        v.bad(
+            Level::Warning,
+            format!(
+                "balancer(s) announcing none of their VIPs with quorum: {}",
+                silent.join(", ")
+            ),
+        );
+    }
     if let Some(why) = &s.holding {
         let l = if why.starts_with("startup_hold") {
             Level::Warning
@@ -190,7 +228,8 @@ fn server(s: &ServerStatus, v: &mut Verdict) {
         };
         v.bad(l, format!("not answering balancers: {why}"));
     }
-    v.perf("clients", s.clients.len());
+    v.perf("clients", s.clients.iter().filter(|c| c.live).count());
+    v.perf("held", held.len());
     v.perf("vips_quorate", s.vips.iter().filter(|x| x.announce).count());
 }
 
@@ -238,6 +277,13 @@ mod tests {
                 name: "lb1".into(),
                 age_s: 1.0,
                 vips: 1,
+                quorate: 1,
+                announced: 1,
+                serial: Some(5),
+                lag: Some(0),
+                uptime_s: 100,
+                live: true,
+                drained: false,
             }],
             ..ServerStatus::default()
         }
@@ -338,5 +384,29 @@ mod tests {
         assert_eq!(j(s.clone()).0, Level::Ok, "an old failure is forgotten");
         s.forced_withdrawn = vec!["192.0.2.10".parse().unwrap()];
         assert_eq!(j(s).0, Level::Critical);
+        let mut s = server();
+        s.clients[0].announced = 0;
+        let (l, line) = j(s.clone());
+        assert_eq!(l, Level::Warning);
+        assert!(line.contains("announcing none"), "{line}");
+        s.clients[0].uptime_s = 10;
+        assert_eq!(j(s).0, Level::Ok, "a balancer just started is left alone");
+        let mut s = server();
+        s.vips.push(crate::daemon::status::ServerVip {
+            vip: "192.0.2.10".parse().unwrap(),
+            announce: true,
+            local_pref: Some(100),
+            active: Some(0),
+            total: Some(1),
+            since_s: Some(1.0),
+            held: Some(crate::daemon::status::HeldRow {
+                since_s: 1.0,
+                because: "quorum lost".into(),
+            }),
+            balancers: vec![],
+        });
+        let (l, line) = j(s);
+        assert_eq!(l, Level::Critical);
+        assert!(line.contains("held by withdraw_limit"), "{line}");
     }
 }

@@ -89,6 +89,22 @@ fn server(out: &mut String, s: &ServerStatus) {
     if let Some(h) = &s.holding {
         let _ = writeln!(out, "not answering balancers: {h}");
     }
+    let held: Vec<String> = s
+        .vips
+        .iter()
+        .filter(|v| v.held.is_some())
+        .map(|v| v.vip.to_string())
+        .collect();
+    if let Some(l) = &s.withdraw_limit {
+        let _ = writeln!(out, "withdraw_limit {l}, {} held", held.len());
+    }
+    if !held.is_empty() {
+        let _ = writeln!(
+            out,
+            "held announced past the limit (withdraw with `ipvs-sync release`): {}",
+            held.join(" ")
+        );
+    }
     if !s.forced_withdrawn.is_empty() {
         let v: Vec<String> = s.forced_withdrawn.iter().map(|v| v.to_string()).collect();
         let _ = writeln!(
@@ -106,30 +122,116 @@ fn server(out: &mut String, s: &ServerStatus) {
             f.error
         );
     }
+    let dash = |o: Option<String>| o.unwrap_or_else(|| "-".into());
     let rows = s
         .vips
         .iter()
         .map(|v| {
             vec![
                 v.vip.to_string(),
-                if v.announce { "quorum" } else { "no quorum" }.to_owned(),
-                v.local_pref.map_or("-".into(), |l| l.to_string()),
+                if v.announce { "yes" } else { "no" }.to_owned(),
+                match (v.active, v.total) {
+                    (Some(a), Some(t)) => format!("{a}/{t}"),
+                    _ => "-".into(),
+                },
+                dash(v.local_pref.map(|l| l.to_string())),
+                human_secs(v.since_s),
+                dash(
+                    v.held
+                        .as_ref()
+                        .map(|h| format!("{} ({})", human_secs(Some(h.since_s)), h.because)),
+                ),
             ]
         })
         .collect();
-    table(out, "VIPs", &["VIP", "Quorum", "Local-pref"], rows);
+    table(
+        out,
+        "VIPs",
+        &["VIP", "Quorum", "Ports", "Local-pref", "Since", "Held"],
+        rows,
+    );
+    let rows = s
+        .vips
+        .iter()
+        .flat_map(|v| {
+            v.balancers.iter().map(move |b| {
+                vec![
+                    v.vip.to_string(),
+                    b.name.clone(),
+                    b.stage.clone(),
+                    human_secs(b.since_s),
+                ]
+            })
+        })
+        .collect();
+    table(
+        out,
+        "Announces",
+        &["VIP", "Balancer", "State", "Since"],
+        rows,
+    );
     let rows = s
         .clients
         .iter()
         .map(|c| {
             vec![
                 c.name.clone(),
-                human_secs(Some(c.age_s)),
+                if c.live { "yes" } else { "no" }.to_owned(),
+                human_secs(c.live.then_some(c.age_s)),
+                dash(c.serial.map(|x| x.to_string())),
+                dash(c.lag.map(|x| x.to_string())),
                 c.vips.to_string(),
+                c.quorate.to_string(),
+                c.announced.to_string(),
+                if c.drained { "yes" } else { "no" }.to_owned(),
             ]
         })
         .collect();
-    table(out, "Clients", &["Client", "Last heartbeat", "VIPs"], rows);
+    table(
+        out,
+        "Balancers",
+        &[
+            "Balancer",
+            "Live",
+            "Heartbeat",
+            "Serial",
+            "Lag",
+            "VIPs",
+            "Quorate",
+            "Announced",
+            "Drained",
+        ],
+        rows,
+    );
+}
+
+/// Keeps only what concerns `vip` and/or `balancer` (`status --vip`, `--balancer`).
+pub fn narrow(doc: &mut Status, vip: Option<std::net::IpAddr>, balancer: Option<&str>) {
+    match doc {
+        Status::Client(c) => {
+            if let Some(v) = vip {
+                c.vips.retain(|x| x.vip == v);
+            }
+        }
+        Status::Server(s) => {
+            if let Some(v) = vip {
+                s.vips.retain(|x| x.vip == v);
+                let names: Vec<String> = s
+                    .vips
+                    .iter()
+                    .flat_map(|x| x.balancers.iter().map(|b| b.name.clone()))
+                    .collect();
+                s.clients.retain(|c| names.contains(&c.name));
+            }
+            if let Some(b) = balancer {
+                s.clients.retain(|c| c.name == b);
+                for v in &mut s.vips {
+                    v.balancers.retain(|x| x.name == b);
+                }
+                s.vips.retain(|v| !v.balancers.is_empty());
+            }
+        }
+    }
 }
 
 fn queues(out: &mut String, c: &Common) {

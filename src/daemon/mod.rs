@@ -3,6 +3,7 @@
 //! hand-off socket.
 
 pub mod bus;
+pub mod control;
 pub mod http;
 pub mod memory_bus;
 pub mod metrics;
@@ -53,6 +54,12 @@ pub enum StartError {
     /// The quorum socket cannot be bound.
     #[error("quorum_socket {0}: {1}")]
     QuorumSocket(String, std::io::Error),
+    /// The control socket cannot be bound.
+    #[error("control_socket {0}: {1}")]
+    ControlSocket(String, std::io::Error),
+    /// A worker thread cannot be started.
+    #[error("cannot start a worker thread: {0}")]
+    Thread(std::io::Error),
 }
 
 impl From<config::ConfigError> for StartError {

@@ -157,6 +157,9 @@ pub struct ServerStatus {
     /// VIPs withdrawn because their `quorum down` could not be recorded.
     #[serde(default)]
     pub forced_withdrawn: Vec<IpAddr>,
+    /// `withdraw_limit` as configured (`None`: off).
+    #[serde(default)]
+    pub withdraw_limit: Option<String>,
 }
 
 /// One VIP on the arbiter.
@@ -164,13 +167,48 @@ pub struct ServerStatus {
 pub struct ServerVip {
     /// The VIP.
     pub vip: IpAddr,
-    /// Its desc says announce.
+    /// It is announced: its desc says announce (or its withdrawal is held).
     pub announce: bool,
     /// Its LOCAL_PREF.
     pub local_pref: Option<u32>,
+    /// Ports with quorum, per its desc file.
+    #[serde(default)]
+    pub active: Option<u32>,
+    /// Ports it has, per its desc file.
+    #[serde(default)]
+    pub total: Option<u32>,
+    /// Seconds since its quorum last changed (as this arbiter saw it).
+    #[serde(default)]
+    pub since_s: Option<f64>,
+    /// Its withdrawal is held by `withdraw_limit`: since when (seconds) and why.
+    #[serde(default)]
+    pub held: Option<HeldRow>,
+    /// Each balancer the mapping gives it.
+    #[serde(default)]
+    pub balancers: Vec<VipBalancer>,
 }
 
-/// One live balancer.
+/// A held withdrawal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldRow {
+    /// Seconds held.
+    pub since_s: f64,
+    /// `quorum lost` or `mapping shrink`.
+    pub because: String,
+}
+
+/// One balancer's announce of one VIP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VipBalancer {
+    /// The balancer.
+    pub name: String,
+    /// `syn sent`, `acked`, `announced`, `withdrawn`, `gone`, or `-` (nothing yet).
+    pub stage: String,
+    /// Seconds in that stage.
+    pub since_s: Option<f64>,
+}
+
+/// One balancer the arbiter knows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientRow {
     /// Its hostname.
@@ -179,6 +217,27 @@ pub struct ClientRow {
     pub age_s: f64,
     /// VIPs the mapping gives it.
     pub vips: usize,
+    /// Of those, the VIPs with quorum.
+    #[serde(default)]
+    pub quorate: usize,
+    /// VIPs its heartbeat says it announces.
+    #[serde(default)]
+    pub announced: usize,
+    /// Tree serial it applied.
+    #[serde(default)]
+    pub serial: Option<u64>,
+    /// How many tree changes it is behind (0: current).
+    #[serde(default)]
+    pub lag: Option<u64>,
+    /// Seconds since it started.
+    #[serde(default)]
+    pub uptime_s: u64,
+    /// It is live (heard from within `consumer_alive_ttl`).
+    #[serde(default)]
+    pub live: bool,
+    /// It is drained.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// A quorum handler failure.

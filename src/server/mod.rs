@@ -16,6 +16,8 @@
 //! in the broker (prefetch is bounded), not in memory. Until it has read its mapping and tree
 //! and `[server] startup_hold` has passed, it answers no balancer (see [`Server::hold`]).
 
+pub mod caps;
+pub mod fleet;
 pub mod state;
 pub mod sync_serve;
 pub mod workers;
@@ -32,15 +34,18 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::daemon::bus::{AmqpBus, Bus};
+use crate::daemon::control;
 use crate::daemon::metrics::{of_type, Metrics};
 use crate::daemon::quorum_socket::{self, QuorumEvent};
 use crate::daemon::status::{
-    ClientRow, Common, QuorumFailure, ServerStatus, ServerVip, Status, Worker,
+    ClientRow, Common, HeldRow, QuorumFailure, ServerStatus, ServerVip, Status, VipBalancer, Worker,
 };
 use crate::daemon::{self, http::StatusDoc, Outbox, Shutdown, StartError};
 use crate::wire::counters::CountersSnapshot;
 use crate::wire::messages::{Heartbeat, PeerRole, SyncAnswer};
 use crate::wire::{Dest, Incoming, Message, Role};
+use caps::{Caps, HeldBecause};
+use fleet::Fleet;
 use state::{State, VipQuorum};
 use workers::{DescJob, DescScan, MappingBuilt, Report};
 
@@ -63,6 +68,16 @@ pub struct Edges {
     pub kernel: Option<Arc<Mutex<ipvs::Ipvs>>>,
     /// Quorum hand-offs (from the quorum socket).
     pub quorum: mpsc::Receiver<QuorumEvent>,
+    /// Requests of `ipvs-sync release`, `forget`, `drain --balancer` (the control socket).
+    pub control: mpsc::Receiver<control::Asked>,
+}
+
+/// A periodic job's last success and failure.
+#[derive(Debug, Clone)]
+struct Job {
+    interval: Duration,
+    last_ok: Option<Instant>,
+    error: Option<String>,
 }
 
 struct Server {
@@ -79,7 +94,11 @@ struct Server {
     status: StatusDoc,
     started: Instant,
     ipvs: bool,
-    workers: BTreeMap<&'static str, (Instant, Duration)>,
+    workers: BTreeMap<&'static str, Job>,
+    /// Where each (balancer, VIP) announce stands.
+    fleet: Fleet,
+    /// Per VIP: the desc file's active and total ports, and when its quorum last changed.
+    desc_counts: BTreeMap<IpAddr, (u32, u32, Instant)>,
     /// The mapping, and (with `ipvs = true`) the kernel tree, have been read once.
     mapping_read: bool,
     tree_read: bool,
@@ -110,6 +129,11 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), StartErr
         .map_err(|e| StartError::QuorumSocket(qpath.display().to_string(), e))?;
     let (qtx, qrx) = mpsc::channel(1024);
     tokio::spawn(quorum_socket::serve(qlistener, qtx));
+    let cpath = cfg.main.control_socket.clone();
+    let clistener = control::bind(&cpath)
+        .map_err(|e| StartError::ControlSocket(cpath.display().to_string(), e))?;
+    let (ctx, crx) = mpsc::channel(16);
+    tokio::spawn(control::serve(clistener, ctx));
     let Some((transport, incoming)) =
         daemon::connect_transport(&cfg, Role::Server { name }, &shutdown).await?
     else {
@@ -118,6 +142,7 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), StartErr
     let edges = Edges {
         kernel,
         quorum: qrx,
+        control: crx,
     };
     let r = serve(
         cfg,
@@ -130,6 +155,7 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), StartErr
     )
     .await;
     let _ = std::fs::remove_file(&qpath);
+    let _ = std::fs::remove_file(&cpath);
     r
 }
 
@@ -144,8 +170,7 @@ pub async fn serve(
     status: StatusDoc,
 ) -> Result<(), StartError> {
     let (reports, mut reports_rx) = mpsc::unbounded_channel();
-    let descs = workers::spawn_descs(reports.clone())
-        .map_err(|e| StartError::QuorumSocket("desc scan thread".into(), e))?;
+    let descs = workers::spawn_descs(reports.clone()).map_err(StartError::Thread)?;
     if let Some(k) = &edges.kernel {
         workers::spawn_tree(k.clone(), TREE_POLL, reports.clone());
     }
@@ -158,6 +183,7 @@ pub async fn serve(
         name: cfg.main.hostname.clone(),
         state: State {
             serial: first_serial(),
+            caps: Caps::new(cfg.server.withdraw_limit, cfg.server.withdraw_window),
             ..State::default()
         },
         descs,
@@ -171,6 +197,8 @@ pub async fn serve(
         started: Instant::now(),
         ipvs: edges.kernel.is_some(),
         workers: BTreeMap::new(),
+        fleet: Fleet::default(),
+        desc_counts: BTreeMap::new(),
         mapping_read: false,
         tree_read: false,
         descs_read: false,
@@ -204,6 +232,10 @@ pub async fn serve(
             _ = shutdown.stop.changed() => break,
             Some(()) = shutdown.reload.recv() => srv.reload(),
             Some(ev) = edges.quorum.recv() => srv.on_quorum_handoff(ev),
+            Some((req, reply)) = edges.control.recv() => {
+                let r = srv.on_control(req).await;
+                let _ = reply.send(r);
+            }
             Some(r) = reports_rx.recv() => srv.on_report(r),
             msg = incoming.recv() => match msg {
                 Some(m) => srv.on_message(m),
@@ -212,8 +244,10 @@ pub async fn serve(
             _ = desc_t.tick() => srv.job(DescJob::Scan),
             _ = mapping_t.tick() => srv.rebuild_mapping(),
             _ = expire_t.tick() => {
-                for gone in srv.state.expire(Instant::now(), srv.cfg.main.consumer_alive_ttl) {
+                let now = Instant::now();
+                for gone in srv.state.expire(now, srv.cfg.main.consumer_alive_ttl) {
                     warn!(client = %gone, "client silent longer than consumer_alive_ttl: considered gone");
+                    srv.fleet.on_gone(&gone, now);
                 }
             }
             _ = heartbeat_t.tick() => {
@@ -235,10 +269,17 @@ pub async fn serve(
 }
 
 impl Server {
-    fn send_all(&self, out: state::Out) {
+    fn send_all(&mut self, out: state::Out) {
+        self.fleet
+            .on_sent(&out, &self.state.mapping, Instant::now());
         for (to, msg) in out {
             self.outbox.send(to, msg);
         }
+    }
+
+    /// Sends one message (through the fleet view, like [`Server::send_all`]).
+    fn send(&mut self, to: Dest, msg: Message) {
+        self.send_all(vec![(to, msg)]);
     }
 
     fn job(&self, j: DescJob) {
@@ -247,8 +288,22 @@ impl Server {
         }
     }
 
-    fn worked(&mut self, name: &'static str, interval: Duration) {
-        self.workers.insert(name, (Instant::now(), interval));
+    /// A periodic job finished: `Ok` resets its age, `Err` keeps its last success and says
+    /// why it fails (so `monitor` sees a job that keeps failing, not a fresh one).
+    fn worked(&mut self, name: &'static str, interval: Duration, result: Result<(), String>) {
+        let job = self.workers.entry(name).or_insert(Job {
+            interval,
+            last_ok: None,
+            error: None,
+        });
+        job.interval = interval;
+        match result {
+            Ok(()) => {
+                job.last_ok = Some(Instant::now());
+                job.error = None;
+            }
+            Err(e) => job.error = Some(e),
+        }
     }
 
     /// Why no balancer is answered yet, if none is: the mapping or the kernel tree has not
@@ -339,7 +394,8 @@ impl Server {
         let is_new = self.state.touch(&from, now, uptime, announced);
         if is_new {
             info!(client = %from, "client joined");
-            self.send_all(self.state.welcome(&from));
+            let w = self.state.welcome(&from);
+            self.send_all(w);
             if matches!(
                 m.message,
                 Message::Heartbeat(_)
@@ -351,21 +407,35 @@ impl Server {
             }
         }
         match m.message {
-            Message::Heartbeat(_) => {
+            Message::Heartbeat(hb) => {
+                if let Some(c) = self.state.clients.get_mut(&from) {
+                    c.serial = hb.serial;
+                }
                 if let Some(a) = reported {
+                    self.fleet.on_heartbeat(&from, &a, now);
                     self.repair_announced(&from, &a);
                 }
             }
-            Message::TreeRequest => self.outbox.send(to, self.state.tree_answer()),
-            Message::ServicesRequest(r) => {
-                self.outbox.send(to, self.state.services_answer(&r.vips))
+            Message::TreeRequest => {
+                let t = self.state.tree_answer();
+                self.send(to, t)
             }
-            Message::MappingRequest => self.outbox.send(to, self.state.mapping_for(&from)),
-            Message::AnnouncesRequest => self.send_all(self.state.announces_answer(&from)),
+            Message::ServicesRequest(r) => {
+                let a = self.state.services_answer(&r.vips);
+                self.send(to, a)
+            }
+            Message::MappingRequest => {
+                let a = self.state.mapping_for(&from);
+                self.send(to, a)
+            }
+            Message::AnnouncesRequest => {
+                let a = self.state.announces_answer(&from);
+                self.send_all(a)
+            }
             Message::AckPrepared(ack) => match self.state.on_ack(&from, ack.vip) {
                 Ok(go) => {
                     info!(client = %from, vip = %ack.vip, "ack_announce: go");
-                    self.outbox.send(to, go);
+                    self.send(to, go);
                 }
                 Err(why) => {
                     warn!(client = %from, vip = %ack.vip, reason = %why, "ack_announce refused");
@@ -374,7 +444,7 @@ impl Server {
                         let fin = crate::wire::messages::FinAnnounce {
                             vips: vec![ack.vip],
                         };
-                        self.outbox.send(to, Message::FinAnnounce(fin));
+                        self.send(to, Message::FinAnnounce(fin));
                     }
                 }
             },
@@ -423,6 +493,59 @@ impl Server {
         self.send_all(out);
     }
 
+    /// A request of the control socket.
+    async fn on_control(&mut self, req: control::Request) -> control::Reply {
+        use control::{Reply, Request};
+        match req {
+            Request::Release { vips, all } => {
+                if vips.is_empty() && !all {
+                    return Reply::refused("name the VIPs to release, or --all");
+                }
+                let (released, out) = self.state.release((!all).then_some(&vips[..]));
+                if released.is_empty() {
+                    return Reply::refused("no such VIP is held");
+                }
+                warn!(vips = ?released, "held withdrawals released by the operator");
+                self.send_all(out);
+                let names: Vec<String> = released.iter().map(|v| v.to_string()).collect();
+                Reply::ok(format!("withdrawn: {}", names.join(" ")))
+            }
+            Request::Forget { host } => self.forget(&host).await,
+            Request::Drain { .. } | Request::Undrain { .. } => {
+                Reply::refused("drain and undrain of a whole balancer are not available yet")
+            }
+        }
+    }
+
+    /// Forgets a decommissioned balancer: out of the live set and the fleet view, and its
+    /// queue deleted from the broker (so broadcasts stop piling up there).
+    async fn forget(&mut self, host: &str) -> control::Reply {
+        let was_live = self.state.clients.remove(host).is_some();
+        self.fleet.forget(host);
+        let queue = format!("{}{host}", crate::wire::amqp::CLIENT_QUEUE_PREFIX);
+        let url = self.cfg.amqp_url();
+        let deleted =
+            crate::wire::oneshot::delete_queue(&url, &queue, Duration::from_secs(5)).await;
+        let mapped = self.state.mapping.contains_key(host);
+        let note = if mapped {
+            " (the mapping still names it: remove its keepalived configs too)"
+        } else {
+            ""
+        };
+        match deleted {
+            Ok(n) => {
+                info!(balancer = host, queue, dropped = n, "balancer forgotten");
+                control::Reply::ok(format!(
+                    "{host} forgotten{}; queue {queue} deleted ({n} messages dropped){note}",
+                    if was_live { "" } else { " (it was not live)" }
+                ))
+            }
+            Err(e) => control::Reply::refused(format!(
+                "{host} forgotten, but its queue {queue} was not deleted: {e}{note}"
+            )),
+        }
+    }
+
     /// Starts a mapping rebuild unless one is running.
     fn rebuild_mapping(&mut self) {
         if self.mapping_running {
@@ -438,21 +561,25 @@ impl Server {
 
     fn on_mapping(&mut self, built: MappingBuilt) {
         self.mapping_running = false;
-        self.worked("mapping", self.cfg.main.mapping_update_interval);
+        let interval = self.cfg.main.mapping_update_interval;
         if !built.forgotten.is_empty() {
             self.job(DescJob::FullScan);
         }
         let map = match built.mapping {
-            Ok(m) => m,
+            Ok(m) => {
+                self.worked("mapping", interval, Ok(()));
+                m
+            }
             Err(e) => {
                 error!(error = %e, "mapping not rebuilt: keeping the previous one");
                 self.metrics.mapping_errors.inc();
+                self.worked("mapping", interval, Err(e));
                 return;
             }
         };
         let first = !self.mapping_read;
         self.mapping_read = true;
-        let out = self.state.on_mapping(map);
+        let out = self.state.on_mapping(map, Instant::now());
         if out.is_empty() && !first {
             return;
         }
@@ -462,6 +589,7 @@ impl Server {
             "mapping changed"
         );
         self.send_all(out);
+        self.fleet.retain_mapped(&self.state.mapping);
         let paths = self
             .state
             .all_vips()
@@ -479,7 +607,8 @@ impl Server {
             self.descs_read = true;
         }
         if scan.asked.is_none() {
-            self.worked("desc", self.cfg.main.vips_description_update_interval);
+            let iv = self.cfg.main.vips_description_update_interval;
+            self.worked("desc", iv, Ok(()));
         }
         if let Some((watched, unwatched)) = scan.watch {
             if unwatched > 0 {
@@ -508,18 +637,39 @@ impl Server {
             };
             info!(vip = %up.vip, announce = q.is_some_and(|q| q.announce),
                   local_pref = q.map(|q| q.local_pref), "desc changed");
-            let out = self.state.on_quorum(up.vip, q);
+            let now = Instant::now();
+            let counts = match &up.new {
+                DescState::Valid(d) => (d.active, d.total),
+                _ => (0, 0),
+            };
+            let flipped = up.old.announce() != up.new.announce();
+            let since = match self.desc_counts.get(&up.vip) {
+                Some((_, _, t)) if !flipped => *t,
+                _ => now,
+            };
+            self.desc_counts.insert(up.vip, (counts.0, counts.1, since));
+            let held_before = self.state.caps.is_held(up.vip);
+            let out = self.state.on_quorum(up.vip, q, now);
+            if !held_before && self.state.caps.is_held(up.vip) {
+                error!(vip = %up.vip, limit = ?self.cfg.server.withdraw_limit,
+                       "quorum lost past withdraw_limit: VIP kept announced (held) until `ipvs-sync release`");
+            }
             self.send_all(out);
         }
         // A hand-off for a desc that did not change says its state again: harmless when
         // repeated, and it heals a message lost on the way.
         if let Some(vip) = scan.asked.filter(|v| !changed.contains(v)) {
-            self.send_all(self.state.resend(vip));
+            let out = self.state.resend(vip);
+            self.send_all(out);
         }
     }
 
     fn on_tree(&mut self, dumped: Result<ipvs::Tree, String>) {
-        self.worked("tree", TREE_POLL);
+        self.worked(
+            "tree",
+            TREE_POLL,
+            dumped.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
         match dumped {
             Ok(tree) => {
                 self.tree_read = true;
@@ -544,6 +694,9 @@ impl Server {
         match config::Config::load(&self.cfg.file) {
             Ok(new) => {
                 info!(config = %self.cfg.file.display(), "configuration reloaded");
+                self.state
+                    .caps
+                    .configure(new.server.withdraw_limit, new.server.withdraw_window);
                 self.cfg = new;
                 self.rebuild_mapping();
             }
@@ -565,37 +718,16 @@ impl Server {
         m.holding.set(i64::from(self.holding.is_some()));
         m.outbox_depth.set(self.outbox.depth() as i64);
         m.export_bus(&mut self.exported, self.bus.counters().snapshot());
-        let vips = self
-            .state
-            .all_vips()
-            .into_iter()
-            .map(|vip| {
-                let q = self.state.quorum.get(&vip);
-                ServerVip {
-                    vip,
-                    announce: q.is_some_and(|q| q.announce),
-                    local_pref: q.map(|q| q.local_pref),
-                }
-            })
-            .collect();
-        let clients = self
-            .state
-            .clients
-            .iter()
-            .map(|(n, c)| ClientRow {
-                name: n.clone(),
-                age_s: now.duration_since(c.last_seen).as_secs_f64(),
-                vips: self.state.mapping.get(n).map_or(0, |v| v.len()),
-            })
-            .collect();
+        let vips = self.vip_rows(now);
+        let clients = self.client_rows(now);
         let workers = self
             .workers
             .iter()
-            .map(|(n, (t, iv))| {
+            .map(|(n, j)| {
                 let w = Worker {
-                    age_s: Some(now.duration_since(*t).as_secs_f64()),
-                    interval_s: iv.as_secs_f64(),
-                    error: None,
+                    age_s: j.last_ok.map(|t| now.duration_since(t).as_secs_f64()),
+                    interval_s: j.interval.as_secs_f64(),
+                    error: j.error.clone(),
                 };
                 (n.to_string(), w)
             })
@@ -624,6 +756,99 @@ impl Server {
                     error: e.clone(),
                 }),
             forced_withdrawn: self.state.forced.iter().copied().collect(),
+            withdraw_limit: self.cfg.server.withdraw_limit.map(|l| match l {
+                config::WithdrawLimit::Count(n) => {
+                    format!("{n} per {}s", self.cfg.server.withdraw_window.as_secs_f64())
+                }
+                config::WithdrawLimit::Percent(p) => format!(
+                    "{p}% per {}s",
+                    self.cfg.server.withdraw_window.as_secs_f64()
+                ),
+            }),
         }));
+    }
+
+    /// The fleet view by VIP: its quorum and each balancer the mapping gives it.
+    fn vip_rows(&self, now: Instant) -> Vec<ServerVip> {
+        let secs = |t: Instant| now.saturating_duration_since(t).as_secs_f64();
+        self.state
+            .all_vips()
+            .into_iter()
+            .map(|vip| {
+                let q = self.state.quorum.get(&vip);
+                let counts = self.desc_counts.get(&vip);
+                let balancers = self
+                    .state
+                    .mapping
+                    .iter()
+                    .filter(|(_, vips)| vips.contains(&vip))
+                    .map(|(name, _)| {
+                        let (stage, since) = match self.fleet.get(name, vip) {
+                            Some((s, t)) => (s.name().to_owned(), Some(secs(t))),
+                            None => ("-".to_owned(), None),
+                        };
+                        VipBalancer {
+                            name: name.clone(),
+                            stage,
+                            since_s: since,
+                        }
+                    })
+                    .collect();
+                ServerVip {
+                    vip,
+                    announce: q.is_some_and(|q| q.announce),
+                    local_pref: q.map(|q| q.local_pref),
+                    active: counts.map(|c| c.0),
+                    total: counts.map(|c| c.1),
+                    since_s: counts.map(|c| secs(c.2)),
+                    held: self.state.caps.held().get(&vip).map(|h| HeldRow {
+                        since_s: secs(h.since),
+                        because: match h.because {
+                            HeldBecause::QuorumLost => "quorum lost",
+                            HeldBecause::MappingShrink => "mapping shrink",
+                        }
+                        .to_owned(),
+                    }),
+                    balancers,
+                }
+            })
+            .collect()
+    }
+
+    /// The fleet view by balancer: every live one and every one the mapping names.
+    fn client_rows(&self, now: Instant) -> Vec<ClientRow> {
+        let names: std::collections::BTreeSet<&String> = self
+            .state
+            .clients
+            .keys()
+            .chain(self.state.mapping.keys())
+            .collect();
+        names
+            .into_iter()
+            .map(|n| {
+                let live = self.state.clients.get(n);
+                let mapped = self.state.mapping.get(n);
+                let quorate = mapped.map_or(0, |v| {
+                    v.iter()
+                        .filter(|x| self.state.quorum.get(x).is_some_and(|q| q.announce))
+                        .count()
+                });
+                let serial = live.and_then(|c| c.serial);
+                ClientRow {
+                    name: n.clone(),
+                    age_s: live.map_or(f64::INFINITY, |c| {
+                        now.saturating_duration_since(c.last_seen).as_secs_f64()
+                    }),
+                    vips: mapped.map_or(0, |v| v.len()),
+                    quorate,
+                    announced: live.map_or(0, |c| c.announced.len()),
+                    serial,
+                    lag: serial.map(|s| self.state.serial.saturating_sub(s)),
+                    uptime_s: live.map_or(0, |c| c.uptime),
+                    live: live.is_some(),
+                    drained: false,
+                }
+            })
+            .collect()
     }
 }

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use ipvs::Tree;
 
+use super::caps::{Caps, HeldBecause};
+
 use crate::wire::messages::{
     AckGo, AnnounceSpec, Changes, FinAnnounce, Mapping, ServicesAnswer, SynAnnounce, TreeAnswer,
 };
@@ -47,6 +49,8 @@ pub struct ClientInfo {
     pub announced: Vec<IpAddr>,
     /// VIPs it should announce but did not list, and since when (see [`SYN_REPAIR_AFTER`]).
     pub missing: BTreeMap<IpAddr, Instant>,
+    /// Serial of the tree it last applied (from its heartbeat).
+    pub serial: Option<u64>,
 }
 
 /// A VIP a client should announce but has not listed in its heartbeats for this long gets
@@ -96,6 +100,10 @@ pub struct State {
     /// VIPs whose `quorum down` could not be recorded in their desc file: withdrawn, and kept
     /// so whatever the file says until a quorum call for them succeeds again.
     pub forced: BTreeSet<IpAddr>,
+    /// The fleet-wide withdrawal cap and the VIPs it holds announced.
+    pub caps: Caps,
+    /// Balancers a held mapping shrink keeps on a VIP (see [`State::on_mapping`]).
+    pub mapping_kept: BTreeMap<IpAddr, BTreeSet<String>>,
 }
 
 impl State {
@@ -127,6 +135,7 @@ impl State {
                         uptime: uptime.unwrap_or(0),
                         announced: announced.unwrap_or_default(),
                         missing: BTreeMap::new(),
+                        serial: None,
                     },
                 );
                 true
@@ -339,12 +348,26 @@ impl State {
         self.forced.remove(&vip)
     }
 
-    /// A desc file changed. Returns what to send.
-    pub fn on_quorum(&mut self, vip: IpAddr, new: Option<VipQuorum>) -> Out {
+    /// A desc file changed at `now`. Returns what to send. A VIP losing quorum past the
+    /// withdrawal cap stays announced, held (see [`Caps`]).
+    pub fn on_quorum(&mut self, vip: IpAddr, new: Option<VipQuorum>, now: Instant) -> Out {
         if self.forced.contains(&vip) {
             return Vec::new();
         }
         let old = self.quorum.get(&vip).copied();
+        let losing = old.is_some_and(|q| q.announce) && !new.is_some_and(|q| q.announce);
+        if losing {
+            if self.caps.is_held(vip) {
+                return Vec::new();
+            }
+            let quorate = self.quorum.values().filter(|q| q.announce).count();
+            if !self.caps.allow(now, quorate) {
+                self.caps.hold(vip, now, HeldBecause::QuorumLost);
+                return Vec::new();
+            }
+        } else if new.is_some_and(|q| q.announce) {
+            self.caps.unhold(vip);
+        }
         // Balancers may still announce what an unreadable desc left alone.
         let was_unknown = self.unknown.remove(&vip);
         match new {
@@ -372,6 +395,45 @@ impl State {
             )],
             _ => Vec::new(),
         }
+    }
+
+    /// Withdraws held VIPs (`None`: all of them) now, outside the cap. Returns the VIPs
+    /// released and what to send.
+    pub fn release(&mut self, vips: Option<&[IpAddr]>) -> (Vec<IpAddr>, Out) {
+        let mut out = Vec::new();
+        let mut fins = Vec::new();
+        let mut remap = false;
+        let released = self.caps.release(vips);
+        for (vip, held) in &released {
+            match held.because {
+                HeldBecause::QuorumLost => {
+                    if let Some(q) = self.quorum.get_mut(vip) {
+                        q.announce = false;
+                    }
+                    fins.push(*vip);
+                }
+                HeldBecause::MappingShrink => {
+                    for b in self.mapping_kept.remove(vip).unwrap_or_default() {
+                        if let Some(v) = self.mapping.get_mut(&b) {
+                            v.remove(vip);
+                        }
+                    }
+                    remap = true;
+                }
+            }
+        }
+        if remap {
+            // Each balancer withdraws what its mapping no longer gives it.
+            self.mapping.retain(|_, v| !v.is_empty());
+            out.push((Dest::Broadcast, self.mapping_message()));
+        }
+        if !fins.is_empty() {
+            out.push((
+                Dest::Broadcast,
+                Message::FinAnnounce(FinAnnounce { vips: fins }),
+            ));
+        }
+        (released.into_iter().map(|(v, _)| v).collect(), out)
     }
 
     /// Says again what the desc of `vip` says (a quorum hand-off for an unchanged desc):
@@ -424,7 +486,12 @@ impl State {
     }
 
     /// The mapping changed: `mapping` to everyone (nothing when equal).
-    pub fn on_mapping(&mut self, new: BTreeMap<String, BTreeSet<IpAddr>>) -> Out {
+    ///
+    /// A new mapping that takes a VIP with quorum from most of its balancers at once counts
+    /// against the withdrawal cap like a quorum loss; past the cap, those balancers keep the
+    /// VIP (held) until `release`.
+    pub fn on_mapping(&mut self, new: BTreeMap<String, BTreeSet<IpAddr>>, now: Instant) -> Out {
+        let new = self.cap_mapping(new, now);
         if new == self.mapping {
             return Vec::new();
         }
@@ -452,6 +519,65 @@ impl State {
             }
         }
         out
+    }
+
+    /// `new` with the balancers of held mapping shrinks put back (see [`State::on_mapping`]).
+    fn cap_mapping(
+        &mut self,
+        mut new: BTreeMap<String, BTreeSet<IpAddr>>,
+        now: Instant,
+    ) -> BTreeMap<String, BTreeSet<IpAddr>> {
+        // Holds still needed: the VIP still has quorum and the new mapping still drops them.
+        let kept = std::mem::take(&mut self.mapping_kept);
+        for (vip, balancers) in kept {
+            let still: BTreeSet<String> = balancers
+                .into_iter()
+                .filter(|b| !new.get(b).is_some_and(|v| v.contains(&vip)))
+                .collect();
+            if still.is_empty() || !self.caps.is_held(vip) {
+                self.caps.unhold(vip);
+                continue;
+            }
+            for b in &still {
+                new.entry(b.clone()).or_default().insert(vip);
+            }
+            self.mapping_kept.insert(vip, still);
+        }
+        let quorate: Vec<IpAddr> = self
+            .quorum
+            .iter()
+            .filter(|(_, q)| q.announce)
+            .map(|(v, _)| *v)
+            .collect();
+        for vip in quorate {
+            if self.caps.is_held(vip) {
+                continue;
+            }
+            let before: BTreeSet<&String> = self
+                .mapping
+                .iter()
+                .filter(|(_, v)| v.contains(&vip))
+                .map(|(b, _)| b)
+                .collect();
+            let removed: BTreeSet<String> = before
+                .iter()
+                .filter(|b| !new.get(**b).is_some_and(|v| v.contains(&vip)))
+                .map(|b| (*b).clone())
+                .collect();
+            if removed.is_empty() || removed.len() * 2 <= before.len() {
+                continue;
+            }
+            let count = self.quorum.values().filter(|q| q.announce).count();
+            if self.caps.allow(now, count) {
+                continue;
+            }
+            self.caps.hold(vip, now, HeldBecause::MappingShrink);
+            for b in &removed {
+                new.entry(b.clone()).or_default().insert(vip);
+            }
+            self.mapping_kept.insert(vip, removed);
+        }
+        new
     }
 
     /// Every VIP of the mapping (the desc files to watch).
@@ -504,6 +630,7 @@ mod tests {
                 announce: true,
                 local_pref: 150,
             }),
+            Instant::now(),
         );
         assert_eq!(kinds(&out), vec![("lb1".to_string(), "syn_announce")]);
         let Message::SynAnnounce(syn) = &out[0].1 else {
@@ -519,7 +646,8 @@ mod tests {
                 Some(VipQuorum {
                     announce: true,
                     local_pref: 150
-                })
+                }),
+                Instant::now()
             )
             .is_empty());
         assert_eq!(
@@ -528,7 +656,8 @@ mod tests {
                 Some(VipQuorum {
                     announce: true,
                     local_pref: 120
-                })
+                }),
+                Instant::now()
             )
             .len(),
             1
@@ -540,10 +669,13 @@ mod tests {
                 announce: false,
                 local_pref: 120,
             }),
+            Instant::now(),
         );
         assert_eq!(kinds(&out), vec![("broadcast".to_string(), "fin_announce")]);
         // A file that disappears while not announcing: nothing.
-        assert!(s.on_quorum(ip("192.0.2.10"), None).is_empty());
+        assert!(s
+            .on_quorum(ip("192.0.2.10"), None, Instant::now())
+            .is_empty());
     }
 
     #[test]
@@ -555,6 +687,7 @@ mod tests {
                 announce: true,
                 local_pref: 150,
             }),
+            Instant::now(),
         );
         assert!(matches!(
             s.on_ack("lb2", ip("192.0.2.10")),
@@ -590,6 +723,7 @@ mod tests {
                 announce: true,
                 local_pref: 100,
             }),
+            Instant::now(),
         );
         let out = s.announces_answer("lb1");
         assert_eq!(
@@ -681,13 +815,14 @@ mod tests {
     #[test]
     fn heartbeat_of_vips_not_given_to_the_client_gets_them_withdrawn_by_unicast() {
         let mut s = state();
-        s.on_quorum(ip("192.0.2.10"), up(100));
+        s.on_quorum(ip("192.0.2.10"), up(100), Instant::now());
         s.on_quorum(
             ip("2001:db8::10"),
             Some(VipQuorum {
                 announce: false,
                 local_pref: 100,
             }),
+            Instant::now(),
         );
         // Everything it announces is its own and quorate: nothing to say.
         assert!(s
@@ -745,7 +880,7 @@ mod tests {
         );
         // Readable again (missing): withdrawn wherever it may still be announced.
         assert_eq!(
-            fins(&s.on_quorum(vip, None)),
+            fins(&s.on_quorum(vip, None, Instant::now())),
             vec![("broadcast".to_string(), vec![vip])]
         );
         assert!(!s.unknown.contains(&vip));
@@ -756,7 +891,7 @@ mod tests {
 
         // Unreadable after a known state: that state is kept, not unknown.
         let other = ip("192.0.2.10");
-        s.on_quorum(other, up(110));
+        s.on_quorum(other, up(110), Instant::now());
         s.on_desc_unreadable(other);
         assert!(!s.unknown.contains(&other));
         assert!(s.on_announced("lb1", &[other], Instant::now()).is_empty());
@@ -780,7 +915,7 @@ mod tests {
         let t0 = Instant::now();
         let vip = ip("192.0.2.10");
         s.touch("lb1", t0, Some(1), None);
-        s.on_quorum(vip, up(130));
+        s.on_quorum(vip, up(130), Instant::now());
         let at = |secs: u64| t0 + Duration::from_secs(secs);
         // Not listed: the clock starts; nothing until SYN_REPAIR_AFTER has passed.
         assert!(s.on_announced("lb1", &[], at(1)).is_empty());
@@ -811,6 +946,7 @@ mod tests {
                 announce: false,
                 local_pref: 130,
             }),
+            Instant::now(),
         );
         assert!(s.on_announced("lb1", &[], at(100)).is_empty());
         s.touch("stranger", t0, Some(1), None);
@@ -822,21 +958,107 @@ mod tests {
         let mut s = state();
         let now = Instant::now();
         let vip = ip("2001:db8::10");
-        s.on_quorum(vip, up(100));
+        s.on_quorum(vip, up(100), Instant::now());
         s.touch("lb1", now, Some(1), None);
         s.touch("lb2", now, Some(1), None);
         let mut m = s.mapping.clone();
         m.get_mut("lb2").unwrap().insert(vip);
         m.insert("lb3".into(), [vip].into()); // not live: nothing to it
-        let out = s.on_mapping(m);
+        let out = s.on_mapping(m, Instant::now());
         assert_eq!(kinds(&out)[0], ("broadcast".to_string(), "mapping"));
         assert_eq!(syns(&out), vec![("lb2".to_string(), vec![vip])]);
         // A VIP without quorum given to a client: the mapping only.
         let mut m = s.mapping.clone();
         m.get_mut("lb1").unwrap().insert(ip("192.0.2.99"));
-        let out = s.on_mapping(m.clone());
+        let out = s.on_mapping(m.clone(), Instant::now());
         assert_eq!(kinds(&out), vec![("broadcast".to_string(), "mapping")]);
-        assert!(s.on_mapping(m).is_empty(), "unchanged");
+        assert!(s.on_mapping(m, Instant::now()).is_empty(), "unchanged");
+    }
+
+    fn fin_vips(out: &Out) -> Vec<IpAddr> {
+        out.iter()
+            .flat_map(|(_, m)| match m {
+                Message::FinAnnounce(f) => f.vips.clone(),
+                _ => vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn past_the_withdraw_limit_quorum_losses_are_held_until_released() {
+        let mut s = State {
+            caps: Caps::new(
+                Some(config::WithdrawLimit::Percent(50)),
+                Duration::from_secs(60),
+            ),
+            ..State::default()
+        };
+        let vips: Vec<IpAddr> = (1..=10u8).map(|n| IpAddr::from([192, 0, 2, n])).collect();
+        s.mapping
+            .insert("lb1".into(), vips.iter().copied().collect());
+        let now = Instant::now();
+        let up = Some(VipQuorum {
+            announce: true,
+            local_pref: 100,
+        });
+        for v in &vips {
+            s.on_quorum(*v, up, now);
+        }
+        let mut withdrawn = Vec::new();
+        for v in &vips {
+            withdrawn.extend(fin_vips(&s.on_quorum(*v, None, now)));
+        }
+        assert_eq!(withdrawn.len(), 5, "{withdrawn:?}");
+        assert_eq!(s.caps.held().len(), 5);
+        for v in s.caps.held().keys() {
+            assert!(s.quorum[v].announce, "a held VIP stays announced");
+            assert!(s.on_ack("lb1", *v).is_ok(), "and gets its go");
+        }
+        // Its quorum back: no longer held, nothing to send.
+        let back = *s.caps.held().keys().next().unwrap();
+        assert!(s.on_quorum(back, up, now).is_empty());
+        assert!(!s.caps.is_held(back));
+        let (released, out) = s.release(None);
+        assert_eq!(released.len(), 4);
+        assert_eq!(fin_vips(&out).len(), 4);
+        assert!(s.caps.held().is_empty());
+    }
+
+    #[test]
+    fn a_mapping_that_takes_a_vip_from_most_balancers_is_held_past_the_limit() {
+        let mut s = State {
+            caps: Caps::new(
+                Some(config::WithdrawLimit::Count(1)),
+                Duration::from_secs(60),
+            ),
+            ..State::default()
+        };
+        let now = Instant::now();
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        let all = |v: &[IpAddr]| -> BTreeSet<IpAddr> { v.iter().copied().collect() };
+        let full: BTreeMap<String, BTreeSet<IpAddr>> = ["lb1", "lb2", "lb3"]
+            .iter()
+            .map(|n| (n.to_string(), all(&[a, b])))
+            .collect();
+        s.on_mapping(full.clone(), now);
+        let up = Some(VipQuorum {
+            announce: true,
+            local_pref: 100,
+        });
+        s.on_quorum(a, up, now);
+        s.on_quorum(b, up, now);
+        // A wrong push keeps only lb1: both VIPs lose most of their balancers.
+        let wrong: BTreeMap<String, BTreeSet<IpAddr>> = [("lb1".to_string(), all(&[a, b]))].into();
+        s.on_mapping(wrong.clone(), now);
+        assert_eq!(s.caps.held().len(), 1, "one went (the limit), one held");
+        let held = *s.caps.held().keys().next().unwrap();
+        assert!(s.mapping["lb2"].contains(&held) && s.mapping["lb3"].contains(&held));
+        // The same mapping again keeps the hold.
+        assert!(s.on_mapping(wrong.clone(), now).is_empty());
+        let (released, out) = s.release(Some(&[held]));
+        assert_eq!(released, vec![held]);
+        assert!(matches!(&out[..], [(Dest::Broadcast, Message::Mapping(_))]));
+        assert!(!s.mapping.contains_key("lb2"));
     }
 
     #[test]
@@ -851,6 +1073,7 @@ mod tests {
                 announce: true,
                 local_pref: 100,
             }),
+            Instant::now(),
         );
         let out = s.force_withdraw(vip);
         assert!(
@@ -863,7 +1086,8 @@ mod tests {
                 Some(VipQuorum {
                     announce: true,
                     local_pref: 100
-                })
+                }),
+                Instant::now()
             )
             .is_empty());
         assert!(s.on_ack("lb1", vip).is_err(), "no go while forced");
@@ -880,7 +1104,8 @@ mod tests {
                 Some(VipQuorum {
                     announce: true,
                     local_pref: 100
-                })
+                }),
+                Instant::now()
             )
             .is_empty());
     }

@@ -83,3 +83,40 @@ pub async fn publish(
             after: limit,
         })?
 }
+
+/// Deletes the queue `queue` on the broker at `url` (a decommissioned balancer's); returns how
+/// many messages it held. An absent queue is not an error (0).
+pub async fn delete_queue(url: &str, queue: &str, limit: Duration) -> Result<u32, WireError> {
+    let work = async {
+        let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+        let channel = conn.create_channel().await?;
+        let passive = channel
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await;
+        let n = match passive {
+            Ok(_) => {
+                let channel = conn.create_channel().await?;
+                channel
+                    .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+                    .await?
+            }
+            // NOT_FOUND closes the channel: the queue is already gone.
+            Err(_) => 0,
+        };
+        let _ = conn.close(200, "bye".into()).await;
+        Ok(n)
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| WireError::Timeout {
+            op: "queue delete",
+            after: limit,
+        })?
+}

@@ -52,6 +52,9 @@ pub struct MainConfig {
     pub hostname: String,
     /// `http_listen` (off): where `/metrics` and `/status` are served.
     pub http_listen: Option<SocketAddr>,
+    /// `control_socket` (`/run/ipvs-sync/control.sock`): where `ipvs-sync drain`, `release`
+    /// and friends reach the running daemon (root only).
+    pub control_socket: PathBuf,
     /// `ipvs` (true): false runs announce-only.
     pub ipvs: bool,
 }
@@ -80,6 +83,9 @@ fn hostname_value(v: &str) -> ValueResult<String> {
     }
 }
 
+/// Default `control_socket`.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ipvs-sync/control.sock";
+
 fn or_expected<T>(r: Result<T, &'static str>) -> ValueResult<T> {
     r.map_err(|e| Invalid::Expected(Cow::Borrowed(e)))
 }
@@ -107,6 +113,7 @@ impl MainConfig {
         "hostname",
         "http_listen",
         "ipvs",
+        "control_socket",
     ];
 
     /// Reads `[main]`.
@@ -194,6 +201,11 @@ impl MainConfig {
             hostname,
             http_listen: f.opt("http_listen", value::socket_addr)?,
             ipvs: f.get("ipvs", true, value::boolean)?,
+            control_socket: f.get(
+                "control_socket",
+                PathBuf::from(DEFAULT_CONTROL_SOCKET),
+                value::abs_path,
+            )?,
         })
     }
 }
