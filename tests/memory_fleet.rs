@@ -58,7 +58,7 @@ impl Fakes {
 }
 
 impl Routes for Fakes {
-    fn announce(&self, vip: IpAddr, local_pref: u32) {
+    fn announce(&self, vip: IpAddr, local_pref: u32, _drain: bool) {
         self.0.lock().unwrap().routes.insert(vip, local_pref);
         self.log(format!("announce {vip}"));
     }
@@ -183,6 +183,7 @@ impl Fleet {
         stop.push(h);
         let (bus, incoming) = net.client(LB);
         let (_peer_tx, peer_events) = mpsc::unbounded_channel();
+        let (_ccontrol, ccrx) = mpsc::channel(4);
         let edges = ipvs_sync::client::Edges {
             routes: Arc::new(fakes.clone()),
             peer_events,
@@ -190,11 +191,12 @@ impl Fleet {
             kernel: None,
             firewall: Arc::new(fakes.clone()),
             speaker: None,
+            control: ccrx,
         };
         let cfg = config(dir.path(), LB, "");
         tokio::spawn(async move {
-            // Keep the peer-event sender alive with the loop.
-            let _keep = _peer_tx;
+            // Keep the peer-event and control senders alive with the loop.
+            let _keep = (_peer_tx, _ccontrol);
             ipvs_sync::client::serve(
                 cfg,
                 edges,

@@ -17,8 +17,9 @@ use crate::daemon::bus::BoxFuture;
 
 /// The BGP speaker, as the daemon uses it.
 pub trait Routes: Send + Sync {
-    /// Announces `vip` (a /32 or /128) with `local_pref`, replacing an earlier announce.
-    fn announce(&self, vip: IpAddr, local_pref: u32);
+    /// Announces `vip` (a /32 or /128) with `local_pref`, replacing an earlier announce;
+    /// `drain`: with GRACEFUL_SHUTDOWN (65535:0, RFC 8326) and LOCAL_PREF 0 instead.
+    fn announce(&self, vip: IpAddr, local_pref: u32, drain: bool);
     /// Withdraws `vip`; the future resolves once the UPDATE is written to every Established
     /// peer (at once when none is).
     fn withdraw(&self, vip: IpAddr) -> BoxFuture<'static, ()>;
@@ -51,6 +52,8 @@ pub trait Services: Send + Sync {
         wanted: Tree,
         owned: BTreeSet<IpAddr>,
     ) -> BoxFuture<'static, Result<Applied, String>>;
+    /// Active + inactive connections of `vip`'s services on this balancer.
+    fn conns(&self, vip: IpAddr) -> BoxFuture<'static, Result<u64, String>>;
 }
 
 /// The firewall check run before a VIP is prepared.
@@ -64,13 +67,30 @@ pub fn host_net(vip: IpAddr) -> IpNet {
     IpNet::from(vip)
 }
 
-impl Routes for bgp::Speaker {
-    fn announce(&self, vip: IpAddr, local_pref: u32) {
-        let attrs = bgp::RouteAttrs {
+/// GRACEFUL_SHUTDOWN (RFC 8326).
+pub const GRACEFUL_SHUTDOWN: bgp::Community = bgp::Community(0xffff_0000);
+
+/// The attributes of a VIP's route: its LOCAL_PREF, or, drained, GRACEFUL_SHUTDOWN with
+/// LOCAL_PREF 0 (which the export policy turns into the highest MED or the most prepends on
+/// eBGP sessions).
+pub fn route_attrs(local_pref: u32, drain: bool) -> bgp::RouteAttrs {
+    if drain {
+        bgp::RouteAttrs {
+            local_pref: Some(0),
+            communities: vec![GRACEFUL_SHUTDOWN],
+            ..Default::default()
+        }
+    } else {
+        bgp::RouteAttrs {
             local_pref: Some(local_pref),
             ..Default::default()
-        };
-        bgp::Speaker::announce(self, host_net(vip), attrs);
+        }
+    }
+}
+
+impl Routes for bgp::Speaker {
+    fn announce(&self, vip: IpAddr, local_pref: u32, drain: bool) {
+        bgp::Speaker::announce(self, host_net(vip), route_attrs(local_pref, drain));
     }
 
     fn withdraw(&self, vip: IpAddr) -> BoxFuture<'static, ()> {
@@ -121,6 +141,11 @@ impl Addresses for Arc<VipAddrs> {
 }
 
 impl Services for Kernel {
+    fn conns(&self, vip: IpAddr) -> BoxFuture<'static, Result<u64, String>> {
+        let k = self.clone();
+        Box::pin(async move { Kernel::conns(&k, vip).await.map_err(|e| e.to_string()) })
+    }
+
     fn reconcile(
         &self,
         wanted: Tree,

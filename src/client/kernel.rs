@@ -79,6 +79,26 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// Active + inactive connections of `vip`'s services (its services and their
+    /// destinations only, not the whole table).
+    pub async fn conns(&self, vip: IpAddr) -> Result<u64, KernelError> {
+        let this = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut ipvs = this.lock().unwrap_or_else(|e| e.into_inner());
+            let tree = ipvs.dump_vips(&BTreeSet::from([vip]))?;
+            Ok(tree
+                .services()
+                .flat_map(|s| s.dests.values())
+                .filter_map(|d| d.stats.as_ref())
+                .map(|st| u64::from(st.active_conns) + u64::from(st.inact_conns))
+                .sum())
+        })
+        .await
+        .map_err(|e| KernelError::Join(e.to_string()))?
+    }
+}
+
 /// The arbiter's tree as this balancer last heard it.
 #[derive(Debug, Default)]
 pub struct Mirror {

@@ -41,8 +41,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::daemon::bus::{AmqpBus, Bus};
+use crate::daemon::control;
 use crate::daemon::metrics::{of_type, EventLabel, Metrics, PeerLabel};
-use crate::daemon::status::{ClientStatus, ClientVip, Common, PeerRow, Status, Worker};
+use crate::daemon::status::{ClientStatus, ClientVip, Common, DrainRow, PeerRow, Status, Worker};
 use crate::daemon::{self, http::StatusDoc, Outbox, Shutdown};
 use crate::wire::counters::CountersSnapshot;
 use crate::wire::envelope::DropReason;
@@ -65,6 +66,8 @@ pub struct Edges {
     pub firewall: Arc<dyn Firewall>,
     /// The real speaker, for reloads of its peers (absent in tests).
     pub speaker: Option<bgp::Speaker>,
+    /// Requests of `ipvs-sync drain` / `undrain` (the control socket).
+    pub control: mpsc::Receiver<control::Asked>,
 }
 
 /// The reconcile worker's mailbox: the newest wanted tree and its owned VIPs.
@@ -87,6 +90,10 @@ enum Done {
         result: Result<(), String>,
     },
     Reconciled(Result<Applied, String>),
+    Conns {
+        vip: IpAddr,
+        n: Result<u64, String>,
+    },
 }
 
 /// Runs the client until `shutdown` fires, on the real speaker, netlink and broker.
@@ -122,6 +129,11 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         tries: cfg.main.firewall_update_try.max(1),
         ..FirewallHook::default()
     };
+    let cpath = cfg.main.control_socket.clone();
+    let clistener = control::bind(&cpath)
+        .map_err(|e| daemon::StartError::ControlSocket(cpath.display().to_string(), e))?;
+    let (ctx, crx) = mpsc::channel(16);
+    tokio::spawn(control::serve(clistener, ctx));
     let edges = Edges {
         routes: Arc::new(speaker.clone()),
         peer_events,
@@ -129,9 +141,11 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         kernel,
         firewall: Arc::new(firewall),
         speaker: Some(speaker),
+        control: crx,
     };
     let bus: Arc<dyn Bus> = AmqpBus::new(transport);
     serve(cfg, edges, bus, incoming, shutdown, metrics, status).await;
+    let _ = std::fs::remove_file(&cpath);
     Ok(())
 }
 
@@ -155,7 +169,12 @@ pub async fn serve(
         .kernel
         .clone()
         .map(|k| spawn_reconciler(k, done_tx.clone()));
-    let (core, first) = ClientState::new(settings(&cfg), Instant::now());
+    let (mut core, first) = ClientState::new(settings(&cfg), Instant::now());
+    let drained: BTreeSet<IpAddr> = crate::daemon::state_file::load(&drained_file(&cfg));
+    if !drained.is_empty() {
+        info!(vips = ?drained, "VIPs drained by an earlier run stay drained until undrain");
+        core.restore_drained(Instant::now(), drained);
+    }
     let mut c = Client {
         cfg,
         edges,
@@ -172,16 +191,42 @@ pub async fn serve(
         fin_at: BTreeMap::new(),
         exported: None,
         peer_up_at: BTreeMap::new(),
+        withdraws_pending: 0,
     };
     c.perform(first);
     daemon::notify::notify("READY=1\nSTATUS=client running");
     let mut status_t = daemon::interval(Duration::from_secs(1));
     let mut watchdog = daemon::notify::watchdog_interval().map(daemon::interval);
+    // With `stop = drain`, SIGTERM drains every VIP first; the loop goes on until the drains
+    // are done or their timeout has passed.
+    let mut draining_to_stop: Option<tokio::time::Instant> = None;
     loop {
+        if draining_to_stop.is_some_and(|t| t <= tokio::time::Instant::now())
+            || (draining_to_stop.is_some() && c.core.drains_done() && c.withdraws_on_wire())
+        {
+            break;
+        }
         let deadline = tokio::time::Instant::from_std(c.core.next_deadline());
+        let stop_wait = draining_to_stop.unwrap_or_else(|| deadline + Duration::from_secs(3600));
         tokio::select! {
             biased;
-            _ = shutdown.stop.changed() => break,
+            _ = shutdown.stop.changed(), if draining_to_stop.is_none() => {
+                if c.cfg.announce.stop == config::StopMode::Drain {
+                    info!("stopping by draining every VIP first (stop = drain)");
+                    let (out, _) = c.core.drain(Instant::now(), None, None);
+                    c.perform(out);
+                    draining_to_stop = Some(tokio::time::Instant::now()
+                        + c.cfg.announce.drain_timeout.max(c.cfg.announce.drain_min)
+                        + c.cfg.announce.withdraw_grace + Duration::from_secs(1));
+                } else {
+                    break;
+                }
+            }
+            _ = tokio::time::sleep_until(stop_wait), if draining_to_stop.is_some() => break,
+            Some((req, reply)) = c.edges.control.recv() => {
+                let r = c.on_control(req);
+                let _ = reply.send(r);
+            }
             Some(()) = shutdown.reload.recv() => c.reload(),
             msg = incoming.recv() => match msg {
                 Some(m) => {
@@ -223,7 +268,17 @@ fn settings(cfg: &config::Config) -> Settings {
             .collect(),
         ipvs: cfg.main.ipvs,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        drain: state::DrainSettings {
+            min: cfg.announce.drain_min,
+            conns: cfg.announce.drain_conns,
+            timeout: cfg.announce.drain_timeout,
+        },
     }
+}
+
+/// Where the drained VIPs are kept across restarts.
+fn drained_file(cfg: &config::Config) -> PathBuf {
+    cfg.main.state_dir.join("drained.json")
 }
 
 /// Runs reconciles one at a time; a newer one replaces one still waiting.
@@ -264,6 +319,8 @@ struct Client {
     exported: Option<CountersSnapshot>,
     /// When each BGP peer was last seen Established.
     peer_up_at: BTreeMap<String, Instant>,
+    /// Withdraws handed to the speaker and not yet on the wire.
+    withdraws_pending: usize,
 }
 
 impl Client {
@@ -296,9 +353,17 @@ impl Client {
         for cmd in cmds {
             match cmd {
                 Cmd::Send(to, m) => self.outbox.send(to, m),
-                Cmd::Announce { vip, local_pref } => {
-                    info!(%vip, local_pref, "announcing");
-                    self.edges.routes.announce(vip, local_pref);
+                Cmd::Announce {
+                    vip,
+                    local_pref,
+                    drain,
+                } => {
+                    if drain {
+                        info!(%vip, "announcing drained (GRACEFUL_SHUTDOWN, LOCAL_PREF 0)");
+                    } else {
+                        info!(%vip, local_pref, "announcing");
+                    }
+                    self.edges.routes.announce(vip, local_pref, drain);
                     self.metrics.bgp_announces.inc();
                     if let Some(t) = self.syn_at.remove(&vip) {
                         self.metrics
@@ -308,6 +373,7 @@ impl Client {
                 }
                 Cmd::Withdraw { vip, ticket } => {
                     info!(%vip, "withdrawing");
+                    self.withdraws_pending += 1;
                     self.metrics.bgp_withdraws.inc();
                     let on_wire = self.edges.routes.withdraw(vip);
                     let done = self.done.clone();
@@ -335,11 +401,102 @@ impl Client {
                         }
                     });
                 }
+                Cmd::CountConns { vip } => {
+                    let done = self.done.clone();
+                    match self.edges.kernel.clone() {
+                        Some(k) => {
+                            tokio::spawn(async move {
+                                let n = k.conns(vip).await;
+                                let _ = done.send(Done::Conns { vip, n });
+                            });
+                        }
+                        None => {
+                            let _ = done.send(Done::Conns { vip, n: Ok(0) });
+                        }
+                    }
+                }
+                Cmd::SaveDrained(vips) => {
+                    let path = drained_file(&self.cfg);
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = crate::daemon::state_file::save(&path, &vips) {
+                            error!(file = %path.display(), error = %e,
+                                   "drained VIPs not saved: a restart would forget them");
+                        }
+                    });
+                }
                 Cmd::WriteFiles(files) => self.write_files(files),
                 Cmd::Execute(ex) => self.execute(ex),
                 Cmd::Note(n) => self.note(n),
             }
         }
+    }
+
+    /// A request of the control socket.
+    fn on_control(&mut self, req: control::Request) -> control::Reply {
+        use control::{Reply, Request};
+        let now = Instant::now();
+        let list = |v: &[IpAddr]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match req {
+            Request::Drain {
+                balancer: Some(_), ..
+            }
+            | Request::Undrain {
+                balancer: Some(_), ..
+            } => Reply::refused("--balancer is for the arbiter; on a balancer name VIPs"),
+            Request::Drain {
+                vips, timeout_s, ..
+            } => {
+                let timeout = match timeout_s.map(Duration::try_from_secs_f64) {
+                    None => None,
+                    Some(Ok(t)) => Some(t),
+                    Some(Err(_)) => return Reply::refused("--timeout must be a number of seconds"),
+                };
+                let unknown: Vec<IpAddr> = vips
+                    .iter()
+                    .filter(|v| !self.core.mine().any(|m| m == **v))
+                    .copied()
+                    .collect();
+                if !unknown.is_empty() {
+                    return Reply::refused(format!(
+                        "not VIPs of this balancer: {}",
+                        list(&unknown)
+                    ));
+                }
+                let (out, done) = self
+                    .core
+                    .drain(now, (!vips.is_empty()).then_some(vips), timeout);
+                self.perform(out);
+                info!(vips = ?done, "drain started");
+                Reply::ok(if done.is_empty() {
+                    "nothing new to drain".to_owned()
+                } else {
+                    format!("draining {}", list(&done))
+                })
+            }
+            Request::Undrain { vips, .. } => {
+                let (out, done) = self.core.undrain(now, (!vips.is_empty()).then_some(vips));
+                self.perform(out);
+                info!(vips = ?done, "undrained");
+                Reply::ok(if done.is_empty() {
+                    "nothing was drained".to_owned()
+                } else {
+                    format!("undrained {}", list(&done))
+                })
+            }
+            Request::Release { .. } | Request::Forget { .. } => {
+                Reply::refused("release and forget are for the arbiter")
+            }
+        }
+    }
+
+    /// No withdraw is waiting for the wire (for a stop by draining).
+    fn withdraws_on_wire(&self) -> bool {
+        self.withdraws_pending == 0
     }
 
     fn spawn_prepare(&self, vip: IpAddr, attempt: u64, services: Option<Tree>) {
@@ -398,6 +555,7 @@ impl Client {
             }
             Done::Withdrawn { vip, ticket } => {
                 debug!(%vip, "withdraw on the wire");
+                self.withdraws_pending = self.withdraws_pending.saturating_sub(1);
                 if let Some(t) = self.fin_at.remove(&vip) {
                     self.metrics
                         .withdraw_latency
@@ -406,6 +564,7 @@ impl Client {
                 self.core.withdrawn(now, vip, ticket)
             }
             Done::Removed { vip, result } => self.core.removed(vip, result),
+            Done::Conns { vip, n } => self.core.conns(now, vip, n),
             Done::Reconciled(r) => {
                 let r = r.map(|a| {
                     self.metrics.ipvs_apply.observe(a.took.as_secs_f64());
@@ -479,6 +638,20 @@ impl Client {
             }
             Note::SynBeforeMapping => {
                 debug!("syn_announce before the first mapping: kept until the mapping arrives")
+            }
+            Note::Drained(vip) => {
+                debug!(%vip, "syn_announce of a drained VIP: not acted on")
+            }
+            Note::DrainDone {
+                vip,
+                conns,
+                timed_out,
+            } => {
+                if timed_out {
+                    warn!(%vip, ?conns, "drain timeout: withdrawing with connections left");
+                } else {
+                    info!(%vip, ?conns, "drained: withdrawing");
+                }
             }
             Note::Failed(what) => {
                 error!(failure = %what, "failed");
@@ -613,6 +786,7 @@ impl Client {
             });
         }
         m.export_bus(&mut self.exported, self.bus.counters().snapshot());
+        let drains: BTreeMap<IpAddr, &state::Draining> = self.core.drains().collect();
         let vips = self
             .core
             .mine()
@@ -620,6 +794,11 @@ impl Client {
                 vip,
                 state: self.core.vip_state(vip).name().to_owned(),
                 local_pref: announced.get(&vip).copied(),
+                drain: drains.get(&vip).map(|d| DrainRow {
+                    step: d.step.name().to_owned(),
+                    conns: d.conns,
+                    since_s: now.saturating_duration_since(d.started).as_secs_f64(),
+                }),
             })
             .collect();
         let age = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs_f64());

@@ -68,6 +68,19 @@ pub struct Settings {
     pub ipvs: bool,
     /// Software version for heartbeats.
     pub version: String,
+    /// `drain_min`, `drain_conns`, `drain_timeout`.
+    pub drain: DrainSettings,
+}
+
+/// How a VIP is drained (`[announce] drain_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct DrainSettings {
+    /// Announced with GRACEFUL_SHUTDOWN at least this long.
+    pub min: Duration,
+    /// Withdrawn once its connections are at most this many...
+    pub conns: u64,
+    /// ... or once this long has passed.
+    pub timeout: Duration,
 }
 
 /// Something for the daemon to do, in order.
@@ -85,13 +98,23 @@ pub enum Cmd {
         /// The VIP's services to put in the kernel.
         services: Option<Tree>,
     },
-    /// Announce `vip` to every BGP peer (or re-announce with a new LOCAL_PREF).
+    /// Announce `vip` to every BGP peer (or re-announce with a new LOCAL_PREF, or drained).
     Announce {
         /// The VIP.
         vip: IpAddr,
         /// LOCAL_PREF.
         local_pref: u32,
+        /// Drained: GRACEFUL_SHUTDOWN (65535:0, RFC 8326) and the lowest preference.
+        drain: bool,
     },
+    /// Count `vip`'s IPVS active + inactive connections on this balancer; report with
+    /// [`ClientState::conns`].
+    CountConns {
+        /// The VIP.
+        vip: IpAddr,
+    },
+    /// Persist the set of drained VIPs (they stay drained across a restart).
+    SaveDrained(BTreeSet<IpAddr>),
     /// Withdraw `vip` from every BGP peer; report with [`ClientState::withdrawn`] once the
     /// UPDATE is written to every Established peer.
     Withdraw {
@@ -173,6 +196,17 @@ pub enum Note {
     SynBeforeMapping,
     /// The kernel reconcile or an address removal failed.
     Failed(String),
+    /// A `syn_announce` of a drained VIP was not acted on.
+    Drained(IpAddr),
+    /// A drained VIP was withdrawn: its connections, or the timeout.
+    DrainDone {
+        /// The VIP.
+        vip: IpAddr,
+        /// Its connections at the last count.
+        conns: Option<u64>,
+        /// The timeout ended the wait.
+        timed_out: bool,
+    },
 }
 
 /// What an address slot of a VIP is doing.
@@ -238,7 +272,13 @@ pub struct ClientState {
     stale_seen: u64,
     last_stale_resync: Option<Instant>,
     last_reconcile_ok: Option<Instant>,
+    /// Drained VIPs and where their drain is.
+    drained: BTreeMap<IpAddr, drain::Draining>,
 }
+
+#[path = "state_drain.rs"]
+mod drain;
+pub use drain::{DrainStep, Draining};
 
 impl ClientState {
     /// A fresh balancer at `now`: it asks for mapping, tree and announces at once.
@@ -265,6 +305,7 @@ impl ClientState {
             stale_seen: 0,
             last_stale_resync: None,
             last_reconcile_ok: None,
+            drained: BTreeMap::new(),
             s,
         };
         let mut out = Vec::new();
@@ -316,6 +357,11 @@ impl ClientState {
         for slot in self.slots.values() {
             if let Some(Removal::Grace(until)) = slot.removal {
                 t = t.min(until);
+            }
+        }
+        for d in self.drained.values() {
+            if let Some(at) = d.next_look() {
+                t = t.min(at);
             }
         }
         t
@@ -401,6 +447,17 @@ impl ClientState {
                 }
             }
             Message::Execute(ex) => out.push(Cmd::Execute(ex)),
+            Message::Drain(d) => {
+                let (cmds, _) = if d.drain {
+                    let timeout = d
+                        .timeout_s
+                        .and_then(|t| Duration::try_from_secs_f64(t).ok());
+                    self.drain(now, None, timeout)
+                } else {
+                    self.undrain(now, None)
+                };
+                out.extend(cmds);
+            }
             other => out.push(Cmd::Note(Note::Ignored(other.kind().as_str()))),
         }
         out
@@ -517,6 +574,7 @@ impl ClientState {
             out.push(Cmd::Send(Dest::Server, Message::AnnouncesRequest));
         }
         self.repair_acks(now, &mut out);
+        self.tick_drains(now, &mut out);
         self.tick_removals(now, &mut out);
         out
     }
@@ -551,6 +609,7 @@ impl ClientState {
             version: Some(self.s.version.clone()),
             serial: Some(self.mirror.serial),
             announced: Some(self.vips.announced().into_keys().collect()),
+            drained: (!self.drained.is_empty()).then(|| self.drained.keys().copied().collect()),
         })
     }
 
@@ -640,6 +699,10 @@ impl ClientState {
                 out.push(Cmd::Note(Note::NotMine(vip)));
                 continue;
             }
+            if self.drained.contains_key(&vip) {
+                out.push(Cmd::Note(Note::Drained(vip)));
+                continue;
+            }
             // The mirror may have moved on since the arbiter cut this syn's tree.
             let tree = match (&self.mirror.tree, spec.serial) {
                 (Some(t), Some(s)) if self.mirror.serial > s => {
@@ -694,7 +757,12 @@ impl ClientState {
                 }
                 Output::BgpAnnounce { local_pref } => {
                     self.acked.remove(&vip);
-                    out.push(Cmd::Announce { vip, local_pref });
+                    let drain = self.drained.contains_key(&vip);
+                    out.push(Cmd::Announce {
+                        vip,
+                        local_pref,
+                        drain,
+                    });
                 }
                 Output::BgpWithdraw => {
                     self.acked.remove(&vip);

@@ -35,6 +35,11 @@ fn settings() -> Settings {
         sync_names: vec!["/etc/keepalived/*".into()],
         ipvs: true,
         version: "test".into(),
+        drain: DrainSettings {
+            min: Duration::from_secs(5),
+            conns: 0,
+            timeout: Duration::from_secs(300),
+        },
     }
 }
 
@@ -73,6 +78,11 @@ struct Sim {
     /// When each address removal ran and each withdraw reached the wire.
     removed_at: Vec<(IpAddr, Instant)>,
     withdrawn_at: Vec<(IpAddr, Instant)>,
+    /// Whether each route was last announced drained.
+    drained_routes: BTreeMap<IpAddr, bool>,
+    /// Connection counts asked for, and the drained set last saved.
+    counts: VecDeque<IpAddr>,
+    saved: Option<BTreeSet<IpAddr>>,
 }
 
 impl Sim {
@@ -100,6 +110,9 @@ impl Sim {
             services_removed: Vec::new(),
             removed_at: Vec::new(),
             withdrawn_at: Vec::new(),
+            drained_routes: BTreeMap::new(),
+            counts: VecDeque::new(),
+            saved: None,
         };
         sim.take(out);
         sim
@@ -117,13 +130,20 @@ impl Sim {
                     attempt,
                     services,
                 } => self.prepares.push_back((vip, attempt, services)),
-                Cmd::Announce { vip, local_pref } => {
+                Cmd::Announce {
+                    vip,
+                    local_pref,
+                    drain,
+                } => {
                     assert!(
                         self.addresses.contains(&vip),
                         "{vip} announced without its address"
                     );
                     self.routes.insert(vip, local_pref);
+                    self.drained_routes.insert(vip, drain);
                 }
+                Cmd::CountConns { vip } => self.counts.push_back(vip),
+                Cmd::SaveDrained(v) => self.saved = Some(v),
                 Cmd::Withdraw { vip, ticket } => self.withdraws.push_back((vip, ticket)),
                 Cmd::RemoveAddress { vip, services } => self.removals.push_back((vip, services)),
                 Cmd::Reconcile { wanted, owned } => self.reconciles.push((wanted, owned)),
@@ -374,6 +394,7 @@ fn every_message_in_every_state() {
                 version: None,
                 serial: Some(1),
                 announced: None,
+                drained: None,
             }),
         ),
         (
@@ -725,6 +746,7 @@ fn an_older_tree_never_rolls_the_mirror_back_unless_the_arbiter_restarted() {
             version: None,
             serial: None,
             announced: None,
+            drained: None,
         })
     };
     sim.msg(hb(100));
@@ -772,6 +794,7 @@ fn an_arbiter_heartbeat_with_another_serial_asks_for_the_tree() {
             version: None,
             serial: Some(serial),
             announced: None,
+            drained: None,
         })
     };
     sim.msg(hb(7));
@@ -898,4 +921,151 @@ fn a_sync_answer_after_the_request_is_written() {
     sim.advance(ANSWER_WINDOW + Duration::from_secs(1));
     sim.msg(Message::Sync(SyncAnswer { files: vec![] }));
     assert!(sim.has_note(|n| matches!(n, Note::Unsolicited("sync"))));
+}
+
+// --- drain ---------------------------------------------------------------------------------
+
+impl Sim {
+    fn drain(&mut self, vips: Option<Vec<IpAddr>>) -> Vec<IpAddr> {
+        let (out, done) = self.st.drain(self.now, vips, None);
+        self.take(out);
+        done
+    }
+
+    fn answer_count(&mut self, n: u64) {
+        let vip = self.counts.pop_front().expect("a count asked for");
+        let out = self.st.conns(self.now, vip, Ok(n));
+        self.take(out);
+    }
+}
+
+#[test]
+fn a_drain_announces_graceful_shutdown_waits_for_connections_then_withdraws() {
+    let mut sim = Sim::announced(vip(), 150);
+    let start = sim.now;
+    assert_eq!(sim.drain(None), vec![vip()]);
+    assert!(sim.drained_routes[&vip()], "re-announced drained");
+    assert_eq!(sim.saved, Some(BTreeSet::from([vip()])));
+    sim.advance(Duration::from_secs(4));
+    assert!(
+        sim.counts.is_empty() && sim.withdraws.is_empty(),
+        "drain_min first"
+    );
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.counts.len(), 1, "counting after drain_min");
+    sim.answer_count(3);
+    assert!(sim.withdraws.is_empty(), "connections left: no withdraw");
+    sim.advance(Duration::from_secs(1));
+    sim.answer_count(0);
+    assert_eq!(sim.withdraws.len(), 1, "no connections left: withdrawn");
+    assert!(sim.now - start >= Duration::from_secs(5));
+    assert!(sim.has_note(|n| matches!(
+        n,
+        Note::DrainDone {
+            timed_out: false,
+            ..
+        }
+    )));
+    sim.finish_withdraw();
+    sim.advance(GRACE);
+    assert_eq!(sim.removals.len(), 1, "the address goes after the grace");
+    sim.finish_removal();
+    // Drained: the arbiter's syn is not acted on, and the heartbeat says drained.
+    sim.syn(vip(), 150);
+    assert!(sim.prepares.is_empty());
+    assert!(sim.has_note(|n| matches!(n, Note::Drained(_))));
+    sim.sent.clear();
+    sim.advance(Duration::from_secs(3));
+    let hb = sim.sent.iter().find_map(|m| match m {
+        Message::Heartbeat(h) => Some(h.clone()),
+        _ => None,
+    });
+    assert_eq!(hb.unwrap().drained, Some(vec![vip()]));
+}
+
+#[test]
+fn a_drain_withdraws_at_its_timeout_with_connections_left() {
+    let mut sim = Sim::announced(vip(), 150);
+    let (out, _) = sim.st.drain(sim.now, None, Some(Duration::from_secs(20)));
+    sim.take(out);
+    for _ in 0..30 {
+        sim.advance(Duration::from_secs(1));
+        while !sim.counts.is_empty() {
+            sim.answer_count(7);
+        }
+        if !sim.withdraws.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(sim.withdraws.len(), 1);
+    assert!(sim.has_note(|n| matches!(
+        n,
+        Note::DrainDone {
+            timed_out: true,
+            conns: Some(7),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn without_ipvs_a_drain_withdraws_after_drain_min() {
+    let mut s = settings();
+    s.ipvs = false;
+    let mut sim = Sim::with(s);
+    sim.mapping(&[vip()]);
+    sim.syn(vip(), 100);
+    sim.finish_prepare(true);
+    sim.go(vip(), 100);
+    sim.drain(None);
+    sim.advance(Duration::from_secs(5));
+    assert!(sim.counts.is_empty(), "nothing to count");
+    assert_eq!(sim.withdraws.len(), 1);
+}
+
+#[test]
+fn undrain_announces_again() {
+    // Still announced (drain not finished): announced again as usual at once.
+    let mut sim = Sim::announced(vip(), 150);
+    sim.drain(None);
+    let (out, done) = sim.st.undrain(sim.now, None);
+    sim.take(out);
+    assert_eq!(done, vec![vip()]);
+    assert!(!sim.drained_routes[&vip()]);
+    assert_eq!(sim.routes[&vip()], 150);
+    // Already withdrawn: the announces are asked for, and the syn is acted on again.
+    let mut sim = Sim::announced(vip(), 150);
+    sim.drain(None);
+    sim.advance(Duration::from_secs(5));
+    sim.answer_count(0);
+    sim.settle();
+    sim.sent.clear();
+    let (out, _) = sim.st.undrain(sim.now, Some(vec![vip()]));
+    sim.take(out);
+    assert_eq!(sim.sent_kinds(), ["announces"]);
+    assert_eq!(sim.saved, Some(BTreeSet::new()));
+    sim.syn(vip(), 150);
+    assert_eq!(sim.prepares.len(), 1);
+}
+
+#[test]
+fn a_vip_drained_before_a_restart_stays_drained() {
+    let mut sim = Sim::new();
+    sim.st.restore_drained(sim.now, BTreeSet::from([vip()]));
+    sim.mapping(&[vip()]);
+    sim.syn(vip(), 100);
+    assert!(sim.prepares.is_empty());
+    assert!(sim.st.drains_done());
+}
+
+#[test]
+fn draining_a_vip_being_prepared_cancels_it() {
+    let mut sim = Sim::new();
+    sim.mapping(&[vip()]);
+    sim.syn(vip(), 100);
+    sim.drain(None);
+    assert_eq!(sim.st.vip_state(vip()), State::Idle);
+    sim.finish_prepare(true);
+    sim.go(vip(), 100);
+    assert!(sim.routes.is_empty(), "never announced while drained");
 }

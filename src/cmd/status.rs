@@ -75,14 +75,24 @@ fn client(out: &mut String, c: &ClientStatus) {
         .vips
         .iter()
         .map(|v| {
+            let drain = v.drain.as_ref().map_or("-".into(), |d| {
+                format!(
+                    "{} for {}{}",
+                    d.step,
+                    human_secs(Some(d.since_s)),
+                    d.conns
+                        .map_or(String::new(), |n| format!(", {n} connections"))
+                )
+            });
             vec![
                 v.vip.to_string(),
                 v.state.clone(),
                 v.local_pref.map_or("-".into(), |l| l.to_string()),
+                drain,
             ]
         })
         .collect();
-    table(out, "VIPs", &["VIP", "State", "Local-pref"], rows);
+    table(out, "VIPs", &["VIP", "State", "Local-pref", "Drain"], rows);
 }
 
 fn server(out: &mut String, s: &ServerStatus) {
@@ -333,6 +343,7 @@ mod tests {
                 vip: "198.51.100.10".parse().unwrap(),
                 state: "announced".into(),
                 local_pref: Some(150),
+                drain: None,
             }],
             ..ClientStatus::default()
         });

@@ -307,6 +307,7 @@ mod tests {
                 version: None,
                 serial: None,
                 announced: None,
+                drained: None,
             }),
         )
         .await;

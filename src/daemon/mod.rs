@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod notify;
 pub mod outbox;
 pub mod quorum_socket;
+pub mod state_file;
 pub mod status;
 
 use std::net::SocketAddr;

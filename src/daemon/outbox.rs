@@ -47,6 +47,7 @@ pub fn is_urgent(t: MessageType) -> bool {
             | MessageType::AckAnnounce
             | MessageType::SynAnnounce
             | MessageType::Mapping
+            | MessageType::Drain
     )
 }
 

@@ -133,6 +133,20 @@ pub struct ClientVip {
     pub state: String,
     /// LOCAL_PREF announced.
     pub local_pref: Option<u32>,
+    /// Its drain, when it is drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainRow>,
+}
+
+/// A drained VIP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainRow {
+    /// `announcing drained`, `waiting for connections`, `withdrawn`.
+    pub step: String,
+    /// Its connections at the last count.
+    pub conns: Option<u64>,
+    /// Seconds since the drain started.
+    pub since_s: f64,
 }
 
 /// The arbiter's document.

@@ -184,6 +184,9 @@ pub async fn serve(
         state: State {
             serial: first_serial(),
             caps: Caps::new(cfg.server.withdraw_limit, cfg.server.withdraw_window),
+            drained: crate::daemon::state_file::load(
+                &cfg.main.state_dir.join("drained-balancers.json"),
+            ),
             ..State::default()
         },
         descs,
@@ -252,7 +255,7 @@ pub async fn serve(
             }
             _ = heartbeat_t.tick() => {
                 let hb = Heartbeat { role: PeerRole::Server, uptime: srv.started.elapsed().as_secs(),
-                    version: Some(env!("CARGO_PKG_VERSION").to_string()), serial: Some(srv.state.serial), announced: None };
+                    version: Some(env!("CARGO_PKG_VERSION").to_string()), serial: Some(srv.state.serial), announced: None, drained: None };
                 srv.outbox.send(Dest::Broadcast, Message::Heartbeat(hb));
             }
             _ = status_t.tick() => srv.tick_status(),
@@ -410,6 +413,7 @@ impl Server {
             Message::Heartbeat(hb) => {
                 if let Some(c) = self.state.clients.get_mut(&from) {
                     c.serial = hb.serial;
+                    c.drained = hb.drained.unwrap_or_default();
                 }
                 if let Some(a) = reported {
                     self.fleet.on_heartbeat(&from, &a, now);
@@ -511,10 +515,59 @@ impl Server {
                 Reply::ok(format!("withdrawn: {}", names.join(" ")))
             }
             Request::Forget { host } => self.forget(&host).await,
+            Request::Drain {
+                balancer: Some(host),
+                timeout_s,
+                ..
+            } => self.drain_balancer(&host, true, timeout_s),
+            Request::Undrain {
+                balancer: Some(host),
+                ..
+            } => self.drain_balancer(&host, false, None),
             Request::Drain { .. } | Request::Undrain { .. } => {
-                Reply::refused("drain and undrain of a whole balancer are not available yet")
+                Reply::refused("on the arbiter, name a balancer: ipvs-sync drain --balancer HOST")
             }
         }
+    }
+
+    /// Drains (or undrains) a whole balancer: a signed `drain` to it, and no `syn_announce`
+    /// to it until undrained (kept across a restart of the arbiter).
+    fn drain_balancer(
+        &mut self,
+        host: &str,
+        drain: bool,
+        timeout_s: Option<f64>,
+    ) -> control::Reply {
+        if !self.state.mapping.contains_key(host) && !self.state.clients.contains_key(host) {
+            return control::Reply::refused(format!("{host} is neither in the mapping nor live"));
+        }
+        let Some(out) = self.state.drain_balancer(host, drain, timeout_s) else {
+            return control::Reply::ok(format!(
+                "{host} is already {}",
+                if drain { "drained" } else { "undrained" }
+            ));
+        };
+        self.save_drained();
+        self.send_all(out);
+        if drain {
+            warn!(balancer = host, "balancer drained by the operator");
+            control::Reply::ok(format!("draining {host}"))
+        } else {
+            info!(balancer = host, "balancer undrained by the operator");
+            // It asks for its announces itself once undrained.
+            control::Reply::ok(format!("undrained {host}"))
+        }
+    }
+
+    fn save_drained(&self) {
+        let path = self.cfg.main.state_dir.join("drained-balancers.json");
+        let set = self.state.drained.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::daemon::state_file::save(&path, &set) {
+                error!(file = %path.display(), error = %e,
+                       "drained balancers not saved: a restart of the arbiter would forget them");
+            }
+        });
     }
 
     /// Forgets a decommissioned balancer: out of the live set and the fleet view, and its
@@ -846,7 +899,8 @@ impl Server {
                     lag: serial.map(|s| self.state.serial.saturating_sub(s)),
                     uptime_s: live.map_or(0, |c| c.uptime),
                     live: live.is_some(),
-                    drained: false,
+                    drained: self.state.drained.contains(n)
+                        || live.is_some_and(|c| !c.drained.is_empty()),
                 }
             })
             .collect()

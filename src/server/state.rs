@@ -25,7 +25,8 @@ use ipvs::Tree;
 use super::caps::{Caps, HeldBecause};
 
 use crate::wire::messages::{
-    AckGo, AnnounceSpec, Changes, FinAnnounce, Mapping, ServicesAnswer, SynAnnounce, TreeAnswer,
+    AckGo, AnnounceSpec, Changes, DrainOrder, FinAnnounce, Mapping, ServicesAnswer, SynAnnounce,
+    TreeAnswer,
 };
 use crate::wire::{Dest, Message};
 
@@ -51,6 +52,8 @@ pub struct ClientInfo {
     pub missing: BTreeMap<IpAddr, Instant>,
     /// Serial of the tree it last applied (from its heartbeat).
     pub serial: Option<u64>,
+    /// VIPs drained on it (from its heartbeat): no syn repair for them.
+    pub drained: Vec<IpAddr>,
 }
 
 /// A VIP a client should announce but has not listed in its heartbeats for this long gets
@@ -104,6 +107,9 @@ pub struct State {
     pub caps: Caps,
     /// Balancers a held mapping shrink keeps on a VIP (see [`State::on_mapping`]).
     pub mapping_kept: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// Balancers drained by `ipvs-sync drain --balancer`: they get no `syn_announce` until
+    /// undrained.
+    pub drained: BTreeSet<String>,
 }
 
 impl State {
@@ -136,6 +142,7 @@ impl State {
                         announced: announced.unwrap_or_default(),
                         missing: BTreeMap::new(),
                         serial: None,
+                        drained: Vec::new(),
                     },
                 );
                 true
@@ -162,10 +169,40 @@ impl State {
         let to = Dest::Client(client.to_string());
         let mut out = vec![
             (to.clone(), self.tree_answer()),
-            (to, self.mapping_for(client)),
+            (to.clone(), self.mapping_for(client)),
         ];
+        if self.drained.contains(client) {
+            out.push((
+                to,
+                Message::Drain(DrainOrder {
+                    drain: true,
+                    timeout_s: None,
+                }),
+            ));
+        }
         out.extend(self.announces_answer(client));
         out
+    }
+
+    /// Drains (`drain`) or undrains a whole balancer. Returns what to send, or `None` when
+    /// nothing changes.
+    pub fn drain_balancer(
+        &mut self,
+        client: &str,
+        drain: bool,
+        timeout_s: Option<f64>,
+    ) -> Option<Out> {
+        let changed = if drain {
+            self.drained.insert(client.to_owned())
+        } else {
+            self.drained.remove(client)
+        };
+        changed.then(|| {
+            vec![(
+                Dest::Client(client.to_owned()),
+                Message::Drain(DrainOrder { drain, timeout_s }),
+            )]
+        })
     }
 
     /// The `tree` answer.
@@ -226,10 +263,12 @@ impl State {
         let Some(vips) = self.mapping.get(client) else {
             return Vec::new();
         };
+        let drained = self.drained.contains(client);
         let mut syn = SynAnnounce::default();
         let mut fin = Vec::new();
         for vip in vips {
             match self.quorum.get(vip) {
+                Some(_) if drained => {}
                 Some(q) if q.announce => {
                     syn.vips.insert(*vip, self.spec(*vip, *q));
                 }
@@ -276,10 +315,12 @@ impl State {
         let mine = self.mapping.get(client);
         let listed: BTreeSet<IpAddr> = announced.iter().copied().collect();
         let mut due = Vec::new();
+        let drained = self.drained.contains(client);
         if let (Some(info), Some(mine)) = (self.clients.get_mut(client), mine) {
             let wanted = mine
                 .iter()
-                .filter(|v| self.quorum.get(v).is_some_and(|q| q.announce));
+                .filter(|v| self.quorum.get(v).is_some_and(|q| q.announce))
+                .filter(|v| !drained && !info.drained.contains(v));
             let mut missing = BTreeMap::new();
             for vip in wanted.filter(|v| !listed.contains(v)) {
                 let since = info.missing.get(vip).copied().unwrap_or(now);
@@ -461,7 +502,9 @@ impl State {
     pub fn live_clients_of(&self, vip: IpAddr) -> Vec<String> {
         self.mapping
             .iter()
-            .filter(|(b, vips)| vips.contains(&vip) && self.clients.contains_key(*b))
+            .filter(|(b, vips)| {
+                vips.contains(&vip) && self.clients.contains_key(*b) && !self.drained.contains(*b)
+            })
             .map(|(b, _)| b.clone())
             .collect()
     }
@@ -501,7 +544,7 @@ impl State {
         // (after the mapping, on the same lane), not at its next announces request. VIPs new
         // to the whole mapping have no known desc yet: reading it sends their syn.
         for (client, vips) in &self.mapping {
-            if !self.clients.contains_key(client) {
+            if !self.clients.contains_key(client) || self.drained.contains(client) {
                 continue;
             }
             let before = old.get(client);
@@ -1108,5 +1151,59 @@ mod tests {
                 Instant::now()
             )
             .is_empty());
+    }
+
+    #[test]
+    fn a_drained_balancer_gets_no_syn_until_undrained() {
+        let mut s = State::default();
+        let vip = ip("192.0.2.10");
+        s.mapping.insert("lb1".into(), BTreeSet::from([vip]));
+        s.mapping.insert("lb2".into(), BTreeSet::from([vip]));
+        let now = Instant::now();
+        s.touch("lb1", now, Some(1), None);
+        s.touch("lb2", now, Some(1), None);
+        let out = s.drain_balancer("lb1", true, Some(30.0)).unwrap();
+        assert!(
+            matches!(&out[..], [(Dest::Client(c), Message::Drain(d))] if c == "lb1" && d.drain)
+        );
+        assert!(
+            s.drain_balancer("lb1", true, None).is_none(),
+            "already drained"
+        );
+        let out = s.on_quorum(
+            vip,
+            Some(VipQuorum {
+                announce: true,
+                local_pref: 100,
+            }),
+            now,
+        );
+        let to: Vec<&Dest> = out.iter().map(|(d, _)| d).collect();
+        assert_eq!(
+            to,
+            vec![&Dest::Client("lb2".into())],
+            "no syn to the drained one"
+        );
+        assert!(s
+            .announces_answer("lb1")
+            .iter()
+            .all(|(_, m)| !matches!(m, Message::SynAnnounce(_))));
+        assert!(s
+            .welcome("lb1")
+            .iter()
+            .any(|(_, m)| matches!(m, Message::Drain(_))));
+        // No syn repair for it either.
+        let later = now + SYN_REPAIR_AFTER * 2;
+        s.on_announced("lb1", &[], now);
+        assert!(s
+            .on_announced("lb1", &[], later)
+            .iter()
+            .all(|(_, m)| !matches!(m, Message::SynAnnounce(_))));
+        let out = s.drain_balancer("lb1", false, None).unwrap();
+        assert!(matches!(&out[..], [(_, Message::Drain(d))] if !d.drain));
+        assert!(s
+            .announces_answer("lb1")
+            .iter()
+            .any(|(_, m)| matches!(m, Message::SynAnnounce(_))));
     }
 }

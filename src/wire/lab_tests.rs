@@ -114,6 +114,7 @@ fn heartbeat(uptime: u64) -> Message {
         version: None,
         serial: None,
         announced: None,
+        drained: None,
     })
 }
 
@@ -230,6 +231,7 @@ fn lab_transport_reconnects_after_the_broker_closes_every_connection() {
             version: None,
             serial: None,
             announced: None,
+            drained: None,
         });
         client.send(Dest::Server, &hb).await.unwrap();
         assert_eq!(recv(&mut srx).await.message, hb);
@@ -502,6 +504,7 @@ fn lab_ten_thousand_garbage_messages_leave_both_sides_serving() {
                 version: None,
                 serial: None,
                 announced: None,
+                drained: None,
             })
         };
         server

@@ -20,6 +20,7 @@
 //! | `syn_announce` | — | `{"<VIP>": {"tree": Tree, "local-preference": N}}` |
 //! | `ack_announce` | `{"vip": IP}` | `{"vip": IP, "local-preference": N}` |
 //! | `fin_announce` | — | `{"vips": [IP]}` |
+//! | `drain` | — | `{"drain": bool, "timeout_s": N}` |
 //!
 //! Bodies are JSON objects. Fields a reader does not know are ignored (so a newer arbiter can
 //! add fields without older clients dropping its messages); missing or mistyped known fields,
@@ -84,11 +85,13 @@ pub enum MessageType {
     AckAnnounce,
     /// `fin_announce`
     FinAnnounce,
+    /// `drain`
+    Drain,
 }
 
 impl MessageType {
     /// Every type, in counter order.
-    pub const ALL: [MessageType; 11] = [
+    pub const ALL: [MessageType; 12] = [
         MessageType::Heartbeat,
         MessageType::Tree,
         MessageType::Changes,
@@ -100,6 +103,7 @@ impl MessageType {
         MessageType::SynAnnounce,
         MessageType::AckAnnounce,
         MessageType::FinAnnounce,
+        MessageType::Drain,
     ];
 
     /// The envelope's `type` string.
@@ -116,6 +120,7 @@ impl MessageType {
             MessageType::SynAnnounce => "syn_announce",
             MessageType::AckAnnounce => "ack_announce",
             MessageType::FinAnnounce => "fin_announce",
+            MessageType::Drain => "drain",
         }
     }
 
@@ -162,6 +167,10 @@ pub struct Heartbeat {
     /// Client: the VIPs it announces now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announced: Option<Vec<IpAddr>>,
+    /// Client: the VIPs drained on it (`ipvs-sync drain`): the arbiter sends it no
+    /// `syn_announce` of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained: Option<Vec<IpAddr>>,
 }
 
 /// `tree` answer: the whole IPVS tree at `serial`.
@@ -288,6 +297,16 @@ pub struct FinAnnounce {
     pub vips: Vec<IpAddr>,
 }
 
+/// `drain`: the arbiter drains (or undrains) a whole balancer (`ipvs-sync drain --balancer`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainOrder {
+    /// Drain (`true`) or undrain (`false`) every VIP of the balancer.
+    pub drain: bool,
+    /// Overrides the balancer's `drain_timeout`, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<f64>,
+}
+
 /// A request with no parameters: `{}` (unknown fields ignored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 struct Empty {}
@@ -327,6 +346,8 @@ pub enum Message {
     AckGo(AckGo),
     /// `fin_announce` → client.
     FinAnnounce(FinAnnounce),
+    /// `drain` → client.
+    Drain(DrainOrder),
 }
 
 /// A body that does not fit its type.
@@ -379,6 +400,7 @@ impl Message {
             Message::SynAnnounce(_) => MessageType::SynAnnounce,
             Message::AckPrepared(_) | Message::AckGo(_) => MessageType::AckAnnounce,
             Message::FinAnnounce(_) => MessageType::FinAnnounce,
+            Message::Drain(_) => MessageType::Drain,
         }
     }
 
@@ -401,7 +423,8 @@ impl Message {
             | Message::Execute(_)
             | Message::SynAnnounce(_)
             | Message::AckGo(_)
-            | Message::FinAnnounce(_) => dir == ToClient,
+            | Message::FinAnnounce(_)
+            | Message::Drain(_) => dir == ToClient,
         }
     }
 
@@ -425,6 +448,7 @@ impl Message {
             Message::AckPrepared(b) => raw(b),
             Message::AckGo(b) => raw(b),
             Message::FinAnnounce(b) => raw(b),
+            Message::Drain(b) => raw(b),
         }
     }
 
@@ -469,7 +493,9 @@ impl Message {
             (MessageType::AckAnnounce, ToServer) => Message::AckPrepared(de(json)?),
             (MessageType::AckAnnounce, ToClient) => Message::AckGo(de(json)?),
             (MessageType::FinAnnounce, ToClient) => Message::FinAnnounce(de(json)?),
+            (MessageType::Drain, ToClient) => Message::Drain(de(json)?),
             (MessageType::Changes, ToServer)
+            | (MessageType::Drain, ToServer)
             | (MessageType::Execute, ToServer)
             | (MessageType::Announces, ToClient)
             | (MessageType::SynAnnounce, ToServer)
@@ -489,6 +515,9 @@ impl Message {
                 fail("mode has bits above 0o7777")
             }
             Message::Sync(s) if s.files.iter().any(|f| f.name.is_empty()) => fail("empty name"),
+            Message::Drain(d) if d.timeout_s.is_some_and(|t| !(t.is_finite() && t >= 0.0)) => {
+                fail("timeout_s is not a number of seconds")
+            }
             _ => Ok(()),
         }
     }
@@ -544,6 +573,7 @@ pub(crate) mod tests {
                 version: Some("0.1.0".into()),
                 serial: Some(7),
                 announced: Some(vec![ip("192.0.2.10"), ip("2001:db8::1")]),
+                drained: None,
             }),
             Message::TreeRequest,
             Message::Tree(TreeAnswer {
@@ -605,6 +635,10 @@ pub(crate) mod tests {
             }),
             Message::FinAnnounce(FinAnnounce {
                 vips: vec![ip("192.0.2.10")],
+            }),
+            Message::Drain(DrainOrder {
+                drain: true,
+                timeout_s: Some(60.0),
             }),
         ]
     }

@@ -55,6 +55,9 @@ pub struct MainConfig {
     /// `control_socket` (`/run/ipvs-sync/control.sock`): where `ipvs-sync drain`, `release`
     /// and friends reach the running daemon (root only).
     pub control_socket: PathBuf,
+    /// `state_dir` (`/var/lib/ipvs-sync`): what the daemon keeps across restarts (drained
+    /// VIPs, replay marks), created 0700.
+    pub state_dir: PathBuf,
     /// `ipvs` (true): false runs announce-only.
     pub ipvs: bool,
 }
@@ -82,6 +85,9 @@ fn hostname_value(v: &str) -> ValueResult<String> {
         )))
     }
 }
+
+/// Default `state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ipvs-sync";
 
 /// Default `control_socket`.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ipvs-sync/control.sock";
@@ -114,6 +120,7 @@ impl MainConfig {
         "http_listen",
         "ipvs",
         "control_socket",
+        "state_dir",
     ];
 
     /// Reads `[main]`.
@@ -204,6 +211,11 @@ impl MainConfig {
             control_socket: f.get(
                 "control_socket",
                 PathBuf::from(DEFAULT_CONTROL_SOCKET),
+                value::abs_path,
+            )?,
+            state_dir: f.get(
+                "state_dir",
+                PathBuf::from(DEFAULT_STATE_DIR),
                 value::abs_path,
             )?,
         })
