@@ -33,9 +33,12 @@
 //! remote's Required Min RX), less 0–25 % of jitter (75–90 % of it when our Detect Mult is 1);
 //! the Detection Time is the remote's Detect Mult × max(our Required Min RX, the remote's
 //! Desired Min TX). While the session is not Up we advertise a Desired Min TX of at least one
-//! second (§6.8.3 slow start). Any change of what we advertise starts a Poll Sequence (§6.5)
-//! and the values that would make the remote declare us dead sooner (a slower transmit rate,
-//! a shorter detection time) take effect only once the Final comes back.
+//! second (§6.8.3 slow start). Any change of what we advertise starts a Poll Sequence (§6.5).
+//! Until its Final comes back, the safer of the old and new values is used for our own timing:
+//! the faster transmit rate (a slower one only after the Final, so the remote has lengthened
+//! its Detection Time first) and the longer Detection Time (a shorter one only after the Final,
+//! so the remote is already sending faster). A faster rate applies at once because the remote
+//! times us out by the Desired Min TX we advertise from the first packet that carries it.
 //!
 //! What the owner is told goes through [`Damping`](crate::Damping): Down at once, Up after a
 //! hold-down when the session has been flapping.
@@ -285,10 +288,13 @@ impl Session {
         )
     }
 
-    /// Desired Min TX in effect: during a Poll Sequence the slower of the old and new values.
+    /// Desired Min TX in effect: during a Poll Sequence the faster of the old and new values.
+    /// An increase waits for the Final (§6.8.3: the remote must first lengthen its Detection
+    /// Time); a decrease applies at once, since the remote computes its Detection Time from
+    /// the value we advertise as soon as it sees it.
     fn effective_tx(&self) -> Duration {
         match self.poll {
-            Some((tx, _)) => tx.max(self.adv_tx),
+            Some((tx, _)) => tx.min(self.adv_tx),
             None => self.adv_tx,
         }
     }

@@ -261,8 +261,9 @@ fn slow_start_then_configured_rate_after_the_final() {
     let p = sent(&out)[0];
     assert!(p.poll && !p.final_, "going Up changes Desired Min TX: Poll");
     assert_eq!(p.desired_min_tx, 300_000);
-    // Until the Final, the old (slower) rate is kept.
-    assert_eq!(s.tx_interval(), Some(ms(1000)));
+    // The faster rate applies at once: the router times us out by the 300 ms it just saw.
+    assert_eq!(s.tx_interval(), Some(ms(300)));
+    assert_eq!(timer(&out, Timer::Transmit), Some(ms(300)));
     // Detection: 3 × max(200 ms, 100 ms).
     assert_eq!(timer(&out, Timer::Detect), Some(ms(600)));
 
@@ -272,10 +273,9 @@ fn slow_start_then_configured_rate_after_the_final() {
 
     r.state = State::Up;
     r.final_ = true;
-    let out = s.process(now, Input::Received(r));
+    s.process(now, Input::Received(r));
     assert!(!s.polling());
     assert_eq!(s.tx_interval(), Some(ms(300)));
-    assert_eq!(timer(&out, Timer::Transmit), Some(ms(300)));
     let out = s.process(now, Input::TimerExpired(Timer::Transmit));
     assert!(!sent(&out)[0].poll);
 }
@@ -327,7 +327,7 @@ fn poll_sequence_on_interval_change() {
     assert_eq!(s.detection_time(), Some(ms(900)));
     assert_eq!(s.tx_interval(), Some(ms(300)));
 
-    // Faster both ways: old values until the Final.
+    // Faster both ways: we send faster at once, the shorter detection time waits.
     let out = s.process(
         now,
         Input::SetIntervals(Intervals {
@@ -337,10 +337,7 @@ fn poll_sequence_on_interval_change() {
         }),
     );
     assert!(s.polling());
-    assert!(
-        timer(&out, Timer::Transmit).is_none(),
-        "tx unchanged until Final"
-    );
+    assert_eq!(timer(&out, Timer::Transmit), Some(ms(100)));
     assert_eq!(s.detection_time(), Some(ms(900)));
     let out = s.process(now, Input::TimerExpired(Timer::Transmit));
     let p = sent(&out)[0];
@@ -356,10 +353,37 @@ fn poll_sequence_on_interval_change() {
     assert!(!s.polling());
     assert_eq!(s.detection_time(), Some(ms(300)));
     assert_eq!(timer(&out, Timer::Detect), Some(ms(300)));
+    assert_eq!(s.tx_interval(), Some(ms(100)));
+
+    // Slower transmit: the old rate until the Final (the remote lengthens its detection time
+    // first).
+    let out = s.process(
+        now,
+        Input::SetIntervals(Intervals {
+            desired_min_tx: ms(500),
+            required_min_rx: ms(100),
+            detect_mult: 3,
+        }),
+    );
+    assert!(s.polling());
+    assert!(
+        timer(&out, Timer::Transmit).is_none(),
+        "rate unchanged until Final"
+    );
+    assert_eq!(s.tx_interval(), Some(ms(100)));
+    let out = s.process(now, Input::TimerExpired(Timer::Transmit));
+    assert_eq!(
+        sent(&out)[0].desired_min_tx,
+        500_000,
+        "the new value is advertised"
+    );
     assert_eq!(timer(&out, Timer::Transmit), Some(ms(100)));
+    let out = s.process(now, Input::Received(r.clone()));
+    assert_eq!(timer(&out, Timer::Transmit), Some(ms(500)));
 
     // Slower receive: the longer detection time applies at once (the remote may slow down as
     // soon as it sees the new value).
+    let (mut s, now) = session_in(State::Up);
     s.process(
         now,
         Input::SetIntervals(Intervals {

@@ -14,6 +14,11 @@ use tokio::sync::mpsc::UnboundedReceiver;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn start(listen: &str) -> (Bfd, UnboundedReceiver<BfdEvent>) {
+    // RUST_LOG=bfd::wire=trace shows every datagram.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     Bfd::start(BfdConfig {
         listen: vec![listen.parse().unwrap()],
         damping: Damping::OFF,
@@ -94,6 +99,11 @@ async fn up_then_frozen(a_ip: &str, b_ip: &str) {
     // Source port from the dynamic range, distinct from the listening port.
     assert!(bfd::SOURCE_PORTS.contains(&p.local.port()), "{p:?}");
     assert!(p.drops.is_empty(), "{p:?}");
+    // No flap on either side on the way from slow start to the fast rate.
+    assert_eq!(p.flaps, 0, "{p:?}");
+    assert!(a_ev.try_recv().is_err());
+    let bs = wait_status(&b, "B's Poll done", |s| !s.peers[0].polling).await;
+    assert_eq!(bs.peers[0].flaps, 0, "{bs:?}");
     let detect = p.detection_time.unwrap();
 
     // Dropping every handle stops B's driver without an AdminDown: a frozen neighbor.
