@@ -164,6 +164,10 @@ pub struct PeerStatus {
     pub packets_out: u64,
     /// Sends that failed (the error is logged).
     pub send_errors: u64,
+    /// Packets sent with the Poll bit.
+    pub polls_sent: u64,
+    /// Accepted packets with the Final bit.
+    pub finals_received: u64,
     /// Datagrams from this neighbor's address that were dropped, by reason.
     pub drops: Drops,
 }

@@ -217,6 +217,8 @@ struct Peer {
     packets_in: u64,
     packets_out: u64,
     send_errors: u64,
+    polls_sent: u64,
+    finals_received: u64,
     drops: Drops,
 }
 
@@ -235,7 +237,10 @@ impl Peer {
         let bytes = p.encode();
         trace!(target: "bfd::wire", peer = %self.spec.name, to = %self.dest, bytes = %Hex(&bytes), "tx");
         match self.sock.try_send_to(&bytes, self.dest) {
-            Ok(_) => self.packets_out += 1,
+            Ok(_) => {
+                self.packets_out += 1;
+                self.polls_sent += u64::from(p.poll);
+            }
             Err(e) => {
                 self.send_errors += 1;
                 debug!(peer = %self.spec.name, error = %e, "bfd: send failed");
@@ -304,6 +309,8 @@ impl Peer {
             packets_in: self.packets_in,
             packets_out: self.packets_out,
             send_errors: self.send_errors,
+            polls_sent: self.polls_sent,
+            finals_received: self.finals_received,
             drops: self.drops.clone(),
         }
     }
@@ -421,6 +428,8 @@ impl Driver {
             packets_in: 0,
             packets_out: 0,
             send_errors: 0,
+            polls_sent: 0,
+            finals_received: 0,
             drops: Drops::new(),
         };
         let now = Instant::now();
@@ -486,9 +495,11 @@ impl Driver {
             Ok((name, pkt)) => {
                 if let Some(p) = self.peers.get_mut(&name) {
                     let now = Instant::now();
+                    let final_ = pkt.final_;
                     let outs = p.session.process(now, Input::Received(pkt));
                     if !outs.iter().any(|o| matches!(o, Output::Discarded(_))) {
                         p.packets_in += 1;
+                        p.finals_received += u64::from(final_);
                     }
                     p.apply(now, outs, &self.events);
                 }
