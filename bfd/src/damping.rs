@@ -1,18 +1,6 @@
-//! Flap dampening between the session state and what the owner (the BGP speaker) is told.
-//!
-//! BFD's job is to report a dead path fast, so a Down is reported at once. An Up after a Down
-//! is the risky direction: on a lossy link the session can go Down and Up every few seconds,
-//! and each reported Up tears a BGP session up again (OPEN, full table, best-path churn at
-//! every router). So an Up that follows a Down within [`Damping::decay`] is held back until
-//! the session has *stayed* Up for a hold-down time, and each further flap doubles that time
-//! up to [`Damping::max_hold`] — the exponential backoff RFC 5880 §6.8.3 suggests for
-//! flapping sessions and the "hold-down interval" routers offer for BFD clients. A session
-//! that was Down for longer than `decay`, or comes Up for the first time, is reported at
-//! once: a router reboot is not a flap.
-//!
-//! With the defaults (1 s, doubling to 60 s, 120 s memory) a link flapping every 2 s gives
-//! the owner Ups at most after 1, 2, 4, 8 … 60 s of uninterrupted Up, and nothing in
-//! between: BGP restarts at most once a minute however bad the link is.
+//! Flap dampening between the session state and what the owner (the BGP speaker) is told:
+//! Downs at once, Ups after a hold-down that doubles with each flap (see the crate docs for
+//! the reasons and the figures).
 
 use std::time::{Duration, Instant};
 

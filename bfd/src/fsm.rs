@@ -40,7 +40,7 @@
 //! so the remote is already sending faster). A faster rate applies at once because the remote
 //! times us out by the Desired Min TX we advertise from the first packet that carries it.
 //!
-//! What the owner is told goes through [`Damping`](crate::Damping): Down at once, Up after a
+//! What the owner is told goes through [`Damping`]: Down at once, Up after a
 //! hold-down when the session has been flapping.
 
 use std::time::{Duration, Instant};

@@ -23,6 +23,14 @@ fn cfg(tx: u64, rx: u64, mult: u8, damping: Damping) -> SessionConfig {
     }
 }
 
+fn set(tx: u64, rx: u64, detect_mult: u8) -> Input {
+    Input::SetIntervals(Intervals {
+        desired_min_tx: ms(tx),
+        required_min_rx: ms(rx),
+        detect_mult,
+    })
+}
+
 fn session_with(c: SessionConfig, jitter: f64) -> Session {
     Session::new(c, Box::new(move || jitter))
 }
@@ -292,14 +300,7 @@ fn negotiation_both_ways() {
         (300, 300, 1000, 1000, 3, 1000, 3000),
     ] {
         let (mut s, now) = session_in(State::Up);
-        s.process(
-            now,
-            Input::SetIntervals(Intervals {
-                desired_min_tx: ms(our_tx),
-                required_min_rx: ms(our_rx),
-                detect_mult: 3,
-            }),
-        );
+        s.process(now, set(our_tx, our_rx, 3));
         let mut r = remote(State::Up, ME);
         r.desired_min_tx = u32::try_from(rem_tx * 1000).unwrap();
         r.required_min_rx = u32::try_from(rem_rx * 1000).unwrap();
@@ -328,14 +329,7 @@ fn poll_sequence_on_interval_change() {
     assert_eq!(s.tx_interval(), Some(ms(300)));
 
     // Faster both ways: we send faster at once, the shorter detection time waits.
-    let out = s.process(
-        now,
-        Input::SetIntervals(Intervals {
-            desired_min_tx: ms(100),
-            required_min_rx: ms(100),
-            detect_mult: 3,
-        }),
-    );
+    let out = s.process(now, set(100, 100, 3));
     assert!(s.polling());
     assert_eq!(timer(&out, Timer::Transmit), Some(ms(100)));
     assert_eq!(s.detection_time(), Some(ms(900)));
@@ -357,14 +351,7 @@ fn poll_sequence_on_interval_change() {
 
     // Slower transmit: the old rate until the Final (the remote lengthens its detection time
     // first).
-    let out = s.process(
-        now,
-        Input::SetIntervals(Intervals {
-            desired_min_tx: ms(500),
-            required_min_rx: ms(100),
-            detect_mult: 3,
-        }),
-    );
+    let out = s.process(now, set(500, 100, 3));
     assert!(s.polling());
     assert!(
         timer(&out, Timer::Transmit).is_none(),
@@ -384,14 +371,7 @@ fn poll_sequence_on_interval_change() {
     // Slower receive: the longer detection time applies at once (the remote may slow down as
     // soon as it sees the new value).
     let (mut s, now) = session_in(State::Up);
-    s.process(
-        now,
-        Input::SetIntervals(Intervals {
-            desired_min_tx: ms(100),
-            required_min_rx: ms(1000),
-            detect_mult: 3,
-        }),
-    );
+    s.process(now, set(100, 1000, 3));
     assert!(s.polling());
     assert_eq!(s.detection_time(), Some(ms(3000)));
 }

@@ -7,6 +7,24 @@
 //!   follows a flap only after a hold-down that doubles with each further flap;
 //! - [`Bfd`]: the tokio driver (one task for all sessions, TTL 255 both ways).
 //!
+//! # What the owner is told
+//!
+//! [`BfdEvent::Down`] comes at once: failing fast is the point (a frozen balancer's routes
+//! leave the routers within the detection time, not the BGP hold time). A Down whose
+//! `remote_admin_down` is set is the neighbor's operator taking BFD down, not a path failure
+//! (RFC 5882 §3.2): a client should not tear its BGP session down for it.
+//!
+//! [`BfdEvent::Up`] is dampened. On a lossy link a session can go Down and Up every few
+//! seconds, and every reported Up restarts BGP (OPEN, the whole table, best-path churn at
+//! every router). So an Up that follows a Down within [`Damping::decay`] (120 s) is reported
+//! only once the session has *stayed* Up for a hold-down, [`Damping::initial_hold`] (1 s)
+//! after the first flap, doubling with each further flap up to [`Damping::max_hold`] (60 s):
+//! the exponential backoff of RFC 5880 §6.8.3 and the "hold-down" routers offer to BFD
+//! clients. A first Up, or an Up after more than `decay` without a Down (a router reboot),
+//! is reported at once. With the defaults a link that flaps every two seconds restarts BGP
+//! after 1, 2, 4, 8, 16, 32 s and then at most once a minute, however bad the link.
+//! The hold-down is a timer of the sans-IO FSM, so it is tested with a fake clock.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), bfd::BfdError> {
 //! use bfd::{Bfd, BfdConfig, BfdEvent, PeerSpec};

@@ -201,14 +201,7 @@ async fn interval_change_polls_and_applies() {
         s.peers[0].detection_time == Some(Duration::from_millis(900)) && !s.peers[0].polling
     })
     .await;
-    a.set_intervals(
-        "b",
-        Duration::from_millis(50),
-        Duration::from_millis(300),
-        4,
-    )
-    .await
-    .unwrap();
+    set(&a, "b", 50, 300, 4).await.unwrap();
     // B: 4 × max(B's 300 ms rx, A's 50 ms tx) = 1.2 s; A's tx: max(50 ms, B's 300 ms rx).
     wait_status(&b, "B uses A's new multiplier", |s| {
         s.peers[0].detection_time == Some(Duration::from_millis(1200))
@@ -218,14 +211,7 @@ async fn interval_change_polls_and_applies() {
         !s.peers[0].polling && s.peers[0].tx_interval == Some(Duration::from_millis(300))
     })
     .await;
-    b.set_intervals(
-        "a",
-        Duration::from_millis(300),
-        Duration::from_millis(50),
-        3,
-    )
-    .await
-    .unwrap();
+    set(&b, "a", 300, 50, 3).await.unwrap();
     let s = wait_status(&a, "A sends at B's new 50 ms rx", |s| {
         s.peers[0].tx_interval == Some(Duration::from_millis(50))
     })
@@ -238,6 +224,11 @@ async fn interval_change_polls_and_applies() {
     ));
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+async fn set(bfd: &Bfd, name: &str, tx: u64, rx: u64, mult: u8) -> Result<(), bfd::BfdError> {
+    let ms = Duration::from_millis;
+    bfd.set_intervals(name, ms(tx), ms(rx), mult).await
 }
 
 fn raw_socket(bind: &str, ttl: u32) -> UdpSocket {

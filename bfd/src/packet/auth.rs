@@ -110,20 +110,18 @@ impl Auth {
     pub fn auth_type(&self) -> AuthType {
         match self {
             Auth::SimplePassword { .. } => AuthType::SimplePassword,
-            Auth::KeyedMd5 { meticulous, .. } => {
-                if *meticulous {
-                    AuthType::MeticulousKeyedMd5
-                } else {
-                    AuthType::KeyedMd5
-                }
-            }
-            Auth::KeyedSha1 { meticulous, .. } => {
-                if *meticulous {
-                    AuthType::MeticulousKeyedSha1
-                } else {
-                    AuthType::KeyedSha1
-                }
-            }
+            Auth::KeyedMd5 {
+                meticulous: false, ..
+            } => AuthType::KeyedMd5,
+            Auth::KeyedMd5 {
+                meticulous: true, ..
+            } => AuthType::MeticulousKeyedMd5,
+            Auth::KeyedSha1 {
+                meticulous: false, ..
+            } => AuthType::KeyedSha1,
+            Auth::KeyedSha1 {
+                meticulous: true, ..
+            } => AuthType::MeticulousKeyedSha1,
             Auth::Other { auth_type, .. } => AuthType::from_code(*auth_type),
         }
     }

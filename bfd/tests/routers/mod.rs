@@ -29,6 +29,14 @@ pub struct RouterSession {
     pub remote_rx_ms: Option<u64>,
 }
 
+/// Runs `cmd`: its stdout if it exits 0.
+fn stdout_if_ok(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn world_readable_dir(tag: &str) -> tempfile::TempDir {
     let dir = labkit::scratch_dir(tag).unwrap();
     // FRR reads its configuration after dropping to the `frr` user.
@@ -73,15 +81,7 @@ impl Bird {
 
     /// Runs `birdc ARGS` against this BIRD; its output, or `None` if it failed.
     pub fn birdc(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("birdc")
-            .arg("-s")
-            .arg(&self.sock)
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        stdout_if_ok(Command::new("birdc").arg("-s").arg(&self.sock).args(args))
     }
 
     /// `birdc show bfd sessions`, parsed: `IP Interface State Since Interval Timeout`.
@@ -181,10 +181,7 @@ impl Frr {
         for c in cmds.split(" ; ") {
             cmd.arg("-c").arg(c);
         }
-        let out = cmd.output().ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        stdout_if_ok(&mut cmd)
     }
 
     /// `show bfd peers json`, parsed.
