@@ -3,16 +3,17 @@
 //! ```text
 //!  Bfd (handle) ── Command ──▶ ┌──────────────── driver task ────────────────┐ ── BfdEvent ──▶ owner
 //!                              │ peers: name → Session (sans-IO FSM)          │
-//!  reader task per listen ───▶ │   demux: Your Discriminator, else source     │
-//!  socket (:3784, TTL from     │   address (RFC 5880 §6.3)                    │
-//!  recvmsg cmsgs) ─ datagram ─▶│ one sleep_until(earliest timer of all peers) │
+//!  listening sockets (:3784,   │   demux: Your Discriminator, else source     │
+//!  TTL from recvmsg cmsgs) ───▶│   address (RFC 5880 §6.3)                    │
+//!                              │ one sleep_until(earliest timer of all peers) │
 //!                              │ per-peer UDP socket: source port 49152–65535,│
 //!                              │   TTL / Hop Limit 255 → the neighbor :3784   │
 //!                              └──────────────────────────────────────────────┘
 //! ```
 //!
-//! Everything about a session lives in the one driver task, so no locks: commands and
-//! datagrams are messages to it. Datagrams that fail a check (TTL / Hop Limit ≠ 255, the codec,
+//! Everything about a session lives in the one driver task, so no locks. The task reads the
+//! listening sockets itself, and drains them before it fires timers, so a stall of the whole
+//! process (a loaded machine) does not turn packets that arrived in time into a Down. Datagrams that fail a check (TTL / Hop Limit ≠ 255, the codec,
 //! the demultiplexing, the FSM's §6.8.6 rules) are dropped and counted by reason, never fed to
 //! a session, so hostile or stray packets cannot flap it.
 
@@ -33,6 +34,8 @@ use crate::socket::{self, Received, TTL};
 
 /// Largest datagram read; a Control packet is at most 255 bytes.
 const RX_BUF: usize = 512;
+/// Datagrams read from one socket before the driver looks at its other work.
+const DRAIN_MAX: usize = 64;
 /// Source ports tried before giving up on a peer.
 const PORT_TRIES: usize = 64;
 
@@ -68,11 +71,6 @@ impl Bfd {
             .iter()
             .filter_map(|s| s.local_addr().ok())
             .collect::<Vec<_>>();
-        let (dgram_tx, dgram_rx) = mpsc::channel(1024);
-        let readers = sockets
-            .into_iter()
-            .map(|s| tokio::spawn(read_loop(s, dgram_tx.clone())))
-            .collect();
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let driver = Driver {
@@ -82,8 +80,9 @@ impl Bfd {
             by_addr: HashMap::new(),
             unattributed: Drops::new(),
             events: ev_tx,
+            rx: sockets,
         };
-        tokio::spawn(driver.run(cmd_rx, dgram_rx, readers));
+        tokio::spawn(driver.run(cmd_rx));
         Ok((
             Bfd {
                 cmd: cmd_tx,
@@ -182,29 +181,17 @@ fn check_intervals(name: &str, tx: Duration, rx: Duration, mult: u8) -> Result<(
     Ok(())
 }
 
-/// Reads datagrams from one listening socket and hands them to the driver.
-async fn read_loop(sock: UdpSocket, to: mpsc::Sender<(Vec<u8>, Received)>) {
-    let mut buf = [0u8; RX_BUF];
-    let mut errors = 0u32;
-    loop {
-        match socket::recv(&sock, &mut buf).await {
-            Ok(r) => {
-                errors = 0;
-                let data = buf.get(..r.len.min(RX_BUF)).unwrap_or_default().to_vec();
-                if to.send((data, r)).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                errors += 1;
-                warn!(error = %e, "bfd: receive failed");
-                if errors > 100 {
-                    warn!("bfd: giving up on a listening socket after 100 errors in a row");
-                    return;
-                }
+/// Resolves to the index of a listening socket that is readable (or has an error to report).
+async fn readable(rx: &[UdpSocket]) -> usize {
+    std::future::poll_fn(|cx| {
+        for (i, s) in rx.iter().enumerate() {
+            if s.poll_recv_ready(cx).is_ready() {
+                return std::task::Poll::Ready(i);
             }
         }
-    }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 struct Peer {
@@ -323,15 +310,12 @@ struct Driver {
     by_addr: HashMap<IpAddr, String>,
     unattributed: Drops,
     events: mpsc::UnboundedSender<BfdEvent>,
+    /// The listening sockets.
+    rx: Vec<UdpSocket>,
 }
 
 impl Driver {
-    async fn run(
-        mut self,
-        mut cmds: mpsc::Receiver<Command>,
-        mut dgrams: mpsc::Receiver<(Vec<u8>, Received)>,
-        readers: Vec<tokio::task::JoinHandle<()>>,
-    ) {
+    async fn run(mut self, mut cmds: mpsc::Receiver<Command>) {
         loop {
             let next = self
                 .peers
@@ -355,12 +339,35 @@ impl Driver {
                     }
                     Some(cmd) => self.command(cmd),
                 },
-                Some((data, r)) = dgrams.recv() => self.datagram(&data, r),
-                () = sleep => self.timers(),
+                i = readable(&self.rx) => self.drain(i),
+                () = sleep => {
+                    // Packets that arrived while this process was not scheduled are taken
+                    // first: after a stall they are in the socket buffers, and a Detect timer
+                    // fired before them would declare a live neighbor dead.
+                    for i in 0..self.rx.len() {
+                        self.drain(i);
+                    }
+                    self.timers();
+                }
             }
         }
-        for r in readers {
-            r.abort();
+    }
+
+    /// Reads what socket `i` holds, at most [`DRAIN_MAX`] datagrams (so a flood cannot starve
+    /// the timers).
+    fn drain(&mut self, i: usize) {
+        let mut buf = [0u8; RX_BUF];
+        for _ in 0..DRAIN_MAX {
+            let Some(sock) = self.rx.get(i) else { return };
+            match socket::try_recv(sock, &mut buf) {
+                Ok(r) => {
+                    let data = buf.get(..r.len.min(RX_BUF)).unwrap_or_default();
+                    self.datagram(data, r);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                // A socket error is reported once (and clears), so go on reading.
+                Err(e) => debug!(error = %e, "bfd: receive failed"),
+            }
         }
     }
 

@@ -61,10 +61,10 @@ pub(crate) struct Received {
     pub ttl: Option<u8>,
 }
 
-/// Receives one datagram with its TTL / Hop Limit.
-pub(crate) async fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
+/// Receives one datagram with its TTL / Hop Limit if one is waiting (`WouldBlock` if not).
+pub(crate) fn try_recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
     let mut cmsg = nix::cmsg_space!(i32);
-    sock.async_io(Interest::READABLE, || {
+    sock.try_io(Interest::READABLE, || {
         let mut iov = [IoSliceMut::new(buf)];
         let msg = socket::recvmsg::<SockaddrStorage>(
             sock.as_raw_fd(),
@@ -93,7 +93,6 @@ pub(crate) async fn recv(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Receive
             ttl,
         })
     })
-    .await
 }
 
 fn sockaddr(s: &SockaddrStorage) -> Option<SocketAddr> {
