@@ -341,3 +341,56 @@ async fn duplicate_and_bad_peers_are_refused() {
     ));
     a.shutdown().await.unwrap();
 }
+
+/// A stall of the whole process (here: the one runtime thread blocked for twice the
+/// detection time, while B keeps sending from another thread) is not a Down: the packets
+/// that arrived meanwhile are read before the detection timer is looked at.
+#[tokio::test]
+async fn a_stalled_process_does_not_declare_a_live_neighbor_down() {
+    let (a, mut a_ev) = start("127.0.0.1:0");
+    let a_port = a.listen_addrs()[0].port();
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let b_thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (b, _ev) = start("127.0.0.2:0");
+            port_tx.send(b.listen_addrs()[0].port()).unwrap();
+            // B sends every 100 ms but gives A 3 s (3 × its 1 s Required Min RX).
+            let mut s = spec("a", "127.0.0.1", "127.0.0.2", a_port, 100);
+            s.min_rx = Duration::from_secs(1);
+            b.add_peer(s).await.unwrap();
+            let _ = stop_rx.await;
+            b.shutdown().await.unwrap();
+        });
+    });
+    let b_port = port_rx.recv().unwrap();
+    a.add_peer(spec("b", "127.0.0.2", "127.0.0.1", b_port, 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut a_ev).await,
+        BfdEvent::Up { name: "b".into() }
+    );
+    wait_status(&a, "A at 300 ms detection", |s| {
+        s.peers[0].detection_time == Some(Duration::from_millis(300))
+    })
+    .await;
+    for round in 0..5 {
+        let before = a.status().await.unwrap().peers[0].packets_in;
+        // The stall itself: nothing of this runtime runs for 600 ms.
+        std::thread::sleep(Duration::from_millis(600));
+        let s = wait_status(&a, "the backlog read", |s| {
+            s.peers[0].packets_in >= before + 5
+        })
+        .await;
+        assert_eq!(s.peers[0].flaps, 0, "round {round}: {:?}", s.peers[0]);
+        assert!(a_ev.try_recv().is_err(), "round {round}: an event");
+    }
+    a.shutdown().await.unwrap();
+    stop_tx.send(()).unwrap();
+    b_thread.join().unwrap();
+}
