@@ -5,16 +5,20 @@
 //! [`DecodeError`] naming the §6.8.6 rule the packet broke; [`ControlPacket::encode`] gives the
 //! bytes back. Decoding never panics on any input: every length is checked before it is used.
 //!
+//! [`sign_sha1`] and [`verify_sha1`] compute and check the Keyed SHA1 hash (§6.7.4).
+//!
 //! The reception rules that need session state (discriminator lookup, the A bit against the
 //! configured authentication, the state transitions) are the FSM's and the driver's.
 
 mod auth;
 mod control;
+mod sha1;
 #[cfg(test)]
 mod tests;
 
 pub use auth::{Auth, AuthType};
 pub use control::{ControlPacket, Diag, State, HEADER_LEN, VERSION};
+pub use sha1::{sign_sha1, verify_sha1, SignError, MAX_SHA1_KEY_LEN};
 
 /// A packet that breaks a §6.8.6 rule the codec can check on its own.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
