@@ -100,6 +100,17 @@ fn session_in(state: State) -> (Session, Instant) {
     (s, now)
 }
 
+/// The session is in `want.0` with diagnostic `want.1`, and `out` told the owner `want.2`.
+fn check(s: &Session, out: &[Output], want: (State, Diag, Option<Event>), case: &str) {
+    assert_eq!(s.state(), want.0, "{case}");
+    assert_eq!(s.local_diag(), want.1, "{case}");
+    assert_eq!(
+        events(out),
+        want.2.into_iter().collect::<Vec<_>>(),
+        "{case}"
+    );
+}
+
 const STATES: [State; 4] = [State::AdminDown, State::Down, State::Init, State::Up];
 
 /// §6.2 / §6.8.6: every local state × every received State field.
@@ -136,13 +147,7 @@ fn state_table_of_received_packets() {
         let (mut s, now) = session_in(local);
         let out = s.process(now, Input::Received(remote(received, ME)));
         let case = format!("{local} + {received}");
-        assert_eq!(s.state(), want, "{case}");
-        assert_eq!(s.local_diag(), diag, "{case}");
-        assert_eq!(
-            events(&out),
-            event.into_iter().collect::<Vec<_>>(),
-            "{case}"
-        );
+        check(&s, &out, (want, diag, event), &case);
         assert_eq!(
             out.contains(&Output::Discarded(Discard::AdminDown)),
             local == AdminDown,
@@ -199,13 +204,7 @@ fn state_table_of_local_inputs() {
         let (mut s, now) = session_in(local);
         let case = format!("{local} + {input:?}");
         let out = s.process(now, input.clone());
-        assert_eq!(s.state(), want, "{case}");
-        assert_eq!(s.local_diag(), diag, "{case}");
-        assert_eq!(
-            events(&out),
-            event.into_iter().collect::<Vec<_>>(),
-            "{case}"
-        );
+        check(&s, &out, (want, diag, event), &case);
         if want != local {
             let p = sent(&out);
             assert_eq!(p.last().unwrap().state, want, "{case}");

@@ -57,6 +57,12 @@ async fn wait_status(bfd: &Bfd, what: &str, f: impl Fn(&Status) -> bool) -> Stat
     }
 }
 
+/// The next event of A is B Up, and of B, A Up.
+async fn both_up(a_ev: &mut UnboundedReceiver<BfdEvent>, b_ev: &mut UnboundedReceiver<BfdEvent>) {
+    assert_eq!(next_event(a_ev).await, BfdEvent::Up { name: "b".into() });
+    assert_eq!(next_event(b_ev).await, BfdEvent::Up { name: "a".into() });
+}
+
 struct Pair {
     a: Bfd,
     a_ev: UnboundedReceiver<BfdEvent>,
@@ -76,14 +82,7 @@ async fn pair(a_ip: &str, b_ip: &str, ms: u64) -> Pair {
     let b_port = b.listen_addrs()[0].port();
     a.add_peer(spec("b", b_ip, a_ip, b_port, ms)).await.unwrap();
     b.add_peer(spec("a", a_ip, b_ip, a_port, ms)).await.unwrap();
-    assert_eq!(
-        next_event(&mut a_ev).await,
-        BfdEvent::Up { name: "b".into() }
-    );
-    assert_eq!(
-        next_event(&mut b_ev).await,
-        BfdEvent::Up { name: "a".into() }
-    );
+    both_up(&mut a_ev, &mut b_ev).await;
     Pair { a, a_ev, b, b_ev }
 }
 
@@ -145,6 +144,12 @@ async fn admin_down_shutdown_and_remove() {
         b,
         mut b_ev,
     } = pair("127.0.0.1", "127.0.0.2", 100).await;
+    // What A sees when B goes AdminDown.
+    let b_admin_down = BfdEvent::Down {
+        name: "b".into(),
+        diag: Diag::NeighborDown,
+        remote_admin_down: true,
+    };
     b.admin_down("a").await.unwrap();
     assert_eq!(
         next_event(&mut b_ev).await,
@@ -154,33 +159,12 @@ async fn admin_down_shutdown_and_remove() {
             remote_admin_down: false
         }
     );
-    assert_eq!(
-        next_event(&mut a_ev).await,
-        BfdEvent::Down {
-            name: "b".into(),
-            diag: Diag::NeighborDown,
-            remote_admin_down: true
-        }
-    );
+    assert_eq!(next_event(&mut a_ev).await, b_admin_down);
     b.admin_up("a").await.unwrap();
-    assert_eq!(
-        next_event(&mut a_ev).await,
-        BfdEvent::Up { name: "b".into() }
-    );
-    assert_eq!(
-        next_event(&mut b_ev).await,
-        BfdEvent::Up { name: "a".into() }
-    );
+    both_up(&mut a_ev, &mut b_ev).await;
 
     b.shutdown().await.unwrap();
-    assert_eq!(
-        next_event(&mut a_ev).await,
-        BfdEvent::Down {
-            name: "b".into(),
-            diag: Diag::NeighborDown,
-            remote_admin_down: true
-        }
-    );
+    assert_eq!(next_event(&mut a_ev).await, b_admin_down);
     assert!(b.status().await.is_err(), "driver stopped after shutdown");
 
     // remove_peer: gone from the status, errors for unknown names.

@@ -21,253 +21,99 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn pkt(
-    diag: Diag,
-    state: State,
-    pf: (bool, bool),
-    my: u32,
-    your: u32,
-    tx: u32,
-    rx: u32,
-    echo: u32,
-) -> ControlPacket {
-    ControlPacket {
-        diag,
-        state,
-        poll: pf.0,
-        final_: pf.1,
-        cpi: false,
-        demand: false,
-        detect_mult: 3,
-        my_discr: my,
-        your_discr: your,
-        desired_min_tx: tx,
-        required_min_rx: rx,
-        required_min_echo_rx: echo,
-        auth: None,
-    }
-}
+/// One captured packet: what it is, its bytes, and its fields (Detect Mult 3, no C/D bits, no
+/// authentication in all of them).
+type Case = (
+    &'static str,
+    &'static str,
+    Diag,
+    State,
+    (bool, bool),
+    u32,
+    u32,
+    u32,
+    u32,
+);
 
-fn both_ways(what: &str, bytes: &str, want: &ControlPacket) {
-    let b = hex(bytes);
-    assert_eq!(&ControlPacket::decode(&b).unwrap(), want, "{what}");
-    assert_eq!(want.encode(), b, "{what}");
+/// Each case decoded to its struct and the struct encoded to its bytes; `echo` is the
+/// router's Required Min Echo RX, the same in all its packets.
+fn both_ways(router: &str, echo: u32, cases: &[Case]) {
+    for &(what, bytes, diag, state, (poll, final_), my_discr, your_discr, tx, rx) in cases {
+        let want = ControlPacket {
+            diag,
+            state,
+            poll,
+            final_,
+            cpi: false,
+            demand: false,
+            detect_mult: 3,
+            my_discr,
+            your_discr,
+            desired_min_tx: tx,
+            required_min_rx: rx,
+            required_min_echo_rx: echo,
+            auth: None,
+        };
+        let b = hex(bytes);
+        assert_eq!(ControlPacket::decode(&b).unwrap(), want, "{router} {what}");
+        assert_eq!(want.encode(), b, "{router} {what}");
+    }
 }
 
 const NONE: (bool, bool) = (false, false);
 const POLL: (bool, bool) = (true, false);
 const FINAL: (bool, bool) = (false, true);
+const S1: u32 = 1_000_000;
+const MS100: u32 = 100_000;
 
 #[test]
 fn bird_2_0_12() {
     const BIRD: u32 = 0x5050_3dfe;
     const US: u32 = 0x25a9_e3af;
-    let cases = [
+    use Diag::{DetectionTimeExpired as Expired, None as Ok};
+    use State::{Down, Up};
+    #[rustfmt::skip]
+    let cases: [Case; 7] = [
         // First packet, slow start: Desired Min TX 1 s, our discriminator unknown.
-        (
-            "Down",
-            "2040031850503dfe00000000000f4240000186a000000000",
-            pkt(
-                Diag::None,
-                State::Down,
-                NONE,
-                BIRD,
-                0,
-                1_000_000,
-                100_000,
-                0,
-            ),
-        ),
+        ("Down", "2040031850503dfe00000000000f4240000186a000000000", Ok, Down, NONE, BIRD, 0, S1, MS100),
         // Up at once on our Init, with a Poll for its 100 ms.
-        (
-            "Up, Poll",
-            "20e0031850503dfe25a9e3af000186a0000186a000000000",
-            pkt(Diag::None, State::Up, POLL, BIRD, US, 100_000, 100_000, 0),
-        ),
-        (
-            "Up, Final",
-            "20d0031850503dfe25a9e3af000186a0000186a000000000",
-            pkt(Diag::None, State::Up, FINAL, BIRD, US, 100_000, 100_000, 0),
-        ),
-        (
-            "Up",
-            "20c0031850503dfe25a9e3af000186a0000186a000000000",
-            pkt(Diag::None, State::Up, NONE, BIRD, US, 100_000, 100_000, 0),
-        ),
+        ("Up, Poll", "20e0031850503dfe25a9e3af000186a0000186a000000000", Ok, Up, POLL, BIRD, US, MS100, MS100),
+        ("Up, Final", "20d0031850503dfe25a9e3af000186a0000186a000000000", Ok, Up, FINAL, BIRD, US, MS100, MS100),
+        ("Up", "20c0031850503dfe25a9e3af000186a0000186a000000000", Ok, Up, NONE, BIRD, US, MS100, MS100),
         // Detection time expired: our discriminator forgotten, back to 1 s.
-        (
-            "Down, detection time expired",
-            "2140031850503dfe00000000000f4240000186a000000000",
-            pkt(
-                Diag::DetectionTimeExpired,
-                State::Down,
-                NONE,
-                BIRD,
-                0,
-                1_000_000,
-                100_000,
-                0,
-            ),
-        ),
+        ("Down, expired", "2140031850503dfe00000000000f4240000186a000000000", Expired, Down, NONE, BIRD, 0, S1, MS100),
         // Our Poll answered while Down.
-        (
-            "Down, Final",
-            "2150031850503dfe0c23393b000f4240000186a000000000",
-            pkt(
-                Diag::DetectionTimeExpired,
-                State::Down,
-                FINAL,
-                BIRD,
-                0x0c23_393b,
-                1_000_000,
-                100_000,
-                0,
-            ),
-        ),
+        ("Down, Final", "2150031850503dfe0c23393b000f4240000186a000000000", Expired, Down, FINAL, BIRD, 0x0c23_393b, S1, MS100),
         // Over IPv6 (from 2001:db8::1), same format.
-        (
-            "Down over IPv6",
-            "204003183076903800000000000f4240000186a000000000",
-            pkt(
-                Diag::None,
-                State::Down,
-                NONE,
-                0x3076_9038,
-                0,
-                1_000_000,
-                100_000,
-                0,
-            ),
-        ),
+        ("Down, IPv6", "204003183076903800000000000f4240000186a000000000", Ok, Down, NONE, 0x3076_9038, 0, S1, MS100),
     ];
-    for (what, bytes, want) in cases {
-        both_ways(&format!("BIRD {what}"), bytes, &want);
-    }
+    both_ways("BIRD", 0, &cases);
 }
 
 #[test]
 fn frr_8_4_4() {
     const FRR: u32 = 0xd866_c3f4;
     const US: u32 = 0xeebc_5d8c;
-    // FRR asks for Echo at 50 ms in every packet (Required Min Echo RX 50,000 µs).
-    const ECHO: u32 = 50_000;
-    let cases = [
+    const FRR6: u32 = 0x71dd_fa7a;
+    use Diag::{DetectionTimeExpired as Expired, None as Ok};
+    use State::{AdminDown, Down, Up};
+    #[rustfmt::skip]
+    let cases: [Case; 9] = [
         // Slow start both ways: 1 s / 1 s.
-        (
-            "Down",
-            "20400318d866c3f400000000000f4240000f42400000c350",
-            pkt(
-                Diag::None,
-                State::Down,
-                NONE,
-                FRR,
-                0,
-                1_000_000,
-                1_000_000,
-                ECHO,
-            ),
-        ),
-        (
-            "Up, Poll",
-            "20e00318d866c3f4eebc5d8c000186a0000186a00000c350",
-            pkt(Diag::None, State::Up, POLL, FRR, US, 100_000, 100_000, ECHO),
-        ),
-        (
-            "Up, Final",
-            "20d00318d866c3f4eebc5d8c000186a0000186a00000c350",
-            pkt(
-                Diag::None,
-                State::Up,
-                FINAL,
-                FRR,
-                US,
-                100_000,
-                100_000,
-                ECHO,
-            ),
-        ),
-        (
-            "Up",
-            "20c00318d866c3f4eebc5d8c000186a0000186a00000c350",
-            pkt(Diag::None, State::Up, NONE, FRR, US, 100_000, 100_000, ECHO),
-        ),
+        ("Down", "20400318d866c3f400000000000f4240000f42400000c350", Ok, Down, NONE, FRR, 0, S1, S1),
+        ("Up, Poll", "20e00318d866c3f4eebc5d8c000186a0000186a00000c350", Ok, Up, POLL, FRR, US, MS100, MS100),
+        ("Up, Final", "20d00318d866c3f4eebc5d8c000186a0000186a00000c350", Ok, Up, FINAL, FRR, US, MS100, MS100),
+        ("Up", "20c00318d866c3f4eebc5d8c000186a0000186a00000c350", Ok, Up, NONE, FRR, US, MS100, MS100),
         // `shutdown` of the peer in bfdd: AdminDown, and FRR leaves Diag at 0.
-        (
-            "AdminDown",
-            "20000318d866c3f4eebc5d8c000186a0000186a00000c350",
-            pkt(
-                Diag::None,
-                State::AdminDown,
-                NONE,
-                FRR,
-                US,
-                100_000,
-                100_000,
-                ECHO,
-            ),
-        ),
+        ("AdminDown", "20000318d866c3f4eebc5d8c000186a0000186a00000c350", Ok, AdminDown, NONE, FRR, US, MS100, MS100),
         // `no shutdown`: Down, keeping our discriminator and its fast intervals.
-        (
-            "Down after AdminDown",
-            "20400318d866c3f4eebc5d8c000186a0000186a00000c350",
-            pkt(
-                Diag::None,
-                State::Down,
-                NONE,
-                FRR,
-                US,
-                100_000,
-                100_000,
-                ECHO,
-            ),
-        ),
-        (
-            "Down, detection time expired",
-            "21400318d866c3f400000000000f4240000f42400000c350",
-            pkt(
-                Diag::DetectionTimeExpired,
-                State::Down,
-                NONE,
-                FRR,
-                0,
-                1_000_000,
-                1_000_000,
-                ECHO,
-            ),
-        ),
-        (
-            "Down over IPv6",
-            "2040031871ddfa7a00000000000f4240000f42400000c350",
-            pkt(
-                Diag::None,
-                State::Down,
-                NONE,
-                0x71dd_fa7a,
-                0,
-                1_000_000,
-                1_000_000,
-                ECHO,
-            ),
-        ),
-        (
-            "Up, Poll over IPv6",
-            "20e0031871ddfa7afeff06ac000186a0000186a00000c350",
-            pkt(
-                Diag::None,
-                State::Up,
-                POLL,
-                0x71dd_fa7a,
-                0xfeff_06ac,
-                100_000,
-                100_000,
-                ECHO,
-            ),
-        ),
+        ("Down after AdminDown", "20400318d866c3f4eebc5d8c000186a0000186a00000c350", Ok, Down, NONE, FRR, US, MS100, MS100),
+        ("Down, expired", "21400318d866c3f400000000000f4240000f42400000c350", Expired, Down, NONE, FRR, 0, S1, S1),
+        ("Down, IPv6", "2040031871ddfa7a00000000000f4240000f42400000c350", Ok, Down, NONE, FRR6, 0, S1, S1),
+        ("Up, Poll, IPv6", "20e0031871ddfa7afeff06ac000186a0000186a00000c350", Ok, Up, POLL, FRR6, 0xfeff_06ac, MS100, MS100),
     ];
-    for (what, bytes, want) in cases {
-        both_ways(&format!("FRR {what}"), bytes, &want);
-    }
+    // FRR asks for Echo at 50 ms in every packet (Required Min Echo RX 50,000 µs).
+    both_ways("FRR", 50_000, &cases);
 }
 
 /// BIRD 2.0.12 with `authentication meticulous keyed sha1; password "bfd-secret" { id 7; };`:
