@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::error::ConfigError;
 use crate::ini::Ini;
 use crate::secret::{SecretString, Secrets, MIN_MESSAGE_KEY_LEN};
+use crate::section::bfd::BfdConfig;
 use crate::section::bgp::{self, BgpConfig, PeerConfig};
 use crate::section::daemon::{AnnounceConfig, ClientConfig, MessagesConfig, ServerConfig};
 use crate::section::main::MainConfig;
@@ -27,6 +28,8 @@ pub struct Config {
     pub main: MainConfig,
     /// `[bgp]` and its peers.
     pub bgp: BgpConfig,
+    /// `[bfd]`: BFD timers of the peers with `bfd = true`.
+    pub bfd: BfdConfig,
     /// `[announce]`.
     pub announce: AnnounceConfig,
     /// `[client]`.
@@ -110,6 +113,7 @@ impl Config {
         let mut main = None;
         let mut bgp_cfg = None;
         let mut peers: Vec<PeerConfig> = Vec::new();
+        let mut bfd_cfg = BfdConfig::default();
         let mut announce = AnnounceConfig::default();
         let mut client = ClientConfig::default();
         let mut server = ServerConfig::default();
@@ -127,6 +131,7 @@ impl Config {
             match section.name.as_str() {
                 "main" => main = Some(MainConfig::from_fields(&mut f)?),
                 "bgp" => bgp_cfg = Some(BgpConfig::from_fields(&mut f)?),
+                "bfd" => bfd_cfg = BfdConfig::from_fields(&mut f)?,
                 "announce" => announce = AnnounceConfig::from_fields(&mut f)?,
                 "client" => client = ClientConfig::from_fields(&mut f)?,
                 "server" => server = ServerConfig::from_fields(&mut f)?,
@@ -195,6 +200,7 @@ impl Config {
             file: config_file.to_path_buf(),
             main,
             bgp: bgp_cfg,
+            bfd: bfd_cfg,
             announce,
             client,
             server,
@@ -209,6 +215,7 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
     Some(match section {
         "main" => MainConfig::KEYS,
         "bgp" => BgpConfig::KEYS,
+        "bfd" => BfdConfig::KEYS,
         "announce" => AnnounceConfig::KEYS,
         "client" => ClientConfig::KEYS,
         "server" => ServerConfig::KEYS,

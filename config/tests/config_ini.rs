@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::{Community, Config, ConfigError, EbgpPreference};
+use config::{BfdConfig, Community, Config, ConfigError, EbgpPreference};
 
 const FULL: &str = r#"
 ; every key set to a non-default value
@@ -60,10 +60,20 @@ ttl_security = true
 hold_time = 9
 next_hop_v4 = 192.0.2.2
 next_hop_v6 = 2001:db8::2
+bfd = true
+bfd_min_tx = 0.05
+bfd_min_rx = 1.5
+bfd_multiplier = 255
 
 [bgp.peer.r2-v6]
 address = 2001:db8::fe
 remote_as = 4200000000
+bfd = yes
+
+[bfd]
+min_tx = 0.1
+min_rx = 0.000001
+multiplier = 1
 
 [announce]
 interface = vip0
@@ -187,6 +197,25 @@ fn every_key_is_parsed() {
     assert_eq!(r2.password.as_ref().unwrap().expose(), "v6-key");
     assert_eq!(r2.hold_time, None);
 
+    assert_eq!(
+        c.bfd,
+        BfdConfig {
+            min_tx: Duration::from_millis(100),
+            min_rx: Duration::from_micros(1),
+            multiplier: 1
+        }
+    );
+    assert!(r1.bfd);
+    assert_eq!(
+        r1.bfd_timers(&c.bfd),
+        Some(BfdConfig {
+            min_tx: Duration::from_millis(50),
+            min_rx: Duration::from_millis(1500),
+            multiplier: 255
+        })
+    );
+    assert_eq!(r2.bfd_timers(&c.bfd), Some(c.bfd), "no override: [bfd]");
+
     assert_eq!(c.announce.interface.as_str(), "vip0");
     assert!(!c.announce.interface.is_loopback());
     assert_eq!(
@@ -272,6 +301,14 @@ fn defaults() {
     assert_eq!(b.ebgp_preference, EbgpPreference::Med);
     assert_eq!((b.ebgp_med_base, b.ebgp_prepend_step), (1000, 50));
     assert!(b.peers.is_empty() && b.communities.is_empty());
+    assert_eq!(
+        c.bfd,
+        BfdConfig {
+            min_tx: Duration::from_millis(300),
+            min_rx: Duration::from_millis(300),
+            multiplier: 3
+        }
+    );
     assert!(c.announce.interface.is_loopback());
     assert_eq!(c.announce.firewall_check, None);
     assert!(!c.announce.remove_vips_on_stop);
@@ -416,6 +453,19 @@ fn bad_values_name_file_line_and_key() {
         ("bgp.peer.r1", "hold_time", "1"),
         ("bgp.peer.r1", "next_hop_v4", "::1"),
         ("bgp.peer.r1", "next_hop_v6", "1.2.3.4"),
+        ("bgp.peer.r1", "bfd", "sometimes"),
+        ("bgp.peer.r1", "bfd_min_tx", "0"),
+        ("bgp.peer.r1", "bfd_min_tx", "0.0000004"),
+        ("bgp.peer.r1", "bfd_min_rx", "4294.9673"),
+        ("bgp.peer.r1", "bfd_min_rx", "300ms"),
+        ("bgp.peer.r1", "bfd_multiplier", "0"),
+        ("bgp.peer.r1", "bfd_multiplier", "256"),
+        ("bfd", "min_tx", "-0.3"),
+        ("bfd", "min_tx", "0.0000001"),
+        ("bfd", "min_rx", "5000"),
+        ("bfd", "min_rx", "inf"),
+        ("bfd", "multiplier", "0"),
+        ("bfd", "multiplier", "3.5"),
         ("announce", "interface", "dummy-vips-0123456"),
         ("announce", "interface", "vip/0"),
         ("announce", "firewall_check", "fw-check --vip"),
@@ -672,6 +722,11 @@ fn shipped_examples_load_and_match_the_defaults() {
         c.main.service_mapping_wildcard
     );
     assert_eq!(with_examples.bgp.hold_time, c.bgp.hold_time);
+    assert_eq!(with_examples.bfd, c.bfd);
+    assert_eq!(
+        with_examples.bgp.peers[0].bfd_timers(&with_examples.bfd),
+        c.bgp.peers[0].bfd_timers(&c.bfd)
+    );
     assert_eq!(
         c.bgp.peers[0].password.as_ref().unwrap().expose(),
         "change-me-too"
