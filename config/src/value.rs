@@ -51,6 +51,19 @@ pub(crate) fn seconds(v: &str) -> ValueResult<Duration> {
     Duration::try_from_secs_f64(f).or_else(|_| expected(WHAT))
 }
 
+/// Seconds as a float, > 0 and at most ~31 years, with no millisecond floor: for callers that
+/// round and bound the value themselves (BFD intervals, whole microseconds).
+pub(crate) fn positive_seconds(v: &str) -> ValueResult<Duration> {
+    const WHAT: &str = "a number of seconds > 0";
+    let Ok(f) = v.parse::<f64>() else {
+        return expected(WHAT);
+    };
+    if !f.is_finite() || f <= 0.0 || f > 1e9 {
+        return expected(WHAT);
+    }
+    Duration::try_from_secs_f64(f).or_else(|_| expected(WHAT))
+}
+
 /// A number of seconds: 0 (turns the thing off) or from a millisecond up.
 pub(crate) fn seconds_or_zero(v: &str) -> ValueResult<Duration> {
     const WHAT: &str = "0 or a number of seconds from 0.001 to 1e9";

@@ -47,7 +47,7 @@ impl BfdConfig {
 /// and at most 2³² − 1 µs (the 32-bit fields of RFC 5880 §4.1).
 pub(crate) fn interval(v: &str) -> ValueResult<Duration> {
     const WHAT: &str = "seconds (decimals allowed), at least 0.000001 and at most 4294.967295";
-    let d = value::seconds(v).map_err(|_| Invalid::Expected(Cow::Borrowed(WHAT)))?;
+    let d = value::positive_seconds(v).map_err(|_| Invalid::Expected(Cow::Borrowed(WHAT)))?;
     let micros = d.as_nanos().saturating_add(500) / 1000;
     if micros == 0 {
         return Err(Invalid::Refused(Cow::Borrowed(
