@@ -58,7 +58,8 @@ impl Fakes {
 }
 
 impl Routes for Fakes {
-    fn announce(&self, vip: IpAddr, local_pref: u32, _drain: bool) {
+    fn announce(&self, vip: IpAddr, attrs: bgp::RouteAttrs) {
+        let local_pref = attrs.local_pref.unwrap_or(100);
         self.0.lock().unwrap().routes.insert(vip, local_pref);
         self.log(format!("announce {vip}"));
     }

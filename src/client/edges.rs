@@ -17,9 +17,9 @@ use crate::daemon::bus::BoxFuture;
 
 /// The BGP speaker, as the daemon uses it.
 pub trait Routes: Send + Sync {
-    /// Announces `vip` (a /32 or /128) with `local_pref`, replacing an earlier announce;
-    /// `drain`: with GRACEFUL_SHUTDOWN (65535:0, RFC 8326) and LOCAL_PREF 0 instead.
-    fn announce(&self, vip: IpAddr, local_pref: u32, drain: bool);
+    /// Announces `vip` (a /32 or /128) with `attrs` (see [`route_attrs`]), replacing an
+    /// earlier announce: an implicit replace at the routers, no withdraw.
+    fn announce(&self, vip: IpAddr, attrs: bgp::RouteAttrs);
     /// Withdraws `vip`; the future resolves once the UPDATE is written to every Established
     /// peer (at once when none is).
     fn withdraw(&self, vip: IpAddr) -> BoxFuture<'static, ()>;
@@ -70,27 +70,41 @@ pub fn host_net(vip: IpAddr) -> IpNet {
 /// GRACEFUL_SHUTDOWN (RFC 8326).
 pub const GRACEFUL_SHUTDOWN: bgp::Community = bgp::Community(0xffff_0000);
 
-/// The attributes of a VIP's route: its LOCAL_PREF, or, drained, GRACEFUL_SHUTDOWN with
-/// LOCAL_PREF 0 (which the export policy turns into the highest MED or the most prepends on
-/// eBGP sessions).
-pub fn route_attrs(local_pref: u32, drain: bool) -> bgp::RouteAttrs {
-    if drain {
-        bgp::RouteAttrs {
-            local_pref: Some(0),
-            communities: vec![GRACEFUL_SHUTDOWN],
-            ..Default::default()
-        }
-    } else {
-        bgp::RouteAttrs {
-            local_pref: Some(local_pref),
-            ..Default::default()
+/// The attributes of a VIP's route: its LOCAL_PREF and its own communities; drained, also
+/// GRACEFUL_SHUTDOWN and LOCAL_PREF 0 (which the export policy turns into the highest MED or
+/// the most prepends on eBGP sessions). Communities that do not parse were refused on
+/// receipt; one here would be skipped.
+pub fn route_attrs(local_pref: u32, drain: bool, communities: &[String]) -> bgp::RouteAttrs {
+    let mut attrs = bgp::RouteAttrs {
+        local_pref: Some(if drain { 0 } else { local_pref }),
+        ..Default::default()
+    };
+    for c in communities
+        .iter()
+        .filter_map(|c| config::Community::parse(c))
+    {
+        match c {
+            config::Community::Standard(v) => attrs.communities.push(bgp::Community(v)),
+            config::Community::Large {
+                global,
+                local1,
+                local2,
+            } => attrs.large_communities.push(bgp::LargeCommunity {
+                global,
+                local1,
+                local2,
+            }),
         }
     }
+    if drain {
+        attrs.communities.push(GRACEFUL_SHUTDOWN);
+    }
+    attrs
 }
 
 impl Routes for bgp::Speaker {
-    fn announce(&self, vip: IpAddr, local_pref: u32, drain: bool) {
-        bgp::Speaker::announce(self, host_net(vip), route_attrs(local_pref, drain));
+    fn announce(&self, vip: IpAddr, attrs: bgp::RouteAttrs) {
+        bgp::Speaker::announce(self, host_net(vip), attrs);
     }
 
     fn withdraw(&self, vip: IpAddr) -> BoxFuture<'static, ()> {
@@ -172,5 +186,22 @@ impl Firewall for FirewallHook {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_attrs_carry_the_vips_communities_and_the_drain() {
+        let a = route_attrs(150, false, &["65000:100".into(), "65000:1:2".into()]);
+        assert_eq!(a.local_pref, Some(150));
+        assert_eq!(a.communities, vec![bgp::Community(65000 << 16 | 100)]);
+        assert_eq!(a.large_communities.len(), 1);
+        let d = route_attrs(150, true, &["65000:100".into()]);
+        assert_eq!(d.local_pref, Some(0));
+        assert!(d.communities.contains(&GRACEFUL_SHUTDOWN));
+        assert!(d.communities.contains(&bgp::Community(65000 << 16 | 100)));
     }
 }

@@ -48,7 +48,7 @@ use crate::daemon::{self, http::StatusDoc, Outbox, Shutdown};
 use crate::wire::counters::CountersSnapshot;
 use crate::wire::envelope::DropReason;
 use crate::wire::{Incoming, Role};
-use edges::{Addresses, Firewall, Routes, Services};
+use edges::{route_attrs, Addresses, Firewall, Routes, Services};
 use kernel::{Applied, Kernel};
 use state::{ClientState, Cmd, Note, Settings};
 
@@ -357,13 +357,16 @@ impl Client {
                     vip,
                     local_pref,
                     drain,
+                    communities,
                 } => {
                     if drain {
                         info!(%vip, "announcing drained (GRACEFUL_SHUTDOWN, LOCAL_PREF 0)");
                     } else {
                         info!(%vip, local_pref, "announcing");
                     }
-                    self.edges.routes.announce(vip, local_pref, drain);
+                    self.edges
+                        .routes
+                        .announce(vip, route_attrs(local_pref, drain, &communities));
                     self.metrics.bgp_announces.inc();
                     if let Some(t) = self.syn_at.remove(&vip) {
                         self.metrics

@@ -106,6 +106,8 @@ pub enum Cmd {
         local_pref: u32,
         /// Drained: GRACEFUL_SHUTDOWN (65535:0, RFC 8326) and the lowest preference.
         drain: bool,
+        /// The VIP's own communities.
+        communities: Vec<String>,
     },
     /// Count `vip`'s IPVS active + inactive connections on this balancer; report with
     /// [`ClientState::conns`].
@@ -274,6 +276,8 @@ pub struct ClientState {
     last_reconcile_ok: Option<Instant>,
     /// Drained VIPs and where their drain is.
     drained: BTreeMap<IpAddr, drain::Draining>,
+    /// VIP → its own communities (from the arbiter's syn and go).
+    communities: BTreeMap<IpAddr, Vec<String>>,
 }
 
 #[path = "state_drain.rs"]
@@ -306,6 +310,7 @@ impl ClientState {
             last_stale_resync: None,
             last_reconcile_ok: None,
             drained: BTreeMap::new(),
+            communities: BTreeMap::new(),
             s,
         };
         let mut out = Vec::new();
@@ -425,13 +430,16 @@ impl ClientState {
             }
             Message::SynAnnounce(syn) => self.on_syn(now, syn, &mut out),
             Message::AckGo(go) => {
+                let changed = self.set_communities(go.vip, go.communities);
                 let outs = self.vips.handle::<Tree>(
                     go.vip,
                     Input::AckAnnounce {
                         local_pref: go.local_preference,
                     },
                 );
+                let announces = outs.iter().any(|o| matches!(o, Output::BgpAnnounce { .. }));
                 self.perform(now, go.vip, outs, &mut out);
+                self.reannounce_if(changed && !announces, go.vip, &mut out);
             }
             Message::FinAnnounce(fin) => {
                 for vip in fin.vips {
@@ -710,12 +718,43 @@ impl ClientState {
                 }
                 _ => spec.tree,
             };
+            let changed = self.set_communities(vip, spec.communities);
             let input = Input::SynAnnounce {
                 local_pref: spec.local_preference,
                 tree,
             };
             let outs = self.vips.handle(vip, input);
+            let announces = outs.iter().any(|o| matches!(o, Output::BgpAnnounce { .. }));
             self.perform(now, vip, outs, out);
+            self.reannounce_if(changed && !announces, vip, out);
+        }
+    }
+
+    /// The Announce of `vip` with its LOCAL_PREF, drain state and communities.
+    fn announce_cmd(&self, vip: IpAddr, local_pref: u32) -> Cmd {
+        Cmd::Announce {
+            vip,
+            local_pref,
+            drain: self.drained.contains_key(&vip),
+            communities: self.communities.get(&vip).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Records `vip`'s communities; returns whether they changed.
+    fn set_communities(&mut self, vip: IpAddr, c: Vec<String>) -> bool {
+        let old = if c.is_empty() {
+            self.communities.remove(&vip)
+        } else {
+            self.communities.insert(vip, c.clone())
+        };
+        old.unwrap_or_default() != c
+    }
+
+    /// An announced VIP whose communities alone changed is announced again (an implicit
+    /// replace at the routers: no withdraw).
+    fn reannounce_if(&self, changed: bool, vip: IpAddr, out: &mut Vec<Cmd>) {
+        if let (true, State::Announced { local_pref }) = (changed, self.vips.state(vip)) {
+            out.push(self.announce_cmd(vip, local_pref));
         }
     }
 
@@ -757,12 +796,7 @@ impl ClientState {
                 }
                 Output::BgpAnnounce { local_pref } => {
                     self.acked.remove(&vip);
-                    let drain = self.drained.contains_key(&vip);
-                    out.push(Cmd::Announce {
-                        vip,
-                        local_pref,
-                        drain,
-                    });
+                    out.push(self.announce_cmd(vip, local_pref));
                 }
                 Output::BgpWithdraw => {
                     self.acked.remove(&vip);

@@ -109,12 +109,10 @@ impl ClientState {
                 counting: false,
                 next: Some(now + self.s.drain.min),
             };
-            match self.vips.state(vip) {
-                State::Announced { local_pref } => out.push(Cmd::Announce {
-                    vip,
-                    local_pref,
-                    drain: true,
-                }),
+            let state = self.vips.state(vip);
+            self.drained.insert(vip, d.clone());
+            match state {
+                State::Announced { local_pref } => out.push(self.announce_cmd(vip, local_pref)),
                 State::Idle => d.step = DrainStep::Withdrawn,
                 State::Preparing { .. } | State::Acked { .. } => {
                     // Not announced yet: it never will be while drained.
@@ -148,11 +146,7 @@ impl ClientState {
             }
             done.push(vip);
             match self.vips.state(vip) {
-                State::Announced { local_pref } => out.push(Cmd::Announce {
-                    vip,
-                    local_pref,
-                    drain: false,
-                }),
+                State::Announced { local_pref } => out.push(self.announce_cmd(vip, local_pref)),
                 _ => ask = true,
             }
         }

@@ -78,8 +78,9 @@ struct Sim {
     /// When each address removal ran and each withdraw reached the wire.
     removed_at: Vec<(IpAddr, Instant)>,
     withdrawn_at: Vec<(IpAddr, Instant)>,
-    /// Whether each route was last announced drained.
+    /// Whether each route was last announced drained, and with which communities.
     drained_routes: BTreeMap<IpAddr, bool>,
+    route_communities: BTreeMap<IpAddr, Vec<String>>,
     /// Connection counts asked for, and the drained set last saved.
     counts: VecDeque<IpAddr>,
     saved: Option<BTreeSet<IpAddr>>,
@@ -111,6 +112,7 @@ impl Sim {
             removed_at: Vec::new(),
             withdrawn_at: Vec::new(),
             drained_routes: BTreeMap::new(),
+            route_communities: BTreeMap::new(),
             counts: VecDeque::new(),
             saved: None,
         };
@@ -134,7 +136,9 @@ impl Sim {
                     vip,
                     local_pref,
                     drain,
+                    communities,
                 } => {
+                    self.route_communities.insert(vip, communities);
                     assert!(
                         self.addresses.contains(&vip),
                         "{vip} announced without its address"
@@ -184,6 +188,7 @@ impl Sim {
                 tree,
                 serial,
                 local_preference: lp,
+                communities: vec![],
             },
         );
         self.msg(Message::SynAnnounce(s));
@@ -193,6 +198,7 @@ impl Sim {
         self.msg(Message::AckGo(AckGo {
             vip,
             local_preference: lp,
+            communities: vec![],
         }));
     }
 
@@ -430,6 +436,7 @@ fn every_message_in_every_state() {
                     tree: Tree::new(),
                     serial: None,
                     local_preference: 100,
+                    communities: vec![],
                 },
             );
             Message::SynAnnounce(s)
@@ -439,6 +446,7 @@ fn every_message_in_every_state() {
             Message::AckGo(AckGo {
                 vip: vip(),
                 local_preference: 100,
+                communities: vec![],
             }),
         ),
         (
@@ -1068,4 +1076,33 @@ fn draining_a_vip_being_prepared_cancels_it() {
     sim.finish_prepare(true);
     sim.go(vip(), 100);
     assert!(sim.routes.is_empty(), "never announced while drained");
+}
+
+#[test]
+fn a_vips_communities_ride_its_announce_and_a_change_reannounces_without_a_withdraw() {
+    let mut sim = Sim::new();
+    sim.mapping(&[vip()]);
+    let mut syn = SynAnnounce::default();
+    syn.vips.insert(
+        vip(),
+        AnnounceSpec {
+            tree: Tree::new(),
+            serial: None,
+            local_preference: 100,
+            communities: vec!["65000:100".into()],
+        },
+    );
+    sim.msg(Message::SynAnnounce(syn.clone()));
+    sim.finish_prepare(true);
+    sim.msg(Message::AckGo(AckGo {
+        vip: vip(),
+        local_preference: 100,
+        communities: vec!["65000:100".into()],
+    }));
+    assert_eq!(sim.route_communities[&vip()], vec!["65000:100".to_string()]);
+    // Same LP, new communities: announced again, nothing withdrawn.
+    syn.vips.get_mut(&vip()).unwrap().communities = vec!["65000:200".into()];
+    sim.msg(Message::SynAnnounce(syn));
+    assert_eq!(sim.route_communities[&vip()], vec!["65000:200".to_string()]);
+    assert!(sim.withdraws.is_empty());
 }

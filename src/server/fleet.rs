@@ -177,6 +177,7 @@ mod tests {
                 tree: ipvs::Tree::new(),
                 serial: None,
                 local_preference: 100,
+                communities: vec![],
             },
         );
         let to = Dest::Client("lb1".into());
@@ -185,6 +186,7 @@ mod tests {
         let go = Message::AckGo(AckGo {
             vip: vip(),
             local_preference: 100,
+            communities: vec![],
         });
         f.on_sent(&[(to.clone(), go)], &mapping, now);
         assert_eq!(f.stage("lb1", vip()), Some(Stage::Acked));

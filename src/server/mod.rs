@@ -701,8 +701,17 @@ impl Server {
                 _ => now,
             };
             self.desc_counts.insert(up.vip, (counts.0, counts.1, since));
+            let communities = match &up.new {
+                DescState::Valid(d) => d.communities.clone(),
+                _ => Vec::new(),
+            };
+            let new_communities = self.state.set_communities(up.vip, communities);
             let held_before = self.state.caps.is_held(up.vip);
-            let out = self.state.on_quorum(up.vip, q, now);
+            let mut out = self.state.on_quorum(up.vip, q, now);
+            if out.is_empty() && new_communities && q.is_some_and(|q| q.announce) {
+                // The VIP's communities alone changed: its balancers announce it again.
+                out = self.state.resend(up.vip);
+            }
             if !held_before && self.state.caps.is_held(up.vip) {
                 error!(vip = %up.vip, limit = ?self.cfg.server.withdraw_limit,
                        "quorum lost past withdraw_limit: VIP kept announced (held) until `ipvs-sync release`");

@@ -110,6 +110,8 @@ pub struct State {
     /// Balancers drained by `ipvs-sync drain --balancer`: they get no `syn_announce` until
     /// undrained.
     pub drained: BTreeSet<String>,
+    /// VIP → its own BGP communities, from its desc file.
+    pub communities: BTreeMap<IpAddr, Vec<String>>,
 }
 
 impl State {
@@ -253,6 +255,7 @@ impl State {
             tree: self.tree.filter_vips(&only, false),
             serial: Some(self.serial),
             local_preference: q.local_pref,
+            communities: self.communities.get(&vip).cloned().unwrap_or_default(),
         }
     }
 
@@ -297,6 +300,7 @@ impl State {
             Some(q) if q.announce => Ok(Message::AckGo(AckGo {
                 vip,
                 local_preference: q.local_pref,
+                communities: self.communities.get(&vip).cloned().unwrap_or_default(),
             })),
             _ if self.unknown.contains(&vip) => Err(AckRefused::Unknown),
             _ => Err(AckRefused::NoQuorum),
@@ -387,6 +391,16 @@ impl State {
     /// it was forced (then its desc must be read afresh).
     pub fn unforce(&mut self, vip: IpAddr) -> bool {
         self.forced.remove(&vip)
+    }
+
+    /// The VIP's communities per its desc file; returns whether they changed.
+    pub fn set_communities(&mut self, vip: IpAddr, communities: Vec<String>) -> bool {
+        let old = if communities.is_empty() {
+            self.communities.remove(&vip)
+        } else {
+            self.communities.insert(vip, communities.clone())
+        };
+        old.unwrap_or_default() != communities
     }
 
     /// A desc file changed at `now`. Returns what to send. A VIP losing quorum past the

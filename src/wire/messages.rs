@@ -263,6 +263,9 @@ pub struct AnnounceSpec {
     /// BGP LOCAL_PREF to announce with.
     #[serde(rename = "local-preference")]
     pub local_preference: u32,
+    /// The VIP's own BGP communities (`65000:100`, `65000:1:2`, `no-export`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<String>,
 }
 
 /// `syn_announce`: prepare to announce these VIPs.
@@ -288,6 +291,9 @@ pub struct AckGo {
     /// BGP LOCAL_PREF.
     #[serde(rename = "local-preference")]
     pub local_preference: u32,
+    /// The VIP's own BGP communities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<String>,
 }
 
 /// `fin_announce`: withdraw these VIPs now.
@@ -518,9 +524,21 @@ impl Message {
             Message::Drain(d) if d.timeout_s.is_some_and(|t| !(t.is_finite() && t >= 0.0)) => {
                 fail("timeout_s is not a number of seconds")
             }
+            Message::SynAnnounce(s) if s.vips.values().any(|a| !communities_ok(&a.communities)) => {
+                fail("a community is not ASN:VALUE, GLOBAL:LOCAL1:LOCAL2 or a well-known name")
+            }
+            Message::AckGo(g) if !communities_ok(&g.communities) => {
+                fail("a community is not ASN:VALUE, GLOBAL:LOCAL1:LOCAL2 or a well-known name")
+            }
             _ => Ok(()),
         }
     }
+}
+
+/// Communities a VIP may carry: each parses, and not too many for its route.
+fn communities_ok(c: &[String]) -> bool {
+    c.len() <= announce::quorum::MAX_VIP_COMMUNITIES
+        && c.iter().all(|x| config::Community::parse(x).is_some())
 }
 
 /// `content_b64`: standard base64 with padding.
@@ -623,6 +641,7 @@ pub(crate) mod tests {
                         tree,
                         serial: Some(7),
                         local_preference: 150,
+                        communities: vec!["65000:100".into()],
                     },
                 )]),
             }),
@@ -632,6 +651,7 @@ pub(crate) mod tests {
             Message::AckGo(AckGo {
                 vip: ip("2001:db8::1:1"),
                 local_preference: 150,
+                communities: vec![],
             }),
             Message::FinAnnounce(FinAnnounce {
                 vips: vec![ip("192.0.2.10")],
