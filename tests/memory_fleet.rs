@@ -193,6 +193,7 @@ impl Fleet {
             firewall: Arc::new(fakes.clone()),
             speaker: None,
             control: ccrx,
+            addrs_on: None,
         };
         let cfg = config(dir.path(), LB, "");
         tokio::spawn(async move {

@@ -25,6 +25,7 @@ pub mod bgp_cfg;
 pub mod edges;
 pub mod execute;
 pub mod kernel;
+pub mod reload;
 pub mod state;
 pub mod sync;
 
@@ -68,7 +69,17 @@ pub struct Edges {
     pub speaker: Option<bgp::Speaker>,
     /// Requests of `ipvs-sync drain` / `undrain` (the control socket).
     pub control: mpsc::Receiver<control::Asked>,
+    /// Makes the addresses edge of another interface (for a reload that changes
+    /// `[announce] interface`); `None`: such a change waits for a restart.
+    pub addrs_on: Option<AddrsFactory>,
 }
+
+/// Makes an [`Addresses`] for an interface (created when missing).
+pub type AddrsFactory = Box<
+    dyn Fn(String) -> crate::daemon::bus::BoxFuture<'static, Result<Arc<dyn Addresses>, String>>
+        + Send
+        + Sync,
+>;
 
 /// The reconcile worker's mailbox: the newest wanted tree and its owned VIPs.
 type ReconcileSlot = watch::Sender<Option<(Tree, BTreeSet<IpAddr>)>>;
@@ -124,11 +135,7 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         speaker.shutdown("ipvs-sync shutting down").await;
         return Ok(());
     };
-    let firewall = FirewallHook {
-        command: cfg.announce.firewall_check.clone().unwrap_or_default(),
-        tries: cfg.main.firewall_update_try.max(1),
-        ..FirewallHook::default()
-    };
+    let firewall = firewall_hook(&cfg);
     let cpath = cfg.main.control_socket.clone();
     let clistener = control::bind(&cpath)
         .map_err(|e| daemon::StartError::ControlSocket(cpath.display().to_string(), e))?;
@@ -142,6 +149,14 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         firewall: Arc::new(firewall),
         speaker: Some(speaker),
         control: crx,
+        addrs_on: Some(Box::new(|name: String| {
+            Box::pin(async move {
+                let mut a = VipAddrs::new(&name).map_err(|e| e.to_string())?;
+                a.ensure_interface().await.map_err(|e| e.to_string())?;
+                let a: Arc<dyn Addresses> = Arc::new(Arc::new(a));
+                Ok(a)
+            })
+        })),
     };
     let bus: Arc<dyn Bus> = AmqpBus::new(transport);
     serve(cfg, edges, bus, incoming, shutdown, metrics, status).await;
@@ -227,7 +242,7 @@ pub async fn serve(
                 let r = c.on_control(req);
                 let _ = reply.send(r);
             }
-            Some(()) = shutdown.reload.recv() => c.reload(),
+            Some(()) = shutdown.reload.recv() => c.reload().await,
             msg = incoming.recv() => match msg {
                 Some(m) => {
                     debug!(from = %m.from, kind = %m.message.kind(), "message");
@@ -273,6 +288,15 @@ fn settings(cfg: &config::Config) -> Settings {
             conns: cfg.announce.drain_conns,
             timeout: cfg.announce.drain_timeout,
         },
+    }
+}
+
+/// The firewall check of the config.
+fn firewall_hook(cfg: &config::Config) -> FirewallHook {
+    FirewallHook {
+        command: cfg.announce.firewall_check.clone().unwrap_or_default(),
+        tries: cfg.main.firewall_update_try.max(1),
+        ..FirewallHook::default()
     }
 }
 
@@ -717,18 +741,85 @@ impl Client {
         }
     }
 
-    fn reload(&mut self) {
+    /// SIGHUP: applies what can be applied (see [`reload::ReloadPlan`]) and names in the log
+    /// what needs a restart.
+    async fn reload(&mut self) {
         let path: PathBuf = self.cfg.file.clone();
-        match config::Config::load(&path) {
-            Ok(new) => {
-                if let Some(s) = &self.edges.speaker {
-                    bgp_cfg::reload_peers(s, &self.cfg, &new);
-                }
-                info!(config = %path.display(), "configuration reloaded");
-                self.cfg = new;
+        let new = match config::Config::load(&path) {
+            Ok(new) => new,
+            Err(e) => {
+                error!(error = %e, "reload refused: the running configuration stays");
+                return;
             }
-            Err(e) => error!(error = %e, "reload refused: the running configuration stays"),
+        };
+        let plan = reload::ReloadPlan::of(&self.cfg, &new);
+        for key in &plan.restart {
+            warn!(
+                key,
+                "changed in the configuration: applied at the next restart"
+            );
         }
+        if plan.settings {
+            self.core.reconfigure(settings(&new));
+        }
+        if plan.firewall {
+            self.edges.firewall = Arc::new(firewall_hook(&new));
+        }
+        if let Some((from, to)) = &plan.interface {
+            self.move_interface(from, to).await;
+        }
+        if let Some(s) = &self.edges.speaker {
+            if plan.peers {
+                bgp_cfg::reload_peers(s, &self.cfg, &new);
+            }
+            if plan.attributes {
+                warn!("[bgp] communities, next hops or eBGP preference changed: applied at the next restart");
+            }
+        }
+        info!(config = %path.display(), "configuration reloaded");
+        self.cfg = new;
+    }
+
+    /// Moves the VIP addresses to another interface, make-before-break: every address in
+    /// use is put on the new interface before any is taken off the old one, so an announced
+    /// VIP never lacks its address. On failure the old interface stays in use.
+    async fn move_interface(&mut self, from: &str, to: &str) {
+        let Some(make) = self.edges.addrs_on.as_ref() else {
+            warn!(
+                from,
+                to, "[announce] interface changed: applied at the next restart"
+            );
+            return;
+        };
+        let new = match make(to.to_owned()).await {
+            Ok(a) => a,
+            Err(e) => {
+                error!(to, error = %e, "cannot use the new announce interface: the old one stays");
+                return;
+            }
+        };
+        let busy = self.core.busy();
+        for vip in &busy {
+            if let Err(e) = new.add(*vip).await {
+                error!(%vip, to, error = %e, "cannot put the VIP on the new interface: the old one stays");
+                for done in &busy {
+                    let _ = new.remove(*done).await;
+                }
+                return;
+            }
+        }
+        let old = std::mem::replace(&mut self.edges.addrs, new);
+        for vip in &busy {
+            if let Err(e) = old.remove(*vip).await {
+                warn!(%vip, from, error = %e, "VIP address left on the old interface");
+            }
+        }
+        info!(
+            from,
+            to,
+            vips = busy.len(),
+            "VIP addresses moved to the new interface"
+        );
     }
 
     async fn tick_status(&mut self) {

@@ -335,6 +335,16 @@ impl ClientState {
         self.mine.iter().flatten().copied()
     }
 
+    /// VIPs whose address is, or is about to be, on the interface.
+    pub fn busy(&self) -> BTreeSet<IpAddr> {
+        self.vips.busy()
+    }
+
+    /// New settings (a reload): the intervals apply from the next period on.
+    pub fn reconfigure(&mut self, s: Settings) {
+        self.s = s;
+    }
+
     /// Serial of the mirror.
     pub fn serial(&self) -> u64 {
         self.mirror.serial
