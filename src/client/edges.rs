@@ -52,6 +52,8 @@ pub trait Services: Send + Sync {
         wanted: Tree,
         owned: BTreeSet<IpAddr>,
     ) -> BoxFuture<'static, Result<Applied, String>>;
+    /// Applies `plan` as is, without a dump.
+    fn apply(&self, plan: ipvs::Plan) -> BoxFuture<'static, Result<Applied, String>>;
     /// Active + inactive connections of `vip`'s services on this balancer.
     fn conns(&self, vip: IpAddr) -> BoxFuture<'static, Result<u64, String>>;
 }
@@ -155,6 +157,11 @@ impl Addresses for Arc<VipAddrs> {
 }
 
 impl Services for Kernel {
+    fn apply(&self, plan: ipvs::Plan) -> BoxFuture<'static, Result<Applied, String>> {
+        let k = self.clone();
+        Box::pin(async move { Kernel::apply(&k, plan).await.map_err(|e| e.to_string()) })
+    }
+
     fn conns(&self, vip: IpAddr) -> BoxFuture<'static, Result<u64, String>> {
         let k = self.clone();
         Box::pin(async move { Kernel::conns(&k, vip).await.map_err(|e| e.to_string()) })

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use announce::FirewallHook;
 use announce::VipAddrs;
 use ipvs::Tree;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::daemon::bus::{AmqpBus, Bus};
@@ -80,9 +80,6 @@ pub type AddrsFactory = Box<
         + Send
         + Sync,
 >;
-
-/// The reconcile worker's mailbox: the newest wanted tree and its owned VIPs.
-type ReconcileSlot = watch::Sender<Option<(Tree, BTreeSet<IpAddr>)>>;
 
 /// Results of work the loop started.
 #[derive(Debug)]
@@ -183,7 +180,7 @@ pub async fn serve(
     let reconciler = edges
         .kernel
         .clone()
-        .map(|k| spawn_reconciler(k, done_tx.clone()));
+        .map(|k| spawn_kernel_worker(k, done_tx.clone()));
     let (mut core, first) = ClientState::new(settings(&cfg), Instant::now());
     let drained: BTreeSet<IpAddr> = crate::daemon::state_file::load(&drained_file(&cfg));
     if !drained.is_empty() {
@@ -305,17 +302,38 @@ fn drained_file(cfg: &config::Config) -> PathBuf {
     cfg.main.state_dir.join("drained.json")
 }
 
-/// Runs reconciles one at a time; a newer one replaces one still waiting.
-fn spawn_reconciler(kernel: Arc<dyn Services>, done: mpsc::UnboundedSender<Done>) -> ReconcileSlot {
-    let (tx, mut rx) = watch::channel::<Option<(Tree, BTreeSet<IpAddr>)>>(None);
+/// Kernel work for the worker.
+enum KernelJob {
+    /// Apply a plan as is.
+    Plan(ipvs::Plan),
+    /// Dump the owned VIPs' services and reconcile them with the wanted tree.
+    Full(Tree, BTreeSet<IpAddr>),
+}
+
+/// Runs kernel work one job at a time, in order; a full reconcile makes the jobs queued before
+/// it pointless, so they are skipped.
+fn spawn_kernel_worker(
+    kernel: Arc<dyn Services>,
+    done: mpsc::UnboundedSender<Done>,
+) -> mpsc::UnboundedSender<KernelJob> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<KernelJob>();
     tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            let Some((wanted, owned)) = rx.borrow_and_update().clone() else {
-                continue;
-            };
-            let r = kernel.reconcile(wanted, owned).await;
-            if done.send(Done::Reconciled(r)).is_err() {
-                return;
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while let Ok(j) = rx.try_recv() {
+                batch.push(j);
+            }
+            if let Some(last_full) = batch.iter().rposition(|j| matches!(j, KernelJob::Full(..))) {
+                batch.drain(..last_full);
+            }
+            for job in batch {
+                let r = match job {
+                    KernelJob::Plan(plan) => kernel.apply(plan).await,
+                    KernelJob::Full(wanted, owned) => kernel.reconcile(wanted, owned).await,
+                };
+                if done.send(Done::Reconciled(r)).is_err() {
+                    return;
+                }
             }
         }
     });
@@ -332,7 +350,7 @@ struct Client {
     status: StatusDoc,
     core: ClientState,
     done: mpsc::UnboundedSender<Done>,
-    reconciler: Option<ReconcileSlot>,
+    reconciler: Option<mpsc::UnboundedSender<KernelJob>>,
     started: Instant,
     was_connected: bool,
     /// When the first `syn_announce` / `fin_announce` of a VIP not yet acted on arrived, for
@@ -417,7 +435,12 @@ impl Client {
                 Cmd::RemoveAddress { vip, services } => self.spawn_removal(vip, services),
                 Cmd::Reconcile { wanted, owned } => {
                     if let Some(r) = &self.reconciler {
-                        r.send_replace(Some((wanted, owned)));
+                        let _ = r.send(KernelJob::Full(wanted, owned));
+                    }
+                }
+                Cmd::ApplyPlan { plan } => {
+                    if let Some(r) = &self.reconciler {
+                        let _ = r.send(KernelJob::Plan(plan));
                     }
                 }
                 Cmd::CleanAddresses { keep, mine } => {
@@ -605,10 +628,16 @@ impl Client {
                         );
                     }
                     for f in &a.failures {
-                        warn!(failure = %f, "IPVS operation failed; the next tree converges");
+                        warn!(failure = %f, "IPVS operation failed; a full reconcile repairs it");
                         self.metrics.ipvs_failures.inc();
                     }
+                    a.failures.len()
                 });
+                let r = match r {
+                    Ok(0) => Ok(()),
+                    Ok(n) => Err(format!("{n} operations failed")),
+                    Err(e) => Err(e),
+                };
                 self.core.reconciled(now, r)
             }
         };

@@ -133,8 +133,14 @@ pub enum Cmd {
         /// The VIP left the mapping: remove its IPVS services too.
         services: bool,
     },
-    /// Make the kernel's services of the `owned` VIPs equal `wanted`; report with
-    /// [`ClientState::reconciled`]. The daemon runs one at a time and keeps only the newest
+    /// Apply `plan` to the kernel as is (no dump: the core trusts what it applied last);
+    /// report with [`ClientState::reconciled`]. Runs after the kernel work before it.
+    ApplyPlan {
+        /// The operations.
+        plan: ipvs::Plan,
+    },
+    /// Dump the services of the `owned` VIPs and make them equal `wanted` (the verify that
+    /// repairs drift); report with [`ClientState::reconciled`]. Supersedes kernel work still
     /// waiting.
     Reconcile {
         /// This balancer's part of the arbiter's tree.
@@ -235,6 +241,8 @@ struct Slot {
     busy: Option<Busy>,
     /// A prepare waiting for the slot: its attempt and services.
     queued: Option<(u64, Option<Tree>)>,
+    /// The services of the prepare in flight.
+    preparing: Option<Tree>,
     removal: Option<Removal>,
 }
 
@@ -278,6 +286,11 @@ pub struct ClientState {
     drained: BTreeMap<IpAddr, drain::Draining>,
     /// VIP → its own communities (from the arbiter's syn and go).
     communities: BTreeMap<IpAddr, Vec<String>>,
+    /// This balancer's part of the tree as last put in the kernel, and the VIPs it covers
+    /// (`None`: unknown, the next kernel work is a full reconcile).
+    applied: Option<(Tree, BTreeSet<IpAddr>)>,
+    /// When the next full reconcile (the verify) is due.
+    next_verify: Instant,
 }
 
 #[path = "state_drain.rs"]
@@ -311,6 +324,8 @@ impl ClientState {
             last_reconcile_ok: None,
             drained: BTreeMap::new(),
             communities: BTreeMap::new(),
+            applied: None,
+            next_verify: now + s.tree_request_interval,
             s,
         };
         let mut out = Vec::new();
@@ -365,7 +380,8 @@ impl ClientState {
         let mut t = self
             .next_heartbeat
             .min(self.next_tree)
-            .min(self.next_announces);
+            .min(self.next_announces)
+            .min(self.next_verify);
         for at in self.acked.values() {
             t = t.min(*at + ACK_REPAIR_AFTER);
         }
@@ -495,9 +511,26 @@ impl ClientState {
                 slot.busy = None;
             }
         }
+        let services = self.slots.get_mut(&vip).and_then(|s| s.preparing.take());
         if let Ok(()) = &result {
             if self.s.ipvs && self.mine.as_ref().is_some_and(|m| m.contains(&vip)) {
                 self.owned.insert(vip);
+                // The prepare put the VIP's services in the kernel: what was applied has them.
+                if let (Some((tree, covered)), Some(svcs)) = (self.applied.as_mut(), services) {
+                    if covered.contains(&vip) {
+                        let of_vip: Vec<ipvs::ServiceKey> = tree
+                            .filter_vips(&BTreeSet::from([vip]), false)
+                            .services()
+                            .map(|s| *s.key())
+                            .collect();
+                        for key in of_vip {
+                            tree.remove(&key);
+                        }
+                        for svc in svcs.services() {
+                            tree.insert(svc.clone());
+                        }
+                    }
+                }
             }
         }
         let outs = self
@@ -535,14 +568,19 @@ impl ClientState {
         out
     }
 
-    /// A reconcile finished (`Err` with why it failed).
+    /// Kernel work finished (`Err` with why it failed): a failure makes the next work a
+    /// full reconcile, at once.
     pub fn reconciled(&mut self, now: Instant, result: Result<(), String>) -> Vec<Cmd> {
         match result {
             Ok(()) => {
                 self.last_reconcile_ok = Some(now);
                 Vec::new()
             }
-            Err(e) => vec![Cmd::Note(Note::Failed(format!("IPVS reconcile: {e}")))],
+            Err(e) => {
+                self.applied = None;
+                self.next_verify = now;
+                vec![Cmd::Note(Note::Failed(format!("IPVS: {e}")))]
+            }
         }
     }
 
@@ -590,6 +628,10 @@ impl ClientState {
         if now >= self.next_announces {
             self.next_announces = now + self.s.announces_request_interval;
             out.push(Cmd::Send(Dest::Server, Message::AnnouncesRequest));
+        }
+        if now >= self.next_verify {
+            self.next_verify = now + self.s.tree_request_interval;
+            self.kernel_work(true, &mut out);
         }
         self.repair_acks(now, &mut out);
         self.tick_drains(now, &mut out);
@@ -768,7 +810,13 @@ impl ClientState {
         }
     }
 
+    /// Brings the kernel to the mirror: the difference from what was applied last, without a
+    /// dump, when that is known and covers the same VIPs; else a full reconcile.
     fn reconcile(&mut self, out: &mut Vec<Cmd>) {
+        self.kernel_work(false, out);
+    }
+
+    fn kernel_work(&mut self, verify: bool, out: &mut Vec<Cmd>) {
         if !self.s.ipvs {
             return;
         }
@@ -783,7 +831,19 @@ impl ClientState {
             .copied()
             .collect();
         self.owned = mine.iter().chain(&self.leaving).copied().collect();
-        out.push(Cmd::Reconcile { wanted, owned });
+        match self.applied.take() {
+            Some((before, covered)) if !verify && covered == owned => {
+                let plan = ipvs::diff(&before, &wanted);
+                if !plan.is_empty() {
+                    out.push(Cmd::ApplyPlan { plan });
+                }
+            }
+            _ => out.push(Cmd::Reconcile {
+                wanted: wanted.clone(),
+                owned: owned.clone(),
+            }),
+        }
+        self.applied = Some((wanted, owned));
     }
 
     /// Performs the announce machine's outputs for one VIP.
@@ -862,7 +922,11 @@ impl ClientState {
                 });
             }
         }
-        if slot.busy.is_none() && slot.removal.is_none() && slot.queued.is_none() {
+        if slot.busy.is_none()
+            && slot.removal.is_none()
+            && slot.queued.is_none()
+            && slot.preparing.is_none()
+        {
             self.slots.remove(&vip);
         }
     }

@@ -67,6 +67,7 @@ struct Sim {
     withdraws: VecDeque<(IpAddr, u64)>,
     removals: VecDeque<(IpAddr, bool)>,
     reconciles: Vec<(Tree, BTreeSet<IpAddr>)>,
+    plans: Vec<ipvs::Plan>,
     cleans: Vec<(BTreeSet<IpAddr>, BTreeSet<IpAddr>)>,
     files: Vec<SyncFile>,
     executes: Vec<Execute>,
@@ -103,6 +104,7 @@ impl Sim {
             withdraws: VecDeque::new(),
             removals: VecDeque::new(),
             reconciles: Vec::new(),
+            plans: Vec::new(),
             cleans: Vec::new(),
             files: Vec::new(),
             executes: Vec::new(),
@@ -151,6 +153,7 @@ impl Sim {
                 Cmd::Withdraw { vip, ticket } => self.withdraws.push_back((vip, ticket)),
                 Cmd::RemoveAddress { vip, services } => self.removals.push_back((vip, services)),
                 Cmd::Reconcile { wanted, owned } => self.reconciles.push((wanted, owned)),
+                Cmd::ApplyPlan { plan } => self.plans.push(plan),
                 Cmd::CleanAddresses { keep, mine } => self.cleans.push((keep, mine)),
                 Cmd::WriteFiles(f) => self.files.extend(f),
                 Cmd::Execute(e) => self.executes.push(e),
@@ -718,7 +721,7 @@ fn changes_follow_the_mirror_and_gaps_ask_for_the_tree() {
         plan: ipvs::diff(&a, &b),
     }));
     assert_eq!(sim.st.serial(), 11);
-    assert_eq!(sim.reconciles.last().unwrap().0, b);
+    assert_eq!(sim.plans.last().unwrap(), &ipvs::diff(&a, &b));
     sim.msg(Message::Changes(Changes {
         from_serial: 20,
         to_serial: 21,
@@ -765,7 +768,8 @@ fn an_older_tree_never_rolls_the_mirror_back_unless_the_arbiter_restarted() {
         tree: old.clone(),
     }));
     assert_eq!(sim.st.serial(), 3);
-    assert_eq!(sim.reconciles.last().unwrap().0, old);
+    // The kernel is brought to the restarted arbiter's tree (as a plan from what was applied).
+    assert_eq!(sim.plans.last().unwrap(), &ipvs::diff(&new, &old));
 }
 
 #[test]
@@ -1105,4 +1109,63 @@ fn a_vips_communities_ride_its_announce_and_a_change_reannounces_without_a_withd
     sim.msg(Message::SynAnnounce(syn));
     assert_eq!(sim.route_communities[&vip()], vec!["65000:200".to_string()]);
     assert!(sim.withdraws.is_empty());
+}
+
+// --- kernel work: plans without a dump, full reconciles to verify ----------------------------
+
+#[test]
+fn changes_go_to_the_kernel_as_plans_and_a_full_reconcile_verifies() {
+    let mut sim = Sim::new();
+    sim.mapping(&[vip()]);
+    let a = tree_of(vec![svc(vip(), 80, 1)]);
+    let b = tree_of(vec![svc(vip(), 80, 5)]);
+    let c = tree_of(vec![svc(vip(), 80, 7)]);
+    sim.msg(Message::Tree(TreeAnswer {
+        serial: 10,
+        tree: a.clone(),
+    }));
+    let full = sim.reconciles.len();
+    assert!(full >= 1, "the first tree is a full reconcile");
+    let out = sim.st.reconciled(sim.now, Ok(()));
+    sim.take(out);
+    sim.msg(Message::Changes(Changes {
+        from_serial: 10,
+        to_serial: 11,
+        plan: ipvs::diff(&a, &b),
+    }));
+    assert_eq!(sim.reconciles.len(), full, "no dump for a change");
+    assert_eq!(sim.plans.last().unwrap(), &ipvs::diff(&a, &b));
+    // A failed apply: the next kernel work is a full reconcile, at once.
+    let out = sim
+        .st
+        .reconciled(sim.now, Err("1 operations failed".into()));
+    sim.take(out);
+    sim.advance(Duration::ZERO);
+    assert_eq!(sim.reconciles.len(), full + 1, "verify after a failure");
+    assert_eq!(sim.reconciles.last().unwrap().0, b);
+    let out = sim.st.reconciled(sim.now, Ok(()));
+    sim.take(out);
+    sim.msg(Message::Changes(Changes {
+        from_serial: 11,
+        to_serial: 12,
+        plan: ipvs::diff(&b, &c),
+    }));
+    assert_eq!(sim.plans.last().unwrap(), &ipvs::diff(&b, &c));
+    // And every tree_request_interval, a full reconcile repairs drift made by hand.
+    let n = sim.reconciles.len();
+    sim.advance(Duration::from_secs(120));
+    assert_eq!(sim.reconciles.len(), n + 1);
+    assert_eq!(sim.reconciles.last().unwrap().0, c);
+}
+
+#[test]
+fn a_new_mapping_is_a_full_reconcile() {
+    let mut sim = Sim::new();
+    sim.mapping(&[vip()]);
+    let t = tree_of(vec![svc(vip(), 80, 1), svc(ip("203.0.113.11"), 80, 1)]);
+    sim.msg(Message::Tree(TreeAnswer { serial: 1, tree: t }));
+    let n = sim.reconciles.len();
+    sim.mapping(&[vip(), ip("203.0.113.11")]);
+    assert_eq!(sim.reconciles.len(), n + 1);
+    assert!(sim.plans.is_empty());
 }
