@@ -40,6 +40,7 @@ use ipvs::Tree;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
+use crate::cmd::Stopped;
 use crate::daemon::bus::{AmqpBus, Bus};
 use crate::daemon::metrics::{of_type, EventLabel, Metrics, PeerLabel};
 use crate::daemon::status::{ClientStatus, ClientVip, Common, PeerRow, Status, Worker};
@@ -90,8 +91,8 @@ enum Done {
 }
 
 /// Runs the client until `shutdown` fires, on the real speaker, netlink and broker.
-/// `Err` = could not start.
-pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::StartError> {
+/// `Err` = could not start; `Ok` says why it stopped.
+pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<Stopped, daemon::StartError> {
     if cfg.bgp.local_as.is_none() || cfg.bgp.router_id.is_none() {
         return Err(daemon::StartError::NoBgp);
     }
@@ -115,7 +116,7 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
     let connected = daemon::connect_transport(&cfg, Role::Client { hostname }, &shutdown).await?;
     let Some((transport, incoming)) = connected else {
         speaker.shutdown("ipvs-sync shutting down").await;
-        return Ok(());
+        return Ok(Stopped::Requested);
     };
     let firewall = FirewallHook {
         command: cfg.announce.firewall_check.clone().unwrap_or_default(),
@@ -131,11 +132,11 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         speaker: Some(speaker),
     };
     let bus: Arc<dyn Bus> = AmqpBus::new(transport);
-    serve(cfg, edges, bus, incoming, shutdown, metrics, status).await;
-    Ok(())
+    Ok(serve(cfg, edges, bus, incoming, shutdown, metrics, status).await)
 }
 
-/// The client's loop on the given edges (the real ones from [`run`], or fakes in tests).
+/// The client's loop on the given edges (the real ones from [`run`], or fakes in tests),
+/// until a stop is requested or the broker transport ends.
 pub async fn serve(
     cfg: config::Config,
     edges: Edges,
@@ -144,7 +145,7 @@ pub async fn serve(
     mut shutdown: Shutdown,
     metrics: Metrics,
     status: StatusDoc,
-) {
+) -> Stopped {
     let outbox = Outbox::spawn(
         bus.clone(),
         cfg.main.client_requests_queue_limit,
@@ -177,11 +178,11 @@ pub async fn serve(
     daemon::notify::notify("READY=1\nSTATUS=client running");
     let mut status_t = daemon::interval(Duration::from_secs(1));
     let mut watchdog = daemon::notify::watchdog_interval().map(daemon::interval);
-    loop {
+    let why = loop {
         let deadline = tokio::time::Instant::from_std(c.core.next_deadline());
         tokio::select! {
             biased;
-            _ = shutdown.stop.changed() => break,
+            _ = shutdown.stop.changed() => break Stopped::Requested,
             Some(()) = shutdown.reload.recv() => c.reload(),
             msg = incoming.recv() => match msg {
                 Some(m) => {
@@ -190,7 +191,7 @@ pub async fn serve(
                     let out = c.core.on_message(Instant::now(), m.message);
                     c.perform(out);
                 }
-                None => { error!("broker transport stopped"); break; }
+                None => { error!("broker transport stopped"); break Stopped::TransportLost; }
             },
             Some(d) = done_rx.recv() => c.on_done(d),
             Some(ev) = c.edges.peer_events.recv() => c.on_peer_event(ev),
@@ -203,9 +204,10 @@ pub async fn serve(
                 daemon::notify::notify("WATCHDOG=1");
             }
         }
-    }
+    };
     c.stop().await;
     drop(incoming);
+    why
 }
 
 fn settings(cfg: &config::Config) -> Settings {
