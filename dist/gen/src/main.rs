@@ -1,0 +1,174 @@
+//! `ipvs-sync-gen OUT`: the man pages and shell completions of `ipvs-sync`, made from the
+//! clap definitions in `ipvs_sync::cli`, so they say what the binary parses.
+//!
+//! ```text
+//! OUT/man/ipvs-sync.8               the program, its global options, FILES, EXIT STATUS
+//! OUT/man/ipvs-sync-SUB.8           one page per subcommand (ipvs-sync-ipvs-dump.8, …)
+//! OUT/completions/ipvs-sync.bash    bash   → /usr/share/bash-completion/completions/ipvs-sync
+//! OUT/completions/_ipvs-sync        zsh    → /usr/share/zsh/vendor-completions/_ipvs-sync
+//! OUT/completions/ipvs-sync.fish    fish   → /usr/share/fish/vendor_completions.d/ipvs-sync.fish
+//! ```
+//!
+//! `scripts/package` runs it and puts the files where the Debian package installs them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Command, CommandFactory};
+use clap_complete::Shell;
+use ipvs_sync::cli::{Cli, DEFAULT_CONFIG};
+
+/// Section 8: system administration commands (the daemons run as root).
+const SECTION: &str = "8";
+
+/// What the main page adds to clap's sections.
+fn main_page_extra() -> String {
+    format!(
+        r#".SH FILES
+.TP
+\fI{DEFAULT_CONFIG}\fR
+The configuration (or \fB\-c\fR, \fB$IPVS_SYNC_CONFIG\fR).
+.TP
+\fI/etc/ipvs\-sync/secret.ini\fR
+Secrets, next to the configuration; mode 0600, owned by root.
+.TP
+\fI/usr/share/doc/ipvs\-sync/examples/\fR
+config.ini.example and secret.ini.example, every key with its default.
+.TP
+\fI/lib/systemd/system/ipvs\-sync\-server.service\fR, \fIipvs\-sync\-client.service\fR
+The daemons' units.
+.SH EXIT STATUS
+0 success; 1 the command ran and failed (a daemon that stopped without SIGTERM or SIGINT, a
+partial \fBipvs apply\fR); 2 it could not start (bad arguments, configuration or kernel).
+\fBmonitor\fR: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+.SH SEE ALSO
+{see_also}, \fBkeepalived.conf\fR(5), \fBipvsadm\fR(8), \fBsystemctl\fR(1)
+.PP
+/usr/share/doc/ipvs\-sync/README.md and /usr/share/doc/ipvs\-sync/operations.md
+"#,
+        see_also = subcommand_pages(&built())
+            .iter()
+            .map(|(name, _)| format!("\\fB{}\\fR({SECTION})", name.replace('-', "\\-")))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// The command with its globals propagated and display names set (`ipvs-sync-client`, …).
+fn built() -> Command {
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    cmd
+}
+
+/// Every visible subcommand, depth first, with its page name (its display name once built:
+/// `ipvs-sync-ipvs-dump`).
+fn subcommand_pages(cmd: &Command) -> Vec<(String, Command)> {
+    let mut out = Vec::new();
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = sub
+            .get_display_name()
+            .map_or_else(|| sub.get_name().to_owned(), str::to_owned);
+        out.push((name, sub.clone()));
+        out.extend(subcommand_pages(sub));
+    }
+    out
+}
+
+/// Writes `NAME.8` for `cmd`, clap's sections and then `extra` (roff).
+fn write_page(dir: &Path, cmd: Command, extra: &str) -> std::io::Result<PathBuf> {
+    let source = format!("ipvs-sync {}", built().get_version().unwrap_or_default());
+    let man = clap_mangen::Man::new(cmd)
+        .section(SECTION)
+        .source(source)
+        .manual("ipvs-sync");
+    let mut page = Vec::new();
+    man.render(&mut page)?;
+    page.extend_from_slice(extra.as_bytes());
+    let path = dir.join(man.get_filename());
+    std::fs::File::create(&path)?.write_all(&page)?;
+    Ok(path)
+}
+
+fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let man = out.join("man");
+    let completions = out.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    let cmd = built();
+    let mut written = vec![write_page(&man, cmd.clone(), &main_page_extra())?];
+    let see_also = format!(".SH SEE ALSO\n\\fBipvs\\-sync\\fR({SECTION})\n");
+    for (_, sub) in subcommand_pages(&cmd) {
+        written.push(write_page(&man, sub, &see_also)?);
+    }
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        written.push(clap_complete::generate_to(
+            shell,
+            &mut Cli::command(),
+            "ipvs-sync",
+            &completions,
+        )?);
+    }
+    Ok(written)
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    let (Some(out), None) = (args.next(), args.next()) else {
+        eprintln!("usage: ipvs-sync-gen OUT_DIR");
+        return ExitCode::from(2);
+    };
+    match generate(Path::new(&out)) {
+        Ok(files) => {
+            for f in files {
+                println!("{}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ipvs-sync-gen: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn one_page_per_subcommand_and_three_completions() {
+        let dir = std::env::temp_dir().join(format!("ipvs-sync-gen-{}", std::process::id()));
+        let files = generate(&dir).unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        for want in [
+            "ipvs-sync.8",
+            "ipvs-sync-server.8",
+            "ipvs-sync-client.8",
+            "ipvs-sync-quorum.8",
+            "ipvs-sync-monitor.8",
+            "ipvs-sync-status.8",
+            "ipvs-sync-ipvs.8",
+            "ipvs-sync-ipvs-dump.8",
+            "ipvs-sync-ipvs-apply.8",
+            "ipvs-sync.bash",
+            "_ipvs-sync",
+            "ipvs-sync.fish",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+        }
+        let main = std::fs::read_to_string(dir.join("man/ipvs-sync.8")).unwrap();
+        assert!(main.contains(".TH ipvs-sync 8"), "{main}");
+        assert!(main.contains(".SH FILES"), "{main}");
+        let client = std::fs::read_to_string(dir.join("man/ipvs-sync-client.8")).unwrap();
+        assert!(client.contains("ipvs\\-sync\\-client"), "{client}");
+        let bash = std::fs::read_to_string(dir.join("completions/ipvs-sync.bash")).unwrap();
+        assert!(bash.contains("complete -F _ipvs__sync"), "{bash}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
