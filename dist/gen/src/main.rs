@@ -1,4 +1,4 @@
-//! `ipvs-sync-gen OUT`: the man pages and shell completions of `ipvs-sync`, made from the
+//! `ipvs-sync-gen OUT [DATE]`: the man pages and shell completions of `ipvs-sync`, made from the
 //! clap definitions in `ipvs_sync::cli`, so they say what the binary parses.
 //!
 //! ```text
@@ -9,7 +9,9 @@
 //! OUT/completions/ipvs-sync.fish    fish   → /usr/share/fish/vendor_completions.d/ipvs-sync.fish
 //! ```
 //!
-//! `scripts/package` runs it and puts the files where the Debian package installs them.
+//! DATE goes in the pages' header (`scripts/package` gives the last commit's date, so two
+//! builds of one commit make the same pages). `scripts/package` runs it and puts the files
+//! where the Debian package installs them.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -77,10 +79,11 @@ fn subcommand_pages(cmd: &Command) -> Vec<(String, Command)> {
 }
 
 /// Writes `NAME.8` for `cmd`, clap's sections and then `extra` (roff).
-fn write_page(dir: &Path, cmd: Command, extra: &str) -> std::io::Result<PathBuf> {
+fn write_page(dir: &Path, cmd: Command, date: &str, extra: &str) -> std::io::Result<PathBuf> {
     let source = format!("ipvs-sync {}", built().get_version().unwrap_or_default());
     let man = clap_mangen::Man::new(cmd)
         .section(SECTION)
+        .date(date)
         .source(source)
         .manual("ipvs-sync");
     let mut page = Vec::new();
@@ -91,35 +94,49 @@ fn write_page(dir: &Path, cmd: Command, extra: &str) -> std::io::Result<PathBuf>
     Ok(path)
 }
 
-fn generate(out: &Path) -> std::io::Result<Vec<PathBuf>> {
+fn generate(out: &Path, date: &str) -> std::io::Result<Vec<PathBuf>> {
     let man = out.join("man");
     let completions = out.join("completions");
     std::fs::create_dir_all(&man)?;
     std::fs::create_dir_all(&completions)?;
     let cmd = built();
-    let mut written = vec![write_page(&man, cmd.clone(), &main_page_extra())?];
+    let mut written = vec![write_page(&man, cmd.clone(), date, &main_page_extra())?];
     let see_also = format!(".SH SEE ALSO\n\\fBipvs\\-sync\\fR({SECTION})\n");
     for (_, sub) in subcommand_pages(&cmd) {
-        written.push(write_page(&man, sub, &see_also)?);
+        written.push(write_page(&man, sub, date, &see_also)?);
     }
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-        written.push(clap_complete::generate_to(
-            shell,
-            &mut Cli::command(),
-            "ipvs-sync",
-            &completions,
-        )?);
+        let path =
+            clap_complete::generate_to(shell, &mut Cli::command(), "ipvs-sync", &completions)?;
+        if shell == Shell::Bash {
+            mend_bash(&path)?;
+        }
+        written.push(path);
     }
     Ok(written)
 }
 
+/// clap_complete 4.6 spells a subcommand's state two ways in its bash script when the binary's
+/// name has a hyphen (clap-rs/clap#6421): the loop that reads the words builds
+/// `ipvs__sync__subcmd__ipvs`, the `case` arms say `ipvs__subcmd__sync__subcmd__ipvs`, so
+/// nothing after a subcommand completes (`ipvs-sync ipvs <TAB>` offered file names). The arms
+/// are given the loop's spelling.
+fn mend_bash(path: &Path) -> std::io::Result<()> {
+    let script = std::fs::read_to_string(path)?;
+    std::fs::write(path, script.replace("ipvs__subcmd__sync", "ipvs__sync"))
+}
+
 fn main() -> ExitCode {
-    let mut args = std::env::args_os().skip(1);
-    let (Some(out), None) = (args.next(), args.next()) else {
-        eprintln!("usage: ipvs-sync-gen OUT_DIR");
-        return ExitCode::from(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (out, date) = match args.as_slice() {
+        [out] => (out, ""),
+        [out, date] => (out, date.as_str()),
+        _ => {
+            eprintln!("usage: ipvs-sync-gen OUT_DIR [DATE]");
+            return ExitCode::from(2);
+        }
     };
-    match generate(Path::new(&out)) {
+    match generate(Path::new(out), date) {
         Ok(files) => {
             for f in files {
                 println!("{}", f.display());
@@ -141,7 +158,7 @@ mod tests {
     #[test]
     fn one_page_per_subcommand_and_three_completions() {
         let dir = std::env::temp_dir().join(format!("ipvs-sync-gen-{}", std::process::id()));
-        let files = generate(&dir).unwrap();
+        let files = generate(&dir, "2026-01-02").unwrap();
         let names: Vec<String> = files
             .iter()
             .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
@@ -163,12 +180,47 @@ mod tests {
             assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
         }
         let main = std::fs::read_to_string(dir.join("man/ipvs-sync.8")).unwrap();
-        assert!(main.contains(".TH ipvs-sync 8"), "{main}");
+        assert!(
+            main.contains(".TH ipvs-sync 8 2026-01-02 \"ipvs-sync "),
+            "{main}"
+        );
         assert!(main.contains(".SH FILES"), "{main}");
         let client = std::fs::read_to_string(dir.join("man/ipvs-sync-client.8")).unwrap();
         assert!(client.contains("ipvs\\-sync\\-client"), "{client}");
         let bash = std::fs::read_to_string(dir.join("completions/ipvs-sync.bash")).unwrap();
         assert!(bash.contains("complete -F _ipvs__sync"), "{bash}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What bash offers for the words before the cursor, from the generated script.
+    fn bash_completes(script: &Path, words: &[&str]) -> String {
+        let line = format!("{} ", words.join(" "));
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; COMP_WORDS=({} ''); COMP_CWORD={n}; COMP_LINE='{line}'; \
+                 COMP_POINT=${{#COMP_LINE}}; _ipvs__sync ipvs-sync '' {}; echo \"${{COMPREPLY[*]}}\"",
+                script.display(),
+                words.join(" "),
+                words[words.len() - 1],
+                n = words.len(),
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn bash_completes_subcommands_of_subcommands() {
+        let dir = std::env::temp_dir().join(format!("ipvs-sync-gen-bash-{}", std::process::id()));
+        generate(&dir, "").unwrap();
+        let script = dir.join("completions/ipvs-sync.bash");
+        let top = bash_completes(&script, &["ipvs-sync"]);
+        assert!(top.contains("client") && top.contains("quorum"), "{top}");
+        let ipvs = bash_completes(&script, &["ipvs-sync", "ipvs"]);
+        assert!(ipvs.contains("dump") && ipvs.contains("apply"), "{ipvs}");
+        let dump = bash_completes(&script, &["ipvs-sync", "ipvs", "dump"]);
+        assert!(dump.contains("--json"), "{dump}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
