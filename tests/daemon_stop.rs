@@ -91,15 +91,28 @@ fn given(closed: bool, stop: bool) -> Given {
     }
 }
 
-/// Waits for a loop to end (it must, within 30 s).
-async fn ended<T>(run: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(30), run)
+/// Runs a loop (`serve`, given the config, incoming channel, shutdown, metrics and status
+/// document) and returns why it ended; it must end within 30 s.
+async fn run<T, F: std::future::Future<Output = T>>(
+    closed: bool,
+    stop: bool,
+    role: Role,
+    serve: impl FnOnce(config::Config, mpsc::Receiver<Incoming>, Shutdown, Metrics, StatusDoc) -> F,
+) -> T {
+    let g = given(closed, stop);
+    let looping = serve(
+        config(g.dir.path()),
+        g.rx,
+        g.shutdown,
+        Metrics::new(role),
+        StatusDoc::default(),
+    );
+    tokio::time::timeout(Duration::from_secs(30), looping)
         .await
         .expect("the loop ended")
 }
 
 async fn client(closed: bool, stop: bool) -> Stopped {
-    let g = given(closed, stop);
     let (bus, _) = MemoryNet::new().client("lb1.example.net");
     let (_peer_tx, peer_events) = mpsc::unbounded_channel();
     let edges = ipvs_sync::client::Edges {
@@ -110,59 +123,34 @@ async fn client(closed: bool, stop: bool) -> Stopped {
         firewall: Arc::new(Inert),
         speaker: None,
     };
-    let metrics = Metrics::new(Role::Client);
-    let cfg = config(g.dir.path());
-    ended(ipvs_sync::client::serve(
-        cfg,
-        edges,
-        bus,
-        g.rx,
-        g.shutdown,
-        metrics,
-        StatusDoc::default(),
-    ))
+    run(closed, stop, Role::Client, |cfg, rx, sd, m, st| {
+        ipvs_sync::client::serve(cfg, edges, bus, rx, sd, m, st)
+    })
     .await
 }
 
 async fn server(closed: bool, stop: bool) -> Stopped {
-    let g = given(closed, stop);
     let (bus, _) = MemoryNet::new().server("arbiter.example.net");
     let (_qtx, quorum) = mpsc::channel(1);
     let edges = ipvs_sync::server::Edges {
         kernel: None,
         quorum,
     };
-    let metrics = Metrics::new(Role::Server);
-    let cfg = config(g.dir.path());
-    ended(ipvs_sync::server::serve(
-        cfg,
-        edges,
-        bus,
-        g.rx,
-        g.shutdown,
-        metrics,
-        StatusDoc::default(),
-    ))
+    run(closed, stop, Role::Server, |cfg, rx, sd, m, st| {
+        ipvs_sync::server::serve(cfg, edges, bus, rx, sd, m, st)
+    })
     .await
     .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_whose_transport_ends_stops_unrequested() {
+async fn a_client_loop_says_whether_its_stop_was_asked_for() {
     assert_eq!(client(true, false).await, Stopped::TransportLost);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_asked_to_stop_stops_requested() {
     assert_eq!(client(false, true).await, Stopped::Requested);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_arbiter_whose_transport_ends_stops_unrequested() {
+async fn an_arbiter_loop_says_whether_its_stop_was_asked_for() {
     assert_eq!(server(true, false).await, Stopped::TransportLost);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_arbiter_asked_to_stop_stops_requested() {
     assert_eq!(server(false, true).await, Stopped::Requested);
 }
