@@ -157,8 +157,9 @@ mod tests {
 
     #[test]
     fn one_page_per_subcommand_and_three_completions() {
-        let dir = std::env::temp_dir().join(format!("ipvs-sync-gen-{}", std::process::id()));
-        let files = generate(&dir, "2026-01-02").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let files = generate(dir, "2026-01-02").unwrap();
         let names: Vec<String> = files
             .iter()
             .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
@@ -189,7 +190,6 @@ mod tests {
         assert!(client.contains("ipvs\\-sync\\-client"), "{client}");
         let bash = std::fs::read_to_string(dir.join("completions/ipvs-sync.bash")).unwrap();
         assert!(bash.contains("complete -F _ipvs__sync"), "{bash}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// What bash offers for the words before the cursor, from the generated script.
@@ -212,8 +212,9 @@ mod tests {
 
     #[test]
     fn bash_completes_subcommands_of_subcommands() {
-        let dir = std::env::temp_dir().join(format!("ipvs-sync-gen-bash-{}", std::process::id()));
-        generate(&dir, "").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        generate(dir, "").unwrap();
         let script = dir.join("completions/ipvs-sync.bash");
         let top = bash_completes(&script, &["ipvs-sync"]);
         assert!(top.contains("client") && top.contains("quorum"), "{top}");
@@ -221,6 +222,5 @@ mod tests {
         assert!(ipvs.contains("dump") && ipvs.contains("apply"), "{ipvs}");
         let dump = bash_completes(&script, &["ipvs-sync", "ipvs", "dump"]);
         assert!(dump.contains("--json"), "{dump}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
