@@ -41,6 +41,7 @@ use ipvs::Tree;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use crate::cmd::Stopped;
 use crate::daemon::bus::{AmqpBus, Bus};
 use crate::daemon::control;
 use crate::daemon::metrics::{of_type, EventLabel, Metrics, PeerLabel};
@@ -105,8 +106,8 @@ enum Done {
 }
 
 /// Runs the client until `shutdown` fires, on the real speaker, netlink and broker.
-/// `Err` = could not start.
-pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::StartError> {
+/// `Err` = could not start; `Ok` says why it stopped.
+pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<Stopped, daemon::StartError> {
     if cfg.bgp.local_as.is_none() || cfg.bgp.router_id.is_none() {
         return Err(daemon::StartError::NoBgp);
     }
@@ -130,7 +131,7 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
     let connected = daemon::connect_transport(&cfg, Role::Client { hostname }, &shutdown).await?;
     let Some((transport, incoming)) = connected else {
         speaker.shutdown("ipvs-sync shutting down").await;
-        return Ok(());
+        return Ok(Stopped::Requested);
     };
     let firewall = firewall_hook(&cfg);
     let cpath = cfg.main.control_socket.clone();
@@ -156,12 +157,13 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         })),
     };
     let bus: Arc<dyn Bus> = AmqpBus::new(transport);
-    serve(cfg, edges, bus, incoming, shutdown, metrics, status).await;
+    let why = serve(cfg, edges, bus, incoming, shutdown, metrics, status).await;
     let _ = std::fs::remove_file(&cpath);
-    Ok(())
+    Ok(why)
 }
 
-/// The client's loop on the given edges (the real ones from [`run`], or fakes in tests).
+/// The client's loop on the given edges (the real ones from [`run`], or fakes in tests),
+/// until a stop is requested or the broker transport ends.
 pub async fn serve(
     cfg: config::Config,
     edges: Edges,
@@ -170,7 +172,7 @@ pub async fn serve(
     mut shutdown: Shutdown,
     metrics: Metrics,
     status: StatusDoc,
-) {
+) -> Stopped {
     let outbox = Outbox::spawn(
         bus.clone(),
         cfg.main.client_requests_queue_limit,
@@ -212,11 +214,11 @@ pub async fn serve(
     // With `stop = drain`, SIGTERM drains every VIP first; the loop goes on until the drains
     // are done or their timeout has passed.
     let mut draining_to_stop: Option<tokio::time::Instant> = None;
-    loop {
+    let why = loop {
         if draining_to_stop.is_some_and(|t| t <= tokio::time::Instant::now())
             || (draining_to_stop.is_some() && c.core.drains_done() && c.withdraws_on_wire())
         {
-            break;
+            break Stopped::Requested;
         }
         let deadline = tokio::time::Instant::from_std(c.core.next_deadline());
         let stop_wait = draining_to_stop.unwrap_or_else(|| deadline + Duration::from_secs(3600));
@@ -231,10 +233,12 @@ pub async fn serve(
                         + c.cfg.announce.drain_timeout.max(c.cfg.announce.drain_min)
                         + c.cfg.announce.withdraw_grace + Duration::from_secs(1));
                 } else {
-                    break;
+                    break Stopped::Requested;
                 }
             }
-            _ = tokio::time::sleep_until(stop_wait), if draining_to_stop.is_some() => break,
+            _ = tokio::time::sleep_until(stop_wait), if draining_to_stop.is_some() => {
+                break Stopped::Requested
+            }
             Some((req, reply)) = c.edges.control.recv() => {
                 let r = c.on_control(req);
                 let _ = reply.send(r);
@@ -247,7 +251,7 @@ pub async fn serve(
                     let out = c.core.on_message(Instant::now(), m.message);
                     c.perform(out);
                 }
-                None => { error!("broker transport stopped"); break; }
+                None => { error!("broker transport stopped"); break Stopped::TransportLost; }
             },
             Some(d) = done_rx.recv() => c.on_done(d),
             Some(ev) = c.edges.peer_events.recv() => c.on_peer_event(ev),
@@ -260,9 +264,10 @@ pub async fn serve(
                 daemon::notify::notify("WATCHDOG=1");
             }
         }
-    }
+    };
     c.stop().await;
     drop(incoming);
+    why
 }
 
 fn settings(cfg: &config::Config) -> Settings {

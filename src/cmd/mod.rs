@@ -29,7 +29,18 @@ pub enum Daemon {
     Client,
 }
 
-/// `server` / `client`: runs until SIGTERM; 0 after a clean stop, 2 when it cannot start.
+/// Why a daemon's loop ended. Only a stop that was asked for is a success: any other end
+/// exits 1, so that a supervisor (systemd's `Restart=on-failure`) starts the daemon again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM or SIGINT (or the stop handle of a test).
+    Requested,
+    /// The broker transport ended and delivers nothing more.
+    TransportLost,
+}
+
+/// `server` / `client`: runs until SIGTERM; 0 after a requested stop, 1 after any other stop,
+/// 2 when it cannot start.
 pub fn run_daemon(path: &Path, which: Daemon) -> ExitCode {
     let name = match which {
         Daemon::Server => "server",
@@ -59,8 +70,18 @@ pub fn run_daemon(path: &Path, which: Daemon) -> ExitCode {
         r.map_err(|e| e.to_string())
     });
     rt.shutdown_timeout(Duration::from_millis(300));
+    daemon_exit(name, res)
+}
+
+/// The exit code of a daemon that ran (`Ok`) or could not start (`Err`).
+fn daemon_exit(name: &str, res: Result<Stopped, String>) -> ExitCode {
     match res {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Stopped::Requested) => ExitCode::SUCCESS,
+        Ok(why @ Stopped::TransportLost) => {
+            tracing::error!(?why, "stopped without being asked to: exit 1");
+            eprintln!("ipvs-sync {name}: stopped without being asked to ({why:?})");
+            ExitCode::from(1)
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             eprintln!("ipvs-sync {name}: {e}");
@@ -158,4 +179,22 @@ pub fn run_monitor(path: &Path) -> ExitCode {
     let (level, line) = monitor::judge(&doc, lim);
     println!("{line}");
     ExitCode::from(level as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_requested_stop_exits_zero() {
+        assert_eq!(
+            daemon_exit("client", Ok(Stopped::Requested)),
+            ExitCode::SUCCESS
+        );
+        assert_eq!(
+            daemon_exit("client", Ok(Stopped::TransportLost)),
+            ExitCode::from(1)
+        );
+        assert_eq!(daemon_exit("server", Err("no".into())), ExitCode::from(2));
+    }
 }

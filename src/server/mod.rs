@@ -33,6 +33,7 @@ use announce::DescState;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
+use crate::cmd::Stopped;
 use crate::daemon::bus::{AmqpBus, Bus};
 use crate::daemon::control;
 use crate::daemon::metrics::{of_type, Metrics};
@@ -113,7 +114,8 @@ struct Server {
 }
 
 /// Runs the arbiter until `shutdown` fires, on the real kernel, quorum socket and broker.
-pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), StartError> {
+/// `Err` = could not start; `Ok` says why it stopped.
+pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<Stopped, StartError> {
     let name = cfg.main.hostname.clone();
     let (metrics, status) = daemon::observability(&cfg, daemon::metrics::Role::Server).await?;
     let kernel = if cfg.main.ipvs {
@@ -137,7 +139,7 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), StartErr
     let Some((transport, incoming)) =
         daemon::connect_transport(&cfg, Role::Server { name }, &shutdown).await?
     else {
-        return Ok(());
+        return Ok(Stopped::Requested);
     };
     let edges = Edges {
         kernel,
@@ -159,7 +161,8 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), StartErr
     r
 }
 
-/// The arbiter's loop on the given edges (the real ones from [`run`], or fakes in tests).
+/// The arbiter's loop on the given edges (the real ones from [`run`], or fakes in tests),
+/// until a stop is requested or the broker transport ends.
 pub async fn serve(
     cfg: config::Config,
     mut edges: Edges,
@@ -168,7 +171,7 @@ pub async fn serve(
     mut shutdown: Shutdown,
     metrics: Metrics,
     status: StatusDoc,
-) -> Result<(), StartError> {
+) -> Result<Stopped, StartError> {
     let (reports, mut reports_rx) = mpsc::unbounded_channel();
     let descs = workers::spawn_descs(reports.clone()).map_err(StartError::Thread)?;
     if let Some(k) = &edges.kernel {
@@ -229,10 +232,10 @@ pub async fn serve(
         "arbiter running"
     );
     srv.log_hold();
-    loop {
+    let why = loop {
         tokio::select! {
             biased;
-            _ = shutdown.stop.changed() => break,
+            _ = shutdown.stop.changed() => break Stopped::Requested,
             Some(()) = shutdown.reload.recv() => srv.reload(),
             Some(ev) = edges.quorum.recv() => srv.on_quorum_handoff(ev),
             Some((req, reply)) = edges.control.recv() => {
@@ -242,7 +245,7 @@ pub async fn serve(
             Some(r) = reports_rx.recv() => srv.on_report(r),
             msg = incoming.recv() => match msg {
                 Some(m) => srv.on_message(m),
-                None => { error!("broker transport stopped"); break; }
+                None => { error!("broker transport stopped"); break Stopped::TransportLost; }
             },
             _ = desc_t.tick() => srv.job(DescJob::Scan),
             _ = mapping_t.tick() => srv.rebuild_mapping(),
@@ -263,12 +266,12 @@ pub async fn serve(
                 daemon::notify::notify("WATCHDOG=1");
             }
         }
-    }
+    };
     info!("arbiter stopping");
     srv.outbox.clone().close().await;
     drop(incoming);
     srv.bus.clone().close().await;
-    Ok(())
+    Ok(why)
 }
 
 impl Server {
