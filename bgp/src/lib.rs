@@ -53,14 +53,21 @@
 //! # drop(events.try_recv()); Ok(()) }
 //! ```
 
+mod config;
+mod error;
 pub mod fsm;
 mod md5;
 pub mod packet;
 pub mod policy;
 pub mod rib_out;
 mod session;
+mod shared;
 mod speaker;
+mod status;
 
+pub use config::{PeerConfig, SpeakerConfig};
+pub use error::BgpError;
 pub use packet::{Community, LargeCommunity};
 pub use policy::{EbgpPreference, RouteAttrs};
-pub use speaker::{BgpError, PeerConfig, PeerEvent, PeerStatus, Speaker, SpeakerConfig};
+pub use speaker::Speaker;
+pub use status::{PeerEvent, PeerStatus};

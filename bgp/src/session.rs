@@ -17,17 +17,18 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::config::PeerConfig;
 use crate::fsm::{DownReason, Fsm, FsmConfig, Input, Output, State, Timer};
 use crate::md5;
 use crate::packet::{
@@ -35,8 +36,8 @@ use crate::packet::{
     MAX_MESSAGE_LEN,
 };
 use crate::policy::{resolve_next_hops, ExportCtx};
-use crate::rib_out::AdjRibOut;
-use crate::speaker::{PeerConfig, PeerEvent, SpeakerShared};
+use crate::shared::{lock, PeerShared, SpeakerShared};
+use crate::status::PeerEvent;
 
 /// Bytes of UPDATEs the writer batches into one socket write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -50,12 +51,6 @@ const COALESCE: Duration = Duration::from_millis(5);
 /// Announces that fill a write batch: no point waiting for more.
 const COALESCE_ENOUGH: usize = 8192;
 
-/// Locks a mutex, recovering the data if a panicking thread poisoned it (the data of these
-/// mutexes stays consistent at every await-free step).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Commands from the speaker to a peer task.
 #[derive(Debug)]
 pub(crate) enum PeerCmd {
@@ -63,26 +58,6 @@ pub(crate) enum PeerCmd {
     Stop(Notification, oneshot::Sender<()>),
     /// The listener accepted a connection from this peer's address.
     Incoming(TcpStream),
-}
-
-/// State shared between a peer task, its writer and the speaker handle.
-#[derive(Debug, Default)]
-pub(crate) struct PeerShared {
-    pub rib: Mutex<AdjRibOut>,
-    pub notify: Notify,
-    pub info: Mutex<PeerInfo>,
-    pub msgs_in: AtomicU64,
-    pub msgs_out: AtomicU64,
-    pub updates_in: AtomicU64,
-    pub malformed_in: AtomicU64,
-}
-
-/// Status fields the peer task keeps up to date.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct PeerInfo {
-    pub state: Option<State>,
-    pub established_at: Option<Instant>,
-    pub last_error: Option<String>,
 }
 
 #[allow(clippy::large_enum_variant)] // carries a Message, see there

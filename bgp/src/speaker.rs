@@ -7,11 +7,11 @@
 //!                                   └── listener task ──incoming TcpStream by peer address──┘
 //!  peer tasks ──PeerEvent (up/down)──▶ daemon (metrics)
 //! ```
-//! Lock order everywhere: `routes`, then `peers`, then a peer's RIB.
+//! Lock order everywhere: `routes`, then `peers`, then a peer's RIB (see `shared.rs`).
 
 use std::collections::{HashMap, HashSet};
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,174 +22,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
 
+use crate::config::{valid_hold, PeerConfig, SpeakerConfig};
+use crate::error::BgpError;
 use crate::fsm::State;
 use crate::md5;
-use crate::packet::{
-    Community, LargeCommunity, Notification, CEASE_ADMIN_RESET, CEASE_PEER_DECONFIGURED,
-};
-use crate::policy::{EbgpPreference, RouteAttrs};
-use crate::session::{lock, PeerCmd, PeerShared, PeerTask};
-
-/// Speaker-wide configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpeakerConfig {
-    /// Our AS (4-octet capable).
-    pub local_as: u32,
-    /// Our BGP identifier.
-    pub router_id: Ipv4Addr,
-    /// Hold time we propose: 0, or 3 and more.
-    pub hold_time: u16,
-    /// Base delay between connection attempts (doubles per failure up to 120 s, jittered).
-    pub connect_retry: Duration,
-    /// Advertise graceful restart with this restart time (seconds), or not at all.
-    pub graceful_restart: Option<u16>,
-    /// How route preference is expressed to eBGP peers.
-    pub ebgp_preference: EbgpPreference,
-    /// Communities added to every route.
-    pub communities: Vec<Community>,
-    /// Large communities added to every route.
-    pub large_communities: Vec<LargeCommunity>,
-    /// IPv4 next hop for every peer (default: the session's local address).
-    pub next_hop_v4: Option<Ipv4Addr>,
-    /// IPv6 next hop for every peer (default: the session's local address, IPv4-mapped on
-    /// IPv4 sessions).
-    pub next_hop_v6: Option<Ipv6Addr>,
-    /// Listen address for incoming sessions; when `None`, `[::]:179` is opened once a passive
-    /// peer is added.
-    pub listen: Option<SocketAddr>,
-}
-
-/// One BGP neighbor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerConfig {
-    /// Unique name (the `[bgp.peer.NAME]` of the config).
-    pub name: String,
-    /// Neighbor address.
-    pub address: IpAddr,
-    /// Neighbor AS; equal to ours means iBGP.
-    pub remote_as: u32,
-    /// Neighbor TCP port (179).
-    pub port: u16,
-    /// Only accept connections from the neighbor, never connect.
-    pub passive: bool,
-    /// TCP-MD5 key (RFC 2385), at most 80 bytes.
-    pub password: Option<Vec<u8>>,
-    /// Source address of our connections.
-    pub local_address: Option<IpAddr>,
-    /// GTSM (RFC 5082): send TTL 255, require ≥ 254.
-    pub ttl_security: bool,
-    /// Hold time for this peer (default: the speaker's).
-    pub hold_time: Option<u16>,
-    /// IPv4 next hop override for this peer.
-    pub next_hop_v4: Option<Ipv4Addr>,
-    /// IPv6 next hop override for this peer.
-    pub next_hop_v6: Option<Ipv6Addr>,
-}
-
-/// Session up/down, for metrics and logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerEvent {
-    /// The session reached Established.
-    Up {
-        /// Peer name.
-        name: String,
-    },
-    /// The Established session ended.
-    Down {
-        /// Peer name.
-        name: String,
-        /// Why, for humans.
-        reason: String,
-    },
-}
-
-/// A peer's state for `status`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PeerStatus {
-    /// Peer name.
-    pub name: String,
-    /// Neighbor address.
-    pub address: IpAddr,
-    /// Neighbor AS.
-    pub remote_as: u32,
-    /// FSM state ("idle", "connect", "active", "opensent", "openconfirm", "established").
-    pub state: String,
-    /// Seconds since Established.
-    pub uptime_secs: Option<u64>,
-    /// Prefixes the peer holds from us.
-    pub routes_sent: usize,
-    /// UPDATE messages sent.
-    pub updates_sent: u64,
-    /// Messages received.
-    pub msgs_in: u64,
-    /// Messages sent.
-    pub msgs_out: u64,
-    /// UPDATEs received.
-    pub updates_in: u64,
-    /// Malformed messages received (session resets and RFC 7606-handled UPDATEs).
-    pub malformed_in: u64,
-    /// Last error, for humans.
-    pub last_error: Option<String>,
-}
-
-/// Errors of the speaker API.
-#[derive(Debug, thiserror::Error)]
-pub enum BgpError {
-    /// `Speaker::start` was called outside a tokio runtime.
-    #[error("the BGP speaker needs a tokio runtime")]
-    NoRuntime,
-    /// Hold time 1 or 2 (RFC 4271 §4.2 allows 0 or ≥ 3).
-    #[error("hold time {0} is invalid: use 0 or at least 3 seconds")]
-    InvalidHoldTime(u16),
-    /// AS 0 (RFC 7607).
-    #[error("AS 0 is reserved")]
-    InvalidAs,
-    /// Router id 0.0.0.0.
-    #[error("router id 0.0.0.0 is invalid")]
-    InvalidRouterId,
-    /// Peer configuration problem.
-    #[error("peer {name:?}: {reason}")]
-    InvalidPeer {
-        /// Peer name.
-        name: String,
-        /// What is wrong.
-        reason: &'static str,
-    },
-    /// No peer of that name.
-    #[error("no BGP peer named {0:?}")]
-    UnknownPeer(String),
-    /// The listening socket could not be opened.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// Address.
-        addr: SocketAddr,
-        /// Cause.
-        #[source]
-        source: io::Error,
-    },
-    /// The TCP-MD5 key could not be installed on the listener.
-    #[error("cannot set the TCP-MD5 key for peer {name:?} on the listener: {source}")]
-    Md5 {
-        /// Peer name.
-        name: String,
-        /// Cause.
-        #[source]
-        source: io::Error,
-    },
-}
-
-/// What peer tasks share with the speaker.
-pub(crate) struct SpeakerShared {
-    pub cfg: SpeakerConfig,
-    pub routes: Mutex<HashMap<IpNet, Arc<RouteAttrs>>>,
-    events: mpsc::UnboundedSender<PeerEvent>,
-}
-
-impl SpeakerShared {
-    pub(crate) fn emit(&self, e: PeerEvent) {
-        let _ = self.events.send(e);
-    }
-}
+use crate::packet::{Notification, CEASE_ADMIN_RESET, CEASE_PEER_DECONFIGURED};
+use crate::policy::RouteAttrs;
+use crate::session::{PeerCmd, PeerTask};
+use crate::shared::{lock, PeerShared, SpeakerShared};
+use crate::status::{PeerEvent, PeerStatus};
 
 struct PeerHandle {
     cfg: PeerConfig,
@@ -238,10 +79,6 @@ impl std::fmt::Debug for Speaker {
     }
 }
 
-fn valid_hold(h: u16) -> bool {
-    h == 0 || h >= 3
-}
-
 impl Speaker {
     /// Starts a speaker with no peers. Must be called inside a tokio runtime; opens the
     /// listener at once when `cfg.listen` is set.
@@ -262,11 +99,7 @@ impl Speaker {
         let listen = cfg.listen;
         let speaker = Speaker {
             inner: Arc::new(Inner {
-                shared: Arc::new(SpeakerShared {
-                    cfg,
-                    routes: Mutex::new(HashMap::new()),
-                    events: tx,
-                }),
+                shared: Arc::new(SpeakerShared::new(cfg, tx)),
                 peers: Mutex::new(HashMap::new()),
                 by_addr: Arc::new(Mutex::new(HashMap::new())),
                 listener: Mutex::new(None),

@@ -1,0 +1,68 @@
+//! The speaker's and its peers' settings.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::packet::{Community, LargeCommunity};
+use crate::policy::EbgpPreference;
+
+/// Speaker-wide configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpeakerConfig {
+    /// Our AS (4-octet capable).
+    pub local_as: u32,
+    /// Our BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Hold time we propose: 0, or 3 and more.
+    pub hold_time: u16,
+    /// Base delay between connection attempts (doubles per failure up to 120 s, jittered).
+    pub connect_retry: Duration,
+    /// Advertise graceful restart with this restart time (seconds), or not at all.
+    pub graceful_restart: Option<u16>,
+    /// How route preference is expressed to eBGP peers.
+    pub ebgp_preference: EbgpPreference,
+    /// Communities added to every route.
+    pub communities: Vec<Community>,
+    /// Large communities added to every route.
+    pub large_communities: Vec<LargeCommunity>,
+    /// IPv4 next hop for every peer (default: the session's local address).
+    pub next_hop_v4: Option<Ipv4Addr>,
+    /// IPv6 next hop for every peer (default: the session's local address, IPv4-mapped on
+    /// IPv4 sessions).
+    pub next_hop_v6: Option<Ipv6Addr>,
+    /// Listen address for incoming sessions; when `None`, `[::]:179` is opened once a passive
+    /// peer is added.
+    pub listen: Option<SocketAddr>,
+}
+
+/// One BGP neighbor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// Unique name (the `[bgp.peer.NAME]` of the config).
+    pub name: String,
+    /// Neighbor address.
+    pub address: IpAddr,
+    /// Neighbor AS; equal to ours means iBGP.
+    pub remote_as: u32,
+    /// Neighbor TCP port (179).
+    pub port: u16,
+    /// Only accept connections from the neighbor, never connect.
+    pub passive: bool,
+    /// TCP-MD5 key (RFC 2385), at most 80 bytes.
+    pub password: Option<Vec<u8>>,
+    /// Source address of our connections.
+    pub local_address: Option<IpAddr>,
+    /// GTSM (RFC 5082): send TTL 255, require ≥ 254.
+    pub ttl_security: bool,
+    /// Hold time for this peer (default: the speaker's).
+    pub hold_time: Option<u16>,
+    /// IPv4 next hop override for this peer.
+    pub next_hop_v4: Option<Ipv4Addr>,
+    /// IPv6 next hop override for this peer.
+    pub next_hop_v6: Option<Ipv6Addr>,
+}
+
+/// RFC 4271 §4.2: a hold time is 0 or at least 3 seconds.
+pub(crate) fn valid_hold(h: u16) -> bool {
+    h == 0 || h >= 3
+}
