@@ -515,7 +515,9 @@ fn sender_child(args: &[String]) {
         while let Some(line) = rx.recv().await {
             match line.split_once(' ') {
                 Some(("a", p)) => sp.announce(p.parse().unwrap(), attrs.clone()),
-                Some(("w", p)) => sp.withdraw(p.parse().unwrap()),
+                Some(("w", p)) => {
+                    sp.withdraw(p.parse().unwrap());
+                }
                 _ => break,
             }
         }

@@ -8,6 +8,7 @@
 //! - [`fsm`]: the sans-IO RFC 4271 session state machine (timers are inputs/outputs);
 //! - [`rib_out`]: the per-peer Adj-RIB-Out that packs prefixes with equal attributes into few
 //!   UPDATEs and sends withdraws ahead of any backlog;
+//! - [`withdrawal`]: withdraws the caller can await (the UPDATE is on every socket);
 //! - [`policy`]: iBGP vs eBGP export rules (LOCAL_PREF, MED or prepends, next-hop self);
 //! - the tokio driver (one task per peer, TCP-MD5, GTSM) behind [`Speaker`].
 //!
@@ -46,8 +47,11 @@
 //!     local_pref: Some(100),
 //!     ..RouteAttrs::default()
 //! });
-//! // ... later, when quorum is lost:
-//! speaker.withdraw("198.51.100.1/32".parse().unwrap());
+//! // ... later, when quorum is lost: withdraw, and know when every router has been told.
+//! let report = speaker.withdraw("198.51.100.1/32".parse().unwrap()).await;
+//! for (peer, outcome) in &report.peers {
+//!     println!("{peer}: {outcome}"); // written / session down / not held / not established
+//! }
 //! // ... and on daemon stop: Cease / Administrative Shutdown to every peer.
 //! speaker.shutdown("ipvs-sync shutting down").await;
 //! # drop(events.try_recv()); Ok(()) }
@@ -64,6 +68,7 @@ mod session;
 mod shared;
 mod speaker;
 mod status;
+pub mod withdrawal;
 
 pub use config::{PeerConfig, SpeakerConfig};
 pub use error::BgpError;
@@ -71,3 +76,4 @@ pub use packet::{Community, LargeCommunity};
 pub use policy::{EbgpPreference, RouteAttrs};
 pub use speaker::Speaker;
 pub use status::{PeerEvent, PeerStatus};
+pub use withdrawal::{WithdrawOutcome, WithdrawReport, Withdrawal};

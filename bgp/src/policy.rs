@@ -51,7 +51,7 @@ pub enum EbgpPreference {
 }
 
 /// Per-session inputs of the export policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExportCtx {
     /// Our AS.
     pub local_as: u32,

@@ -6,8 +6,10 @@ use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::*;
+use crate::packet::Community;
 use crate::packet::{DecodeCtx, Message};
 use crate::policy::EbgpPreference;
+use crate::withdrawal::WithdrawOutcome;
 
 fn export(ibgp: bool) -> ExportCtx {
     ExportCtx {
@@ -36,6 +38,11 @@ fn v6(i: u32) -> IpNet {
     )
 }
 
+/// Brings the session up as iBGP with both next hops.
+fn up(rib: &mut AdjRibOut, families: &[Family], t: &HashMap<IpNet, Arc<RouteAttrs>>) {
+    rib.session_up(families, export(true), EncodeCtx::default(), t);
+}
+
 fn attrs(lp: u32) -> Arc<RouteAttrs> {
     Arc::new(RouteAttrs {
         local_pref: Some(lp),
@@ -44,10 +51,10 @@ fn attrs(lp: u32) -> Arc<RouteAttrs> {
 }
 
 /// Drains the RIB; returns the decoded UPDATEs, checking every encoding fits 4096 bytes.
-fn drain(rib: &mut AdjRibOut, ibgp: bool) -> Vec<Update> {
+fn drain(rib: &mut AdjRibOut) -> Vec<Update> {
     let enc = EncodeCtx::default();
     let mut out = vec![];
-    while let Some(u) = rib.next_update(&export(ibgp), &enc) {
+    while let Some(u) = rib.next_update() {
         let bytes = Message::Update(u).encode(&enc);
         assert!(bytes.len() <= MAX_MESSAGE_LEN, "{} bytes", bytes.len());
         let Message::Update(d) = Message::decode(&bytes, &DecodeCtx::default()).unwrap() else {
@@ -79,8 +86,8 @@ fn ten_thousand_v4_pack_into_few_updates_then_end_of_rib() {
     let a = attrs(100);
     let t = table(10_000, v4, &a);
     let mut rib = AdjRibOut::new();
-    rib.session_up(&BOTH, &t);
-    let us = drain(&mut rib, true);
+    up(&mut rib, &BOTH, &t);
+    let us = drain(&mut rib);
     let got = announced(&us);
     assert_eq!(got.len(), 10_000);
     assert_eq!(got.iter().collect::<HashSet<_>>().len(), 10_000);
@@ -97,8 +104,8 @@ fn ten_thousand_v6_pack_like_bird_not_one_per_update() {
     let a = attrs(100);
     let t = table(10_000, v6, &a);
     let mut rib = AdjRibOut::new();
-    rib.session_up(&BOTH, &t);
-    let us = drain(&mut rib, true);
+    up(&mut rib, &BOTH, &t);
+    let us = drain(&mut rib);
     assert_eq!(announced(&us).len(), 10_000);
     let with_nlri = us.iter().filter(|u| u.attrs.mp_reach.is_some()).count();
     // 17 bytes per /128: ~236 per UPDATE → 43 UPDATEs (BIRD: 79, GoBGP/ExaBGP: 10,000).
@@ -116,9 +123,9 @@ fn updates_are_filled_close_to_the_limit() {
     let a = attrs(100);
     let t = table(2_000, v4, &a);
     let mut rib = AdjRibOut::new();
-    rib.session_up(&[Family::IPV4_UNICAST], &t);
+    up(&mut rib, &[Family::IPV4_UNICAST], &t);
     let enc = EncodeCtx::default();
-    let u = rib.next_update(&export(false), &enc).unwrap();
+    let u = rib.next_update().unwrap();
     let len = Message::Update(u).encode(&enc).len();
     assert!(len > MAX_MESSAGE_LEN - 5 && len <= MAX_MESSAGE_LEN, "{len}");
 }
@@ -128,18 +135,20 @@ fn withdraw_jumps_the_announce_backlog() {
     let a = attrs(100);
     let t = table(10_000, v4, &a);
     let mut rib = AdjRibOut::new();
-    rib.session_up(&BOTH, &t);
-    let enc = EncodeCtx::default();
-    let first = rib.next_update(&export(true), &enc).unwrap();
+    up(&mut rib, &BOTH, &t);
+    let first = rib.next_update().unwrap();
     let sent_one = IpNet::V4(first.nlri[0]);
-    let queued = v4(9_999);
+    let queued = (0..10_000)
+        .map(v4)
+        .find(|p| !first.nlri.iter().any(|n| IpNet::V4(*n) == *p))
+        .unwrap();
     rib.withdraw(sent_one);
     rib.withdraw(queued);
-    let next = rib.next_update(&export(true), &enc).unwrap();
+    let next = rib.next_update().unwrap();
     // The very next UPDATE withdraws what the peer has; the queued one just never goes out.
     assert_eq!(next.withdrawn, vec![first.nlri[0]]);
     assert!(next.nlri.is_empty());
-    let rest = announced(&drain(&mut rib, true));
+    let rest = announced(&drain(&mut rib));
     assert!(!rest.contains(&queued));
     assert_eq!(rest.len() + first.nlri.len(), 9_999);
 }
@@ -149,10 +158,10 @@ fn v6_withdraw_goes_in_mp_unreach() {
     let a = attrs(100);
     let t = table(3, v6, &a);
     let mut rib = AdjRibOut::new();
-    rib.session_up(&BOTH, &t);
-    drain(&mut rib, true);
+    up(&mut rib, &BOTH, &t);
+    drain(&mut rib);
     rib.withdraw(v6(1));
-    let us = drain(&mut rib, true);
+    let us = drain(&mut rib);
     assert_eq!(us.len(), 1);
     let IpNet::V6(p) = v6(1) else { panic!() };
     assert_eq!(
@@ -166,18 +175,18 @@ fn v6_withdraw_goes_in_mp_unreach() {
 fn changed_attributes_replace_and_equal_ones_are_not_resent() {
     let mut rib = AdjRibOut::new();
     let t = table(1, v4, &attrs(100));
-    rib.session_up(&BOTH, &t);
-    drain(&mut rib, true);
+    up(&mut rib, &BOTH, &t);
+    drain(&mut rib);
     rib.announce(v4(0), attrs(100));
-    assert!(drain(&mut rib, true).is_empty());
+    assert!(drain(&mut rib).is_empty());
     rib.announce(v4(0), attrs(200));
-    let us = drain(&mut rib, true);
+    let us = drain(&mut rib);
     assert_eq!(us.len(), 1);
     assert_eq!(us[0].attrs.local_pref, Some(200));
     // A change while queued replaces the queued version.
     rib.announce(v4(0), attrs(300));
     rib.announce(v4(0), attrs(400));
-    let us = drain(&mut rib, true);
+    let us = drain(&mut rib);
     assert_eq!(us.len(), 1);
     assert_eq!(us[0].attrs.local_pref, Some(400));
 }
@@ -187,8 +196,8 @@ fn different_attributes_go_in_different_updates() {
     let mut rib = AdjRibOut::new();
     let mut t = table(10, v4, &attrs(100));
     t.insert(v4(100), attrs(150));
-    rib.session_up(&[Family::IPV4_UNICAST], &t);
-    let us = drain(&mut rib, true);
+    up(&mut rib, &[Family::IPV4_UNICAST], &t);
+    let us = drain(&mut rib);
     assert_eq!(us.len(), 3);
     let mut lps: Vec<_> = us[..2]
         .iter()
@@ -202,14 +211,14 @@ fn different_attributes_go_in_different_updates() {
 fn session_down_then_up_reannounces_everything() {
     let t = table(500, v4, &attrs(100));
     let mut rib = AdjRibOut::new();
-    rib.session_up(&BOTH, &t);
-    drain(&mut rib, true);
+    up(&mut rib, &BOTH, &t);
+    drain(&mut rib);
     rib.session_down();
     assert!(!rib.is_active());
     rib.announce(v4(7), attrs(1)); // ignored while down
-    assert!(drain(&mut rib, true).is_empty());
-    rib.session_up(&BOTH, &t);
-    let us = drain(&mut rib, true);
+    assert!(drain(&mut rib).is_empty());
+    up(&mut rib, &BOTH, &t);
+    let us = drain(&mut rib);
     assert_eq!(announced(&us).len(), 500);
     assert_eq!(
         us.last().unwrap().end_of_rib_family(),
@@ -222,8 +231,8 @@ fn families_not_negotiated_are_not_sent() {
     let mut t = table(5, v4, &attrs(100));
     t.extend(table(5, v6, &attrs(100)));
     let mut rib = AdjRibOut::new();
-    rib.session_up(&[Family::IPV4_UNICAST], &t);
-    let us = drain(&mut rib, true);
+    up(&mut rib, &[Family::IPV4_UNICAST], &t);
+    let us = drain(&mut rib);
     assert_eq!(announced(&us).len(), 5);
     assert!(announced(&us).iter().all(|p| matches!(p, IpNet::V4(_))));
 }
@@ -232,22 +241,153 @@ fn families_not_negotiated_are_not_sent() {
 fn route_refresh_requeues_the_family() {
     let t = table(20, v4, &attrs(100));
     let mut rib = AdjRibOut::new();
-    rib.session_up(&BOTH, &t);
-    drain(&mut rib, true);
+    up(&mut rib, &BOTH, &t);
+    drain(&mut rib);
     rib.refresh(Family::IPV6_UNICAST);
-    assert!(drain(&mut rib, true).is_empty());
+    assert!(drain(&mut rib).is_empty());
     rib.refresh(Family::IPV4_UNICAST);
-    assert_eq!(announced(&drain(&mut rib, true)).len(), 20);
+    assert_eq!(announced(&drain(&mut rib)).len(), 20);
 }
 
 #[test]
 fn ebgp_v4_without_a_next_hop_is_dropped_not_stuck() {
     let t = table(3, v4, &attrs(100));
     let mut rib = AdjRibOut::new();
-    rib.session_up(&[Family::IPV4_UNICAST], &t);
     let mut e = export(false);
     e.next_hop_v4 = None;
-    let u = rib.next_update(&e, &EncodeCtx::default()).unwrap();
+    rib.session_up(&[Family::IPV4_UNICAST], e, EncodeCtx::default(), &t);
+    let u = rib.next_update().unwrap();
     assert_eq!(u.end_of_rib_family(), Some(Family::IPV4_UNICAST));
+    assert!(rib.is_idle());
+}
+
+fn outcome(w: &mut PeerWait) -> Option<WithdrawOutcome> {
+    match w {
+        PeerWait::Done(o) => Some(*o),
+        PeerWait::Pending(rx) => rx.try_recv().ok(),
+    }
+}
+
+#[test]
+fn a_withdraw_waits_for_its_update_to_be_written() {
+    let t = table(3, v4, &attrs(100));
+    let mut rib = AdjRibOut::new();
+    up(&mut rib, &BOTH, &t);
+    drain(&mut rib);
+    rib.mark_written(rib.produced());
+    assert!(rib.withdraw(v4(1)));
+    let mut w = rib.wait_written(true);
+    assert_eq!(outcome(&mut w), None);
+    let u = rib.next_update().unwrap();
+    assert_eq!(u.withdrawn.len(), 1);
+    assert_eq!(outcome(&mut w), None, "produced, not yet written");
+    let mark = rib.produced();
+    rib.mark_written(mark - 1);
+    assert_eq!(outcome(&mut w), None);
+    rib.mark_written(mark);
+    assert_eq!(outcome(&mut w), Some(WithdrawOutcome::Written));
+}
+
+#[test]
+fn a_withdraw_of_what_the_peer_never_got_resolves_at_once() {
+    let t = table(10_000, v4, &attrs(100));
+    let mut rib = AdjRibOut::new();
+    up(&mut rib, &BOTH, &t);
+    // Still queued, never sent: the announce is dropped, nothing to tell the peer.
+    assert!(!rib.withdraw(v4(9_999)));
+    let mut w = rib.wait_written(false);
+    assert_eq!(outcome(&mut w), Some(WithdrawOutcome::NotHeld));
+    assert!(!announced(&drain(&mut rib)).contains(&v4(9_999)));
+}
+
+#[test]
+fn a_second_withdraw_of_a_prefix_in_flight_waits_for_that_write() {
+    let t = table(3, v4, &attrs(100));
+    let mut rib = AdjRibOut::new();
+    up(&mut rib, &BOTH, &t);
+    drain(&mut rib);
+    rib.mark_written(rib.produced());
+    assert!(rib.withdraw(v4(0)));
+    let mut first = rib.wait_written(true);
+    rib.next_update().unwrap(); // in the writer's buffer now
+                                // The same prefix again: the peer no longer holds it in the RIB's eyes, but the UPDATE
+                                // telling it so is not on the socket yet.
+    assert!(!rib.withdraw(v4(0)));
+    let mut second = rib.wait_written(false);
+    assert_eq!(outcome(&mut second), None);
+    rib.mark_written(rib.produced());
+    assert_eq!(outcome(&mut first), Some(WithdrawOutcome::Written));
+    assert_eq!(outcome(&mut second), Some(WithdrawOutcome::NotHeld));
+}
+
+#[test]
+fn a_withdraw_cancelled_by_a_reannounce_resolves_without_an_update() {
+    let a = attrs(100);
+    let t = table(3, v4, &a);
+    let mut rib = AdjRibOut::new();
+    up(&mut rib, &BOTH, &t);
+    drain(&mut rib);
+    rib.mark_written(rib.produced());
+    assert!(rib.withdraw(v4(2)));
+    let mut w = rib.wait_written(true);
+    rib.announce(v4(2), a.clone()); // the peer has exactly this: the withdrawal is off
+    assert!(rib.next_update().is_none());
+    assert_eq!(outcome(&mut w), Some(WithdrawOutcome::Written));
+    assert_eq!(rib.routes_sent(), 3);
+}
+
+#[test]
+fn session_down_answers_waiting_withdraws() {
+    let t = table(3, v4, &attrs(100));
+    let mut rib = AdjRibOut::new();
+    up(&mut rib, &BOTH, &t);
+    drain(&mut rib);
+    assert!(rib.withdraw(v4(0)));
+    let mut w = rib.wait_written(true);
+    rib.next_update().unwrap();
+    rib.session_down();
+    assert_eq!(outcome(&mut w), Some(WithdrawOutcome::SessionDown));
+}
+
+#[test]
+fn withdraws_go_out_oldest_first_one_family_per_update() {
+    let mut t = table(3, v4, &attrs(100));
+    t.extend(table(3, v6, &attrs(100)));
+    let mut rib = AdjRibOut::new();
+    up(&mut rib, &BOTH, &t);
+    drain(&mut rib);
+    for p in [v4(2), v4(0), v6(1), v4(1)] {
+        assert!(rib.withdraw(p));
+    }
+    let us = drain(&mut rib);
+    assert_eq!(us.len(), 3);
+    let IpNet::V4(a) = v4(2) else { panic!() };
+    let IpNet::V4(b) = v4(0) else { panic!() };
+    let IpNet::V4(c) = v4(1) else { panic!() };
+    let IpNet::V6(d) = v6(1) else { panic!() };
+    assert_eq!(us[0].withdrawn, vec![a, b]);
+    assert_eq!(
+        us[1].attrs.mp_unreach,
+        Some(MpUnreach::Ipv6Unicast(vec![d]))
+    );
+    assert_eq!(us[2].withdrawn, vec![c]);
+}
+
+#[test]
+fn attributes_too_large_for_an_update_are_dropped_and_counted_not_looped() {
+    let huge = Arc::new(RouteAttrs {
+        // 1,100 communities: 4,400 bytes of attribute alone.
+        communities: (0..1100).map(|i| Community::new(65000, i)).collect(),
+        ..RouteAttrs::default()
+    });
+    let mut t = table(5, v4, &huge);
+    t.insert(v4(100), attrs(100));
+    let mut rib = AdjRibOut::new();
+    up(&mut rib, &BOTH, &t);
+    let us = drain(&mut rib);
+    // The ordinary route, then two End-of-RIB; the five big ones never go out.
+    assert_eq!(announced(&us), vec![v4(100)]);
+    assert_eq!(us.len(), 3);
+    assert_eq!(rib.routes_too_large(), 5);
     assert!(rib.is_idle());
 }

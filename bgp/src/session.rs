@@ -63,7 +63,8 @@ pub(crate) enum PeerCmd {
 #[allow(clippy::large_enum_variant)] // carries a Message, see there
 enum WriterCmd {
     Msg(Message),
-    StartRib(ExportCtx, EncodeCtx),
+    /// The session is up: send this session's UPDATEs from the RIB, encoded so.
+    StartRib(u64, EncodeCtx),
     Close,
 }
 
@@ -400,12 +401,14 @@ impl PeerTask {
         };
         info!(peer_as = neg.peer_as, peer_id = %neg.peer_id, hold_time = neg.hold_time,
               families = ?neg.families, "session established");
-        {
+        let session = {
             // Lock order: routes, then the RIB (as announce/withdraw do).
             let routes = lock(&self.speaker.routes);
-            lock(&self.shared.rib).session_up(&neg.families, routes.iter());
-        }
-        let _ = conn.writer_tx.send(WriterCmd::StartRib(export, enc));
+            let mut rib = lock(&self.shared.rib);
+            rib.session_up(&neg.families, export, enc, routes.iter());
+            rib.session()
+        };
+        let _ = conn.writer_tx.send(WriterCmd::StartRib(session, enc));
         self.shared.notify.notify_one();
         self.speaker.emit(PeerEvent::Up {
             name: self.cfg.name.clone(),
@@ -521,7 +524,9 @@ async fn writer(
     mut rx: mpsc::UnboundedReceiver<WriterCmd>,
     shared: Arc<PeerShared>,
 ) {
-    let mut rib_ctx: Option<(ExportCtx, EncodeCtx)> = None;
+    // The session whose UPDATEs this writer sends, and how messages are encoded.
+    let mut session: Option<u64> = None;
+    let mut enc = EncodeCtx::default();
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH + MAX_MESSAGE_LEN);
     let mut next: Option<WriterCmd> = None;
     let mut closing = false;
@@ -542,29 +547,34 @@ async fn writer(
             };
             match cmd {
                 WriterCmd::Msg(m) => {
-                    let enc = rib_ctx.as_ref().map(|(_, e)| *e).unwrap_or_default();
                     m.encode_into(&enc, &mut buf);
                     msgs += 1;
                 }
-                WriterCmd::StartRib(x, e) => rib_ctx = Some((x, e)),
+                WriterCmd::StartRib(s, e) => {
+                    session = Some(s);
+                    enc = e;
+                }
                 WriterCmd::Close => {
                     closing = true;
                     break;
                 }
             }
         }
-        if !closing {
-            if let Some((x, e)) = &rib_ctx {
-                let mut rib = lock(&shared.rib);
+        // The number of the last UPDATE in `buf`, to tell the RIB once it is written.
+        let mut mark = None;
+        if let Some(s) = session.filter(|_| !closing) {
+            let mut rib = lock(&shared.rib);
+            if rib.session() == s {
                 while buf.len() < WRITE_BATCH {
-                    match rib.next_update(x, e) {
+                    match rib.next_update() {
                         Some(u) => {
-                            Message::Update(u).encode_into(e, &mut buf);
+                            Message::Update(u).encode_into(&enc, &mut buf);
                             msgs += 1;
                         }
                         None => break,
                     }
                 }
+                mark = Some(rib.produced());
             }
         }
         if !buf.is_empty() {
@@ -573,6 +583,12 @@ async fn writer(
                 return;
             }
             shared.msgs_out.fetch_add(msgs, Ordering::Relaxed);
+            if let (Some(s), Some(m)) = (session, mark) {
+                let mut rib = lock(&shared.rib);
+                if rib.session() == s {
+                    rib.mark_written(m);
+                }
+            }
             last_write = Instant::now();
             buf.clear();
             continue;

@@ -31,6 +31,7 @@ use crate::policy::RouteAttrs;
 use crate::session::{PeerCmd, PeerTask};
 use crate::shared::{lock, PeerShared, SpeakerShared};
 use crate::status::{PeerEvent, PeerStatus};
+use crate::withdrawal::{PeerWait, WithdrawOutcome, Withdrawal};
 
 struct PeerHandle {
     cfg: PeerConfig,
@@ -275,30 +276,82 @@ impl Speaker {
     /// Announces `prefix` with `attrs` to every peer (replacing an earlier announce of it).
     /// Never blocks on the network: the peers' writers send it as their sockets drain.
     pub fn announce(&self, prefix: IpNet, attrs: RouteAttrs) {
-        let prefix = prefix.trunc();
-        let attrs = self.intern(attrs);
-        let mut routes = lock(&self.inner.shared.routes);
-        if routes.get(&prefix) == Some(&attrs) {
+        self.announce_many(std::iter::once((prefix, attrs)));
+    }
+
+    /// Announces many routes at once: one lock of the table and one wake-up per peer for the
+    /// whole batch. A prefix given twice takes its last attributes.
+    pub fn announce_many(&self, routes: impl IntoIterator<Item = (IpNet, RouteAttrs)>) {
+        let mut last: Option<Arc<RouteAttrs>> = None;
+        let mut table = lock(&self.inner.shared.routes);
+        let mut changed: Vec<(IpNet, Arc<RouteAttrs>)> = Vec::new();
+        for (prefix, attrs) in routes {
+            let prefix = prefix.trunc();
+            // Batches mostly repeat one attribute set: skip the interner for a repeat.
+            let attrs = match &last {
+                Some(a) if **a == attrs => a.clone(),
+                _ => {
+                    let a = self.intern(attrs);
+                    last = Some(a.clone());
+                    a
+                }
+            };
+            if table.get(&prefix) == Some(&attrs) {
+                continue;
+            }
+            table.insert(prefix, attrs.clone());
+            changed.push((prefix, attrs));
+        }
+        if changed.is_empty() {
             return;
         }
-        routes.insert(prefix, attrs.clone());
         for p in lock(&self.inner.peers).values() {
-            lock(&p.shared.rib).announce(prefix, attrs.clone());
+            let mut rib = lock(&p.shared.rib);
+            for (prefix, attrs) in &changed {
+                rib.announce(*prefix, attrs.clone());
+            }
+            drop(rib);
             p.shared.notify.notify_one();
         }
     }
 
-    /// Withdraws `prefix` from every peer. Goes ahead of any queued announces.
-    pub fn withdraw(&self, prefix: IpNet) {
-        let prefix = prefix.trunc();
-        let mut routes = lock(&self.inner.shared.routes);
-        if routes.remove(&prefix).is_none() {
-            return;
+    /// Withdraws `prefix` from every peer; goes ahead of any queued announces. The returned
+    /// [`Withdrawal`] resolves once every peer that is Established now has the withdrawal on
+    /// its socket, or its session ended, or it never held the prefix (dropping it is fine).
+    pub fn withdraw(&self, prefix: IpNet) -> Withdrawal {
+        self.withdraw_many(std::iter::once(prefix))
+    }
+
+    /// Withdraws many prefixes at once, like [`Speaker::withdraw`]: one lock of the table and
+    /// one wake-up per peer for the whole batch, one [`Withdrawal`] for all of them.
+    pub fn withdraw_many(&self, prefixes: impl IntoIterator<Item = IpNet>) -> Withdrawal {
+        let prefixes: Vec<IpNet> = prefixes.into_iter().map(|p| p.trunc()).collect();
+        let mut table = lock(&self.inner.shared.routes);
+        for p in &prefixes {
+            table.remove(p);
         }
-        for p in lock(&self.inner.peers).values() {
-            lock(&p.shared.rib).withdraw(prefix);
+        let peers = lock(&self.inner.peers);
+        let mut waits = Vec::with_capacity(peers.len());
+        for (name, p) in peers.iter() {
+            let mut rib = lock(&p.shared.rib);
+            if !rib.is_active() {
+                waits.push((
+                    name.clone(),
+                    PeerWait::Done(WithdrawOutcome::NotEstablished),
+                ));
+                continue;
+            }
+            // Even a prefix gone from the table may still be on its way out to this peer
+            // (an earlier call's withdrawal): the RIB answers for that too.
+            let mut held = false;
+            for prefix in &prefixes {
+                held |= rib.withdraw(*prefix);
+            }
+            waits.push((name.clone(), rib.wait_written(held)));
+            drop(rib);
             p.shared.notify.notify_one();
         }
+        Withdrawal::new(waits)
     }
 
     /// Status of every peer, sorted by name.
@@ -316,6 +369,7 @@ impl Speaker {
                     uptime_secs: info.established_at.map(|t| t.elapsed().as_secs()),
                     routes_sent: rib.routes_sent(),
                     updates_sent: rib.updates_sent(),
+                    routes_too_large: rib.routes_too_large(),
                     msgs_in: h.shared.msgs_in.load(Ordering::Relaxed),
                     msgs_out: h.shared.msgs_out.load(Ordering::Relaxed),
                     updates_in: h.shared.updates_in.load(Ordering::Relaxed),

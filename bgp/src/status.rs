@@ -36,6 +36,9 @@ pub struct PeerStatus {
     pub routes_sent: usize,
     /// UPDATE messages sent.
     pub updates_sent: u64,
+    /// Routes not sent because their path attributes leave no room for a prefix in a
+    /// 4096-byte UPDATE (each dropped once per session).
+    pub routes_too_large: u64,
     /// Messages received.
     pub msgs_in: u64,
     /// Messages sent.

@@ -744,7 +744,9 @@ impl Client {
         let mut removals = Vec::new();
         for (vip, out) in outs {
             match out {
-                Output::BgpWithdraw => self.edges.speaker.withdraw(host_net(vip)),
+                Output::BgpWithdraw => {
+                    self.edges.speaker.withdraw(host_net(vip));
+                }
                 Output::RemoveAddress if remove => removals.push(vip),
                 _ => {}
             }
