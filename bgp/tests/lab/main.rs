@@ -1,0 +1,13 @@
+//! Lab tests against the three routers the speaker must work with — gobgpd 3.10, BIRD 2 and
+//! FRR 8.4 from Debian — each in a network namespace (root, `ip netns`; run
+//! `netns-lab/test lab_` or `cargo nextest run -p bgp --run-ignored only -E 'test(/lab_/)'`).
+//!
+//! Every test builds two namespaces joined by one veth: `r` runs the router (AS 65000,
+//! 192.0.2.1, 2001:db8::1, passive), `lb` the speaker (192.0.2.11, 2001:db8::11). Tests of
+//! the API run the speaker in the test process (the thread enters `lb` before it builds its
+//! tokio runtime); tests of process restarts run `examples/speaker`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod routers;
+mod withdraw;

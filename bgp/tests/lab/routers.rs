@@ -1,0 +1,246 @@
+//! The lab: two namespaces, a router of each kind configured for the speaker, and the
+//! questions every test asks of a router (is the session up, is this prefix usable, with
+//! which attributes).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bgp::{EbgpPreference, PeerConfig, SpeakerConfig};
+use labkit::{Bird, Frr, GobgpConfig, GobgpNeighbor, Gobgpd, Netns};
+
+pub const R_V4: &str = "192.0.2.1";
+pub const LB_V4: &str = "192.0.2.11";
+pub const ROUTER_AS: u32 = 65000;
+
+/// Which router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Gobgp,
+    Bird,
+    Frr,
+}
+
+pub struct Lab {
+    pub r: Netns,
+    pub lb: Netns,
+}
+
+/// The two namespaces and the veth between them. Panics when not root: a lab test that
+/// cannot run must fail, not pass.
+pub fn lab() -> Lab {
+    assert!(
+        labkit::require_root(),
+        "lab tests need root, netns and the routers: run netns-lab/test"
+    );
+    let r = Netns::new("r").unwrap();
+    let lb = Netns::new("lb").unwrap();
+    labkit::veth(
+        &r,
+        &["192.0.2.1/24", "2001:db8::1/64"],
+        &lb,
+        &["192.0.2.11/24", "2001:db8::11/64"],
+    )
+    .unwrap();
+    Lab { r, lb }
+}
+
+/// How the router sees the speaker.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// The speaker's AS (ROUTER_AS: iBGP).
+    pub speaker_as: u32,
+    /// The speaker's address the router expects the session from.
+    pub neighbor: &'static str,
+    /// Act as graceful-restart helper (RFC 4724) for the speaker, for both families.
+    pub graceful_restart: bool,
+    /// Hold time the router proposes.
+    pub hold_time: u32,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            speaker_as: ROUTER_AS,
+            neighbor: LB_V4,
+            graceful_restart: false,
+            hold_time: 90,
+        }
+    }
+}
+
+/// A router of one kind, passive, with the speaker as its only neighbor (IPv4 and IPv6).
+pub enum Router {
+    Gobgp(Gobgpd),
+    Bird(Bird),
+    Frr(Frr),
+}
+
+impl Router {
+    pub fn start(kind: Kind, lab: &Lab, o: &Opts) -> Router {
+        match kind {
+            Kind::Gobgp => Router::Gobgp(Gobgpd::start(&lab.r, &gobgp_config(o)).unwrap()),
+            Kind::Bird => Router::Bird(Bird::start(&lab.r, &bird_config(o)).unwrap()),
+            Kind::Frr => Router::Frr(Frr::start(&lab.r, &frr_config(o)).unwrap()),
+        }
+    }
+
+    /// The session with the speaker is Established.
+    pub fn established(&self, neighbor: &str) -> bool {
+        match self {
+            Router::Gobgp(g) => g.neighbor_state(neighbor).is_ok_and(|s| s == "established"),
+            Router::Bird(b) => b.bgp_state("lb").is_ok_and(|s| s == "Established"),
+            Router::Frr(f) => f.neighbor_state(neighbor).is_ok_and(|s| s == "Established"),
+        }
+    }
+
+    /// The router uses a path from the speaker for `prefix`: gobgpd holds it; BIRD has it
+    /// as its best route, unicast (not filtered, not unreachable); FRR has a valid best path
+    /// and zebra installed it in the namespace's kernel table.
+    pub fn installed(&self, prefix: &str) -> bool {
+        match self {
+            Router::Gobgp(g) => g.api().paths_for(prefix).is_ok_and(|ps| !ps.is_empty()),
+            Router::Bird(b) => b.has_best_route(prefix, "lb"),
+            Router::Frr(f) => f.has_best_path(prefix) && f.fib_installed(prefix),
+        }
+    }
+
+    /// The router holds any path for `prefix` (even one it does not use).
+    pub fn has_path(&self, prefix: &str) -> bool {
+        match self {
+            Router::Gobgp(g) => g.api().paths_for(prefix).is_ok_and(|ps| !ps.is_empty()),
+            Router::Bird(b) => b.routes(prefix).is_ok_and(|rs| !rs.is_empty()),
+            Router::Frr(f) => f.bgp_paths(prefix).is_ok_and(|ps| !ps.is_empty()),
+        }
+    }
+
+    /// Polls `cond` every 50 ms until it holds or `timeout` passes.
+    pub fn wait(&self, timeout: Duration, cond: impl Fn(&Router) -> bool) -> bool {
+        labkit::wait_until(timeout, || cond(self))
+    }
+}
+
+fn gobgp_config(o: &Opts) -> String {
+    let n = GobgpNeighbor::new(o.neighbor.parse().unwrap(), o.speaker_as)
+        .passive(true)
+        .hold_time(o.hold_time);
+    let mut t = GobgpConfig::new(ROUTER_AS, R_V4.parse().unwrap())
+        .neighbor(n)
+        .to_toml();
+    if o.graceful_restart {
+        // gobgpd as a helper: per neighbor, and per family (mp-graceful-restart). The keys
+        // below attach to the last [[neighbors]] and [[neighbors.afi-safis]] tables written.
+        t = t.replace(
+            "  [[neighbors.afi-safis]]",
+            "  [neighbors.graceful-restart.config]\n    enabled = true\n    helper-only = true\n  [[neighbors.afi-safis]]",
+        );
+        t = t.replace(
+            "      afi-safi-name = \"ipv4-unicast\"",
+            "      afi-safi-name = \"ipv4-unicast\"\n    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true",
+        );
+        t = t.replace(
+            "      afi-safi-name = \"ipv6-unicast\"",
+            "      afi-safi-name = \"ipv6-unicast\"\n    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true",
+        );
+    }
+    t
+}
+
+fn bird_config(o: &Opts) -> String {
+    let gr = if o.graceful_restart {
+        "  graceful restart on;\n"
+    } else {
+        ""
+    };
+    format!(
+        "router id {R_V4};\n\
+         log \"{log}\" all;\n\
+         protocol device {{}}\n\
+         protocol direct {{ ipv4; ipv6; }}\n\
+         protocol bgp lb {{\n  local as {ROUTER_AS};\n  neighbor {n} as {asn};\n  \
+         passive on;\n  hold time {hold};\n{gr}  debug {{ states, events, routes }};\n  \
+         ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n",
+        log = Bird::LOG_PLACEHOLDER,
+        n = o.neighbor,
+        asn = o.speaker_as,
+        hold = o.hold_time,
+    )
+}
+
+fn frr_config(o: &Opts) -> String {
+    let gr = if o.graceful_restart {
+        " bgp graceful-restart\n"
+    } else {
+        ""
+    };
+    let n = o.neighbor;
+    format!(
+        "hostname r\n\
+         debug bgp updates\n\
+         debug bgp neighbor-events\n\
+         debug bgp graceful-restart\n\
+         router bgp {ROUTER_AS}\n bgp router-id {R_V4}\n no bgp ebgp-requires-policy\n\
+         {gr} neighbor {n} remote-as {asn}\n neighbor {n} passive\n \
+         neighbor {n} timers {ka} {hold}\n \
+         address-family ipv4 unicast\n  neighbor {n} activate\n exit-address-family\n \
+         address-family ipv6 unicast\n  neighbor {n} activate\n exit-address-family\n",
+        asn = o.speaker_as,
+        ka = (o.hold_time / 3).max(1),
+        hold = o.hold_time,
+    )
+}
+
+/// Speaker settings for the lab (AS `local_as`, router id 192.0.2.11, 1 s connect retry).
+pub fn speaker_cfg(local_as: u32) -> SpeakerConfig {
+    SpeakerConfig {
+        local_as,
+        router_id: LB_V4.parse().unwrap(),
+        hold_time: 90,
+        connect_retry: Duration::from_secs(1),
+        graceful_restart: None,
+        ebgp_preference: EbgpPreference::Med { base: 1000 },
+        communities: vec![],
+        large_communities: vec![],
+        next_hop_v4: None,
+        next_hop_v6: None,
+        listen: None,
+    }
+}
+
+/// The router as a peer of the speaker.
+pub fn peer(name: &str, addr: &str) -> PeerConfig {
+    PeerConfig {
+        name: name.into(),
+        address: addr.parse::<IpAddr>().unwrap(),
+        remote_as: ROUTER_AS,
+        port: 179,
+        passive: false,
+        password: None,
+        local_address: None,
+        ttl_security: false,
+        hold_time: None,
+        next_hop_v4: None,
+        next_hop_v6: None,
+    }
+}
+
+/// Enters `lb` (this thread, for good) and runs `f` on a fresh two-thread runtime there,
+/// with the router shared for `blocking` calls.
+pub fn in_lb<F: std::future::Future<Output = ()>>(
+    lab: &Lab,
+    router: Router,
+    f: impl FnOnce(Arc<Router>) -> F,
+) {
+    lab.lb.enter().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(f(Arc::new(router)));
+}
+
+/// Runs a blocking router query off the runtime's threads.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
