@@ -25,10 +25,12 @@ pub struct SpeakerConfig {
     pub communities: Vec<Community>,
     /// Large communities added to every route.
     pub large_communities: Vec<LargeCommunity>,
-    /// IPv4 next hop for every peer (default: the session's local address).
+    /// IPv4 next hop for every peer (default: the session's local address; over an IPv6
+    /// session, an IPv4 address of the interface that carries it).
     pub next_hop_v4: Option<Ipv4Addr>,
-    /// IPv6 next hop for every peer (default: the session's local address, IPv4-mapped on
-    /// IPv4 sessions).
+    /// IPv6 next hop for every peer (default: the session's local address; over an IPv4
+    /// session, a global IPv6 address of the interface that carries it, and without one no
+    /// IPv6 routes go to that peer).
     pub next_hop_v6: Option<Ipv6Addr>,
     /// Listen address for incoming sessions; when `None`, `[::]:179` is opened once a passive
     /// peer is added.

@@ -9,7 +9,9 @@
 //! - [`rib_out`]: the per-peer Adj-RIB-Out that packs prefixes with equal attributes into few
 //!   UPDATEs and sends withdraws ahead of any backlog;
 //! - [`withdrawal`]: withdraws the caller can await (the UPDATE is on every socket);
-//! - [`policy`]: iBGP vs eBGP export rules (LOCAL_PREF, MED or prepends, next-hop self);
+//! - [`policy`]: iBGP vs eBGP export rules (LOCAL_PREF, MED or prepends);
+//! - [`nexthop`]: next hops per session (IPv6 routes over IPv4 sessions get a global IPv6
+//!   address of the session's interface);
 //! - the tokio driver (one task per peer, TCP-MD5, GTSM) behind [`Speaker`].
 //!
 //! ```no_run
@@ -61,6 +63,7 @@ mod config;
 mod error;
 pub mod fsm;
 mod md5;
+pub mod nexthop;
 pub mod packet;
 pub mod policy;
 pub mod rib_out;

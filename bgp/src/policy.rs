@@ -3,12 +3,9 @@
 //! - iBGP peers get LOCAL_PREF (the route's, 100 when unset) and an empty AS_PATH.
 //! - eBGP peers never get LOCAL_PREF (RFC 4271 §5.1.5); the route's preference is expressed by
 //!   [`EbgpPreference`] as MED or as extra prepends of our AS, and our AS is prepended.
-//! - NEXT_HOP is "self" (the session's local address) unless overridden per family, per peer
-//!   first, then speaker-wide. IPv6 routes over an IPv4 session without a configured IPv6 next
-//!   hop use the IPv4-mapped form of the local address (`::ffff:a.b.c.d`), as GoBGP does; a
-//!   router needs a route to it, so configure `next_hop_v6` for such peers in production.
+//! - NEXT_HOP is resolved per session by [`crate::nexthop`] and given here in [`ExportCtx`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::packet::{AsPath, Community, LargeCommunity, Origin, PathAttrs};
 
@@ -67,24 +64,6 @@ pub struct ExportCtx {
     pub next_hop_v4: Option<Ipv4Addr>,
     /// Resolved IPv6 next hop.
     pub next_hop_v6: Option<Ipv6Addr>,
-}
-
-/// Resolves the next hops: peer override, then speaker override, then the local address
-/// (IPv4-mapped for IPv6 routes over an IPv4 session).
-pub fn resolve_next_hops(
-    local: IpAddr,
-    peer: (Option<Ipv4Addr>, Option<Ipv6Addr>),
-    speaker: (Option<Ipv4Addr>, Option<Ipv6Addr>),
-) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
-    let v4 = peer.0.or(speaker.0).or(match local {
-        IpAddr::V4(a) => Some(a),
-        IpAddr::V6(a) => a.to_ipv4_mapped(),
-    });
-    let v6 = peer.1.or(speaker.1).or(Some(match local {
-        IpAddr::V4(a) => a.to_ipv6_mapped(),
-        IpAddr::V6(a) => a,
-    }));
-    (v4, v6)
 }
 
 impl ExportCtx {
@@ -229,33 +208,5 @@ mod tests {
             1 + MAX_PREPENDS as usize
         );
         assert_eq!(c.export(&route(Some(0)), true).med, None);
-    }
-
-    #[test]
-    fn next_hop_resolution_order() {
-        let l4: IpAddr = "192.0.2.10".parse().unwrap();
-        let l6: IpAddr = "2001:db8::10".parse().unwrap();
-        let p4: Ipv4Addr = "198.51.100.1".parse().unwrap();
-        let s4: Ipv4Addr = "198.51.100.2".parse().unwrap();
-        let s6: Ipv6Addr = "2001:db8::2".parse().unwrap();
-        assert_eq!(
-            resolve_next_hops(l4, (None, None), (None, None)),
-            (
-                Some("192.0.2.10".parse().unwrap()),
-                Some("::ffff:192.0.2.10".parse().unwrap())
-            )
-        );
-        assert_eq!(
-            resolve_next_hops(l4, (Some(p4), None), (Some(s4), Some(s6))),
-            (Some(p4), Some(s6))
-        );
-        assert_eq!(
-            resolve_next_hops(l6, (None, None), (None, None)),
-            (None, Some("2001:db8::10".parse().unwrap()))
-        );
-        assert_eq!(
-            resolve_next_hops(l6, (None, None), (Some(s4), None)).0,
-            Some(s4)
-        );
     }
 }

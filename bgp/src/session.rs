@@ -31,11 +31,12 @@ use tracing::{debug, info, warn};
 use crate::config::PeerConfig;
 use crate::fsm::{DownReason, Fsm, FsmConfig, Input, Output, State, Timer};
 use crate::md5;
+use crate::nexthop;
 use crate::packet::{
     message_len, Capability, DecodeCtx, EncodeCtx, Family, GracefulRestart, Message, Notification,
     MAX_MESSAGE_LEN,
 };
-use crate::policy::{resolve_next_hops, ExportCtx};
+use crate::policy::ExportCtx;
 use crate::shared::{lock, PeerShared, SpeakerShared};
 use crate::status::PeerEvent;
 
@@ -382,19 +383,33 @@ impl PeerTask {
     fn established(&mut self, neg: crate::fsm::Negotiated) {
         let Some(conn) = &self.conn else { return };
         let s = &self.speaker.cfg;
-        let (nh4, nh6) = resolve_next_hops(
-            conn.local.ip().to_canonical(),
+        let ifaddrs = nexthop::interface_addresses().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot list interface addresses");
+            Vec::new()
+        });
+        let nh = nexthop::resolve(
+            conn.local.ip(),
             (self.cfg.next_hop_v4, self.cfg.next_hop_v6),
             (s.next_hop_v4, s.next_hop_v6),
+            &ifaddrs,
         );
+        {
+            let mut info = lock(&self.shared.info);
+            if nh.missing != info.next_hop_missing {
+                if let Some(why) = &nh.missing {
+                    warn!(reason = %why, "a family's routes will not be sent to this peer");
+                }
+            }
+            info.next_hop_missing = nh.missing.clone();
+        }
         let export = ExportCtx {
             local_as: s.local_as,
             ibgp: self.cfg.remote_as == s.local_as,
             ebgp_preference: s.ebgp_preference,
             communities: s.communities.clone(),
             large_communities: s.large_communities.clone(),
-            next_hop_v4: nh4,
-            next_hop_v6: nh6,
+            next_hop_v4: nh.v4,
+            next_hop_v6: nh.v6,
         };
         let enc = EncodeCtx {
             four_octet_as: neg.four_octet_as,

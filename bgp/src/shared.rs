@@ -67,4 +67,6 @@ pub(crate) struct PeerInfo {
     pub state: Option<State>,
     pub established_at: Option<Instant>,
     pub last_error: Option<String>,
+    /// Why a family's routes are not sent on the current session.
+    pub next_hop_missing: Option<String>,
 }

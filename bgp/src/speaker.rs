@@ -375,6 +375,7 @@ impl Speaker {
                     updates_in: h.shared.updates_in.load(Ordering::Relaxed),
                     malformed_in: h.shared.malformed_in.load(Ordering::Relaxed),
                     last_error: info.last_error,
+                    next_hop_missing: info.next_hop_missing,
                 }
             })
             .collect();

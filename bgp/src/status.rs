@@ -49,4 +49,7 @@ pub struct PeerStatus {
     pub malformed_in: u64,
     /// Last error, for humans.
     pub last_error: Option<String>,
+    /// Why routes of a family are not sent to this peer (no next hop of that family on the
+    /// session), if they are not.
+    pub next_hop_missing: Option<String>,
 }

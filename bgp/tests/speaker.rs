@@ -17,7 +17,11 @@ use common::*;
 #[tokio::test]
 async fn ibgp_dump_end_of_rib_withdraw_and_cease_on_shutdown() {
     let (l, port) = listener().await;
-    let (sp, mut events) = Speaker::start(speaker_cfg()).unwrap();
+    let (sp, mut events) = Speaker::start(SpeakerConfig {
+        next_hop_v6: Some("2001:db8::10".parse().unwrap()),
+        ..speaker_cfg()
+    })
+    .unwrap();
     for i in 0..1000u32 {
         let a = Ipv4Addr::from(0xc633_6400 + i); // 198.51.100.0 ..
         sp.announce(IpNet::new(IpAddr::V4(a), 32).unwrap(), lp(150));
@@ -54,8 +58,8 @@ async fn ibgp_dump_end_of_rib_withdraw_and_cease_on_shutdown() {
             v4 += u.nlri.len();
         }
         if let Some(MpReach::Ipv6Unicast { next_hop, nlri, .. }) = &u.attrs.mp_reach {
-            // IPv6 over an IPv4 session: IPv4-mapped local address.
-            assert_eq!(next_hop.to_string(), "::ffff:127.0.0.1");
+            // IPv6 over an IPv4 session: the configured IPv6 next hop.
+            assert_eq!(next_hop.to_string(), "2001:db8::10");
             v6.extend(nlri.clone());
         }
     }
@@ -97,6 +101,37 @@ async fn ibgp_dump_end_of_rib_withdraw_and_cease_on_shutdown() {
     };
     assert_eq!(n, Notification::admin_shutdown("ipvs-sync shutting down"));
     assert_eq!(p.recv().await, None);
+}
+
+/// Over loopback the session's interface (`lo`) has no global IPv6 address: without a
+/// configured IPv6 next hop, no IPv6 route goes out (never an IPv4-mapped next hop), and the
+/// peer's status says why.
+#[tokio::test]
+async fn ipv6_routes_without_an_ipv6_next_hop_are_not_sent() {
+    let (l, port) = listener().await;
+    let (sp, _ev) = Speaker::start(speaker_cfg()).unwrap();
+    sp.announce(net("2001:db8:1::1/128"), lp(100));
+    sp.announce(net("198.51.100.1/32"), lp(100));
+    sp.add_peer(peer_cfg(port, 65010)).unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    let (mut p, _) = MiniPeer::handshake(s, 65010, 90).await;
+    let mut eors = 0;
+    while eors < 2 {
+        let u = p.update().await;
+        if u.end_of_rib_family().is_some() {
+            eors += 1;
+            continue;
+        }
+        assert_eq!(u.nlri, vec!["198.51.100.1/32".parse().unwrap()]);
+        assert!(u.attrs.mp_reach.is_none(), "{u:?}");
+    }
+    let st = sp.peers().await;
+    let why = st[0].next_hop_missing.clone().unwrap_or_default();
+    assert!(
+        why.contains("IPv6 routes not sent") && why.contains("interface lo"),
+        "{why:?}"
+    );
+    assert_eq!(st[0].routes_sent, 1);
 }
 
 #[tokio::test]

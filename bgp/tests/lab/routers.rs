@@ -24,6 +24,8 @@ pub enum Kind {
 pub struct Lab {
     pub r: Netns,
     pub lb: Netns,
+    /// The speaker's end of the veth.
+    pub lb_if: String,
 }
 
 /// The two namespaces and the veth between them. Panics when not root: a lab test that
@@ -35,14 +37,14 @@ pub fn lab() -> Lab {
     );
     let r = Netns::new("r").unwrap();
     let lb = Netns::new("lb").unwrap();
-    labkit::veth(
+    let (_, lb_if) = labkit::veth_pair(
         &r,
         &["192.0.2.1/24", "2001:db8::1/64"],
         &lb,
         &["192.0.2.11/24", "2001:db8::11/64"],
     )
     .unwrap();
-    Lab { r, lb }
+    Lab { r, lb, lb_if }
 }
 
 /// How the router sees the speaker.
@@ -111,6 +113,23 @@ impl Router {
             Router::Gobgp(g) => g.api().paths_for(prefix).is_ok_and(|ps| !ps.is_empty()),
             Router::Bird(b) => b.routes(prefix).is_ok_and(|rs| !rs.is_empty()),
             Router::Frr(f) => f.bgp_paths(prefix).is_ok_and(|ps| !ps.is_empty()),
+        }
+    }
+
+    /// The next hop of the speaker's path for `prefix`, as the router shows it.
+    pub fn next_hop(&self, prefix: &str) -> Option<String> {
+        match self {
+            Router::Gobgp(g) => g.api().paths_for(prefix).ok()?.first()?.nexthop.clone(),
+            Router::Bird(b) => b
+                .routes(prefix)
+                .ok()?
+                .first()?
+                .attrs
+                .get("BGP.next_hop")
+                .cloned(),
+            Router::Frr(f) => f.bgp_paths(prefix).ok()?.first()?["nexthops"][0]["ip"]
+                .as_str()
+                .map(str::to_owned),
         }
     }
 
