@@ -59,6 +59,11 @@ pub(crate) enum PeerCmd {
     Stop(Notification, oneshot::Sender<()>),
     /// The listener accepted a connection from this peer's address.
     Incoming(TcpStream),
+    /// Hold the peer down (e.g. BFD saw the path fail): Cease / BFD Down to the session if
+    /// there is one, close, and neither connect nor accept until [`PeerCmd::Release`].
+    HoldDown(String),
+    /// End a hold-down: start connecting (or waiting, if passive) again.
+    Release,
 }
 
 #[allow(clippy::large_enum_variant)] // carries a Message, see there
@@ -94,6 +99,8 @@ pub(crate) struct PeerTask {
     connecting: Option<JoinHandle<io::Result<TcpStream>>>,
     conn: Option<Conn>,
     stopping: bool,
+    /// Held down, and why.
+    held_down: Option<String>,
 }
 
 impl PeerTask {
@@ -102,6 +109,7 @@ impl PeerTask {
         speaker: Arc<SpeakerShared>,
         shared: Arc<PeerShared>,
         cmds: mpsc::UnboundedReceiver<PeerCmd>,
+        held_down: Option<String>,
     ) -> Self {
         let s = &speaker.cfg;
         let mut capabilities = vec![
@@ -141,17 +149,23 @@ impl PeerTask {
             connecting: None,
             conn: None,
             stopping: false,
+            held_down,
         }
     }
 
     /// Runs until stopped (command or the speaker dropping the command channel).
     pub(crate) async fn run(mut self) {
-        self.apply(Input::ManualStart);
+        lock(&self.shared.info).held_down = self.held_down.clone();
+        if self.held_down.is_none() {
+            self.apply(Input::ManualStart);
+        }
         loop {
             let deadline = self.timers.values().min().copied();
             tokio::select! {
                 cmd = self.cmds.recv() => match cmd {
                     Some(PeerCmd::Incoming(stream)) => self.incoming(stream),
+                    Some(PeerCmd::HoldDown(reason)) => self.hold_down(reason),
+                    Some(PeerCmd::Release) => self.release(),
                     Some(PeerCmd::Stop(n, done)) => {
                         self.stop(n).await;
                         let _ = done.send(());
@@ -214,6 +228,28 @@ impl PeerTask {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             w.abort();
+        }
+    }
+
+    /// Tears the session down at once, like a hold timer expiry (RFC 9384: Cease / BFD
+    /// Down, best effort), and stays Idle: no connect, incoming connections refused.
+    fn hold_down(&mut self, reason: String) {
+        info!(%reason, "held down");
+        lock(&self.shared.info).held_down = Some(reason.clone());
+        if self.held_down.replace(reason.clone()).is_none() {
+            self.apply(Input::ManualStop(Notification::new(
+                crate::packet::CEASE,
+                crate::packet::CEASE_BFD_DOWN,
+            )));
+        }
+        self.set_error(format!("held down: {reason}"));
+    }
+
+    fn release(&mut self) {
+        if self.held_down.take().is_some() {
+            info!("hold-down released");
+            lock(&self.shared.info).held_down = None;
+            self.apply(Input::ManualStart);
         }
     }
 
@@ -318,7 +354,7 @@ impl PeerTask {
         for o in outs {
             match o {
                 Output::Connect => {
-                    if self.stopping {
+                    if self.stopping || self.held_down.is_some() {
                         continue;
                     }
                     if let Some(c) = self.connecting.take() {

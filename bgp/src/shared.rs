@@ -69,4 +69,6 @@ pub(crate) struct PeerInfo {
     pub last_error: Option<String>,
     /// Why a family's routes are not sent on the current session.
     pub next_hop_missing: Option<String>,
+    /// Held down (no session until released), and why.
+    pub held_down: Option<String>,
 }

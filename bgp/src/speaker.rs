@@ -206,8 +206,11 @@ impl Speaker {
             }
         }
         let mut peers = lock(&self.inner.peers);
+        let mut held_down = None;
         if let Some(old) = peers.remove(&p.name) {
             info!(peer = %p.name, "peer configuration changed: restarting the session");
+            // A hold-down (BFD saw the path down) outlives the configuration change.
+            held_down = lock(&old.shared.info).held_down.clone();
             self.retire(
                 old,
                 Notification::cease_with_text(CEASE_ADMIN_RESET, "configuration changed"),
@@ -216,7 +219,13 @@ impl Speaker {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(PeerShared::default());
         let span = tracing::info_span!("bgp_peer", peer = %p.name, addr = %p.address);
-        let task = PeerTask::new(p.clone(), self.inner.shared.clone(), shared.clone(), rx);
+        let task = PeerTask::new(
+            p.clone(),
+            self.inner.shared.clone(),
+            shared.clone(),
+            rx,
+            held_down,
+        );
         let task = self.inner.runtime.spawn(task.run().instrument(span));
         lock(&self.inner.by_addr).insert(p.address, tx.clone());
         peers.insert(
@@ -245,6 +254,31 @@ impl Speaker {
         if h.cmd.send(PeerCmd::Stop(n, done)).is_err() {
             h.task.abort();
         }
+    }
+
+    /// Holds a peer down, e.g. when BFD (RFC 5880) sees the path to it fail: the session is
+    /// torn down at once, like a hold timer expiry (Cease / BFD Down, RFC 9384, sent best
+    /// effort, then the connection closes), and stays down — no connect, incoming
+    /// connections refused — until [`Speaker::set_peer_up`]. `PeerStatus::held_down` shows
+    /// the reason. Holding down a held-down peer only updates the reason.
+    pub fn set_peer_down(&self, name: &str, reason: &str) -> Result<(), BgpError> {
+        self.peer_cmd(name, PeerCmd::HoldDown(reason.to_string()))
+    }
+
+    /// Ends a hold-down: the peer connects (or waits for the router, if passive) again. A peer
+    /// not held down is left alone.
+    pub fn set_peer_up(&self, name: &str) -> Result<(), BgpError> {
+        self.peer_cmd(name, PeerCmd::Release)
+    }
+
+    fn peer_cmd(&self, name: &str, cmd: PeerCmd) -> Result<(), BgpError> {
+        let peers = lock(&self.inner.peers);
+        let h = peers
+            .get(name)
+            .ok_or_else(|| BgpError::UnknownPeer(name.to_string()))?;
+        // The task only ends when the speaker retires it, which removes it from `peers`.
+        let _ = h.cmd.send(cmd);
+        Ok(())
     }
 
     /// Removes a peer: Cease / Peer De-configured to it, then the session closes.
@@ -376,6 +410,7 @@ impl Speaker {
                     malformed_in: h.shared.malformed_in.load(Ordering::Relaxed),
                     last_error: info.last_error,
                     next_hop_missing: info.next_hop_missing,
+                    held_down: info.held_down,
                 }
             })
             .collect();

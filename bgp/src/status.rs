@@ -52,4 +52,7 @@ pub struct PeerStatus {
     /// Why routes of a family are not sent to this peer (no next hop of that family on the
     /// session), if they are not.
     pub next_hop_missing: Option<String>,
+    /// Held down by [`crate::Speaker::set_peer_down`] (no session until
+    /// [`crate::Speaker::set_peer_up`]), and why.
+    pub held_down: Option<String>,
 }
