@@ -38,6 +38,9 @@ pub enum BgpError {
         #[source]
         source: io::Error,
     },
+    /// Speaker-wide communities leave no room for a route in an UPDATE.
+    #[error("speaker-wide path attributes are too large: {0}")]
+    AttributesTooLarge(#[source] crate::policy::TooLarge),
     /// The TCP-MD5 key could not be installed on the listener.
     #[error("cannot set the TCP-MD5 key for peer {name:?} on the listener: {source}")]
     Md5 {

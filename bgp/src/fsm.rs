@@ -247,6 +247,11 @@ impl Fsm {
         &self.cfg
     }
 
+    /// Changes the ConnectRetry base delay; it applies from the next timer on.
+    pub fn set_connect_retry(&mut self, d: Duration) {
+        self.cfg.connect_retry = d;
+    }
+
     /// What the OPEN exchange agreed (set from OpenConfirm on).
     pub fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_ref()

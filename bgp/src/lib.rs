@@ -62,6 +62,7 @@
 mod config;
 mod error;
 pub mod fsm;
+mod listener;
 mod md5;
 pub mod nexthop;
 pub mod packet;
@@ -76,7 +77,8 @@ pub mod withdrawal;
 pub use config::{PeerConfig, SpeakerConfig};
 pub use error::BgpError;
 pub use packet::{Community, LargeCommunity};
+pub use policy::{attrs_fit, TooLarge};
 pub use policy::{EbgpPreference, RouteAttrs};
-pub use speaker::Speaker;
+pub use speaker::{Reconfigured, Speaker};
 pub use status::{PeerEvent, PeerStatus};
 pub use withdrawal::{WithdrawOutcome, WithdrawReport, Withdrawal};

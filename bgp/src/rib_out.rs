@@ -222,6 +222,39 @@ impl AdjRibOut {
         self.set_pending(prefix, Pending::Announce(attrs));
     }
 
+    /// The export settings changed (speaker-wide communities, next hops, eBGP preference):
+    /// every route of `table` this peer can get goes out again with the attributes it gets
+    /// now (an implicit replace, no withdraw in between); held routes of a family that lost
+    /// its next hop are withdrawn, and a family that gained one is announced.
+    pub fn set_export<'a>(
+        &mut self,
+        export: ExportCtx,
+        table: impl IntoIterator<Item = (&'a IpNet, &'a Arc<RouteAttrs>)>,
+    ) {
+        if export == self.export {
+            return;
+        }
+        self.export = export;
+        if !self.active {
+            return;
+        }
+        let lost: Vec<IpNet> = self
+            .held
+            .keys()
+            .filter(|p| !self.family_ok(p))
+            .copied()
+            .collect();
+        for p in lost {
+            self.withdraw(p);
+        }
+        for (p, a) in table {
+            let queued = matches!(self.pending.get(p), Some(Pending::Announce(x)) if x == a);
+            if self.family_ok(p) && !queued {
+                self.push_announce(*p, a.clone());
+            }
+        }
+    }
+
     /// Withdraw `prefix`: drop a queued announce, and queue a withdraw if the peer has it.
     /// Returns whether the peer holds it (its withdrawal is queued now or was already).
     pub fn withdraw(&mut self, prefix: IpNet) -> bool {

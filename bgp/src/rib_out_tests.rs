@@ -391,3 +391,87 @@ fn attributes_too_large_for_an_update_are_dropped_and_counted_not_looped() {
     assert_eq!(rib.routes_too_large(), 5);
     assert!(rib.is_idle());
 }
+
+/// A route that passes `attrs_fit` packs into an UPDATE with its prefix on every kind of
+/// session (iBGP, eBGP with the most prepends, 2-octet AS peer), one that fails does not.
+#[test]
+fn attrs_fit_agrees_with_the_packer() {
+    use crate::policy::attrs_fit;
+    let comms = |n: u32| -> Vec<Community> { (0..n).map(Community).collect() };
+    let max = (0..2000)
+        .take_while(|&n| attrs_fit(&comms(n), &[], &RouteAttrs::default()).is_ok())
+        .last()
+        .unwrap();
+    for (n, fits) in [(max, true), (max + 40, false)] {
+        let a = Arc::new(RouteAttrs {
+            local_pref: Some(0),
+            med: Some(1),
+            ..RouteAttrs::default()
+        });
+        let mut t = table(1, v6, &a);
+        t.extend(table(1, v4, &a));
+        for (ibgp, four_octet_as) in [(true, true), (false, true), (false, false)] {
+            let mut e = export(ibgp);
+            e.local_as = 4_200_000_000;
+            e.communities = comms(n);
+            e.ebgp_preference = EbgpPreference::Prepend {
+                base: 1000,
+                step: 1,
+            };
+            let mut rib = AdjRibOut::new();
+            rib.session_up(&BOTH, e, EncodeCtx { four_octet_as }, &t);
+            let sent = announced(&drain(&mut rib)).len();
+            assert_eq!(
+                sent == 2,
+                fits,
+                "{n} communities, ibgp {ibgp}, 4-octet {four_octet_as}"
+            );
+        }
+    }
+}
+
+#[test]
+fn new_export_settings_send_every_route_again_and_follow_next_hops() {
+    let mut t = table(3, v4, &attrs(100));
+    t.extend(table(2, v6, &attrs(100)));
+    let mut rib = AdjRibOut::new();
+    up(&mut rib, &BOTH, &t);
+    drain(&mut rib);
+    // Same settings: nothing to send.
+    rib.set_export(export(true), &t);
+    assert!(drain(&mut rib).is_empty());
+    // A new speaker-wide community: all five again, with it, and no withdraw.
+    let mut e = export(true);
+    e.communities = vec![Community::new(65010, 9)];
+    rib.set_export(e.clone(), &t);
+    let us = drain(&mut rib);
+    assert_eq!(announced(&us).len(), 5);
+    assert!(us
+        .iter()
+        .all(|u| u.withdrawn.is_empty() && u.attrs.mp_unreach.is_none()));
+    assert!(us
+        .iter()
+        .all(|u| u.attrs.communities == vec![Community::new(65010, 9)]));
+    // The IPv6 next hop goes away: the IPv6 routes are withdrawn, the IPv4 ones stay.
+    e.next_hop_v6 = None;
+    rib.set_export(e.clone(), &t);
+    let us = drain(&mut rib);
+    let IpNet::V6(a) = v6(0) else { panic!() };
+    let IpNet::V6(b) = v6(1) else { panic!() };
+    let mut gone = match &us[0].attrs.mp_unreach {
+        Some(MpUnreach::Ipv6Unicast(w)) => w.clone(),
+        other => panic!("{other:?}"),
+    };
+    gone.sort();
+    assert_eq!(gone, {
+        let mut v = vec![a, b];
+        v.sort();
+        v
+    });
+    assert_eq!(rib.routes_sent(), 3);
+    // And comes back: announced again.
+    e.next_hop_v6 = Some("2001:db8::10".parse().unwrap());
+    rib.set_export(e, &t);
+    assert_eq!(announced(&drain(&mut rib)).len(), 5);
+    assert_eq!(rib.routes_sent(), 5);
+}

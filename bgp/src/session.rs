@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::config::PeerConfig;
+use crate::config::{PeerConfig, SpeakerConfig};
 use crate::fsm::{DownReason, Fsm, FsmConfig, Input, Output, State, Timer};
 use crate::md5;
 use crate::nexthop;
@@ -64,6 +64,9 @@ pub(crate) enum PeerCmd {
     HoldDown(String),
     /// End a hold-down: start connecting (or waiting, if passive) again.
     Release,
+    /// New settings that need no new OPEN (communities, next hops, eBGP preference, connect
+    /// retry): the session stays up and every route goes out again with the new attributes.
+    Update(Arc<SpeakerConfig>, PeerConfig),
 }
 
 #[allow(clippy::large_enum_variant)] // carries a Message, see there
@@ -91,6 +94,8 @@ struct Conn {
 /// One peer's task.
 pub(crate) struct PeerTask {
     cfg: PeerConfig,
+    /// The speaker's settings this task runs with (replaced by [`PeerCmd::Update`]).
+    scfg: Arc<SpeakerConfig>,
     speaker: Arc<SpeakerShared>,
     shared: Arc<PeerShared>,
     cmds: mpsc::UnboundedReceiver<PeerCmd>,
@@ -111,7 +116,8 @@ impl PeerTask {
         cmds: mpsc::UnboundedReceiver<PeerCmd>,
         held_down: Option<String>,
     ) -> Self {
-        let s = &speaker.cfg;
+        let scfg = speaker.cfg();
+        let s = &*scfg;
         let mut capabilities = vec![
             Capability::Multiprotocol(Family::IPV4_UNICAST),
             Capability::Multiprotocol(Family::IPV6_UNICAST),
@@ -141,6 +147,7 @@ impl PeerTask {
         );
         Self {
             cfg,
+            scfg,
             speaker,
             shared,
             cmds,
@@ -166,6 +173,7 @@ impl PeerTask {
                     Some(PeerCmd::Incoming(stream)) => self.incoming(stream),
                     Some(PeerCmd::HoldDown(reason)) => self.hold_down(reason),
                     Some(PeerCmd::Release) => self.release(),
+                    Some(PeerCmd::Update(scfg, cfg)) => self.update(scfg, cfg),
                     Some(PeerCmd::Stop(n, done)) => {
                         self.stop(n).await;
                         let _ = done.send(());
@@ -245,6 +253,23 @@ impl PeerTask {
         self.set_error(format!("held down: {reason}"));
     }
 
+    fn update(&mut self, scfg: Arc<SpeakerConfig>, cfg: PeerConfig) {
+        self.fsm.set_connect_retry(scfg.connect_retry);
+        self.scfg = scfg;
+        self.cfg = cfg;
+        let Some(conn) = &self.conn else { return };
+        if self.fsm.state() != State::Established {
+            return;
+        }
+        let export = self.export_ctx(conn.local);
+        {
+            let routes = lock(&self.speaker.routes);
+            lock(&self.shared.rib).set_export(export, routes.iter());
+        }
+        info!("export settings changed: routes sent again with the new attributes");
+        self.shared.notify.notify_one();
+    }
+
     fn release(&mut self) {
         if self.held_down.take().is_some() {
             info!("hold-down released");
@@ -294,9 +319,8 @@ impl PeerTask {
             State::OpenConfirm if self.conn.as_ref().is_some_and(|c| c.outgoing) => {
                 // We know the peer's identifier: the connection initiated by the higher one wins.
                 let remote = self.fsm.negotiated().map(|n| n.peer_id);
-                let keep_ours = remote.is_none_or(|r| {
-                    crate::fsm::keep_locally_initiated(self.speaker.cfg.router_id, r)
-                });
+                let keep_ours = remote
+                    .is_none_or(|r| crate::fsm::keep_locally_initiated(self.scfg.router_id, r));
                 if keep_ours {
                     reject(stream, true);
                 } else {
@@ -416,29 +440,28 @@ impl PeerTask {
         }
     }
 
-    fn established(&mut self, neg: crate::fsm::Negotiated) {
-        let Some(conn) = &self.conn else { return };
-        let s = &self.speaker.cfg;
+    /// What this peer gets for a route on a session from `local`: next hops resolved now
+    /// (logged when a family has none), the speaker's export settings.
+    fn export_ctx(&self, local: SocketAddr) -> ExportCtx {
+        let s = &*self.scfg;
         let ifaddrs = nexthop::interface_addresses().unwrap_or_else(|e| {
             warn!(error = %e, "cannot list interface addresses");
             Vec::new()
         });
         let nh = nexthop::resolve(
-            conn.local.ip(),
+            local.ip(),
             (self.cfg.next_hop_v4, self.cfg.next_hop_v6),
             (s.next_hop_v4, s.next_hop_v6),
             &ifaddrs,
         );
-        {
-            let mut info = lock(&self.shared.info);
-            if nh.missing != info.next_hop_missing {
-                if let Some(why) = &nh.missing {
-                    warn!(reason = %why, "a family's routes will not be sent to this peer");
-                }
+        let mut info = lock(&self.shared.info);
+        if nh.missing != info.next_hop_missing {
+            if let Some(why) = &nh.missing {
+                warn!(reason = %why, "a family's routes will not be sent to this peer");
             }
-            info.next_hop_missing = nh.missing.clone();
         }
-        let export = ExportCtx {
+        info.next_hop_missing = nh.missing;
+        ExportCtx {
             local_as: s.local_as,
             ibgp: self.cfg.remote_as == s.local_as,
             ebgp_preference: s.ebgp_preference,
@@ -446,7 +469,12 @@ impl PeerTask {
             large_communities: s.large_communities.clone(),
             next_hop_v4: nh.v4,
             next_hop_v6: nh.v6,
-        };
+        }
+    }
+
+    fn established(&mut self, neg: crate::fsm::Negotiated) {
+        let Some(conn) = &self.conn else { return };
+        let export = self.export_ctx(conn.local);
         let enc = EncodeCtx {
             four_octet_as: neg.four_octet_as,
         };

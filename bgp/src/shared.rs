@@ -27,7 +27,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// What every peer task shares with the speaker.
 pub(crate) struct SpeakerShared {
-    pub cfg: SpeakerConfig,
+    /// The current settings (replaced by `Speaker::reconfigure`).
+    cfg: Mutex<Arc<SpeakerConfig>>,
     /// The routes every session gets (its initial dump and later changes).
     pub routes: Mutex<HashMap<IpNet, Arc<RouteAttrs>>>,
     events: mpsc::UnboundedSender<PeerEvent>,
@@ -36,10 +37,20 @@ pub(crate) struct SpeakerShared {
 impl SpeakerShared {
     pub(crate) fn new(cfg: SpeakerConfig, events: mpsc::UnboundedSender<PeerEvent>) -> Self {
         Self {
-            cfg,
+            cfg: Mutex::new(Arc::new(cfg)),
             routes: Mutex::new(HashMap::new()),
             events,
         }
+    }
+
+    /// The current settings.
+    pub(crate) fn cfg(&self) -> Arc<SpeakerConfig> {
+        lock(&self.cfg).clone()
+    }
+
+    /// Replaces the settings.
+    pub(crate) fn set_cfg(&self, cfg: Arc<SpeakerConfig>) {
+        *lock(&self.cfg) = cfg;
     }
 
     /// Reports a session event (dropped when nobody listens any more).

@@ -10,14 +10,11 @@
 //! Lock order everywhere: `routes`, then `peers`, then a peer's RIB (see `shared.rs`).
 
 use std::collections::{HashMap, HashSet};
-
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{info, warn, Instrument};
@@ -25,9 +22,10 @@ use tracing::{info, warn, Instrument};
 use crate::config::{valid_hold, PeerConfig, SpeakerConfig};
 use crate::error::BgpError;
 use crate::fsm::State;
+use crate::listener::{ByAddr, Listener, DEFAULT_LISTEN};
 use crate::md5;
 use crate::packet::{Notification, CEASE_ADMIN_RESET, CEASE_PEER_DECONFIGURED};
-use crate::policy::RouteAttrs;
+use crate::policy::{attrs_fit, RouteAttrs};
 use crate::session::{PeerCmd, PeerTask};
 use crate::shared::{lock, PeerShared, SpeakerShared};
 use crate::status::{PeerEvent, PeerStatus};
@@ -40,14 +38,6 @@ struct PeerHandle {
     task: JoinHandle<()>,
 }
 
-struct Listener {
-    socket: Arc<TcpListener>,
-    v6: bool,
-    task: JoinHandle<()>,
-}
-
-type ByAddr = Arc<Mutex<HashMap<IpAddr, mpsc::UnboundedSender<PeerCmd>>>>;
-
 struct Inner {
     shared: Arc<SpeakerShared>,
     peers: Mutex<HashMap<String, PeerHandle>>,
@@ -55,14 +45,6 @@ struct Inner {
     listener: Mutex<Option<Listener>>,
     interned: Mutex<HashSet<Arc<RouteAttrs>>>,
     runtime: tokio::runtime::Handle,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(l) = lock(&self.listener).take() {
-            l.task.abort();
-        }
-    }
 }
 
 /// The embedded BGP speaker. Cheap to clone; all clones drive the same speaker.
@@ -73,29 +55,94 @@ pub struct Speaker {
 
 impl std::fmt::Debug for Speaker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cfg = self.inner.shared.cfg();
         f.debug_struct("Speaker")
-            .field("local_as", &self.inner.shared.cfg.local_as)
-            .field("router_id", &self.inner.shared.cfg.router_id)
+            .field("local_as", &cfg.local_as)
+            .field("router_id", &cfg.router_id)
             .finish_non_exhaustive()
     }
 }
 
+/// What [`Speaker::reconfigure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconfigured {
+    /// The settings were the same.
+    Unchanged,
+    /// Applied with every session kept: routes whose attributes changed went out again as
+    /// UPDATEs (an implicit replace at the routers).
+    Applied,
+    /// A change that needs a new OPEN (AS, router id, hold time, graceful restart): every
+    /// session was restarted (Cease / Administrative Reset).
+    SessionsRestarted,
+}
+
+/// The settings a session's OPEN carries: changing one needs a new session.
+fn open_settings(c: &SpeakerConfig) -> impl PartialEq + '_ {
+    (c.local_as, c.router_id, c.hold_time, c.graceful_restart)
+}
+
+/// A peer's settings with the ones a running session can take (next hops) left out.
+fn session_settings(p: &PeerConfig) -> PeerConfig {
+    PeerConfig {
+        next_hop_v4: None,
+        next_hop_v6: None,
+        ..p.clone()
+    }
+}
+
+fn validate(cfg: &SpeakerConfig) -> Result<(), BgpError> {
+    if !valid_hold(cfg.hold_time) {
+        return Err(BgpError::InvalidHoldTime(cfg.hold_time));
+    }
+    if cfg.local_as == 0 {
+        return Err(BgpError::InvalidAs);
+    }
+    if cfg.router_id.is_unspecified() {
+        return Err(BgpError::InvalidRouterId);
+    }
+    attrs_fit(
+        &cfg.communities,
+        &cfg.large_communities,
+        &RouteAttrs::default(),
+    )
+    .map_err(BgpError::AttributesTooLarge)
+}
+
+fn validate_peer(p: &PeerConfig) -> Result<(), BgpError> {
+    let bad = |reason| BgpError::InvalidPeer {
+        name: p.name.clone(),
+        reason,
+    };
+    if p.name.is_empty() {
+        return Err(bad("empty name"));
+    }
+    if p.remote_as == 0 {
+        return Err(bad("remote AS 0 is reserved"));
+    }
+    if p.hold_time.is_some_and(|h| !valid_hold(h)) {
+        return Err(bad("hold time must be 0 or at least 3 seconds"));
+    }
+    if p.password
+        .as_ref()
+        .is_some_and(|k| k.len() > md5::MAX_KEY_LEN)
+    {
+        return Err(bad("TCP-MD5 password longer than 80 bytes"));
+    }
+    if p.address.is_unspecified() || p.address.is_multicast() {
+        return Err(bad("address must be a unicast address"));
+    }
+    Ok(())
+}
+
 impl Speaker {
     /// Starts a speaker with no peers. Must be called inside a tokio runtime; opens the
-    /// listener at once when `cfg.listen` is set.
+    /// listener at once when `cfg.listen` is set. Speaker-wide communities that leave no room
+    /// for a route in an UPDATE are refused ([`BgpError::AttributesTooLarge`]).
     pub fn start(
         cfg: SpeakerConfig,
     ) -> Result<(Speaker, mpsc::UnboundedReceiver<PeerEvent>), BgpError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BgpError::NoRuntime)?;
-        if !valid_hold(cfg.hold_time) {
-            return Err(BgpError::InvalidHoldTime(cfg.hold_time));
-        }
-        if cfg.local_as == 0 {
-            return Err(BgpError::InvalidAs);
-        }
-        if cfg.router_id.is_unspecified() {
-            return Err(BgpError::InvalidRouterId);
-        }
+        validate(&cfg)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let listen = cfg.listen;
         let speaker = Speaker {
@@ -114,108 +161,68 @@ impl Speaker {
         Ok((speaker, rx))
     }
 
-    fn ensure_listener(&self, addr: SocketAddr) -> Result<(), BgpError> {
+    /// Opens the listener on `addr` unless one is open.
+    fn ensure_listener(&self, addr: std::net::SocketAddr) -> Result<(), BgpError> {
         let mut l = lock(&self.inner.listener);
-        if l.is_some() {
-            return Ok(());
+        if l.is_none() {
+            let peers = lock(&self.inner.peers);
+            *l = Some(Listener::open(
+                addr,
+                &self.inner.runtime,
+                self.inner.by_addr.clone(),
+                peers.values().map(|h| &h.cfg),
+            )?);
         }
-        let _rt = self.inner.runtime.enter();
-        let err = |source| BgpError::Listen { addr, source };
-        let sock = match addr {
-            SocketAddr::V4(_) => TcpSocket::new_v4(),
-            SocketAddr::V6(_) => TcpSocket::new_v6(),
-        }
-        .map_err(err)?;
-        sock.set_reuseaddr(true).map_err(err)?;
-        sock.bind(addr).map_err(err)?;
-        let socket = Arc::new(sock.listen(64).map_err(err)?);
-        let v6 = addr.is_ipv6();
-        // Keys of peers added before the listener existed.
-        for p in lock(&self.inner.peers).values() {
-            if let Some(key) = &p.cfg.password {
-                md5::set_md5(&*socket, v6, p.cfg.address, key).map_err(|source| BgpError::Md5 {
-                    name: p.cfg.name.clone(),
-                    source,
-                })?;
-            }
-        }
-        info!(%addr, "BGP listening");
-        let task = self
-            .inner
-            .runtime
-            .spawn(accept_loop(socket.clone(), self.inner.by_addr.clone()));
-        *l = Some(Listener { socket, v6, task });
         Ok(())
     }
 
-    /// Adds a peer and starts its session. Idempotent per name: the same config is a no-op, a
-    /// changed one restarts that peer only (Cease / Administrative Reset to the old session).
+    /// Adds a peer and starts its session. Idempotent per name: the same config is a no-op; a
+    /// change of next hops only is applied to the running session (its routes go out again
+    /// with the new next hop); any other change restarts that peer only (Cease /
+    /// Administrative Reset to the old session).
     pub fn add_peer(&self, p: PeerConfig) -> Result<(), BgpError> {
-        let bad = |reason| BgpError::InvalidPeer {
-            name: p.name.clone(),
-            reason,
-        };
-        if p.name.is_empty() {
-            return Err(bad("empty name"));
-        }
-        if p.remote_as == 0 {
-            return Err(bad("remote AS 0 is reserved"));
-        }
-        if p.hold_time.is_some_and(|h| !valid_hold(h)) {
-            return Err(bad("hold time must be 0 or at least 3 seconds"));
-        }
-        if p.password
-            .as_ref()
-            .is_some_and(|k| k.len() > md5::MAX_KEY_LEN)
-        {
-            return Err(bad("TCP-MD5 password longer than 80 bytes"));
-        }
-        if p.address.is_unspecified() || p.address.is_multicast() {
-            return Err(bad("address must be a unicast address"));
-        }
-        if let Some(h) = lock(&self.inner.peers).get(&p.name) {
+        validate_peer(&p)?;
+        if let Some(h) = lock(&self.inner.peers).get_mut(&p.name) {
             if h.cfg == p {
+                return Ok(());
+            }
+            if session_settings(&h.cfg) == session_settings(&p) {
+                info!(peer = %p.name, "peer next hops changed: routes go out again");
+                h.cfg = p.clone();
+                let _ = h.cmd.send(PeerCmd::Update(self.inner.shared.cfg(), p));
                 return Ok(());
             }
         }
         if p.passive {
-            let addr = self
-                .inner
-                .shared
-                .cfg
-                .listen
-                .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 179));
-            self.ensure_listener(addr)?;
+            self.ensure_listener(self.inner.shared.cfg().listen.unwrap_or(DEFAULT_LISTEN))?;
         }
         if let Some(l) = lock(&self.inner.listener).as_ref() {
-            if p.ttl_security {
-                // GTSM for incoming sessions: our SYN-ACK must already leave with TTL 255.
-                md5::set_send_ttl_255(&*l.socket, l.v6).map_err(|source| BgpError::Listen {
-                    addr: l
-                        .socket
-                        .local_addr()
-                        .unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 179)),
-                    source,
-                })?;
-            }
-            if let Some(key) = &p.password {
-                md5::set_md5(&*l.socket, l.v6, p.address, key).map_err(|source| BgpError::Md5 {
-                    name: p.name.clone(),
-                    source,
-                })?;
-            }
+            l.add_peer(&p)?;
         }
         let mut peers = lock(&self.inner.peers);
         let mut held_down = None;
         if let Some(old) = peers.remove(&p.name) {
             info!(peer = %p.name, "peer configuration changed: restarting the session");
-            // A hold-down (BFD saw the path down) outlives the configuration change.
-            held_down = lock(&old.shared.info).held_down.clone();
-            self.retire(
-                old,
-                Notification::cease_with_text(CEASE_ADMIN_RESET, "configuration changed"),
-            );
+            held_down = self.retire_for_restart(old);
         }
+        let h = self.spawn_peer(p, held_down);
+        peers.insert(h.cfg.name.clone(), h);
+        Ok(())
+    }
+
+    /// Retires a peer whose session must restart with new settings; returns its hold-down,
+    /// which outlives the change (BFD still sees the path down).
+    fn retire_for_restart(&self, old: PeerHandle) -> Option<String> {
+        let held_down = lock(&old.shared.info).held_down.clone();
+        self.retire(
+            old,
+            Notification::cease_with_text(CEASE_ADMIN_RESET, "configuration changed"),
+        );
+        held_down
+    }
+
+    /// Starts a peer's task.
+    fn spawn_peer(&self, p: PeerConfig, held_down: Option<String>) -> PeerHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(PeerShared::default());
         let span = tracing::info_span!("bgp_peer", peer = %p.name, addr = %p.address);
@@ -228,16 +235,12 @@ impl Speaker {
         );
         let task = self.inner.runtime.spawn(task.run().instrument(span));
         lock(&self.inner.by_addr).insert(p.address, tx.clone());
-        peers.insert(
-            p.name.clone(),
-            PeerHandle {
-                cfg: p,
-                shared,
-                cmd: tx,
-                task,
-            },
-        );
-        Ok(())
+        PeerHandle {
+            cfg: p,
+            shared,
+            cmd: tx,
+            task,
+        }
     }
 
     fn retire(&self, h: PeerHandle, n: Notification) {
@@ -254,6 +257,64 @@ impl Speaker {
         if h.cmd.send(PeerCmd::Stop(n, done)).is_err() {
             h.task.abort();
         }
+    }
+
+    /// Applies new speaker-wide settings at runtime. Communities, large communities, next
+    /// hops, the eBGP preference and the connect retry delay are applied to the running
+    /// sessions: every route whose attributes change goes out again as an UPDATE, with no
+    /// withdraw in between. A new AS, router id, hold time or graceful-restart setting needs
+    /// a new OPEN, so every session restarts; a new listen address reopens the listener.
+    /// Settings [`Speaker::start`] would refuse are refused here, and nothing changes.
+    pub fn reconfigure(&self, cfg: SpeakerConfig) -> Result<Reconfigured, BgpError> {
+        validate(&cfg)?;
+        let old = self.inner.shared.cfg();
+        if *old == cfg {
+            return Ok(Reconfigured::Unchanged);
+        }
+        if old.listen != cfg.listen {
+            self.reopen_listener(cfg.listen)?;
+        }
+        let new = Arc::new(cfg);
+        self.inner.shared.set_cfg(new.clone());
+        let mut peers = lock(&self.inner.peers);
+        if open_settings(&old) != open_settings(&new) {
+            info!("AS, router id, hold time or graceful restart changed: restarting every session");
+            let names: Vec<String> = peers.keys().cloned().collect();
+            for name in names {
+                if let Some(old) = peers.remove(&name) {
+                    let cfg = old.cfg.clone();
+                    let held_down = self.retire_for_restart(old);
+                    peers.insert(name, self.spawn_peer(cfg, held_down));
+                }
+            }
+            return Ok(Reconfigured::SessionsRestarted);
+        }
+        for h in peers.values() {
+            let _ = h.cmd.send(PeerCmd::Update(new.clone(), h.cfg.clone()));
+        }
+        Ok(Reconfigured::Applied)
+    }
+
+    /// Closes the listener and opens it on `listen` (or on the default address if a passive
+    /// peer needs one).
+    fn reopen_listener(&self, listen: Option<std::net::SocketAddr>) -> Result<(), BgpError> {
+        let passive = lock(&self.inner.peers).values().any(|h| h.cfg.passive);
+        let addr = listen.or(passive.then_some(DEFAULT_LISTEN));
+        let mut l = lock(&self.inner.listener);
+        if l.as_ref().map(Listener::addr) == addr {
+            return Ok(());
+        }
+        *l = None;
+        if let Some(addr) = addr {
+            let peers = lock(&self.inner.peers);
+            *l = Some(Listener::open(
+                addr,
+                &self.inner.runtime,
+                self.inner.by_addr.clone(),
+                peers.values().map(|h| &h.cfg),
+            )?);
+        }
+        Ok(())
     }
 
     /// Holds a peer down, e.g. when BFD (RFC 5880) sees the path to it fail: the session is
@@ -433,9 +494,7 @@ impl Speaker {
     pub async fn shutdown(self, reason: &str) {
         let peers: Vec<PeerHandle> = lock(&self.inner.peers).drain().map(|(_, h)| h).collect();
         lock(&self.inner.by_addr).clear();
-        if let Some(l) = lock(&self.inner.listener).take() {
-            l.task.abort();
-        }
+        drop(lock(&self.inner.listener).take());
         let mut waits = Vec::new();
         for h in peers {
             let (done, wait) = oneshot::channel();
@@ -461,27 +520,6 @@ impl Speaker {
         }
         for (_, t) in waits {
             t.abort();
-        }
-    }
-}
-
-async fn accept_loop(socket: Arc<TcpListener>, by_addr: ByAddr) {
-    loop {
-        match socket.accept().await {
-            Ok((stream, from)) => {
-                let ip = from.ip().to_canonical();
-                let tx = lock(&by_addr).get(&ip).cloned();
-                match tx {
-                    Some(tx) => {
-                        let _ = tx.send(PeerCmd::Incoming(stream));
-                    }
-                    None => warn!(%from, "connection from an unknown address refused"),
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
         }
     }
 }

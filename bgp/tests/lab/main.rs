@@ -9,6 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod attrs;
 mod holddown;
 mod nexthop;
 mod routers;

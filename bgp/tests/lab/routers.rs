@@ -133,9 +133,168 @@ impl Router {
         }
     }
 
+    /// LOCAL_PREF of the speaker's path for `prefix`.
+    pub fn local_pref(&self, prefix: &str) -> Option<u32> {
+        match self {
+            Router::Gobgp(g) => g.api().paths_for(prefix).ok()?.first()?.local_pref,
+            Router::Bird(b) => b
+                .routes(prefix)
+                .ok()?
+                .first()?
+                .attrs
+                .get("BGP.local_pref")?
+                .parse()
+                .ok(),
+            Router::Frr(f) => f.bgp_paths(prefix).ok()?.first()?["locPrf"]
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok()),
+        }
+    }
+
+    /// Communities of the speaker's path for `prefix`, as `high:low`.
+    pub fn communities(&self, prefix: &str) -> Vec<String> {
+        match self {
+            Router::Gobgp(g) => {
+                let family = if prefix.contains(':') { "ipv6" } else { "ipv4" };
+                let rib = g.rib(family).unwrap_or_default();
+                let attrs = rib[prefix][0]["attrs"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                attrs
+                    .iter()
+                    .filter(|a| a["type"] == 8)
+                    .flat_map(|a| a["communities"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|c| c.as_u64())
+                    .map(|c| format!("{}:{}", c >> 16, c & 0xffff))
+                    .collect()
+            }
+            Router::Bird(b) => b
+                .routes(prefix)
+                .ok()
+                .and_then(|rs| rs.first()?.attrs.get("BGP.community").cloned())
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(|c| c.trim_matches(|c| c == '(' || c == ')').replace(',', ":"))
+                .collect(),
+            Router::Frr(f) => f
+                .bgp_paths(prefix)
+                .ok()
+                .and_then(|ps| {
+                    ps.first()?["community"]["string"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+
+    /// Starts watching the router's own record of withdrawals of `prefix`.
+    pub fn watch_withdrawals(&self, prefix: &str) -> Watch {
+        let offset = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
+        match self {
+            Router::Gobgp(g) => Watch::Monitor(Monitor::start(g, prefix)),
+            Router::Bird(b) => Watch::Log(prefix.to_owned(), offset(&b.log_path())),
+            Router::Frr(f) => Watch::Log(prefix.to_owned(), offset(&f.log_path())),
+        }
+    }
+
     /// Polls `cond` every 50 ms until it holds or `timeout` passes.
     pub fn wait(&self, timeout: Duration, cond: impl Fn(&Router) -> bool) -> bool {
         labkit::wait_until(timeout, || cond(self))
+    }
+}
+
+/// A router's record of withdrawals from a point on: gobgpd's `monitor global rib` stream,
+/// or the log of BIRD (`debug { routes }`) and FRR (`debug bgp updates`) past an offset.
+pub enum Watch {
+    Monitor(Monitor),
+    Log(String, u64),
+}
+
+impl Watch {
+    /// The records of a withdrawal of the watched prefix seen so far.
+    pub fn withdrawals(&self, router: &Router) -> Vec<String> {
+        match (self, router) {
+            (Watch::Monitor(m), _) => m.withdrawals(),
+            (Watch::Log(prefix, from), Router::Bird(b)) => log_lines(&b.log_path(), *from)
+                .into_iter()
+                // lb.ipv4 < removed [sole] 198.51.100.1/32 unicast
+                .filter(|l| l.contains(&format!(" {prefix} ")) && l.contains(" removed "))
+                .collect(),
+            (Watch::Log(prefix, from), Router::Frr(f)) => log_lines(&f.log_path(), *from)
+                .into_iter()
+                // ... rcvd UPDATE about 198.51.100.1/32 IPv4 unicast -- withdrawn
+                .filter(|l| l.contains(prefix.as_str()) && l.contains("withdrawn"))
+                .collect(),
+            (Watch::Log(..), Router::Gobgp(_)) => vec![],
+        }
+    }
+}
+
+fn log_lines(path: &std::path::Path, from: u64) -> Vec<String> {
+    let text = std::fs::read(path).unwrap_or_default();
+    let from = usize::try_from(from).unwrap_or(0).min(text.len());
+    String::from_utf8_lossy(&text[from..])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `gobgp monitor global rib -j` for one prefix, read by a thread into a list.
+pub struct Monitor {
+    child: std::process::Child,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    fn start(g: &Gobgpd, prefix: &str) -> Monitor {
+        use std::io::BufRead;
+        let family = if prefix.contains(':') { "ipv6" } else { "ipv4" };
+        let mut child = std::process::Command::new("gobgp")
+            .args(["--target", &g.api_target(), "monitor", "global", "rib"])
+            .args(["-a", family, "--current", "-j"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        let prefix = prefix.to_owned();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                if l.contains(&prefix) {
+                    l2.lock().unwrap().push(l);
+                }
+            }
+        });
+        // The stream starts with the current best path: once it is there, the monitor is
+        // subscribed.
+        assert!(
+            labkit::wait_until(Duration::from_secs(5), || !lines.lock().unwrap().is_empty()),
+            "gobgp monitor printed nothing"
+        );
+        Monitor { child, lines }
+    }
+
+    fn withdrawals(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("\"withdrawal\":true"))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
