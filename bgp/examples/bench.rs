@@ -452,6 +452,8 @@ fn sender_child(args: &[String]) {
             hold_time: 90,
             connect_retry: Duration::from_secs(1),
             graceful_restart: None,
+            restarting: false,
+            defer_end_of_rib: false,
             ebgp_preference: EbgpPreference::None,
             communities: vec![],
             large_communities: vec![],

@@ -17,8 +17,17 @@ pub struct SpeakerConfig {
     pub hold_time: u16,
     /// Base delay between connection attempts (doubles per failure up to 120 s, jittered).
     pub connect_retry: Duration,
-    /// Advertise graceful restart with this restart time (seconds), or not at all.
+    /// Advertise graceful restart (RFC 4724) with this restart time (seconds), or not at all.
     pub graceful_restart: Option<u16>,
+    /// This process is a graceful restart of one that kept the data plane (addresses, IPVS):
+    /// until a peer's first session is Established, our OPENs to it set the Restart State
+    /// bit and the Forwarding State bit of each family (RFC 4724 §3). Needs
+    /// `graceful_restart`; read at start only.
+    pub restarting: bool,
+    /// Hold End-of-RIB back until [`crate::Speaker::release_end_of_rib`], so a restarted
+    /// caller can finish announcing before helpers drop the stale routes it did not
+    /// announce again. Read at start only.
+    pub defer_end_of_rib: bool,
     /// How route preference is expressed to eBGP peers.
     pub ebgp_preference: EbgpPreference,
     /// Communities added to every route.

@@ -25,6 +25,8 @@
 //!     hold_time: 90,
 //!     connect_retry: Duration::from_secs(5),
 //!     graceful_restart: None,
+//!     restarting: false,
+//!     defer_end_of_rib: false,
 //!     ebgp_preference: EbgpPreference::Med { base: 1000 },
 //!     communities: vec![],
 //!     large_communities: vec![],

@@ -79,6 +79,8 @@ pub struct AdjRibOut {
     /// The last withdraw ticket issued.
     ticket: u64,
     eor_pending: Vec<Family>,
+    /// End-of-RIB held back until released.
+    eor_held: bool,
     /// UPDATE messages produced (all sessions); the number of the last one.
     produced: u64,
     /// The writer's mark: UPDATEs up to this number are on the socket.
@@ -96,15 +98,18 @@ impl AdjRibOut {
 
     /// The session came up: forget what an old session was sent, queue every route of `table`
     /// whose family was negotiated (and has a next hop on this session), and arm End-of-RIB
-    /// for the negotiated families.
+    /// for the negotiated families (held back until [`AdjRibOut::release_end_of_rib`] when
+    /// `hold_eor`).
     pub fn session_up<'a>(
         &mut self,
         families: &[Family],
         export: ExportCtx,
         enc: EncodeCtx,
+        hold_eor: bool,
         table: impl IntoIterator<Item = (&'a IpNet, &'a Arc<RouteAttrs>)>,
     ) {
         self.session_down();
+        self.eor_held = hold_eor;
         self.active = true;
         self.session += 1;
         self.families = families.to_vec();
@@ -327,9 +332,9 @@ impl AdjRibOut {
         }
     }
 
-    /// Nothing left to send.
+    /// Nothing left to send (a held End-of-RIB does not count).
     pub fn is_idle(&self) -> bool {
-        self.pending.is_empty() && self.eor_pending.is_empty()
+        self.pending.is_empty() && (self.eor_pending.is_empty() || self.eor_held)
     }
 
     /// Withdraws queued (they go out before any announce).
@@ -386,11 +391,16 @@ impl AdjRibOut {
         if let Some(u) = self.pack(false) {
             return Some(u);
         }
-        if !self.eor_pending.is_empty() {
+        if !self.eor_pending.is_empty() && !self.eor_held {
             let f = self.eor_pending.remove(0);
             return Some(Update::end_of_rib(f));
         }
         None
+    }
+
+    /// Lets End-of-RIB go out (after the routes queued before it).
+    pub fn release_end_of_rib(&mut self) {
+        self.eor_held = false;
     }
 
     /// One UPDATE of the oldest queued withdraws, up to the first of the other family.

@@ -40,7 +40,7 @@ fn v6(i: u32) -> IpNet {
 
 /// Brings the session up as iBGP with both next hops.
 fn up(rib: &mut AdjRibOut, families: &[Family], t: &HashMap<IpNet, Arc<RouteAttrs>>) {
-    rib.session_up(families, export(true), EncodeCtx::default(), t);
+    rib.session_up(families, export(true), EncodeCtx::default(), false, t);
 }
 
 fn attrs(lp: u32) -> Arc<RouteAttrs> {
@@ -255,7 +255,7 @@ fn ebgp_v4_without_a_next_hop_is_dropped_not_stuck() {
     let mut rib = AdjRibOut::new();
     let mut e = export(false);
     e.next_hop_v4 = None;
-    rib.session_up(&[Family::IPV4_UNICAST], e, EncodeCtx::default(), &t);
+    rib.session_up(&[Family::IPV4_UNICAST], e, EncodeCtx::default(), false, &t);
     let u = rib.next_update().unwrap();
     assert_eq!(u.end_of_rib_family(), Some(Family::IPV4_UNICAST));
     assert!(rib.is_idle());
@@ -419,7 +419,7 @@ fn attrs_fit_agrees_with_the_packer() {
                 step: 1,
             };
             let mut rib = AdjRibOut::new();
-            rib.session_up(&BOTH, e, EncodeCtx { four_octet_as }, &t);
+            rib.session_up(&BOTH, e, EncodeCtx { four_octet_as }, false, &t);
             let sent = announced(&drain(&mut rib)).len();
             assert_eq!(
                 sent == 2,
@@ -474,4 +474,22 @@ fn new_export_settings_send_every_route_again_and_follow_next_hops() {
     rib.set_export(e, &t);
     assert_eq!(announced(&drain(&mut rib)).len(), 5);
     assert_eq!(rib.routes_sent(), 5);
+}
+
+#[test]
+fn a_held_end_of_rib_waits_for_release_after_the_routes() {
+    let t = table(3, v4, &attrs(100));
+    let mut rib = AdjRibOut::new();
+    rib.session_up(&BOTH, export(true), EncodeCtx::default(), true, &t);
+    let us = drain(&mut rib);
+    assert_eq!(announced(&us).len(), 3);
+    assert!(us.iter().all(|u| u.end_of_rib_family().is_none()));
+    assert!(rib.is_idle());
+    // Routes announced meanwhile still go before it.
+    rib.announce(v4(10), attrs(100));
+    rib.release_end_of_rib();
+    let us = drain(&mut rib);
+    assert_eq!(announced(&us), vec![v4(10)]);
+    let eors: Vec<_> = us.iter().filter_map(|u| u.end_of_rib_family()).collect();
+    assert_eq!(eors, BOTH.to_vec());
 }

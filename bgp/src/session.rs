@@ -55,8 +55,9 @@ const COALESCE_ENOUGH: usize = 8192;
 /// Commands from the speaker to a peer task.
 #[derive(Debug)]
 pub(crate) enum PeerCmd {
-    /// Send this Cease (if a session exists), close, end the task; then signal.
-    Stop(Notification, oneshot::Sender<()>),
+    /// Send this Cease (if a session exists; none: close without one, for a graceful
+    /// restart), close, end the task; then signal.
+    Stop(Option<Notification>, oneshot::Sender<()>),
     /// The listener accepted a connection from this peer's address.
     Incoming(TcpStream),
     /// Hold the peer down (e.g. BFD saw the path fail): Cease / BFD Down to the session if
@@ -118,20 +119,7 @@ impl PeerTask {
     ) -> Self {
         let scfg = speaker.cfg();
         let s = &*scfg;
-        let mut capabilities = vec![
-            Capability::Multiprotocol(Family::IPV4_UNICAST),
-            Capability::Multiprotocol(Family::IPV6_UNICAST),
-            Capability::RouteRefresh,
-            Capability::EnhancedRouteRefresh,
-        ];
-        if let Some(t) = s.graceful_restart {
-            capabilities.push(Capability::GracefulRestart(GracefulRestart {
-                restart_state: false,
-                flags: 0,
-                restart_time: t.min(0x0fff),
-                families: vec![(Family::IPV4_UNICAST, false), (Family::IPV6_UNICAST, false)],
-            }));
-        }
+        let capabilities = capabilities(s, speaker.restarting_for(&cfg.name));
         let fsm = Fsm::new(
             FsmConfig {
                 local_as: s.local_as,
@@ -180,8 +168,8 @@ impl PeerTask {
                         return;
                     }
                     None => {
-                        self.stop(Notification::cease_with_text(
-                            crate::packet::CEASE_PEER_DECONFIGURED, "peer removed")).await;
+                        self.stop(Some(Notification::cease_with_text(
+                            crate::packet::CEASE_PEER_DECONFIGURED, "peer removed"))).await;
                         return;
                     }
                 },
@@ -225,10 +213,13 @@ impl PeerTask {
         }
     }
 
-    async fn stop(&mut self, n: Notification) {
+    async fn stop(&mut self, n: Option<Notification>) {
         self.stopping = true;
         let writer = self.conn.as_ref().map(|c| c.writer.abort_handle());
-        self.apply(Input::ManualStop(n));
+        self.apply(match n {
+            Some(n) => Input::ManualStop(n),
+            None => Input::ManualStopForRestart,
+        });
         // Give the writer up to a second to put the Cease on the wire.
         if let Some(w) = writer {
             let deadline = Instant::now() + CLOSE_GRACE;
@@ -480,11 +471,18 @@ impl PeerTask {
         };
         info!(peer_as = neg.peer_as, peer_id = %neg.peer_id, hold_time = neg.hold_time,
               families = ?neg.families, "session established");
+        if self.speaker.restarting_for(&self.cfg.name) {
+            // RFC 4724 §3: the Restart State bit is for the OPENs right after a restart.
+            self.speaker.restart_done(&self.cfg.name);
+            self.fsm.set_capabilities(capabilities(&self.scfg, false));
+        }
         let session = {
-            // Lock order: routes, then the RIB (as announce/withdraw do).
+            // Lock order: routes, then the RIB (as announce/withdraw do). The End-of-RIB
+            // hold is read under the RIB lock, so a release cannot slip in between.
             let routes = lock(&self.speaker.routes);
             let mut rib = lock(&self.shared.rib);
-            rib.session_up(&neg.families, export, enc, routes.iter());
+            let hold_eor = self.speaker.eor_deferred();
+            rib.session_up(&neg.families, export, enc, hold_eor, routes.iter());
             rib.session()
         };
         let _ = conn.writer_tx.send(WriterCmd::StartRib(session, enc));
@@ -493,6 +491,30 @@ impl PeerTask {
             name: self.cfg.name.clone(),
         });
     }
+}
+
+/// The capabilities of our OPENs: both unicast families, route refresh (plain and enhanced),
+/// and graceful restart when configured, with the Restart State and Forwarding State bits
+/// set while `restarting` (RFC 4724 §3).
+fn capabilities(s: &SpeakerConfig, restarting: bool) -> Vec<Capability> {
+    let mut caps = vec![
+        Capability::Multiprotocol(Family::IPV4_UNICAST),
+        Capability::Multiprotocol(Family::IPV6_UNICAST),
+        Capability::RouteRefresh,
+        Capability::EnhancedRouteRefresh,
+    ];
+    if let Some(t) = s.graceful_restart {
+        caps.push(Capability::GracefulRestart(GracefulRestart {
+            restart_state: restarting,
+            flags: 0,
+            restart_time: t.min(0x0fff),
+            families: vec![
+                (Family::IPV4_UNICAST, restarting),
+                (Family::IPV6_UNICAST, restarting),
+            ],
+        }));
+    }
+    caps
 }
 
 /// Refuses a connection, optionally telling the peer why (Cease / Connection Rejected 6/5).

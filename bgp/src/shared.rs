@@ -5,8 +5,8 @@
 //! tasks in `session.rs` get `Arc`s of both. Lock order everywhere: `routes`, then the
 //! speaker's peer map, then a peer's RIB, then its `info`.
 
-use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -32,15 +32,44 @@ pub(crate) struct SpeakerShared {
     /// The routes every session gets (its initial dump and later changes).
     pub routes: Mutex<HashMap<IpNet, Arc<RouteAttrs>>>,
     events: mpsc::UnboundedSender<PeerEvent>,
+    /// End-of-RIB is held back until released (`defer_end_of_rib`).
+    eor_deferred: AtomicBool,
+    /// Peers (by name) that have had a session since start: a graceful restart is over for
+    /// them, so their OPENs no longer set the Restart State bit.
+    restart_done: Mutex<HashSet<String>>,
 }
 
 impl SpeakerShared {
     pub(crate) fn new(cfg: SpeakerConfig, events: mpsc::UnboundedSender<PeerEvent>) -> Self {
         Self {
+            eor_deferred: AtomicBool::new(cfg.defer_end_of_rib),
             cfg: Mutex::new(Arc::new(cfg)),
             routes: Mutex::new(HashMap::new()),
             events,
+            restart_done: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Whether End-of-RIB is still held back. Read under the peer's RIB lock, so a release
+    /// (which clears it, then goes through every RIB) is never missed.
+    pub(crate) fn eor_deferred(&self) -> bool {
+        self.eor_deferred.load(Ordering::SeqCst)
+    }
+
+    /// Stops holding End-of-RIB back; the caller then releases it in every RIB.
+    pub(crate) fn release_eor(&self) {
+        self.eor_deferred.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether our OPENs to `peer` still say we are restarting (RFC 4724 Restart State).
+    pub(crate) fn restarting_for(&self, peer: &str) -> bool {
+        let cfg = self.cfg();
+        cfg.restarting && cfg.graceful_restart.is_some() && !lock(&self.restart_done).contains(peer)
+    }
+
+    /// `peer` had a session: the restart is over for it.
+    pub(crate) fn restart_done(&self, peer: &str) {
+        lock(&self.restart_done).insert(peer.to_owned());
     }
 
     /// The current settings.

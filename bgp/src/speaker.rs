@@ -254,7 +254,7 @@ impl Speaker {
             }
         }
         let (done, _) = oneshot::channel();
-        if h.cmd.send(PeerCmd::Stop(n, done)).is_err() {
+        if h.cmd.send(PeerCmd::Stop(Some(n), done)).is_err() {
             h.task.abort();
         }
     }
@@ -492,16 +492,37 @@ impl Speaker {
     /// Stops every session with Cease / Administrative Shutdown carrying `reason` (RFC 8203),
     /// waiting at most about a second for the NOTIFICATIONs to be written.
     pub async fn shutdown(self, reason: &str) {
+        self.stop_all(Some(Notification::admin_shutdown(reason)))
+            .await;
+    }
+
+    /// Closes every session without a NOTIFICATION, for a graceful restart (RFC 4724): routers
+    /// that help keep our routes as stale for the restart time, until the next process
+    /// (started with `restarting`) has sent them again and End-of-RIB. Returns once the
+    /// sockets are closed (at most about a second).
+    pub async fn shutdown_for_restart(self) {
+        self.stop_all(None).await;
+    }
+
+    /// Lets End-of-RIB go out to every peer, after the routes queued before it, when the
+    /// speaker was started with `defer_end_of_rib`; later sessions send it at once. A no-op
+    /// otherwise.
+    pub fn release_end_of_rib(&self) {
+        self.inner.shared.release_eor();
+        for p in lock(&self.inner.peers).values() {
+            lock(&p.shared.rib).release_end_of_rib();
+            p.shared.notify.notify_one();
+        }
+    }
+
+    async fn stop_all(self, n: Option<Notification>) {
         let peers: Vec<PeerHandle> = lock(&self.inner.peers).drain().map(|(_, h)| h).collect();
         lock(&self.inner.by_addr).clear();
         drop(lock(&self.inner.listener).take());
         let mut waits = Vec::new();
         for h in peers {
             let (done, wait) = oneshot::channel();
-            if h.cmd
-                .send(PeerCmd::Stop(Notification::admin_shutdown(reason), done))
-                .is_ok()
-            {
+            if h.cmd.send(PeerCmd::Stop(n.clone(), done)).is_ok() {
                 waits.push((wait, h.task));
             } else {
                 h.task.abort();

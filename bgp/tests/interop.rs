@@ -64,6 +64,8 @@ fn speaker_cfg(local_as: u32) -> SpeakerConfig {
         hold_time: 90,
         connect_retry: Duration::from_secs(1),
         graceful_restart: None,
+        restarting: false,
+        defer_end_of_rib: false,
         ebgp_preference: EbgpPreference::Med { base: 1000 },
         communities: vec![Community::new(65000, 1)],
         large_communities: vec![],

@@ -19,6 +19,8 @@ pub fn speaker_cfg() -> SpeakerConfig {
         hold_time: 90,
         connect_retry: Duration::from_millis(200),
         graceful_restart: Some(120),
+        restarting: false,
+        defer_end_of_rib: false,
         ebgp_preference: EbgpPreference::Med { base: 1000 },
         communities: vec!["65010:1".parse().unwrap()],
         large_communities: vec![],

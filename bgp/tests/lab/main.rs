@@ -12,5 +12,6 @@
 mod attrs;
 mod holddown;
 mod nexthop;
+mod restart;
 mod routers;
 mod withdraw;

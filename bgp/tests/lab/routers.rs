@@ -202,11 +202,74 @@ impl Router {
         }
     }
 
+    /// A point in the router's log (BIRD, FRR) from which [`Router::eor_received`] and
+    /// [`Router::restart_bit_seen`] look.
+    pub fn mark(&self) -> Since {
+        let offset = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
+        Since(match self {
+            Router::Gobgp(_) => 0,
+            Router::Bird(b) => offset(&b.log_path()),
+            Router::Frr(f) => offset(&f.log_path()),
+        })
+    }
+
+    /// End-of-RIB for every family received on the current session (gobgpd: its per-family
+    /// graceful-restart state, reset when a session ends) or since `since` (BIRD logs the
+    /// end of the neighbor's graceful restart, which comes with the last End-of-RIB; FRR
+    /// logs each End-of-RIB).
+    pub fn eor_received(&self, since: &Since) -> bool {
+        match self {
+            Router::Gobgp(g) => g
+                .cli(&["neighbor", crate::routers::LB_V4, "-j"])
+                .ok()
+                .and_then(|o| serde_json::from_str::<serde_json::Value>(o.trim()).ok())
+                .and_then(|v| v["afi_safis"].as_array().cloned())
+                .is_some_and(|fs| {
+                    !fs.is_empty()
+                        && fs.iter().all(|f| {
+                            f["mp_graceful_restart"]["state"]["end_of_rib_received"] == true
+                        })
+                }),
+            Router::Bird(b) => log_lines(&b.log_path(), since.0)
+                .iter()
+                .any(|l| l.contains("Neighbor graceful restart done")),
+            Router::Frr(f) => {
+                let lines = log_lines(&f.log_path(), since.0);
+                ["IPv4 Unicast", "IPv6 Unicast"].iter().all(|fam| {
+                    lines
+                        .iter()
+                        .any(|l| l.contains(&format!("rcvd End-of-RIB for {fam} from")))
+                })
+            }
+        }
+    }
+
+    /// Whether the neighbor's OPEN since `since` had the graceful-restart Restart State bit
+    /// (BIRD: "Restart recovery" among its capabilities; FRR logs "Peer has restarted");
+    /// `None` where the router does not tell (gobgpd).
+    pub fn restart_bit_seen(&self, since: &Since) -> Option<bool> {
+        match self {
+            Router::Gobgp(_) => None,
+            Router::Bird(b) => Some(
+                b.birdc(&["show", "protocols", "all", "lb"])
+                    .is_ok_and(|o| o.contains("Restart recovery")),
+            ),
+            Router::Frr(f) => Some(
+                log_lines(&f.log_path(), since.0)
+                    .iter()
+                    .any(|l| l.contains("Peer has restarted")),
+            ),
+        }
+    }
+
     /// Polls `cond` every 50 ms until it holds or `timeout` passes.
     pub fn wait(&self, timeout: Duration, cond: impl Fn(&Router) -> bool) -> bool {
         labkit::wait_until(timeout, || cond(self))
     }
 }
+
+/// A point in a router's log.
+pub struct Since(u64);
 
 /// A router's record of withdrawals from a point on: gobgpd's `monitor global rib` stream,
 /// or the log of BIRD (`debug { routes }`) and FRR (`debug bgp updates`) past an offset.
@@ -308,9 +371,10 @@ fn gobgp_config(o: &Opts) -> String {
     if o.graceful_restart {
         // gobgpd as a helper: per neighbor, and per family (mp-graceful-restart). The keys
         // below attach to the last [[neighbors]] and [[neighbors.afi-safis]] tables written.
-        t = t.replace(
+        t = t.replacen(
             "  [[neighbors.afi-safis]]",
             "  [neighbors.graceful-restart.config]\n    enabled = true\n    helper-only = true\n  [[neighbors.afi-safis]]",
+            1,
         );
         t = t.replace(
             "      afi-safi-name = \"ipv4-unicast\"",
@@ -376,6 +440,8 @@ pub fn speaker_cfg(local_as: u32) -> SpeakerConfig {
         hold_time: 90,
         connect_retry: Duration::from_secs(1),
         graceful_restart: None,
+        restarting: false,
+        defer_end_of_rib: false,
         ebgp_preference: EbgpPreference::Med { base: 1000 },
         communities: vec![],
         large_communities: vec![],
