@@ -63,6 +63,7 @@
 
 mod config;
 mod error;
+mod fasthash;
 pub mod fsm;
 mod listener;
 mod md5;
@@ -74,6 +75,7 @@ mod session;
 mod shared;
 mod speaker;
 mod status;
+mod table;
 pub mod withdrawal;
 
 pub use config::{PeerConfig, SpeakerConfig};

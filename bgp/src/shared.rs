@@ -5,19 +5,18 @@
 //! tasks in `session.rs` get `Arc`s of both. Lock order everywhere: `routes`, then the
 //! speaker's peer map, then a peer's RIB, then its `info`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use ipnet::IpNet;
 use tokio::sync::{mpsc, Notify};
 
 use crate::config::SpeakerConfig;
 use crate::fsm::State;
-use crate::policy::RouteAttrs;
 use crate::rib_out::AdjRibOut;
 use crate::status::PeerEvent;
+use crate::table::RouteTable;
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the data of these
 /// mutexes stays consistent at every await-free step).
@@ -30,7 +29,7 @@ pub(crate) struct SpeakerShared {
     /// The current settings (replaced by `Speaker::reconfigure`).
     cfg: Mutex<Arc<SpeakerConfig>>,
     /// The routes every session gets (its initial dump and later changes).
-    pub routes: Mutex<HashMap<IpNet, Arc<RouteAttrs>>>,
+    pub routes: Mutex<RouteTable>,
     events: mpsc::UnboundedSender<PeerEvent>,
     /// End-of-RIB is held back until released (`defer_end_of_rib`).
     eor_deferred: AtomicBool,
@@ -44,7 +43,7 @@ impl SpeakerShared {
         Self {
             eor_deferred: AtomicBool::new(cfg.defer_end_of_rib),
             cfg: Mutex::new(Arc::new(cfg)),
-            routes: Mutex::new(HashMap::new()),
+            routes: Mutex::new(RouteTable::default()),
             events,
             restart_done: Mutex::new(HashSet::new()),
         }

@@ -375,38 +375,43 @@ impl Speaker {
     }
 
     /// Announces many routes at once: one lock of the table and one wake-up per peer for the
-    /// whole batch. A prefix given twice takes its last attributes.
+    /// whole batch. A prefix given twice takes its last attributes. The peers get the batch
+    /// before the table does, so their writers start sending while the table is updated.
     pub fn announce_many(&self, routes: impl IntoIterator<Item = (IpNet, RouteAttrs)>) {
-        let mut last: Option<Arc<RouteAttrs>> = None;
-        let mut table = lock(&self.inner.shared.routes);
-        let mut changed: Vec<(IpNet, Arc<RouteAttrs>)> = Vec::new();
+        // Runs of one attribute set, in order (batches mostly repeat one set: the interner is
+        // asked once per run).
+        let mut runs: Vec<(Arc<RouteAttrs>, Vec<IpNet>)> = Vec::new();
         for (prefix, attrs) in routes {
             let prefix = prefix.trunc();
-            // Batches mostly repeat one attribute set: skip the interner for a repeat.
-            let attrs = match &last {
-                Some(a) if **a == attrs => a.clone(),
-                _ => {
-                    let a = self.intern(attrs);
-                    last = Some(a.clone());
-                    a
-                }
-            };
-            if table.get(&prefix) == Some(&attrs) {
-                continue;
+            match runs.last_mut() {
+                Some((a, ps)) if **a == attrs => ps.push(prefix),
+                _ => runs.push((self.intern(attrs), vec![prefix])),
             }
-            table.insert(prefix, attrs.clone());
-            changed.push((prefix, attrs));
         }
-        if changed.is_empty() {
+        if runs.is_empty() {
             return;
         }
+        let mut table = lock(&self.inner.shared.routes);
         for p in lock(&self.inner.peers).values() {
             let mut rib = lock(&p.shared.rib);
-            for (prefix, attrs) in &changed {
-                rib.announce(*prefix, attrs.clone());
+            for (attrs, prefixes) in &runs {
+                rib.announce_many(attrs, prefixes.iter().copied());
             }
             drop(rib);
             p.shared.notify.notify_one();
+        }
+        let (v4, v6) = runs
+            .iter()
+            .flat_map(|(_, ps)| ps)
+            .fold((0, 0), |(a, b), p| match p {
+                IpNet::V4(_) => (a + 1, b),
+                IpNet::V6(_) => (a, b + 1),
+            });
+        table.reserve(v4, v6);
+        for (attrs, prefixes) in runs {
+            for p in prefixes {
+                table.insert(p, attrs.clone());
+            }
         }
     }
 
@@ -483,7 +488,7 @@ impl Speaker {
     pub fn routes(&self) -> Vec<(IpNet, RouteAttrs)> {
         let mut v: Vec<(IpNet, RouteAttrs)> = lock(&self.inner.shared.routes)
             .iter()
-            .map(|(p, a)| (*p, (**a).clone()))
+            .map(|(p, a)| (p, (**a).clone()))
             .collect();
         v.sort_by_key(|r| r.0);
         v

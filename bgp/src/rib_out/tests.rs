@@ -5,6 +5,8 @@
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::packet::Community;
 use crate::packet::{DecodeCtx, Message};
@@ -40,7 +42,13 @@ fn v6(i: u32) -> IpNet {
 
 /// Brings the session up as iBGP with both next hops.
 fn up(rib: &mut AdjRibOut, families: &[Family], t: &HashMap<IpNet, Arc<RouteAttrs>>) {
-    rib.session_up(families, export(true), EncodeCtx::default(), false, t);
+    rib.session_up(
+        families,
+        export(true),
+        EncodeCtx::default(),
+        false,
+        t.iter().map(|(p, a)| (*p, a)),
+    );
 }
 
 fn attrs(lp: u32) -> Arc<RouteAttrs> {
@@ -255,7 +263,13 @@ fn ebgp_v4_without_a_next_hop_is_dropped_not_stuck() {
     let mut rib = AdjRibOut::new();
     let mut e = export(false);
     e.next_hop_v4 = None;
-    rib.session_up(&[Family::IPV4_UNICAST], e, EncodeCtx::default(), false, &t);
+    rib.session_up(
+        &[Family::IPV4_UNICAST],
+        e,
+        EncodeCtx::default(),
+        false,
+        t.iter().map(|(p, a)| (*p, a)),
+    );
     let u = rib.next_update().unwrap();
     assert_eq!(u.end_of_rib_family(), Some(Family::IPV4_UNICAST));
     assert!(rib.is_idle());
@@ -419,7 +433,13 @@ fn attrs_fit_agrees_with_the_packer() {
                 step: 1,
             };
             let mut rib = AdjRibOut::new();
-            rib.session_up(&BOTH, e, EncodeCtx { four_octet_as }, false, &t);
+            rib.session_up(
+                &BOTH,
+                e,
+                EncodeCtx { four_octet_as },
+                false,
+                t.iter().map(|(p, a)| (*p, a)),
+            );
             let sent = announced(&drain(&mut rib)).len();
             assert_eq!(
                 sent == 2,
@@ -438,12 +458,12 @@ fn new_export_settings_send_every_route_again_and_follow_next_hops() {
     up(&mut rib, &BOTH, &t);
     drain(&mut rib);
     // Same settings: nothing to send.
-    rib.set_export(export(true), &t);
+    rib.set_export(export(true), t.iter().map(|(p, a)| (*p, a)));
     assert!(drain(&mut rib).is_empty());
     // A new speaker-wide community: all five again, with it, and no withdraw.
     let mut e = export(true);
     e.communities = vec![Community::new(65010, 9)];
-    rib.set_export(e.clone(), &t);
+    rib.set_export(e.clone(), t.iter().map(|(p, a)| (*p, a)));
     let us = drain(&mut rib);
     assert_eq!(announced(&us).len(), 5);
     assert!(us
@@ -454,7 +474,7 @@ fn new_export_settings_send_every_route_again_and_follow_next_hops() {
         .all(|u| u.attrs.communities == vec![Community::new(65010, 9)]));
     // The IPv6 next hop goes away: the IPv6 routes are withdrawn, the IPv4 ones stay.
     e.next_hop_v6 = None;
-    rib.set_export(e.clone(), &t);
+    rib.set_export(e.clone(), t.iter().map(|(p, a)| (*p, a)));
     let us = drain(&mut rib);
     let IpNet::V6(a) = v6(0) else { panic!() };
     let IpNet::V6(b) = v6(1) else { panic!() };
@@ -471,7 +491,7 @@ fn new_export_settings_send_every_route_again_and_follow_next_hops() {
     assert_eq!(rib.routes_sent(), 3);
     // And comes back: announced again.
     e.next_hop_v6 = Some("2001:db8::10".parse().unwrap());
-    rib.set_export(e, &t);
+    rib.set_export(e, t.iter().map(|(p, a)| (*p, a)));
     assert_eq!(announced(&drain(&mut rib)).len(), 5);
     assert_eq!(rib.routes_sent(), 5);
 }
@@ -480,7 +500,13 @@ fn new_export_settings_send_every_route_again_and_follow_next_hops() {
 fn a_held_end_of_rib_waits_for_release_after_the_routes() {
     let t = table(3, v4, &attrs(100));
     let mut rib = AdjRibOut::new();
-    rib.session_up(&BOTH, export(true), EncodeCtx::default(), true, &t);
+    rib.session_up(
+        &BOTH,
+        export(true),
+        EncodeCtx::default(),
+        true,
+        t.iter().map(|(p, a)| (*p, a)),
+    );
     let us = drain(&mut rib);
     assert_eq!(announced(&us).len(), 3);
     assert!(us.iter().all(|u| u.end_of_rib_family().is_none()));
@@ -492,4 +518,115 @@ fn a_held_end_of_rib_waits_for_release_after_the_routes() {
     assert_eq!(announced(&us), vec![v4(10)]);
     let eors: Vec<_> = us.iter().filter_map(|u| u.end_of_rib_family()).collect();
     assert_eq!(eors, BOTH.to_vec());
+}
+
+/// `n` prefixes from `f`, for a batch announce.
+fn many(n: u32, f: fn(u32) -> IpNet) -> Vec<IpNet> {
+    (0..n).map(f).collect()
+}
+
+#[test]
+fn large_batches_go_through_the_inbox_in_order_and_unchanged_ones_are_skipped() {
+    let mut rib = AdjRibOut::new();
+    up(&mut rib, &BOTH, &HashMap::new());
+    drain(&mut rib); // End-of-RIBs
+    let a = attrs(100);
+    rib.announce_many(&a, many(5_000, v4).into_iter());
+    assert_eq!(rib.announces_queued(), 5_000);
+    let us = drain(&mut rib);
+    // In call order, full UPDATEs.
+    assert_eq!(announced(&us), many(5_000, v4));
+    assert_eq!(us.len(), 7);
+    assert_eq!(rib.routes_sent(), 5_000);
+    // The same again: nothing to send.
+    rib.announce_many(&a, many(5_000, v4).into_iter());
+    assert!(drain(&mut rib).is_empty());
+    // Other attributes, then back: the last one wins for every prefix.
+    rib.announce_many(&attrs(200), many(1_000, v4).into_iter());
+    rib.announce_many(&attrs(300), many(1_000, v4).into_iter());
+    let us = drain(&mut rib);
+    assert!(us.iter().all(|u| u.attrs.local_pref.is_some()));
+    assert_eq!(us.last().unwrap().attrs.local_pref, Some(300));
+    let last_of = |p: IpNet| {
+        us.iter()
+            .rev()
+            .find(|u| announced(std::slice::from_ref(u)).contains(&p))
+            .and_then(|u| u.attrs.local_pref)
+    };
+    assert!(many(1_000, v4).into_iter().all(|p| last_of(p) == Some(300)));
+    assert_eq!(
+        rib.book.acct.attrs.len(),
+        2,
+        "100 and 300 in use, 200 freed"
+    );
+}
+
+#[test]
+fn a_withdraw_sees_announces_still_in_the_inbox() {
+    let mut rib = AdjRibOut::new();
+    up(&mut rib, &BOTH, &HashMap::new());
+    drain(&mut rib);
+    let a = attrs(100);
+    rib.announce_many(&a, many(2_000, v4).into_iter());
+    let first = rib.next_update().unwrap();
+    let sent = IpNet::V4(first.nlri[0]);
+    let unsent = v4(1_999);
+    assert!(rib.withdraw(sent));
+    assert!(!rib.withdraw(unsent));
+    let us = drain(&mut rib);
+    assert_eq!(us[0].withdrawn, vec![first.nlri[0]]);
+    assert!(!announced(&us).contains(&unsent));
+    assert_eq!(rib.routes_sent(), 2_000 - 2);
+}
+
+#[test]
+fn an_inbox_announce_of_a_prefix_being_withdrawn_replaces_the_withdraw() {
+    let mut rib = AdjRibOut::new();
+    up(&mut rib, &BOTH, &HashMap::new());
+    drain(&mut rib);
+    rib.announce_many(&attrs(100), many(300, v4).into_iter());
+    drain(&mut rib);
+    assert!(rib.withdraw(v4(7)));
+    // A large batch lands in the inbox behind the queued withdraw.
+    rib.announce_many(&attrs(200), many(300, v4).into_iter());
+    let us = drain(&mut rib);
+    // No withdraw goes out: the new announce replaces it (an implicit replace).
+    assert!(us.iter().all(|u| u.withdrawn.is_empty()), "{us:?}");
+    assert_eq!(announced(&us).len(), 300);
+    assert!(us.iter().all(|u| u.attrs.local_pref == Some(200)));
+    assert_eq!(rib.routes_sent(), 300);
+}
+
+#[test]
+fn everything_withdrawn_leaves_no_attribute_set_behind() {
+    let mut rib = AdjRibOut::new();
+    up(&mut rib, &BOTH, &HashMap::new());
+    drain(&mut rib);
+    rib.announce_many(&attrs(100), many(1_000, v4).into_iter());
+    rib.announce_many(&attrs(150), many(500, v6).into_iter());
+    drain(&mut rib);
+    for p in many(1_000, v4).into_iter().chain(many(500, v6)) {
+        assert!(rib.withdraw(p));
+    }
+    drain(&mut rib);
+    assert_eq!(rib.routes_sent(), 0);
+    assert_eq!(rib.book.acct.attrs.len(), 0);
+    assert!(rib.book.v4.is_empty() && rib.book.v6.is_empty());
+}
+
+#[test]
+fn a_large_batch_too_large_for_an_update_is_dropped_and_counted() {
+    let huge = Arc::new(RouteAttrs {
+        communities: (0..1100).map(|i| Community::new(65000, i)).collect(),
+        ..RouteAttrs::default()
+    });
+    let mut rib = AdjRibOut::new();
+    up(&mut rib, &BOTH, &HashMap::new());
+    drain(&mut rib);
+    rib.announce_many(&huge, many(400, v4).into_iter());
+    rib.announce_many(&attrs(100), many(1, |i| v4(i + 1_000)).into_iter());
+    let us = drain(&mut rib);
+    assert_eq!(announced(&us), vec![v4(1_000)]);
+    assert_eq!(rib.routes_too_large(), 400);
+    assert!(rib.is_idle());
 }

@@ -16,9 +16,14 @@
 //! ```text
 //! cargo build --release -p bgp --examples
 //! sudo target/release/examples/bench [--sizes 10000,100000] [--skip exabgp,gobgpd]
+//! sudo target/release/examples/bench --vs-bird [--sizes 100000,1000000] [--runs 3] [--single]
 //! ```
+//! `--vs-bird` compares the speaker with BIRD 2 as sender into a BIRD 2 receiver instead
+//! (see `vs_bird.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod vs_bird;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -88,9 +93,16 @@ fn main() {
     }
     let mut sizes = vec![10_000u32, 100_000];
     let mut skip: Vec<String> = vec![];
+    let (mut vs_bird, mut runs, mut single) = (false, 3u32, false);
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--vs-bird" => {
+                vs_bird = true;
+                sizes = vec![100_000, 1_000_000];
+            }
+            "--runs" => runs = it.next().expect("--runs N").parse().expect("runs"),
+            "--single" => single = true,
             "--sizes" => {
                 sizes = it
                     .next()
@@ -109,6 +121,10 @@ fn main() {
             }
             other => panic!("unknown argument {other}"),
         }
+    }
+    if vs_bird {
+        vs_bird::vs_bird(&sizes, runs, single);
+        return;
     }
     let mut rows = vec![];
     let skipped = |what: &str| skip.iter().any(|s| s == what);
@@ -434,12 +450,14 @@ fn stop(mut c: Child) {
 
 // ---- our speaker ----
 
-/// Child mode: `bench --sender N v4|v6`, inside the sender namespace. Prints `established`
-/// when the session is up, announces N prefixes through the API, then on a line on stdin
-/// prints `stats CPU_SECS HWM_MB UPDATES` and shuts down.
+/// Child mode: `bench --sender N v4|v6 [single|batch]`, inside the sender namespace. Prints
+/// `established` when the session is up, announces N prefixes through the API (one
+/// `announce` call each, or one `announce_many`), then on a line on stdin prints
+/// `stats CPU_SECS HWM_MB UPDATES` and shuts down.
 fn sender_child(args: &[String]) {
     let n: u32 = args[0].parse().unwrap();
     let fam = if args[1] == "v6" { Fam::V6 } else { Fam::V4 };
+    let batch = args.get(2).is_some_and(|m| m == "batch");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -487,12 +505,16 @@ fn sender_child(args: &[String]) {
             local_pref: Some(100),
             ..RouteAttrs::default()
         };
-        for i in 0..n {
-            let p = match fam {
-                Fam::V4 => IpNet::V4(v4_prefix(i)),
-                Fam::V6 => IpNet::V6(v6_prefix(i)),
-            };
-            sp.announce(p, attrs.clone());
+        let prefix = |i| match fam {
+            Fam::V4 => IpNet::V4(v4_prefix(i)),
+            Fam::V6 => IpNet::V6(v6_prefix(i)),
+        };
+        if batch {
+            sp.announce_many((0..n).map(|i| (prefix(i), attrs.clone())));
+        } else {
+            for i in 0..n {
+                sp.announce(prefix(i), attrs.clone());
+            }
         }
         let t_api = t0.elapsed();
         // When the last prefix left the Adj-RIB-Out (written to the socket or queued in it).
