@@ -84,19 +84,13 @@ async fn main() -> ExitCode {
         }
     };
     let cfg = SpeakerConfig {
-        local_as: args.local_as,
-        router_id: args.router_id,
         hold_time: args.hold,
         connect_retry: Duration::from_secs(1),
         graceful_restart: args.graceful_restart,
         restarting: args.restarting,
         defer_end_of_rib: args.defer_eor,
         ebgp_preference: EbgpPreference::Med { base: 1000 },
-        communities: vec![],
-        large_communities: vec![],
-        next_hop_v4: None,
-        next_hop_v6: None,
-        listen: None,
+        ..SpeakerConfig::new(args.local_as, args.router_id)
     };
     let (speaker, mut events) = match Speaker::start(cfg) {
         Ok(s) => s,
@@ -115,17 +109,9 @@ async fn main() -> ExitCode {
         );
     }
     let peer = PeerConfig {
-        name: "peer".into(),
-        address: args.peer,
-        remote_as: args.remote_as,
-        port: 179,
         passive: args.passive,
         password: args.password.map(String::into_bytes),
-        local_address: None,
-        ttl_security: false,
-        hold_time: None,
-        next_hop_v4: None,
-        next_hop_v6: None,
+        ..PeerConfig::new("peer", args.peer, args.remote_as)
     };
     if let Err(e) = speaker.add_peer(peer) {
         eprintln!("speaker: {e}");

@@ -73,6 +73,50 @@ pub struct PeerConfig {
     pub next_hop_v6: Option<Ipv6Addr>,
 }
 
+impl SpeakerConfig {
+    /// Settings for AS `local_as` with router id `router_id`, the rest at their defaults:
+    /// hold time 90 s, connect retry 5 s, no graceful restart, no eBGP preference, no
+    /// communities, next hops from the sessions, and no listener until a passive peer needs
+    /// one. Set other fields with struct update syntax.
+    pub fn new(local_as: u32, router_id: Ipv4Addr) -> Self {
+        SpeakerConfig {
+            local_as,
+            router_id,
+            hold_time: 90,
+            connect_retry: Duration::from_secs(5),
+            graceful_restart: None,
+            restarting: false,
+            defer_end_of_rib: false,
+            ebgp_preference: EbgpPreference::None,
+            communities: Vec::new(),
+            large_communities: Vec::new(),
+            next_hop_v4: None,
+            next_hop_v6: None,
+            listen: None,
+        }
+    }
+}
+
+impl PeerConfig {
+    /// A neighbor named `name` at `address` in AS `remote_as`: port 179, we connect, no
+    /// TCP-MD5, no GTSM, the speaker's hold time and next hops.
+    pub fn new(name: impl Into<String>, address: IpAddr, remote_as: u32) -> Self {
+        PeerConfig {
+            name: name.into(),
+            address,
+            remote_as,
+            port: 179,
+            passive: false,
+            password: None,
+            local_address: None,
+            ttl_security: false,
+            hold_time: None,
+            next_hop_v4: None,
+            next_hop_v6: None,
+        }
+    }
+}
+
 /// RFC 4271 §4.2: a hold time is 0 or at least 3 seconds.
 pub(crate) fn valid_hold(h: u16) -> bool {
     h == 0 || h >= 3

@@ -67,55 +67,42 @@ pub fn resolve(
         .iter()
         .find(|i| i.addr == local)
         .map(|i| i.name.as_str());
-    let on_iface = |want: fn(&IpAddr) -> bool| {
-        iface.and_then(|name| {
-            ifaddrs
-                .iter()
-                .filter(|i| i.name == name)
-                .map(|i| i.addr)
-                .find(want)
-        })
+    // The addresses of the interface that carries the session (none if none does).
+    let on_iface = || {
+        ifaddrs
+            .iter()
+            .filter(move |i| Some(i.name.as_str()) == iface)
+            .map(|i| i.addr)
     };
-    let mut missing = None;
-    let mut why = |family: &str, conf: &str| {
-        missing = Some(match iface {
-            Some(name) => format!(
-                "{family} routes not sent: no {conf} configured and interface {name} \
-                 (which carries {local}) has no usable {family} address"
-            ),
-            None => format!(
-                "{family} routes not sent: no {conf} configured and no interface carries \
-                 the session's address {local}"
-            ),
-        });
+    let v4 = peer.0.or(speaker.0).or_else(|| match local {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => on_iface().find_map(|a| match a {
+            IpAddr::V4(v) if usable_v4(&v) => Some(v),
+            _ => None,
+        }),
+    });
+    let v6 = peer.1.or(speaker.1).or_else(|| match local {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => on_iface().find_map(|a| match a {
+            IpAddr::V6(v) if global_v6(&v) => Some(v),
+            _ => None,
+        }),
+    });
+    let why = |family: &str, conf: &str| match iface {
+        Some(name) => format!(
+            "{family} routes not sent: no {conf} configured and interface {name} \
+             (which carries {local}) has no usable {family} address"
+        ),
+        None => format!(
+            "{family} routes not sent: no {conf} configured and no interface carries \
+             the session's address {local}"
+        ),
     };
-    let v4 = match (peer.0.or(speaker.0), local) {
-        (Some(a), _) => Some(a),
-        (None, IpAddr::V4(a)) => Some(a),
-        (None, IpAddr::V6(_)) => {
-            let a = on_iface(|a| matches!(a, IpAddr::V4(v) if usable_v4(v)));
-            if a.is_none() {
-                why("IPv4", "next_hop_v4");
-            }
-            a.and_then(|a| match a {
-                IpAddr::V4(v) => Some(v),
-                IpAddr::V6(_) => None,
-            })
-        }
-    };
-    let v6 = match (peer.1.or(speaker.1), local) {
-        (Some(a), _) => Some(a),
-        (None, IpAddr::V6(a)) => Some(a),
-        (None, IpAddr::V4(_)) => {
-            let a = on_iface(|a| matches!(a, IpAddr::V6(v) if global_v6(v)));
-            if a.is_none() {
-                why("IPv6", "next_hop_v6");
-            }
-            a.and_then(|a| match a {
-                IpAddr::V6(v) => Some(v),
-                IpAddr::V4(_) => None,
-            })
-        }
+    // Only the family the session does not run over can be missing.
+    let missing = match (v4, v6) {
+        (None, _) => Some(why("IPv4", "next_hop_v4")),
+        (_, None) => Some(why("IPv6", "next_hop_v6")),
+        _ => None,
     };
     NextHops { v4, v6, missing }
 }

@@ -165,15 +165,21 @@ impl Speaker {
     fn ensure_listener(&self, addr: std::net::SocketAddr) -> Result<(), BgpError> {
         let mut l = lock(&self.inner.listener);
         if l.is_none() {
-            let peers = lock(&self.inner.peers);
-            *l = Some(Listener::open(
-                addr,
-                &self.inner.runtime,
-                self.inner.by_addr.clone(),
-                peers.values().map(|h| &h.cfg),
-            )?);
+            *l = Some(self.open_listener(addr)?);
         }
         Ok(())
+    }
+
+    /// A listener on `addr` with every peer's socket options (the caller holds the listener
+    /// lock: lock order listener, then peers).
+    fn open_listener(&self, addr: std::net::SocketAddr) -> Result<Listener, BgpError> {
+        let peers = lock(&self.inner.peers);
+        Listener::open(
+            addr,
+            &self.inner.runtime,
+            self.inner.by_addr.clone(),
+            peers.values().map(|h| &h.cfg),
+        )
     }
 
     /// Adds a peer and starts its session. Idempotent per name: the same config is a no-op; a
@@ -306,13 +312,7 @@ impl Speaker {
         }
         *l = None;
         if let Some(addr) = addr {
-            let peers = lock(&self.inner.peers);
-            *l = Some(Listener::open(
-                addr,
-                &self.inner.runtime,
-                self.inner.by_addr.clone(),
-                peers.values().map(|h| &h.cfg),
-            )?);
+            *l = Some(self.open_listener(addr)?);
         }
         Ok(())
     }

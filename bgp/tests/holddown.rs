@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bgp::packet::{Message, CEASE, CEASE_BFD_DOWN};
-use bgp::{BgpError, PeerConfig, PeerEvent, Speaker, SpeakerConfig};
+use bgp::{BgpError, PeerConfig, PeerEvent, Speaker};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -82,19 +82,7 @@ async fn held_down_peer_gets_bfd_down_and_stays_down_until_released() {
 
 #[tokio::test]
 async fn held_down_passive_peer_refuses_the_router() {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
-    let (sp, mut ev) = Speaker::start(SpeakerConfig {
-        listen: Some(addr),
-        ..speaker_cfg()
-    })
-    .unwrap();
-    sp.add_peer(PeerConfig {
-        passive: true,
-        ..peer_cfg(179, 65010)
-    })
-    .unwrap();
+    let (sp, mut ev, addr) = passive_speaker();
     sp.set_peer_down("r1", "BFD down").unwrap();
     // The connection is accepted by the kernel and closed by the speaker without an OPEN.
     let mut s = TcpStream::connect(addr).await.unwrap();

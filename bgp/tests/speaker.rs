@@ -156,19 +156,7 @@ async fn ebgp_gets_med_and_our_as_and_no_local_pref() {
 
 #[tokio::test]
 async fn passive_peer_is_accepted_on_the_listen_address() {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
-    let (sp, _ev) = Speaker::start(SpeakerConfig {
-        listen: Some(addr),
-        ..speaker_cfg()
-    })
-    .unwrap();
-    sp.add_peer(PeerConfig {
-        passive: true,
-        ..peer_cfg(179, 65010)
-    })
-    .unwrap();
+    let (sp, _ev, addr) = passive_speaker();
     sp.announce(net("192.0.2.99/32"), lp(100));
     let s = TcpStream::connect(addr).await.unwrap();
     let (mut p, _) = MiniPeer::handshake(s, 65010, 30).await;

@@ -31,7 +31,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bgp::packet::{AsPath, EncodeCtx, Origin, PathAttrs};
-use bgp::{EbgpPreference, PeerConfig, PeerEvent, RouteAttrs, Speaker, SpeakerConfig};
+use bgp::{PeerConfig, PeerEvent, RouteAttrs, Speaker, SpeakerConfig};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use labkit::{GobgpConfig, GobgpNeighbor, Gobgpd, Netns};
 
@@ -201,15 +201,7 @@ fn run_latency(cycles: u32) -> (Vec<f64>, Vec<f64>) {
     let cfg = GobgpConfig::new(AS, RECV_V4.parse().unwrap())
         .neighbor(GobgpNeighbor::new(SEND_V4.parse().unwrap(), AS).passive(true));
     let g = Gobgpd::start(&p.recv, &cfg.to_toml()).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut child = p
-        .send
-        .command(exe.to_str().unwrap())
-        .args(["--sender", "0", "v4"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_sender(&p.send, 0, "v4", "single");
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -465,35 +457,13 @@ fn sender_child(args: &[String]) {
         .unwrap();
     rt.block_on(async move {
         let (sp, mut ev) = Speaker::start(SpeakerConfig {
-            local_as: AS,
-            router_id: SEND_V4.parse().unwrap(),
-            hold_time: 90,
             connect_retry: Duration::from_secs(1),
-            graceful_restart: None,
-            restarting: false,
-            defer_end_of_rib: false,
-            ebgp_preference: EbgpPreference::None,
-            communities: vec![],
-            large_communities: vec![],
-            next_hop_v4: None,
             next_hop_v6: Some("2001:db8::11".parse().unwrap()),
-            listen: None,
+            ..SpeakerConfig::new(AS, SEND_V4.parse().unwrap())
         })
         .unwrap();
-        sp.add_peer(PeerConfig {
-            name: "recv".into(),
-            address: RECV_V4.parse().unwrap(),
-            remote_as: AS,
-            port: 179,
-            passive: false,
-            password: None,
-            local_address: None,
-            ttl_security: false,
-            hold_time: None,
-            next_hop_v4: None,
-            next_hop_v6: None,
-        })
-        .unwrap();
+        sp.add_peer(PeerConfig::new("recv", RECV_V4.parse().unwrap(), AS))
+            .unwrap();
         while let Some(e) = ev.recv().await {
             if matches!(e, PeerEvent::Up { .. }) {
                 break;
@@ -557,23 +527,23 @@ fn sender_child(args: &[String]) {
     });
 }
 
+/// This bench as a `--sender` child in `ns`, stdin and stdout piped.
+fn spawn_sender(ns: &Netns, n: u32, fam: &str, mode: &str) -> Child {
+    let exe = std::env::current_exe().unwrap();
+    ns.command(exe.to_str().unwrap())
+        .args(["--sender", &n.to_string(), fam, mode])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn run_speaker(n: u32, fam: Fam, kind: RecvKind) -> Row {
     eprintln!("== speaker {n} {fam:?} → {kind:?}");
     let p = pair("bsp");
     let g = receiver(&p, kind);
-    let exe = std::env::current_exe().unwrap();
-    let mut child = p
-        .send
-        .command(exe.to_str().unwrap())
-        .args([
-            "--sender",
-            &n.to_string(),
-            if fam == Fam::V6 { "v6" } else { "v4" },
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let fam_arg = if fam == Fam::V6 { "v6" } else { "v4" };
+    let mut child = spawn_sender(&p.send, n, fam_arg, "single");
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();

@@ -18,12 +18,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use labkit::{Bird, Netns};
 
-use crate::{pair, v4_prefix, Pair, AS, RECV_V4, SEND_V4};
+use crate::{pair, spawn_sender, v4_prefix, Pair, AS, RECV_V4, SEND_V4};
 
 /// A client of BIRD's control socket (the protocol birdc speaks: one command per line;
 /// answer lines are `NNNN-text` or ` text`, the last `NNNN text`).
@@ -144,20 +143,12 @@ fn one_run(n: u32, sender: Sender) -> Run {
     let mut bird = None;
     let pid = match sender {
         Sender::SpeakerBatch | Sender::SpeakerSingle => {
-            let exe = std::env::current_exe().unwrap();
             let mode = if sender == Sender::SpeakerBatch {
                 "batch"
             } else {
                 "single"
             };
-            let c = p
-                .send
-                .command(exe.to_str().unwrap())
-                .args(["--sender", &n.to_string(), "v4", mode])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let c = spawn_sender(&p.send, n, "v4", mode);
             let pid = c.id();
             child = Some(c);
             pid

@@ -491,25 +491,7 @@ impl AdjRibOut {
     /// Drops every queued announce of one family (the inbox is empty).
     fn clear_announces(&mut self, v4: bool) {
         for i in 0..self.groups.len() {
-            while let Some((id, p)) = self.groups.get_mut(i).and_then(|g| {
-                let p = if v4 {
-                    g.v4.pop_front().map(IpNet::V4)
-                } else {
-                    g.v6.pop_front().map(IpNet::V6)
-                };
-                Some((g.id, p?))
-            }) {
-                let s = self.book.slot(p);
-                if s.pend == Pend::Announce(id) {
-                    self.book.set(
-                        p,
-                        Slot {
-                            pend: Pend::None,
-                            ..s
-                        },
-                    );
-                }
-            }
+            self.unqueue_group(i, v4);
         }
     }
 
@@ -755,7 +737,7 @@ impl AdjRibOut {
                 (Vec::new(), self.take_group::<Ipv6Net>(i, id, room))
             };
             if n4.is_empty() && n6.is_empty() {
-                self.drop_group(i, id, v4, room);
+                self.drop_group(i, room, v4);
                 continue;
             }
             return Some(Self::update(attrs, n4, n6));
@@ -833,14 +815,22 @@ impl AdjRibOut {
 
     /// Drops the queued prefixes of one family of group `i`: with this peer's attributes not
     /// one of them fits in an UPDATE.
-    fn drop_group(&mut self, i: usize, id: AttrId, v4: bool, room: usize) {
-        let mut dropped = 0u64;
-        while let Some(p) = self.groups.get_mut(i).and_then(|g| {
-            if v4 {
+    fn drop_group(&mut self, i: usize, room: usize, v4: bool) {
+        let dropped = self.unqueue_group(i, v4);
+        self.count_too_large(dropped, room);
+    }
+
+    /// Empties one family of group `i`, cancelling the announces still live in it; returns
+    /// how many there were.
+    fn unqueue_group(&mut self, i: usize, v4: bool) -> u64 {
+        let mut live = 0;
+        while let Some((id, p)) = self.groups.get_mut(i).and_then(|g| {
+            let p = if v4 {
                 g.v4.pop_front().map(IpNet::V4)
             } else {
                 g.v6.pop_front().map(IpNet::V6)
-            }
+            };
+            Some((g.id, p?))
         }) {
             let s = self.book.slot(p);
             if s.pend == Pend::Announce(id) {
@@ -851,10 +841,10 @@ impl AdjRibOut {
                         ..s
                     },
                 );
-                dropped += 1;
+                live += 1;
             }
         }
-        self.count_too_large(dropped, room);
+        live
     }
 
     fn count_too_large(&mut self, dropped: u64, room: usize) {

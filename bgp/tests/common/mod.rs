@@ -3,47 +3,49 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bgp::packet::{message_len, Capability, DecodeCtx, EncodeCtx, Family, Message, Open, Update};
-use bgp::{EbgpPreference, PeerConfig, RouteAttrs, SpeakerConfig};
+use bgp::{EbgpPreference, PeerConfig, PeerEvent, RouteAttrs, Speaker, SpeakerConfig};
 use ipnet::IpNet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 pub fn speaker_cfg() -> SpeakerConfig {
     SpeakerConfig {
-        local_as: 65010,
-        router_id: Ipv4Addr::new(192, 0, 2, 10),
-        hold_time: 90,
         connect_retry: Duration::from_millis(200),
         graceful_restart: Some(120),
-        restarting: false,
-        defer_end_of_rib: false,
         ebgp_preference: EbgpPreference::Med { base: 1000 },
         communities: vec!["65010:1".parse().unwrap()],
-        large_communities: vec![],
-        next_hop_v4: None,
-        next_hop_v6: None,
-        listen: None,
+        ..SpeakerConfig::new(65010, Ipv4Addr::new(192, 0, 2, 10))
     }
 }
 
 pub fn peer_cfg(port: u16, remote_as: u32) -> PeerConfig {
     PeerConfig {
-        name: "r1".into(),
-        address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        remote_as,
         port,
-        passive: false,
-        password: None,
-        local_address: None,
-        ttl_security: false,
-        hold_time: None,
-        next_hop_v4: None,
-        next_hop_v6: None,
+        ..PeerConfig::new("r1", IpAddr::V4(Ipv4Addr::LOCALHOST), remote_as)
     }
+}
+
+/// A speaker listening on a free loopback port, with `r1` (127.0.0.1) as a passive peer.
+pub fn passive_speaker() -> (Speaker, UnboundedReceiver<PeerEvent>, SocketAddr) {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let (sp, ev) = Speaker::start(SpeakerConfig {
+        listen: Some(addr),
+        ..speaker_cfg()
+    })
+    .unwrap();
+    sp.add_peer(PeerConfig {
+        passive: true,
+        ..peer_cfg(179, 65010)
+    })
+    .unwrap();
+    (sp, ev, addr)
 }
 
 /// A minimal BGP peer: answers OPEN + KEEPALIVE, then records what it gets.

@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::routers::{lab, Kind, Lab, Opts, Router, LB_V4, R_V4};
+use crate::routers::{example_speaker, lab, Kind, Lab, Opts, Router, LB_V4, R_V4};
 
 const P1: &str = "198.51.100.1/32";
 const P2: &str = "198.51.100.2/32";
@@ -24,20 +24,9 @@ struct SpeakerProc {
 
 impl SpeakerProc {
     fn spawn(lab: &Lab, extra: &[&str], prefixes: &[&str]) -> SpeakerProc {
-        let exe = std::env::current_exe().unwrap();
-        let bin = exe
-            .parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("examples/speaker");
-        assert!(
-            bin.exists(),
-            "build it first: cargo build -p bgp --examples"
-        );
         let mut child = lab
             .lb
-            .command(bin.to_str().unwrap())
+            .command(example_speaker().to_str().unwrap())
             .args(["--local-as", "65000", "--router-id", LB_V4, "--peer", R_V4])
             .args(["--remote-as", "65000", "--graceful-restart", "120"])
             .args(extra)
@@ -164,20 +153,7 @@ fn restart_keeps_routes(kind: Kind) {
     );
 }
 
-#[test]
-#[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
-fn lab_graceful_restart_with_gobgpd_helping() {
-    restart_keeps_routes(Kind::Gobgp);
-}
-
-#[test]
-#[ignore = "lab: needs root, netns and BIRD 2; run netns-lab/test"]
-fn lab_graceful_restart_with_bird_helping() {
-    restart_keeps_routes(Kind::Bird);
-}
-
-#[test]
-#[ignore = "lab: needs root, netns and FRR; run netns-lab/test"]
-fn lab_graceful_restart_with_frr_helping() {
-    restart_keeps_routes(Kind::Frr);
-}
+per_router!(
+    lab_graceful_restart_with_the_router_helping,
+    restart_keeps_routes
+);

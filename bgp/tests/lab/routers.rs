@@ -6,8 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bgp::{EbgpPreference, PeerConfig, SpeakerConfig};
+use bgp::{EbgpPreference, PeerConfig, PeerEvent, RouteAttrs, Speaker, SpeakerConfig};
 use labkit::{Bird, Frr, GobgpConfig, GobgpNeighbor, Gobgpd, Netns};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 pub const R_V4: &str = "192.0.2.1";
 pub const LB_V4: &str = "192.0.2.11";
@@ -432,56 +433,102 @@ fn frr_config(o: &Opts) -> String {
     )
 }
 
-/// Speaker settings for the lab (AS `local_as`, router id 192.0.2.11, 1 s connect retry).
+/// Speaker settings for the lab (AS `local_as`, router id 192.0.2.11, 1 s connect retry,
+/// MED 1000 − local-preference to eBGP peers).
 pub fn speaker_cfg(local_as: u32) -> SpeakerConfig {
     SpeakerConfig {
-        local_as,
-        router_id: LB_V4.parse().unwrap(),
-        hold_time: 90,
         connect_retry: Duration::from_secs(1),
-        graceful_restart: None,
-        restarting: false,
-        defer_end_of_rib: false,
         ebgp_preference: EbgpPreference::Med { base: 1000 },
-        communities: vec![],
-        large_communities: vec![],
-        next_hop_v4: None,
-        next_hop_v6: None,
-        listen: None,
+        ..SpeakerConfig::new(local_as, LB_V4.parse().unwrap())
     }
 }
 
 /// The router as a peer of the speaker.
 pub fn peer(name: &str, addr: &str) -> PeerConfig {
-    PeerConfig {
-        name: name.into(),
-        address: addr.parse::<IpAddr>().unwrap(),
-        remote_as: ROUTER_AS,
-        port: 179,
-        passive: false,
-        password: None,
-        local_address: None,
-        ttl_security: false,
-        hold_time: None,
-        next_hop_v4: None,
-        next_hop_v6: None,
-    }
+    PeerConfig::new(name, addr.parse::<IpAddr>().unwrap(), ROUTER_AS)
+}
+
+/// Path of `examples/speaker`, built next to this test binary.
+pub fn example_speaker() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join("examples").join("speaker");
+    assert!(
+        p.exists(),
+        "build it first: cargo build -p bgp --examples ({})",
+        p.display()
+    );
+    p
 }
 
 /// Enters `lb` (this thread, for good) and runs `f` on a fresh two-thread runtime there,
-/// with the router shared for `blocking` calls.
-pub fn in_lb<F: std::future::Future<Output = ()>>(
-    lab: &Lab,
-    router: Router,
-    f: impl FnOnce(Arc<Router>) -> F,
-) {
+/// so the speaker's sockets live in `lb`.
+pub fn run_in_lb<F: std::future::Future<Output = ()>>(lab: &Lab, f: impl FnOnce() -> F) {
     lab.lb.enter().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(f(Arc::new(router)));
+    rt.block_on(f());
+}
+
+/// [`run_in_lb`] with the router shared for `blocking` calls.
+pub fn in_lb<F: std::future::Future<Output = ()>>(
+    lab: &Lab,
+    router: Router,
+    f: impl FnOnce(Arc<Router>) -> F,
+) {
+    let r = Arc::new(router);
+    run_in_lb(lab, || f(r));
+}
+
+/// Waits, off the runtime's threads, until `cond` holds at the router (polled every 50 ms),
+/// at most `timeout`.
+pub async fn until(
+    r: &Arc<Router>,
+    timeout: Duration,
+    cond: impl Fn(&Router) -> bool + Send + 'static,
+) -> bool {
+    let r = r.clone();
+    blocking(move || r.wait(timeout, cond)).await
+}
+
+/// A router query, run off the runtime's threads.
+pub async fn ask<T: Send + 'static>(
+    r: &Arc<Router>,
+    f: impl FnOnce(&Router) -> T + Send + 'static,
+) -> T {
+    let r = r.clone();
+    blocking(move || f(&r)).await
+}
+
+/// The next session event, within `secs` seconds.
+pub async fn next_event(ev: &mut UnboundedReceiver<PeerEvent>, secs: u64) -> PeerEvent {
+    tokio::time::timeout(Duration::from_secs(secs), ev.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no session event within {secs} s"))
+        .expect("event channel closed")
+}
+
+/// Waits for the session to come up, at most `secs` seconds.
+pub async fn expect_up(ev: &mut UnboundedReceiver<PeerEvent>, secs: u64) {
+    let e = next_event(ev, secs).await;
+    assert!(matches!(e, PeerEvent::Up { .. }), "{e:?}");
+}
+
+/// A speaker with `cfg` and `routes` announced, then the router added as `peer` (usually
+/// [`peer`]`("r", R_V4)`); returns once the session is up.
+pub async fn speaker_up(
+    cfg: SpeakerConfig,
+    peer: PeerConfig,
+    routes: &[(&str, RouteAttrs)],
+) -> (Speaker, UnboundedReceiver<PeerEvent>) {
+    let (sp, mut ev) = Speaker::start(cfg).unwrap();
+    sp.announce_many(routes.iter().map(|(p, a)| (p.parse().unwrap(), a.clone())));
+    sp.add_peer(peer).unwrap();
+    expect_up(&mut ev, 20).await;
+    (sp, ev)
 }
 
 /// Runs a blocking router query off the runtime's threads.
