@@ -369,7 +369,7 @@ impl PeerTask {
         for o in outs {
             match o {
                 Output::Connect => {
-                    if self.stopping || self.held_down.is_some() {
+                    if self.stopping {
                         continue;
                     }
                     if let Some(c) = self.connecting.take() {
