@@ -216,11 +216,18 @@ fn one_run(n: u32, sender: Sender) -> Run {
 pub fn vs_bird(sizes: &[u32], runs: u32, single: bool) {
     let mut all: Vec<Run> = vec![];
     for &n in sizes {
-        for _ in 0..runs {
-            all.push(one_run(n, Sender::SpeakerBatch));
-            all.push(one_run(n, Sender::BirdStatic));
+        for run in 0..runs {
+            // Who goes first alternates, so neither always gets the machine fresh or right
+            // after the previous run's namespaces were torn down.
+            let mut order = vec![Sender::SpeakerBatch, Sender::BirdStatic];
+            if run % 2 == 1 {
+                order.reverse();
+            }
             if single {
-                all.push(one_run(n, Sender::SpeakerSingle));
+                order.push(Sender::SpeakerSingle);
+            }
+            for s in order {
+                all.push(one_run(n, s));
             }
         }
     }

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tracing::warn;
 
-use crate::fasthash::FastMap;
+use crate::fasthash::{FastMap, Pk, PrefixBits, PrefixMap};
 use crate::packet::nlri::prefix_wire_len;
 use crate::packet::{
     EncodeCtx, Family, MpReach, MpUnreach, PathAttrs, Update, HEADER_LEN, MAX_MESSAGE_LEN,
@@ -81,7 +81,7 @@ impl Slot {
 }
 
 /// IPv4 or IPv6 prefixes, for the code both families share.
-trait Prefix: Copy + Eq + Hash {
+trait Prefix: PrefixBits + Hash {
     fn net(self) -> IpNet;
 }
 
@@ -173,24 +173,24 @@ impl Acct {
 /// The slots of both families, with their accounting.
 #[derive(Debug, Default)]
 struct Book {
-    v4: FastMap<Ipv4Net, Slot>,
-    v6: FastMap<Ipv6Net, Slot>,
+    v4: PrefixMap<Ipv4Net, Slot>,
+    v6: PrefixMap<Ipv6Net, Slot>,
     acct: Acct,
 }
 
 /// The slot map of a family, and the accounting beside it.
 trait Slots<P: Prefix> {
-    fn split(&mut self) -> (&mut FastMap<P, Slot>, &mut Acct);
+    fn split(&mut self) -> (&mut PrefixMap<P, Slot>, &mut Acct);
 }
 
 impl Slots<Ipv4Net> for Book {
-    fn split(&mut self) -> (&mut FastMap<Ipv4Net, Slot>, &mut Acct) {
+    fn split(&mut self) -> (&mut PrefixMap<Ipv4Net, Slot>, &mut Acct) {
         (&mut self.v4, &mut self.acct)
     }
 }
 
 impl Slots<Ipv6Net> for Book {
-    fn split(&mut self) -> (&mut FastMap<Ipv6Net, Slot>, &mut Acct) {
+    fn split(&mut self) -> (&mut PrefixMap<Ipv6Net, Slot>, &mut Acct) {
         (&mut self.v6, &mut self.acct)
     }
 }
@@ -198,8 +198,8 @@ impl Slots<Ipv6Net> for Book {
 impl Book {
     fn slot(&self, p: IpNet) -> Slot {
         match p {
-            IpNet::V4(p) => self.v4.get(&p).copied(),
-            IpNet::V6(p) => self.v6.get(&p).copied(),
+            IpNet::V4(p) => self.v4.get(&Pk(p)).copied(),
+            IpNet::V6(p) => self.v6.get(&Pk(p)).copied(),
         }
         .unwrap_or_default()
     }
@@ -209,10 +209,10 @@ impl Book {
         let old = self.slot(p);
         self.acct.account(old, new);
         match (p, new.is_empty()) {
-            (IpNet::V4(p), true) => drop(self.v4.remove(&p)),
-            (IpNet::V4(p), false) => drop(self.v4.insert(p, new)),
-            (IpNet::V6(p), true) => drop(self.v6.remove(&p)),
-            (IpNet::V6(p), false) => drop(self.v6.insert(p, new)),
+            (IpNet::V4(p), true) => drop(self.v4.remove(&Pk(p))),
+            (IpNet::V4(p), false) => drop(self.v4.insert(Pk(p), new)),
+            (IpNet::V6(p), true) => drop(self.v6.remove(&Pk(p))),
+            (IpNet::V6(p), false) => drop(self.v6.insert(Pk(p), new)),
         }
     }
 }
@@ -458,8 +458,8 @@ impl AdjRibOut {
             .book
             .v4
             .iter()
-            .map(|(p, s)| (IpNet::V4(*p), *s))
-            .chain(self.book.v6.iter().map(|(p, s)| (IpNet::V6(*p), *s)))
+            .map(|(p, s)| (IpNet::V4(p.0), *s))
+            .chain(self.book.v6.iter().map(|(p, s)| (IpNet::V6(p.0), *s)))
             .filter(|(_, s)| s.held != 0)
             .collect();
         for (p, s) in held {
@@ -569,14 +569,14 @@ impl AdjRibOut {
                 .v4
                 .iter()
                 .filter(|(_, s)| s.held != 0 && s.pend == Pend::None)
-                .map(|(p, s)| (IpNet::V4(*p), s.held))
+                .map(|(p, s)| (IpNet::V4(p.0), s.held))
                 .collect()
         } else if family == Family::IPV6_UNICAST {
             self.book
                 .v6
                 .iter()
                 .filter(|(_, s)| s.held != 0 && s.pend == Pend::None)
-                .map(|(p, s)| (IpNet::V6(*p), s.held))
+                .map(|(p, s)| (IpNet::V6(p.0), s.held))
                 .collect()
         } else {
             Vec::new()
@@ -905,7 +905,7 @@ impl AdjRibOut {
             let len = prefix_wire_len(p.net().prefix_len());
             let (slots, acct) = Slots::<P>::split(&mut self.book);
             let mut changed = false;
-            match slots.entry(p) {
+            match slots.entry(Pk(p)) {
                 Entry::Occupied(mut o) => {
                     let s = *o.get();
                     if s.pend != Pend::None {
