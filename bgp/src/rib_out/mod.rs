@@ -398,8 +398,9 @@ impl AdjRibOut {
         self.inbox_len = 0;
     }
 
-    /// Queues an announce of `p` with `id` in `pend` and its group, unless the peer already
-    /// has exactly that and nothing else is queued (`force`: even then, to send it again).
+    /// Queues an announce of `p` with `id` in `pend` and its group — unless the peer already
+    /// has exactly that, in which case whatever was queued for `p` is dropped instead
+    /// (`force`: queue it all the same, to send it again).
     fn queue(&mut self, p: IpNet, id: AttrId, force: bool) {
         let s = self.book.slot(p);
         if s.held == id && !force {
