@@ -109,9 +109,14 @@ impl Routes for bgp::Speaker {
         bgp::Speaker::announce(self, host_net(vip), attrs);
     }
 
+    /// Resolves once every Established peer has the UPDATE on its socket, or its session
+    /// ended (the router then drops the route itself).
     fn withdraw(&self, vip: IpAddr) -> BoxFuture<'static, ()> {
-        bgp::Speaker::withdraw(self, host_net(vip));
-        Box::pin(async {})
+        let on_wire = bgp::Speaker::withdraw(self, host_net(vip));
+        Box::pin(async move {
+            let report = on_wire.await;
+            tracing::debug!(%vip, ?report, "withdrawal written");
+        })
     }
 
     fn peers(&self) -> BoxFuture<'_, Vec<bgp::PeerStatus>> {
