@@ -1,4 +1,4 @@
-//! Command-line interface (the stable contract of DESIGN.md).
+//! Command-line interface: the subcommands, their options and exit codes, which operators and tests rely on.
 //!
 //! Exit codes, for every subcommand unless it says otherwise:
 //! - 0: success;

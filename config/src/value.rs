@@ -243,6 +243,14 @@ impl<'a> Fields<'a> {
     }
 
     /// A "required" error for `key` of this section.
+    /// Refuses `key`, which is present, with `reason` (file:line:key).
+    pub(crate) fn refuse(&mut self, key: &str, reason: &'static str) -> ConfigError {
+        match self.entry(key) {
+            Some(e) => self.error(e, Invalid::Refused(Cow::Borrowed(reason)), false),
+            None => self.missing(key, reason),
+        }
+    }
+
     pub(crate) fn missing(&self, key: &str, reason: &str) -> ConfigError {
         ConfigError::MissingKey {
             file: self.file.to_path_buf(),

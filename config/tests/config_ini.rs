@@ -526,6 +526,25 @@ fn server_announces_source_is_refused_with_reason() {
 }
 
 #[test]
+fn vip_announces_filepath_is_the_older_name_of_vip_description_filepath() {
+    let (text, _) = with("main", "vip_announces_filepath", "/run/kad/{vip}.json");
+    let c = Config::from_strs(&text, None).unwrap();
+    let vip = "192.0.2.1".parse().unwrap();
+    assert_eq!(
+        c.main.vip_description_filepath.path(vip),
+        std::path::PathBuf::from("/run/kad/192.0.2.1.json")
+    );
+
+    let both = text.replace(
+        "[main]\n",
+        "[main]\nvip_description_filepath = /run/x-{vip}.json\n",
+    );
+    let msg = Config::from_strs(&both, None).unwrap_err().to_string();
+    assert!(msg.contains("vip_announces_filepath"), "{msg}");
+    assert!(msg.contains("keep one"), "{msg}");
+}
+
+#[test]
 fn unknown_sections_keys_and_repeats() {
     let (text, line) = with("main", "amqp_servr", "amqp://x/");
     let err = Config::from_strs(&text, None).unwrap_err();

@@ -1,4 +1,4 @@
-//! Typed message bodies, one per row of DESIGN.md's message table.
+//! Typed message bodies, one per message type (docs/wire-protocol.md has the table).
 //!
 //! The envelope's `type` names the message; its `to` gives the direction: `to = "lbs"` is
 //! client → arbiter ([`Direction::ToServer`]), anything else arbiter → client

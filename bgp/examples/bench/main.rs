@@ -4,7 +4,7 @@
 //! - `speaker`: this crate's [`Speaker`], routes handed to it through `announce()` after the
 //!   session is up (as the daemon does), run as a child process so its CPU and RSS are its own;
 //! - `exabgp-api`: ExaBGP 4.2 (Debian), routes written into its API by a feeder process that
-//!   also reads ExaBGP's acks (a feeder that does not read stalls ExaBGP, BENCHMARKS.md);
+//!   also reads ExaBGP's acks (a feeder that does not read them stalls ExaBGP);
 //! - `gobgpd-mrt`: gobgpd as the announcer, its RIB pre-loaded with `gobgp mrt inject` before
 //!   the neighbor is enabled.
 //!
@@ -286,7 +286,7 @@ enum RecvKind {
 }
 
 /// The receiving router: gobgpd (the reference) or BIRD 2, which ingests far faster and so
-/// tells fast senders apart (BENCHMARKS.md).
+/// tells fast senders apart (gobgpd's ingest is the ceiling of every sender it measures).
 enum Receiver {
     Gobgp(Gobgpd),
     Bird {
@@ -415,7 +415,7 @@ fn rib_count(g: &Gobgpd, fam: Fam) -> u64 {
         .unwrap_or(0)
 }
 
-/// Polls (100 ms apart, as BENCHMARKS.md asks: polls cost the receiver CPU) until the count
+/// Polls (100 ms apart: polls cost the receiver CPU, and faster polling slows what is measured) until the count
 /// reaches `n`; returns when that was seen.
 fn wait_until_count(count: impl Fn() -> u64, n: u32, timeout: Duration) -> Option<Instant> {
     let end = Instant::now() + timeout;

@@ -96,6 +96,21 @@ fn or_expected<T>(r: Result<T, &'static str>) -> ValueResult<T> {
     r.map_err(|e| Invalid::Expected(Cow::Borrowed(e)))
 }
 
+/// `vip_description_filepath`, or its older name `vip_announces_filepath` (configs of the
+/// Python ipvs-sync carry over); both at once is an error on the older one.
+fn desc_template(f: &mut Fields<'_>) -> Result<DescTemplate, ConfigError> {
+    let parse = |v: &str| or_expected(DescTemplate::parse(v));
+    let new = f.opt("vip_description_filepath", parse)?;
+    let old = f.opt("vip_announces_filepath", parse)?;
+    match (new, old) {
+        (Some(_), Some(_)) => Err(f.refuse(
+            "vip_announces_filepath",
+            "is the older name of vip_description_filepath, which is set too: keep one",
+        )),
+        (new, old) => Ok(new.or(old).unwrap_or_default()),
+    }
+}
+
 impl MainConfig {
     /// The keys of `[main]`.
     pub const KEYS: &'static [&'static str] = &[
@@ -107,6 +122,7 @@ impl MainConfig {
         "export_service_mapping_wildcard_to_config",
         "vips_description_update_interval",
         "vip_description_filepath",
+        "vip_announces_filepath",
         "consumer_alive_ttl",
         "active_consumers_update_interval",
         "heartbeat_interval",
@@ -165,11 +181,7 @@ impl MainConfig {
                 Duration::from_millis(500),
                 SECS,
             )?,
-            vip_description_filepath: f.get(
-                "vip_description_filepath",
-                DescTemplate::default(),
-                |v| or_expected(DescTemplate::parse(v)),
-            )?,
+            vip_description_filepath: desc_template(f)?,
             consumer_alive_ttl: f.get("consumer_alive_ttl", Duration::from_secs(15), SECS)?,
             active_consumers_update_interval: f.get(
                 "active_consumers_update_interval",
