@@ -21,6 +21,7 @@
 //! broker or the arbiter is unreachable nothing is withdrawn (fail-static); after a reconnect
 //! the client asks for `tree`, `mapping` and `announces` and converges.
 
+pub mod bfd_link;
 pub mod bgp_cfg;
 pub mod edges;
 pub mod execute;
@@ -128,8 +129,14 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<Stopped, dae
         .await
         .map_err(daemon::StartError::Addr)?;
     let (speaker, peer_events) = bgp_cfg::start_speaker(&cfg).map_err(daemon::StartError::Bgp)?;
+    let bfd = bfd_link::BfdLink::start(&cfg, speaker.clone())
+        .await
+        .map_err(daemon::StartError::Bfd)?;
     let connected = daemon::connect_transport(&cfg, Role::Client { hostname }, &shutdown).await?;
     let Some((transport, incoming)) = connected else {
+        if let Some(b) = bfd {
+            b.shutdown().await;
+        }
         speaker.shutdown("ipvs-sync shutting down").await;
         return Ok(Stopped::Requested);
     };
@@ -158,6 +165,9 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<Stopped, dae
     };
     let bus: Arc<dyn Bus> = AmqpBus::new(transport);
     let why = serve(cfg, edges, bus, incoming, shutdown, metrics, status).await;
+    if let Some(b) = bfd {
+        b.shutdown().await;
+    }
     let _ = std::fs::remove_file(&cpath);
     Ok(why)
 }

@@ -62,6 +62,14 @@ impl ReloadPlan {
                 != (nb.graceful_restart, nb.graceful_restart_time),
             "[bgp] graceful_restart",
         );
+        let bfd_of = |c: &Config| -> Vec<_> {
+            c.bgp
+                .peers
+                .iter()
+                .map(|p| (p.name.clone(), p.bfd_timers(&c.bfd)))
+                .collect()
+        };
+        need(bfd_of(old) != bfd_of(new), "[bfd] / the peers' bfd keys");
         ReloadPlan {
             settings: om.heartbeat_interval != nm.heartbeat_interval
                 || om.tree_request_interval != nm.tree_request_interval
