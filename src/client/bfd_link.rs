@@ -74,10 +74,11 @@ impl BfdLink {
 
     /// AdminDown to every neighbor (RFC 5880 §6.8.16), then stop.
     pub async fn shutdown(self) {
+        // Our own AdminDown must not read as a path failure to the speaker.
+        self.task.abort();
         if let Err(e) = self.bfd.shutdown().await {
             warn!(error = %e, "BFD shutdown");
         }
-        self.task.abort();
     }
 }
 
