@@ -71,6 +71,8 @@ pub struct Edges {
     pub speaker: Option<bgp::Speaker>,
     /// Requests of `ipvs-sync drain` / `undrain` (the control socket).
     pub control: mpsc::Receiver<control::Asked>,
+    /// BFD beside BGP (peers with `bfd = true`), for `/status`.
+    pub bfd: Option<bfd_link::BfdLink>,
     /// Makes the addresses edge of another interface (for a reload that changes
     /// `[announce] interface`); `None`: such a change waits for a restart.
     pub addrs_on: Option<AddrsFactory>,
@@ -153,6 +155,7 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<Stopped, dae
         kernel,
         firewall: Arc::new(firewall),
         speaker: Some(speaker),
+        bfd: bfd.clone(),
         control: crx,
         addrs_on: Some(Box::new(|name: String| {
             Box::pin(async move {
@@ -878,6 +881,10 @@ impl Client {
             self.was_connected = connected;
         }
         let peers = self.edges.routes.peers().await;
+        let bfd_rows = match &self.edges.bfd {
+            Some(b) => b.rows().await,
+            None => BTreeMap::new(),
+        };
         let announced = self.core.announced();
         let m = &self.metrics;
         m.broker_connected.set(i64::from(connected));
@@ -921,7 +928,13 @@ impl Client {
                 updates_sent: p.updates_sent,
                 malformed_in: p.malformed_in,
                 last_error: p.last_error.clone(),
+                bfd: bfd_rows.get(&p.name).cloned(),
             });
+        }
+        for (name, row) in &bfd_rows {
+            m.bfd_session_up
+                .get_or_create(&PeerLabel { peer: name.clone() })
+                .set(i64::from(row.state == "up"));
         }
         m.export_bus(&mut self.exported, self.bus.counters().snapshot());
         let drains: BTreeMap<IpAddr, &state::Draining> = self.core.drains().collect();

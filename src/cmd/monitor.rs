@@ -157,6 +157,15 @@ fn client(c: &ClientStatus, lim: Limits, v: &mut Verdict) {
             format!("BGP sessions down: {}", down.join(", ")),
         );
     }
+    let bfd_down: Vec<&str> = c
+        .peers
+        .iter()
+        .filter(|p| p.bfd.as_ref().is_some_and(|b| b.state != "up"))
+        .map(|p| p.name.as_str())
+        .collect();
+    if !bfd_down.is_empty() {
+        v.bad(Level::Warning, format!("BFD down: {}", bfd_down.join(", ")));
+    }
     v.perf("bgp_established", format!("{up};;;0;{}", c.peers.len()));
     let announced = c.vips.iter().filter(|x| x.state == "announced").count();
     v.perf("vips_announced", announced);
@@ -352,6 +361,27 @@ mod tests {
         assert_eq!(l, Level::Critical);
         assert!(line.contains("no BGP session Established"), "{line}");
         assert!(line.contains("bgp_established=0;;;0;2"), "{line}");
+    }
+
+    #[test]
+    fn a_bfd_session_not_up_warns() {
+        let with_bfd = |state: &str| {
+            let mut p = peer("r1", "established", None);
+            p.bfd = Some(crate::daemon::status::BfdRow {
+                state: state.into(),
+                ..Default::default()
+            });
+            p
+        };
+        let j = |peers| {
+            let mut c = client();
+            c.peers = peers;
+            judge(&Status::Client(c), LIM)
+        };
+        assert_eq!(j(vec![with_bfd("up")]).0, Level::Ok);
+        let (l, line) = j(vec![with_bfd("down"), peer("r2", "established", None)]);
+        assert_eq!(l, Level::Warning);
+        assert!(line.contains("BFD down: r1"), "{line}");
     }
 
     #[test]

@@ -53,6 +53,10 @@ fn client(out: &mut String, c: &ClientStatus) {
                 p.state.clone(),
                 human_secs(p.uptime_s.or(p.down_s)),
                 p.routes_sent.to_string(),
+                p.bfd.as_ref().map_or("-".into(), |b| match b.detection_ms {
+                    Some(d) if b.state == "up" => format!("up {d:.0}ms"),
+                    _ => format!("{} ({})", b.state, b.diag),
+                }),
                 p.last_error.clone().unwrap_or_else(|| "-".into()),
             ]
         })
@@ -67,6 +71,7 @@ fn client(out: &mut String, c: &ClientStatus) {
             "State",
             "Up/Down",
             "Sent",
+            "BFD",
             "Last error",
         ],
         rows,

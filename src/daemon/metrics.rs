@@ -139,6 +139,8 @@ pub struct Families {
     pub bgp_peer_up: Family<PeerLabel, Gauge>,
     /// BGP sessions that came up, by peer.
     pub bgp_session_ups: Family<PeerLabel, Counter>,
+    /// 1 while the BFD session with the peer is Up (peers with `bfd = true`).
+    pub bfd_session_up: Family<PeerLabel, Gauge>,
     /// Established BGP sessions that ended, by peer.
     pub bgp_session_downs: Family<PeerLabel, Counter>,
     /// VIP announces handed to the speaker.
@@ -356,6 +358,11 @@ impl Metrics {
 }
 
 fn register_client(r: &mut Registry, f: &Families) {
+    r.register(
+        "bfd_session_up",
+        "1 while the BFD session with the peer is Up",
+        f.bfd_session_up.clone(),
+    );
     r.register(
         "bgp_peer_up",
         "1 while the BGP session with the peer is Established",

@@ -122,6 +122,24 @@ pub struct PeerRow {
     pub malformed_in: u64,
     /// Last error.
     pub last_error: Option<String>,
+    /// The BFD session beside it (peers with `bfd = true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdRow>,
+}
+
+/// A BGP peer's BFD session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BfdRow {
+    /// `down`, `init`, `up`, `admin_down`.
+    pub state: String,
+    /// Negotiated transmit interval, milliseconds.
+    pub tx_interval_ms: Option<f64>,
+    /// Detection time in use, milliseconds.
+    pub detection_ms: Option<f64>,
+    /// Our last diagnostic (RFC 5880 §4.1).
+    pub diag: String,
+    /// Downs the dampening remembers (an Up after a flap is held back meanwhile).
+    pub flaps: u32,
 }
 
 /// One VIP of a balancer.
