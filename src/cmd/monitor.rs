@@ -141,7 +141,11 @@ fn client(c: &ClientStatus, lim: Limits, v: &mut Verdict) {
         .peers
         .iter()
         .filter(|p| {
-            p.state != "established" && p.down_s.is_some_and(|d| d > p.hold_time_s.max(3.0))
+            // Down past its hold time (a session that never came up), or ended with an
+            // error (hold timer expired, NOTIFICATION, reset): that is already a failure.
+            p.state != "established"
+                && p.down_s
+                    .is_some_and(|d| d > p.hold_time_s.max(3.0) || p.last_error.is_some())
         })
         .map(|p| p.name.as_str())
         .collect();
@@ -284,7 +288,7 @@ mod tests {
             common: common(),
             clients: vec![ClientRow {
                 name: "lb1".into(),
-                age_s: 1.0,
+                age_s: Some(1.0),
                 vips: 1,
                 quorate: 1,
                 announced: 1,
@@ -361,6 +365,14 @@ mod tests {
         assert_eq!(l, Level::Critical);
         assert!(line.contains("no BGP session Established"), "{line}");
         assert!(line.contains("bgp_established=0;;;0;2"), "{line}");
+        let mut expired = peer("r1", "active", Some(0.5));
+        expired.last_error = Some("hold timer expired".into());
+        let (l, line) = j(vec![expired]);
+        assert_eq!(
+            l,
+            Level::Critical,
+            "a session that ended is down at once: {line}"
+        );
     }
 
     #[test]

@@ -192,7 +192,7 @@ fn server(out: &mut String, s: &ServerStatus) {
             vec![
                 c.name.clone(),
                 if c.live { "yes" } else { "no" }.to_owned(),
-                human_secs(c.live.then_some(c.age_s)),
+                human_secs(c.age_s.filter(|_| c.live)),
                 dash(c.serial.map(|x| x.to_string())),
                 dash(c.lag.map(|x| x.to_string())),
                 c.vips.to_string(),

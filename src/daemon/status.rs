@@ -245,8 +245,10 @@ pub struct VipBalancer {
 pub struct ClientRow {
     /// Its hostname.
     pub name: String,
-    /// Age of its last message.
-    pub age_s: f64,
+    /// Age of its last message (`None`: not heard from while this arbiter runs, or
+    /// forgotten since).
+    #[serde(default)]
+    pub age_s: Option<f64>,
     /// VIPs the mapping gives it.
     pub vips: usize,
     /// Of those, the VIPs with quorum.

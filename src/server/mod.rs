@@ -901,9 +901,7 @@ impl Server {
                 let serial = live.and_then(|c| c.serial);
                 ClientRow {
                     name: n.clone(),
-                    age_s: live.map_or(f64::INFINITY, |c| {
-                        now.saturating_duration_since(c.last_seen).as_secs_f64()
-                    }),
+                    age_s: live.map(|c| now.saturating_duration_since(c.last_seen).as_secs_f64()),
                     vips: mapped.map_or(0, |v| v.len()),
                     quorate,
                     announced: live.map_or(0, |c| c.announced.len()),
