@@ -223,21 +223,34 @@ fn report(what: &str, v: &[Duration]) {
     );
 }
 
+/// `runs` measurements on fresh balancers (`bfd` or not): `break_path` breaks the path of a
+/// ready balancer, `restore` undoes it after the balancer is gone.
+fn measure(
+    lab: &Lab,
+    runs: usize,
+    bfd: bool,
+    break_path: impl Fn(&Balancer),
+    restore: impl Fn(),
+) -> Vec<Duration> {
+    (0..runs)
+        .map(|_| {
+            let b = ready(lab, bfd);
+            let t = time_to_withdraw(lab, || break_path(&b));
+            drop(b);
+            restore();
+            t
+        })
+        .collect()
+}
+
 #[test]
 #[ignore = "lab: needs root, netns and BIRD 2; run netns-lab/test"]
 fn lab_bfd_sigstop_withdraws_within_a_second_where_the_hold_timer_takes_seconds() {
     use nix::sys::signal::Signal;
     let lab = lab();
-    let mut with_bfd = Vec::new();
-    for _ in 0..20 {
-        let b = ready(&lab, true);
-        with_bfd.push(time_to_withdraw(&lab, || b.signal(Signal::SIGSTOP)));
-    }
-    let mut hold_only = Vec::new();
-    for _ in 0..5 {
-        let b = ready(&lab, false);
-        hold_only.push(time_to_withdraw(&lab, || b.signal(Signal::SIGSTOP)));
-    }
+    let stop = |b: &Balancer| b.signal(Signal::SIGSTOP);
+    let with_bfd = measure(&lab, 20, true, stop, || {});
+    let hold_only = measure(&lab, 5, false, stop, || {});
     report("SIGSTOP, BFD 100 ms x 3", &with_bfd);
     report("SIGSTOP, hold timer 3 s alone", &hold_only);
     let worst = *with_bfd.iter().max().unwrap();
@@ -255,20 +268,14 @@ fn lab_bfd_sigstop_withdraws_within_a_second_where_the_hold_timer_takes_seconds(
 #[ignore = "lab: needs root, netns, BIRD 2 and iptables; run netns-lab/test"]
 fn lab_bfd_cut_path_withdraws_within_a_second() {
     let lab = lab();
-    let mut cut = Vec::new();
-    for _ in 0..10 {
-        let b = ready(&lab, true);
-        cut.push(time_to_withdraw(&lab, || iptables_cut(&lab, true)));
-        drop(b);
-        iptables_cut(&lab, false);
-    }
-    let mut down = Vec::new();
-    for _ in 0..10 {
-        let b = ready(&lab, true);
-        down.push(time_to_withdraw(&lab, || link(&lab, false)));
-        drop(b);
-        link(&lab, true);
-    }
+    let cut = measure(
+        &lab,
+        10,
+        true,
+        |_| iptables_cut(&lab, true),
+        || iptables_cut(&lab, false),
+    );
+    let down = measure(&lab, 10, true, |_| link(&lab, false), || link(&lab, true));
     report("path cut (links up), BFD 100 ms x 3", &cut);
     report("the balancer's veth down, BFD 100 ms x 3", &down);
     let worst = *cut.iter().chain(&down).max().unwrap();
