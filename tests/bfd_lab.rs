@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use labkit::{Bird, Netns};
 
 const PREFIX: &str = "198.51.100.10/32";
-const WAIT: Duration = Duration::from_secs(20);
+/// Long enough for a balancer that meets a BFD session the router is still tearing down
+/// (a flap, then the dampened Up) to settle.
+const WAIT: Duration = Duration::from_secs(45);
 
 struct Lab {
     _r: Netns,
