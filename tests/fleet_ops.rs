@@ -128,6 +128,11 @@ fn lab_withdraw_cap_holds_half_of_a_mass_quorum_loss_until_released() {
         let v: IpAddr = h.parse().unwrap();
         assert!(f.path_count(0, &v) > 0, "{h} named held but withdrawn");
     }
+    let page = f.arbiter_metrics();
+    assert!(
+        page.lines().any(|l| l == "ipvs_sync_withdrawals_held 5"),
+        "{page}"
+    );
     let mon = arbiter_cmd(&f, &["monitor"]);
     assert_eq!(mon.status.code(), Some(2), "{}", text(&mon));
     println!("monitor: {}", text(&mon).trim());

@@ -182,6 +182,8 @@ pub struct Families {
     pub tree_serial: Gauge,
     /// 1 while the arbiter answers no balancer yet.
     pub holding: Gauge,
+    /// Withdrawals held by `withdraw_limit`, waiting for `ipvs-sync release`.
+    pub withdrawals_held: Gauge,
     /// Balancer messages left unanswered while holding, by type.
     pub held_messages: Family<TypeLabel, Counter>,
     /// ack_announce refused.
@@ -462,6 +464,11 @@ fn register_client(r: &mut Registry, f: &Families) {
 
 fn register_server(r: &mut Registry, f: &Families) {
     r.register("clients_live", "Live balancers", f.clients_live.clone());
+    r.register(
+        "withdrawals_held",
+        "Withdrawals held by withdraw_limit until ipvs-sync release",
+        f.withdrawals_held.clone(),
+    );
     r.register(
         "tree_serial",
         "Serial of the arbiter's IPVS tree",

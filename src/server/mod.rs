@@ -776,6 +776,7 @@ impl Server {
         let m = &self.metrics;
         m.broker_connected.set(i64::from(connected));
         m.clients_live.set(self.state.clients.len() as i64);
+        m.withdrawals_held.set(self.state.caps.held().len() as i64);
         m.vips_announced
             .set(self.state.quorum.values().filter(|q| q.announce).count() as i64);
         m.tree_serial
