@@ -28,21 +28,25 @@
 // Tests may unwrap: a failed unwrap is how a test reports.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod bridge;
 mod daemon;
 mod gobgp_api;
 mod gobgp_config;
 mod gobgpd;
+mod ini;
 mod lab;
 mod netns;
 pub mod proc;
 pub mod rabbit;
+pub mod spec;
 mod wait;
 
 pub use daemon::Daemon;
 pub use gobgp_api::{rib_paths, session_state_name, GobgpApi, RibPath};
 pub use gobgp_config::{GobgpConfig, GobgpFamily, GobgpNeighbor};
 pub use gobgpd::Gobgpd;
-pub use lab::{Lab, BALANCERS, NODES};
+pub use ini::Ini;
+pub use lab::Lab;
 pub use netns::{veth, veth_pair, Netns};
 pub use rabbit::Rabbit;
 pub use wait::{free_port, scratch_dir, wait_until};

@@ -20,13 +20,15 @@ const ALL3_ARG: &str = "198.51.100.3,b-200,80";
 /// A lab with the daemons running and every balancer's two sessions Established.
 fn lab_with_daemons(tag: &str) -> Lab {
     assert!(labkit::require_root(), "e2e tests run as root");
-    let lab = Lab::up(tag).unwrap();
+    let lab = Lab::up(tag, env!("CARGO_BIN_EXE_lab-gen").as_ref()).unwrap();
     lab.start_daemons().unwrap();
-    for lb in labkit::BALANCERS {
-        for (router, addr) in [("r1", Lab::v4(lb)), ("r2", Lab::v6(lb))] {
+    for lb in labkit::bridge::BALANCERS {
+        let v4 = Lab::v4(lb).unwrap().to_string();
+        let v6 = Lab::v6(lb).unwrap().to_string();
+        for (router, addr) in [("r1", v4), ("r2", v6)] {
             let ok = lab
                 .router(router)
-                .wait_established(addr.unwrap(), Duration::from_secs(30));
+                .wait_established(&addr, Duration::from_secs(30));
             assert!(ok, "{lb} never Established at {router}\n{}", logs(&lab, lb));
         }
     }

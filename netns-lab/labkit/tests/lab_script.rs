@@ -1,5 +1,6 @@
-//! The lab scripts (`netns-lab/lab`): generated files checked with the real config
-//! loader and mapping builder (no root), and a whole `lab up`/`status`/`down` (root).
+//! The lab scripts (`netns-lab/lab`): the files `lab gen` writes (labkit's `lab-gen`)
+//! checked with the real config loader and mapping builder (no root), and a whole
+//! `lab up`/`status`/`down` (root).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,7 @@ fn lab(run: &Path, prefix: &str, args: &[&str]) -> Output {
         .args(args)
         .env("LAB_RUN", run)
         .env("LAB_PREFIX", prefix)
+        .env("LAB_GEN", env!("CARGO_BIN_EXE_lab-gen"))
         .output()
         .unwrap();
     eprintln!(
