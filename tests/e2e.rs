@@ -1,17 +1,15 @@
 //! End to end, as root, with real processes: RabbitMQ, gobgpd routers, the arbiter and the
-//! balancers of the real binary, in network namespaces (see `lab/fleet.rs`). The host kernel
-//! has no IPVS, so these run announce-only (`ipvs = false`); the IPVS mirror is proven in the
-//! VM lane. Run with `netns-lab/test`.
+//! balancers of the real binary, in network namespaces (see `labkit::fleet`). The host
+//! kernel has no IPVS, so these run announce-only (`ipvs = false`); the IPVS mirror is
+//! proven in the VM lane. Run with `netns-lab/test`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-#[path = "lab/fleet.rs"]
-mod fleet;
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use fleet::{Fleet, FleetOpts, EBGP_AS, LOCAL_AS};
+use labkit::fleet::{Fleet, FleetOpts, EBGP_AS, KEY, LOCAL_AS};
+use labkit::metrics::{metric, metric_by};
 use nix::sys::signal::Signal;
 
 const LOCAL_PREF: u64 = 5;
@@ -22,20 +20,25 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// A fleet of the binary under test.
+fn start(opts: FleetOpts) -> Fleet {
+    Fleet::start(env!("CARGO_BIN_EXE_ipvs-sync").as_ref(), opts).unwrap()
+}
+
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_announce_and_withdraw_with_local_pref_ibgp_ebgp_v4_v6() {
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
     let v6 = ip("2001:db8:f00::10");
-    let f = Fleet::start(FleetOpts {
+    let f = start(FleetOpts {
         routers: vec![LOCAL_AS, EBGP_AS],
         vips: vec![v4, v6],
         ..Default::default()
     });
 
-    f.quorum("up", "203.0.113.10,b-150,80");
-    f.quorum("up", "2001:db8:f00::10,b-120,80");
+    f.quorum("up", "203.0.113.10,b-150,80").unwrap();
+    f.quorum("up", "2001:db8:f00::10,b-120,80").unwrap();
     for j in 0..2 {
         for vip in [&v4, &v6] {
             assert!(
@@ -62,12 +65,12 @@ fn lab_announce_and_withdraw_with_local_pref_ibgp_ebgp_v4_v6() {
         "{lo}"
     );
     // A new local-preference re-announces in place.
-    f.quorum("up", "203.0.113.10,b-170,80");
+    f.quorum("up", "203.0.113.10,b-170,80").unwrap();
     assert!(labkit::wait_until(WAIT, || f
         .attr(0, &v4, LOCAL_PREF)
         .is_some_and(|a| a["value"] == 170)));
 
-    f.quorum("down", "203.0.113.10,b-170,80");
+    f.quorum("down", "203.0.113.10,b-170,80").unwrap();
     for j in 0..2 {
         assert!(
             f.wait_paths(j, &v4, 0, WAIT).is_some(),
@@ -90,12 +93,12 @@ fn lab_announce_and_withdraw_with_local_pref_ibgp_ebgp_v4_v6() {
 fn lab_sigterm_and_sigkill_withdraw_at_once_hung_daemon_after_hold_time() {
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
-    let mut f = Fleet::start(FleetOpts {
+    let mut f = start(FleetOpts {
         balancers: 2,
         hold_time: 3,
         ..Default::default()
     });
-    f.quorum("up", "203.0.113.10,b-100,80");
+    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(
         f.wait_paths(0, &v4, 2, WAIT).is_some(),
         "both balancers announce: {:?}\n{}\n----\n{}\n----\n{}",
@@ -105,7 +108,7 @@ fn lab_sigterm_and_sigkill_withdraw_at_once_hung_daemon_after_hold_time() {
         f.client_log(0)
     );
 
-    f.signal_client(0, Signal::SIGTERM);
+    f.signal_client(0, Signal::SIGTERM).unwrap();
     let t = f
         .wait_paths(0, &v4, 1, Duration::from_secs(3))
         .expect("SIGTERM withdraws at once (Cease)");
@@ -113,7 +116,7 @@ fn lab_sigterm_and_sigkill_withdraw_at_once_hung_daemon_after_hold_time() {
 
     // A hung daemon (SIGSTOP: the socket stays open, no keepalives) is withdrawn by the
     // router's hold timer (3 s).
-    f.signal_client(1, Signal::SIGSTOP);
+    f.signal_client(1, Signal::SIGSTOP).unwrap();
     let t = f
         .wait_paths(0, &v4, 0, Duration::from_secs(8))
         .expect("hold timer withdraws");
@@ -121,15 +124,15 @@ fn lab_sigterm_and_sigkill_withdraw_at_once_hung_daemon_after_hold_time() {
         t >= Duration::from_secs(1),
         "a frozen speaker cannot withdraw by itself ({t:?})"
     );
-    f.signal_client(1, Signal::SIGCONT);
-    f.wait_sessions(1, Duration::from_secs(30));
+    f.signal_client(1, Signal::SIGCONT).unwrap();
+    f.wait_sessions(1, Duration::from_secs(30)).unwrap();
     assert!(
         f.wait_paths(0, &v4, 1, WAIT).is_some(),
         "re-announced after the session came back:\n{}",
         f.client_log(1)
     );
     // SIGKILL: the kernel closes the TCP session, so the router withdraws at once too.
-    f.signal_client(1, Signal::SIGKILL);
+    f.signal_client(1, Signal::SIGKILL).unwrap();
     let t = f
         .wait_paths(0, &v4, 0, Duration::from_secs(8))
         .expect("SIGKILL withdraws");
@@ -137,8 +140,8 @@ fn lab_sigterm_and_sigkill_withdraw_at_once_hung_daemon_after_hold_time() {
 
     // Restarted, it is told again what to announce.
     f.stop_client(0);
-    f.start_client(0);
-    f.wait_sessions(0, Duration::from_secs(20));
+    f.start_client(0).unwrap();
+    f.wait_sessions(0, Duration::from_secs(20)).unwrap();
     assert!(
         f.wait_paths(0, &v4, 1, WAIT).is_some(),
         "re-announced after restart:\n{}",
@@ -151,8 +154,8 @@ fn lab_sigterm_and_sigkill_withdraw_at_once_hung_daemon_after_hold_time() {
 fn lab_fail_static_without_arbiter_and_reconcile_after() {
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
-    let mut f = Fleet::start(FleetOpts::default());
-    f.quorum("up", "203.0.113.10,b-100,80");
+    let mut f = start(FleetOpts::default());
+    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
 
     f.stop_arbiter();
@@ -164,9 +167,9 @@ fn lab_fail_static_without_arbiter_and_reconcile_after() {
     );
 
     // The quorum is lost while the arbiter is down: only the desc file knows.
-    f.quorum("down", "203.0.113.10,b-100,80");
+    f.quorum("down", "203.0.113.10,b-100,80").unwrap();
     assert_eq!(f.path_count(0, &v4), 1);
-    f.start_arbiter();
+    f.start_arbiter().unwrap();
     assert!(
         f.wait_paths(0, &v4, 0, Duration::from_secs(15)).is_some(),
         "reconciled after the arbiter came back:\n{}",
@@ -179,8 +182,8 @@ fn lab_fail_static_without_arbiter_and_reconcile_after() {
 fn lab_broker_restart_and_router_restart() {
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
-    let mut f = Fleet::start(FleetOpts::default());
-    f.quorum("up", "203.0.113.10,b-100,80");
+    let mut f = start(FleetOpts::default());
+    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
 
     f.rabbit.restart().unwrap();
@@ -195,18 +198,18 @@ fn lab_broker_restart_and_router_restart() {
     });
     assert!(ok, "client reconnected:\n{}", f.client_log(0));
     std::thread::sleep(Duration::from_secs(2));
-    f.quorum("down", "203.0.113.10,b-100,80");
+    f.quorum("down", "203.0.113.10,b-100,80").unwrap();
     assert!(
         f.wait_paths(0, &v4, 0, Duration::from_secs(15)).is_some(),
         "withdraw after broker restart:\n{}",
         f.arbiter_log()
     );
-    f.quorum("up", "203.0.113.10,b-100,80");
+    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(f.wait_paths(0, &v4, 1, Duration::from_secs(15)).is_some());
 
     // The router restarts: the speaker reconnects and re-announces (mind gobgpd's 5 s Idle).
     f.routers[0].gobgpd.restart().unwrap();
-    f.wait_sessions(0, Duration::from_secs(40));
+    f.wait_sessions(0, Duration::from_secs(40)).unwrap();
     assert!(
         f.wait_paths(0, &v4, 1, Duration::from_secs(15)).is_some(),
         "re-announced after router restart"
@@ -265,8 +268,8 @@ fn sign(key: &str, kind: &str, from: &str, to: &str, seq: u64, ts: u64, body: &s
 fn lab_forged_and_garbage_messages_change_nothing() {
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
-    let f = Fleet::start(FleetOpts::default());
-    f.quorum("up", "203.0.113.10,b-100,80");
+    let f = start(FleetOpts::default());
+    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
 
     let now_ms = std::time::SystemTime::now()
@@ -297,7 +300,7 @@ fn lab_forged_and_garbage_messages_change_nothing() {
     let stale = format!(
         r#"{{"type":"fin_announce","from":"arbiter","to":"broadcast","seq":{s},"ts":{old},"body":{body},"sig":"{}"}}"#,
         sign(
-            fleet::KEY,
+            KEY,
             "fin_announce",
             "arbiter",
             "broadcast",
@@ -357,15 +360,7 @@ fn lab_forged_and_garbage_messages_change_nothing() {
     let seq = now_ms * 1000;
     let sync = format!(
         r#"{{"type":"sync","from":"test-arbiter","to":"lb1","seq":{seq},"ts":{now_ms},"body":{body},"sig":"{}"}}"#,
-        sign(
-            fleet::KEY,
-            "sync",
-            "test-arbiter",
-            "lb1",
-            seq,
-            now_ms,
-            &body
-        )
+        sign(KEY, "sync", "test-arbiter", "lb1", seq, now_ms, &body)
     );
     publish_raw(&f, "lb1", &[sync.into_bytes()]);
     assert!(
@@ -385,7 +380,7 @@ fn lab_forged_and_garbage_messages_change_nothing() {
     );
 
     // Both daemons still serve: a real withdraw flows at once.
-    f.quorum("down", "203.0.113.10,b-100,80");
+    f.quorum("down", "203.0.113.10,b-100,80").unwrap();
     assert!(
         f.wait_paths(0, &v4, 0, WAIT).is_some(),
         "{}",
@@ -410,19 +405,19 @@ fn lab_a_lost_ack_heals_in_seconds() {
         std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let v4 = ip("203.0.113.10");
-    let f = Fleet::start(FleetOpts {
+    let f = start(FleetOpts {
         max_age: Some(2),
         firewall_check: Some(check),
         ..FleetOpts::default()
     });
     let arbiter = nix::unistd::Pid::from_raw(f.arbiter_pid().unwrap() as i32);
-    f.quorum("up", "203.0.113.10,b-100,80");
+    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     nix::sys::signal::kill(arbiter, Signal::SIGSTOP).unwrap();
     std::thread::sleep(Duration::from_secs(3));
     nix::sys::signal::kill(arbiter, Signal::SIGCONT).unwrap();
     let healed = f.wait_paths(0, &v4, 1, Duration::from_secs(40));
-    let stale = fleet::metric_by(
+    let stale = metric_by(
         &f.arbiter_metrics(),
         "ipvs_sync_messages_dropped_total",
         "reason",
@@ -463,11 +458,11 @@ fn lab_a_failed_prepare_is_counted_and_tried_again() {
         std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let v4 = ip("203.0.113.10");
-    let f = Fleet::start(FleetOpts {
+    let f = start(FleetOpts {
         firewall_check: Some(check),
         ..FleetOpts::default()
     });
-    f.quorum("up", "203.0.113.10,b-100,80");
+    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     let failures = || metric(&f.client_metrics(0), "ipvs_sync_prepare_failures_total");
     let deadline = std::time::Instant::now() + WAIT;
     while failures() < 1.0 {
@@ -501,7 +496,7 @@ fn lab_a_stale_syn_heals_in_seconds() {
     // that the VIP would wait for the next announces_request_interval (300 s).
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
-    let f = Fleet::start(FleetOpts {
+    let f = start(FleetOpts {
         max_age: Some(2),
         ..FleetOpts::default()
     });
@@ -517,12 +512,12 @@ fn lab_a_stale_syn_heals_in_seconds() {
     }
     let client = nix::unistd::Pid::from_raw(f.client_pid(0).unwrap() as i32);
     nix::sys::signal::kill(client, Signal::SIGSTOP).unwrap();
-    f.quorum("up", "203.0.113.10,b-100,80");
+    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     std::thread::sleep(Duration::from_secs(3));
     nix::sys::signal::kill(client, Signal::SIGCONT).unwrap();
     let healed = f.wait_paths(0, &v4, 1, Duration::from_secs(40));
     let metrics = f.client_metrics(0);
-    let stale = fleet::metric_by(&metrics, "ipvs_sync_messages_dropped_total", "reason");
+    let stale = metric_by(&metrics, "ipvs_sync_messages_dropped_total", "reason");
     assert!(
         stale.iter().any(|(r, n)| r == "stale" && *n >= 1.0),
         "nothing arrived stale, so nothing was lost: {stale:?}\n{}",
@@ -539,14 +534,6 @@ fn lab_a_stale_syn_heals_in_seconds() {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
     assert!(resyncs >= 1.0, "healed without the stale re-sync");
-}
-
-/// The value of an unlabelled counter or gauge on a Prometheus page (0 when absent).
-fn metric(page: &str, name: &str) -> f64 {
-    page.lines()
-        .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(' ')))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A fleet for `lose_for_real`: the balancer stays stopped for seconds on a loaded
@@ -567,16 +554,16 @@ fn lost_opts() -> FleetOpts {
 /// message (so it is in the queue, whatever else, heartbeats say, arrived there meanwhile)
 /// and before the balancer resumes.
 fn lose_for_real(f: &mut Fleet, kind: &str, send: impl FnOnce(&Fleet)) {
-    f.signal_client(0, Signal::SIGSTOP);
+    f.signal_client(0, Signal::SIGSTOP).unwrap();
     let junk: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().to_vec()).collect();
     publish_raw(f, &f.balancers[0].name, &junk);
     assert!(
-        labkit::wait_until(WAIT, || f.client_queue(0).0 >= 1),
+        labkit::wait_until(WAIT, || f.client_queue(0).unwrap().0 >= 1),
         "the prefetch window never filled: {:?}",
-        f.client_queue(0)
+        f.client_queue(0).unwrap()
     );
     let confirmed = || {
-        fleet::metric_by(
+        metric_by(
             &f.arbiter_metrics(),
             "ipvs_sync_messages_sent_total",
             "type",
@@ -595,7 +582,7 @@ fn lose_for_real(f: &mut Fleet, kind: &str, send: impl FnOnce(&Fleet)) {
     f.rabbit
         .ctl(&["purge_queue", &format!("ipvs-sync.{}", f.balancers[0].name)])
         .unwrap();
-    f.signal_client(0, Signal::SIGCONT);
+    f.signal_client(0, Signal::SIGCONT).unwrap();
 }
 
 #[test]
@@ -606,12 +593,12 @@ fn lab_a_lost_fin_heals_within_a_heartbeat() {
     // the next announces_request_interval (300 s).
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
-    let mut f = Fleet::start(lost_opts());
-    f.quorum("up", "203.0.113.10,b-100,80");
+    let mut f = start(lost_opts());
+    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
 
     lose_for_real(&mut f, "fin_announce", |f| {
-        f.quorum("down", "203.0.113.10,b-100,80");
+        f.quorum("down", "203.0.113.10,b-100,80").unwrap();
     });
     assert_eq!(f.path_count(0, &v4), 1, "the fin was lost, not delivered");
 
@@ -634,17 +621,17 @@ fn lab_a_rebooted_arbiter_holds_until_keepalived_reports() {
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
     let prefix = "203.0.113.10/32";
-    let mut f = Fleet::start(FleetOpts::default());
-    f.quorum("up", "203.0.113.10,b-100,80");
+    let mut f = start(FleetOpts::default());
+    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
-    let mon = f.monitor(0, "ipv4");
+    let mon = f.monitor(0, "ipv4").unwrap();
 
     let reboot = |f: &mut Fleet, hold: f64| {
         f.stop_arbiter();
         std::fs::remove_file(f.desc_path(&v4)).unwrap();
-        f.set_startup_hold(hold);
+        f.set_startup_hold(hold).unwrap();
         mon.drain();
-        f.start_arbiter();
+        f.start_arbiter().unwrap();
     };
 
     // No hold: the arbiter's answer to the balancer withdraws the VIP before keepalived
@@ -655,14 +642,14 @@ fn lab_a_rebooted_arbiter_holds_until_keepalived_reports() {
         "without a hold the VIP was never withdrawn: the test proves nothing\n{}",
         f.arbiter_log()
     );
-    f.quorum("up", "203.0.113.10,b-100,80");
+    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(f.wait_paths(0, &v4, 1, Duration::from_secs(20)).is_some());
 
     // A 4 s hold: keepalived reports a second after the start, within the hold; the
     // balancer is answered only after that, and nothing is withdrawn at all.
     reboot(&mut f, 4.0);
     std::thread::sleep(Duration::from_secs(1));
-    f.quorum("up", "203.0.113.10,b-100,80");
+    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     let joined = labkit::wait_until(Duration::from_secs(15), || {
         metric(&f.arbiter_metrics(), "ipvs_sync_clients_live") >= 1.0
     });
@@ -675,7 +662,7 @@ fn lab_a_rebooted_arbiter_holds_until_keepalived_reports() {
     );
     assert_eq!(f.path_count(0, &v4), 1);
     let page = f.arbiter_metrics();
-    let held: f64 = fleet::metric_by(&page, "ipvs_sync_held_messages_total", "type")
+    let held: f64 = metric_by(&page, "ipvs_sync_held_messages_total", "type")
         .iter()
         .map(|(_, n)| n)
         .sum();
@@ -691,12 +678,12 @@ fn lab_desc_files_edited_by_hand_are_seen_without_rescanning_all() {
     // scans of every file stay at about one per 10 s.
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
-    let f = Fleet::start(FleetOpts::default());
+    let f = start(FleetOpts::default());
     let full_scans = || metric(&f.arbiter_metrics(), "ipvs_sync_desc_full_scans_total");
     let before = full_scans();
     let t = std::time::Instant::now();
     for round in 0..3 {
-        f.write_desc_announce(&[v4], 100 + round);
+        f.write_desc_announce(&[v4], 100 + round).unwrap();
         assert!(
             f.wait_paths(0, &v4, 1, WAIT).is_some(),
             "round {round}: not announced:\n{}",
@@ -729,7 +716,7 @@ fn lab_a_lost_syn_heals_in_seconds() {
     // its heartbeats leave it out, and after 15 s the arbiter says it again.
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
-    let mut f = Fleet::start(lost_opts());
+    let mut f = start(lost_opts());
     // Sessions are up before the client reaches the broker: wait until it has its mapping.
     assert!(
         labkit::wait_until(WAIT, || f
@@ -739,7 +726,7 @@ fn lab_a_lost_syn_heals_in_seconds() {
         f.client_log(0)
     );
     lose_for_real(&mut f, "syn_announce", |f| {
-        f.quorum("up", "203.0.113.10,b-100,80");
+        f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
@@ -768,22 +755,23 @@ fn lab_a_balancer_newly_mapped_to_a_vip_announces_it_at_once() {
     // syn with the mapping, not at its next announces_request_interval.
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
-    let mut f = Fleet::start(FleetOpts {
+    let mut f = start(FleetOpts {
         balancers: 2,
         ..FleetOpts::default()
     });
-    f.quorum("up", "203.0.113.10,b-100,80");
+    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(f.wait_paths(0, &v4, 2, WAIT).is_some());
 
-    f.write_keepalived_conf("lb2", &[], &[80]);
-    f.signal_arbiter(Signal::SIGHUP);
+    f.edit_vips(|v| v[0].balancers.retain(|b| b != "lb2"))
+        .unwrap();
+    f.signal_arbiter(Signal::SIGHUP).unwrap();
     assert!(
         f.wait_paths(0, &v4, 1, WAIT).is_some(),
         "lb2 kept the VIP the mapping took from it:\n{}",
         f.arbiter_log()
     );
-    f.write_keepalived_conf("lb2", &[v4], &[80]);
-    f.signal_arbiter(Signal::SIGHUP);
+    f.edit_vips(|v| v[0].balancers.push("lb2".into())).unwrap();
+    f.signal_arbiter(Signal::SIGHUP).unwrap();
     assert!(
         f.wait_paths(0, &v4, 2, WAIT).is_some(),
         "lb2 not announcing the VIP the mapping gave it back:\n{}",
@@ -805,20 +793,20 @@ fn lab_a_virtual_server_removed_from_keepalived_stops_holding_its_vip_back() {
     // The arbiter's mapping rebuild (SIGHUP here) forgets it; the VIP is announced.
     assert!(labkit::require_root());
     let v4 = ip("203.0.113.10");
-    let mut f = Fleet::start(FleetOpts {
+    let mut f = start(FleetOpts {
         ports: vec![80, 8080],
         ..FleetOpts::default()
     });
-    f.quorum("up", "203.0.113.10,b-100,80");
-    f.quorum("down", "203.0.113.10,b-100,8080");
+    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
+    f.quorum("down", "203.0.113.10,b-100,8080").unwrap();
     let path = f.desc_path(&v4);
     let desc = || std::fs::read_to_string(&path).unwrap();
     assert!(desc().contains(r#""announce":false"#), "{}", desc());
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(f.path_count(0, &v4), 0, "announced with a port down");
 
-    f.write_keepalived_conf("lb1", &[v4], &[80]);
-    f.signal_arbiter(Signal::SIGHUP);
+    f.edit_vips(|v| v[0].ports = vec![80]).unwrap();
+    f.signal_arbiter(Signal::SIGHUP).unwrap();
     assert!(
         f.wait_paths(0, &v4, 1, WAIT).is_some(),
         "still held back by the removed port: {}\n{}",

@@ -28,19 +28,24 @@
 // Tests may unwrap: a failed unwrap is how a test reports.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod addr_monitor;
 pub mod bridge;
 mod daemon;
+pub mod fleet;
 mod gobgp_api;
 mod gobgp_config;
 mod gobgpd;
 mod ini;
 mod lab;
+pub mod metrics;
 mod netns;
 pub mod proc;
 pub mod rabbit;
+mod rib_monitor;
 pub mod spec;
 mod wait;
 
+pub use addr_monitor::{AddrEvent, AddrMonitor};
 pub use daemon::Daemon;
 pub use gobgp_api::{rib_paths, session_state_name, GobgpApi, RibPath};
 pub use gobgp_config::{GobgpConfig, GobgpFamily, GobgpNeighbor};
@@ -49,6 +54,7 @@ pub use ini::Ini;
 pub use lab::Lab;
 pub use netns::{veth, veth_pair, Netns};
 pub use rabbit::Rabbit;
+pub use rib_monitor::{RibEvent, RibMonitor};
 pub use wait::{free_port, scratch_dir, wait_until};
 
 /// Whether this process runs as root (effective uid 0), which every `lab_` test needs.

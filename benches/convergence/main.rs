@@ -23,20 +23,23 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../tests/lab/fleet.rs"]
-mod fleet;
-
-#[path = "convergence/exabgp.rs"]
 mod exabgp;
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleet::{Fleet, FleetOpts, RibMonitor};
+use labkit::fleet::{Fleet, FleetOpts};
+use labkit::metrics::{metric_by, percentiles};
 use labkit::proc::{cpu_secs, status_mb};
+use labkit::RibMonitor;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The binary measured (the bench profile builds target/release/ipvs-sync).
+fn bin() -> &'static std::path::Path {
+    env!("CARGO_BIN_EXE_ipvs-sync").as_ref()
+}
 
 /// How long one announce or withdraw may take before it counts as lost.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -234,15 +237,18 @@ struct Latency {
 fn latency(cycles: usize, logs: Option<&std::path::Path>) -> Result<Latency, BoxError> {
     let vip: IpAddr = IPVS_VIP.parse()?;
     let desc = desc_dir()?;
-    let f = Fleet::start(FleetOpts {
-        vips: vec![vip],
-        log_level: "info",
-        desc_dir: Some(desc.path().to_owned()),
-        ..Default::default()
-    });
+    let f = Fleet::start(
+        bin(),
+        FleetOpts {
+            vips: vec![vip],
+            log_level: "info",
+            desc_dir: Some(desc.path().to_owned()),
+            ..Default::default()
+        },
+    )?;
     let exa = exabgp::Exa::start(f.opts.hold_time);
-    let mon = f.monitor(0, "ipv4");
-    let exa_mon = RibMonitor::start(&exa.router.api(), "ipv4", "192.0.2.254/32");
+    let mon = f.monitor(0, "ipv4")?;
+    let exa_mon = RibMonitor::start(&exa.router.api(), "ipv4", "192.0.2.254/32")?;
     let ipvs_prefix = format!("{IPVS_VIP}/32");
     let exa_prefix = format!("{EXA_VIP}/32");
 
@@ -399,14 +405,17 @@ const SENT: &str = "ipvs_sync_messages_sent_total";
 fn cold_start(n: usize, logs: Option<&std::path::Path>) -> Result<Cold, BoxError> {
     let vips: Vec<IpAddr> = (0..n).map(cold_vip).collect();
     let desc = desc_dir()?;
-    let mut f = Fleet::start(FleetOpts {
-        vips,
-        desc_dir: Some(desc.path().to_owned()),
-        start_clients: false,
-        desc_announce: Some(100),
-        log_level: "info",
-        ..Default::default()
-    });
+    let mut f = Fleet::start(
+        bin(),
+        FleetOpts {
+            vips,
+            desc_dir: Some(desc.path().to_owned()),
+            start_clients: false,
+            desc_announce: Some(100),
+            log_level: "info",
+            ..Default::default()
+        },
+    )?;
     let arbiter = f.arbiter_pid().ok_or("arbiter not running")?;
     // Let the arbiter finish reading configs and desc files; its idle rate is a figure too.
     let mut idle = f64::NAN;
@@ -422,7 +431,7 @@ fn cold_start(n: usize, logs: Option<&std::path::Path>) -> Result<Cold, BoxError
     let r1 = f.routers[0].gobgpd.api();
 
     let t0 = Instant::now();
-    f.start_client(0);
+    f.start_client(0)?;
     let client = f.client_pid(0).ok_or("client not running")?;
     let (mut first, mut all, mut reached, mut polls) = (None, None, 0, 0);
     let mut sample = (0.0, 0.0);
@@ -461,8 +470,8 @@ fn cold_start(n: usize, logs: Option<&std::path::Path>) -> Result<Cold, BoxError
         arbiter_rss: status_mb(arbiter, "VmRSS:").unwrap_or(f64::NAN),
         arbiter_hwm: status_mb(arbiter, "VmHWM:").unwrap_or(f64::NAN),
         arbiter_idle: idle,
-        client_sent: fleet::metric_by(&f.client_metrics(0), SENT, "type"),
-        arbiter_sent: fleet::metric_by(&f.arbiter_metrics(), SENT, "type"),
+        client_sent: metric_by(&f.client_metrics(0), SENT, "type"),
+        arbiter_sent: metric_by(&f.arbiter_metrics(), SENT, "type"),
     };
     keep_logs(&f, logs, "cold")?;
     if all.is_none() {
@@ -491,7 +500,7 @@ fn secs(d: Option<Duration>) -> String {
 
 /// p50 / p99 of samples, in ms.
 fn p50_99(v: &[Duration]) -> String {
-    let (p50, p99) = fleet::percentiles(v.to_vec());
+    let (p50, p99) = percentiles(v.to_vec());
     format!("{} / {}", ms(p50), ms(p99))
 }
 
