@@ -28,7 +28,7 @@ fn start(opts: FleetOpts) -> Fleet {
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_announce_and_withdraw_with_local_pref_ibgp_ebgp_v4_v6() {
-    assert!(labkit::require_root());
+    labkit::require_root();
     let v4 = ip("203.0.113.10");
     let v6 = ip("2001:db8:f00::10");
     let f = start(FleetOpts {
@@ -91,7 +91,7 @@ fn lab_announce_and_withdraw_with_local_pref_ibgp_ebgp_v4_v6() {
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_sigterm_and_sigkill_withdraw_at_once_hung_daemon_after_hold_time() {
-    assert!(labkit::require_root());
+    labkit::require_root();
     let v4 = ip("203.0.113.10");
     let mut f = start(FleetOpts {
         balancers: 2,
@@ -152,7 +152,7 @@ fn lab_sigterm_and_sigkill_withdraw_at_once_hung_daemon_after_hold_time() {
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_fail_static_without_arbiter_and_reconcile_after() {
-    assert!(labkit::require_root());
+    labkit::require_root();
     let v4 = ip("203.0.113.10");
     let mut f = start(FleetOpts::default());
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
@@ -180,7 +180,7 @@ fn lab_fail_static_without_arbiter_and_reconcile_after() {
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_broker_restart_and_router_restart() {
-    assert!(labkit::require_root());
+    labkit::require_root();
     let v4 = ip("203.0.113.10");
     let mut f = start(FleetOpts::default());
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
@@ -266,7 +266,7 @@ fn sign(key: &str, kind: &str, from: &str, to: &str, seq: u64, ts: u64, body: &s
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_forged_and_garbage_messages_change_nothing() {
-    assert!(labkit::require_root());
+    labkit::require_root();
     let v4 = ip("203.0.113.10");
     let f = start(FleetOpts::default());
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
@@ -396,7 +396,7 @@ fn lab_a_lost_ack_heals_in_seconds() {
     // stale when the arbiter resumes. The client, still without its go 10 s after the ack,
     // asks for the announces again; without that the VIP would wait for the next
     // announces_request_interval (300 s).
-    assert!(labkit::require_root());
+    labkit::require_root();
     let dir = tempfile::tempdir().unwrap();
     let check = dir.path().join("slow-firewall-check");
     std::fs::write(&check, "#!/bin/sh\nsleep 1\nexit 0\n").unwrap();
@@ -448,7 +448,7 @@ fn lab_a_failed_prepare_is_counted_and_tried_again() {
     // answers would): the VIP is not announced, the failure is counted, and the
     // arbiter's syn repair tries again once the balancer's heartbeats keep leaving the
     // VIP out; with the check passing by then, the VIP reaches the router.
-    assert!(labkit::require_root());
+    labkit::require_root();
     let dir = tempfile::tempdir().unwrap();
     let pass = dir.path().join("pass");
     let check = dir.path().join("firewall-check");
@@ -494,7 +494,7 @@ fn lab_a_stale_syn_heals_in_seconds() {
     // broker past max_age (2 s), and is dropped as stale when the balancer resumes. The
     // balancer sees the stale drop and asks for mapping, tree and announces again; without
     // that the VIP would wait for the next announces_request_interval (300 s).
-    assert!(labkit::require_root());
+    labkit::require_root();
     let v4 = ip("203.0.113.10");
     let f = start(FleetOpts {
         max_age: Some(2),
@@ -591,7 +591,7 @@ fn lab_a_lost_fin_heals_within_a_heartbeat() {
     // The arbiter's fin_announce is lost for real (`lose_for_real`). The balancer's
     // heartbeat still lists the VIP as announced; the arbiter answers with the fin again. Without that the VIP would stay announced until
     // the next announces_request_interval (300 s).
-    assert!(labkit::require_root());
+    labkit::require_root();
     let v4 = ip("203.0.113.10");
     let mut f = start(lost_opts());
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
@@ -618,7 +618,7 @@ fn lab_a_rebooted_arbiter_holds_until_keepalived_reports() {
     // An arbiter's reboot wipes its desc files (a tmpfs) until keepalived reports quorum
     // again. Without a hold, the arbiter's first answer to each balancer withdraws every
     // VIP whose desc is not back yet; with `startup_hold` the balancers keep announcing.
-    assert!(labkit::require_root());
+    labkit::require_root();
     let v4 = ip("203.0.113.10");
     let prefix = "203.0.113.10/32";
     let mut f = start(FleetOpts::default());
@@ -676,7 +676,7 @@ fn lab_desc_files_edited_by_hand_are_seen_without_rescanning_all() {
     // Desc files rewritten in place, without `ipvs-sync quorum` and so without its hand-off:
     // the arbiter's inotify watch names each, so it is acted on at the next scan, while
     // scans of every file stay at about one per 10 s.
-    assert!(labkit::require_root());
+    labkit::require_root();
     let v4 = ip("203.0.113.10");
     let f = start(FleetOpts::default());
     let full_scans = || metric(&f.arbiter_metrics(), "ipvs_sync_desc_full_scans_total");
@@ -714,7 +714,7 @@ fn lab_a_lost_syn_heals_in_seconds() {
     // The arbiter's syn_announce is lost for real (`lose_for_real`). The balancer never
     // hears of the VIP;
     // its heartbeats leave it out, and after 15 s the arbiter says it again.
-    assert!(labkit::require_root());
+    labkit::require_root();
     let v4 = ip("203.0.113.10");
     let mut f = start(lost_opts());
     // Sessions are up before the client reaches the broker: wait until it has its mapping.
@@ -753,7 +753,7 @@ fn lab_a_balancer_newly_mapped_to_a_vip_announces_it_at_once() {
     // A VIP with quorum is given to one more balancer (its keepalived config gains the
     // virtual server, the arbiter rebuilds the mapping on SIGHUP): that balancer gets the
     // syn with the mapping, not at its next announces_request_interval.
-    assert!(labkit::require_root());
+    labkit::require_root();
     let v4 = ip("203.0.113.10");
     let mut f = start(FleetOpts {
         balancers: 2,
@@ -791,7 +791,7 @@ fn lab_a_virtual_server_removed_from_keepalived_stops_holding_its_vip_back() {
     // operator removes the 8080 virtual server from keepalived's config: keepalived makes
     // no quorum call for it again, and its `down` used to count in the desc file forever.
     // The arbiter's mapping rebuild (SIGHUP here) forgets it; the VIP is announced.
-    assert!(labkit::require_root());
+    labkit::require_root();
     let v4 = ip("203.0.113.10");
     let mut f = start(FleetOpts {
         ports: vec![80, 8080],

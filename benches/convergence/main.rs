@@ -595,7 +595,7 @@ fn print_table(header: [&str; 3], rows: &[[String; 3]]) {
 
 fn main() -> Result<(), BoxError> {
     let opts = Opts::parse()?;
-    if !labkit::require_root() {
+    if !labkit::is_root() {
         return Err("the convergence bench needs root (namespaces, BGP on port 179)".into());
     }
     let command = std::env::var("BENCH_COMMAND")

@@ -31,10 +31,8 @@ struct Lab {
     lb: Netns,
 }
 
-fn lab() -> Option<Lab> {
-    if !labkit::require_root() {
-        return None;
-    }
+fn lab() -> Lab {
+    labkit::require_root();
     let r1 = Netns::new("r1").unwrap();
     let lb = Netns::new("lb").unwrap();
     labkit::veth(
@@ -44,7 +42,7 @@ fn lab() -> Option<Lab> {
         &["192.0.2.11/24", "2001:db8::11/64"],
     )
     .unwrap();
-    Some(Lab { r1, lb })
+    Lab { r1, lb }
 }
 
 fn router(lab: &Lab, neighbors: Vec<GobgpNeighbor>) -> Gobgpd {
@@ -124,7 +122,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 #[test]
 #[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
 fn lab_ibgp_v4_and_v6_attributes_then_withdraw() {
-    let Some(lab) = lab() else { return };
+    let lab = lab();
     let g = router(
         &lab,
         vec![
@@ -250,7 +248,7 @@ fn lab_ibgp_v4_and_v6_attributes_then_withdraw() {
 #[test]
 #[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
 fn lab_ebgp_med_prepend_and_no_local_pref() {
-    let Some(lab) = lab() else { return };
+    let lab = lab();
     let g = std::sync::Arc::new(router(
         &lab,
         vec![GobgpNeighbor::new(LB_V4.parse().unwrap(), 65010).passive(true)],
@@ -292,7 +290,7 @@ fn lab_ebgp_med_prepend_and_no_local_pref() {
 #[test]
 #[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
 fn lab_tcp_md5_session() {
-    let Some(lab) = lab() else { return };
+    let lab = lab();
     let g = std::sync::Arc::new(router(
         &lab,
         vec![GobgpNeighbor::new(LB_V4.parse().unwrap(), ROUTER_AS)
@@ -337,7 +335,7 @@ fn lab_tcp_md5_session() {
 #[test]
 #[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
 fn lab_passive_speaker_accepts_the_router() {
-    let Some(lab) = lab() else { return };
+    let lab = lab();
     let g = std::sync::Arc::new(router(
         &lab,
         vec![GobgpNeighbor::new(LB_V4.parse().unwrap(), ROUTER_AS).connect_retry(1)],
@@ -371,7 +369,7 @@ fn lab_passive_speaker_accepts_the_router() {
 #[test]
 #[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
 fn lab_cease_on_shutdown_drops_routes_at_once() {
-    let Some(lab) = lab() else { return };
+    let lab = lab();
     let g = std::sync::Arc::new(router(
         &lab,
         vec![GobgpNeighbor::new(LB_V4.parse().unwrap(), ROUTER_AS).passive(true)],
@@ -467,7 +465,7 @@ fn kill(child: &Child, sig: &str) {
 #[test]
 #[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
 fn lab_process_death_sigkill_sigstop_sigterm() {
-    let Some(lab) = lab() else { return };
+    let lab = lab();
     let g = router(
         &lab,
         vec![GobgpNeighbor::new(LB_V4.parse().unwrap(), ROUTER_AS)
@@ -538,7 +536,7 @@ fn lab_process_death_sigkill_sigstop_sigterm() {
 #[test]
 #[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
 fn lab_router_restart_gets_routes_again() {
-    let Some(lab) = lab() else { return };
+    let lab = lab();
     let g = std::sync::Arc::new(std::sync::Mutex::new(router(
         &lab,
         vec![GobgpNeighbor::new(LB_V4.parse().unwrap(), ROUTER_AS).passive(true)],
