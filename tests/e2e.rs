@@ -6,10 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use labkit::fleet::{Fleet, FleetOpts, EBGP_AS, KEY, LOCAL_AS};
-use labkit::metrics::{metric, metric_by};
+use labkit::metrics::{metric, metric_by, metric_with};
 use nix::sys::signal::Signal;
 
 const LOCAL_PREF: u64 = 5;
@@ -158,8 +158,22 @@ fn lab_fail_static_without_arbiter_and_reconcile_after() {
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
 
+    let mon = f.monitor(0, "ipv4").unwrap();
     f.stop_arbiter();
-    std::thread::sleep(Duration::from_secs(4));
+    // The balancer has sent 4 heartbeats (one a second) into the arbiter's absence, and the
+    // router has seen no withdraw meanwhile.
+    let beats = |f: &Fleet| metric_with(&f.client_metrics(0), SENT, "type", "heartbeat");
+    let before = beats(&f);
+    let silent = labkit::wait_until(WAIT, || beats(&f) >= before + 4.0);
+    assert!(
+        silent,
+        "the balancer sent no heartbeats:\n{}",
+        f.client_log(0)
+    );
+    assert!(
+        mon.take().iter().all(|e| !e.withdrawal),
+        "withdrawn while the arbiter was away"
+    );
     assert_eq!(
         f.path_count(0, &v4),
         1,
@@ -197,7 +211,13 @@ fn lab_broker_restart_and_router_restart() {
         f.client_status(0)["broker"]["connected"] == true
     });
     assert!(ok, "client reconnected:\n{}", f.client_log(0));
-    std::thread::sleep(Duration::from_secs(2));
+    // The arbiter is connected again and the client consumes its queue again, so the
+    // arbiter's broadcast has somewhere to go.
+    let ok = labkit::wait_until(Duration::from_secs(30), || {
+        metric(&f.arbiter_metrics(), "ipvs_sync_broker_connected") == 1.0
+            && f.client_queue(0).is_ok_and(|q| q.consumers >= 1)
+    });
+    assert!(ok, "arbiter or client queue not back:\n{}", f.arbiter_log());
     f.quorum("down", "203.0.113.10,b-100,80").unwrap();
     assert!(
         f.wait_paths(0, &v4, 0, Duration::from_secs(15)).is_some(),
@@ -391,31 +411,39 @@ fn lab_forged_and_garbage_messages_change_nothing() {
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_a_lost_ack_heals_in_seconds() {
-    // The balancer's ack is lost: a slow firewall check (1 s) holds the prepare while the
-    // arbiter is stopped, the ack waits in the broker past max_age (2 s) and is dropped as
-    // stale when the arbiter resumes. The client, still without its go 10 s after the ack,
-    // asks for the announces again; without that the VIP would wait for the next
+    // The balancer's ack is lost: the firewall check holds the prepare until the arbiter is
+    // stopped, the ack waits in the broker past max_age (2 s) and is dropped as stale when
+    // the arbiter resumes. The client, still without its go 10 s after the ack, asks for
+    // the announces again; without that the VIP would wait for the next
     // announces_request_interval (300 s).
     labkit::require_root();
     let dir = tempfile::tempdir().unwrap();
-    let check = dir.path().join("slow-firewall-check");
-    std::fs::write(&check, "#!/bin/sh\nsleep 1\nexit 0\n").unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let (began, go) = (dir.path().join("began"), dir.path().join("go"));
+    let check = held_check(dir.path(), &began, &go);
     let v4 = ip("203.0.113.10");
-    let f = start(FleetOpts {
+    let mut f = start(FleetOpts {
         max_age: Some(2),
         firewall_check: Some(check),
         ..FleetOpts::default()
     });
-    let arbiter = nix::unistd::Pid::from_raw(f.arbiter_pid().unwrap() as i32);
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(arbiter, Signal::SIGSTOP).unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    nix::sys::signal::kill(arbiter, Signal::SIGCONT).unwrap();
+    assert!(
+        labkit::wait_until(WAIT, || began.exists()),
+        "the syn never reached the balancer:\n{}",
+        f.client_log(0)
+    );
+    f.signal_arbiter(Signal::SIGSTOP).unwrap();
+    std::fs::write(&go, "").unwrap();
+    let acked = labkit::wait_until(WAIT, || {
+        metric_with(&f.client_metrics(0), SENT, "type", "ack_announce") >= 1.0
+    });
+    assert!(
+        acked,
+        "the broker never confirmed the ack:\n{}",
+        f.client_log(0)
+    );
+    older_than_max_age(Instant::now(), 2);
+    f.signal_arbiter(Signal::SIGCONT).unwrap();
     let healed = f.wait_paths(0, &v4, 1, Duration::from_secs(40));
     let stale = metric_by(
         &f.arbiter_metrics(),
@@ -464,15 +492,11 @@ fn lab_a_failed_prepare_is_counted_and_tried_again() {
     });
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     let failures = || metric(&f.client_metrics(0), "ipvs_sync_prepare_failures_total");
-    let deadline = std::time::Instant::now() + WAIT;
-    while failures() < 1.0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no prepare failure counted:\n{}",
-            f.client_log(0)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert!(
+        labkit::wait_until(WAIT, || failures() >= 1.0),
+        "no prepare failure counted:\n{}",
+        f.client_log(0)
+    );
     assert!(
         f.wait_paths(0, &v4, 1, Duration::from_secs(2)).is_none(),
         "announced although its prepare failed"
@@ -496,25 +520,29 @@ fn lab_a_stale_syn_heals_in_seconds() {
     // that the VIP would wait for the next announces_request_interval (300 s).
     labkit::require_root();
     let v4 = ip("203.0.113.10");
-    let f = start(FleetOpts {
+    let mut f = start(FleetOpts {
         max_age: Some(2),
         ..FleetOpts::default()
     });
     // Sessions are up before the client reaches the broker: wait until it has its mapping.
-    let deadline = std::time::Instant::now() + WAIT;
-    while !f.client_log(0).contains("mapping: this balancer serves") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no mapping:\n{}",
-            f.client_log(0)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let client = nix::unistd::Pid::from_raw(f.client_pid(0).unwrap() as i32);
-    nix::sys::signal::kill(client, Signal::SIGSTOP).unwrap();
+    assert!(
+        labkit::wait_until(WAIT, || f
+            .client_log(0)
+            .contains("mapping: this balancer serves")),
+        "no mapping:\n{}",
+        f.client_log(0)
+    );
+    let syns = |f: &Fleet| metric_with(&f.arbiter_metrics(), SENT, "type", "syn_announce");
+    let before = syns(&f);
+    f.signal_client(0, Signal::SIGSTOP).unwrap();
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    nix::sys::signal::kill(client, Signal::SIGCONT).unwrap();
+    assert!(
+        labkit::wait_until(WAIT, || syns(&f) > before),
+        "the broker never confirmed the syn:\n{}",
+        f.arbiter_log()
+    );
+    older_than_max_age(Instant::now(), 2);
+    f.signal_client(0, Signal::SIGCONT).unwrap();
     let healed = f.wait_paths(0, &v4, 1, Duration::from_secs(40));
     let metrics = f.client_metrics(0);
     let stale = metric_by(&metrics, "ipvs_sync_messages_dropped_total", "reason");
@@ -536,42 +564,87 @@ fn lab_a_stale_syn_heals_in_seconds() {
     assert!(resyncs >= 1.0, "healed without the stale re-sync");
 }
 
-/// A fleet for `lose_for_real`: the balancer stays stopped for seconds on a loaded
-/// machine, and one the arbiter took for gone, or whose broker connection timed out, gets
+/// `ipvs_sync_messages_sent_total`: messages sent and confirmed by the broker, by type.
+const SENT: &str = "ipvs_sync_messages_sent_total";
+
+/// A firewall check that creates `began` when it runs and holds the prepare until `go`
+/// exists, so a test can act while a VIP is being prepared.
+fn held_check(
+    dir: &std::path::Path,
+    began: &std::path::Path,
+    go: &std::path::Path,
+) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let check = dir.join("held-firewall-check");
+    std::fs::write(
+        &check,
+        format!(
+            "#!/bin/sh\ntouch {}\nwhile [ ! -e {} ]; do sleep 0.05; done\n",
+            began.display(),
+            go.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&check, std::fs::Permissions::from_mode(0o755)).unwrap();
+    check
+}
+
+/// Returns once a message the broker confirmed at `confirmed` is older than `max_age`
+/// seconds (and half a second more), so its receiver drops it as stale. This waits for
+/// the message's age, the condition under test, not for another process.
+fn older_than_max_age(confirmed: Instant, max_age: u64) {
+    let stale_at = confirmed + Duration::from_secs(max_age) + Duration::from_millis(500);
+    std::thread::sleep(stale_at.saturating_duration_since(Instant::now()));
+}
+
+/// A fleet for `lose_for_real`: the balancer, then the arbiter, stay stopped for tens of
+/// seconds on a loaded machine (each `rabbitmqctl` call takes seconds there), and a
+/// balancer the arbiter took for gone, or whose broker connection timed out, gets
 /// everything again when it comes back, which would heal the loss without the repair
 /// under test.
 fn lost_opts() -> FleetOpts {
     FleetOpts {
-        consumer_alive_ttl: 60,
+        consumer_alive_ttl: 600,
         amqp_heartbeat: Some(60),
         ..FleetOpts::default()
     }
 }
 
 /// Loses for real the `kind` message the arbiter sends balancer 0 while `send` runs: the
-/// balancer is stopped, its prefetch window filled with junk so the broker keeps what
-/// follows in the queue, and the queue purged once the broker has confirmed the arbiter's
-/// message (so it is in the queue, whatever else, heartbeats say, arrived there meanwhile)
-/// and before the balancer resumes.
+/// balancer is stopped (and the arbiter has read all it sent before), its prefetch window
+/// filled with junk so the broker keeps what follows in the queue, and the queue purged
+/// once the broker has confirmed the arbiter's message (so it is in the queue, whatever
+/// else, heartbeats say, arrived there meanwhile).
+///
+/// The arbiter is stopped before the balancer resumes, so no repair of the arbiter's can
+/// reach the balancer while the test looks: it returns once the balancer has read all its
+/// queue had left (the junk of its window) and its counters say it never received
+/// `kind`. The caller checks what the loss left, then resumes the arbiter
+/// (`signal_arbiter(SIGCONT)`), which answers the balancer's heartbeats with the repair.
 fn lose_for_real(f: &mut Fleet, kind: &str, send: impl FnOnce(&Fleet)) {
+    const RECEIVED: &str = "ipvs_sync_messages_received_total";
+    // Counted on a page refreshed from now on: the page is written once a second.
+    let received_before = metric_with(&metrics_after_now(f, 0), RECEIVED, "type", kind);
     f.signal_client(0, Signal::SIGSTOP).unwrap();
+    // The arbiter has read every heartbeat the balancer sent: none is left to answer with
+    // a repair of the message about to be lost.
+    let read = labkit::wait_until(WAIT, || {
+        f.arbiter_queue()
+            .is_ok_and(|q| q.ready == 0 && q.unacked == 0)
+    });
+    assert!(
+        read,
+        "the arbiter never read its queue: {:?}",
+        f.arbiter_queue()
+    );
     let junk: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().to_vec()).collect();
     publish_raw(f, &f.balancers[0].name, &junk);
     assert!(
-        labkit::wait_until(WAIT, || f.client_queue(0).unwrap().0 >= 1),
+        labkit::wait_until(WAIT, || f.client_queue(0).unwrap().ready >= 1),
         "the prefetch window never filled: {:?}",
         f.client_queue(0).unwrap()
     );
-    let confirmed = || {
-        metric_by(
-            &f.arbiter_metrics(),
-            "ipvs_sync_messages_sent_total",
-            "type",
-        )
-        .into_iter()
-        .find_map(|(t, n)| (t == kind).then_some(n))
-        .unwrap_or(0.0)
-    };
+    let confirmed = || metric_with(&f.arbiter_metrics(), SENT, "type", kind);
     let before = confirmed();
     send(f);
     assert!(
@@ -579,18 +652,52 @@ fn lose_for_real(f: &mut Fleet, kind: &str, send: impl FnOnce(&Fleet)) {
         "the broker never confirmed the arbiter's {kind}:\n{}",
         f.arbiter_log()
     );
+    f.signal_arbiter(Signal::SIGSTOP).unwrap();
     f.rabbit
         .ctl(&["purge_queue", &format!("ipvs-sync.{}", f.balancers[0].name)])
         .unwrap();
     f.signal_client(0, Signal::SIGCONT).unwrap();
+    let drained = labkit::wait_until(WAIT, || {
+        f.client_queue(0)
+            .is_ok_and(|q| q.ready == 0 && q.unacked == 0)
+    });
+    assert!(
+        drained,
+        "the balancer never read its queue: {:?}",
+        f.client_queue(0)
+    );
+    let page = metrics_after_now(f, 0);
+    assert_eq!(
+        metric_with(&page, RECEIVED, "type", kind),
+        received_before,
+        "the {kind} was delivered, not lost\narbiter:\n{}\nclient:\n{}",
+        f.arbiter_log(),
+        f.client_log(0)
+    );
+}
+
+/// Balancer `i`'s `/metrics` page as a refresh (once a second) after this call writes
+/// it, so it counts everything the client had done when this was called. A refresh is
+/// told by the count of heartbeats the client sent, which grows by one a second.
+fn metrics_after_now(f: &Fleet, i: usize) -> String {
+    let beats = |page: &str| metric_with(page, SENT, "type", "heartbeat");
+    let first = beats(&f.client_metrics(i));
+    let mut page = String::new();
+    let refreshed = labkit::wait_until(WAIT, || {
+        page = f.client_metrics(i);
+        beats(&page) > first
+    });
+    assert!(refreshed, "balancer {i}'s page never refreshed:\n{page}");
+    page
 }
 
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_a_lost_fin_heals_within_a_heartbeat() {
     // The arbiter's fin_announce is lost for real (`lose_for_real`). The balancer's
-    // heartbeat still lists the VIP as announced; the arbiter answers with the fin again. Without that the VIP would stay announced until
-    // the next announces_request_interval (300 s).
+    // heartbeat still lists the VIP as announced; the arbiter answers with the fin again.
+    // Without that the VIP would stay announced until the next announces_request_interval
+    // (300 s).
     labkit::require_root();
     let v4 = ip("203.0.113.10");
     let mut f = start(lost_opts());
@@ -601,6 +708,7 @@ fn lab_a_lost_fin_heals_within_a_heartbeat() {
         f.quorum("down", "203.0.113.10,b-100,80").unwrap();
     });
     assert_eq!(f.path_count(0, &v4), 1, "the fin was lost, not delivered");
+    f.signal_arbiter(Signal::SIGCONT).unwrap();
 
     let healed = f.wait_paths(0, &v4, 0, Duration::from_secs(20));
     assert!(
@@ -645,10 +753,17 @@ fn lab_a_rebooted_arbiter_holds_until_keepalived_reports() {
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(f.wait_paths(0, &v4, 1, Duration::from_secs(20)).is_some());
 
-    // A 4 s hold: keepalived reports a second after the start, within the hold; the
-    // balancer is answered only after that, and nothing is withdrawn at all.
+    // A 4 s hold: keepalived reports while the arbiter holds; the balancer is answered
+    // only after that, and nothing is withdrawn at all.
     reboot(&mut f, 4.0);
-    std::thread::sleep(Duration::from_secs(1));
+    let holding = labkit::wait_until(WAIT, || {
+        metric(&f.arbiter_metrics(), "ipvs_sync_holding") == 1.0
+    });
+    assert!(
+        holding,
+        "the arbiter never said it holds:\n{}",
+        f.arbiter_log()
+    );
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     let joined = labkit::wait_until(Duration::from_secs(15), || {
         metric(&f.arbiter_metrics(), "ipvs_sync_clients_live") >= 1.0
@@ -712,8 +827,8 @@ fn lab_desc_files_edited_by_hand_are_seen_without_rescanning_all() {
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_a_lost_syn_heals_in_seconds() {
     // The arbiter's syn_announce is lost for real (`lose_for_real`). The balancer never
-    // hears of the VIP;
-    // its heartbeats leave it out, and after 15 s the arbiter says it again.
+    // hears of the VIP; its heartbeats leave it out, and after 15 s the arbiter says it
+    // again.
     labkit::require_root();
     let v4 = ip("203.0.113.10");
     let mut f = start(lost_opts());
@@ -728,7 +843,6 @@ fn lab_a_lost_syn_heals_in_seconds() {
     lose_for_real(&mut f, "syn_announce", |f| {
         f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     });
-    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         f.path_count(0, &v4),
         0,
@@ -736,6 +850,7 @@ fn lab_a_lost_syn_heals_in_seconds() {
         f.arbiter_log(),
         f.client_log(0)
     );
+    f.signal_arbiter(Signal::SIGCONT).unwrap();
 
     let healed = f.wait_paths(0, &v4, 1, Duration::from_secs(30));
     assert!(
@@ -797,12 +912,17 @@ fn lab_a_virtual_server_removed_from_keepalived_stops_holding_its_vip_back() {
         ports: vec![80, 8080],
         ..FleetOpts::default()
     });
+    let mon = f.monitor(0, "ipv4").unwrap();
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     f.quorum("down", "203.0.113.10,b-100,8080").unwrap();
     let path = f.desc_path(&v4);
     let desc = || std::fs::read_to_string(&path).unwrap();
     assert!(desc().contains(r#""announce":false"#), "{}", desc());
-    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        mon.wait("203.0.113.10/32", false, Duration::from_secs(2))
+            .is_none(),
+        "announced with a port down"
+    );
     assert_eq!(f.path_count(0, &v4), 0, "announced with a port down");
 
     f.edit_vips(|v| v[0].ports = vec![80]).unwrap();

@@ -160,9 +160,15 @@ fn timed(
     let reaper = std::thread::spawn(move || {
         let _ = tx.send((child.wait(), Instant::now()));
     });
-    let ev = mon.wait_for(OP_TIMEOUT, |e| {
+    let wanted = |e: &labkit::RibEvent| {
         e.prefix == prefix && e.withdrawal == lp.is_none() && (lp.is_none() || e.local_pref == lp)
-    });
+    };
+    let ev = mon.wait_for(OP_TIMEOUT, wanted);
+    if ev.is_none() {
+        // Counted as lost; a late change must land before the next round looks.
+        let _ = mon.wait_for(OP_TIMEOUT, wanted);
+        mon.drain();
+    }
     let waited = exit.recv_timeout(HANDLER_TIMEOUT);
     if waited.is_err() {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
@@ -176,13 +182,7 @@ fn timed(
     Ok(ev.map(|e| (e.at.duration_since(t0), exited.duration_since(t0))))
 }
 
-fn record(
-    path: &mut Path,
-    up: bool,
-    measured: bool,
-    r: Option<(Duration, Duration)>,
-    mon: &RibMonitor,
-) {
+fn record(path: &mut Path, up: bool, measured: bool, r: Option<(Duration, Duration)>) {
     match r {
         Some((lat, ran)) if measured => {
             if up {
@@ -197,9 +197,6 @@ fn record(
             if measured {
                 path.lost += 1;
             }
-            // Let a late change land before the next round looks.
-            std::thread::sleep(Duration::from_secs(1));
-            mon.drain();
         }
     }
 }
@@ -220,9 +217,9 @@ fn up_and_down(
     if r.is_none() && !measured {
         return Err(format!("warm-up: {}", failure()).into());
     }
-    record(path, true, measured, r, mon);
+    record(path, true, measured, r);
     let r = timed(mon, quorum("down"), prefix, None)?;
-    record(path, false, measured, r, mon);
+    record(path, false, measured, r);
     Ok(())
 }
 

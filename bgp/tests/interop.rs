@@ -450,8 +450,14 @@ fn spawn_speaker(lab: &Lab, hold: u16, prefix: &str) -> Child {
         .unwrap()
 }
 
-/// gobgpd keeps a dropped peer Idle for 5 s and refuses it meanwhile (CRATES.md).
-const GOBGP_IDLE_HOLD: Duration = Duration::from_secs(5);
+/// Whether gobgpd takes the speaker again: it keeps a dropped peer Idle for 5 s and
+/// refuses it meanwhile, then waits for it in Active. Looked at for at most 10 s.
+fn idle_hold_over(g: &Gobgpd) -> bool {
+    g.wait_for(
+        |g| g.neighbor_state(LB_V4).is_ok_and(|s| s == "active"),
+        Duration::from_secs(10),
+    )
+}
 
 fn kill(child: &Child, sig: &str) {
     // `ip netns exec` execs the program, so the child's pid is the speaker's.
@@ -485,7 +491,7 @@ fn lab_process_death_sigkill_sigstop_sigterm() {
     assert!(t.elapsed() <= Duration::from_secs(3), "{:?}", t.elapsed());
 
     // A hung process (SIGSTOP: socket open, no KEEPALIVEs): only the hold timer removes it.
-    std::thread::sleep(GOBGP_IDLE_HOLD);
+    assert!(idle_hold_over(&g), "gobgpd kept {LB_V4} Idle");
     let mut child = spawn_speaker(&lab, 3, r);
     assert!(wait_route(&g, "ipv4", r, true, Duration::from_secs(20)));
     kill(&child, "-STOP");
@@ -505,7 +511,7 @@ fn lab_process_death_sigkill_sigstop_sigterm() {
     let _ = child.wait();
 
     // SIGTERM: Cease / Administrative Shutdown, routes gone at once.
-    std::thread::sleep(GOBGP_IDLE_HOLD);
+    assert!(idle_hold_over(&g), "gobgpd kept {LB_V4} Idle");
     let mut child = spawn_speaker(&lab, 3, "198.51.100.7/32");
     assert!(wait_route(
         &g,

@@ -114,10 +114,10 @@ fn lab_e2e_quorum_announces_with_local_pref_and_withdraws_v4_and_v6() {
 
     // IPv6 VIP on lb1 and lb3 with two ports: announced only when both have quorum.
     let v6 = "2001:db8:f00::1/128";
+    let mon = labkit::RibMonitor::start(&r1, "ipv6", "2001:db8:ffff::fe/128").unwrap();
     lab.quorum_up("2001:db8:f00::1,b-100,80").unwrap();
-    std::thread::sleep(Duration::from_secs(2));
     assert!(
-        paths(&r1, v6).is_empty(),
+        mon.wait(v6, false, Duration::from_secs(2)).is_none(),
         "announced with 1 of 2 ports: {:?}",
         paths(&r1, v6)
     );

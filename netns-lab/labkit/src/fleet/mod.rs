@@ -16,6 +16,8 @@
 mod observe;
 pub mod spec;
 
+pub use observe::{host_prefix, QueueState};
+
 use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -8,6 +8,17 @@ use super::Fleet;
 use crate::metrics::http_get;
 use crate::{AddrMonitor, RibMonitor};
 
+/// A broker queue, as `rabbitmqctl list_queues` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueState {
+    /// Messages waiting to be delivered.
+    pub ready: u64,
+    /// Messages delivered and not yet acknowledged.
+    pub unacked: u64,
+    /// Consumers attached.
+    pub consumers: u64,
+}
+
 /// How often [`Fleet::wait_paths`] looks at the router.
 const PATH_POLL: Duration = Duration::from_millis(5);
 
@@ -126,24 +137,37 @@ impl Fleet {
         http_get(&self.core, 9100, "/metrics")
     }
 
-    /// Messages ready (not yet delivered) and delivered but unacknowledged in balancer
-    /// `i`'s queue, per `rabbitmqctl list_queues`.
-    pub fn client_queue(&self, i: usize) -> io::Result<(u64, u64)> {
-        let name = format!(
-            "ipvs-sync.{}",
-            self.balancers.get(i).map_or("", |b| b.name.as_str())
-        );
+    /// Balancer `i`'s queue (`ipvs-sync.HOST`), per `rabbitmqctl list_queues`.
+    pub fn client_queue(&self, i: usize) -> io::Result<QueueState> {
+        let host = self.balancers.get(i).map_or("", |b| b.name.as_str());
+        self.queue(&format!("ipvs-sync.{host}"))
+    }
+
+    /// The arbiter's queue (`lbs`: every balancer's messages to it).
+    pub fn arbiter_queue(&self) -> io::Result<QueueState> {
+        self.queue("lbs")
+    }
+
+    /// A queue of the broker, per `rabbitmqctl list_queues`.
+    pub fn queue(&self, name: &str) -> io::Result<QueueState> {
         let out = self.rabbit.ctl(&[
             "list_queues",
             "-q",
             "name",
             "messages_ready",
             "messages_unacknowledged",
+            "consumers",
         ])?;
         out.lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f.first() == Some(&name.as_str()))
-            .and_then(|f| Some((f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?)))
+            .find(|f| f.first() == Some(&name))
+            .and_then(|f| {
+                Some(QueueState {
+                    ready: f.get(1)?.parse().ok()?,
+                    unacked: f.get(2)?.parse().ok()?,
+                    consumers: f.get(3)?.parse().ok()?,
+                })
+            })
             .ok_or_else(|| io::Error::other(format!("no queue {name} in:\n{out}")))
     }
 }
