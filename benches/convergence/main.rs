@@ -43,8 +43,6 @@ fn bin() -> &'static std::path::Path {
 
 /// How long one announce or withdraw may take before it counts as lost.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
-/// A quorum handler that runs longer than this is killed and the bench stops.
-const HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rounds run before the measured ones (first UPDATEs, caches, page faults).
 const WARMUP: usize = 3;
 /// The latency cycles stop after this long, measured or not (keeps the bench < 10 min).
@@ -147,39 +145,12 @@ struct Path {
 /// `Ok(None)` when the change did not show within [`OP_TIMEOUT`].
 fn timed(
     mon: &RibMonitor,
-    mut cmd: Command,
+    cmd: Command,
     prefix: &str,
     lp: Option<u64>,
 ) -> Result<Option<(Duration, Duration)>, BoxError> {
-    mon.drain();
-    let t0 = Instant::now();
-    let mut child = cmd.spawn()?;
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
-    // The handler may exit before or after the route moves: reap it on the side.
-    let (tx, exit) = std::sync::mpsc::channel();
-    let reaper = std::thread::spawn(move || {
-        let _ = tx.send((child.wait(), Instant::now()));
-    });
-    let wanted = |e: &labkit::RibEvent| {
-        e.prefix == prefix && e.withdrawal == lp.is_none() && (lp.is_none() || e.local_pref == lp)
-    };
-    let ev = mon.wait_for(OP_TIMEOUT, wanted);
-    if ev.is_none() {
-        // Counted as lost; a late change must land before the next round looks.
-        let _ = mon.wait_for(OP_TIMEOUT, wanted);
-        mon.drain();
-    }
-    let waited = exit.recv_timeout(HANDLER_TIMEOUT);
-    if waited.is_err() {
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    }
-    let _ = reaper.join();
-    let (status, exited) = waited.map_err(|_| format!("{cmd:?} ran over {HANDLER_TIMEOUT:?}"))?;
-    let status = status?;
-    if !status.success() {
-        return Err(format!("{cmd:?}: {status}").into());
-    }
-    Ok(ev.map(|e| (e.at.duration_since(t0), exited.duration_since(t0))))
+    let t = mon.time_change(cmd, prefix, lp, OP_TIMEOUT)?;
+    Ok(t.at_router.map(|at| (at, t.handler)))
 }
 
 fn record(path: &mut Path, up: bool, measured: bool, r: Option<(Duration, Duration)>) {

@@ -47,15 +47,15 @@ mod wait;
 
 pub use addr_monitor::{AddrEvent, AddrMonitor};
 pub use daemon::Daemon;
-pub use gobgp_api::{rib_paths, session_state_name, GobgpApi, RibPath};
+pub use gobgp_api::{rib_path, rib_paths, session_state_name, GobgpApi, RibPath};
 pub use gobgp_config::{GobgpConfig, GobgpFamily, GobgpNeighbor};
 pub use gobgpd::Gobgpd;
 pub use ini::Ini;
 pub use lab::Lab;
 pub use netns::{veth, veth_pair, Netns};
 pub use rabbit::Rabbit;
-pub use rib_monitor::{RibEvent, RibMonitor};
-pub use wait::{free_port, scratch_dir, wait_until};
+pub use rib_monitor::{RibEvent, RibMonitor, Timed};
+pub use wait::{free_port, scratch_dir, wait_every, wait_until};
 
 /// Whether this process runs as root (effective uid 0), for programs (benches) that
 /// say so in their own words.

@@ -151,6 +151,78 @@ impl RibMonitor {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Times one change: spawns `cmd` (a quorum handler) and waits up to `timeout` for
+    /// the stream to show `prefix` announced with LOCAL_PREF `lp`, or withdrawn when `lp`
+    /// is `None`. Both figures count from just before the spawn. A change that does not
+    /// show in time is waited for once more, so it does not land in the next round; the
+    /// handler must exit 0 within [`HANDLER_TIMEOUT`] (it is killed otherwise).
+    pub fn time_change(
+        &self,
+        mut cmd: Command,
+        prefix: &str,
+        lp: Option<u64>,
+        timeout: Duration,
+    ) -> io::Result<Timed> {
+        self.drain();
+        let t0 = Instant::now();
+        let mut child = cmd.spawn()?;
+        let pid = child.id();
+        // The handler may exit before or after the route moves: reap it on the side.
+        let (tx, exit) = mpsc::channel();
+        let reaper = std::thread::spawn(move || {
+            let _ = tx.send((child.wait(), Instant::now()));
+        });
+        let wanted = |e: &RibEvent| {
+            e.prefix == prefix
+                && e.withdrawal == lp.is_none()
+                && (lp.is_none() || e.local_pref == lp)
+        };
+        let ev = self.wait_for(timeout, wanted);
+        if ev.is_none() {
+            let _ = self.wait_for(timeout, wanted);
+            self.drain();
+        }
+        let waited = exit.recv_timeout(HANDLER_TIMEOUT);
+        if waited.is_err() {
+            if let Ok(raw) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(raw),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _ = reaper.join();
+        let (status, exited) = waited.map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{} ran over {HANDLER_TIMEOUT:?}", crate::describe(&cmd)),
+            )
+        })?;
+        let status = status?;
+        if !status.success() {
+            return Err(io::Error::other(format!(
+                "{}: {status}",
+                crate::describe(&cmd)
+            )));
+        }
+        Ok(Timed {
+            at_router: ev.map(|e| e.at.duration_since(t0)),
+            handler: exited.duration_since(t0),
+        })
+    }
+}
+
+/// How long a handler timed by [`RibMonitor::time_change`] may run.
+pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What [`RibMonitor::time_change`] measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timed {
+    /// Spawn → the change on the router's stream; `None` when it did not show in time.
+    pub at_router: Option<Duration>,
+    /// Spawn → the handler's exit.
+    pub handler: Duration,
 }
 
 impl Drop for RibMonitor {
