@@ -524,14 +524,7 @@ fn lab_a_stale_syn_heals_in_seconds() {
         max_age: Some(2),
         ..FleetOpts::default()
     });
-    // Sessions are up before the client reaches the broker: wait until it has its mapping.
-    assert!(
-        labkit::wait_until(WAIT, || f
-            .client_log(0)
-            .contains("mapping: this balancer serves")),
-        "no mapping:\n{}",
-        f.client_log(0)
-    );
+    wait_mapping(&f);
     let syns = |f: &Fleet| metric_with(&f.arbiter_metrics(), SENT, "type", "syn_announce");
     let before = syns(&f);
     f.signal_client(0, Signal::SIGSTOP).unwrap();
@@ -562,6 +555,17 @@ fn lab_a_stale_syn_heals_in_seconds() {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
     assert!(resyncs >= 1.0, "healed without the stale re-sync");
+}
+
+/// Sessions are up before the client reaches the broker: waits until it has its mapping.
+fn wait_mapping(f: &Fleet) {
+    assert!(
+        labkit::wait_until(WAIT, || f
+            .client_log(0)
+            .contains("mapping: this balancer serves")),
+        "no mapping:\n{}",
+        f.client_log(0)
+    );
 }
 
 /// `ipvs_sync_messages_sent_total`: messages sent and confirmed by the broker, by type.
@@ -832,14 +836,7 @@ fn lab_a_lost_syn_heals_in_seconds() {
     labkit::require_root();
     let v4 = ip("203.0.113.10");
     let mut f = start(lost_opts());
-    // Sessions are up before the client reaches the broker: wait until it has its mapping.
-    assert!(
-        labkit::wait_until(WAIT, || f
-            .client_log(0)
-            .contains("mapping: this balancer serves")),
-        "no mapping:\n{}",
-        f.client_log(0)
-    );
+    wait_mapping(&f);
     lose_for_real(&mut f, "syn_announce", |f| {
         f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     });
