@@ -20,7 +20,7 @@ use announce::quorum::LOCK_TIMEOUT;
 use labkit::fleet::{host_prefix, Fleet, FleetOpts};
 use labkit::metrics::metric;
 use nix::sys::signal::Signal;
-use support::{fill, time_down, LockHolder, Tmpfs};
+use support::{broadcast_fins, fill, time_down, LockHolder, Tmpfs};
 
 /// The promise: a quorum down is withdrawn at the router within this.
 const WITHDRAWN_WITHIN: Duration = Duration::from_secs(1);
@@ -175,4 +175,51 @@ fn lab_failsafe_desc_lock_held_by_a_stuck_process_down_still_withdrawn() {
     );
     assert!(!desc.exists(), "the desc file is removed");
     assert_one_failure_counted(&f);
+}
+
+/// `[messages] queue_max_length` of the bounded-queue test: well under what it sends.
+const QUEUE_MAX: u64 = 1000;
+/// Broadcasts sent while the balancer is gone.
+const BROADCASTS: usize = 10_000;
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_failsafe_dead_balancers_queue_stays_bounded() {
+    labkit::require_root();
+    let mut f = Fleet::start(
+        env!("CARGO_BIN_EXE_ipvs-sync").as_ref(),
+        FleetOpts {
+            // Long enough that no message expires by age while they are sent: the
+            // length bound is what is looked at.
+            max_age: Some(300),
+            config: labkit::Ini::with("messages", "queue_max_length", QUEUE_MAX),
+            ..FleetOpts::default()
+        },
+    )
+    .unwrap();
+    f.stop_client(0);
+    assert!(
+        labkit::wait_until(Duration::from_secs(10), || f
+            .client_queue(0)
+            .is_ok_and(|q| q.consumers == 0)),
+        "lb1's queue is still consumed: {:?}",
+        f.client_queue(0)
+    );
+    f.stop_arbiter();
+
+    let t = std::time::Instant::now();
+    broadcast_fins(&f, vip(), BROADCASTS);
+    let sent = t.elapsed();
+    let q = f.client_queue(0).unwrap();
+    println!(
+        "{BROADCASTS} broadcasts in {sent:?} to a stopped balancer: its queue holds {} \
+         (queue_max_length {QUEUE_MAX})",
+        q.ready
+    );
+    assert!(
+        q.ready + q.unacked <= QUEUE_MAX,
+        "lb1's queue holds {} messages, more than {QUEUE_MAX}",
+        q.ready + q.unacked
+    );
+    assert!(q.ready > 0, "the queue kept the newest messages");
 }

@@ -157,3 +157,36 @@ pub fn time_down(f: &Fleet, mon: &RibMonitor, arg: &str, prefix: &str, timeout: 
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Publishes `n` signed `fin_announce` broadcasts (of `vip`) as the arbiter would, with
+/// the crate's transport in the broker's namespace, at most 500 awaiting their confirm.
+/// The arbiter must not run: the transport consumes its queue meanwhile.
+pub fn broadcast_fins(f: &Fleet, vip: std::net::IpAddr, n: usize) {
+    use ipvs_sync::wire::messages::FinAnnounce;
+    use ipvs_sync::wire::{Dest, Key, Message, Role, Transport, TransportOptions};
+    let url = f.amqp_url();
+    let sent = f.core.block_on(move || async move {
+        let key = Key::new(labkit::fleet::KEY.as_bytes()).unwrap();
+        let role = Role::Server {
+            name: "arbiter".into(),
+        };
+        let (t, _incoming) = Transport::connect(&url, role, TransportOptions::new(key))
+            .await
+            .unwrap();
+        let msg = Message::FinAnnounce(FinAnnounce { vips: vec![vip] });
+        let mut left = n;
+        while left > 0 {
+            let batch = left.min(500);
+            let mut flying = Vec::with_capacity(batch);
+            for _ in 0..batch {
+                flying.push(t.publish(Dest::Broadcast, &msg).await.unwrap());
+            }
+            for m in flying {
+                t.confirmed(m).await.unwrap();
+            }
+            left -= batch;
+        }
+        t.close().await;
+    });
+    sent.unwrap();
+}

@@ -149,6 +149,27 @@ impl Netns {
             .map_err(|e| io::Error::other(format!("setns({path}): {e}")))
     }
 
+    /// Runs the future `work` makes to completion on a thread of its own inside the
+    /// namespace ([`Netns::enter`]), on a current-thread tokio runtime, and returns its
+    /// output: a test's AMQP or BGP client that must reach an address only the namespace
+    /// routes.
+    pub fn block_on<F>(&self, work: impl FnOnce() -> F + Send + 'static) -> io::Result<F::Output>
+    where
+        F: std::future::Future,
+        F::Output: Send + 'static,
+    {
+        let ns = Netns::attach(&self.name)?;
+        std::thread::spawn(move || {
+            ns.enter()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(work()))
+        })
+        .join()
+        .map_err(|_| io::Error::other("the namespace's thread panicked"))?
+    }
+
     /// Pids of the processes whose network namespace is this one (`ip netns pids`).
     pub fn pids(&self) -> io::Result<Vec<u32>> {
         let out = run_checked(Command::new("ip").args(["netns", "pids", &self.name]))?;
