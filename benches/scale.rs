@@ -627,7 +627,7 @@ fn strip_ansi(s: &str) -> String {
 
 fn main() -> Result<(), BoxError> {
     let o = Opts::parse()?;
-    if !labkit::require_root() {
+    if !labkit::is_root() {
         eprintln!("scale bench skipped: needs root (run netns-lab/bench-scale)");
         return Ok(());
     }

@@ -478,6 +478,8 @@ fn bad_values_name_file_line_and_key() {
         ("server", "startup_hold", "-1"),
         ("messages", "max_age", "-30"),
         ("messages", "max_bytes", "0"),
+        ("messages", "queue_max_length", "0"),
+        ("messages", "queue_expires", "0"),
     ];
     for (section, key, value) in cases {
         let (text, line) = with(section, key, value);

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # netns-lab/vm-e2e.d/guest.sh WORK — the checks of netns-lab/vm-e2e, run inside the VM.
 #
 # WORK is the host directory shared with the guest (read-write): `env` from the host
@@ -16,18 +17,9 @@
 # one did, 125 when the topology could not be built. Stops the daemons it started by pid.
 set -euo pipefail
 
-work=$1
-date +%s.%N >"$work/t_guest"
-# shellcheck source=/dev/null
-source "$work/env"
-logs=$work/logs
-run=/tmp/e2e
-mkdir -p "$run" "$logs"
-# The host follows this file (the VM console is not a reliable channel for long output).
-exec >>"$work/guest.log" 2>&1
-# The binary in guest memory: every daemon and CLI start would read it over 9p otherwise.
-cp "$BIN" "$run/ipvs-sync"
-BIN=$run/ipvs-sync
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+guest_start "$1" /tmp/e2e
 
 ARB=e2e-arb
 LBS=(e2e-lb1 e2e-lb2)
@@ -59,64 +51,11 @@ check() { # check NAME DETAIL -- CMD...: PASS when CMD succeeds
     if "$@"; then pass "$name${detail:+ ($detail)}"; else fail "$name${detail:+ ($detail)}"; fi
 }
 
-in_ns() {
-    local ns=$1
-    shift
-    ip netns exec "$ns" "$@"
-}
-
-# Polls CMD every 0.5 s for at most SECS seconds; true once it succeeds. (Not faster: under
-# TCG every poll costs the daemons CPU.)
-wait_until() {
-    local secs=$1
-    shift
-    local end=$(($(date +%s) + secs))
-    while :; do
-        if "$@"; then return 0; fi
-        [[ $(date +%s) -lt $end ]] || return 1
-        sleep 0.5
-    done
-}
-
-pids=()
-stop_all() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    pids=()
-}
 trap stop_all EXIT
-
-setup_fail() {
-    echo "vm-e2e guest: $*" >&2
-    exit 125
-}
 
 # --- Topology ------------------------------------------------------------------------------
 log "guest $(uname -r): building the namespaces"
-eth=$(ip -o link | awk -F': ' -v mac="$GUEST_MAC" 'index($0, mac) { split($2, a, "@"); print a[1]; exit }')
-[[ -n $eth ]] || setup_fail "no interface with MAC $GUEST_MAC (is the tap device attached?)"
-ip link add br0 type bridge
-ip link set "$eth" master br0
-ip addr add 192.0.2.2/24 dev br0
-ip link set "$eth" up
-ip link set br0 up
-for ns in "$ARB" "${LBS[@]}"; do
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
-    ip link add "v-$ns" type veth peer name eth0 netns "$ns"
-    ip link set "v-$ns" master br0
-    ip link set "v-$ns" up
-    ip -n "$ns" addr add "${ADDR[$ns]}/24" dev eth0
-    ip -n "$ns" link set eth0 up
-done
-broker_open() { in_ns "$1" timeout 3 bash -c "exec 3<>/dev/tcp/$BROKER_ADDR/$BROKER_PORT" 2>/dev/null; }
-for ns in "$ARB" "${LBS[@]}"; do
-    wait_until 30 broker_open "$ns" || setup_fail "$ns cannot reach the broker at $BROKER_ADDR:$BROKER_PORT"
-done
+topology "$ARB=${ADDR[$ARB]}" "e2e-lb1=${ADDR[e2e-lb1]}" "e2e-lb2=${ADDR[e2e-lb2]}"
 log "every namespace reaches the broker at $BROKER_ADDR:$BROKER_PORT"
 
 # --- The arbiter's IPVS tree -----------------------------------------------------------------
@@ -160,10 +99,6 @@ declare -A OPERATOR_BEFORE
 for ns in "${LBS[@]}"; do OPERATOR_BEFORE[$ns]=$(operator_rules "$ns"); done
 
 # --- Configs -------------------------------------------------------------------------------
-secret() { # secret DIR
-    printf '[secret]\nmessage_key = %s\n' "$MESSAGE_KEY" >"$1/secret.ini"
-    chmod 600 "$1/secret.ini"
-}
 arb=$run/arb
 mkdir -p "$arb/desc"
 for ns in "${LBS[@]}"; do
@@ -189,61 +124,14 @@ EOF
         done
     } >"$d/vips.conf"
 done
-cat >"$arb/config.ini" <<EOF
-[main]
-amqp_server = $AMQP_URL
-hostname = arbiter
-ipvs = true
-service_mapping_wildcard = $arb/lbs/*/*/*.conf
-service_mapping_config = $arb/svc_mapping.json
-vip_description_filepath = $arb/desc/keepalived-{vip}-desc.json
-vips_description_update_interval = 0.2
-heartbeat_interval = 1
-consumer_alive_ttl = 10
-control_socket = $arb/control.sock
-state_dir = $arb/state
-
-[server]
-quorum_socket = $arb/quorum.sock
-startup_hold = 0
-EOF
-secret "$arb"
+arbiter_config "$arb" "vips_description_update_interval = 0.2"
 for ns in "${LBS[@]}"; do
-    d=$run/${HOST[$ns]}
-    mkdir -p "$d"
-    cat >"$d/config.ini" <<EOF
-[main]
-amqp_server = $AMQP_URL
-hostname = ${HOST[$ns]}
-ipvs = true
-heartbeat_interval = 1
-consumer_alive_ttl = 10
-control_socket = $d/control.sock
-state_dir = $d/state
-
-[bgp]
-local_as = 65000
-router_id = ${ADDR[$ns]}
-hold_time = 9
-connect_retry = 1
-; IPv6 VIPs ride the IPv4 session: their next hop must be given.
-next_hop_v6 = 2001:db8::${ADDR[$ns]##*.}
-
-[bgp.peer.r1]
-address = $ROUTER_ADDR
-remote_as = 65000
-
-[announce]
-interface = vip0
-EOF
-    secret "$d"
+    client_config "$run/${HOST[$ns]}" "${HOST[$ns]}" "${ADDR[$ns]}" \
+        "; IPv6 VIPs ride the IPv4 session: their next hop must be given." \
+        "next_hop_v6 = 2001:db8::${ADDR[$ns]##*.}"
 done
 
 # --- Daemons -------------------------------------------------------------------------------
-start_daemon() { # start_daemon NS CONFIG LOG MODE
-    in_ns "$1" "$BIN" -c "$2" --log-level debug "$4" >>"$3" 2>&1 &
-    pids+=($!)
-}
 daemon_pid=()
 t_daemons=$(date +%s%N)
 start_daemon "$ARB" "$arb/config.ini" "$logs/arbiter.log" server

@@ -142,6 +142,8 @@ pub fn transport_options(cfg: &config::Config) -> Result<TransportOptions, Start
         .map(|p| p.expose().to_string());
     o.max_age = cfg.messages.max_age;
     o.max_bytes = cfg.messages.max_bytes;
+    o.queue_max_length = cfg.messages.queue_max_length;
+    o.queue_expires = cfg.messages.queue_expires;
     o.incoming_capacity = cfg.main.processing_queue_limit.clamp(16, 1 << 20);
     Ok(o)
 }

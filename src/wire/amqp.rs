@@ -10,6 +10,10 @@
 //!   arbiter ─"broadcast"▶ ┘   (every client queue is bound to "broadcast")
 //! ```
 //!
+//! A client queue is bounded ([`super::queue_args`]): messages live at most `max_age`, at
+//! most `queue_max_length` of them (the oldest dropped first), and the queue goes after
+//! `queue_expires` without a consumer.
+//!
 //! Both sides publish persistent messages with `mandatory` set and publisher confirms on:
 //! [`Transport::publish`] hands a message to the broker, [`Transport::confirmed`] returns `Ok`
 //! only once the broker has taken it into a queue (and, the queues being durable, to disk).
@@ -70,6 +74,7 @@ use tracing::{debug, info, warn};
 use super::counters::Counters;
 use super::envelope::{self, DropReason, FieldError, Header, Key, Policy, SealError, Verifier};
 use super::messages::{Direction, Message, MessageType, SchemaError, SERVER_ADDRESS};
+use super::queue_args::QueueLimits;
 
 /// The exchange every message goes through.
 pub const EXCHANGE: &str = "ipvs";
@@ -229,6 +234,10 @@ pub struct TransportOptions {
     pub max_age: Duration,
     /// Largest accepted message, in bytes.
     pub max_bytes: usize,
+    /// `x-max-length` of a balancer's queue ([`super::queue_args`]).
+    pub queue_max_length: u32,
+    /// `x-expires` of a balancer's queue.
+    pub queue_expires: Duration,
     /// Unacknowledged deliveries the broker may push ahead (`basic.qos`).
     pub prefetch: u16,
     /// Capacity of the channel of verified messages handed to the daemon.
@@ -254,6 +263,8 @@ impl TransportOptions {
             password: None,
             max_age: Duration::from_secs(30),
             max_bytes: 32 << 20,
+            queue_max_length: 50_000,
+            queue_expires: Duration::from_secs(24 * 3600),
             prefetch: 64,
             incoming_capacity: 1024,
             send_timeout: Duration::from_secs(10),
@@ -759,6 +770,15 @@ async fn setup(
         )
         .await?;
     let queue = shared.role.queue();
+    let arguments = match shared.role {
+        Role::Server { .. } => FieldTable::default(),
+        Role::Client { .. } => QueueLimits {
+            message_ttl: shared.opts.max_age,
+            max_length: shared.opts.queue_max_length,
+            expires: shared.opts.queue_expires,
+        }
+        .arguments(),
+    };
     consume
         .queue_declare(
             queue.as_str().into(),
@@ -766,7 +786,7 @@ async fn setup(
                 durable: true,
                 ..QueueDeclareOptions::default()
             },
-            FieldTable::default(),
+            arguments,
         )
         .await?;
     for key in shared.role.bindings() {

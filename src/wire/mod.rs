@@ -18,6 +18,7 @@ pub mod counters;
 pub mod envelope;
 pub mod messages;
 pub mod oneshot;
+pub mod queue_args;
 
 #[cfg(test)]
 mod lab_tests;
