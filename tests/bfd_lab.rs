@@ -41,10 +41,7 @@ struct Lab {
 }
 
 fn lab() -> Lab {
-    assert!(
-        labkit::require_root(),
-        "lab test: needs root and network namespaces; run netns-lab/test"
-    );
+    labkit::require_root();
     let r = Netns::new("bfdl-r").unwrap();
     let lb = Netns::new("bfdl-lb").unwrap();
     let (_, lb_if) = labkit::veth_pair(&r, &["192.0.2.1/24"], &lb, &["192.0.2.11/24"]).unwrap();

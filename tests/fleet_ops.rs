@@ -3,17 +3,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "lab/fleet.rs"]
-mod fleet;
-
 use std::net::IpAddr;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use fleet::{bin, Fleet, FleetOpts};
+use labkit::fleet::{Fleet, FleetOpts};
+use labkit::Ini;
 use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(30);
+
+fn start(opts: FleetOpts) -> Fleet {
+    Fleet::start(env!("CARGO_BIN_EXE_ipvs-sync").as_ref(), opts).unwrap()
+}
 
 fn vips(n: u8) -> Vec<IpAddr> {
     (0..n)
@@ -24,7 +26,7 @@ fn vips(n: u8) -> Vec<IpAddr> {
 /// `ipvs-sync -c CONFIG ARGS…` on the arbiter's side.
 fn arbiter_cmd(f: &Fleet, args: &[&str]) -> Output {
     f.core
-        .command(bin().to_str().unwrap())
+        .command(f.bin().to_str().unwrap())
         .arg("-c")
         .arg(f.arbiter_dir.join("config.ini"))
         .args(args)
@@ -36,7 +38,7 @@ fn arbiter_cmd(f: &Fleet, args: &[&str]) -> Output {
 fn client_cmd(f: &Fleet, i: usize, args: &[&str]) -> Output {
     f.balancers[i]
         .ns
-        .command(bin().to_str().unwrap())
+        .command(f.bin().to_str().unwrap())
         .arg("-c")
         .arg(f.balancers[i].dir.join("config.ini"))
         .args(args)
@@ -57,29 +59,21 @@ fn announced(f: &Fleet, vips: &[IpAddr]) -> usize {
     vips.iter().filter(|v| f.path_count(0, v) > 0).count()
 }
 
-/// Adds `line` to the arbiter's `[server]` section; takes effect at its next start.
-fn arbiter_server_key(f: &Fleet, line: &str) {
-    let p = f.arbiter_dir.join("config.ini");
-    let t = std::fs::read_to_string(&p).unwrap();
-    assert!(t.contains("[server]\n"), "{t}");
-    std::fs::write(&p, t.replace("[server]\n", &format!("[server]\n{line}\n"))).unwrap();
-}
-
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_withdraw_cap_holds_half_of_a_mass_quorum_loss_until_released() {
-    assert!(labkit::require_root());
+    labkit::require_root();
     let all = vips(10);
-    let mut f = Fleet::start(FleetOpts {
+    let mut limit = Ini::with("server", "withdraw_limit", "50%");
+    limit.set("server", "withdraw_window", 600);
+    let f = start(FleetOpts {
         vips: all.clone(),
         log_level: "info",
+        arbiter_config: limit,
         ..FleetOpts::default()
     });
-    f.stop_arbiter();
-    arbiter_server_key(&f, "withdraw_limit = 50%\nwithdraw_window = 600");
-    f.start_arbiter();
     for v in &all {
-        f.quorum("up", &format!("{v},b-100,80"));
+        f.quorum("up", &format!("{v},b-100,80")).unwrap();
     }
     assert!(
         labkit::wait_until(WAIT, || announced(&f, &all) == 10),
@@ -169,8 +163,8 @@ fn beam_pid(f: &Fleet) -> nix::unistd::Pid {
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_monitor_on_a_balancer_routers_down_broker_gone_daemon_gone() {
-    assert!(labkit::require_root());
-    let mut f = Fleet::start(FleetOpts {
+    labkit::require_root();
+    let mut f = start(FleetOpts {
         hold_time: 3,
         log_level: "info",
         ..FleetOpts::default()
@@ -211,7 +205,7 @@ fn lab_monitor_on_a_balancer_routers_down_broker_gone_daemon_gone() {
         .daemon()
         .signal(Signal::SIGCONT)
         .unwrap();
-    f.wait_sessions(0, WAIT);
+    f.wait_sessions(0, WAIT).unwrap();
     let healthy = labkit::wait_until(WAIT, || {
         client_cmd(&f, 0, &["monitor"]).status.code() == Some(0)
     });
@@ -239,22 +233,22 @@ fn lab_monitor_on_a_balancer_routers_down_broker_gone_daemon_gone() {
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_fleet_view_matches_the_balancers_and_the_router() {
-    assert!(labkit::require_root());
+    labkit::require_root();
     let all = vips(2);
-    let mut f = Fleet::start(FleetOpts {
+    let mut f = start(FleetOpts {
         balancers: 3,
         vips: all.clone(),
         log_level: "info",
         ..FleetOpts::default()
     });
     for v in &all {
-        f.quorum("up", &format!("{v},b-100,80"));
+        f.quorum("up", &format!("{v},b-100,80")).unwrap();
     }
     assert!(labkit::wait_until(WAIT, || all
         .iter()
         .all(|v| f.path_count(0, v) == 3)));
     // lb3 frozen: its sessions live on until their hold time, its heartbeats stop.
-    f.signal_client(2, Signal::SIGSTOP);
+    f.signal_client(2, Signal::SIGSTOP).unwrap();
     let doc = || -> serde_json::Value {
         let o = arbiter_cmd(&f, &["status", "--json"]);
         serde_json::from_slice(&o.stdout)
@@ -301,5 +295,5 @@ fn lab_fleet_view_matches_the_balancers_and_the_router() {
     );
     let table = arbiter_cmd(&f, &["status"]);
     println!("{}", String::from_utf8_lossy(&table.stdout));
-    f.signal_client(2, Signal::SIGCONT);
+    f.signal_client(2, Signal::SIGCONT).unwrap();
 }
