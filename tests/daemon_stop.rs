@@ -124,6 +124,7 @@ async fn client(closed: bool, stop: bool) -> Stopped {
         speaker: None,
         control: mpsc::channel(1).1,
         addrs_on: None,
+        resumed: None,
     };
     run(closed, stop, Role::Client, |cfg, rx, sd, m, st| {
         ipvs_sync::client::serve(cfg, edges, bus, rx, sd, m, st)

@@ -194,6 +194,7 @@ impl Fleet {
             speaker: None,
             control: ccrx,
             addrs_on: None,
+            resumed: None,
         };
         let cfg = config(dir.path(), LB, "");
         tokio::spawn(async move {
