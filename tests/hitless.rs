@@ -375,3 +375,167 @@ fn lab_communities_per_vip_and_on_sighup_at_gobgp_and_oversized_refused_at_load(
         out.trim()
     );
 }
+
+/// A BIRD or FRR router beside the fleet's gobgpd, with its own session to balancer 1.
+enum Helper {
+    Bird(labkit::Bird),
+    Frr(labkit::Frr),
+}
+
+/// Balancer 1's address towards the helper, and the helper's.
+const LB_TO_HELPER: &str = "198.51.100.249";
+const HELPER: &str = "198.51.100.250";
+
+impl Helper {
+    fn has_route(&self, prefix: &str) -> bool {
+        match self {
+            Helper::Bird(b) => b.has_best_route(prefix, "lb"),
+            Helper::Frr(f) => f.has_best_path(prefix),
+        }
+    }
+
+    fn log(&self) -> String {
+        match self {
+            Helper::Bird(b) => b.log(),
+            Helper::Frr(f) => f.log(),
+        }
+    }
+
+    /// End-of-RIB seen in the log after `skip` bytes of it (BIRD logs the end of the
+    /// neighbor's graceful restart, which comes with End-of-RIB; FRR logs each End-of-RIB).
+    fn eor_since(&self, skip: usize) -> bool {
+        let log = self.log();
+        let new = log.get(skip..).unwrap_or_default();
+        match self {
+            Helper::Bird(_) => new.contains("Neighbor graceful restart done"),
+            Helper::Frr(_) => new.contains("rcvd End-of-RIB for IPv4 Unicast from"),
+        }
+    }
+}
+
+/// A graceful restart of `ipvs-sync client` with BIRD or FRR as the helper: the router's
+/// best route for the VIP never goes missing (polled all along), and End-of-RIB arrives.
+fn graceful_restart_with(bird: bool) {
+    assert!(labkit::require_root());
+    let v = ip("203.0.113.10");
+    let mut f = Fleet::start(FleetOpts {
+        start_clients: false,
+        client_bgp: "graceful_restart = true\ngraceful_restart_time = 30\n".into(),
+        ..Default::default()
+    });
+    let rns = labkit::Netns::new("rx").unwrap();
+    labkit::veth(
+        &f.balancers[0].ns,
+        &[&format!("{LB_TO_HELPER}/30")],
+        &rns,
+        &[&format!("{HELPER}/30")],
+    )
+    .unwrap();
+    let helper = if bird {
+        Helper::Bird(
+            labkit::Bird::start(
+                &rns,
+                &format!(
+                    "router id {HELPER};\nlog \"{log}\" all;\nprotocol device {{}}\n\
+                     protocol direct {{ ipv4; }}\nprotocol bgp lb {{\n  local as 65000;\n  \
+                     neighbor {LB_TO_HELPER} as 65000;\n  passive on;\n  hold time 9;\n  \
+                     graceful restart on;\n  debug {{ states, events }};\n  \
+                     ipv4 {{ import all; export none; }};\n}}\n",
+                    log = labkit::Bird::LOG_PLACEHOLDER
+                ),
+            )
+            .unwrap(),
+        )
+    } else {
+        Helper::Frr(
+            labkit::Frr::start(
+                &rns,
+                &format!(
+                    "hostname rx\ndebug bgp neighbor-events\ndebug bgp graceful-restart\n\
+                     debug bgp updates\nrouter bgp 65000\n bgp router-id {HELPER}\n \
+                     no bgp ebgp-requires-policy\n bgp graceful-restart\n \
+                     neighbor {LB_TO_HELPER} remote-as 65000\n neighbor {LB_TO_HELPER} passive\n \
+                     neighbor {LB_TO_HELPER} timers 3 9\n address-family ipv4 unicast\n  \
+                     neighbor {LB_TO_HELPER} activate\n exit-address-family\n"
+                ),
+            )
+            .unwrap(),
+        )
+    };
+    let cfg = f.balancers[0].dir.join("config.ini");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "\n[bgp.peer.rx]\naddress = {HELPER}\nremote_as = 65000\n"
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    f.start_client(0);
+    f.wait_sessions(0, Duration::from_secs(30));
+    f.quorum("up", &format!("{v},b-150,80"));
+    let prefix = host(&v);
+    assert!(
+        labkit::wait_until(Duration::from_secs(20), || helper.has_route(&prefix)),
+        "no route at the helper:\n{}\n{}",
+        f.client_log(0),
+        helper.log()
+    );
+    let skip = helper.log().len();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (looks, misses, eor_at, up_at) = std::thread::scope(|s| {
+        let poll = s.spawn(|| {
+            let (mut looks, mut misses) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                looks += 1;
+                if !helper.has_route(&prefix) {
+                    misses += 1;
+                }
+            }
+            (looks, misses)
+        });
+        let t0 = Instant::now();
+        f.signal_client(0, Signal::SIGUSR2);
+        let st = waits_for_the_client_to_exit(&mut f, 0);
+        assert!(st.success(), "{st:?}");
+        f.start_client(0);
+        f.wait_sessions(0, Duration::from_secs(30));
+        let up_at = t0.elapsed();
+        let eor = labkit::wait_until(Duration::from_secs(30), || helper.eor_since(skip));
+        let eor_at = t0.elapsed();
+        // A little longer: a route dropped at End-of-RIB would show now.
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (looks, misses) = poll.join().unwrap();
+        assert!(
+            eor,
+            "no End-of-RIB at the helper:\n{}\n{}",
+            f.client_log(0),
+            helper.log()
+        );
+        (looks, misses, eor_at, up_at)
+    });
+    assert_eq!(
+        misses,
+        0,
+        "the helper lost the route in {misses} of {looks} looks:\n{}",
+        helper.log()
+    );
+    assert!(helper.has_route(&prefix));
+    println!(
+        "graceful restart at {}: sessions up again {:.0} ms after SIGUSR2, End-of-RIB by {:.0} ms; \
+         route present in all {looks} looks",
+        if bird { "BIRD" } else { "FRR" },
+        up_at.as_secs_f64() * 1e3,
+        eor_at.as_secs_f64() * 1e3,
+    );
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server, gobgpd and BIRD; run netns-lab/test"]
+fn lab_graceful_restart_with_bird_as_helper() {
+    graceful_restart_with(true);
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server, gobgpd and FRR; run netns-lab/test"]
+fn lab_graceful_restart_with_frr_as_helper() {
+    graceful_restart_with(false);
+}
