@@ -21,6 +21,7 @@
 //! broker or the arbiter is unreachable nothing is withdrawn (fail-static); after a reconnect
 //! the client asks for `tree`, `mapping` and `announces` and converges.
 
+pub mod bfd_link;
 pub mod bgp_cfg;
 pub mod edges;
 pub mod execute;
@@ -134,6 +135,9 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<Stopped, dae
     let resumed = restart::take(&cfg);
     let (speaker, peer_events) =
         bgp_cfg::start_speaker(&cfg, resumed.is_some()).map_err(daemon::StartError::Bgp)?;
+    bfd_link::start(&cfg, speaker.clone())
+        .await
+        .map_err(daemon::StartError::Bfd)?;
     let connected = daemon::connect_transport(&cfg, Role::Client { hostname }, &shutdown).await?;
     let Some((transport, incoming)) = connected else {
         speaker.shutdown("ipvs-sync shutting down").await;

@@ -46,6 +46,9 @@ pub enum StartError {
     /// The BGP speaker could not start.
     #[error("BGP: {0}")]
     Bgp(bgp::BgpError),
+    /// BFD could not start (its port taken, a peer refused).
+    #[error("BFD: {0}")]
+    Bfd(bfd::BfdError),
     /// The broker settings are unusable (bad URL, key).
     #[error("AMQP: {0}")]
     Amqp(WireError),
