@@ -413,14 +413,12 @@ impl Helper {
     }
 }
 
-/// A graceful restart of `ipvs-sync client` with BIRD or FRR as the helper: the router's
-/// best route for the VIP never goes missing (polled all along), and End-of-RIB arrives.
-fn graceful_restart_with(bird: bool) {
-    assert!(labkit::require_root());
-    let v = ip("203.0.113.10");
-    let mut f = Fleet::start(FleetOpts {
+/// A fleet whose balancer (not started) has `client_bgp` in `[bgp]` and a link to a second
+/// router's namespace (`HELPER` there, `LB_TO_HELPER` on the balancer).
+fn fleet_with_a_second_router(client_bgp: &str) -> (Fleet, labkit::Netns) {
+    let f = Fleet::start(FleetOpts {
         start_clients: false,
-        client_bgp: "graceful_restart = true\ngraceful_restart_time = 30\n".into(),
+        client_bgp: client_bgp.into(),
         ..Default::default()
     });
     let rns = labkit::Netns::new("rx").unwrap();
@@ -431,6 +429,16 @@ fn graceful_restart_with(bird: bool) {
         &[&format!("{HELPER}/30")],
     )
     .unwrap();
+    (f, rns)
+}
+
+/// A graceful restart of `ipvs-sync client` with BIRD or FRR as the helper: the router's
+/// best route for the VIP never goes missing (polled all along), and End-of-RIB arrives.
+fn graceful_restart_with(bird: bool) {
+    assert!(labkit::require_root());
+    let v = ip("203.0.113.10");
+    let (mut f, rns) =
+        fleet_with_a_second_router("graceful_restart = true\ngraceful_restart_time = 30\n");
     let helper = if bird {
         Helper::Bird(
             labkit::Bird::start(
@@ -538,4 +546,82 @@ fn lab_graceful_restart_with_bird_as_helper() {
 #[ignore = "lab: needs root, netns, rabbitmq-server, gobgpd and FRR; run netns-lab/test"]
 fn lab_graceful_restart_with_frr_as_helper() {
     graceful_restart_with(false);
+}
+
+/// BFD to BIRD beside the BGP session: BFD Control packets dropped at the router (a path
+/// failure BGP does not see before its hold time) make the balancer hold the BGP peer down
+/// within the detection time, so the router loses the session and the route long before the
+/// 9 s hold time; once BFD packets pass again the session and the route come back.
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server, gobgpd, BIRD and nft; run netns-lab/test"]
+fn lab_bfd_down_holds_the_bgp_peer_down_at_bird() {
+    assert!(labkit::require_root());
+    let v = ip("203.0.113.10");
+    let (mut f, rns) = fleet_with_a_second_router("");
+    let bird = labkit::Bird::start(
+        &rns,
+        &format!(
+            "router id {HELPER};\nlog \"{log}\" all;\nprotocol device {{}}\n\
+             protocol direct {{ ipv4; }}\nprotocol bfd {{\n  interface \"*\" {{ min rx interval \
+             100 ms; min tx interval 100 ms; multiplier 3; }};\n  neighbor {LB_TO_HELPER};\n}}\n\
+             protocol bgp lb {{\n  local as 65000;\n  neighbor {LB_TO_HELPER} as 65000;\n  \
+             passive on;\n  hold time 9;\n  ipv4 {{ import all; export none; }};\n}}\n",
+            log = labkit::Bird::LOG_PLACEHOLDER
+        ),
+    )
+    .unwrap();
+    let cfg = f.balancers[0].dir.join("config.ini");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "\n[bgp.peer.rx]\naddress = {HELPER}\nremote_as = 65000\nbfd = true\n\n\
+         [bfd]\nmin_tx = 0.1\nmin_rx = 0.1\nmultiplier = 3\n"
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    f.start_client(0);
+    f.wait_sessions(0, Duration::from_secs(30));
+    f.quorum("up", &format!("{v},b-150,80"));
+    let prefix = host(&v);
+    let has = |b: &labkit::Bird| b.has_best_route(&prefix, "lb");
+    assert!(
+        bird.wait_for(has, Duration::from_secs(20)),
+        "no route at BIRD:\n{}",
+        f.client_log(0)
+    );
+    assert!(
+        labkit::wait_until(WAIT, || f.client_log(0).contains("BFD up")),
+        "BFD never up:\n{}\n{}",
+        f.client_log(0),
+        bird.log()
+    );
+    let nft = |args: &str| {
+        let out = rns.command("nft").args(args.split(' ')).output().unwrap();
+        assert!(out.status.success(), "nft {args}: {out:?}");
+    };
+    nft("add table inet lab");
+    nft("add chain inet lab in { type filter hook input priority 0 ; }");
+    let t = Instant::now();
+    nft("add rule inet lab in udp dport 3784 drop");
+    let gone = bird.wait_for(|b| !has(b), Duration::from_secs(8));
+    let gone_at = t.elapsed();
+    assert!(
+        gone,
+        "BIRD kept the route {gone_at:?} after BFD stopped:\n{}",
+        f.client_log(0)
+    );
+    assert!(f.client_log(0).contains("BGP session held down"));
+    // Still held down while BFD stays down: no new session.
+    assert!(!bird.wait_for(has, Duration::from_secs(2)));
+    let t = Instant::now();
+    nft("flush chain inet lab in");
+    assert!(
+        bird.wait_for(has, Duration::from_secs(30)),
+        "route not back after BFD recovered:\n{}",
+        f.client_log(0)
+    );
+    println!(
+        "BFD 100 ms x 3 to BIRD: route gone at the router {:.0} ms after BFD packets were \
+         dropped (BGP hold time 9 s); back {:.0} ms after they passed again",
+        gone_at.as_secs_f64() * 1e3,
+        t.elapsed().as_secs_f64() * 1e3
+    );
 }
