@@ -224,6 +224,20 @@ mod tests {
         .unwrap();
         let p = ReloadPlan::of(&base, &new);
         assert!(p.attributes && !p.peers && p.restart.is_empty());
+        let p = ReloadPlan::of(&base, &cfg("").clone());
+        assert!(!p.attributes);
+        let retry = Config::from_strs(
+            "[main]\namqp_server = amqp://u@b/\nhostname = lb1\n[bgp]\nlocal_as = 65000\n\
+              router_id = 192.0.2.1\nconnect_retry = 2\n[bgp.peer.r1]\naddress = 192.0.2.254\n\
+              remote_as = 65000\n",
+            None,
+        )
+        .unwrap();
+        let p = ReloadPlan::of(&base, &retry);
+        assert!(
+            p.attributes && p.restart.is_empty(),
+            "connect retry applies at runtime"
+        );
         let p = ReloadPlan::of(
             &base,
             &cfg("[bgp.peer.r2]\naddress = 192.0.2.253\nremote_as = 65001\n"),
