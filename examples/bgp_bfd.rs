@@ -22,7 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let cfg = config::Config::load(Path::new(path))?;
-    let (speaker, _events) = bgp_cfg::start_speaker(&cfg)?;
+    let (speaker, _events) = bgp_cfg::start_speaker(&cfg, false)?;
     let bfd = BfdLink::start(&cfg, speaker.clone()).await?;
     for p in prefixes {
         speaker.announce(p.parse()?, route_attrs(100, false, &[]));

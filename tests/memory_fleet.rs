@@ -195,6 +195,7 @@ impl Fleet {
             control: ccrx,
             addrs_on: None,
             bfd: None,
+            resumed: None,
         };
         let cfg = config(dir.path(), LB, "");
         tokio::spawn(async move {

@@ -163,6 +163,8 @@ pub struct Families {
     pub announce_events: Family<EventLabel, Counter>,
     /// syn_announce for a VIP the mapping does not give this balancer.
     pub announce_refused: Counter,
+    /// Announces whose VIP communities did not fit an UPDATE beside the speaker's.
+    pub communities_refused: Counter,
     /// Announces asked for again because a VIP waited too long for its go.
     pub ack_repairs: Counter,
     /// Everything asked for again because messages arrived stale.
@@ -429,6 +431,11 @@ fn register_client(r: &mut Registry, f: &Families) {
         "announce_refused",
         "syn_announce for a VIP the mapping does not give this balancer",
         f.announce_refused.clone(),
+    );
+    r.register(
+        "communities_refused",
+        "Announces whose VIP communities did not fit one BGP UPDATE beside the speaker-wide ones; the route went out without them",
+        f.communities_refused.clone(),
     );
     r.register(
         "ack_repairs",
