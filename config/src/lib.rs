@@ -2,8 +2,8 @@
 //! from keepalived configs.
 //!
 //! ```text
-//!  config.ini ──┐                     ┌─▶ MainConfig, BgpConfig (+ PeerConfig), AnnounceConfig,
-//!               ├─ ini::Ini::parse ───┤    ClientConfig, ServerConfig, MessagesConfig
+//!  config.ini ──┐                     ┌─▶ MainConfig, BgpConfig (+ PeerConfig), BfdConfig,
+//!               ├─ ini::Ini::parse ───┤    AnnounceConfig, ClientConfig, ServerConfig, MessagesConfig
 //!  secret.ini ──┘  (lines kept)       └─▶ Secrets (mode checked: no group/other access)
 //!
 //!  /etc/keepalived/lbs/<balancer>/*/*.conf ─ keepalived::parse ─▶ mapping::PortMapping
@@ -50,11 +50,13 @@ pub use error::ConfigError;
 pub use load::Config;
 pub use paths::{DescTemplate, MappingWildcard};
 pub use secret::{SecretString, Secrets};
+pub use section::bfd::BfdConfig;
 pub use section::bgp::{
     BgpConfig, Community, EbgpAttributes, EbgpPreference, PeerConfig, MAX_PREPENDS,
 };
 pub use section::daemon::{
-    AnnounceConfig, ClientConfig, InterfaceName, MessagesConfig, ServerConfig,
+    AnnounceConfig, ClientConfig, InterfaceName, MessagesConfig, ServerConfig, StopMode,
+    WithdrawLimit,
 };
 pub use section::main::MainConfig;
 

@@ -4,7 +4,6 @@
 //! a monitoring endpoint, not a web server, so no HTTP stack is pulled in for it.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,21 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::metrics::Metrics;
 
-/// The `/status` document, replaced by the daemon's main loop whenever something changes.
-#[derive(Clone, Default)]
-pub struct StatusDoc(Arc<Mutex<serde_json::Value>>);
-
-impl StatusDoc {
-    /// Replaces the document.
-    pub fn set(&self, v: serde_json::Value) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = v;
-    }
-
-    /// A copy of the current document.
-    pub fn get(&self) -> serde_json::Value {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
+pub use super::status::StatusDoc;
 
 const MAX_REQUEST: usize = 8192;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,7 +81,7 @@ async fn handle(
             respond(
                 &mut stream,
                 200,
-                "text/plain; version=0.0.4",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 body.as_bytes(),
             )
             .await
@@ -163,21 +148,26 @@ mod tests {
     async fn serves_metrics_status_and_404() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let metrics = Metrics::new();
-        metrics.inc("ipvs_sync_test_total", &[("k", "v")]);
+        let metrics = Metrics::new(super::super::metrics::Role::Client);
+        metrics.bgp_announces.inc();
         let status = StatusDoc::default();
-        status.set(serde_json::json!({"role": "client", "vips": ["192.0.2.10"]}));
+        status.set(super::super::status::Status::Client(
+            super::super::status::ClientStatus {
+                tree_serial: 42,
+                ..Default::default()
+            },
+        ));
         tokio::spawn(serve(listener, metrics, status));
         let fetch = |path: &'static str| {
             tokio::task::spawn_blocking(move || get(addr, path, Duration::from_secs(2)).unwrap())
         };
         let (code, body) = fetch("/metrics").await.unwrap();
         assert_eq!(code, 200);
-        assert!(body.contains("ipvs_sync_test_total{k=\"v\"} 1"), "{body}");
+        assert!(body.contains("ipvs_sync_bgp_announces_total 1"), "{body}");
         let (code, body) = fetch("/status").await.unwrap();
         assert_eq!(code, 200);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["vips"][0], "192.0.2.10");
+        assert_eq!(v["tree_serial"], 42);
         let (code, _) = fetch("/nope").await.unwrap();
         assert_eq!(code, 404);
     }

@@ -114,6 +114,7 @@ fn heartbeat(uptime: u64) -> Message {
         version: None,
         serial: None,
         announced: None,
+        drained: None,
     })
 }
 
@@ -230,6 +231,7 @@ fn lab_transport_reconnects_after_the_broker_closes_every_connection() {
             version: None,
             serial: None,
             announced: None,
+            drained: None,
         });
         client.send(Dest::Server, &hb).await.unwrap();
         assert_eq!(recv(&mut srx).await.message, hb);
@@ -502,6 +504,7 @@ fn lab_ten_thousand_garbage_messages_leave_both_sides_serving() {
                 version: None,
                 serial: None,
                 announced: None,
+                drained: None,
             })
         };
         server
@@ -639,7 +642,11 @@ fn lab_outbox_keeps_lane_order_with_many_in_flight() {
         }
 
         // Through the outbox: heartbeats (normal lane) and fin_announce (urgent) interleaved.
-        let outbox = Outbox::spawn(Arc::clone(&server), 4 * N as usize, Metrics::new());
+        let outbox = Outbox::spawn(
+            crate::daemon::bus::AmqpBus::new_shared(Arc::clone(&server)),
+            4 * N as usize,
+            Metrics::new(crate::daemon::metrics::Role::Server),
+        );
         let t = Instant::now();
         for i in 0..N {
             outbox.send(Dest::Broadcast, heartbeat(i));

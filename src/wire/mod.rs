@@ -2,7 +2,7 @@
 //!
 //! - [`envelope`]: the signed JSON envelope (HMAC-SHA256 over a documented byte layout) and the
 //!   receiver's admission checks (size, shape, signature, addressee, freshness, replay);
-//! - [`messages`]: the typed body of every message type of DESIGN.md;
+//! - [`messages`]: the typed body of every message type (docs/wire-protocol.md);
 //! - [`amqp`]: the RabbitMQ transport on lapin: topology, confirmed sends, verified receives,
 //!   reconnection;
 //! - [`counters`]: what the transport counts, for `/metrics` and `/status`.
@@ -17,6 +17,7 @@ pub mod amqp;
 pub mod counters;
 pub mod envelope;
 pub mod messages;
+pub mod oneshot;
 
 #[cfg(test)]
 mod lab_tests;

@@ -52,6 +52,12 @@ pub struct MainConfig {
     pub hostname: String,
     /// `http_listen` (off): where `/metrics` and `/status` are served.
     pub http_listen: Option<SocketAddr>,
+    /// `control_socket` (`/run/ipvs-sync/control.sock`): where `ipvs-sync drain`, `release`
+    /// and friends reach the running daemon (root only).
+    pub control_socket: PathBuf,
+    /// `state_dir` (`/var/lib/ipvs-sync`): what the daemon keeps across restarts (drained
+    /// VIPs, replay marks), created 0700.
+    pub state_dir: PathBuf,
     /// `ipvs` (true): false runs announce-only.
     pub ipvs: bool,
 }
@@ -80,8 +86,29 @@ fn hostname_value(v: &str) -> ValueResult<String> {
     }
 }
 
+/// Default `state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ipvs-sync";
+
+/// Default `control_socket`.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ipvs-sync/control.sock";
+
 fn or_expected<T>(r: Result<T, &'static str>) -> ValueResult<T> {
     r.map_err(|e| Invalid::Expected(Cow::Borrowed(e)))
+}
+
+/// `vip_description_filepath`, or its older name `vip_announces_filepath` (configs of the
+/// Python ipvs-sync carry over); both at once is an error on the older one.
+fn desc_template(f: &mut Fields<'_>) -> Result<DescTemplate, ConfigError> {
+    let parse = |v: &str| or_expected(DescTemplate::parse(v));
+    let new = f.opt("vip_description_filepath", parse)?;
+    let old = f.opt("vip_announces_filepath", parse)?;
+    match (new, old) {
+        (Some(_), Some(_)) => Err(f.refuse(
+            "vip_announces_filepath",
+            "is the older name of vip_description_filepath, which is set too: keep one",
+        )),
+        (new, old) => Ok(new.or(old).unwrap_or_default()),
+    }
 }
 
 impl MainConfig {
@@ -95,6 +122,7 @@ impl MainConfig {
         "export_service_mapping_wildcard_to_config",
         "vips_description_update_interval",
         "vip_description_filepath",
+        "vip_announces_filepath",
         "consumer_alive_ttl",
         "active_consumers_update_interval",
         "heartbeat_interval",
@@ -107,6 +135,8 @@ impl MainConfig {
         "hostname",
         "http_listen",
         "ipvs",
+        "control_socket",
+        "state_dir",
     ];
 
     /// Reads `[main]`.
@@ -151,11 +181,7 @@ impl MainConfig {
                 Duration::from_millis(500),
                 SECS,
             )?,
-            vip_description_filepath: f.get(
-                "vip_description_filepath",
-                DescTemplate::default(),
-                |v| or_expected(DescTemplate::parse(v)),
-            )?,
+            vip_description_filepath: desc_template(f)?,
             consumer_alive_ttl: f.get("consumer_alive_ttl", Duration::from_secs(15), SECS)?,
             active_consumers_update_interval: f.get(
                 "active_consumers_update_interval",
@@ -194,6 +220,16 @@ impl MainConfig {
             hostname,
             http_listen: f.opt("http_listen", value::socket_addr)?,
             ipvs: f.get("ipvs", true, value::boolean)?,
+            control_socket: f.get(
+                "control_socket",
+                PathBuf::from(DEFAULT_CONTROL_SOCKET),
+                value::abs_path,
+            )?,
+            state_dir: f.get(
+                "state_dir",
+                PathBuf::from(DEFAULT_STATE_DIR),
+                value::abs_path,
+            )?,
         })
     }
 }

@@ -29,9 +29,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod addr_monitor;
+mod bird;
 pub mod bridge;
 mod daemon;
 pub mod fleet;
+mod frr;
 mod gobgp_api;
 mod gobgp_config;
 mod gobgpd;
@@ -46,7 +48,9 @@ pub mod spec;
 mod wait;
 
 pub use addr_monitor::{AddrEvent, AddrMonitor};
+pub use bird::{Bird, BirdRoute};
 pub use daemon::Daemon;
+pub use frr::Frr;
 pub use gobgp_api::{rib_path, rib_paths, session_state_name, GobgpApi, RibPath};
 pub use gobgp_config::{GobgpConfig, GobgpFamily, GobgpNeighbor};
 pub use gobgpd::Gobgpd;

@@ -128,6 +128,12 @@ impl LabSpec {
         ini.set("main", "hostname", "arbiter")
             .set(
                 "main",
+                "control_socket",
+                a.dir.join("control.sock").display(),
+            )
+            .set("main", "state_dir", a.dir.join("state").display())
+            .set(
+                "main",
                 "service_mapping_wildcard",
                 self.keepalived_dir().join("lbs/*/*/*.conf").display(),
             )
@@ -159,6 +165,12 @@ impl LabSpec {
             .section("client")
             .section("messages");
         ini.set("main", "hostname", &b.name)
+            .set(
+                "main",
+                "control_socket",
+                b.dir.join("control.sock").display(),
+            )
+            .set("main", "state_dir", b.dir.join("state").display())
             .set("bgp", "local_as", b.local_as)
             .set("bgp", "router_id", b.router_id);
         for p in &b.peers {
