@@ -1,8 +1,9 @@
 //! `[announce] withdraw_grace`: after the withdraw is on the wire, the balancer keeps the
 //! VIP's address that long before it removes it, so traffic still in flight to it is
-//! served. Watched on one clock: the router's RIB (`gobgp monitor global rib -j`) and the
-//! balancer's `lo` (`ip monitor address`), both stamped on arrival in this process
-//! (`labkit::RibMonitor`, `labkit::AddrMonitor`). Run with `netns-lab/test`.
+//! served. Watched on one clock: the router's RIB (GoBGP's by `gobgp monitor global rib -j`,
+//! BIRD's by `birdc show route` back to back) and the balancer's `lo` (`ip monitor
+//! address`), all stamped on arrival in this process (`labkit::RibMonitor`,
+//! `Bird::wait_route`, `labkit::AddrMonitor`). Run with `netns-lab/test withdraw_grace`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -22,13 +23,15 @@ const WAIT: Duration = Duration::from_secs(10);
 const VIP: &str = "203.0.113.10";
 const PREFIX: &str = "203.0.113.10/32";
 
-/// One balancer with `withdraw_grace = 1`, `203.0.113.10` announced.
-fn announced_fleet() -> Fleet {
+/// One balancer with `withdraw_grace = 1`, `203.0.113.10` announced; with a BIRD router
+/// beside the gobgpd one when `bird`.
+fn announced_fleet(bird: bool) -> Fleet {
     labkit::require_root();
     let f = Fleet::start(
         env!("CARGO_BIN_EXE_ipvs-sync").as_ref(),
         FleetOpts {
             balancer_config: Ini::with("announce", "withdraw_grace", GRACE.as_secs()),
+            bird,
             ..FleetOpts::default()
         },
     )
@@ -43,26 +46,54 @@ fn announced_fleet() -> Fleet {
     f
 }
 
-#[test]
-#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
-fn lab_withdraw_grace_keeps_the_address_a_second_after_the_router_lost_the_path() {
-    let f = announced_fleet();
-    let rib = f.monitor(0, "ipv4").unwrap();
+/// Whose RIB the grace is measured from.
+#[derive(Debug, Clone, Copy)]
+enum Rib {
+    /// gobgpd's, streamed by `gobgp monitor global rib -j`.
+    Gobgp,
+    /// BIRD's, by `birdc show route` back to back: a withdraw is seen at or after it
+    /// happened, so the gap measured is at most the real one.
+    Bird,
+}
+
+/// Quorum down on an announced VIP, then: the address leaves `lo` no sooner than
+/// [`GRACE`] after `rib` lost the path.
+fn grace_after_the_router_lost_the_path(rib: Rib) {
+    let f = announced_fleet(matches!(rib, Rib::Bird));
     let lo = f.lo_monitor(0).unwrap();
     assert!(f.lo_addrs(0).contains(PREFIX), "{}", f.lo_addrs(0));
-
-    f.quorum("down", &format!("{VIP},b-100,80")).unwrap();
-    let withdrawn = rib
-        .wait(PREFIX, true, WAIT)
-        .unwrap_or_else(|| panic!("never withdrawn:\n{}", f.client_log(0)));
+    let down = || f.quorum("down", &format!("{VIP},b-100,80")).unwrap();
+    let withdrawn = match rib {
+        Rib::Gobgp => {
+            let m = f.monitor(0, "ipv4").unwrap();
+            down();
+            m.wait(PREFIX, true, WAIT).map(|e| e.at)
+        }
+        Rib::Bird => {
+            let b = f.bird().unwrap();
+            assert!(
+                b.wait_route(PREFIX, true, WAIT).is_some(),
+                "BIRD never had {PREFIX}:\n{}",
+                b.log()
+            );
+            // Watching from before the quorum call, so the first look that misses the
+            // route is the one right after the withdraw.
+            std::thread::scope(|s| {
+                let watch = s.spawn(|| b.wait_route(PREFIX, false, WAIT));
+                down();
+                watch.join().unwrap()
+            })
+        }
+    }
+    .unwrap_or_else(|| panic!("{rib:?}: never withdrawn:\n{}", f.client_log(0)));
     let removed = lo
         .wait(PREFIX, false, GRACE + WAIT)
         .unwrap_or_else(|| panic!("the address was never removed:\n{}", f.client_log(0)));
-    let gap = removed.at.checked_duration_since(withdrawn.at);
-    eprintln!("router lost the path → address left lo: {gap:?} (grace {GRACE:?})");
+    let gap = removed.at.checked_duration_since(withdrawn);
+    eprintln!("{rib:?} lost the path → address left lo: {gap:?} (grace {GRACE:?})");
     assert!(
         gap.is_some_and(|g| g + SLACK >= GRACE),
-        "the address left lo {gap:?} after the router lost the path (None: before it), \
+        "the address left lo {gap:?} after {rib:?} lost the path (None: before it), \
          not {GRACE:?}:\n{}",
         f.client_log(0)
     );
@@ -70,10 +101,22 @@ fn lab_withdraw_grace_keeps_the_address_a_second_after_the_router_lost_the_path(
 
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_withdraw_grace_keeps_the_address_a_second_after_gobgp_lost_the_path() {
+    grace_after_the_router_lost_the_path(Rib::Gobgp);
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server, gobgpd and bird; run netns-lab/test"]
+fn lab_withdraw_grace_keeps_the_address_a_second_after_bird_lost_the_path() {
+    grace_after_the_router_lost_the_path(Rib::Bird);
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_a_fin_syn_flap_never_leaves_the_vip_announced_without_its_address() {
     const FLAPS: usize = 1000;
     const EVERY: Duration = Duration::from_millis(10);
-    let f = announced_fleet();
+    let f = announced_fleet(false);
     let rib = f.monitor(0, "ipv4").unwrap();
     let lo = f.lo_monitor(0).unwrap();
     let arg = format!("{VIP},b-100,80");
