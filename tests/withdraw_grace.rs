@@ -78,11 +78,18 @@ fn grace_after_the_router_lost_the_path(rib: Rib) {
             );
             // Watching from before the quorum call, so the first look that misses the
             // route is the one right after the withdraw.
-            std::thread::scope(|s| {
+            let gone = std::thread::scope(|s| {
                 let watch = s.spawn(|| b.wait_route(PREFIX, false, WAIT));
                 down();
                 watch.join().unwrap()
-            })
+            });
+            assert!(
+                gone.is_some(),
+                "BIRD kept {PREFIX}: {:?}\n{:?}",
+                b.birdc(&["show", "route", PREFIX, "all"]),
+                b.routes(PREFIX)
+            );
+            gone
         }
     }
     .unwrap_or_else(|| panic!("{rib:?}: never withdrawn:\n{}", f.client_log(0)));

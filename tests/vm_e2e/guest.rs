@@ -295,7 +295,7 @@ impl Guest {
 
     /// A balancer's log, colours taken out.
     pub fn client_log(&self, i: usize) -> String {
-        strip_ansi(&std::fs::read_to_string(self.clients[i].log_path()).unwrap_or_default())
+        labkit::strip_ansi(&std::fs::read_to_string(self.clients[i].log_path()).unwrap_or_default())
     }
 
     /// The checks every test ends with: the operator's rules survived every reconcile,
@@ -610,22 +610,4 @@ pub fn has_vip(ns: &Netns, cidr: &str) -> bool {
 pub fn is_dummy(ns: &Netns) -> bool {
     ns.ip(&["-d", "link", "show", "vip0"])
         .is_ok_and(|out| out.split_whitespace().any(|w| w == "dummy"))
-}
-
-/// Text without terminal colour codes (the daemons colour their logs).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

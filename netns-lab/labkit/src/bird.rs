@@ -120,8 +120,21 @@ impl Bird {
     /// The routes BIRD holds for exactly `prefix` (`show route PREFIX all`), best first;
     /// empty when it has none. Filtered routes are not listed.
     pub fn routes(&self, prefix: &str) -> io::Result<Vec<BirdRoute>> {
-        let out = self.birdc(&["show", "route", prefix, "all"])?;
-        Ok(parse_routes(&out))
+        let out = Command::new("birdc")
+            .arg("-s")
+            .arg(self.ctl_path())
+            .args(["show", "route", prefix, "all"])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // birdc answers "Network not found" with exit status 1.
+        if !out.status.success() && !text.contains("Network not found") {
+            return Err(io::Error::other(format!(
+                "birdc show route {prefix} all failed ({}): {text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(parse_routes(&text))
     }
 
     /// Whether BIRD uses a route for `prefix` from protocol `protocol`: present, best, and
