@@ -588,7 +588,7 @@ impl Window<'_> {
 
 /// WARN/ERROR lines of the arbiter's log, counted by their message (timestamps cut).
 fn log_problems(path: &Path) -> BTreeMap<String, usize> {
-    let text = strip_ansi(&std::fs::read_to_string(path).unwrap_or_default());
+    let text = labkit::strip_ansi(&std::fs::read_to_string(path).unwrap_or_default());
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let Some(pos) = line.find(" WARN ").or_else(|| line.find(" ERROR ")) else {
@@ -603,24 +603,6 @@ fn log_problems(path: &Path) -> BTreeMap<String, usize> {
             .take(120)
             .collect();
         *out.entry(msg).or_insert(0) += 1;
-    }
-    out
-}
-
-/// The text without ANSI colour sequences (`ESC [ … letter`).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
     }
     out
 }

@@ -610,12 +610,13 @@ fn older_than_max_age(confirmed: Instant, max_age: u64) {
 }
 
 /// A fleet for `lose_for_real`: the balancer, then the arbiter, stay stopped for tens of
-/// seconds on a loaded machine (each `rabbitmqctl` call takes seconds there), and a
-/// balancer the arbiter took for gone, or whose broker connection timed out, gets
-/// everything again when it comes back, which would heal the loss without the repair
-/// under test.
+/// seconds on a loaded machine (each `rabbitmqctl` call takes seconds there). A balancer
+/// the arbiter took for gone, or whose broker connection timed out, gets everything
+/// again when it comes back, which would heal the loss without the repair under test;
+/// one whose BGP session timed out meanwhile loses its routes without any fin.
 fn lost_opts() -> FleetOpts {
     FleetOpts {
+        hold_time: 90,
         consumer_alive_ttl: 600,
         amqp_heartbeat: Some(60),
         ..FleetOpts::default()

@@ -27,7 +27,7 @@ fn quorum_bin() -> PathBuf {
 /// Writes the arbiter's `config.ini` (and the keepalived configs it points at, naming
 /// ports 80 and 443 of every VIP for lb1) for desc files in `dir`; returns the config
 /// path. Everything but the desc files lives in a sibling directory, the quorum socket
-/// ([`FakeArbiter`]'s) too.
+/// (`quorum.sock`, see [`FakeArbiter`]) too.
 fn config_for(dir: &Path, vips: &[IpAddr]) -> PathBuf {
     let etc = dir.with_extension("etc");
     let spec = LabSpec {

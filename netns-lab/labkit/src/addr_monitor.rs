@@ -1,8 +1,8 @@
 //! An interface's addresses as a stream of timestamped events: `ip -o monitor address`.
 
-use std::io::{self, BufRead};
+use std::io;
 use std::process::{Child, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -41,22 +41,7 @@ impl AddrMonitor {
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let mut child = ns.spawn(&mut cmd)?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| io::Error::other("ip monitor: no stdout"))?;
-        let (tx, events) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in io::BufReader::new(stdout).lines() {
-                let at = Instant::now();
-                let Ok(line) = line else { break };
-                if let Some(ev) = parse_line(&line, at) {
-                    if tx.send(ev).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        let (events, reader) = crate::read_stream(&mut child, "ip monitor", parse_line)?;
         let m = AddrMonitor {
             child,
             events,
@@ -109,11 +94,7 @@ impl AddrMonitor {
 
 impl Drop for AddrMonitor {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
+        crate::stop_stream(&mut self.child, self.reader.take());
     }
 }
 

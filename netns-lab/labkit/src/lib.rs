@@ -87,6 +87,69 @@ pub fn require_root() -> bool {
     true
 }
 
+/// Text without ANSI colour sequences (`ESC [ … letter`): the daemons colour their logs.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A monitor's reader: a thread that reads `child`'s stdout line by line, stamps each line
+/// with the instant it arrived, and sends what `parse` makes of it. The thread ends with
+/// the stream or when the receiver is dropped.
+#[allow(clippy::type_complexity)] // A channel and its thread, as the two monitors keep them.
+pub(crate) fn read_stream<T, I>(
+    child: &mut std::process::Child,
+    what: &str,
+    parse: fn(&str, std::time::Instant) -> I,
+) -> std::io::Result<(std::sync::mpsc::Receiver<T>, std::thread::JoinHandle<()>)>
+where
+    T: Send + 'static,
+    I: IntoIterator<Item = T> + 'static,
+{
+    use std::io::BufRead;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other(format!("{what}: no stdout")))?;
+    let (tx, events) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let at = std::time::Instant::now();
+            let Ok(line) = line else { break };
+            for ev in parse(&line, at) {
+                if tx.send(ev).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok((events, reader))
+}
+
+/// Ends a monitor's CLI process (by its pid) and joins the thread that read its output.
+pub(crate) fn stop_stream(
+    child: &mut std::process::Child,
+    reader: Option<std::thread::JoinHandle<()>>,
+) {
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
+}
+
 /// Runs a prepared command to completion and returns its stdout, or an error that names
 /// the command line and carries its stderr.
 pub(crate) fn run_checked(cmd: &mut std::process::Command) -> std::io::Result<String> {

@@ -1,6 +1,6 @@
 //! A router's RIB as a stream of timestamped events: `gobgp monitor global rib -j`.
 
-use std::io::{self, BufRead};
+use std::io;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
@@ -48,22 +48,7 @@ impl RibMonitor {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start gobgp monitor: {e}")))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| io::Error::other("gobgp monitor: no stdout"))?;
-        let (tx, events) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in io::BufReader::new(stdout).lines() {
-                let at = Instant::now();
-                let Ok(line) = line else { break };
-                for ev in parse_line(&line, at) {
-                    if tx.send(ev).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        let (events, reader) = crate::read_stream(&mut child, "gobgp monitor", parse_line)?;
         let m = RibMonitor {
             child,
             events,
@@ -227,11 +212,7 @@ pub struct Timed {
 
 impl Drop for RibMonitor {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
+        crate::stop_stream(&mut self.child, self.reader.take());
     }
 }
 

@@ -8,14 +8,17 @@
 //!       lb1   lb2   lb3         ipvs-sync client (ipvs = false on the host kernel)
 //!        | \ / | \ / |          one veth per (balancer, router): 198.51.100.0/24 /30s
 //!        r1 (iBGP AS 65000)   r2 (eBGP AS 65001)      gobgpd, passive
+//!                      [rb (iBGP AS 65000, IPv4)]       BIRD, passive, with FleetOpts::bird
 //! ```
 //! VIPs come from 203.0.113.0/24 and 2001:db8:f00::/48. IPv6 VIPs ride a separate IPv6
 //! session per (balancer, router) over 2001:db8:K:J::/64. Every file comes from one
 //! [`LabSpec`] ([`spec::fleet_spec`]); [`FleetOpts`] adds keys to it.
 
+mod bird;
 mod observe;
 pub mod spec;
 
+pub use bird::BirdRouter;
 pub use observe::{host_prefix, QueueState};
 
 use std::io;
@@ -104,6 +107,9 @@ pub struct FleetOpts {
     pub arbiter_config: Ini,
     /// More keys for every balancer's `config.ini` (`[announce] withdraw_grace` …).
     pub balancer_config: Ini,
+    /// One more router after [`FleetOpts::routers`]: BIRD 2, iBGP, IPv4 only
+    /// ([`Fleet::bird`]).
+    pub bird: bool,
 }
 
 impl Default for FleetOpts {
@@ -126,6 +132,7 @@ impl Default for FleetOpts {
             config: Ini::new(),
             arbiter_config: Ini::new(),
             balancer_config: Ini::new(),
+            bird: false,
         }
     }
 }
@@ -144,6 +151,8 @@ pub struct Fleet {
     pub arbiter_dir: PathBuf,
     /// The routers.
     pub routers: Vec<Router>,
+    /// The BIRD router, with [`FleetOpts::bird`].
+    pub bird: Option<BirdRouter>,
     /// The balancers.
     pub balancers: Vec<Balancer>,
     /// What it was built from.
@@ -167,13 +176,14 @@ impl Fleet {
         for j in 0..opts.routers.len() {
             router_ns.push(Netns::new(&format!("r{}", j + 1))?);
         }
+        let bird_ns = opts.bird.then(|| Netns::new("rb")).transpose()?;
         let mut lb_ns = Vec::new();
         for k in 1..=opts.balancers {
             let ns = Netns::new(&format!("lb{k}"))?;
             let core_ip = format!("{}/30", spec::core_addr(k));
             let lb_ip = format!("{}/30", spec::lb_core_addr(k));
             crate::veth(&core, &[&core_ip], &ns, &[&lb_ip])?;
-            for (j, rns) in router_ns.iter().enumerate() {
+            for (j, rns) in router_ns.iter().chain(&bird_ns).enumerate() {
                 let (lb4, lb6) = spec::lb_addrs_to(k, j);
                 let (r4, r6) = spec::router_addrs_to(k, j);
                 crate::veth(
@@ -217,6 +227,14 @@ impl Fleet {
                 asn: *asn,
             });
         }
+        let bird = match bird_ns {
+            Some(ns) => {
+                let conf = bird::config(opts.routers.len(), opts.balancers, opts.hold_time);
+                let bird = crate::Bird::start(&ns, &conf)?;
+                Some(BirdRouter { ns, bird })
+            }
+            None => None,
+        };
         let balancers = lb_ns
             .into_iter()
             .zip(&spec.balancers)
@@ -238,6 +256,7 @@ impl Fleet {
             arbiter: None,
             arbiter_dir: spec.arbiter.dir.clone(),
             routers,
+            bird,
             balancers,
             opts,
             spec,
@@ -330,7 +349,7 @@ impl Fleet {
         Ok(())
     }
 
-    /// Waits until every router has every session of balancer `i` Established.
+    /// Waits until every router (BIRD too) has every session of balancer `i` Established.
     pub fn wait_sessions(&self, i: usize, timeout: Duration) -> io::Result<()> {
         let k = i + 1;
         for (j, r) in self.routers.iter().enumerate() {
@@ -345,7 +364,7 @@ impl Fleet {
                 }
             }
         }
-        Ok(())
+        self.wait_bird_session(i, timeout)
     }
 
     /// Balancer `i`'s log.

@@ -104,6 +104,14 @@ pub fn fleet_spec(opts: &FleetOpts, dir: &Path, amqp_url: &str) -> LabSpec {
                     });
                 }
             }
+            if opts.bird {
+                peers.push(Peer {
+                    name: "bird".into(),
+                    address: IpAddr::V4(router_addrs_to(k, opts.routers.len()).0),
+                    remote_as: LOCAL_AS,
+                    md5: None,
+                });
+            }
             Balancer {
                 name: name.clone(),
                 dir: dir.join(name),

@@ -254,14 +254,16 @@ impl LabSpec {
     pub fn desc_files(&self, vips: &[IpAddr], lp: u32) -> Vec<LabFile> {
         vips.iter()
             .map(|vip| {
-                let ports = self
+                // A VIP may be listed once per protocol.
+                let ports: Vec<u16> = self
                     .vips
                     .iter()
-                    .find(|v| v.addr == *vip)
-                    .map_or(&[][..], |v| &v.ports[..]);
+                    .filter(|v| v.addr == *vip)
+                    .flat_map(|v| v.ports.iter().copied())
+                    .collect();
                 LabFile {
                     path: self.desc_path(vip),
-                    text: desc_announce(ports, lp),
+                    text: desc_announce(&ports, lp),
                     private: false,
                 }
             })

@@ -189,6 +189,17 @@ fn written_files_load_in_the_config_crate_with_modes() {
         let cfg = config::Config::load(&run.path().join(node).join("config.ini"))
             .unwrap_or_else(|e| panic!("{node}: {e}"));
         assert_eq!(cfg.main.hostname, node);
+        // Each daemon its own control socket and state directory.
+        assert_eq!(
+            cfg.main.control_socket,
+            run.path().join(node).join("control.sock"),
+            "{node}"
+        );
+        assert_eq!(
+            cfg.main.state_dir,
+            run.path().join(node).join("state"),
+            "{node}"
+        );
         let mode = std::fs::metadata(run.path().join(node).join("secret.ini"))
             .unwrap()
             .permissions()
@@ -204,4 +215,20 @@ fn written_files_load_in_the_config_crate_with_modes() {
         .join("arbiter/keepalived/lbs/lb2/dns/vips.conf")
         .exists());
     assert!(run.path().join("r2/gobgpd.toml").exists());
+}
+
+#[test]
+fn a_vip_listed_once_per_protocol_counts_every_port_in_its_desc() {
+    let mut spec = bridge_spec(Path::new("/run/lab"));
+    spec.vips = vec![
+        Vip::new(ip("203.0.113.10"), &["lb1"]).ports(&[80, 443]),
+        Vip::new(ip("203.0.113.10"), &["lb1"])
+            .proto(Proto::Udp)
+            .ports(&[53]),
+    ];
+    let desc = &spec.desc_files(&[ip("203.0.113.10")], 150)[0].text;
+    assert!(desc.starts_with("{\"active\": 3, \"total\": 3,"), "{desc}");
+    let files = spec.keepalived_files();
+    assert_eq!(files.len(), 2, "one file for both: {files:?}");
+    assert_eq!(files[1].text.matches("virtual_server ").count(), 3);
 }
