@@ -1,7 +1,7 @@
 //! RabbitMQ transport (AMQP 0-9-1 over lapin): topology, signed sends with publisher confirms,
 //! verified receives, reconnection.
 //!
-//! # Broker layout (DESIGN.md)
+//! # Broker layout (docs/wire-protocol.md)
 //!
 //! ```text
 //!                        exchange "ipvs" (direct, durable)
