@@ -125,7 +125,7 @@ async fn follow(mut events: mpsc::UnboundedReceiver<bfd::BfdEvent>, speaker: bgp
     while let Some(ev) = events.recv().await {
         match decide(&ev) {
             Some((name, Some(reason))) => {
-                warn!(peer = %name, %reason, "BFD down: holding the BGP session down");
+                warn!(peer = %name, %reason, "BFD down: BGP session held down until BFD is up again");
                 if let Err(e) = speaker.set_peer_down(&name, &reason) {
                     warn!(peer = %name, error = %e, "holding the BGP session down failed");
                 }
