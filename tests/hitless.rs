@@ -1,16 +1,15 @@
-//! Hitless operations of a balancer, as root, with real processes (see `lab/fleet.rs`):
+//! Hitless operations of a balancer, as root, with real processes (labkit's fleet):
 //! gobgpd as the router, watched through its `gobgp monitor global rib` stream. Each test
 //! prints the figures it measured. Run with `netns-lab/test hitless`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "hitless/fleet.rs"]
-mod fleet;
-
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use fleet::{percentiles, Fleet, FleetOpts, RibEvent, RibMonitor};
+use labkit::fleet::{Fleet, FleetOpts};
+use labkit::metrics::percentiles;
+use labkit::{Ini, RibEvent, RibMonitor};
 use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -28,9 +27,21 @@ fn host(vip: &IpAddr) -> String {
     format!("{vip}/32")
 }
 
+fn start(opts: FleetOpts) -> Fleet {
+    Fleet::start(env!("CARGO_BIN_EXE_ipvs-sync").as_ref(), opts).unwrap()
+}
+
+/// `[bgp]` of a balancer that restarts gracefully (RFC 4724), restart time 30 s.
+fn graceful_restart() -> Ini {
+    let mut c = Ini::new();
+    c.set("bgp", "graceful_restart", true)
+        .set("bgp", "graceful_restart_time", 30);
+    c
+}
+
 /// Runs `ipvs-sync -c CONFIG ARGS…` on balancer `i`'s config; (success, stdout + stderr).
 fn cli(f: &Fleet, i: usize, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(fleet::bin())
+    let out = std::process::Command::new(f.bin())
         .arg("-c")
         .arg(f.balancers[i].dir.join("config.ini"))
         .args(args)
@@ -91,19 +102,19 @@ fn waits_for_the_client_to_exit(f: &mut Fleet, i: usize) -> std::process::ExitSt
 fn lab_graceful_restart_at_gobgp_keeps_every_vip_and_ends_with_end_of_rib() {
     assert!(labkit::require_root());
     let vips = [ip("203.0.113.10"), ip("203.0.113.11")];
-    let mut f = Fleet::start(FleetOpts {
+    let mut f = start(FleetOpts {
         vips: vips.to_vec(),
         router_graceful_restart: true,
-        client_bgp: "graceful_restart = true\ngraceful_restart_time = 30\n".into(),
+        balancer_config: graceful_restart(),
         ..Default::default()
     });
     for v in &vips {
-        f.quorum("up", &format!("{v},b-150,80"));
+        f.quorum("up", &format!("{v},b-150,80")).unwrap();
         assert!(f.wait_paths(0, v, 1, WAIT).is_some(), "{}", f.client_log(0));
     }
-    let mon: RibMonitor = f.monitor(0, "ipv4");
+    let mon: RibMonitor = f.monitor(0, "ipv4").unwrap();
     let t0 = Instant::now();
-    f.signal_client(0, Signal::SIGUSR2);
+    f.signal_client(0, Signal::SIGUSR2).unwrap();
     let st = waits_for_the_client_to_exit(&mut f, 0);
     let exited = t0.elapsed();
     assert!(st.success(), "exit for a restart is a clean one: {st:?}");
@@ -118,8 +129,8 @@ fn lab_graceful_restart_at_gobgp_keeps_every_vip_and_ends_with_end_of_rib() {
             "router dropped {v} while the balancer was away"
         );
     }
-    f.start_client(0);
-    f.wait_sessions(0, Duration::from_secs(30));
+    f.start_client(0).unwrap();
+    f.wait_sessions(0, Duration::from_secs(30)).unwrap();
     let up = t0.elapsed();
     let addr = f.balancers[0].addr_to[0].clone();
     let eor = labkit::wait_until(Duration::from_secs(30), || {
@@ -168,17 +179,17 @@ fn lab_graceful_restart_at_gobgp_keeps_every_vip_and_ends_with_end_of_rib() {
 fn lab_local_pref_changes_are_updates_only_at_gobgp() {
     assert!(labkit::require_root());
     let v = ip("203.0.113.10");
-    let f = Fleet::start(FleetOpts {
+    let f = start(FleetOpts {
         log_level: "info",
         ..Default::default()
     });
-    f.quorum("up", &format!("{v},b-150,80"));
+    f.quorum("up", &format!("{v},b-150,80")).unwrap();
     assert!(
         f.wait_paths(0, &v, 1, WAIT).is_some(),
         "{}",
         f.client_log(0)
     );
-    let mon = f.monitor(0, "ipv4");
+    let mon = f.monitor(0, "ipv4").unwrap();
     let prefix = host(&v);
     let mut took = Vec::new();
     for i in 0..50 {
@@ -214,18 +225,22 @@ fn lab_drain_at_gobgp_graceful_shutdown_before_withdraw_and_stop_by_draining() {
     assert!(labkit::require_root());
     let vips = [ip("203.0.113.10"), ip("203.0.113.11")];
     let drain_min = Duration::from_secs(2);
-    let mut f = Fleet::start(FleetOpts {
+    let mut balancer_config = Ini::new();
+    balancer_config
+        .set("announce", "drain_min", 2)
+        .set("announce", "stop", "drain");
+    let mut f = start(FleetOpts {
         vips: vips.to_vec(),
-        client_announce: "drain_min = 2\nstop = drain\n".into(),
+        balancer_config,
         ..Default::default()
     });
     for v in &vips {
-        f.quorum("up", &format!("{v},b-150,80"));
+        f.quorum("up", &format!("{v},b-150,80")).unwrap();
         assert!(f.wait_paths(0, v, 1, WAIT).is_some(), "{}", f.client_log(0));
     }
     let v = vips[0];
     let prefix = host(&v);
-    let mon = f.monitor(0, "ipv4");
+    let mon = f.monitor(0, "ipv4").unwrap();
     let t = Instant::now();
     let (ok, out) = cli(&f, 0, &["drain", &v.to_string()]);
     assert!(ok, "{out}");
@@ -253,7 +268,7 @@ fn lab_drain_at_gobgp_graceful_shutdown_before_withdraw_and_stop_by_draining() {
     // stop = drain: SIGTERM drains every VIP, then withdraws them no earlier than drain_min.
     mon.drain();
     let t = Instant::now();
-    f.signal_client(0, Signal::SIGTERM);
+    f.signal_client(0, Signal::SIGTERM).unwrap();
     let mut shut_at = Vec::new();
     let mut gone_at = Vec::new();
     for v in &vips {
@@ -291,8 +306,9 @@ fn lab_drain_at_gobgp_graceful_shutdown_before_withdraw_and_stop_by_draining() {
 fn lab_communities_per_vip_and_on_sighup_at_gobgp_and_oversized_refused_at_load() {
     assert!(labkit::require_root());
     let v = ip("203.0.113.10");
-    let mut f = Fleet::start(FleetOpts::default());
-    f.quorum("up", &format!("{v},b-150,80,c-65000:7,c-65000:1:2"));
+    let mut f = start(FleetOpts::default());
+    f.quorum("up", &format!("{v},b-150,80,c-65000:7,c-65000:1:2"))
+        .unwrap();
     assert!(
         f.wait_paths(0, &v, 1, WAIT).is_some(),
         "{}",
@@ -306,7 +322,7 @@ fn lab_communities_per_vip_and_on_sighup_at_gobgp_and_oversized_refused_at_load(
     let large = f.attr(0, &v, LARGE_COMMUNITIES).expect("large community");
     assert!(large.to_string().contains("65000"), "{large}");
     // SIGHUP with other speaker-wide communities: an UPDATE, no withdraw, no session reset.
-    let mon = f.monitor(0, "ipv4");
+    let mon = f.monitor(0, "ipv4").unwrap();
     let addr = f.balancers[0].addr_to[0].clone();
     let uptime = |f: &Fleet| {
         f.routers[0]
@@ -326,7 +342,7 @@ fn lab_communities_per_vip_and_on_sighup_at_gobgp_and_oversized_refused_at_load(
     )
     .unwrap();
     let t = Instant::now();
-    f.signal_client(0, Signal::SIGHUP);
+    f.signal_client(0, Signal::SIGHUP).unwrap();
     assert!(
         wait_path(&f, &v, |f| {
             let cs = communities(f, &v);
@@ -362,7 +378,7 @@ fn lab_communities_per_vip_and_on_sighup_at_gobgp_and_oversized_refused_at_load(
     let want = format!("{}:{line}: [bgp] communities:", cfg.display());
     assert!(out.contains(&want), "{want} not in: {out}");
     // The running daemon refuses the reload and keeps its routes.
-    f.signal_client(0, Signal::SIGHUP);
+    f.signal_client(0, Signal::SIGHUP).unwrap();
     assert!(labkit::wait_until(WAIT, || f
         .client_log(0)
         .contains("reload refused")));
@@ -413,12 +429,16 @@ impl Helper {
     }
 }
 
-/// A fleet whose balancer (not started) has `client_bgp` in `[bgp]` and a link to a second
-/// router's namespace (`HELPER` there, `LB_TO_HELPER` on the balancer).
-fn fleet_with_a_second_router(client_bgp: &str) -> (Fleet, labkit::Netns) {
-    let f = Fleet::start(FleetOpts {
+/// A fleet whose balancer (not started) has the keys of `balancer_config` and a link to a
+/// second router's namespace (`HELPER` there, `LB_TO_HELPER` on the balancer), a peer
+/// `[bgp.peer.rx]` of its config.
+fn fleet_with_a_second_router(mut balancer_config: Ini) -> (Fleet, labkit::Netns) {
+    balancer_config
+        .set("bgp.peer.rx", "address", HELPER)
+        .set("bgp.peer.rx", "remote_as", 65000);
+    let f = start(FleetOpts {
         start_clients: false,
-        client_bgp: client_bgp.into(),
+        balancer_config,
         ..Default::default()
     });
     let rns = labkit::Netns::new("rx").unwrap();
@@ -437,8 +457,7 @@ fn fleet_with_a_second_router(client_bgp: &str) -> (Fleet, labkit::Netns) {
 fn graceful_restart_with(bird: bool) {
     assert!(labkit::require_root());
     let v = ip("203.0.113.10");
-    let (mut f, rns) =
-        fleet_with_a_second_router("graceful_restart = true\ngraceful_restart_time = 30\n");
+    let (mut f, rns) = fleet_with_a_second_router(graceful_restart());
     let helper = if bird {
         Helper::Bird(
             labkit::Bird::start(
@@ -470,15 +489,9 @@ fn graceful_restart_with(bird: bool) {
             .unwrap(),
         )
     };
-    let cfg = f.balancers[0].dir.join("config.ini");
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str(&format!(
-        "\n[bgp.peer.rx]\naddress = {HELPER}\nremote_as = 65000\n"
-    ));
-    std::fs::write(&cfg, text).unwrap();
-    f.start_client(0);
-    f.wait_sessions(0, Duration::from_secs(30));
-    f.quorum("up", &format!("{v},b-150,80"));
+    f.start_client(0).unwrap();
+    f.wait_sessions(0, Duration::from_secs(30)).unwrap();
+    f.quorum("up", &format!("{v},b-150,80")).unwrap();
     let prefix = host(&v);
     assert!(
         labkit::wait_until(Duration::from_secs(20), || helper.has_route(&prefix)),
@@ -500,11 +513,11 @@ fn graceful_restart_with(bird: bool) {
             (looks, misses)
         });
         let t0 = Instant::now();
-        f.signal_client(0, Signal::SIGUSR2);
+        f.signal_client(0, Signal::SIGUSR2).unwrap();
         let st = waits_for_the_client_to_exit(&mut f, 0);
         assert!(st.success(), "{st:?}");
-        f.start_client(0);
-        f.wait_sessions(0, Duration::from_secs(30));
+        f.start_client(0).unwrap();
+        f.wait_sessions(0, Duration::from_secs(30)).unwrap();
         let up_at = t0.elapsed();
         let eor = labkit::wait_until(Duration::from_secs(30), || helper.eor_since(skip));
         let eor_at = t0.elapsed();
@@ -557,7 +570,13 @@ fn lab_graceful_restart_with_frr_as_helper() {
 fn lab_bfd_down_holds_the_bgp_peer_down_at_bird() {
     assert!(labkit::require_root());
     let v = ip("203.0.113.10");
-    let (mut f, rns) = fleet_with_a_second_router("");
+    let mut balancer_config = Ini::new();
+    balancer_config
+        .set("bgp.peer.rx", "bfd", true)
+        .set("bfd", "min_tx", 0.1)
+        .set("bfd", "min_rx", 0.1)
+        .set("bfd", "multiplier", 3);
+    let (mut f, rns) = fleet_with_a_second_router(balancer_config);
     let bird = labkit::Bird::start(
         &rns,
         &format!(
@@ -570,16 +589,9 @@ fn lab_bfd_down_holds_the_bgp_peer_down_at_bird() {
         ),
     )
     .unwrap();
-    let cfg = f.balancers[0].dir.join("config.ini");
-    let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text.push_str(&format!(
-        "\n[bgp.peer.rx]\naddress = {HELPER}\nremote_as = 65000\nbfd = true\n\n\
-         [bfd]\nmin_tx = 0.1\nmin_rx = 0.1\nmultiplier = 3\n"
-    ));
-    std::fs::write(&cfg, text).unwrap();
-    f.start_client(0);
-    f.wait_sessions(0, Duration::from_secs(30));
-    f.quorum("up", &format!("{v},b-150,80"));
+    f.start_client(0).unwrap();
+    f.wait_sessions(0, Duration::from_secs(30)).unwrap();
+    f.quorum("up", &format!("{v},b-150,80")).unwrap();
     let prefix = host(&v);
     let has = |b: &labkit::Bird| b.has_best_route(&prefix, "lb");
     assert!(
@@ -608,7 +620,9 @@ fn lab_bfd_down_holds_the_bgp_peer_down_at_bird() {
         "BIRD kept the route {gone_at:?} after BFD stopped:\n{}",
         f.client_log(0)
     );
-    assert!(f.client_log(0).contains("BGP session held down"));
+    assert!(f
+        .client_log(0)
+        .contains("BFD down: holding the BGP session down"));
     // Still held down while BFD stays down: no new session.
     assert!(!bird.wait_for(has, Duration::from_secs(2)));
     let t = Instant::now();

@@ -21,9 +21,15 @@
 //!     connect-retry = 1               # paces retries; NOT the first connect (below)
 //!     hold-time = 90
 //!     keepalive-interval = 30
+//!   [neighbors.graceful-restart.config]
+//!     enabled = true                  # graceful restart (RFC 4724) …
+//!     helper-only = true              # … as the helper only: keeps a restarting
+//!                                     # peer's routes, never restarts itself
 //!   [[neighbors.afi-safis]]
 //!     [neighbors.afi-safis.config]
 //!       afi-safi-name = "ipv4-unicast"
+//!     [neighbors.afi-safis.mp-graceful-restart.config]
+//!       enabled = true                # the family in the Graceful Restart capability
 //! ```
 //!
 //! gobgpd 3.10 makes its first active connect 5–10 s after a neighbor goes Active
@@ -78,6 +84,9 @@ pub struct GobgpNeighbor {
     pub remote_port: Option<u16>,
     /// `description`: a name for the peer, shown by `gobgp neighbor`.
     pub description: Option<String>,
+    /// Graceful-restart helper (RFC 4724) for every family: `helper-only` graceful
+    /// restart, and `mp-graceful-restart` on each of [`GobgpNeighbor::families`].
+    pub graceful_restart_helper: bool,
 }
 
 impl GobgpNeighbor {
@@ -96,6 +105,7 @@ impl GobgpNeighbor {
             local_address: None,
             remote_port: None,
             description: None,
+            graceful_restart_helper: false,
         }
     }
 
@@ -145,6 +155,14 @@ impl GobgpNeighbor {
     /// Sets the description.
     pub fn description(mut self, text: &str) -> Self {
         self.description = Some(text.to_owned());
+        self
+    }
+
+    /// Makes the router a graceful-restart helper (RFC 4724) for this peer: it keeps
+    /// the peer's routes (marked stale) while the peer restarts, until End-of-RIB or the
+    /// restart time the peer advertised.
+    pub fn graceful_restart_helper(mut self, on: bool) -> Self {
+        self.graceful_restart_helper = on;
         self
     }
 }
@@ -246,10 +264,19 @@ fn write_neighbor(t: &mut String, n: &GobgpNeighbor) {
     let _ = writeln!(t, "    connect-retry = {}", n.connect_retry);
     let _ = writeln!(t, "    hold-time = {}", n.hold_time);
     let _ = writeln!(t, "    keepalive-interval = {}", n.keepalive);
+    if n.graceful_restart_helper {
+        let _ = writeln!(t, "  [neighbors.graceful-restart.config]");
+        let _ = writeln!(t, "    enabled = true");
+        let _ = writeln!(t, "    helper-only = true");
+    }
     for f in &n.families {
         let _ = writeln!(t, "  [[neighbors.afi-safis]]");
         let _ = writeln!(t, "    [neighbors.afi-safis.config]");
         let _ = writeln!(t, "      afi-safi-name = {}", quote(f.name()));
+        if n.graceful_restart_helper {
+            let _ = writeln!(t, "    [neighbors.afi-safis.mp-graceful-restart.config]");
+            let _ = writeln!(t, "      enabled = true");
+        }
     }
 }
 
@@ -290,7 +317,8 @@ mod tests {
                 GobgpNeighbor::new("2001:db8::12".parse().unwrap(), 65001)
                     .families(&[GobgpFamily::Ipv6Unicast])
                     .remote_port(1179)
-                    .local_address("2001:db8::1".parse().unwrap()),
+                    .local_address("2001:db8::1".parse().unwrap())
+                    .graceful_restart_helper(true),
             )
     }
 
@@ -307,6 +335,20 @@ mod tests {
         );
         assert!(t.contains("hold-time = 9\n    keepalive-interval = 3\n"));
         assert!(t.contains("remote-port = 1179"));
+        // Graceful-restart helper on the second neighbor only, for its one family.
+        assert_eq!(t.matches("[neighbors.graceful-restart.config]").count(), 1);
+        assert!(
+            t.contains(
+                "  [neighbors.graceful-restart.config]\n    enabled = true\n    helper-only = true\n  [[neighbors.afi-safis]]\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.ends_with(
+                "afi-safi-name = \"ipv6-unicast\"\n    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n"
+            ),
+            "{t}"
+        );
         // The first neighbor has both families, the second only IPv6.
         assert_eq!(t.matches("\"ipv4-unicast\"").count(), 1);
         assert_eq!(t.matches("\"ipv6-unicast\"").count(), 2);

@@ -101,6 +101,9 @@ pub struct FleetOpts {
     pub consumer_alive_ttl: u64,
     /// AMQP heartbeat of every daemon's connection, seconds (default: the daemons' own).
     pub amqp_heartbeat: Option<u16>,
+    /// The routers act as graceful-restart helpers (RFC 4724) for every balancer session:
+    /// they keep a restarting balancer's routes until its End-of-RIB.
+    pub router_graceful_restart: bool,
     /// More keys for every daemon's `config.ini`, over the fleet's own.
     pub config: Ini,
     /// More keys for the arbiter's `config.ini`.
@@ -129,6 +132,7 @@ impl Default for FleetOpts {
             startup_hold: 0.0,
             consumer_alive_ttl: 5,
             amqp_heartbeat: None,
+            router_graceful_restart: false,
             config: Ini::new(),
             arbiter_config: Ini::new(),
             balancer_config: Ini::new(),

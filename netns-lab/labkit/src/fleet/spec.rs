@@ -140,7 +140,8 @@ pub fn fleet_spec(opts: &FleetOpts, dir: &Path, amqp_url: &str) -> LabSpec {
                         GobgpNeighbor::new(addr, LOCAL_AS)
                             .passive(true)
                             .hold_time(opts.hold_time.into())
-                            .families(&[family]),
+                            .families(&[family])
+                            .graceful_restart_helper(opts.router_graceful_restart),
                     );
                 }
             }
@@ -206,6 +207,7 @@ mod tests {
             balancers: 2,
             routers: vec![LOCAL_AS, super::super::EBGP_AS],
             max_age: Some(2),
+            router_graceful_restart: true,
             balancer_config: Ini::with("announce", "remove_vips_on_stop", true),
             ..FleetOpts::default()
         };
@@ -229,5 +231,11 @@ mod tests {
         assert_eq!(report.vips().len(), 2);
         let r1 = spec.routers[0].gobgpd.to_toml();
         assert_eq!(r1.matches("[[neighbors]]").count(), 4);
+        assert_eq!(r1.matches("helper-only = true").count(), 4);
+        assert_eq!(
+            r1.matches("[neighbors.afi-safis.mp-graceful-restart.config]")
+                .count(),
+            4
+        );
     }
 }
