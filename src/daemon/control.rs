@@ -189,16 +189,27 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Reply, C
             source,
         }
     })?;
+    let answer = exchange_line(&mut s, req, timeout, MAX_LINE)?;
+    serde_json::from_str(answer.trim()).map_err(|_| ControlError::Garbled(answer))
+}
+
+/// The client side of a local socket that speaks one JSON line each way (this control
+/// socket and the quorum socket): writes `msg` as a line and reads the answer, at most
+/// `max` bytes, each step bounded by `timeout`.
+pub(crate) fn exchange_line(
+    s: &mut std::os::unix::net::UnixStream,
+    msg: &impl Serialize,
+    timeout: Duration,
+    max: usize,
+) -> std::io::Result<String> {
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
+    let mut line = serde_json::to_string(msg).map_err(std::io::Error::other)?;
     line.push('\n');
     s.write_all(line.as_bytes())?;
     let mut answer = String::new();
-    BufReader::new(s)
-        .take(MAX_LINE as u64)
-        .read_line(&mut answer)?;
-    serde_json::from_str(answer.trim()).map_err(|_| ControlError::Garbled(answer))
+    BufReader::new(s).take(max as u64).read_line(&mut answer)?;
+    Ok(answer)
 }
 
 #[cfg(test)]

@@ -18,7 +18,6 @@
 //! (arbiter down), an `up` waits for the arbiter's desc scan once it runs, and the handler
 //! publishes a `down`'s `fin_announce` to the broker itself (see `cmd::quorum`).
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -125,15 +124,7 @@ pub fn hand_off(path: &Path, ev: &QuorumEvent, timeout: Duration) -> Result<(), 
             source,
         }
     })?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    let mut line = serde_json::to_string(ev).map_err(std::io::Error::other)?;
-    line.push('\n');
-    s.write_all(line.as_bytes())?;
-    let mut answer = String::new();
-    BufReader::new(s)
-        .take(MAX_LINE as u64)
-        .read_line(&mut answer)?;
+    let answer = super::control::exchange_line(&mut s, ev, timeout, MAX_LINE)?;
     match answer.trim() {
         "ok" => Ok(()),
         other => Err(HandOffError::Refused(
@@ -145,6 +136,7 @@ pub fn hand_off(path: &Path, ev: &QuorumEvent, timeout: Duration) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hand_off_reaches_the_loop_and_garbage_is_refused() {
