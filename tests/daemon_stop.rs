@@ -112,12 +112,11 @@ async fn run<T, F: std::future::Future<Output = T>>(
         .expect("the loop ended")
 }
 
-async fn client(closed: bool, stop: bool) -> Stopped {
-    let (bus, _) = MemoryNet::new().client("lb1.example.net");
-    let (_peer_tx, peer_events) = mpsc::unbounded_channel();
-    let edges = ipvs_sync::client::Edges {
+/// A balancer's edges that do nothing; no peer events, no control requests.
+fn inert_edges() -> ipvs_sync::client::Edges {
+    ipvs_sync::client::Edges {
         routes: Arc::new(Inert),
-        peer_events,
+        peer_events: mpsc::unbounded_channel().1,
         addrs: Arc::new(Inert),
         kernel: None,
         firewall: Arc::new(Inert),
@@ -126,7 +125,12 @@ async fn client(closed: bool, stop: bool) -> Stopped {
         addrs_on: None,
         bfd: None,
         resumed: None,
-    };
+    }
+}
+
+async fn client(closed: bool, stop: bool) -> Stopped {
+    let (bus, _) = MemoryNet::new().client("lb1.example.net");
+    let edges = inert_edges();
     run(closed, stop, Role::Client, |cfg, rx, sd, m, st| {
         ipvs_sync::client::serve(cfg, edges, bus, rx, sd, m, st)
     })
@@ -174,19 +178,7 @@ async fn a_client_exits_for_a_graceful_restart_only_with_graceful_restart_on() {
         );
         let cfg = config::Config::from_strs(&text, None).unwrap();
         let (bus, _) = MemoryNet::new().client("lb1.example.net");
-        let (_peer_tx, peer_events) = mpsc::unbounded_channel();
-        let edges = ipvs_sync::client::Edges {
-            routes: Arc::new(Inert),
-            peer_events,
-            addrs: Arc::new(Inert),
-            kernel: None,
-            firewall: Arc::new(Inert),
-            speaker: None,
-            control: mpsc::channel(1).1,
-            addrs_on: None,
-            bfd: None,
-            resumed: None,
-        };
+        let edges = inert_edges();
         let (_tx, rx) = mpsc::channel(1);
         let (h, shutdown) = Shutdown::manual();
         h.restart();
