@@ -18,5 +18,6 @@ fn main() -> ExitCode {
         Command::Monitor => cmd::run_monitor(&cli.config),
         Command::Status { json } => cmd::run_status(&cli.config, json),
         Command::Ipvs(c) => cmd::ipvs::run(c),
+        Command::Keygen(args) => cmd::keygen::run(&cli.config, &args),
     }
 }

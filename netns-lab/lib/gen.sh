@@ -25,6 +25,22 @@ secret() {
   cat "$file"
 }
 
+# A node's Ed25519 key (base64 of the 32-byte seed, as `ipvs-sync keygen` writes it), made
+# once and kept in run/secrets/node_key_NODE.
+node_key() {
+  local file=$RUN/secrets/node_key_$1
+  if [[ ! -s $file ]]; then
+    (umask 077 && openssl genpkey -algorithm ed25519 -outform DER | tail -c 32 | base64 >"$file")
+  fi
+  cat "$file"
+}
+
+# The public key of node_key NODE (a PKCS#8 DER of an Ed25519 key is a fixed prefix + seed).
+node_pub() {
+  { printf '\x30\x2e\x02\x01\x00\x30\x05\x06\x03\x2b\x65\x70\x04\x22\x04\x20'; node_key "$1" | base64 -d; } |
+    openssl pkey -inform DER -pubout -outform DER | tail -c 32 | base64
+}
+
 gen_all() {
   mkdir -p "$RUN" "$LOGS"
   (umask 077 && mkdir -p "$RUN/secrets")
@@ -149,7 +165,7 @@ gen_node_config() {
     {
       echo "[secret]"
       echo "amqp_password = $(secret amqp_password 16)"
-      echo "message_key = $(secret message_key 32)"
+      echo "node_key = $(node_key "$node")"
       if [[ $node != arbiter ]]; then
         echo "bgp_password.r1 = $(secret bgp_md5_r1 16)"
       fi
@@ -169,11 +185,18 @@ http_listen = ${V4[$node]}:9100
 ipvs = ${LAB_IPVS:-false}
 heartbeat_interval = 1
 consumer_alive_ttl = 5
+state_dir = $RUN/$node/state
 EOF
+  if [[ $node != arbiter ]]; then
+    echo "arbiter_name = arbiter"
+    echo "arbiter_public_key = $(node_pub arbiter)"
+  fi
 }
 
 arbiter_sections() {
-  local dir=$RUN/arbiter
+  local dir=$RUN/arbiter lb
+  mkdir -p "$dir/balancers"
+  for lb in "${BALANCERS[@]}"; do node_pub "$lb" >"$dir/balancers/$lb.pub"; done
   cat <<EOF
 service_mapping_wildcard = $dir/keepalived/lbs/*/*/*.conf
 service_mapping_config = $dir/svc_mapping.json
@@ -184,6 +207,7 @@ vip_description_filepath = $dir/desc/keepalived-{vip}-desc.json
 quorum_socket = $dir/quorum.sock
 ; The lab's arbiter starts before its balancers, with every desc file in place: no hold.
 startup_hold = 0
+balancer_keys_dir = $dir/balancers
 EOF
 }
 

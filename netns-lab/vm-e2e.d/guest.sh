@@ -160,9 +160,9 @@ declare -A OPERATOR_BEFORE
 for ns in "${LBS[@]}"; do OPERATOR_BEFORE[$ns]=$(operator_rules "$ns"); done
 
 # --- Configs -------------------------------------------------------------------------------
-secret() { # secret DIR
-    printf '[secret]\nmessage_key = %s\n' "$MESSAGE_KEY" >"$1/secret.ini"
-    chmod 600 "$1/secret.ini"
+secret() { # secret DIR: a node key of its own in DIR/secret.ini; prints its public key
+    rm -f "$1/secret.ini"
+    "$BIN" keygen --out "$1/secret.ini"
 }
 arb=$run/arb
 mkdir -p "$arb/desc"
@@ -189,10 +189,13 @@ EOF
         done
     } >"$d/vips.conf"
 done
+mkdir -p "$arb/balancers"
+arbiter_pub=$(secret "$arb")
 cat >"$arb/config.ini" <<EOF
 [main]
 amqp_server = $AMQP_URL
 hostname = arbiter
+state_dir = $arb/state
 ipvs = true
 service_mapping_wildcard = $arb/lbs/*/*/*.conf
 service_mapping_config = $arb/svc_mapping.json
@@ -204,15 +207,19 @@ consumer_alive_ttl = 10
 [server]
 quorum_socket = $arb/quorum.sock
 startup_hold = 0
+balancer_keys_dir = $arb/balancers
 EOF
-secret "$arb"
 for ns in "${LBS[@]}"; do
     d=$run/${HOST[$ns]}
     mkdir -p "$d"
+    secret "$d" >"$arb/balancers/${HOST[$ns]}.pub"
     cat >"$d/config.ini" <<EOF
 [main]
 amqp_server = $AMQP_URL
 hostname = ${HOST[$ns]}
+arbiter_name = arbiter
+arbiter_public_key = $arbiter_pub
+state_dir = $d/state
 ipvs = true
 heartbeat_interval = 1
 consumer_alive_ttl = 10
@@ -232,7 +239,6 @@ remote_as = 65000
 [announce]
 interface = vip0
 EOF
-    secret "$d"
 done
 
 # --- Daemons -------------------------------------------------------------------------------

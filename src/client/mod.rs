@@ -36,7 +36,6 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::daemon::{self, http::StatusDoc, metrics::Metrics, Outbox, Shutdown};
-use crate::wire::envelope::DropReason;
 use crate::wire::messages::{AckPrepared, Heartbeat, Mapping, PeerRole, SynAnnounce, SyncRequest};
 use crate::wire::{Dest, Incoming, Message, Transport};
 use kernel::{ChangesOutcome, Kernel, Mirror};
@@ -87,14 +86,9 @@ struct Client {
     /// When each VIP last sent its ack and is still waiting for the go (see
     /// [`ACK_REPAIR_AFTER`]).
     acked: BTreeMap<IpAddr, Instant>,
-    /// Messages dropped as stale so far, and when that last made us re-sync.
-    stale_seen: u64,
-    stale_resync: Option<Instant>,
+    /// Runs `execute` messages (allow-list, once per message id, one at a time).
+    executor: Arc<execute::Executor>,
 }
-
-/// At most one re-sync per this long when messages arrive stale (see
-/// [`Client::resync_after_stale`]).
-const STALE_RESYNC_EVERY: Duration = Duration::from_secs(10);
 
 /// A VIP acked this long ago and still without the arbiter's go makes the client ask for the
 /// announces again; the arbiter answers with `syn_announce`, on which every acked VIP sends its
@@ -173,8 +167,7 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         was_connected: true,
         last_tree_apply: None,
         acked: BTreeMap::new(),
-        stale_seen: 0,
-        stale_resync: None,
+        executor: Arc::new(execute::Executor::new(&cfg.client, &cfg.main.state_dir)),
         cfg,
     };
     client.run(transport, incoming, prepared_rx, shutdown).await;
@@ -230,15 +223,15 @@ impl Client {
         self.outbox.send(Dest::Server, Message::TreeRequest);
         self.outbox.send(Dest::Server, Message::AnnouncesRequest);
         if !self.cfg.client.sync_dirs.is_empty() {
-            let names = self
+            let dirs = self
                 .cfg
                 .client
                 .sync_dirs
                 .iter()
-                .map(|d| format!("{}/*", d.display()))
+                .map(|d| d.display().to_string())
                 .collect();
             self.outbox
-                .send(Dest::Server, Message::SyncRequest(SyncRequest { names }));
+                .send(Dest::Server, Message::SyncRequest(SyncRequest { dirs }));
         }
     }
 
@@ -325,7 +318,7 @@ impl Client {
             }
             Message::Sync(answer) => {
                 for f in answer.files {
-                    match sync::write(&self.cfg.client.sync_dirs, &f.name, f.mode, &f.content) {
+                    match sync::write(&self.cfg.client.sync_dirs, &f) {
                         Ok(path) => {
                             info!(file = %path.display(), bytes = f.content.len(), "sync: written")
                         }
@@ -337,14 +330,14 @@ impl Client {
                 }
             }
             Message::Execute(ex) => {
-                let allow = self.cfg.client.execute_allow.clone();
-                let timeout =
-                    Duration::from_secs(ex.timeout_s.into()).min(self.cfg.client.execute_timeout);
+                let executor = Arc::clone(&self.executor);
+                let timeout = Duration::from_secs(ex.timeout_s.into());
                 let metrics = self.metrics.clone();
+                let id = m.id;
                 tokio::spawn(async move {
-                    match execute::run(&allow, &ex.argv, timeout).await {
+                    match executor.run(id, &ex.argv, timeout).await {
                         Ok(r) => {
-                            info!(argv = ?ex.argv, code = ?r.code, output = %r.output_tail.trim_end(), "execute: done")
+                            info!(argv = ?ex.argv, rule = r.rule, code = ?r.code, output = %r.output_tail.trim_end(), "execute: done")
                         }
                         Err(e) => {
                             warn!(error = %e, "execute: refused or failed");
@@ -647,33 +640,8 @@ impl Client {
         }
     }
 
-    /// A message dropped as stale (it waited in the broker longer than `max_age`) may have
-    /// been a `syn_announce`, `fin_announce`, `tree` or `mapping` this client never learns
-    /// of otherwise: ask for all of it again, at most once per [`STALE_RESYNC_EVERY`].
-    fn resync_after_stale(&mut self, transport: &Transport) {
-        let stale = transport.counters().dropped(DropReason::Stale);
-        if stale <= self.stale_seen {
-            return;
-        }
-        if self
-            .stale_resync
-            .is_some_and(|t| t.elapsed() < STALE_RESYNC_EVERY)
-        {
-            return;
-        }
-        warn!(
-            dropped = stale - self.stale_seen,
-            "messages arrived stale: asking the arbiter for mapping, tree and announces again"
-        );
-        self.stale_seen = stale;
-        self.stale_resync = Some(Instant::now());
-        self.metrics.inc("ipvs_sync_stale_resyncs_total", &[]);
-        self.request_all();
-    }
-
     async fn tick_status(&mut self, transport: &Transport) {
         self.repair_acks();
-        self.resync_after_stale(transport);
         let connected = transport.is_connected();
         if connected && !self.was_connected {
             info!("broker reachable again: re-syncing");
@@ -729,6 +697,7 @@ impl Client {
             "vips": vip_rows,
             "queues": {"outbox": self.outbox.depth()},
             "dropped": daemon::dropped_json(transport),
+            "transport": transport.status_json(),
             "workers": {
                 "tree": {"age_s": self.last_tree_apply.map(|t| t.elapsed().as_secs_f64()),
                          "interval_s": self.cfg.main.tree_request_interval.as_secs_f64()},

@@ -1,6 +1,7 @@
 //! Subcommands: each returns the process exit code (see `cli` for their meaning).
 
 pub mod ipvs;
+pub mod keygen;
 pub mod monitor;
 pub mod quorum;
 pub mod status;

@@ -8,7 +8,9 @@
 //!   it answers balancers (WARNING during `startup_hold`, CRITICAL while its mapping or IPVS
 //!   tree cannot be read);
 //! - every worker ran recently: each `workers.*.age_s` under 3 × its `interval_s` (else WARNING);
-//! - every internal queue holds fewer than 10 items (else WARNING).
+//! - every internal queue holds fewer than 10 items (else WARNING);
+//! - every peer's clock is within 1 s of ours (`transport.clock_offsets`, else WARNING: clocks
+//!   never stop a message, but logs and operators compare times).
 
 use serde_json::Value;
 
@@ -108,6 +110,19 @@ pub fn judge(doc: &Value, lim: Limits) -> (Level, String) {
             }
         }
     }
+    if let Some(peers) = doc["transport"]["clock_offsets"].as_array() {
+        for p in peers.iter().filter(|p| p["warn"].as_bool() == Some(true)) {
+            let off = p["offset_ms"].as_i64().unwrap_or(0) as f64 / 1000.0;
+            bad(
+                Level::Warning,
+                format!(
+                    "clock of {} is {off:+.1}s off ours",
+                    p["peer"].as_str().unwrap_or("?")
+                ),
+                &mut level,
+            );
+        }
+    }
     let mut max_q = 0;
     if let Some(q) = doc["queues"].as_object() {
         for (name, depth) in q {
@@ -168,6 +183,13 @@ mod tests {
         assert_eq!(judge(&d, LIM).0, Level::Warning);
         d["last_heartbeat_age_s"] = json!(20.0);
         assert_eq!(judge(&d, LIM).0, Level::Critical);
+        let mut d = base();
+        d["transport"] = json!({"clock_offsets": [
+            {"peer": "arbiter", "offset_ms": 600_000, "warn": true, "last_seen_ms": 1},
+            {"peer": "other", "offset_ms": 20, "warn": false, "last_seen_ms": 1}]});
+        let (l, line) = judge(&d, LIM);
+        assert_eq!(l, Level::Warning);
+        assert_eq!(line, "WARNING: clock of arbiter is +600.0s off ours");
         let mut d = base();
         d["queues"] = json!({"incoming": 10});
         let (l, line) = judge(&d, LIM);

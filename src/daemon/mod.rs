@@ -116,19 +116,12 @@ impl Shutdown {
     }
 }
 
-/// Transport options from the config.
-pub fn transport_options(cfg: &config::Config) -> Result<TransportOptions, StartError> {
-    let key = wire::Key::new(cfg.message_key()?).map_err(StartError::Key)?;
-    let mut o = TransportOptions::new(key);
-    o.password = cfg
-        .secrets
-        .amqp_password
-        .as_ref()
-        .map(|p| p.expose().to_string());
-    o.max_age = cfg.messages.max_age;
-    o.max_bytes = cfg.messages.max_bytes;
-    o.incoming_capacity = cfg.main.processing_queue_limit.clamp(16, 1 << 20);
-    Ok(o)
+/// Transport options of `role` from the config.
+pub fn transport_options(
+    cfg: &config::Config,
+    role: &Role,
+) -> Result<TransportOptions, StartError> {
+    TransportOptions::from_config(cfg, role).map_err(StartError::Amqp)
 }
 
 /// Connects to the broker, retrying with backoff until it works or the daemon is stopped
@@ -143,11 +136,9 @@ pub async fn connect_transport(
     let mut delay = Duration::from_millis(200);
     let mut stop = shutdown.stop.clone();
     loop {
-        match Transport::connect(&url, role.clone(), transport_options(cfg)?).await {
+        match Transport::connect(&url, role.clone(), transport_options(cfg, &role)?).await {
             Ok(t) => return Ok(Some(t)),
-            Err(e @ (WireError::Url { .. } | WireError::Identity { .. })) => {
-                return Err(StartError::Amqp(e))
-            }
+            Err(e) if e.is_fatal() => return Err(StartError::Amqp(e)),
             Err(e) => {
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker not reachable yet")
             }
@@ -220,6 +211,21 @@ pub fn describe_metrics(m: &Metrics) {
             "ipvs_sync_broker_reconnects_total",
             Counter,
             "AMQP reconnections.",
+        ),
+        (
+            "ipvs_sync_broker_queue_depth",
+            Gauge,
+            "Messages waiting in this node's queue at the broker.",
+        ),
+        (
+            "ipvs_sync_peer_clock_offset_seconds",
+            Gauge,
+            "Each sender's wall clock minus ours, measured from its messages (never used to drop them).",
+        ),
+        (
+            "ipvs_sync_state_errors_total",
+            Counter,
+            "Failures to record replay marks in state_dir.",
         ),
         (
             "ipvs_sync_outbox_depth",
@@ -326,6 +332,22 @@ pub fn export_transport_counters(m: &Metrics, t: &Transport) {
         &[("why", "confirm")],
         s.confirms_failed as f64,
     );
+    m.set(
+        "ipvs_sync_send_failures_total",
+        &[("why", "too_large")],
+        s.too_large_to_send as f64,
+    );
+    m.set("ipvs_sync_state_errors_total", &[], s.state_errors as f64);
+    if let Some(d) = t.queue_depth() {
+        m.set("ipvs_sync_broker_queue_depth", &[], d as f64);
+    }
+    for p in t.clock_offsets() {
+        m.set(
+            "ipvs_sync_peer_clock_offset_seconds",
+            &[("peer", &p.peer)],
+            p.offset_ms as f64 / 1000.0,
+        );
+    }
 }
 
 /// Dropped incoming messages by reason, for `/status`.

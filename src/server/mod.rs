@@ -17,6 +17,7 @@
 //! no balancer (see [`Server::hold`]).
 
 pub mod state;
+pub mod sync_serve;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -30,7 +31,7 @@ use tracing::{debug, error, info, warn};
 use crate::daemon::{
     self, http::StatusDoc, metrics::Metrics, quorum_socket, Outbox, Shutdown, StartError,
 };
-use crate::wire::messages::{Heartbeat, PeerRole, SyncAnswer, SyncFile};
+use crate::wire::messages::{Heartbeat, PeerRole, SyncAnswer};
 use crate::wire::{Dest, Incoming, Message, Role, Transport};
 use state::{State, VipQuorum};
 
@@ -40,9 +41,6 @@ pub const TREE_POLL: Duration = Duration::from_secs(1);
 /// Every desc file is looked at least this often, whatever inotify reports: changes it
 /// never reports (NFS, a desc file that is a symlink elsewhere) are seen within this long.
 const DESC_FULL_SCAN: Duration = Duration::from_secs(10);
-
-/// Largest file a `sync` answer carries.
-const SYNC_MAX_FILE: u64 = 4 << 20;
 
 /// The tree serial this run starts from: the clock in milliseconds, so a serial of an
 /// earlier run (which moved at most one a second, [`TREE_POLL`]) is never taken for one of
@@ -160,7 +158,10 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
         tokio::select! {
             biased;
             _ = shutdown.stop.changed() => break,
-            Some(()) = shutdown.reload.recv() => srv.reload(),
+            Some(()) = shutdown.reload.recv() => {
+                srv.reload();
+                if let Err(e) = transport.reload() { error!(error = %e, "balancer keys not reloaded: the running keys stay"); }
+            }
             Some(ev) = qrx.recv() => {
                 debug!(vip = %ev.vip, announce = ev.announce, "quorum hand-off");
                 if !srv.refresh_descs(Some(ev.vip)).contains(&ev.vip) {
@@ -305,7 +306,9 @@ impl Server {
                 }
             },
             Message::SyncRequest(r) => {
-                let files = self.sync_files(&r.names);
+                let files =
+                    sync_serve::answer(&self.cfg.server.sync_dirs, &r, self.cfg.messages.max_bytes)
+                        .files;
                 self.outbox.send(to, Message::Sync(SyncAnswer { files }));
             }
             other => {
@@ -344,46 +347,6 @@ impl Server {
             }
         }
         self.send_all(out);
-    }
-
-    /// Files for a `sync` request: only regular files directly matched by the globs and
-    /// lying under `[client] sync_dirs` of the arbiter's own config (the same directories are
-    /// allow-listed on both ends), at most 4 MiB each.
-    fn sync_files(&self, names: &[String]) -> Vec<SyncFile> {
-        use std::os::unix::fs::PermissionsExt;
-        let allowed: Vec<_> = self
-            .cfg
-            .client
-            .sync_dirs
-            .iter()
-            .filter_map(|d| d.canonicalize().ok())
-            .collect();
-        let mut out = Vec::new();
-        for pat in names {
-            let Ok(paths) = glob::glob(pat) else {
-                warn!(pattern = %pat, "sync: bad pattern");
-                continue;
-            };
-            for p in paths.flatten() {
-                let Ok(real) = p.canonicalize() else { continue };
-                let meta = match std::fs::metadata(&real) {
-                    Ok(m) if m.is_file() && m.len() <= SYNC_MAX_FILE => m,
-                    _ => continue,
-                };
-                if !allowed.iter().any(|a| real.starts_with(a)) {
-                    warn!(file = %p.display(), "sync: outside sync_dirs, not sent");
-                    continue;
-                }
-                if let Ok(content) = std::fs::read(&real) {
-                    out.push(SyncFile {
-                        name: p.display().to_string(),
-                        mode: meta.permissions().mode() & 0o777,
-                        content,
-                    });
-                }
-            }
-        }
-        out
     }
 
     fn refresh_mapping(&mut self) {
@@ -638,6 +601,7 @@ impl Server {
             "clients": clients,
             "queues": {"outbox": self.outbox.depth()},
             "dropped": daemon::dropped_json(transport),
+            "transport": transport.status_json(),
             "holding": self.holding,
             "workers": workers,
         }));

@@ -20,6 +20,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ipvs_sync::wire::NodeKey;
 use labkit::{Daemon, GobgpConfig, GobgpFamily, GobgpNeighbor, Gobgpd, Netns, Rabbit};
 
 /// The binary under test.
@@ -27,8 +28,6 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ipvs-sync"))
 }
 
-/// 64 hex chars: the shared HMAC key of the fleet.
-pub const KEY: &str = "6c61622d6b65792d6f662d7468652d666c6565742d33322d62797465732d2121";
 pub const LOCAL_AS: u32 = 65000;
 pub const EBGP_AS: u32 = 65001;
 
@@ -115,6 +114,8 @@ pub struct Fleet {
     pub balancers: Vec<Balancer>,
     pub opts: FleetOpts,
     pub scratch: tempfile::TempDir,
+    /// Every node's key (`node_key`), by name (`arbiter`, `lbK`).
+    pub keys: std::collections::BTreeMap<String, NodeKey>,
 }
 
 fn write(path: &Path, text: &str) {
@@ -122,9 +123,9 @@ fn write(path: &Path, text: &str) {
     fs::write(path, text).unwrap();
 }
 
-fn write_secret(dir: &Path, extra: &str) {
+fn write_secret(dir: &Path, key: &NodeKey) {
     let p = dir.join("secret.ini");
-    write(&p, &format!("[secret]\nmessage_key = {KEY}\n{extra}"));
+    write(&p, &format!("[secret]\nnode_key = {}\n", key.to_text()));
     fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
 }
 
@@ -216,6 +217,10 @@ impl Fleet {
             balancers: Vec::new(),
             opts,
             scratch,
+            keys: std::iter::once("arbiter".to_owned())
+                .chain(balancers.iter().map(|(k, _, _)| format!("lb{k}")))
+                .map(|n| (n, NodeKey::generate().unwrap()))
+                .collect(),
         };
         fleet.write_arbiter_config(
             &balancers
@@ -272,14 +277,20 @@ impl Fleet {
         let d = &self.arbiter_dir;
         for name in names {
             self.write_keepalived_conf(name, &self.opts.vips, &self.opts.ports);
+            let public = self.keys[name].public();
+            write(
+                &d.join(format!("balancers/{name}.pub")),
+                &format!("{public}\n"),
+            );
         }
         let text = format!(
             "[main]\namqp_server = {amqp}\nhostname = arbiter\nipvs = false\n\
              http_listen = 127.0.0.1:9100\n\
              service_mapping_wildcard = {d}/lbs/*/*/*.conf\nservice_mapping_config = {d}/svc_mapping.json\n\
              vip_description_filepath = {desc}/keepalived-{{vip}}-desc.json\n\
-             heartbeat_interval = 1\nconsumer_alive_ttl = {ttl}\n\
-             [server]\nquorum_socket = {d}/quorum.sock\nstartup_hold = {hold}\n{messages}",
+             heartbeat_interval = 1\nconsumer_alive_ttl = {ttl}\nstate_dir = {d}/state\n\
+             [server]\nquorum_socket = {d}/quorum.sock\nstartup_hold = {hold}\n\
+             balancer_keys_dir = {d}/balancers\n{messages}",
             amqp = self.amqp_url(),
             d = d.display(),
             desc = self.desc_dir().display(),
@@ -292,7 +303,7 @@ impl Fleet {
         if let Some(lp) = self.opts.desc_announce {
             self.write_desc_announce(&self.opts.vips, lp);
         }
-        write_secret(d, "");
+        write_secret(d, &self.keys["arbiter"]);
     }
 
     /// Desc files saying announce (every port of [`FleetOpts::ports`] up, LOCAL_PREF `lp`)
@@ -361,6 +372,7 @@ impl Fleet {
         let text = format!(
             "[main]\namqp_server = {amqp}\nhostname = {name}\nipvs = false\n\
              http_listen = 127.0.0.1:{http}\nheartbeat_interval = 1\nconsumer_alive_ttl = {ttl}\n\
+             arbiter_name = arbiter\narbiter_public_key = {arbiter_key}\nstate_dir = {state}\n\
              [bgp]\nlocal_as = {LOCAL_AS}\nrouter_id = 192.0.2.{rid}\nhold_time = {hold}\nconnect_retry = 1\n\
              communities = 65000:100\n\n{peers}[announce]\ninterface = lo\n{firewall}\n[client]\nsync_dirs = {sync}\n{messages}",
             amqp = self.amqp_url(),
@@ -375,10 +387,12 @@ impl Fleet {
             },
             messages = self.messages_section(),
             ttl = self.opts.consumer_alive_ttl,
+            arbiter_key = self.keys["arbiter"].public(),
+            state = b.dir.join("state").display(),
         );
         fs::create_dir_all(b.dir.join("sync")).unwrap();
         write(&b.dir.join("config.ini"), &text);
-        write_secret(&b.dir, "");
+        write_secret(&b.dir, &self.keys[&b.name]);
     }
 
     /// Sets `[server] startup_hold` (seconds) for the arbiter's next start.

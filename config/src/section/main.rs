@@ -1,4 +1,6 @@
-//! `[main]`: the keys of the original Python ipvs-sync plus `hostname`, `http_listen`, `ipvs`.
+//! `[main]`: the keys of the original Python ipvs-sync plus `hostname`, `http_listen`, `ipvs`,
+//! the arbiter a balancer trusts (`arbiter_name`, `arbiter_public_key`), the state directory,
+//! and the broker's TLS files.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -54,6 +56,47 @@ pub struct MainConfig {
     pub http_listen: Option<SocketAddr>,
     /// `ipvs` (true): false runs announce-only.
     pub ipvs: bool,
+    /// `arbiter_name` (required on a balancer): the `hostname` of the arbiter, the only
+    /// sender a balancer accepts.
+    pub arbiter_name: Option<String>,
+    /// `arbiter_public_key` (required on a balancer): the arbiter's public key, as its
+    /// `ipvs-sync keygen` printed it.
+    pub arbiter_public_key: Option<String>,
+    /// `state_dir` (`/var/lib/ipvs-sync`): what must survive a restart (the sender epoch, the
+    /// receivers' replay marks, executed ids); created mode 0700.
+    pub state_dir: PathBuf,
+    /// `amqp_ca_file` (none: the system's roots): PEM certificates trusted, in addition to
+    /// the system's, for an `amqps://` broker.
+    pub amqp_ca_file: Option<PathBuf>,
+    /// `amqp_client_cert` (none): PEM certificate chain presented to an `amqps://` broker;
+    /// needs `amqp_client_key`.
+    pub amqp_client_cert: Option<PathBuf>,
+    /// `amqp_client_key` (none): PEM PKCS#8 private key of `amqp_client_cert` (a secret file:
+    /// same ownership and mode rules as `secret.ini`).
+    pub amqp_client_key: Option<PathBuf>,
+}
+
+/// Default of `state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ipvs-sync";
+
+fn node_name(v: &str) -> ValueResult<String> {
+    let v = hostname_value(v)?;
+    if v == "lbs" || v == "broadcast" {
+        return Err(Invalid::Refused(Cow::Borrowed(
+            "`lbs` and `broadcast` are routing keys and cannot name a node",
+        )));
+    }
+    Ok(v)
+}
+
+fn public_key(v: &str) -> ValueResult<String> {
+    if crate::secret::looks_like_key(v) {
+        Ok(v.to_owned())
+    } else {
+        Err(Invalid::Expected(Cow::Borrowed(
+            "the arbiter's public key: 44 characters of base64, as `ipvs-sync keygen` prints it",
+        )))
+    }
 }
 
 const SECS: fn(&str) -> ValueResult<Duration> = value::seconds;
@@ -107,12 +150,18 @@ impl MainConfig {
         "hostname",
         "http_listen",
         "ipvs",
+        "arbiter_name",
+        "arbiter_public_key",
+        "state_dir",
+        "amqp_ca_file",
+        "amqp_client_cert",
+        "amqp_client_key",
     ];
 
     /// Reads `[main]`.
     pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<MainConfig, ConfigError> {
         f.get("announces_source", (), announces_source)?;
-        let hostname = match f.opt("hostname", hostname_value)? {
+        let hostname = match f.opt("hostname", node_name)? {
             Some(h) => h,
             None => hostname::detect_fqdn()
                 .map(|h| h.to_ascii_lowercase())
@@ -124,7 +173,7 @@ impl MainConfig {
                     )
                 })?,
         };
-        Ok(MainConfig {
+        let main = MainConfig {
             amqp_server: f.required("amqp_server", |v| or_expected(AmqpUrl::parse(v)))?,
             mapping_update_interval: f.get(
                 "mapping_update_interval",
@@ -194,6 +243,21 @@ impl MainConfig {
             hostname,
             http_listen: f.opt("http_listen", value::socket_addr)?,
             ipvs: f.get("ipvs", true, value::boolean)?,
-        })
+            arbiter_name: f.opt("arbiter_name", node_name)?,
+            arbiter_public_key: f.opt("arbiter_public_key", public_key)?,
+            state_dir: f.get(
+                "state_dir",
+                PathBuf::from(DEFAULT_STATE_DIR),
+                value::abs_path,
+            )?,
+            amqp_ca_file: f.opt("amqp_ca_file", value::abs_path)?,
+            amqp_client_cert: f.opt("amqp_client_cert", value::abs_path)?,
+            amqp_client_key: f.opt("amqp_client_key", value::abs_path)?,
+        };
+        match (&main.amqp_client_cert, &main.amqp_client_key) {
+            (Some(_), None) => Err(f.missing("amqp_client_key", " when amqp_client_cert is set")),
+            (None, Some(_)) => Err(f.missing("amqp_client_cert", " when amqp_client_key is set")),
+            _ => Ok(main),
+        }
     }
 }
