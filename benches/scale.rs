@@ -199,7 +199,7 @@ fn write_arbiter(
         &d.join("config.ini"),
         &format!(
             "[main]\namqp_server = amqp://{user}:{pass}@{BROKER}/%2f\nhostname = arbiter\nipvs = false\n\
-             http_listen = {HTTP}\n\
+             http_listen = {HTTP}\ncontrol_socket = {dd}/control.sock\nstate_dir = {dd}/state\n\
              service_mapping_wildcard = {dd}/lbs/*/*/*.conf\nservice_mapping_config = {dd}/svc_mapping.json\n\
              vip_description_filepath = {dd}/desc/keepalived-{{vip}}-desc.json\n\
              heartbeat_interval = 1\nconsumer_alive_ttl = {ttl}\nstate_dir = {dd}/state\n\

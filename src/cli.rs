@@ -1,4 +1,4 @@
-//! Command-line interface (the stable contract of DESIGN.md).
+//! Command-line interface: the subcommands, their options and exit codes, which operators and tests rely on.
 //!
 //! Exit codes, for every subcommand unless it says otherwise:
 //! - 0: success;
@@ -7,6 +7,7 @@
 //!
 //! `monitor` follows the Nagios convention: 0 ok, 1 warning, 2 critical.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -67,11 +68,54 @@ pub enum Command {
     Quorum(QuorumArgs),
     /// One check line for monitoring; exit 0 ok, 1 warning, 2 critical.
     Monitor,
-    /// Peers, VIPs and queues of the running daemon (from its http_listen /status).
+    /// Peers, VIPs and queues of the running daemon (from its http_listen /status); on the
+    /// arbiter, the fleet: every VIP's quorum and each balancer's announce of it.
     Status {
-        /// Print the raw JSON document instead of tables.
+        /// Print the JSON document instead of tables.
         #[arg(long)]
         json: bool,
+        /// Only this VIP.
+        #[arg(long)]
+        vip: Option<IpAddr>,
+        /// Only this balancer (arbiter).
+        #[arg(long)]
+        balancer: Option<String>,
+    },
+    /// Balancer: take VIPs out of service without dropping connections (all when none is
+    /// named): announced with GRACEFUL_SHUTDOWN and the lowest preference, withdrawn once
+    /// their connections are gone or the timeout passed. Arbiter: `--balancer HOST` drains a
+    /// whole balancer.
+    Drain {
+        /// VIPs to drain (none: all).
+        vips: Vec<IpAddr>,
+        /// Seconds to wait for connections to end (default: `[announce] drain_timeout`).
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// On the arbiter: the balancer to drain.
+        #[arg(long)]
+        balancer: Option<String>,
+    },
+    /// Undo a drain (all when no VIP is named).
+    Undrain {
+        /// VIPs to undrain (none: all).
+        vips: Vec<IpAddr>,
+        /// On the arbiter: the balancer to undrain.
+        #[arg(long)]
+        balancer: Option<String>,
+    },
+    /// Arbiter: withdraw VIPs whose withdrawal `withdraw_limit` holds.
+    Release {
+        /// The held VIPs to withdraw.
+        #[arg(required_unless_present = "all")]
+        vips: Vec<IpAddr>,
+        /// Every held VIP.
+        #[arg(long, conflicts_with = "vips")]
+        all: bool,
+    },
+    /// Arbiter: forget a decommissioned balancer and delete its broker queue.
+    Forget {
+        /// The balancer's hostname.
+        host: String,
     },
     /// This kernel's IPVS tree: dump it or make it equal to a file.
     #[command(subcommand)]

@@ -1,8 +1,8 @@
 //! 100 concurrent quorum processes over 10 VIPs: no count lost, no torn file seen.
 //!
 //! Each call is a real `ipvs-sync quorum up|down ARG` process with its own config (desc
-//! files in a temp dir, keepalived configs naming ports 80 and 443 for every VIP, no arbiter
-//! running, so the hand-off is skipped). Every (VIP, port) pair is reported exactly once, so the final
+//! files in a temp dir, keepalived configs naming ports 80 and 443 for every VIP, a stand-in
+//! arbiter socket that takes every hand-off). Every (VIP, port) pair is reported exactly once, so the final
 //! state does not depend on the order the calls win the lock, and the concurrent
 //! result must equal running the same calls one after the other.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -44,13 +44,52 @@ fn config_for(dir: &Path, vips: &[IpAddr]) -> PathBuf {
             "[main]\namqp_server = amqp://ipvs@127.0.0.1:5672/\nhostname = arbiter\n\
              vip_description_filepath = {d}/keepalived-{{vip}}-desc.json\n\
              service_mapping_wildcard = {e}/lbs/*/*/*.conf\n\
-             [server]\nquorum_socket = {e}/no-arbiter.sock\n",
+             [server]\nquorum_socket = {e}/arbiter.sock\n",
             d = dir.display(),
             e = etc.display()
         ),
     )
     .unwrap();
     cfg
+}
+
+/// A stand-in arbiter on the quorum socket of the config in `etc`: answers `ok` to every
+/// hand-off until dropped (the handler's own path to the broker is tested elsewhere).
+struct FakeArbiter {
+    stop: Arc<AtomicBool>,
+    path: PathBuf,
+}
+
+impl FakeArbiter {
+    fn start(dir: &Path) -> FakeArbiter {
+        use std::io::{BufRead, BufReader, Write};
+        let path = dir.with_extension("etc").join("arbiter.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        let mut line = String::new();
+                        let _ = BufReader::new(&c).read_line(&mut line);
+                        let _ = (&c).write_all(b"ok\n");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        });
+        FakeArbiter { stop, path }
+    }
+}
+
+impl Drop for FakeArbiter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// A small deterministic generator (xorshift64*), seeded per run and printed.
@@ -130,6 +169,10 @@ fn run_concurrent_and_compare(vips: &[IpAddr], per_vip: u16) {
     let sequential = tempfile::tempdir().unwrap();
     let concurrent_cfg = config_for(concurrent.path(), vips);
     let sequential_cfg = config_for(sequential.path(), vips);
+    let _arbiters = (
+        FakeArbiter::start(concurrent.path()),
+        FakeArbiter::start(sequential.path()),
+    );
 
     // A reader that loops over every desc file while the writers run.
     let stop = Arc::new(AtomicBool::new(false));

@@ -54,6 +54,10 @@ pub struct Desc {
     /// Per-port quorum state (port 0 = fwmark/all-ports service).
     #[serde(default)]
     pub ports: BTreeMap<u16, PortState>,
+    /// BGP communities of the VIP's route (`65000:100`, `65000:1:2`, `no-export`), from the
+    /// quorum argument's `c-` parts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<String>,
 }
 
 fn default_local_preference() -> u32 {
@@ -68,6 +72,7 @@ impl Default for Desc {
             announce: false,
             local_preference: DEFAULT_LOCAL_PREFERENCE,
             ports: BTreeMap::new(),
+            communities: Vec::new(),
         }
     }
 }

@@ -159,6 +159,25 @@ impl DescCache {
         updates
     }
 
+    /// Forgets what was read of `vip`'s file, so the next look reports its state as new.
+    pub fn forget(&mut self, vip: IpAddr) {
+        if let Some(e) = self.entries.get_mut(&vip) {
+            e.seen = None;
+            e.state = DescState::Missing;
+        }
+    }
+
+    /// The desc file of `vip`, if it is watched.
+    pub fn path_of(&self, vip: IpAddr) -> Option<PathBuf> {
+        self.entries.get(&vip).map(|e| e.path.clone())
+    }
+
+    /// Every watched path, for a full look done in slices (see
+    /// [`refresh_paths`](Self::refresh_paths)).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.by_path.keys().cloned().collect()
+    }
+
     /// The directories holding the watched files.
     pub fn dirs(&self) -> BTreeSet<PathBuf> {
         self.entries

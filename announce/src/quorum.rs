@@ -66,8 +66,8 @@ impl fmt::Display for Direction {
     }
 }
 
-/// The parsed `VIP[,b-LOCALPREF[,PORT]]` argument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The parsed `VIP[,b-LOCALPREF[,PORT[,c-COMMUNITY…]]]` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuorumArg {
     /// The VIP.
     pub vip: IpAddr,
@@ -75,7 +75,14 @@ pub struct QuorumArg {
     pub local_preference: Option<u32>,
     /// The virtual server's port; 0 for a fwmark/all-ports service and when omitted.
     pub port: u16,
+    /// BGP communities of the VIP's route (`c-65000:100`, `c-65000:1:2`, `c-no-export`),
+    /// when given: they replace the VIP's communities.
+    pub communities: Option<Vec<String>>,
 }
+
+/// Most communities one VIP may carry (standard and large together), so its route always
+/// fits a BGP message with room to spare.
+pub const MAX_VIP_COMMUNITIES: usize = 64;
 
 /// A malformed quorum argument; each variant names the offending part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,9 +93,15 @@ pub enum QuorumArgError {
     /// The argument is empty.
     #[error("quorum argument is empty; expected VIP[,b-LOCALPREF[,PORT]]")]
     Empty,
-    /// More than three comma-separated parts.
-    #[error("quorum argument {0:?} has more than 3 parts; expected VIP[,b-LOCALPREF[,PORT]]")]
+    /// More than three comma-separated parts, and the rest not communities.
+    #[error("quorum argument {0:?} has more than 3 parts that are not communities; expected VIP[,b-LOCALPREF[,PORT[,c-COMMUNITY…]]]")]
     TooManyParts(String),
+    /// A `c-` part that is not a community.
+    #[error("community part {0:?} of the quorum argument is not c-ASN:VALUE, c-GLOBAL:LOCAL1:LOCAL2 or c-no-export/no-advertise/no-export-subconfed/no-peer")]
+    Community(String),
+    /// More communities than [`MAX_VIP_COMMUNITIES`].
+    #[error("the quorum argument names {0} communities; at most {MAX_VIP_COMMUNITIES} fit a VIP's route")]
+    TooManyCommunities(usize),
     /// The first part is not an IP address.
     #[error("VIP part {0:?} of the quorum argument is not an IP address")]
     Vip(String),
@@ -113,10 +126,27 @@ pub fn parse_arg(arg: &str) -> Result<QuorumArg, QuorumArgError> {
     if arg.trim().is_empty() {
         return Err(QuorumArgError::Empty);
     }
-    let parts: Vec<&str> = arg.split(',').map(str::trim).collect();
-    if parts.len() > 3 {
+    let all: Vec<&str> = arg.split(',').map(str::trim).collect();
+    let (parts, rest) = all.split_at(all.len().min(3));
+    if rest.iter().any(|p| !p.starts_with("c-")) {
         return Err(QuorumArgError::TooManyParts(arg.to_string()));
     }
+    let communities = if rest.is_empty() {
+        None
+    } else {
+        let mut v = Vec::new();
+        for p in rest {
+            let text = &p[2..];
+            if config::Community::parse(text).is_none() {
+                return Err(QuorumArgError::Community((*p).to_string()));
+            }
+            v.push(text.to_ascii_lowercase());
+        }
+        if v.len() > MAX_VIP_COMMUNITIES {
+            return Err(QuorumArgError::TooManyCommunities(v.len()));
+        }
+        Some(v)
+    };
     let vip_part = parts.first().copied().unwrap_or_default();
     let vip: IpAddr = vip_part
         .parse()
@@ -145,6 +175,7 @@ pub fn parse_arg(arg: &str) -> Result<QuorumArg, QuorumArgError> {
         vip,
         local_preference,
         port,
+        communities,
     })
 }
 
@@ -263,6 +294,9 @@ pub fn apply(
     if let Some(lp) = arg.local_preference {
         desc.local_preference = lp;
     }
+    if let Some(c) = &arg.communities {
+        desc.communities = c.clone();
+    }
     desc.recount(known_ports);
     let written = old.as_ref() != Some(&desc);
     if written {
@@ -340,11 +374,54 @@ mod tests {
                 Ok(QuorumArg {
                     vip,
                     local_preference: lp,
-                    port
+                    port,
+                    communities: None,
                 }),
                 "{arg}"
             );
         }
+        let a = parse_arg("192.0.2.1,b-150,443,c-65000:100,c-65000:1:2,c-NO-EXPORT").unwrap();
+        assert_eq!(
+            a.communities,
+            Some(vec![
+                "65000:100".to_string(),
+                "65000:1:2".to_string(),
+                "no-export".to_string()
+            ])
+        );
+        assert_eq!(a.port, 443);
+    }
+
+    #[test]
+    fn community_parts_are_checked() {
+        use QuorumArgError as E;
+        assert_eq!(
+            parse_arg("192.0.2.1,b-1,80,c-65536:1"),
+            Err(E::Community("c-65536:1".into()))
+        );
+        assert_eq!(
+            parse_arg("192.0.2.1,b-1,80,x-1"),
+            Err(E::TooManyParts("192.0.2.1,b-1,80,x-1".into()))
+        );
+        let many: String = (0..65).map(|i| format!(",c-65000:{i}")).collect();
+        assert_eq!(
+            parse_arg(&format!("192.0.2.1,b-1,80{many}")),
+            Err(E::TooManyCommunities(65))
+        );
+    }
+
+    #[test]
+    fn communities_given_replace_the_vips_and_are_kept_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.json");
+        let known = BTreeSet::from([80]);
+        let with = parse_arg("192.0.2.1,b-150,80,c-65000:100").unwrap();
+        let o = apply(&path, &with, Direction::Up, &known).unwrap();
+        assert_eq!(o.desc.communities, vec!["65000:100".to_string()]);
+        let without = parse_arg("192.0.2.1,b-150,80").unwrap();
+        let o = apply(&path, &without, Direction::Up, &known).unwrap();
+        assert_eq!(o.desc.communities, vec!["65000:100".to_string()], "kept");
+        assert_eq!(Desc::read(&path).unwrap(), o.desc);
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //!
 //! ```text
 //! speaker --local-as 65010 --router-id 192.0.2.11 --peer 192.0.2.1 --remote-as 65000 \
-//!         [--hold 3] [--passive] [--password KEY] [--local-pref 100] PREFIX...
+//!         [--hold 3] [--passive] [--password KEY] [--local-pref 100] \
+//!         [--graceful-restart SECS [--restarting] [--defer-eor]] PREFIX...
 //! ```
-//! Prints `established` on stdout when the session comes up.
+//! Prints `established` on stdout when the session comes up. SIGUSR2 closes the session
+//! without a NOTIFICATION for a graceful restart, prints `closed for restart` and exits 0;
+//! SIGUSR1 releases a deferred End-of-RIB and prints `end-of-rib released`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::ExitCode;
@@ -24,6 +27,9 @@ struct Args {
     passive: bool,
     password: Option<String>,
     local_pref: u32,
+    graceful_restart: Option<u16>,
+    restarting: bool,
+    defer_eor: bool,
     prefixes: Vec<IpNet>,
 }
 
@@ -37,6 +43,9 @@ fn parse() -> Result<Args, String> {
         passive: false,
         password: None,
         local_pref: 100,
+        graceful_restart: None,
+        restarting: false,
+        defer_eor: false,
         prefixes: vec![],
     };
     let mut it = std::env::args().skip(1);
@@ -52,6 +61,11 @@ fn parse() -> Result<Args, String> {
             "--local-pref" => a.local_pref = val(&arg)?.parse().map_err(|_| bad(&arg))?,
             "--password" => a.password = Some(val(&arg)?),
             "--passive" => a.passive = true,
+            "--graceful-restart" => {
+                a.graceful_restart = Some(val(&arg)?.parse().map_err(|_| bad(&arg))?)
+            }
+            "--restarting" => a.restarting = true,
+            "--defer-eor" => a.defer_eor = true,
             p => a
                 .prefixes
                 .push(p.parse().map_err(|_| format!("bad prefix {p}"))?),
@@ -70,17 +84,13 @@ async fn main() -> ExitCode {
         }
     };
     let cfg = SpeakerConfig {
-        local_as: args.local_as,
-        router_id: args.router_id,
         hold_time: args.hold,
         connect_retry: Duration::from_secs(1),
-        graceful_restart: None,
+        graceful_restart: args.graceful_restart,
+        restarting: args.restarting,
+        defer_end_of_rib: args.defer_eor,
         ebgp_preference: EbgpPreference::Med { base: 1000 },
-        communities: vec![],
-        large_communities: vec![],
-        next_hop_v4: None,
-        next_hop_v6: None,
-        listen: None,
+        ..SpeakerConfig::new(args.local_as, args.router_id)
     };
     let (speaker, mut events) = match Speaker::start(cfg) {
         Ok(s) => s,
@@ -99,25 +109,21 @@ async fn main() -> ExitCode {
         );
     }
     let peer = PeerConfig {
-        name: "peer".into(),
-        address: args.peer,
-        remote_as: args.remote_as,
-        port: 179,
         passive: args.passive,
         password: args.password.map(String::into_bytes),
-        local_address: None,
-        ttl_security: false,
-        hold_time: None,
-        next_hop_v4: None,
-        next_hop_v6: None,
+        ..PeerConfig::new("peer", args.peer, args.remote_as)
     };
     if let Err(e) = speaker.add_peer(peer) {
         eprintln!("speaker: {e}");
         return ExitCode::from(1);
     }
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        eprintln!("speaker: cannot install the SIGTERM handler");
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut usr1), Ok(mut usr2)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
+    ) else {
+        eprintln!("speaker: cannot install the signal handlers");
         return ExitCode::from(1);
     };
     loop {
@@ -127,6 +133,15 @@ async fn main() -> ExitCode {
                 Some(PeerEvent::Down { reason, .. }) => println!("down: {reason}"),
                 None => break,
             },
+            _ = usr1.recv() => {
+                speaker.release_end_of_rib();
+                println!("end-of-rib released");
+            }
+            _ = usr2.recv() => {
+                speaker.shutdown_for_restart().await;
+                println!("closed for restart");
+                return ExitCode::SUCCESS;
+            }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }

@@ -86,6 +86,9 @@ pub enum Input {
     ManualStart,
     /// Event 2 ManualStop: sends this Cease if a session exists, goes Idle and stays there.
     ManualStop(Notification),
+    /// ManualStop without a NOTIFICATION: the connection just closes, which a graceful
+    /// restart helper (RFC 4724 §4.2) takes for a restart and keeps our routes as stale.
+    ManualStopForRestart,
     /// Events 9 ConnectRetryTimer_Expires, 10 HoldTimer_Expires, 11 KeepaliveTimer_Expires,
     /// and Event 3 AutomaticStart for IdleHold.
     TimerExpired(Timer),
@@ -107,6 +110,8 @@ pub enum Input {
 pub enum DownReason {
     /// We stopped it (ManualStop) with this NOTIFICATION.
     Stopped(Notification),
+    /// We closed it without a NOTIFICATION for a graceful restart (RFC 4724).
+    StoppedForRestart,
     /// No message within the hold time; we sent 4/0.
     HoldTimerExpired,
     /// The peer sent this NOTIFICATION.
@@ -121,6 +126,7 @@ impl std::fmt::Display for DownReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DownReason::Stopped(n) => write!(f, "stopped ({n})"),
+            DownReason::StoppedForRestart => f.write_str("closed for a graceful restart"),
             DownReason::HoldTimerExpired => f.write_str("hold timer expired"),
             DownReason::NotificationReceived(n) => write!(f, "received NOTIFICATION {n}"),
             DownReason::NotificationSent(n) => write!(f, "sent NOTIFICATION {n}"),
@@ -247,6 +253,17 @@ impl Fsm {
         &self.cfg
     }
 
+    /// Replaces the capabilities of our next OPENs (e.g. without the graceful-restart
+    /// Restart State bit once the restart is over, RFC 4724 §3).
+    pub fn set_capabilities(&mut self, caps: Vec<Capability>) {
+        self.cfg.capabilities = caps;
+    }
+
+    /// Changes the ConnectRetry base delay; it applies from the next timer on.
+    pub fn set_connect_retry(&mut self, d: Duration) {
+        self.cfg.connect_retry = d;
+    }
+
     /// What the OPEN exchange agreed (set from OpenConfirm on).
     pub fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_ref()
@@ -310,6 +327,10 @@ impl Fsm {
                 }
                 self.retries = 0;
                 self.go_idle(&mut out, DownReason::Stopped(n), false);
+            }
+            (_, Input::ManualStopForRestart) => {
+                self.retries = 0;
+                self.go_idle(&mut out, DownReason::StoppedForRestart, false);
             }
 
             // ---- Connect / Active ----

@@ -420,6 +420,25 @@ fn manual_stop_sends_cease_only_with_a_session_and_stays_idle() {
 }
 
 #[test]
+fn manual_stop_for_restart_closes_without_a_notification() {
+    let (mut f, now) = established(cfg(65010, 65001), 90);
+    let out = f.process(now, Input::ManualStopForRestart);
+    assert_eq!(sent_notification(&out), None);
+    assert!(out.contains(&Output::Disconnect));
+    assert!(out.contains(&Output::Down(DownReason::StoppedForRestart)));
+    assert_eq!(timer(&out, Timer::IdleHold), None);
+    assert_eq!(f.state(), State::Idle);
+}
+
+#[test]
+fn new_capabilities_go_in_the_next_open() {
+    let mut f = fsm(cfg(65010, 65001));
+    f.set_capabilities(vec![Capability::RouteRefresh]);
+    assert_eq!(f.open_message().capabilities.len(), 2); // + 4-octet AS
+    assert!(f.open_message().has(&Capability::RouteRefresh));
+}
+
+#[test]
 fn route_refresh_request_is_reported_and_markers_ignored() {
     let (mut f, now) = established(cfg(65010, 65001), 90);
     let rr = |subtype| {

@@ -3,14 +3,16 @@
 //! - iBGP peers get LOCAL_PREF (the route's, 100 when unset) and an empty AS_PATH.
 //! - eBGP peers never get LOCAL_PREF (RFC 4271 §5.1.5); the route's preference is expressed by
 //!   [`EbgpPreference`] as MED or as extra prepends of our AS, and our AS is prepended.
-//! - NEXT_HOP is "self" (the session's local address) unless overridden per family, per peer
-//!   first, then speaker-wide. IPv6 routes over an IPv4 session without a configured IPv6 next
-//!   hop use the IPv4-mapped form of the local address (`::ffff:a.b.c.d`), as GoBGP does; a
-//!   router needs a route to it, so configure `next_hop_v6` for such peers in production.
+//! - NEXT_HOP is resolved per session by [`crate::nexthop`] and given here in [`ExportCtx`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::packet::{AsPath, Community, LargeCommunity, Origin, PathAttrs};
+use ipnet::Ipv6Net;
+
+use crate::packet::{
+    AsPath, Community, EncodeCtx, LargeCommunity, MpReach, Origin, PathAttrs, HEADER_LEN,
+    MAX_MESSAGE_LEN,
+};
 
 /// LOCAL_PREF sent to iBGP peers when the route has none (the RFC 4271 customary default).
 pub const DEFAULT_LOCAL_PREF: u32 = 100;
@@ -51,7 +53,7 @@ pub enum EbgpPreference {
 }
 
 /// Per-session inputs of the export policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExportCtx {
     /// Our AS.
     pub local_as: u32,
@@ -69,22 +71,75 @@ pub struct ExportCtx {
     pub next_hop_v6: Option<Ipv6Addr>,
 }
 
-/// Resolves the next hops: peer override, then speaker override, then the local address
-/// (IPv4-mapped for IPv6 routes over an IPv4 session).
-pub fn resolve_next_hops(
-    local: IpAddr,
-    peer: (Option<Ipv4Addr>, Option<Ipv6Addr>),
-    speaker: (Option<Ipv4Addr>, Option<Ipv6Addr>),
-) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
-    let v4 = peer.0.or(speaker.0).or(match local {
-        IpAddr::V4(a) => Some(a),
-        IpAddr::V6(a) => a.to_ipv4_mapped(),
-    });
-    let v6 = peer.1.or(speaker.1).or(Some(match local {
-        IpAddr::V4(a) => a.to_ipv6_mapped(),
-        IpAddr::V6(a) => a,
-    }));
-    (v4, v6)
+/// A route whose path attributes leave no room for a prefix in one UPDATE.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a route with {communities} communities and {large_communities} large communities needs \
+     an UPDATE of {bytes} bytes at worst; the limit is {limit}"
+)]
+pub struct TooLarge {
+    /// The UPDATE's size at worst (one /128 NLRI).
+    pub bytes: usize,
+    /// The BGP message limit (4096, RFC 4271 §4.1).
+    pub limit: usize,
+    /// Communities after merging speaker-wide and per-route ones.
+    pub communities: usize,
+    /// Large communities after merging.
+    pub large_communities: usize,
+}
+
+/// Whether a route with these speaker-wide and per-route communities fits one 4096-byte
+/// UPDATE with at least one prefix, whatever the session: LOCAL_PREF and MED both present,
+/// the longest AS_PATH (eBGP, our 4-octet AS prepended the most times, sent to a 2-octet
+/// speaker with AS4_PATH too), and an MP_REACH_NLRI with a global and a link-local IPv6 next
+/// hop and one /128. A pure check, for refusing such a configuration at load; the packer
+/// drops (and counts) what does not fit anyway.
+pub fn attrs_fit(
+    communities: &[Community],
+    large_communities: &[LargeCommunity],
+    route: &RouteAttrs,
+) -> Result<(), TooLarge> {
+    let worst_route = RouteAttrs {
+        local_pref: Some(0),
+        med: Some(0),
+        ..route.clone()
+    };
+    let mut worst: Option<TooLarge> = None;
+    for ibgp in [true, false] {
+        let ctx = ExportCtx {
+            local_as: 4_200_000_000,
+            ibgp,
+            ebgp_preference: EbgpPreference::Prepend {
+                base: u32::MAX,
+                step: 1,
+            },
+            communities: communities.to_vec(),
+            large_communities: large_communities.to_vec(),
+            next_hop_v4: None,
+            next_hop_v6: None,
+        };
+        let mut a = ctx.export(&worst_route, false);
+        a.local_pref = Some(0);
+        a.med = Some(0);
+        a.mp_reach = Some(MpReach::Ipv6Unicast {
+            next_hop: Ipv6Addr::UNSPECIFIED,
+            link_local: Some(Ipv6Addr::UNSPECIFIED),
+            // One /128: 17 bytes of NLRI.
+            nlri: vec![Ipv6Net::new(Ipv6Addr::UNSPECIFIED, 128).unwrap_or_default()],
+        });
+        for four_octet_as in [true, false] {
+            let bytes = HEADER_LEN + 4 + a.encoded_len(&EncodeCtx { four_octet_as });
+            if bytes > MAX_MESSAGE_LEN && worst.as_ref().is_none_or(|w| bytes > w.bytes) {
+                worst = Some(TooLarge {
+                    bytes,
+                    limit: MAX_MESSAGE_LEN,
+                    communities: a.communities.len(),
+                    large_communities: a.large_communities.len(),
+                });
+            }
+        }
+    }
+    worst.map_or(Ok(()), Err)
 }
 
 impl ExportCtx {
@@ -232,30 +287,39 @@ mod tests {
     }
 
     #[test]
-    fn next_hop_resolution_order() {
-        let l4: IpAddr = "192.0.2.10".parse().unwrap();
-        let l6: IpAddr = "2001:db8::10".parse().unwrap();
-        let p4: Ipv4Addr = "198.51.100.1".parse().unwrap();
-        let s4: Ipv4Addr = "198.51.100.2".parse().unwrap();
-        let s6: Ipv6Addr = "2001:db8::2".parse().unwrap();
-        assert_eq!(
-            resolve_next_hops(l4, (None, None), (None, None)),
-            (
-                Some("192.0.2.10".parse().unwrap()),
-                Some("::ffff:192.0.2.10".parse().unwrap())
-            )
-        );
-        assert_eq!(
-            resolve_next_hops(l4, (Some(p4), None), (Some(s4), Some(s6))),
-            (Some(p4), Some(s6))
-        );
-        assert_eq!(
-            resolve_next_hops(l6, (None, None), (None, None)),
-            (None, Some("2001:db8::10".parse().unwrap()))
-        );
-        assert_eq!(
-            resolve_next_hops(l6, (None, None), (Some(s4), None)).0,
-            Some(s4)
-        );
+    fn attrs_fit_finds_the_limit_and_says_how_large() {
+        assert_eq!(attrs_fit(&[], &[], &RouteAttrs::default()), Ok(()));
+        let comms = |n: u32| -> Vec<Community> { (0..n).map(Community).collect() };
+        // The largest count that fits, found by the check itself, is close to what the
+        // arithmetic says: 4096 - 23 header - ~110 other attributes = ~990 communities.
+        let max = (0..2000)
+            .take_while(|&n| attrs_fit(&comms(n), &[], &RouteAttrs::default()).is_ok())
+            .last()
+            .unwrap();
+        assert!((950..1000).contains(&max), "{max}");
+        let e = attrs_fit(&comms(max + 1), &[], &RouteAttrs::default()).unwrap_err();
+        assert!(e.bytes > 4096 && e.bytes <= 4100, "{e:?}");
+        assert_eq!(e.communities as u32, max + 1);
+        // Per-route and speaker-wide ones add up (duplicates count once).
+        let route = RouteAttrs {
+            communities: comms(max + 1)[max as usize - 10..].to_vec(),
+            ..RouteAttrs::default()
+        };
+        assert!(attrs_fit(&comms(max - 10), &[], &route).is_err());
+        let dup = RouteAttrs {
+            communities: comms(10),
+            ..RouteAttrs::default()
+        };
+        assert!(attrs_fit(&comms(max), &[], &dup).is_ok());
+        // Large communities are 12 bytes each.
+        let large: Vec<LargeCommunity> = (0..400)
+            .map(|i| LargeCommunity {
+                global: i,
+                local1: 0,
+                local2: 0,
+            })
+            .collect();
+        assert!(attrs_fit(&[], &large, &RouteAttrs::default()).is_err());
+        assert!(attrs_fit(&[], &large[..300], &RouteAttrs::default()).is_ok());
     }
 }

@@ -17,26 +17,28 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::config::{PeerConfig, SpeakerConfig};
 use crate::fsm::{DownReason, Fsm, FsmConfig, Input, Output, State, Timer};
 use crate::md5;
+use crate::nexthop;
 use crate::packet::{
     message_len, Capability, DecodeCtx, EncodeCtx, Family, GracefulRestart, Message, Notification,
     MAX_MESSAGE_LEN,
 };
-use crate::policy::{resolve_next_hops, ExportCtx};
-use crate::rib_out::AdjRibOut;
-use crate::speaker::{PeerConfig, PeerEvent, SpeakerShared};
+use crate::policy::ExportCtx;
+use crate::shared::{lock, PeerShared, SpeakerShared};
+use crate::status::PeerEvent;
 
 /// Bytes of UPDATEs the writer batches into one socket write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -50,45 +52,29 @@ const COALESCE: Duration = Duration::from_millis(5);
 /// Announces that fill a write batch: no point waiting for more.
 const COALESCE_ENOUGH: usize = 8192;
 
-/// Locks a mutex, recovering the data if a panicking thread poisoned it (the data of these
-/// mutexes stays consistent at every await-free step).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Commands from the speaker to a peer task.
 #[derive(Debug)]
 pub(crate) enum PeerCmd {
-    /// Send this Cease (if a session exists), close, end the task; then signal.
-    Stop(Notification, oneshot::Sender<()>),
+    /// Send this Cease (if a session exists; none: close without one, for a graceful
+    /// restart), close, end the task; then signal.
+    Stop(Option<Notification>, oneshot::Sender<()>),
     /// The listener accepted a connection from this peer's address.
     Incoming(TcpStream),
-}
-
-/// State shared between a peer task, its writer and the speaker handle.
-#[derive(Debug, Default)]
-pub(crate) struct PeerShared {
-    pub rib: Mutex<AdjRibOut>,
-    pub notify: Notify,
-    pub info: Mutex<PeerInfo>,
-    pub msgs_in: AtomicU64,
-    pub msgs_out: AtomicU64,
-    pub updates_in: AtomicU64,
-    pub malformed_in: AtomicU64,
-}
-
-/// Status fields the peer task keeps up to date.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct PeerInfo {
-    pub state: Option<State>,
-    pub established_at: Option<Instant>,
-    pub last_error: Option<String>,
+    /// Hold the peer down (e.g. BFD saw the path fail): Cease / BFD Down to the session if
+    /// there is one, close, and neither connect nor accept until [`PeerCmd::Release`].
+    HoldDown(String),
+    /// End a hold-down: start connecting (or waiting, if passive) again.
+    Release,
+    /// New settings that need no new OPEN (communities, next hops, eBGP preference, connect
+    /// retry): the session stays up and every route goes out again with the new attributes.
+    Update(Arc<SpeakerConfig>, PeerConfig),
 }
 
 #[allow(clippy::large_enum_variant)] // carries a Message, see there
 enum WriterCmd {
     Msg(Message),
-    StartRib(ExportCtx, EncodeCtx),
+    /// The session is up: send this session's UPDATEs from the RIB, encoded so.
+    StartRib(u64, EncodeCtx),
     Close,
 }
 
@@ -109,6 +95,8 @@ struct Conn {
 /// One peer's task.
 pub(crate) struct PeerTask {
     cfg: PeerConfig,
+    /// The speaker's settings this task runs with (replaced by [`PeerCmd::Update`]).
+    scfg: Arc<SpeakerConfig>,
     speaker: Arc<SpeakerShared>,
     shared: Arc<PeerShared>,
     cmds: mpsc::UnboundedReceiver<PeerCmd>,
@@ -117,6 +105,8 @@ pub(crate) struct PeerTask {
     connecting: Option<JoinHandle<io::Result<TcpStream>>>,
     conn: Option<Conn>,
     stopping: bool,
+    /// Held down, and why.
+    held_down: Option<String>,
 }
 
 impl PeerTask {
@@ -125,22 +115,11 @@ impl PeerTask {
         speaker: Arc<SpeakerShared>,
         shared: Arc<PeerShared>,
         cmds: mpsc::UnboundedReceiver<PeerCmd>,
+        held_down: Option<String>,
     ) -> Self {
-        let s = &speaker.cfg;
-        let mut capabilities = vec![
-            Capability::Multiprotocol(Family::IPV4_UNICAST),
-            Capability::Multiprotocol(Family::IPV6_UNICAST),
-            Capability::RouteRefresh,
-            Capability::EnhancedRouteRefresh,
-        ];
-        if let Some(t) = s.graceful_restart {
-            capabilities.push(Capability::GracefulRestart(GracefulRestart {
-                restart_state: false,
-                flags: 0,
-                restart_time: t.min(0x0fff),
-                families: vec![(Family::IPV4_UNICAST, false), (Family::IPV6_UNICAST, false)],
-            }));
-        }
+        let scfg = speaker.cfg();
+        let s = &*scfg;
+        let capabilities = capabilities(s, speaker.restarting_for(&cfg.name));
         let fsm = Fsm::new(
             FsmConfig {
                 local_as: s.local_as,
@@ -156,6 +135,7 @@ impl PeerTask {
         );
         Self {
             cfg,
+            scfg,
             speaker,
             shared,
             cmds,
@@ -164,25 +144,32 @@ impl PeerTask {
             connecting: None,
             conn: None,
             stopping: false,
+            held_down,
         }
     }
 
     /// Runs until stopped (command or the speaker dropping the command channel).
     pub(crate) async fn run(mut self) {
-        self.apply(Input::ManualStart);
+        lock(&self.shared.info).held_down = self.held_down.clone();
+        if self.held_down.is_none() {
+            self.apply(Input::ManualStart);
+        }
         loop {
             let deadline = self.timers.values().min().copied();
             tokio::select! {
                 cmd = self.cmds.recv() => match cmd {
                     Some(PeerCmd::Incoming(stream)) => self.incoming(stream),
+                    Some(PeerCmd::HoldDown(reason)) => self.hold_down(reason),
+                    Some(PeerCmd::Release) => self.release(),
+                    Some(PeerCmd::Update(scfg, cfg)) => self.update(scfg, cfg),
                     Some(PeerCmd::Stop(n, done)) => {
                         self.stop(n).await;
                         let _ = done.send(());
                         return;
                     }
                     None => {
-                        self.stop(Notification::cease_with_text(
-                            crate::packet::CEASE_PEER_DECONFIGURED, "peer removed")).await;
+                        self.stop(Some(Notification::cease_with_text(
+                            crate::packet::CEASE_PEER_DECONFIGURED, "peer removed"))).await;
                         return;
                     }
                 },
@@ -226,10 +213,13 @@ impl PeerTask {
         }
     }
 
-    async fn stop(&mut self, n: Notification) {
+    async fn stop(&mut self, n: Option<Notification>) {
         self.stopping = true;
         let writer = self.conn.as_ref().map(|c| c.writer.abort_handle());
-        self.apply(Input::ManualStop(n));
+        self.apply(match n {
+            Some(n) => Input::ManualStop(n),
+            None => Input::ManualStopForRestart,
+        });
         // Give the writer up to a second to put the Cease on the wire.
         if let Some(w) = writer {
             let deadline = Instant::now() + CLOSE_GRACE;
@@ -237,6 +227,45 @@ impl PeerTask {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             w.abort();
+        }
+    }
+
+    /// Tears the session down at once, like a hold timer expiry (RFC 9384: Cease / BFD
+    /// Down, best effort), and stays Idle: no connect, incoming connections refused.
+    fn hold_down(&mut self, reason: String) {
+        info!(%reason, "held down");
+        lock(&self.shared.info).held_down = Some(reason.clone());
+        if self.held_down.replace(reason.clone()).is_none() {
+            self.apply(Input::ManualStop(Notification::new(
+                crate::packet::CEASE,
+                crate::packet::CEASE_BFD_DOWN,
+            )));
+        }
+        self.set_error(format!("held down: {reason}"));
+    }
+
+    fn update(&mut self, scfg: Arc<SpeakerConfig>, cfg: PeerConfig) {
+        self.fsm.set_connect_retry(scfg.connect_retry);
+        self.scfg = scfg;
+        self.cfg = cfg;
+        let Some(conn) = &self.conn else { return };
+        if self.fsm.state() != State::Established {
+            return;
+        }
+        let export = self.export_ctx(conn.local);
+        {
+            let routes = lock(&self.speaker.routes);
+            lock(&self.shared.rib).set_export(export, routes.iter());
+        }
+        info!("export settings changed: routes sent again with the new attributes");
+        self.shared.notify.notify_one();
+    }
+
+    fn release(&mut self) {
+        if self.held_down.take().is_some() {
+            info!("hold-down released");
+            lock(&self.shared.info).held_down = None;
+            self.apply(Input::ManualStart);
         }
     }
 
@@ -281,9 +310,8 @@ impl PeerTask {
             State::OpenConfirm if self.conn.as_ref().is_some_and(|c| c.outgoing) => {
                 // We know the peer's identifier: the connection initiated by the higher one wins.
                 let remote = self.fsm.negotiated().map(|n| n.peer_id);
-                let keep_ours = remote.is_none_or(|r| {
-                    crate::fsm::keep_locally_initiated(self.speaker.cfg.router_id, r)
-                });
+                let keep_ours = remote
+                    .is_none_or(|r| crate::fsm::keep_locally_initiated(self.scfg.router_id, r));
                 if keep_ours {
                     reject(stream, true);
                 } else {
@@ -403,39 +431,90 @@ impl PeerTask {
         }
     }
 
-    fn established(&mut self, neg: crate::fsm::Negotiated) {
-        let Some(conn) = &self.conn else { return };
-        let s = &self.speaker.cfg;
-        let (nh4, nh6) = resolve_next_hops(
-            conn.local.ip().to_canonical(),
+    /// What this peer gets for a route on a session from `local`: next hops resolved now
+    /// (logged when a family has none), the speaker's export settings.
+    fn export_ctx(&self, local: SocketAddr) -> ExportCtx {
+        let s = &*self.scfg;
+        let ifaddrs = nexthop::interface_addresses().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot list interface addresses");
+            Vec::new()
+        });
+        let nh = nexthop::resolve(
+            local.ip(),
             (self.cfg.next_hop_v4, self.cfg.next_hop_v6),
             (s.next_hop_v4, s.next_hop_v6),
+            &ifaddrs,
         );
-        let export = ExportCtx {
+        let mut info = lock(&self.shared.info);
+        if nh.missing != info.next_hop_missing {
+            if let Some(why) = &nh.missing {
+                warn!(reason = %why, "a family's routes will not be sent to this peer");
+            }
+        }
+        info.next_hop_missing = nh.missing;
+        ExportCtx {
             local_as: s.local_as,
             ibgp: self.cfg.remote_as == s.local_as,
             ebgp_preference: s.ebgp_preference,
             communities: s.communities.clone(),
             large_communities: s.large_communities.clone(),
-            next_hop_v4: nh4,
-            next_hop_v6: nh6,
-        };
+            next_hop_v4: nh.v4,
+            next_hop_v6: nh.v6,
+        }
+    }
+
+    fn established(&mut self, neg: crate::fsm::Negotiated) {
+        let Some(conn) = &self.conn else { return };
+        let export = self.export_ctx(conn.local);
         let enc = EncodeCtx {
             four_octet_as: neg.four_octet_as,
         };
         info!(peer_as = neg.peer_as, peer_id = %neg.peer_id, hold_time = neg.hold_time,
               families = ?neg.families, "session established");
-        {
-            // Lock order: routes, then the RIB (as announce/withdraw do).
-            let routes = lock(&self.speaker.routes);
-            lock(&self.shared.rib).session_up(&neg.families, routes.iter());
+        if self.speaker.restarting_for(&self.cfg.name) {
+            // RFC 4724 §3: the Restart State bit is for the OPENs right after a restart.
+            self.speaker.restart_done(&self.cfg.name);
+            self.fsm.set_capabilities(capabilities(&self.scfg, false));
         }
-        let _ = conn.writer_tx.send(WriterCmd::StartRib(export, enc));
+        let session = {
+            // Lock order: routes, then the RIB (as announce/withdraw do). The End-of-RIB
+            // hold is read under the RIB lock, so a release cannot slip in between.
+            let routes = lock(&self.speaker.routes);
+            let mut rib = lock(&self.shared.rib);
+            let hold_eor = self.speaker.eor_deferred();
+            rib.session_up(&neg.families, export, enc, hold_eor, routes.iter());
+            rib.session()
+        };
+        let _ = conn.writer_tx.send(WriterCmd::StartRib(session, enc));
         self.shared.notify.notify_one();
         self.speaker.emit(PeerEvent::Up {
             name: self.cfg.name.clone(),
         });
     }
+}
+
+/// The capabilities of our OPENs: both unicast families, route refresh (plain and enhanced),
+/// and graceful restart when configured, with the Restart State and Forwarding State bits
+/// set while `restarting` (RFC 4724 §3).
+fn capabilities(s: &SpeakerConfig, restarting: bool) -> Vec<Capability> {
+    let mut caps = vec![
+        Capability::Multiprotocol(Family::IPV4_UNICAST),
+        Capability::Multiprotocol(Family::IPV6_UNICAST),
+        Capability::RouteRefresh,
+        Capability::EnhancedRouteRefresh,
+    ];
+    if let Some(t) = s.graceful_restart {
+        caps.push(Capability::GracefulRestart(GracefulRestart {
+            restart_state: restarting,
+            flags: 0,
+            restart_time: t.min(0x0fff),
+            families: vec![
+                (Family::IPV4_UNICAST, restarting),
+                (Family::IPV6_UNICAST, restarting),
+            ],
+        }));
+    }
+    caps
 }
 
 /// Refuses a connection, optionally telling the peer why (Cease / Connection Rejected 6/5).
@@ -546,7 +625,9 @@ async fn writer(
     mut rx: mpsc::UnboundedReceiver<WriterCmd>,
     shared: Arc<PeerShared>,
 ) {
-    let mut rib_ctx: Option<(ExportCtx, EncodeCtx)> = None;
+    // The session whose UPDATEs this writer sends, and how messages are encoded.
+    let mut session: Option<u64> = None;
+    let mut enc = EncodeCtx::default();
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH + MAX_MESSAGE_LEN);
     let mut next: Option<WriterCmd> = None;
     let mut closing = false;
@@ -567,29 +648,34 @@ async fn writer(
             };
             match cmd {
                 WriterCmd::Msg(m) => {
-                    let enc = rib_ctx.as_ref().map(|(_, e)| *e).unwrap_or_default();
                     m.encode_into(&enc, &mut buf);
                     msgs += 1;
                 }
-                WriterCmd::StartRib(x, e) => rib_ctx = Some((x, e)),
+                WriterCmd::StartRib(s, e) => {
+                    session = Some(s);
+                    enc = e;
+                }
                 WriterCmd::Close => {
                     closing = true;
                     break;
                 }
             }
         }
-        if !closing {
-            if let Some((x, e)) = &rib_ctx {
-                let mut rib = lock(&shared.rib);
+        // The number of the last UPDATE in `buf`, to tell the RIB once it is written.
+        let mut mark = None;
+        if let Some(s) = session.filter(|_| !closing) {
+            let mut rib = lock(&shared.rib);
+            if rib.session() == s {
                 while buf.len() < WRITE_BATCH {
-                    match rib.next_update(x, e) {
+                    match rib.next_update() {
                         Some(u) => {
-                            Message::Update(u).encode_into(e, &mut buf);
+                            Message::Update(u).encode_into(&enc, &mut buf);
                             msgs += 1;
                         }
                         None => break,
                     }
                 }
+                mark = Some(rib.produced());
             }
         }
         if !buf.is_empty() {
@@ -598,6 +684,12 @@ async fn writer(
                 return;
             }
             shared.msgs_out.fetch_add(msgs, Ordering::Relaxed);
+            if let (Some(s), Some(m)) = (session, mark) {
+                let mut rib = lock(&shared.rib);
+                if rib.session() == s {
+                    rib.mark_written(m);
+                }
+            }
             last_write = Instant::now();
             buf.clear();
             continue;

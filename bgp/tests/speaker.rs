@@ -6,141 +6,22 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bgp::packet::{
-    message_len, Capability, DecodeCtx, EncodeCtx, Family, Message, MpReach, MpUnreach,
-    Notification, Open, Update,
-};
-use bgp::{EbgpPreference, PeerConfig, PeerEvent, RouteAttrs, Speaker, SpeakerConfig};
+use bgp::packet::{Capability, Family, Message, MpReach, MpUnreach, Notification};
+use bgp::{PeerConfig, PeerEvent, Speaker, SpeakerConfig};
 use ipnet::IpNet;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-fn speaker_cfg() -> SpeakerConfig {
-    SpeakerConfig {
-        local_as: 65010,
-        router_id: Ipv4Addr::new(192, 0, 2, 10),
-        hold_time: 90,
-        connect_retry: Duration::from_millis(200),
-        graceful_restart: Some(120),
-        ebgp_preference: EbgpPreference::Med { base: 1000 },
-        communities: vec!["65010:1".parse().unwrap()],
-        large_communities: vec![],
-        next_hop_v4: None,
-        next_hop_v6: None,
-        listen: None,
-    }
-}
-
-fn peer_cfg(port: u16, remote_as: u32) -> PeerConfig {
-    PeerConfig {
-        name: "r1".into(),
-        address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        remote_as,
-        port,
-        passive: false,
-        password: None,
-        local_address: None,
-        ttl_security: false,
-        hold_time: None,
-        next_hop_v4: None,
-        next_hop_v6: None,
-    }
-}
-
-/// A minimal BGP peer: answers OPEN + KEEPALIVE, then records what it gets.
-struct MiniPeer {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl MiniPeer {
-    async fn handshake(s: TcpStream, asn: u32, hold: u16) -> (MiniPeer, Open) {
-        let mut p = MiniPeer { s, buf: vec![] };
-        let open = Open::new(
-            asn,
-            hold,
-            Ipv4Addr::new(192, 0, 2, 1),
-            vec![
-                Capability::Multiprotocol(Family::IPV4_UNICAST),
-                Capability::Multiprotocol(Family::IPV6_UNICAST),
-                Capability::RouteRefresh,
-            ],
-        );
-        p.send(&Message::Open(open)).await;
-        let Message::Open(theirs) = p.recv().await.unwrap() else {
-            panic!("expected OPEN")
-        };
-        p.send(&Message::Keepalive).await;
-        assert_eq!(p.recv().await.unwrap(), Message::Keepalive);
-        (p, theirs)
-    }
-
-    async fn send(&mut self, m: &Message) {
-        self.s
-            .write_all(&m.encode(&EncodeCtx::default()))
-            .await
-            .unwrap();
-    }
-
-    async fn send_raw(&mut self, b: &[u8]) {
-        self.s.write_all(b).await.unwrap();
-    }
-
-    /// Next message, or None on EOF. Panics after 10 s.
-    async fn recv(&mut self) -> Option<Message> {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                if let Some(n) = message_len(&self.buf) {
-                    if self.buf.len() >= n {
-                        let f: Vec<u8> = self.buf.drain(..n).collect();
-                        return Some(Message::decode(&f, &DecodeCtx::default()).unwrap());
-                    }
-                }
-                let mut chunk = [0u8; 8192];
-                let n = self.s.read(&mut chunk).await.unwrap_or(0);
-                if n == 0 {
-                    return None;
-                }
-                self.buf.extend_from_slice(&chunk[..n]);
-            }
-        })
-        .await
-        .expect("peer timed out waiting for a message")
-    }
-
-    /// Next UPDATE, skipping KEEPALIVEs.
-    async fn update(&mut self) -> Update {
-        loop {
-            match self.recv().await {
-                Some(Message::Update(u)) => return u,
-                Some(Message::Keepalive) => continue,
-                other => panic!("expected UPDATE, got {other:?}"),
-            }
-        }
-    }
-}
-
-async fn listener() -> (TcpListener, u16) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    (l, port)
-}
-
-fn net(s: &str) -> IpNet {
-    s.parse().unwrap()
-}
-
-fn lp(v: u32) -> RouteAttrs {
-    RouteAttrs {
-        local_pref: Some(v),
-        ..RouteAttrs::default()
-    }
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn ibgp_dump_end_of_rib_withdraw_and_cease_on_shutdown() {
     let (l, port) = listener().await;
-    let (sp, mut events) = Speaker::start(speaker_cfg()).unwrap();
+    let (sp, mut events) = Speaker::start(SpeakerConfig {
+        next_hop_v6: Some("2001:db8::10".parse().unwrap()),
+        ..speaker_cfg()
+    })
+    .unwrap();
     for i in 0..1000u32 {
         let a = Ipv4Addr::from(0xc633_6400 + i); // 198.51.100.0 ..
         sp.announce(IpNet::new(IpAddr::V4(a), 32).unwrap(), lp(150));
@@ -177,8 +58,8 @@ async fn ibgp_dump_end_of_rib_withdraw_and_cease_on_shutdown() {
             v4 += u.nlri.len();
         }
         if let Some(MpReach::Ipv6Unicast { next_hop, nlri, .. }) = &u.attrs.mp_reach {
-            // IPv6 over an IPv4 session: IPv4-mapped local address.
-            assert_eq!(next_hop.to_string(), "::ffff:127.0.0.1");
+            // IPv6 over an IPv4 session: the configured IPv6 next hop.
+            assert_eq!(next_hop.to_string(), "2001:db8::10");
             v6.extend(nlri.clone());
         }
     }
@@ -222,6 +103,37 @@ async fn ibgp_dump_end_of_rib_withdraw_and_cease_on_shutdown() {
     assert_eq!(p.recv().await, None);
 }
 
+/// Over loopback the session's interface (`lo`) has no global IPv6 address: without a
+/// configured IPv6 next hop, no IPv6 route goes out (never an IPv4-mapped next hop), and the
+/// peer's status says why.
+#[tokio::test]
+async fn ipv6_routes_without_an_ipv6_next_hop_are_not_sent() {
+    let (l, port) = listener().await;
+    let (sp, _ev) = Speaker::start(speaker_cfg()).unwrap();
+    sp.announce(net("2001:db8:1::1/128"), lp(100));
+    sp.announce(net("198.51.100.1/32"), lp(100));
+    sp.add_peer(peer_cfg(port, 65010)).unwrap();
+    let (s, _) = l.accept().await.unwrap();
+    let (mut p, _) = MiniPeer::handshake(s, 65010, 90).await;
+    let mut eors = 0;
+    while eors < 2 {
+        let u = p.update().await;
+        if u.end_of_rib_family().is_some() {
+            eors += 1;
+            continue;
+        }
+        assert_eq!(u.nlri, vec!["198.51.100.1/32".parse().unwrap()]);
+        assert!(u.attrs.mp_reach.is_none(), "{u:?}");
+    }
+    let st = sp.peers().await;
+    let why = st[0].next_hop_missing.clone().unwrap_or_default();
+    assert!(
+        why.contains("IPv6 routes not sent") && why.contains("interface lo"),
+        "{why:?}"
+    );
+    assert_eq!(st[0].routes_sent, 1);
+}
+
 #[tokio::test]
 async fn ebgp_gets_med_and_our_as_and_no_local_pref() {
     let (l, port) = listener().await;
@@ -244,19 +156,7 @@ async fn ebgp_gets_med_and_our_as_and_no_local_pref() {
 
 #[tokio::test]
 async fn passive_peer_is_accepted_on_the_listen_address() {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
-    let (sp, _ev) = Speaker::start(SpeakerConfig {
-        listen: Some(addr),
-        ..speaker_cfg()
-    })
-    .unwrap();
-    sp.add_peer(PeerConfig {
-        passive: true,
-        ..peer_cfg(179, 65010)
-    })
-    .unwrap();
+    let (sp, _ev, addr) = passive_speaker();
     sp.announce(net("192.0.2.99/32"), lp(100));
     let s = TcpStream::connect(addr).await.unwrap();
     let (mut p, _) = MiniPeer::handshake(s, 65010, 30).await;

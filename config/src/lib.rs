@@ -2,8 +2,8 @@
 //! from keepalived configs.
 //!
 //! ```text
-//!  config.ini ──┐                     ┌─▶ MainConfig, BgpConfig (+ PeerConfig), AnnounceConfig,
-//!               ├─ ini::Ini::parse ───┤    ClientConfig, ServerConfig, MessagesConfig
+//!  config.ini ──┐                     ┌─▶ MainConfig, BgpConfig (+ PeerConfig), BfdConfig,
+//!               ├─ ini::Ini::parse ───┤    AnnounceConfig, ClientConfig, ServerConfig, MessagesConfig
 //!  secret.ini ──┘  (lines kept)       └─▶ Secrets (owner root or this user; no group/other access)
 //!
 //!  /etc/keepalived/lbs/<balancer>/*/*.conf ─ keepalived::parse ─▶ mapping::PortMapping
@@ -51,12 +51,13 @@ pub use error::ConfigError;
 pub use load::Config;
 pub use paths::{DescTemplate, MappingWildcard};
 pub use secret::{SecretString, Secrets};
+pub use section::bfd::BfdConfig;
 pub use section::bgp::{
     BgpConfig, Community, EbgpAttributes, EbgpPreference, PeerConfig, MAX_PREPENDS,
 };
 pub use section::daemon::{
     AnnounceConfig, ArgPattern, ClientConfig, ExecRule, InterfaceName, MessagesConfig,
-    ServerConfig, DEFAULT_MAX_BYTES,
+    ServerConfig, StopMode, WithdrawLimit, DEFAULT_MAX_BYTES,
 };
 pub use section::main::{MainConfig, DEFAULT_STATE_DIR};
 

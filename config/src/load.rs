@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::error::ConfigError;
 use crate::ini::Ini;
 use crate::secret::{self, SecretString, Secrets, MESSAGE_KEY_GONE};
+use crate::section::bfd::BfdConfig;
 use crate::section::bgp::{self, BgpConfig, PeerConfig};
 use crate::section::daemon::{AnnounceConfig, ClientConfig, MessagesConfig, ServerConfig};
 use crate::section::main::MainConfig;
@@ -27,6 +28,8 @@ pub struct Config {
     pub main: MainConfig,
     /// `[bgp]` and its peers.
     pub bgp: BgpConfig,
+    /// `[bfd]`: BFD timers of the peers with `bfd = true`.
+    pub bfd: BfdConfig,
     /// `[announce]`.
     pub announce: AnnounceConfig,
     /// `[client]`.
@@ -50,6 +53,16 @@ impl Config {
         let secret_file = Self::secret_path(path);
         let secret = read_secret_file(&secret_file)?;
         Self::from_parts(&text, path, secret.as_deref(), &secret_file)
+    }
+
+    /// Reads `path` alone, without `secret.ini`: for the parts of a node that need no secret
+    /// (the quorum handler's desc files), so they work where `secret.ini` is unreadable.
+    pub fn load_public(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_limited(path)?.ok_or_else(|| ConfigError::Io {
+            file: path.to_path_buf(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        })?;
+        Self::from_parts(&text, path, None, &Self::secret_path(path))
     }
 
     /// Parses texts instead of files (tests, tools); errors name `config.ini` and
@@ -100,6 +113,7 @@ impl Config {
         let mut main = None;
         let mut bgp_cfg = None;
         let mut peers: Vec<PeerConfig> = Vec::new();
+        let mut bfd_cfg = BfdConfig::default();
         let mut announce = AnnounceConfig::default();
         let mut client = ClientConfig::default();
         let mut server = ServerConfig::default();
@@ -117,6 +131,7 @@ impl Config {
             match section.name.as_str() {
                 "main" => main = Some(MainConfig::from_fields(&mut f)?),
                 "bgp" => bgp_cfg = Some(BgpConfig::from_fields(&mut f)?),
+                "bfd" => bfd_cfg = BfdConfig::from_fields(&mut f)?,
                 "announce" => announce = AnnounceConfig::from_fields(&mut f)?,
                 "client" => client = ClientConfig::from_fields(&mut f)?,
                 "server" => server = ServerConfig::from_fields(&mut f)?,
@@ -185,6 +200,7 @@ impl Config {
             file: config_file.to_path_buf(),
             main,
             bgp: bgp_cfg,
+            bfd: bfd_cfg,
             announce,
             client,
             server,
@@ -199,6 +215,7 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
     Some(match section {
         "main" => MainConfig::KEYS,
         "bgp" => BgpConfig::KEYS,
+        "bfd" => BfdConfig::KEYS,
         "announce" => AnnounceConfig::KEYS,
         "client" => ClientConfig::KEYS,
         "server" => ServerConfig::KEYS,

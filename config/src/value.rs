@@ -35,8 +35,25 @@ pub(crate) fn boolean(v: &str) -> ValueResult<bool> {
     }
 }
 
-/// Seconds as a float, > 0 and at most ~31 years.
+/// Shortest interval a config key takes: a timer of zero (or of a few nanoseconds, which is
+/// what `1e-10` parses to) would spin or panic.
+const MIN_SECONDS: f64 = 0.001;
+
+/// Seconds as a float, at least a millisecond and at most ~31 years.
 pub(crate) fn seconds(v: &str) -> ValueResult<Duration> {
+    const WHAT: &str = "a number of seconds from 0.001 to 1e9";
+    let Ok(f) = v.parse::<f64>() else {
+        return expected(WHAT);
+    };
+    if !f.is_finite() || !(MIN_SECONDS..=1e9).contains(&f) {
+        return expected(WHAT);
+    }
+    Duration::try_from_secs_f64(f).or_else(|_| expected(WHAT))
+}
+
+/// Seconds as a float, > 0 and at most ~31 years, with no millisecond floor: for callers that
+/// round and bound the value themselves (BFD intervals, whole microseconds).
+pub(crate) fn positive_seconds(v: &str) -> ValueResult<Duration> {
     const WHAT: &str = "a number of seconds > 0";
     let Ok(f) = v.parse::<f64>() else {
         return expected(WHAT);
@@ -47,13 +64,13 @@ pub(crate) fn seconds(v: &str) -> ValueResult<Duration> {
     Duration::try_from_secs_f64(f).or_else(|_| expected(WHAT))
 }
 
-/// A number of seconds ≥ 0 (0 turns the thing off).
+/// A number of seconds: 0 (turns the thing off) or from a millisecond up.
 pub(crate) fn seconds_or_zero(v: &str) -> ValueResult<Duration> {
-    const WHAT: &str = "a number of seconds >= 0";
+    const WHAT: &str = "0 or a number of seconds from 0.001 to 1e9";
     let Ok(f) = v.parse::<f64>() else {
         return expected(WHAT);
     };
-    if !f.is_finite() || !(0.0..=1e9).contains(&f) {
+    if !f.is_finite() || !(f == 0.0 || (MIN_SECONDS..=1e9).contains(&f)) {
         return expected(WHAT);
     }
     Duration::try_from_secs_f64(f).or_else(|_| expected(WHAT))
@@ -226,6 +243,14 @@ impl<'a> Fields<'a> {
     }
 
     /// A "required" error for `key` of this section.
+    /// Refuses `key`, which is present, with `reason` (file:line:key).
+    pub(crate) fn refuse(&mut self, key: &str, reason: &'static str) -> ConfigError {
+        match self.entry(key) {
+            Some(e) => self.error(e, Invalid::Refused(Cow::Borrowed(reason)), false),
+            None => self.missing(key, reason),
+        }
+    }
+
     pub(crate) fn missing(&self, key: &str, reason: &str) -> ConfigError {
         ConfigError::MissingKey {
             file: self.file.to_path_buf(),
@@ -305,12 +330,14 @@ mod tests {
     fn seconds_bounds() {
         assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(seconds("120"), Ok(Duration::from_secs(120)));
-        for bad in ["0", "-1", "nan", "inf", "1e300", "x", ""] {
+        // 1e-10 parses to a zero Duration, which panics a timer at start.
+        for bad in ["0", "-1", "nan", "inf", "1e300", "x", "", "1e-10", "0.0009"] {
             assert!(seconds(bad).is_err(), "{bad}");
         }
+        assert_eq!(seconds("0.001"), Ok(Duration::from_millis(1)));
         assert_eq!(seconds_or_zero("0"), Ok(Duration::ZERO));
         assert_eq!(seconds_or_zero("2.5"), Ok(Duration::from_millis(2500)));
-        for bad in ["-1", "-0.1", "nan", "inf", "1e300", "x", ""] {
+        for bad in ["-1", "-0.1", "nan", "inf", "1e300", "x", "", "1e-10"] {
             assert!(seconds_or_zero(bad).is_err(), "{bad}");
         }
     }

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::{ArgPattern, Community, Config, ConfigError, EbgpPreference};
+use config::{ArgPattern, BfdConfig, Community, Config, ConfigError, EbgpPreference};
 
 const FULL: &str = r#"
 ; every key set to a non-default value
@@ -66,10 +66,20 @@ ttl_security = true
 hold_time = 9
 next_hop_v4 = 192.0.2.2
 next_hop_v6 = 2001:db8::2
+bfd = true
+bfd_min_tx = 0.05
+bfd_min_rx = 1.5
+bfd_multiplier = 255
 
 [bgp.peer.r2-v6]
 address = 2001:db8::fe
 remote_as = 4200000000
+bfd = yes
+
+[bfd]
+min_tx = 0.1
+min_rx = 0.000001
+multiplier = 1
 
 [announce]
 interface = vip0
@@ -196,6 +206,25 @@ fn every_key_is_parsed() {
     assert_eq!(r2.password.as_ref().unwrap().expose(), "v6-key");
     assert_eq!(r2.hold_time, None);
 
+    assert_eq!(
+        c.bfd,
+        BfdConfig {
+            min_tx: Duration::from_millis(100),
+            min_rx: Duration::from_micros(1),
+            multiplier: 1
+        }
+    );
+    assert!(r1.bfd);
+    assert_eq!(
+        r1.bfd_timers(&c.bfd),
+        Some(BfdConfig {
+            min_tx: Duration::from_millis(50),
+            min_rx: Duration::from_millis(1500),
+            multiplier: 255
+        })
+    );
+    assert_eq!(r2.bfd_timers(&c.bfd), Some(c.bfd), "no override: [bfd]");
+
     assert_eq!(c.announce.interface.as_str(), "vip0");
     assert!(!c.announce.interface.is_loopback());
     assert_eq!(
@@ -310,6 +339,14 @@ fn defaults() {
     assert_eq!(b.ebgp_preference, EbgpPreference::Med);
     assert_eq!((b.ebgp_med_base, b.ebgp_prepend_step), (1000, 50));
     assert!(b.peers.is_empty() && b.communities.is_empty());
+    assert_eq!(
+        c.bfd,
+        BfdConfig {
+            min_tx: Duration::from_millis(300),
+            min_rx: Duration::from_millis(300),
+            multiplier: 3
+        }
+    );
     assert!(c.announce.interface.is_loopback());
     assert_eq!(c.announce.firewall_check, None);
     assert!(!c.announce.remove_vips_on_stop);
@@ -465,6 +502,19 @@ fn bad_values_name_file_line_and_key() {
         ("bgp.peer.r1", "hold_time", "1"),
         ("bgp.peer.r1", "next_hop_v4", "::1"),
         ("bgp.peer.r1", "next_hop_v6", "1.2.3.4"),
+        ("bgp.peer.r1", "bfd", "sometimes"),
+        ("bgp.peer.r1", "bfd_min_tx", "0"),
+        ("bgp.peer.r1", "bfd_min_tx", "0.0000004"),
+        ("bgp.peer.r1", "bfd_min_rx", "4294.9673"),
+        ("bgp.peer.r1", "bfd_min_rx", "300ms"),
+        ("bgp.peer.r1", "bfd_multiplier", "0"),
+        ("bgp.peer.r1", "bfd_multiplier", "256"),
+        ("bfd", "min_tx", "-0.3"),
+        ("bfd", "min_tx", "0.0000001"),
+        ("bfd", "min_rx", "5000"),
+        ("bfd", "min_rx", "inf"),
+        ("bfd", "multiplier", "0"),
+        ("bfd", "multiplier", "3.5"),
         ("announce", "interface", "dummy-vips-0123456"),
         ("announce", "interface", "vip/0"),
         ("announce", "firewall_check", "fw-check --vip"),
@@ -535,6 +585,25 @@ fn server_announces_source_is_refused_with_reason() {
     let msg = Config::from_strs(&text, None).unwrap_err().to_string();
     assert!(msg.contains("not supported"), "{msg}");
     assert!(msg.contains("ExaBGP"), "{msg}");
+}
+
+#[test]
+fn vip_announces_filepath_is_the_older_name_of_vip_description_filepath() {
+    let (text, _) = with("main", "vip_announces_filepath", "/run/kad/{vip}.json");
+    let c = Config::from_strs(&text, None).unwrap();
+    let vip = "192.0.2.1".parse().unwrap();
+    assert_eq!(
+        c.main.vip_description_filepath.path(vip),
+        std::path::PathBuf::from("/run/kad/192.0.2.1.json")
+    );
+
+    let both = text.replace(
+        "[main]\n",
+        "[main]\nvip_description_filepath = /run/x-{vip}.json\n",
+    );
+    let msg = Config::from_strs(&both, None).unwrap_err().to_string();
+    assert!(msg.contains("vip_announces_filepath"), "{msg}");
+    assert!(msg.contains("keep one"), "{msg}");
 }
 
 #[test]
@@ -778,6 +847,11 @@ fn shipped_examples_load_and_match_the_defaults() {
         c.main.service_mapping_wildcard
     );
     assert_eq!(with_examples.bgp.hold_time, c.bgp.hold_time);
+    assert_eq!(with_examples.bfd, c.bfd);
+    assert_eq!(
+        with_examples.bgp.peers[0].bfd_timers(&with_examples.bfd),
+        c.bgp.peers[0].bfd_timers(&c.bfd)
+    );
     assert_eq!(
         c.bgp.peers[0].password.as_ref().unwrap().expose(),
         "change-me-too"
@@ -786,4 +860,65 @@ fn shipped_examples_load_and_match_the_defaults() {
         c.amqp_url(),
         "amqp://ipvs-sync:change-me@arbiter.example.net:5672/ipvs"
     );
+}
+
+#[test]
+fn intervals_that_would_be_zero_are_refused_with_their_place() {
+    // `1e-10` parses to a Duration of zero nanoseconds: a timer of it panics at start.
+    let text = "[main]\namqp_server = amqp://b/\nhostname = a\nheartbeat_interval = 1e-10\n";
+    assert_eq!(
+        Config::from_strs(text, None).unwrap_err().to_string(),
+        "config.ini:4: [main] heartbeat_interval: expected a number of seconds from 0.001 to 1e9, got '1e-10'"
+    );
+    let text =
+        "[main]\namqp_server = amqp://b/\nhostname = a\n[announce]\nwithdraw_grace = 1e-10\n";
+    assert_eq!(
+        Config::from_strs(text, None).unwrap_err().to_string(),
+        "config.ini:5: [announce] withdraw_grace: expected 0 or a number of seconds from 0.001 to 1e9, got '1e-10'"
+    );
+    let text = "[main]\namqp_server = amqp://b/\nhostname = a\n[announce]\nwithdraw_grace = 0\n";
+    assert_eq!(
+        Config::from_strs(text, None)
+            .unwrap()
+            .announce
+            .withdraw_grace,
+        Duration::ZERO
+    );
+}
+
+#[test]
+fn withdraw_limit_drain_and_control_keys() {
+    use config::{StopMode, WithdrawLimit};
+    let base = "[main]\namqp_server = amqp://b/\nhostname = a\n";
+    let c = Config::from_strs(base, None).unwrap();
+    assert_eq!(c.server.withdraw_limit, None);
+    assert_eq!(c.server.withdraw_window, Duration::from_secs(60));
+    assert_eq!(c.announce.stop, StopMode::Cease);
+    assert_eq!(c.announce.drain_min, Duration::from_secs(5));
+    assert_eq!(c.announce.drain_timeout, Duration::from_secs(300));
+    assert_eq!(c.announce.drain_conns, 0);
+    assert_eq!(
+        c.main.control_socket,
+        PathBuf::from("/run/ipvs-sync/control.sock")
+    );
+    let t = format!("{base}[server]\nwithdraw_limit = 50%\nwithdraw_window = 5\n[announce]\nstop = drain\ndrain_conns = 3\n");
+    let c = Config::from_strs(&t, None).unwrap();
+    assert_eq!(c.server.withdraw_limit, Some(WithdrawLimit::Percent(50)));
+    assert_eq!(c.announce.stop, StopMode::Drain);
+    assert_eq!(c.announce.drain_conns, 3);
+    let t = format!("{base}[server]\nwithdraw_limit = 7\n");
+    assert_eq!(
+        Config::from_strs(&t, None).unwrap().server.withdraw_limit,
+        Some(WithdrawLimit::Count(7))
+    );
+    for bad in ["0", "0%", "101%", "x", "-1"] {
+        let t = format!("{base}[server]\nwithdraw_limit = {bad}\n");
+        let e = Config::from_strs(&t, None).unwrap_err().to_string();
+        assert!(
+            e.starts_with("config.ini:5: [server] withdraw_limit: expected a count"),
+            "{e}"
+        );
+    }
+    let t = format!("{base}[announce]\nstop = linger\n");
+    assert!(Config::from_strs(&t, None).is_err());
 }

@@ -185,6 +185,7 @@ http_listen = ${V4[$node]}:9100
 ipvs = ${LAB_IPVS:-false}
 heartbeat_interval = 1
 consumer_alive_ttl = 5
+control_socket = $RUN/$node/control.sock
 state_dir = $RUN/$node/state
 EOF
   if [[ $node != arbiter ]]; then

@@ -203,6 +203,8 @@ vip_description_filepath = $arb/desc/keepalived-{vip}-desc.json
 vips_description_update_interval = 0.2
 heartbeat_interval = 1
 consumer_alive_ttl = 10
+control_socket = $arb/control.sock
+state_dir = $arb/state
 
 [server]
 quorum_socket = $arb/quorum.sock
@@ -223,6 +225,8 @@ state_dir = $d/state
 ipvs = true
 heartbeat_interval = 1
 consumer_alive_ttl = 10
+control_socket = $d/control.sock
+state_dir = $d/state
 
 [bgp]
 local_as = 65000

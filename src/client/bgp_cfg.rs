@@ -28,6 +28,8 @@ pub fn speaker_config(b: &config::BgpConfig) -> bgp::SpeakerConfig {
         hold_time: b.hold_time,
         connect_retry: b.connect_retry,
         graceful_restart: b.graceful_restart.then_some(b.graceful_restart_time),
+        restarting: false,
+        defer_end_of_rib: false,
         ebgp_preference: match b.ebgp_preference {
             config::EbgpPreference::Med => bgp::EbgpPreference::Med {
                 base: b.ebgp_med_base,

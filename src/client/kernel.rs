@@ -61,7 +61,8 @@ impl Kernel {
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
             let mut ipvs = this.lock().unwrap_or_else(|e| e.into_inner());
-            let actual = ipvs.dump()?.filter_vips(&owned, false);
+            // Only the owned VIPs' services and their destinations are read.
+            let actual = ipvs.dump_vips(&owned)?;
             let plan = ipvs::diff(&actual, &wanted);
             let report = ipvs.apply(&plan);
             Ok(Applied {
@@ -73,6 +74,47 @@ impl Kernel {
                     .collect(),
                 took: t0.elapsed(),
             })
+        })
+        .await
+        .map_err(|e| KernelError::Join(e.to_string()))?
+    }
+}
+
+impl Kernel {
+    /// Applies `plan` as is, without a dump: the caller knows what the kernel holds.
+    pub async fn apply(&self, plan: Plan) -> Result<Applied, KernelError> {
+        let this = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let t0 = Instant::now();
+            let mut ipvs = this.lock().unwrap_or_else(|e| e.into_inner());
+            let report = ipvs.apply(&plan);
+            Applied {
+                planned: plan.len(),
+                failures: report
+                    .failures
+                    .iter()
+                    .map(|f| format!("{}: {}", f.op.id(), f.error))
+                    .collect(),
+                took: t0.elapsed(),
+            }
+        })
+        .await
+        .map_err(|e| KernelError::Join(e.to_string()))
+    }
+
+    /// Active + inactive connections of `vip`'s services (its services and their
+    /// destinations only, not the whole table).
+    pub async fn conns(&self, vip: IpAddr) -> Result<u64, KernelError> {
+        let this = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut ipvs = this.lock().unwrap_or_else(|e| e.into_inner());
+            let tree = ipvs.dump_vips(&BTreeSet::from([vip]))?;
+            Ok(tree
+                .services()
+                .flat_map(|s| s.dests.values())
+                .filter_map(|d| d.stats.as_ref())
+                .map(|st| u64::from(st.active_conns) + u64::from(st.inact_conns))
+                .sum())
         })
         .await
         .map_err(|e| KernelError::Join(e.to_string()))?

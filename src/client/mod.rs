@@ -1,26 +1,33 @@
 //! `ipvs-sync client`: the balancer daemon.
 //!
 //! ```text
-//!  broker ─Transport─▶ incoming ──────────┐
-//!  timers: heartbeat, tree, announces,     │
-//!          status ────────────────────────┤
-//!  prepare results (one task per attempt) ┼─▶ Client (one task, owns all state)
-//!  BGP peer events ───────────────────────┤        │
-//!  SIGHUP (reload) / SIGTERM (stop) ──────┘        ├─▶ outbox ─▶ sender task ─▶ Transport.send
-//!                                                  ├─▶ Speaker.announce / withdraw (never waits)
-//!                                                  ├─▶ Kernel.reconcile (spawn_blocking)
-//!                                                  └─▶ VipAddrs add / remove (spawned)
+//!  Bus (broker) ─ incoming ─────────────────┐
+//!  next deadline of the core ───────────────┤
+//!  status tick (1 s: broker state, metrics) ┼─▶ loop ─▶ ClientState (pure: state.rs) ─▶ commands
+//!  work results ────────────────────────────┤                                           │
+//!  BGP peer events, SIGHUP, SIGTERM ────────┘                                           │
+//!     ┌─────────────────────────────────────────────────────────────────────────────────┘
+//!     ├─ Send ──────────▶ Outbox ─▶ Bus::publish
+//!     ├─ Announce ──────▶ Routes (speaker; never waits)
+//!     ├─ Withdraw ──────▶ Routes::withdraw ─ on the wire ─▶ result ─▶ core (grace, then removal)
+//!     ├─ Prepare ───────▶ task: Firewall, Services (the VIP's), Addresses::add ─▶ result
+//!     ├─ RemoveAddress ─▶ task: Addresses::remove (+ the VIP's services) ─▶ result
+//!     └─ Reconcile ─────▶ kernel worker: one at a time, only the newest waits ─▶ result
 //! ```
 //!
-//! The client owns no truth: the arbiter's `tree`/`changes` say what IPVS holds, its
-//! `mapping` says which VIPs are this balancer's, and its `syn_announce` / `ack_announce` /
-//! `fin_announce` drive one [`announce::fsm::VipFsm`] per VIP. While the broker or the arbiter
-//! is unreachable nothing is withdrawn (fail-static); after a reconnect the client asks for
-//! `tree`, `mapping` and `announces` and converges.
+//! The loop makes no decision of its own: [`state::ClientState`] decides, the loop performs.
+//! Nothing it performs blocks it: kernel work, address changes and withdraws run in tasks and
+//! report back, so a `fin_announce` is acted on while a large IPVS reconcile runs. While the
+//! broker or the arbiter is unreachable nothing is withdrawn (fail-static); after a reconnect
+//! the client asks for `tree`, `mapping` and `announces` and converges.
 
+pub mod bfd_link;
 pub mod bgp_cfg;
+pub mod edges;
 pub mod execute;
 pub mod kernel;
+pub mod reload;
+pub mod state;
 pub mod sync;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,83 +36,87 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use announce::fsm::{Input, Output};
-use announce::{FirewallHook, VipAddrs, Vips};
-use ipnet::IpNet;
+use announce::FirewallHook;
+use announce::VipAddrs;
+use ipvs::Tree;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::daemon::{self, http::StatusDoc, metrics::Metrics, Outbox, Shutdown};
-use crate::wire::messages::{AckPrepared, Heartbeat, Mapping, PeerRole, SynAnnounce, SyncRequest};
-use crate::wire::{Dest, Incoming, Message, Transport};
-use kernel::{ChangesOutcome, Kernel, Mirror};
+use crate::cmd::Stopped;
+use crate::daemon::bus::{AmqpBus, Bus};
+use crate::daemon::control;
+use crate::daemon::metrics::{of_type, EventLabel, Metrics, PeerLabel};
+use crate::daemon::status::{ClientStatus, ClientVip, Common, DrainRow, PeerRow, Status, Worker};
+use crate::daemon::{self, http::StatusDoc, Outbox, Shutdown};
+use crate::wire::counters::CountersSnapshot;
+use crate::wire::{Incoming, Role};
+use edges::{route_attrs, Addresses, Firewall, Routes, Services};
+use kernel::{Applied, Kernel};
+use state::{ClientState, Cmd, Note, Settings};
 
-/// A prepare step finished (sent back by the task that ran the steps of one attempt).
-#[derive(Debug)]
-struct Prepared {
-    vip: IpAddr,
-    attempt: u64,
-    result: Result<(), String>,
-}
-
-/// Everything the client needs from outside, built by [`run`] from the config.
+/// Everything the client touches outside itself.
 pub struct Edges {
-    /// The embedded BGP speaker.
-    pub speaker: bgp::Speaker,
+    /// The BGP speaker.
+    pub routes: Arc<dyn Routes>,
     /// BGP peer up/down events.
     pub peer_events: mpsc::UnboundedReceiver<bgp::PeerEvent>,
     /// VIP addresses on the announce interface.
-    pub addrs: Arc<VipAddrs>,
+    pub addrs: Arc<dyn Addresses>,
     /// IPVS, unless `ipvs = false`.
-    pub kernel: Option<Kernel>,
+    pub kernel: Option<Arc<dyn Services>>,
+    /// The firewall check.
+    pub firewall: Arc<dyn Firewall>,
+    /// The real speaker, for reloads of its peers (absent in tests).
+    pub speaker: Option<bgp::Speaker>,
+    /// Requests of `ipvs-sync drain` / `undrain` (the control socket).
+    pub control: mpsc::Receiver<control::Asked>,
+    /// Makes the addresses edge of another interface (for a reload that changes
+    /// `[announce] interface`); `None`: such a change waits for a restart.
+    pub addrs_on: Option<AddrsFactory>,
 }
 
-/// The client's state; one task owns it.
-struct Client {
-    cfg: config::Config,
-    hostname: String,
-    edges: Edges,
-    outbox: Outbox,
-    metrics: Metrics,
-    status: StatusDoc,
-    started: Instant,
-    mirror: Mirror,
-    /// VIPs the mapping gives this balancer (`None` before the first mapping).
-    mine: Option<BTreeSet<IpAddr>>,
-    /// VIPs whose services this client put in the kernel (for removal when they leave `mine`).
-    owned_services: BTreeSet<IpAddr>,
-    vips: Vips,
-    /// `syn_announce`s that arrived before the first mapping; handled once it is here.
-    early_syns: Vec<SynAnnounce>,
-    firewall: FirewallHook,
-    last_server_heartbeat: Option<Instant>,
-    server_uptime: Option<u64>,
-    prepared_tx: mpsc::Sender<Prepared>,
-    was_connected: bool,
-    last_tree_apply: Option<Instant>,
-    /// When each VIP last sent its ack and is still waiting for the go (see
-    /// [`ACK_REPAIR_AFTER`]).
-    acked: BTreeMap<IpAddr, Instant>,
-    /// Runs `execute` messages (allow-list, once per message id, one at a time).
-    executor: Arc<execute::Executor>,
+/// Makes an [`Addresses`] for an interface (created when missing).
+pub type AddrsFactory = Box<
+    dyn Fn(String) -> crate::daemon::bus::BoxFuture<'static, Result<Arc<dyn Addresses>, String>>
+        + Send
+        + Sync,
+>;
+
+/// Results of work the loop started.
+#[derive(Debug)]
+enum Done {
+    Prepared {
+        vip: IpAddr,
+        attempt: u64,
+        result: Result<(), String>,
+    },
+    Withdrawn {
+        vip: IpAddr,
+        ticket: u64,
+    },
+    Removed {
+        vip: IpAddr,
+        result: Result<(), String>,
+    },
+    Reconciled(Result<Applied, String>),
+    Conns {
+        vip: IpAddr,
+        n: Result<u64, String>,
+    },
 }
 
-/// A VIP acked this long ago and still without the arbiter's go makes the client ask for the
-/// announces again; the arbiter answers with `syn_announce`, on which every acked VIP sends its
-/// ack again. A lost ack or go (dropped as stale behind a backlog on a starved broker, say)
-/// then heals in seconds rather than at the next `announces_request_interval`.
-const ACK_REPAIR_AFTER: Duration = Duration::from_secs(10);
-
-/// Runs the client until `shutdown` fires. Exit code semantics: `Err` = could not start.
-pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::StartError> {
+/// Runs the client until `shutdown` fires, on the real speaker, netlink and broker.
+/// `Err` = could not start; `Ok` says why it stopped.
+pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<Stopped, daemon::StartError> {
     if cfg.bgp.local_as.is_none() || cfg.bgp.router_id.is_none() {
         return Err(daemon::StartError::NoBgp);
     }
     let hostname = cfg.main.hostname.clone();
-    let (metrics, status) = daemon::observability(&cfg).await?;
-
-    let kernel = if cfg.main.ipvs {
-        Some(Kernel::connect().map_err(daemon::StartError::Ipvs)?)
+    let (metrics, status) = daemon::observability(&cfg, daemon::metrics::Role::Client).await?;
+    let kernel: Option<Arc<dyn Services>> = if cfg.main.ipvs {
+        Some(Arc::new(
+            Kernel::connect().map_err(daemon::StartError::Ipvs)?,
+        ))
     } else {
         info!("ipvs = false: announce-only, the IPVS tree is not mirrored");
         None
@@ -117,477 +128,650 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<(), daemon::
         .await
         .map_err(daemon::StartError::Addr)?;
     let (speaker, peer_events) = bgp_cfg::start_speaker(&cfg).map_err(daemon::StartError::Bgp)?;
-
-    let transport = daemon::connect_transport(
-        &cfg,
-        crate::wire::Role::Client {
-            hostname: hostname.clone(),
-        },
-        &shutdown,
-    )
-    .await?;
-    let Some((transport, incoming)) = transport else {
+    let bfd = bfd_link::BfdLink::start(&cfg, speaker.clone())
+        .await
+        .map_err(daemon::StartError::Bfd)?;
+    let connected = daemon::connect_transport(&cfg, Role::Client { hostname }, &shutdown).await?;
+    let Some((transport, incoming)) = connected else {
+        if let Some(b) = bfd {
+            b.shutdown().await;
+        }
         speaker.shutdown("ipvs-sync shutting down").await;
-        return Ok(());
+        return Ok(Stopped::Requested);
     };
-    let transport = Arc::new(transport);
+    let firewall = firewall_hook(&cfg);
+    let cpath = cfg.main.control_socket.clone();
+    let clistener = control::bind(&cpath)
+        .map_err(|e| daemon::StartError::ControlSocket(cpath.display().to_string(), e))?;
+    let (ctx, crx) = mpsc::channel(16);
+    tokio::spawn(control::serve(clistener, ctx));
+    let edges = Edges {
+        routes: Arc::new(speaker.clone()),
+        peer_events,
+        addrs: Arc::new(Arc::new(addrs)),
+        kernel,
+        firewall: Arc::new(firewall),
+        speaker: Some(speaker),
+        control: crx,
+        addrs_on: Some(Box::new(|name: String| {
+            Box::pin(async move {
+                let mut a = VipAddrs::new(&name).map_err(|e| e.to_string())?;
+                a.ensure_interface().await.map_err(|e| e.to_string())?;
+                let a: Arc<dyn Addresses> = Arc::new(Arc::new(a));
+                Ok(a)
+            })
+        })),
+    };
+    let bus: Arc<dyn Bus> = AmqpBus::new(transport);
+    let why = serve(cfg, edges, bus, incoming, shutdown, metrics, status).await;
+    if let Some(b) = bfd {
+        b.shutdown().await;
+    }
+    let _ = std::fs::remove_file(&cpath);
+    Ok(why)
+}
+
+/// The client's loop on the given edges (the real ones from [`run`], or fakes in tests),
+/// until a stop is requested or the broker transport ends.
+pub async fn serve(
+    cfg: config::Config,
+    edges: Edges,
+    bus: Arc<dyn Bus>,
+    mut incoming: mpsc::Receiver<Incoming>,
+    mut shutdown: Shutdown,
+    metrics: Metrics,
+    status: StatusDoc,
+) -> Stopped {
     let outbox = Outbox::spawn(
-        transport.clone(),
+        bus.clone(),
         cfg.main.client_requests_queue_limit,
         metrics.clone(),
     );
-
-    let (prepared_tx, prepared_rx) = mpsc::channel(1024);
-    let firewall = FirewallHook {
-        command: cfg.announce.firewall_check.clone().unwrap_or_default(),
-        tries: cfg.main.firewall_update_try.max(1),
-        ..FirewallHook::default()
-    };
-    let client = Client {
-        hostname,
-        edges: Edges {
-            speaker,
-            peer_events,
-            addrs: Arc::new(addrs),
-            kernel,
-        },
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let reconciler = edges
+        .kernel
+        .clone()
+        .map(|k| spawn_kernel_worker(k, done_tx.clone()));
+    let (mut core, first) = ClientState::new(settings(&cfg), Instant::now());
+    let drained: BTreeSet<IpAddr> = crate::daemon::state_file::load(&drained_file(&cfg));
+    if !drained.is_empty() {
+        info!(vips = ?drained, "VIPs drained by an earlier run stay drained until undrain");
+        core.restore_drained(Instant::now(), drained);
+    }
+    let executor = Arc::new(execute::Executor::new(&cfg.client, &cfg.main.state_dir));
+    let mut c = Client {
+        executor,
+        current_id: crate::wire::MessageId { epoch: 0, seq: 0 },
+        cfg,
+        edges,
+        bus,
         outbox,
         metrics,
         status,
+        core,
+        done: done_tx,
+        reconciler,
         started: Instant::now(),
-        mirror: Mirror::default(),
-        mine: None,
-        owned_services: BTreeSet::new(),
-        vips: Vips::new(),
-        early_syns: Vec::new(),
-        firewall,
-        last_server_heartbeat: None,
-        server_uptime: None,
-        prepared_tx,
         was_connected: true,
-        last_tree_apply: None,
-        acked: BTreeMap::new(),
-        executor: Arc::new(execute::Executor::new(&cfg.client, &cfg.main.state_dir)),
-        cfg,
+        syn_at: BTreeMap::new(),
+        fin_at: BTreeMap::new(),
+        exported: None,
+        peer_up_at: BTreeMap::new(),
+        withdraws_pending: 0,
     };
-    client.run(transport, incoming, prepared_rx, shutdown).await;
-    Ok(())
+    c.perform(first);
+    daemon::notify::notify("READY=1\nSTATUS=client running");
+    let mut status_t = daemon::interval(Duration::from_secs(1));
+    let mut watchdog = daemon::notify::watchdog_interval().map(daemon::interval);
+    // With `stop = drain`, SIGTERM drains every VIP first; the loop goes on until the drains
+    // are done or their timeout has passed.
+    let mut draining_to_stop: Option<tokio::time::Instant> = None;
+    let why = loop {
+        if draining_to_stop.is_some_and(|t| t <= tokio::time::Instant::now())
+            || (draining_to_stop.is_some() && c.core.drains_done() && c.withdraws_on_wire())
+        {
+            break Stopped::Requested;
+        }
+        let deadline = tokio::time::Instant::from_std(c.core.next_deadline());
+        let stop_wait = draining_to_stop.unwrap_or_else(|| deadline + Duration::from_secs(3600));
+        tokio::select! {
+            biased;
+            _ = shutdown.stop.changed(), if draining_to_stop.is_none() => {
+                if c.cfg.announce.stop == config::StopMode::Drain {
+                    info!("stopping by draining every VIP first (stop = drain)");
+                    let (out, _) = c.core.drain(Instant::now(), None, None);
+                    c.perform(out);
+                    draining_to_stop = Some(tokio::time::Instant::now()
+                        + c.cfg.announce.drain_timeout.max(c.cfg.announce.drain_min)
+                        + c.cfg.announce.withdraw_grace + Duration::from_secs(1));
+                } else {
+                    break Stopped::Requested;
+                }
+            }
+            _ = tokio::time::sleep_until(stop_wait), if draining_to_stop.is_some() => {
+                break Stopped::Requested
+            }
+            Some((req, reply)) = c.edges.control.recv() => {
+                let r = c.on_control(req);
+                let _ = reply.send(r);
+            }
+            Some(()) = shutdown.reload.recv() => c.reload().await,
+            msg = incoming.recv() => match msg {
+                Some(m) => {
+                    debug!(from = %m.from, kind = %m.message.kind(), "message");
+                    c.note_arrival(&m.message);
+                    c.current_id = m.id;
+                    let out = c.core.on_message(Instant::now(), m.message);
+                    c.perform(out);
+                }
+                None => { error!("broker transport stopped"); break Stopped::TransportLost; }
+            },
+            Some(d) = done_rx.recv() => c.on_done(d),
+            Some(ev) = c.edges.peer_events.recv() => c.on_peer_event(ev),
+            _ = tokio::time::sleep_until(deadline) => {
+                let out = c.core.tick(Instant::now());
+                c.perform(out);
+            }
+            _ = status_t.tick() => c.tick_status().await,
+            _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
+                daemon::notify::notify("WATCHDOG=1");
+            }
+        }
+    };
+    c.stop().await;
+    drop(incoming);
+    why
+}
+
+fn settings(cfg: &config::Config) -> Settings {
+    Settings {
+        hostname: cfg.main.hostname.clone(),
+        heartbeat_interval: cfg.main.heartbeat_interval,
+        tree_request_interval: cfg.main.tree_request_interval,
+        announces_request_interval: cfg.main.announces_request_interval,
+        withdraw_grace: cfg.announce.withdraw_grace,
+        sync_dirs: cfg
+            .client
+            .sync_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect(),
+        ipvs: cfg.main.ipvs,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        drain: state::DrainSettings {
+            min: cfg.announce.drain_min,
+            conns: cfg.announce.drain_conns,
+            timeout: cfg.announce.drain_timeout,
+        },
+    }
+}
+
+/// The firewall check of the config.
+fn firewall_hook(cfg: &config::Config) -> FirewallHook {
+    FirewallHook {
+        command: cfg.announce.firewall_check.clone().unwrap_or_default(),
+        tries: cfg.main.firewall_update_try.max(1),
+        ..FirewallHook::default()
+    }
+}
+
+/// Where the drained VIPs are kept across restarts.
+fn drained_file(cfg: &config::Config) -> PathBuf {
+    cfg.main.state_dir.join("drained.json")
+}
+
+/// Kernel work for the worker.
+enum KernelJob {
+    /// Apply a plan as is.
+    Plan(ipvs::Plan),
+    /// Dump the owned VIPs' services and reconcile them with the wanted tree.
+    Full(Tree, BTreeSet<IpAddr>),
+}
+
+/// Runs kernel work one job at a time, in order; a full reconcile makes the jobs queued before
+/// it pointless, so they are skipped.
+fn spawn_kernel_worker(
+    kernel: Arc<dyn Services>,
+    done: mpsc::UnboundedSender<Done>,
+) -> mpsc::UnboundedSender<KernelJob> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<KernelJob>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while let Ok(j) = rx.try_recv() {
+                batch.push(j);
+            }
+            if let Some(last_full) = batch.iter().rposition(|j| matches!(j, KernelJob::Full(..))) {
+                batch.drain(..last_full);
+            }
+            for job in batch {
+                let r = match job {
+                    KernelJob::Plan(plan) => kernel.apply(plan).await,
+                    KernelJob::Full(wanted, owned) => kernel.reconcile(wanted, owned).await,
+                };
+                if done.send(Done::Reconciled(r)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    tx
+}
+
+/// The loop's state: the core and the edges.
+struct Client {
+    cfg: config::Config,
+    edges: Edges,
+    bus: Arc<dyn Bus>,
+    outbox: Outbox,
+    metrics: Metrics,
+    status: StatusDoc,
+    core: ClientState,
+    done: mpsc::UnboundedSender<Done>,
+    reconciler: Option<mpsc::UnboundedSender<KernelJob>>,
+    started: Instant,
+    was_connected: bool,
+    /// When the first `syn_announce` / `fin_announce` of a VIP not yet acted on arrived, for
+    /// the latency histograms.
+    syn_at: BTreeMap<IpAddr, Instant>,
+    fin_at: BTreeMap<IpAddr, Instant>,
+    /// Transport counters as last exported.
+    exported: Option<CountersSnapshot>,
+    /// When each BGP peer was last seen Established.
+    peer_up_at: BTreeMap<String, Instant>,
+    /// Withdraws handed to the speaker and not yet on the wire.
+    withdraws_pending: usize,
+    /// Runs `execute` messages (allow-list, once per message id, one at a time).
+    executor: Arc<execute::Executor>,
+    /// The id of the message the core is handling (an `execute` runs once per id).
+    current_id: crate::wire::MessageId,
 }
 
 impl Client {
-    async fn run(
-        mut self,
-        transport: Arc<Transport>,
-        mut incoming: mpsc::Receiver<Incoming>,
-        mut prepared_rx: mpsc::Receiver<Prepared>,
-        mut shutdown: Shutdown,
-    ) {
-        let iv = daemon::interval;
-        let mut heartbeat = iv(self.cfg.main.heartbeat_interval);
-        let mut tree_t = iv(self.cfg.main.tree_request_interval);
-        let mut announces_t = iv(self.cfg.main.announces_request_interval);
-        let mut status_t = iv(Duration::from_secs(1));
-        // A fresh client asks for everything at once (the first ticks fire immediately).
-        self.request_all();
-        daemon::notify::notify("READY=1\nSTATUS=client running");
-        let mut watchdog = daemon::notify::watchdog_interval().map(iv);
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.stop.changed() => break,
-                Some(()) = shutdown.reload.recv() => self.reload(),
-                msg = incoming.recv() => match msg {
-                    Some(m) => self.on_message(m).await,
-                    None => { error!("broker transport stopped"); break; }
-                },
-                Some(p) = prepared_rx.recv() => self.on_prepared(p),
-                Some(ev) = self.edges.peer_events.recv() => self.on_peer_event(ev),
-                _ = heartbeat.tick() => self.send_heartbeat(),
-                _ = tree_t.tick() => self.outbox.send(Dest::Server, Message::TreeRequest),
-                _ = announces_t.tick() => self.outbox.send(Dest::Server, Message::AnnouncesRequest),
-                _ = status_t.tick() => self.tick_status(&transport).await,
-                _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
-                    daemon::notify::notify("WATCHDOG=1");
-                }
-            }
-        }
-        self.stop().await;
-        drop(incoming);
-        if let Ok(t) = Arc::try_unwrap(transport) {
-            t.close().await;
-        }
-    }
-
-    fn request_all(&self) {
-        self.outbox.send(Dest::Server, Message::MappingRequest);
-        self.outbox.send(Dest::Server, Message::TreeRequest);
-        self.outbox.send(Dest::Server, Message::AnnouncesRequest);
-        if !self.cfg.client.sync_dirs.is_empty() {
-            let dirs = self
-                .cfg
-                .client
-                .sync_dirs
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect();
-            self.outbox
-                .send(Dest::Server, Message::SyncRequest(SyncRequest { dirs }));
-        }
-    }
-
-    fn send_heartbeat(&self) {
-        let hb = Heartbeat {
-            role: PeerRole::Client,
-            uptime: self.started.elapsed().as_secs(),
-            version: Some(env!("CARGO_PKG_VERSION").to_string()),
-            serial: Some(self.mirror.serial),
-            announced: Some(self.vips.announced().into_keys().collect()),
-        };
-        self.outbox.send(Dest::Server, Message::Heartbeat(hb));
-    }
-
-    async fn on_message(&mut self, m: Incoming) {
-        let kind = m.message.kind();
-        debug!(from = %m.from, %kind, "message");
-        match m.message {
-            Message::Heartbeat(hb) if hb.role == PeerRole::Server => {
-                // An arbiter that restarted has forgotten nothing it needs (it reads its own
-                // kernel and files), but we must re-sync our view with it.
-                if self.server_uptime.is_some_and(|u| hb.uptime < u) {
-                    info!(arbiter = %m.from, "arbiter restarted: re-syncing");
-                    self.request_all();
-                }
-                self.server_uptime = Some(hb.uptime);
-                self.last_server_heartbeat = Some(Instant::now());
-                if hb.serial.is_some_and(|s| s != self.mirror.serial) && self.mirror.tree.is_some()
-                {
-                    self.outbox.send(Dest::Server, Message::TreeRequest);
-                }
-            }
-            Message::Tree(t) => {
-                self.mirror.set_tree(t.serial, t.tree);
-                self.reconcile_kernel().await;
-            }
-            Message::Changes(c) => {
-                match self
-                    .mirror
-                    .apply_changes(c.from_serial, c.to_serial, &c.plan)
-                {
-                    ChangesOutcome::Applied => self.reconcile_kernel().await,
-                    ChangesOutcome::Duplicate => {}
-                    ChangesOutcome::NeedTree => {
-                        debug!(
-                            from = c.from_serial,
-                            have = self.mirror.serial,
-                            "changes do not apply: asking for the tree"
-                        );
-                        self.outbox.send(Dest::Server, Message::TreeRequest);
+    /// Remembers when a syn or fin arrived, for the latency histograms (bounded by the VIPs
+    /// of this balancer: entries go when the VIP is announced or withdrawn).
+    fn note_arrival(&mut self, m: &crate::wire::Message) {
+        let now = Instant::now();
+        match m {
+            crate::wire::Message::SynAnnounce(s) => {
+                for vip in s.vips.keys() {
+                    if self.core.mine().any(|v| v == *vip) {
+                        self.syn_at.entry(*vip).or_insert(now);
                     }
                 }
             }
-            Message::Services(s) => {
-                // Only merged when we hold a tree; the next tree request converges anyway.
-                if let Some(tree) = self.mirror.tree.as_mut() {
-                    for svc in s.tree.services() {
-                        tree.insert(svc.clone());
-                    }
-                    self.reconcile_kernel().await;
-                }
-            }
-            Message::Mapping(map) => self.on_mapping(map).await,
-            Message::SynAnnounce(syn) if self.mine.is_none() => {
-                debug!("syn_announce before the first mapping: kept until the mapping arrives");
-                self.early_syns.push(syn);
-                self.outbox.send(Dest::Server, Message::MappingRequest);
-            }
-            Message::SynAnnounce(syn) => self.on_syn(syn),
-            Message::AckGo(go) => {
-                let outs = self.vips.handle(
-                    go.vip,
-                    Input::AckAnnounce {
-                        local_pref: go.local_preference,
-                    },
-                );
-                self.perform(go.vip, outs);
-            }
-            Message::FinAnnounce(fin) => {
-                for vip in fin.vips {
-                    let outs = self.vips.handle(vip, Input::FinAnnounce);
-                    self.perform(vip, outs);
-                }
-            }
-            Message::Sync(answer) => {
-                for f in answer.files {
-                    match sync::write(&self.cfg.client.sync_dirs, &f) {
-                        Ok(path) => {
-                            info!(file = %path.display(), bytes = f.content.len(), "sync: written")
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "sync: refused");
-                            self.metrics.inc("ipvs_sync_sync_refused_total", &[]);
-                        }
+            crate::wire::Message::FinAnnounce(f) => {
+                for vip in &f.vips {
+                    if self.core.vip_state(*vip) != announce::State::Idle {
+                        self.fin_at.entry(*vip).or_insert(now);
+                        self.syn_at.remove(vip);
                     }
                 }
             }
-            Message::Execute(ex) => {
-                let executor = Arc::clone(&self.executor);
-                let timeout = Duration::from_secs(ex.timeout_s.into());
-                let metrics = self.metrics.clone();
-                let id = m.id;
-                tokio::spawn(async move {
-                    match executor.run(id, &ex.argv, timeout).await {
-                        Ok(r) => {
-                            info!(argv = ?ex.argv, rule = r.rule, code = ?r.code, output = %r.output_tail.trim_end(), "execute: done")
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "execute: refused or failed");
-                            metrics.inc("ipvs_sync_execute_refused_total", &[]);
-                        }
-                    }
-                });
-            }
-            other => {
-                debug!(kind = %other.kind(), "message not for a client: ignored");
-                self.metrics.inc(
-                    "ipvs_sync_messages_ignored_total",
-                    &[("type", other.kind().as_str())],
-                );
-            }
+            _ => {}
         }
     }
 
-    fn on_syn(&mut self, syn: SynAnnounce) {
-        for (vip, spec) in syn.vips {
-            if !self.is_mine(vip) {
-                self.count_refused(
+    /// Performs the core's commands, in order; none of them waits.
+    fn perform(&mut self, cmds: Vec<Cmd>) {
+        for cmd in cmds {
+            match cmd {
+                Cmd::Send(to, m) => self.outbox.send(to, m),
+                Cmd::Announce {
                     vip,
-                    "syn_announce for a VIP the mapping does not give this balancer",
-                );
-                continue;
-            }
-            let input = Input::SynAnnounce {
-                local_pref: spec.local_preference,
-                tree: spec.tree,
-            };
-            let outs = self.vips.handle(vip, input);
-            self.perform(vip, outs);
-        }
-    }
-
-    fn is_mine(&self, vip: IpAddr) -> bool {
-        self.mine.as_ref().is_some_and(|m| m.contains(&vip))
-    }
-
-    fn count_refused(&self, vip: IpAddr, why: &str) {
-        warn!(%vip, why, "announce refused");
-        self.metrics.inc("ipvs_sync_announce_refused_total", &[]);
-    }
-
-    async fn on_mapping(&mut self, map: Mapping) {
-        let mine: BTreeSet<IpAddr> = map
-            .balancers
-            .get(&self.hostname)
-            .map(|v| v.iter().copied().collect())
-            .unwrap_or_default();
-        let first = self.mine.is_none();
-        if self.mine.as_ref() == Some(&mine) {
-            return;
-        }
-        info!(
-            vips = mine.len(),
-            "mapping: this balancer serves {} VIPs",
-            mine.len()
-        );
-        // VIPs that left the mapping are withdrawn like a fin_announce.
-        for (vip, out) in self.vips.reconcile::<ipvs::Tree>(&mine) {
-            self.perform(vip, vec![out]);
-        }
-        if first {
-            self.clean_leftover_addresses(&mine).await;
-        }
-        self.mine = Some(mine);
-        for syn in std::mem::take(&mut self.early_syns) {
-            self.on_syn(syn);
-        }
-        self.reconcile_kernel().await;
-    }
-
-    /// After a restart, addresses of our VIPs may still sit on the interface although nothing
-    /// announces them; remove them (the arbiter's syn_announce puts back what it wants).
-    async fn clean_leftover_addresses(&self, mine: &BTreeSet<IpAddr>) {
-        let wanted = self.vips.busy();
-        match self.edges.addrs.plan(&wanted, mine).await {
-            Ok(plan) if !plan.is_empty() => {
-                info!(
-                    ops = plan.len(),
-                    "removing VIP addresses left from an earlier run"
-                );
-                for (op, e) in self.edges.addrs.execute(plan).await {
-                    warn!(%op, error = %e, "leftover address clean-up failed");
+                    local_pref,
+                    drain,
+                    communities,
+                } => {
+                    if drain {
+                        info!(%vip, "announcing drained (GRACEFUL_SHUTDOWN, LOCAL_PREF 0)");
+                    } else {
+                        info!(%vip, local_pref, "announcing");
+                    }
+                    self.edges
+                        .routes
+                        .announce(vip, route_attrs(local_pref, drain, &communities));
+                    self.metrics.bgp_announces.inc();
+                    if let Some(t) = self.syn_at.remove(&vip) {
+                        self.metrics
+                            .announce_latency
+                            .observe(t.elapsed().as_secs_f64());
+                    }
                 }
-            }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "cannot list VIP addresses"),
-        }
-    }
-
-    async fn reconcile_kernel(&mut self) {
-        let (Some(kernel), Some(mine)) = (self.edges.kernel.clone(), self.mine.clone()) else {
-            return;
-        };
-        let Some(wanted) = self.mirror.wanted(&mine) else {
-            return;
-        };
-        let owned: BTreeSet<IpAddr> = mine.union(&self.owned_services).copied().collect();
-        match kernel.reconcile(wanted, owned).await {
-            Ok(a) => {
-                self.owned_services = mine;
-                self.last_tree_apply = Some(Instant::now());
-                self.metrics
-                    .set("ipvs_sync_ipvs_apply_seconds", &[], a.took.as_secs_f64());
-                self.metrics
-                    .add("ipvs_sync_ipvs_ops_total", &[], a.planned as u64);
-                if a.planned > 0 {
-                    info!(
-                        ops = a.planned,
-                        failed = a.failures.len(),
-                        ms = a.took.as_millis() as u64,
-                        "IPVS mirrored"
-                    );
-                }
-                for f in &a.failures {
-                    warn!(failure = %f, "IPVS operation failed; the next tree converges");
-                    self.metrics.inc("ipvs_sync_ipvs_failures_total", &[]);
-                }
-            }
-            Err(e) => {
-                error!(error = %e, "IPVS reconcile failed");
-                self.metrics.inc("ipvs_sync_ipvs_failures_total", &[]);
-            }
-        }
-    }
-
-    /// Performs the announce FSM's outputs for one VIP, in order.
-    fn perform(&mut self, vip: IpAddr, outs: Vec<Output<ipvs::Tree>>) {
-        let mut prepare: Vec<Output<ipvs::Tree>> = Vec::new();
-        for out in outs {
-            match out {
-                Output::CheckFirewall { .. }
-                | Output::ApplyServices { .. }
-                | Output::AddAddress { .. } => prepare.push(out),
-                Output::SendAck => {
-                    self.acked.insert(vip, Instant::now());
-                    self.outbox
-                        .send(Dest::Server, Message::AckPrepared(AckPrepared { vip }));
-                }
-                Output::BgpAnnounce { local_pref } => {
-                    info!(%vip, local_pref, "announcing");
-                    let attrs = bgp::RouteAttrs {
-                        local_pref: Some(local_pref),
-                        ..Default::default()
-                    };
-                    self.edges.speaker.announce(host_net(vip), attrs);
-                    self.metrics.inc("ipvs_sync_bgp_announces_total", &[]);
-                }
-                Output::BgpWithdraw => {
+                Cmd::Withdraw { vip, ticket } => {
                     info!(%vip, "withdrawing");
-                    self.edges.speaker.withdraw(host_net(vip));
-                    self.metrics.inc("ipvs_sync_bgp_withdraws_total", &[]);
-                }
-                Output::RemoveAddress => {
-                    let addrs = self.edges.addrs.clone();
+                    self.withdraws_pending += 1;
+                    self.metrics.bgp_withdraws.inc();
+                    let on_wire = self.edges.routes.withdraw(vip);
+                    let done = self.done.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = addrs.remove(vip).await {
-                            warn!(%vip, error = %e, "VIP address removal failed");
+                        on_wire.await;
+                        let _ = done.send(Done::Withdrawn { vip, ticket });
+                    });
+                }
+                Cmd::Prepare {
+                    vip,
+                    attempt,
+                    services,
+                } => self.spawn_prepare(vip, attempt, services),
+                Cmd::RemoveAddress { vip, services } => self.spawn_removal(vip, services),
+                Cmd::Reconcile { wanted, owned } => {
+                    if let Some(r) = &self.reconciler {
+                        let _ = r.send(KernelJob::Full(wanted, owned));
+                    }
+                }
+                Cmd::ApplyPlan { plan } => {
+                    if let Some(r) = &self.reconciler {
+                        let _ = r.send(KernelJob::Plan(plan));
+                    }
+                }
+                Cmd::CleanAddresses { keep, mine } => {
+                    let clean = self.edges.addrs.clean(keep, mine);
+                    tokio::spawn(async move {
+                        for f in clean.await {
+                            warn!(failure = %f, "leftover address clean-up failed");
                         }
                     });
                 }
-                Output::Count(ev) => {
-                    debug!(%vip, event = %ev, "announce event");
-                    self.metrics.inc(
-                        "ipvs_sync_announce_events_total",
-                        &[("event", &ev.to_string())],
-                    );
+                Cmd::CountConns { vip } => {
+                    let done = self.done.clone();
+                    match self.edges.kernel.clone() {
+                        Some(k) => {
+                            tokio::spawn(async move {
+                                let n = k.conns(vip).await;
+                                let _ = done.send(Done::Conns { vip, n });
+                            });
+                        }
+                        None => {
+                            let _ = done.send(Done::Conns { vip, n: Ok(0) });
+                        }
+                    }
                 }
+                Cmd::SaveDrained(vips) => {
+                    let path = drained_file(&self.cfg);
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = crate::daemon::state_file::save(&path, &vips) {
+                            error!(file = %path.display(), error = %e,
+                                   "drained VIPs not saved: a restart would forget them");
+                        }
+                    });
+                }
+                Cmd::WriteFiles(files) => self.write_files(files),
+                Cmd::Execute(ex) => self.execute(ex),
+                Cmd::Note(n) => self.note(n),
             }
-        }
-        if !prepare.is_empty() {
-            self.spawn_prepare(vip, prepare);
         }
     }
 
-    /// Runs the prepare steps of one attempt in order, stopping at the first failure.
-    fn spawn_prepare(&self, vip: IpAddr, steps: Vec<Output<ipvs::Tree>>) {
-        let tx = self.prepared_tx.clone();
-        let firewall = self.firewall.clone();
+    /// A request of the control socket.
+    fn on_control(&mut self, req: control::Request) -> control::Reply {
+        use control::{Reply, Request};
+        let now = Instant::now();
+        let list = |v: &[IpAddr]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match req {
+            Request::Drain {
+                balancer: Some(_), ..
+            }
+            | Request::Undrain {
+                balancer: Some(_), ..
+            } => Reply::refused("--balancer is for the arbiter; on a balancer name VIPs"),
+            Request::Drain {
+                vips, timeout_s, ..
+            } => {
+                let timeout = match timeout_s.map(Duration::try_from_secs_f64) {
+                    None => None,
+                    Some(Ok(t)) => Some(t),
+                    Some(Err(_)) => return Reply::refused("--timeout must be a number of seconds"),
+                };
+                let unknown: Vec<IpAddr> = vips
+                    .iter()
+                    .filter(|v| !self.core.mine().any(|m| m == **v))
+                    .copied()
+                    .collect();
+                if !unknown.is_empty() {
+                    return Reply::refused(format!(
+                        "not VIPs of this balancer: {}",
+                        list(&unknown)
+                    ));
+                }
+                let (out, done) = self
+                    .core
+                    .drain(now, (!vips.is_empty()).then_some(vips), timeout);
+                self.perform(out);
+                info!(vips = ?done, "drain started");
+                Reply::ok(if done.is_empty() {
+                    "nothing new to drain".to_owned()
+                } else {
+                    format!("draining {}", list(&done))
+                })
+            }
+            Request::Undrain { vips, .. } => {
+                let (out, done) = self.core.undrain(now, (!vips.is_empty()).then_some(vips));
+                self.perform(out);
+                info!(vips = ?done, "undrained");
+                Reply::ok(if done.is_empty() {
+                    "nothing was drained".to_owned()
+                } else {
+                    format!("undrained {}", list(&done))
+                })
+            }
+            Request::Release { .. } | Request::Forget { .. } => {
+                Reply::refused("release and forget are for the arbiter")
+            }
+        }
+    }
+
+    /// No withdraw is waiting for the wire (for a stop by draining).
+    fn withdraws_on_wire(&self) -> bool {
+        self.withdraws_pending == 0
+    }
+
+    fn spawn_prepare(&self, vip: IpAddr, attempt: u64, services: Option<Tree>) {
+        let done = self.done.clone();
+        let firewall = self.edges.firewall.clone();
         let kernel = self.edges.kernel.clone();
         let addrs = self.edges.addrs.clone();
         tokio::spawn(async move {
-            let mut attempt = 0;
-            let mut result = Ok(());
-            for step in steps {
-                let r = match step {
-                    Output::CheckFirewall { attempt: a } => {
-                        attempt = a;
-                        if firewall.command.is_empty() {
-                            Ok(())
-                        } else {
-                            firewall
-                                .check(vip)
-                                .await
-                                .map(|_| ())
-                                .map_err(|e| e.to_string())
-                        }
+            let result = async {
+                firewall.check(vip).await?;
+                if let (Some(k), Some(tree)) = (kernel, services) {
+                    let a = k.reconcile(tree, BTreeSet::from([vip])).await?;
+                    if !a.failures.is_empty() {
+                        return Err(format!("IPVS: {}", a.failures.join("; ")));
                     }
-                    Output::ApplyServices { attempt: a, tree } => {
-                        attempt = a;
-                        match &kernel {
-                            None => Ok(()),
-                            Some(k) => {
-                                let only: BTreeSet<IpAddr> = [vip].into();
-                                let wanted = tree.filter_vips(&only, false);
-                                match k.reconcile(wanted, only).await {
-                                    Ok(a) if a.failures.is_empty() => Ok(()),
-                                    Ok(a) => Err(format!("IPVS: {}", a.failures.join("; "))),
-                                    Err(e) => Err(e.to_string()),
-                                }
-                            }
-                        }
-                    }
-                    Output::AddAddress { attempt: a } => {
-                        attempt = a;
-                        addrs.add(vip).await.map_err(|e| e.to_string())
-                    }
-                    _ => Ok(()),
-                };
-                if let Err(e) = r {
-                    result = Err(e);
-                    break;
                 }
+                addrs.add(vip).await
             }
-            let _ = tx
-                .send(Prepared {
-                    vip,
-                    attempt,
-                    result,
-                })
-                .await;
+            .await;
+            let _ = done.send(Done::Prepared {
+                vip,
+                attempt,
+                result,
+            });
         });
     }
 
-    fn on_prepared(&mut self, p: Prepared) {
-        if let Err(e) = &p.result {
-            warn!(vip = %p.vip, error = %e, "prepare failed; the VIP stays idle");
-            self.metrics.inc("ipvs_sync_prepare_failures_total", &[]);
+    fn spawn_removal(&self, vip: IpAddr, services: bool) {
+        let done = self.done.clone();
+        let kernel = self.edges.kernel.clone();
+        let addrs = self.edges.addrs.clone();
+        tokio::spawn(async move {
+            let mut result = addrs.remove(vip).await;
+            if let (true, Some(k)) = (services, kernel) {
+                if let Err(e) = k.reconcile(Tree::new(), BTreeSet::from([vip])).await {
+                    result = result.and(Err(format!("removing its IPVS services: {e}")));
+                }
+            }
+            let _ = done.send(Done::Removed { vip, result });
+        });
+    }
+
+    fn on_done(&mut self, d: Done) {
+        let now = Instant::now();
+        let out = match d {
+            Done::Prepared {
+                vip,
+                attempt,
+                result,
+            } => {
+                if let Err(e) = &result {
+                    warn!(%vip, error = %e, "prepare failed; the VIP stays idle");
+                    self.metrics.prepare_failures.inc();
+                }
+                self.core.prepared(now, vip, attempt, result)
+            }
+            Done::Withdrawn { vip, ticket } => {
+                debug!(%vip, "withdraw on the wire");
+                self.withdraws_pending = self.withdraws_pending.saturating_sub(1);
+                if let Some(t) = self.fin_at.remove(&vip) {
+                    self.metrics
+                        .withdraw_latency
+                        .observe(t.elapsed().as_secs_f64());
+                }
+                self.core.withdrawn(now, vip, ticket)
+            }
+            Done::Removed { vip, result } => self.core.removed(vip, result),
+            Done::Conns { vip, n } => self.core.conns(now, vip, n),
+            Done::Reconciled(r) => {
+                let r = r.map(|a| {
+                    self.metrics.ipvs_apply.observe(a.took.as_secs_f64());
+                    self.metrics.ipvs_ops.inc_by(a.planned as u64);
+                    if a.planned > 0 {
+                        info!(
+                            ops = a.planned,
+                            failed = a.failures.len(),
+                            ms = a.took.as_millis() as u64,
+                            "IPVS mirrored"
+                        );
+                    }
+                    for f in &a.failures {
+                        warn!(failure = %f, "IPVS operation failed; a full reconcile repairs it");
+                        self.metrics.ipvs_failures.inc();
+                    }
+                    a.failures.len()
+                });
+                let r = match r {
+                    Ok(0) => Ok(()),
+                    Ok(n) => Err(format!("{n} operations failed")),
+                    Err(e) => Err(e),
+                };
+                self.core.reconciled(now, r)
+            }
+        };
+        self.perform(out);
+    }
+
+    fn note(&self, n: Note) {
+        let m = &self.metrics;
+        match n {
+            Note::NotMine(vip) => {
+                warn!(%vip, "announce refused: syn_announce for a VIP the mapping does not give this balancer");
+                m.announce_refused.inc();
+            }
+            Note::Vip(vip, ev) => {
+                debug!(%vip, event = %ev, "announce event");
+                m.announce_events
+                    .get_or_create(&EventLabel {
+                        event: event_label(&ev),
+                    })
+                    .inc();
+            }
+            Note::Mapping(n) => info!(vips = n, "mapping: this balancer serves {n} VIPs"),
+            Note::OldTree { got, have } => {
+                warn!(got, have, "tree older than the mirror ignored");
+                m.old_trees.inc();
+            }
+            Note::ChangesGap { from, have } => {
+                debug!(from, have, "changes do not apply: asking for the tree")
+            }
+            Note::ArbiterRestarted => info!("arbiter restarted: re-syncing"),
+            Note::Reconnected => info!("broker reachable again: re-syncing"),
+            Note::StaleResync(n) => {
+                warn!(dropped = n, "messages arrived stale: asking the arbiter for mapping, tree and announces again");
+                m.stale_resyncs.inc();
+            }
+            Note::AckRepair(n) => {
+                warn!(
+                    vips = n,
+                    "no go from the arbiter {} s after the ack: asking for the announces again",
+                    state::ACK_REPAIR_AFTER.as_secs()
+                );
+                m.ack_repairs.inc();
+            }
+            Note::RemovalCancelled(vip) => {
+                info!(%vip, "address kept: the VIP was asked for again before its removal")
+            }
+            Note::Unsolicited(kind) => {
+                warn!(kind, "answer nobody asked for: ignored");
+                m.unsolicited.get_or_create(&of_type(kind)).inc();
+            }
+            Note::Ignored(kind) => {
+                debug!(kind, "message not for a client: ignored");
+                m.messages_ignored.get_or_create(&of_type(kind)).inc();
+            }
+            Note::SynBeforeMapping => {
+                debug!("syn_announce before the first mapping: kept until the mapping arrives")
+            }
+            Note::Drained(vip) => {
+                debug!(%vip, "syn_announce of a drained VIP: not acted on")
+            }
+            Note::DrainDone {
+                vip,
+                conns,
+                timed_out,
+            } => {
+                if timed_out {
+                    warn!(%vip, ?conns, "drain timeout: withdrawing with connections left");
+                } else {
+                    info!(%vip, ?conns, "drained: withdrawing");
+                }
+            }
+            Note::Failed(what) => {
+                error!(failure = %what, "failed");
+                m.ipvs_failures.inc();
+            }
         }
-        let outs = self.vips.handle(
-            p.vip,
-            Input::PrepareResult {
-                attempt: p.attempt,
-                result: p.result,
-            },
-        );
-        self.perform(p.vip, outs);
+    }
+
+    fn write_files(&self, files: Vec<crate::wire::messages::SyncFile>) {
+        let dirs = self.cfg.client.sync_dirs.clone();
+        let metrics = self.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            for f in files {
+                match sync::write(&dirs, &f) {
+                    Ok(path) => {
+                        info!(file = %path.display(), bytes = f.content.len(), "sync: written")
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "sync: refused");
+                        metrics.sync_refused.inc();
+                    }
+                }
+            }
+        });
+    }
+
+    fn execute(&self, ex: crate::wire::messages::Execute) {
+        let executor = Arc::clone(&self.executor);
+        let timeout = Duration::from_secs(ex.timeout_s.into());
+        let metrics = self.metrics.clone();
+        let id = self.current_id;
+        tokio::spawn(async move {
+            match executor.run(id, &ex.argv, timeout).await {
+                Ok(r) => {
+                    info!(argv = ?ex.argv, rule = r.rule, code = ?r.code, output = %r.output_tail.trim_end(), "execute: done")
+                }
+                Err(e) => {
+                    warn!(error = %e, "execute: refused or failed");
+                    metrics.execute_refused.inc();
+                }
+            }
+        });
     }
 
     fn on_peer_event(&self, ev: bgp::PeerEvent) {
@@ -595,145 +779,233 @@ impl Client {
             bgp::PeerEvent::Up { name } => {
                 info!(peer = %name, "BGP session established");
                 self.metrics
-                    .inc("ipvs_sync_bgp_session_ups_total", &[("peer", &name)]);
+                    .bgp_session_ups
+                    .get_or_create(&PeerLabel { peer: name })
+                    .inc();
             }
             bgp::PeerEvent::Down { name, reason } => {
                 warn!(peer = %name, %reason, "BGP session down");
                 self.metrics
-                    .inc("ipvs_sync_bgp_session_downs_total", &[("peer", &name)]);
+                    .bgp_session_downs
+                    .get_or_create(&PeerLabel { peer: name })
+                    .inc();
             }
         }
     }
 
-    fn reload(&mut self) {
+    /// SIGHUP: applies what can be applied (see [`reload::ReloadPlan`]) and names in the log
+    /// what needs a restart.
+    async fn reload(&mut self) {
         let path: PathBuf = self.cfg.file.clone();
-        match config::Config::load(&path) {
-            Ok(new) => {
-                bgp_cfg::reload_peers(&self.edges.speaker, &self.cfg, &new);
-                info!(config = %path.display(), "configuration reloaded");
-                self.cfg = new;
+        let new = match config::Config::load(&path) {
+            Ok(new) => new,
+            Err(e) => {
+                error!(error = %e, "reload refused: the running configuration stays");
+                return;
             }
-            Err(e) => error!(error = %e, "reload refused: the running configuration stays"),
-        }
-    }
-
-    /// Asks for the announces again when a VIP waits too long for its go.
-    fn repair_acks(&mut self) {
-        let vips = &self.vips;
-        self.acked
-            .retain(|vip, _| matches!(vips.state(*vip), announce::State::Acked { .. }));
-        let stuck = self
-            .acked
-            .values()
-            .filter(|t| t.elapsed() >= ACK_REPAIR_AFTER)
-            .count();
-        if stuck > 0 {
+        };
+        let plan = reload::ReloadPlan::of(&self.cfg, &new);
+        for key in &plan.restart {
             warn!(
-                vips = stuck,
-                "no go from the arbiter {} s after the ack: asking for the announces again",
-                ACK_REPAIR_AFTER.as_secs()
+                key,
+                "changed in the configuration: applied at the next restart"
             );
-            self.metrics.inc("ipvs_sync_ack_repairs_total", &[]);
-            self.outbox.send(Dest::Server, Message::AnnouncesRequest);
-            let now = Instant::now();
-            self.acked.values_mut().for_each(|t| *t = now);
         }
+        if plan.settings {
+            self.core.reconfigure(settings(&new));
+        }
+        if plan.firewall {
+            self.edges.firewall = Arc::new(firewall_hook(&new));
+        }
+        if let Some((from, to)) = &plan.interface {
+            self.move_interface(from, to).await;
+        }
+        if let Some(s) = &self.edges.speaker {
+            if plan.peers {
+                bgp_cfg::reload_peers(s, &self.cfg, &new);
+            }
+            if plan.attributes {
+                warn!("[bgp] communities, next hops or eBGP preference changed: applied at the next restart");
+            }
+        }
+        info!(config = %path.display(), "configuration reloaded");
+        self.cfg = new;
     }
 
-    async fn tick_status(&mut self, transport: &Transport) {
-        self.repair_acks();
-        let connected = transport.is_connected();
-        if connected && !self.was_connected {
-            info!("broker reachable again: re-syncing");
-            self.request_all();
+    /// Moves the VIP addresses to another interface, make-before-break: every address in
+    /// use is put on the new interface before any is taken off the old one, so an announced
+    /// VIP never lacks its address. On failure the old interface stays in use.
+    async fn move_interface(&mut self, from: &str, to: &str) {
+        let Some(make) = self.edges.addrs_on.as_ref() else {
+            warn!(
+                from,
+                to, "[announce] interface changed: applied at the next restart"
+            );
+            return;
+        };
+        let new = match make(to.to_owned()).await {
+            Ok(a) => a,
+            Err(e) => {
+                error!(to, error = %e, "cannot use the new announce interface: the old one stays");
+                return;
+            }
+        };
+        let busy = self.core.busy();
+        for vip in &busy {
+            if let Err(e) = new.add(*vip).await {
+                error!(%vip, to, error = %e, "cannot put the VIP on the new interface: the old one stays");
+                for done in &busy {
+                    let _ = new.remove(*done).await;
+                }
+                return;
+            }
         }
-        self.was_connected = connected;
-        let peers = self.edges.speaker.peers().await;
-        let announced = self.vips.announced();
-        let m = &self.metrics;
-        m.set(
-            "ipvs_sync_broker_connected",
-            &[],
-            if connected { 1.0 } else { 0.0 },
+        let old = std::mem::replace(&mut self.edges.addrs, new);
+        for vip in &busy {
+            if let Err(e) = old.remove(*vip).await {
+                warn!(%vip, from, error = %e, "VIP address left on the old interface");
+            }
+        }
+        info!(
+            from,
+            to,
+            vips = busy.len(),
+            "VIP addresses moved to the new interface"
         );
-        m.set("ipvs_sync_vips_announced", &[], announced.len() as f64);
-        m.set("ipvs_sync_outbox_depth", &[], self.outbox.depth() as f64);
-        if let Some(t) = self.last_server_heartbeat {
-            m.set(
-                "ipvs_sync_last_heartbeat_age_seconds",
-                &[],
-                t.elapsed().as_secs_f64(),
-            );
+    }
+
+    async fn tick_status(&mut self) {
+        let now = Instant::now();
+        let connected = self.bus.connected();
+        if connected != self.was_connected {
+            let out = self.core.set_connected(now, connected);
+            self.perform(out);
+            self.was_connected = connected;
         }
+        let peers = self.edges.routes.peers().await;
+        let announced = self.core.announced();
+        let m = &self.metrics;
+        m.broker_connected.set(i64::from(connected));
+        m.vips_announced.set(announced.len() as i64);
+        m.outbox_depth.set(self.outbox.depth() as i64);
+        if let Some(t) = self.core.last_arbiter_heartbeat() {
+            m.last_heartbeat_age
+                .set(now.saturating_duration_since(t).as_secs_f64());
+        }
+        let mut rows = Vec::new();
         for p in &peers {
-            m.set(
-                "ipvs_sync_bgp_peer_up",
-                &[("peer", &p.name)],
-                if p.state == "established" { 1.0 } else { 0.0 },
-            );
-        }
-        daemon::export_transport_counters(m, transport);
-        let vip_rows: Vec<serde_json::Value> = self
-            .mine
-            .iter()
-            .flatten()
-            .map(|vip| {
-                let st = self.vips.state(*vip);
-                serde_json::json!({
-                    "vip": vip.to_string(),
-                    "state": st.name(),
-                    "local_pref": announced.get(vip),
+            let up = p.state == "established";
+            m.bgp_peer_up
+                .get_or_create(&PeerLabel {
+                    peer: p.name.clone(),
                 })
+                .set(i64::from(up));
+            if up {
+                self.peer_up_at.insert(p.name.clone(), now);
+            }
+            let since = self
+                .peer_up_at
+                .get(&p.name)
+                .copied()
+                .unwrap_or(self.started);
+            let hold = self
+                .cfg
+                .bgp
+                .peer(&p.name)
+                .and_then(|c| c.hold_time)
+                .unwrap_or(self.cfg.bgp.hold_time);
+            rows.push(PeerRow {
+                name: p.name.clone(),
+                address: Some(p.address),
+                remote_as: p.remote_as,
+                state: p.state.clone(),
+                uptime_s: p.uptime_secs.map(|s| s as f64),
+                down_s: (!up).then(|| now.saturating_duration_since(since).as_secs_f64()),
+                hold_time_s: f64::from(hold),
+                routes_sent: p.routes_sent,
+                updates_sent: p.updates_sent,
+                malformed_in: p.malformed_in,
+                last_error: p.last_error.clone(),
+            });
+        }
+        m.export_bus(&mut self.exported, self.bus.counters().snapshot());
+        m.export_clocks(&self.bus.clock_offsets());
+        let drains: BTreeMap<IpAddr, &state::Draining> = self.core.drains().collect();
+        let vips = self
+            .core
+            .mine()
+            .map(|vip| ClientVip {
+                vip,
+                state: self.core.vip_state(vip).name().to_owned(),
+                local_pref: announced.get(&vip).copied(),
+                drain: drains.get(&vip).map(|d| DrainRow {
+                    step: d.step.name().to_owned(),
+                    conns: d.conns,
+                    since_s: now.saturating_duration_since(d.started).as_secs_f64(),
+                }),
             })
             .collect();
-        self.status.set(serde_json::json!({
-            "role": "client",
-            "hostname": self.hostname,
-            "uptime_s": self.started.elapsed().as_secs_f64(),
-            "broker": {"connected": connected},
-            "last_heartbeat_age_s": self.last_server_heartbeat.map(|t| t.elapsed().as_secs_f64()),
-            "tree_serial": self.mirror.serial,
-            "peers": peers.iter().map(bgp_cfg::peer_json).collect::<Vec<_>>(),
-            "vips": vip_rows,
-            "queues": {"outbox": self.outbox.depth()},
-            "dropped": daemon::dropped_json(transport),
-            "transport": transport.status_json(),
-            "workers": {
-                "tree": {"age_s": self.last_tree_apply.map(|t| t.elapsed().as_secs_f64()),
-                         "interval_s": self.cfg.main.tree_request_interval.as_secs_f64()},
+        let age = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs_f64());
+        self.status.set(Status::Client(ClientStatus {
+            common: Common {
+                hostname: self.cfg.main.hostname.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                uptime_s: self.started.elapsed().as_secs_f64(),
+                broker: daemon::status::Broker { connected },
+                queues: [("outbox".to_owned(), self.outbox.depth() as u64)].into(),
+                dropped: daemon::dropped(self.bus.counters()),
+                clocks: self.bus.clock_offsets(),
+                workers: [(
+                    "tree".to_owned(),
+                    Worker {
+                        age_s: age(self.core.last_reconcile_ok()),
+                        interval_s: self.cfg.main.tree_request_interval.as_secs_f64(),
+                        error: None,
+                    },
+                )]
+                .into(),
             },
+            last_heartbeat_age_s: age(self.core.last_arbiter_heartbeat()),
+            tree_serial: self.core.serial(),
+            peers: rows,
+            vips,
         }));
     }
 
-    /// SIGTERM: withdraw everything (Cease), optionally remove the addresses, within 2 s.
+    /// SIGTERM: Cease to every peer (routers withdraw everything at once); with
+    /// `remove_vips_on_stop`, the addresses go `withdraw_grace` after the Cease is written.
     async fn stop(mut self) {
         info!("stopping: withdrawing every route (BGP Cease)");
-        let outs = self.vips.shutdown::<ipvs::Tree>();
-        let remove = self.cfg.announce.remove_vips_on_stop;
-        let mut removals = Vec::new();
-        for (vip, out) in outs {
-            match out {
-                Output::BgpWithdraw => self.edges.speaker.withdraw(host_net(vip)),
-                Output::RemoveAddress if remove => removals.push(vip),
-                _ => {}
-            }
-        }
-        let speaker = self.edges.speaker.clone();
+        let (_, removals) = self.core.shutdown();
         let _ = tokio::time::timeout(
             Duration::from_millis(1500),
-            speaker.shutdown("ipvs-sync shutting down"),
+            self.edges.routes.shutdown("ipvs-sync shutting down"),
         )
         .await;
-        for vip in removals {
-            if let Err(e) = self.edges.addrs.remove(vip).await {
-                warn!(%vip, error = %e, "VIP address removal failed");
+        if self.cfg.announce.remove_vips_on_stop && !removals.is_empty() {
+            tokio::time::sleep(self.cfg.announce.withdraw_grace).await;
+            for vip in removals {
+                if let Err(e) = self.edges.addrs.remove(vip).await {
+                    warn!(%vip, error = %e, "VIP address removal failed");
+                }
             }
         }
         self.outbox.close().await;
+        self.bus.close().await;
     }
 }
 
-/// `/32` or `/128` for a VIP.
-pub fn host_net(vip: IpAddr) -> IpNet {
-    IpNet::from(vip)
+fn event_label(ev: &announce::Event) -> &'static str {
+    use announce::Event as E;
+    match ev {
+        E::PrepareFailed(_) => "prepare_failed",
+        E::DuplicateSyn => "duplicate_syn",
+        E::AckWithoutSyn => "ack_without_syn",
+        E::AckBeforePrepared => "ack_before_prepared",
+        E::DuplicateAck => "duplicate_ack",
+        E::StalePrepareResult => "stale_prepare_result",
+        E::WithdrawWhileIdle => "withdraw_while_idle",
+        E::Cancelled => "cancelled",
+        _ => "other",
+    }
 }

@@ -1,5 +1,6 @@
 //! Subcommands: each returns the process exit code (see `cli` for their meaning).
 
+pub mod control;
 pub mod ipvs;
 pub mod keygen;
 pub mod monitor;
@@ -29,7 +30,18 @@ pub enum Daemon {
     Client,
 }
 
-/// `server` / `client`: runs until SIGTERM; 0 after a clean stop, 2 when it cannot start.
+/// Why a daemon's loop ended. Only a stop that was asked for is a success: any other end
+/// exits 1, so that a supervisor (systemd's `Restart=on-failure`) starts the daemon again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM or SIGINT (or the stop handle of a test).
+    Requested,
+    /// The broker transport ended and delivers nothing more.
+    TransportLost,
+}
+
+/// `server` / `client`: runs until SIGTERM; 0 after a requested stop, 1 after any other stop,
+/// 2 when it cannot start.
 pub fn run_daemon(path: &Path, which: Daemon) -> ExitCode {
     let name = match which {
         Daemon::Server => "server",
@@ -59,8 +71,18 @@ pub fn run_daemon(path: &Path, which: Daemon) -> ExitCode {
         r.map_err(|e| e.to_string())
     });
     rt.shutdown_timeout(Duration::from_millis(300));
+    daemon_exit(name, res)
+}
+
+/// The exit code of a daemon that ran (`Ok`) or could not start (`Err`).
+fn daemon_exit(name: &str, res: Result<Stopped, String>) -> ExitCode {
     match res {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Stopped::Requested) => ExitCode::SUCCESS,
+        Ok(why @ Stopped::TransportLost) => {
+            tracing::error!(?why, "stopped without being asked to: exit 1");
+            eprintln!("ipvs-sync {name}: stopped without being asked to ({why:?})");
+            ExitCode::from(1)
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             eprintln!("ipvs-sync {name}: {e}");
@@ -69,8 +91,13 @@ pub fn run_daemon(path: &Path, which: Daemon) -> ExitCode {
     }
 }
 
-/// `status [--json]`.
-pub fn run_status(path: &Path, json: bool) -> ExitCode {
+/// `status [--json] [--vip VIP] [--balancer HOST]`.
+pub fn run_status(
+    path: &Path,
+    json: bool,
+    vip: Option<std::net::IpAddr>,
+    balancer: Option<&str>,
+) -> ExitCode {
     let cfg = match load(path, "status") {
         Ok(c) => c,
         Err(code) => return code,
@@ -84,15 +111,19 @@ pub fn run_status(path: &Path, json: bool) -> ExitCode {
     };
     match daemon::http::get(addr, "/status", Duration::from_secs(3)) {
         Ok((200, body)) => {
-            if json {
-                print!("{body}");
-            } else {
-                match serde_json::from_str(&body) {
-                    Ok(doc) => print!("{}", status::render(&doc)),
-                    Err(e) => {
-                        eprintln!("ipvs-sync status: the daemon sent no JSON: {e}");
-                        return ExitCode::from(1);
+            match serde_json::from_str::<Option<daemon::status::Status>>(&body) {
+                Ok(Some(mut doc)) => {
+                    status::narrow(&mut doc, vip, balancer);
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                    } else {
+                        print!("{}", status::render(&doc));
                     }
+                }
+                Ok(None) => println!("the daemon is starting: no status yet"),
+                Err(e) => {
+                    eprintln!("ipvs-sync status: the daemon sent no status document: {e}");
+                    return ExitCode::from(1);
                 }
             }
             ExitCode::SUCCESS
@@ -108,35 +139,63 @@ pub fn run_status(path: &Path, json: bool) -> ExitCode {
     }
 }
 
-/// `monitor`: one line; 0 ok, 1 warning, 2 critical.
+/// `monitor`: one line; 0 ok, 1 warning, 2 critical, 3 unknown (no daemon to ask).
 pub fn run_monitor(path: &Path) -> ExitCode {
     let cfg = match config::Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            println!("CRITICAL: config: {e}");
-            return ExitCode::from(2);
+            println!("UNKNOWN: config: {e}");
+            return ExitCode::from(3);
         }
     };
     let Some(addr) = cfg.main.http_listen else {
-        println!("CRITICAL: http_listen is not set: nothing to monitor");
-        return ExitCode::from(2);
+        println!("UNKNOWN: http_listen is not set: nothing to monitor");
+        return ExitCode::from(3);
     };
     let lim = monitor::Limits {
         heartbeat_interval: cfg.main.heartbeat_interval.as_secs_f64(),
         alive_ttl: cfg.main.consumer_alive_ttl.as_secs_f64(),
     };
     let doc = match daemon::http::get(addr, "/status", Duration::from_secs(3)) {
-        Ok((200, body)) => serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        Ok((200, body)) => match serde_json::from_str::<Option<daemon::status::Status>>(&body) {
+            Ok(Some(doc)) => doc,
+            Ok(None) => {
+                println!("WARNING: the daemon is starting: no status yet");
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                println!("UNKNOWN: the daemon sent no status document: {e}");
+                return ExitCode::from(3);
+            }
+        },
         Ok((code, _)) => {
-            println!("CRITICAL: daemon answered {code} on /status");
-            return ExitCode::from(2);
+            println!("UNKNOWN: daemon answered {code} on /status");
+            return ExitCode::from(3);
         }
         Err(e) => {
-            println!("CRITICAL: daemon not answering on {addr}: {e}");
-            return ExitCode::from(2);
+            println!("UNKNOWN: daemon not answering on {addr}: {e}");
+            return ExitCode::from(3);
         }
     };
     let (level, line) = monitor::judge(&doc, lim);
     println!("{line}");
     ExitCode::from(level as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_requested_stop_exits_zero() {
+        assert_eq!(
+            daemon_exit("client", Ok(Stopped::Requested)),
+            ExitCode::SUCCESS
+        );
+        assert_eq!(
+            daemon_exit("client", Ok(Stopped::TransportLost)),
+            ExitCode::from(1)
+        );
+        assert_eq!(daemon_exit("server", Err("no".into())), ExitCode::from(2));
+    }
 }

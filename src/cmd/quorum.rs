@@ -7,8 +7,9 @@
 //! announce/withdraw to the running arbiter builds on the returned [`DescChange`]
 //! (`change.publish()` says whether a `syn_announce` or a `fin_announce` is due).
 //!
-//! Kept light on purpose — it sits in keepalived's path: no tokio runtime, no
-//! netlink, no AMQP here.
+//! Kept light on purpose — it sits in keepalived's path: no tokio runtime, no netlink, no
+//! AMQP, no secret — except when a `down` cannot be handed to the arbiter, which it then
+//! publishes to the broker itself (see [`run`]).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -17,6 +18,10 @@ use std::time::Duration;
 use announce::known_ports::known_ports;
 use announce::quorum::{self, DescChange, QuorumError};
 use announce::Desc;
+
+use crate::daemon::quorum_socket::{hand_off, QuorumEvent};
+use crate::wire::messages::FinAnnounce;
+use crate::wire::{Dest, Message};
 
 /// Quorum direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -65,49 +70,138 @@ pub fn update_desc(
     Ok((outcome.desc, outcome.change))
 }
 
-/// `quorum up|down ARG`: records the call in the desc file (the part that must never be
-/// lost), then hands the VIP to the running arbiter for an immediate announce/withdraw.
-/// Exit 0 when the desc is written (the hand-off is best effort: the arbiter's desc scan
-/// catches up within `vips_description_update_interval`), 1 when the desc could not be
-/// written, 2 on a bad argument or config.
+/// How long the hand-off to the arbiter may take.
+const HANDOFF_WAIT: Duration = Duration::from_secs(1);
+
+/// How long publishing a `fin_announce` to the broker directly may take.
+const PUBLISH_WAIT: Duration = Duration::from_secs(3);
+
+/// `quorum up|down ARG`: records the call in the desc file, then hands the VIP to the
+/// running arbiter for an immediate announce/withdraw.
+///
+/// A `down` is never lost, because keepalived never runs a handler again:
+/// - when the desc file cannot be updated (no space, I/O error, its lock held by a stuck
+///   process past [`announce::quorum::LOCK_TIMEOUT`]), the file is removed (which needs no
+///   space: a missing desc means no quorum) and the arbiter is told to withdraw the VIP and
+///   keep it withdrawn until a quorum call for it succeeds again;
+/// - when the arbiter cannot be told (not running, not answering), the handler publishes the
+///   signed `fin_announce` to the broker itself.
+///
+/// Exit 0 when the call is recorded and, for a `down`, the withdraw is on its way; 1 when
+/// the desc could not be written for an `up`, or a `down` could reach neither the arbiter nor
+/// the broker (the message names each failure); 2 on a bad argument or config. The desc part
+/// reads no secret: only the broker fallback reads `secret.ini`.
 pub fn run(path: &Path, args: &QuorumArgs) -> ExitCode {
-    let cfg = match config::Config::load(path) {
+    let cfg = match config::Config::load_public(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ipvs-sync quorum: {e}");
             return ExitCode::from(2);
         }
     };
-    let (desc, change) = match update_desc(&cfg, args) {
-        Ok(x) => x,
-        Err(e @ QuorumError::Arg(_)) => {
+    let vip = match quorum::parse_arg(&args.arg) {
+        Ok(a) => a.vip,
+        Err(e) => {
             eprintln!("ipvs-sync quorum: {e}");
             return ExitCode::from(2);
         }
-        Err(e) => {
+    };
+    let down = args.direction == Direction::Down;
+    let (ev, desc_error) = match update_desc(&cfg, args) {
+        Ok((desc, change)) => {
+            if change.publish() == quorum::Publish::Nothing {
+                return ExitCode::SUCCESS;
+            }
+            let ev = QuorumEvent {
+                vip,
+                announce: desc.announce,
+                forced: false,
+                error: None,
+            };
+            (ev, None)
+        }
+        Err(e) if !down => {
+            // Not recorded: the VIP keeps its last state, which an up cannot make unsafe.
             eprintln!("ipvs-sync quorum: {e}");
             return ExitCode::from(1);
         }
+        Err(e) => {
+            let mut why = e.to_string();
+            let desc = cfg.desc_path(vip);
+            match std::fs::remove_file(&desc) {
+                Ok(()) => why.push_str("; desc file removed"),
+                Err(r) if r.kind() == std::io::ErrorKind::NotFound => {}
+                Err(r) => why.push_str(&format!("; removing {} failed too: {r}", desc.display())),
+            }
+            tracing::error!(%vip, error = %why, "quorum down not recorded in the desc file: withdrawing the VIP regardless");
+            let ev = QuorumEvent {
+                vip,
+                announce: false,
+                forced: true,
+                error: Some(why.clone()),
+            };
+            (ev, Some(why))
+        }
     };
-    if change.publish() == announce::quorum::Publish::Nothing {
+    let handed = hand_off(&cfg.server.quorum_socket, &ev, HANDOFF_WAIT);
+    let handoff_error = match handed {
+        Ok(()) => return report(desc_error, None),
+        Err(e) => e,
+    };
+    if ev.announce {
+        // An announce waits for the arbiter: its desc scan reads the file once it runs.
+        tracing::warn!(%vip, error = %handoff_error, "arbiter not told at once; its desc scan will pick the change up");
         return ExitCode::SUCCESS;
     }
-    let vip = match announce::quorum::parse_arg(&args.arg) {
-        Ok(a) => a.vip,
-        Err(_) => return ExitCode::SUCCESS,
-    };
-    let ev = crate::daemon::quorum_socket::QuorumEvent {
-        vip,
-        announce: desc.announce,
-    };
-    if let Err(e) = crate::daemon::quorum_socket::hand_off(
-        &cfg.server.quorum_socket,
-        &ev,
-        Duration::from_secs(1),
-    ) {
-        tracing::warn!(%vip, error = %e, "arbiter not told at once; its desc scan will pick the change up");
+    tracing::warn!(%vip, error = %handoff_error, "arbiter not told: publishing the fin_announce to the broker");
+    match withdraw_via_broker(path, vip) {
+        Ok(()) => report(desc_error, None),
+        Err(e) => report(
+            desc_error,
+            Some(format!(
+                "the arbiter could not be told ({handoff_error}) and the broker neither ({e})"
+            )),
+        ),
     }
-    ExitCode::SUCCESS
+}
+
+/// The exit of a call whose withdraw went out (`lost` is `None`) or was lost.
+fn report(desc_error: Option<String>, lost: Option<String>) -> ExitCode {
+    if let Some(e) = &desc_error {
+        eprintln!("ipvs-sync quorum: desc file not updated: {e}");
+    }
+    match lost {
+        None => ExitCode::SUCCESS,
+        Some(e) => {
+            eprintln!("ipvs-sync quorum: withdraw not delivered: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Publishes `fin_announce` of `vip` to every balancer, signed as the arbiter, with the
+/// broker settings and secrets of the arbiter's config.
+fn withdraw_via_broker(path: &Path, vip: std::net::IpAddr) -> Result<(), String> {
+    let cfg = config::Config::load(path).map_err(|e| e.to_string())?;
+    let role = crate::wire::Role::Server {
+        name: cfg.main.hostname.clone(),
+    };
+    let opts =
+        crate::wire::TransportOptions::from_config(&cfg, &role).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let msg = Message::FinAnnounce(FinAnnounce { vips: vec![vip] });
+    rt.block_on(crate::wire::oneshot::publish(
+        &cfg.amqp_url(),
+        &opts,
+        &cfg.main.hostname,
+        Dest::Broadcast,
+        &msg,
+        PUBLISH_WAIT,
+    ))
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -175,5 +269,103 @@ mod tests {
         let err =
             update_desc(&cfg(dir.path()), &args(Direction::Up, "not-an-ip,b-1,80")).unwrap_err();
         assert!(matches!(err, QuorumError::Arg(_)), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+
+    /// A config whose desc files live under `desc_dir` and whose quorum socket is `sock`;
+    /// the broker is a closed port.
+    fn write_config(dir: &Path, desc_dir: &Path, sock: &Path) -> std::path::PathBuf {
+        let path = dir.join("config.ini");
+        std::fs::write(
+            &path,
+            format!(
+                "[main]\namqp_server = amqp://ipvs@127.0.0.1:1/\nhostname = arbiter.example.net\n\
+                 vip_description_filepath = {d}/keepalived-{{vip}}-desc.json\n\
+                 service_mapping_wildcard = {w}/lbs/*/*/*.conf\n\
+                 [server]\nquorum_socket = {s}\n",
+                d = desc_dir.display(),
+                w = dir.display(),
+                s = sock.display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Answers one hand-off with `ok` and returns what it said.
+    fn one_handoff(sock: &Path) -> std::thread::JoinHandle<QuorumEvent> {
+        let l = UnixListener::bind(sock).unwrap();
+        std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            (&s).write_all(b"ok\n").unwrap();
+            serde_json::from_str(line.trim()).unwrap()
+        })
+    }
+
+    #[test]
+    fn a_down_the_desc_cannot_record_is_handed_off_as_a_forced_withdraw() {
+        let dir = tempfile::tempdir().unwrap();
+        // The desc "directory" is a file: every write fails (ENOTDIR), as on a broken disk.
+        let not_a_dir = dir.path().join("desc");
+        std::fs::write(&not_a_dir, b"").unwrap();
+        let sock = dir.path().join("q.sock");
+        let cfg = write_config(dir.path(), &not_a_dir, &sock);
+        let got = one_handoff(&sock);
+        let code = run(&cfg, &args(Direction::Down, "192.0.2.10,b-100,80"));
+        assert_eq!(code, ExitCode::SUCCESS, "the withdraw went out");
+        let ev = got.join().unwrap();
+        assert_eq!(ev.vip, "192.0.2.10".parse::<std::net::IpAddr>().unwrap());
+        assert!(ev.forced && !ev.announce);
+        assert!(ev.error.unwrap().contains("Not a directory"));
+    }
+
+    #[test]
+    fn a_down_neither_the_arbiter_nor_the_broker_took_fails_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let desc = dir.path().join("desc");
+        std::fs::create_dir(&desc).unwrap();
+        let cfg = write_config(dir.path(), &desc, &dir.path().join("absent.sock"));
+        // Up first: recorded, the arbiter is away, and that is fine for an up.
+        assert_eq!(
+            run(&cfg, &args(Direction::Up, "192.0.2.10,b-100,80")),
+            ExitCode::SUCCESS
+        );
+        // The down is recorded, but no arbiter and no broker (and no secret.ini) take it.
+        assert_eq!(
+            run(&cfg, &args(Direction::Down, "192.0.2.10,b-100,80")),
+            ExitCode::from(1)
+        );
+        let d = Desc::read(&desc.join("keepalived-192.0.2.10-desc.json")).unwrap();
+        assert!(!d.announce, "the desc says down");
+    }
+
+    #[test]
+    fn an_up_the_desc_cannot_record_fails_without_a_hand_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("desc");
+        std::fs::write(&not_a_dir, b"").unwrap();
+        let sock = dir.path().join("q.sock");
+        let cfg = write_config(dir.path(), &not_a_dir, &sock);
+        assert_eq!(
+            run(&cfg, &args(Direction::Up, "192.0.2.10,b-100,80")),
+            ExitCode::from(1)
+        );
+        assert!(!sock.exists());
+    }
+
+    fn args(direction: Direction, arg: &str) -> QuorumArgs {
+        QuorumArgs {
+            direction,
+            arg: arg.to_string(),
+        }
     }
 }

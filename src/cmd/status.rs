@@ -1,128 +1,289 @@
 //! `ipvs-sync status [--json]`: the running daemon's `/status`, printed for people.
 //!
-//! The daemon publishes one JSON document (see `daemon::status`); this command fetches it from
-//! `http_listen` and prints it the way `gobgp neighbor` and `birdc show protocols` do: a header,
-//! then aligned tables of peers, VIPs, clients and queues.
+//! The daemon publishes one typed document ([`crate::daemon::status::Status`]); this command
+//! fetches it from `http_listen` and prints it the way `gobgp neighbor` and `birdc show
+//! protocols` do: a header, then aligned tables of peers, VIPs, clients and queues. No colour.
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
+use crate::daemon::status::{ClientStatus, Common, ServerStatus, Status};
 
 /// Renders the status document as aligned tables.
-pub fn render(doc: &Value) -> String {
+pub fn render(doc: &Status) -> String {
     let mut out = String::new();
-    let s = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_string(),
-        other => other.to_string(),
-    };
+    header(&mut out, doc.role(), doc.common());
+    match doc {
+        Status::Client(c) => client(&mut out, c),
+        Status::Server(s) => server(&mut out, s),
+    }
+    queues(&mut out, doc.common());
+    out
+}
+
+fn header(out: &mut String, role: &str, c: &Common) {
     let _ = writeln!(
         out,
-        "{} {}  up {}  broker {}",
-        s(&doc["role"]),
-        s(&doc["hostname"]),
-        human_secs(doc["uptime_s"].as_f64()),
-        if doc["broker"]["connected"].as_bool() == Some(true) {
+        "{role} {}  up {}  broker {}",
+        c.hostname,
+        human_secs(Some(c.uptime_s)),
+        if c.broker.connected {
             "connected"
         } else {
             "DOWN"
         },
     );
-    if let Some(age) = doc["last_heartbeat_age_s"].as_f64() {
+}
+
+fn client(out: &mut String, c: &ClientStatus) {
+    if let Some(age) = c.last_heartbeat_age_s {
         let _ = writeln!(
             out,
             "last heartbeat from the arbiter {} ago",
             human_secs(Some(age))
         );
     }
-    let table =
-        |out: &mut String, title: &str, cols: &[(&str, &str)], rows: Option<&Vec<Value>>| {
-            let Some(rows) = rows.filter(|r| !r.is_empty()) else {
-                return;
-            };
-            let cells: Vec<Vec<String>> = rows
-                .iter()
-                .map(|r| {
-                    cols.iter()
-                        .map(|(_, key)| {
-                            if key.ends_with("_s") {
-                                human_secs(r[*key].as_f64())
-                            } else {
-                                s(&r[*key])
-                            }
-                        })
-                        .collect()
-                })
-                .collect();
-            let widths: Vec<usize> = cols
-                .iter()
-                .enumerate()
-                .map(|(i, (h, _))| {
-                    cells
-                        .iter()
-                        .map(|c| c[i].len())
-                        .chain([h.len()])
-                        .max()
-                        .unwrap_or(0)
-                })
-                .collect();
-            let _ = writeln!(out, "\n{title}");
-            let line = |out: &mut String, items: Vec<&str>| {
-                let l: Vec<String> = items
-                    .iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect();
-                let _ = writeln!(out, "  {}", l.join("  ").trim_end());
-            };
-            line(out, cols.iter().map(|(h, _)| *h).collect());
-            for row in &cells {
-                line(out, row.iter().map(String::as_str).collect());
-            }
-        };
+    let rows = c
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.address.map_or("-".into(), |a| a.to_string()),
+                p.remote_as.to_string(),
+                p.state.clone(),
+                human_secs(p.uptime_s.or(p.down_s)),
+                p.routes_sent.to_string(),
+                p.last_error.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
     table(
-        &mut out,
+        out,
         "BGP peers",
         &[
-            ("Peer", "name"),
-            ("Address", "address"),
-            ("AS", "remote_as"),
-            ("State", "state"),
-            ("Up/Down", "uptime_s"),
-            ("Sent", "routes_sent"),
-            ("Last error", "last_error"),
+            "Peer",
+            "Address",
+            "AS",
+            "State",
+            "Up/Down",
+            "Sent",
+            "Last error",
         ],
-        doc["peers"].as_array(),
+        rows,
     );
+    let rows = c
+        .vips
+        .iter()
+        .map(|v| {
+            let drain = v.drain.as_ref().map_or("-".into(), |d| {
+                format!(
+                    "{} for {}{}",
+                    d.step,
+                    human_secs(Some(d.since_s)),
+                    d.conns
+                        .map_or(String::new(), |n| format!(", {n} connections"))
+                )
+            });
+            vec![
+                v.vip.to_string(),
+                v.state.clone(),
+                v.local_pref.map_or("-".into(), |l| l.to_string()),
+                drain,
+            ]
+        })
+        .collect();
+    table(out, "VIPs", &["VIP", "State", "Local-pref", "Drain"], rows);
+}
+
+fn server(out: &mut String, s: &ServerStatus) {
+    if let Some(h) = &s.holding {
+        let _ = writeln!(out, "not answering balancers: {h}");
+    }
+    let held: Vec<String> = s
+        .vips
+        .iter()
+        .filter(|v| v.held.is_some())
+        .map(|v| v.vip.to_string())
+        .collect();
+    if let Some(l) = &s.withdraw_limit {
+        let _ = writeln!(out, "withdraw_limit {l}, {} held", held.len());
+    }
+    if !held.is_empty() {
+        let _ = writeln!(
+            out,
+            "held announced past the limit (withdraw with `ipvs-sync release`): {}",
+            held.join(" ")
+        );
+    }
+    if !s.forced_withdrawn.is_empty() {
+        let v: Vec<String> = s.forced_withdrawn.iter().map(|v| v.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "withdrawn because a quorum down could not be recorded: {}",
+            v.join(" ")
+        );
+    }
+    if let Some(f) = &s.quorum_failure {
+        let _ = writeln!(
+            out,
+            "last quorum handler failure {} ago, {}: {}",
+            human_secs(Some(f.age_s)),
+            f.vip,
+            f.error
+        );
+    }
+    let dash = |o: Option<String>| o.unwrap_or_else(|| "-".into());
+    let rows = s
+        .vips
+        .iter()
+        .map(|v| {
+            vec![
+                v.vip.to_string(),
+                if v.announce { "yes" } else { "no" }.to_owned(),
+                match (v.active, v.total) {
+                    (Some(a), Some(t)) => format!("{a}/{t}"),
+                    _ => "-".into(),
+                },
+                dash(v.local_pref.map(|l| l.to_string())),
+                human_secs(v.since_s),
+                dash(
+                    v.held
+                        .as_ref()
+                        .map(|h| format!("{} ({})", human_secs(Some(h.since_s)), h.because)),
+                ),
+            ]
+        })
+        .collect();
     table(
-        &mut out,
+        out,
         "VIPs",
-        &[
-            ("VIP", "vip"),
-            ("State", "state"),
-            ("Local-pref", "local_pref"),
-            ("Announce", "announce"),
-        ],
-        doc["vips"].as_array(),
+        &["VIP", "Quorum", "Ports", "Local-pref", "Since", "Held"],
+        rows,
     );
+    let rows = s
+        .vips
+        .iter()
+        .flat_map(|v| {
+            v.balancers.iter().map(move |b| {
+                vec![
+                    v.vip.to_string(),
+                    b.name.clone(),
+                    b.stage.clone(),
+                    human_secs(b.since_s),
+                ]
+            })
+        })
+        .collect();
     table(
-        &mut out,
-        "Clients",
-        &[
-            ("Client", "name"),
-            ("Last heartbeat", "age_s"),
-            ("VIPs", "vips"),
-        ],
-        doc["clients"].as_array(),
+        out,
+        "Announces",
+        &["VIP", "Balancer", "State", "Since"],
+        rows,
     );
-    if let Some(q) = doc["queues"].as_object().filter(|q| !q.is_empty()) {
-        let _ = writeln!(out, "\nQueues");
-        let w = q.keys().map(String::len).max().unwrap_or(0);
-        for (k, v) in q {
-            let _ = writeln!(out, "  {k:<w$}  {}", s(v));
+    let rows = s
+        .clients
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                if c.live { "yes" } else { "no" }.to_owned(),
+                human_secs(c.live.then_some(c.age_s)),
+                dash(c.serial.map(|x| x.to_string())),
+                dash(c.lag.map(|x| x.to_string())),
+                c.vips.to_string(),
+                c.quorate.to_string(),
+                c.announced.to_string(),
+                if c.drained { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        "Balancers",
+        &[
+            "Balancer",
+            "Live",
+            "Heartbeat",
+            "Serial",
+            "Lag",
+            "VIPs",
+            "Quorate",
+            "Announced",
+            "Drained",
+        ],
+        rows,
+    );
+}
+
+/// Keeps only what concerns `vip` and/or `balancer` (`status --vip`, `--balancer`).
+pub fn narrow(doc: &mut Status, vip: Option<std::net::IpAddr>, balancer: Option<&str>) {
+    match doc {
+        Status::Client(c) => {
+            if let Some(v) = vip {
+                c.vips.retain(|x| x.vip == v);
+            }
+        }
+        Status::Server(s) => {
+            if let Some(v) = vip {
+                s.vips.retain(|x| x.vip == v);
+                let names: Vec<String> = s
+                    .vips
+                    .iter()
+                    .flat_map(|x| x.balancers.iter().map(|b| b.name.clone()))
+                    .collect();
+                s.clients.retain(|c| names.contains(&c.name));
+            }
+            if let Some(b) = balancer {
+                s.clients.retain(|c| c.name == b);
+                for v in &mut s.vips {
+                    v.balancers.retain(|x| x.name == b);
+                }
+                s.vips.retain(|v| !v.balancers.is_empty());
+            }
         }
     }
-    out
+}
+
+fn queues(out: &mut String, c: &Common) {
+    if c.queues.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nQueues");
+    let w = c.queues.keys().map(String::len).max().unwrap_or(0);
+    for (k, v) in &c.queues {
+        let _ = writeln!(out, "  {k:<w$}  {v}");
+    }
+}
+
+/// An aligned table: a title, a header line, one line per row; nothing when there are no rows.
+pub fn table(out: &mut String, title: &str, headers: &[&str], rows: Vec<Vec<String>>) {
+    if rows.is_empty() {
+        return;
+    }
+    let widths: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, String::len))
+                .chain([h.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let _ = writeln!(out, "\n{title}");
+    let line = |out: &mut String, items: Vec<&str>| {
+        let l: Vec<String> = items
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "  {}", l.join("  ").trim_end());
+    };
+    line(out, headers.to_vec());
+    for row in &rows {
+        line(out, row.iter().map(String::as_str).collect());
+    }
 }
 
 /// `3725.2` → `1h02m05s`; `None` → `-`.
@@ -144,19 +305,47 @@ pub fn human_secs(v: Option<f64>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::daemon::status::{Broker, ClientVip, PeerRow};
 
     #[test]
     fn renders_aligned_tables() {
-        let doc = serde_json::json!({
-            "role": "client", "hostname": "lb1", "uptime_s": 3725.0,
-            "broker": {"connected": true}, "last_heartbeat_age_s": 1.25,
-            "peers": [
-                {"name": "r1", "address": "192.0.2.1", "remote_as": 65000, "state": "Established", "uptime_s": 61.0, "routes_sent": 2, "last_error": null},
-                {"name": "router-two", "address": "2001:db8::2", "remote_as": 65001, "state": "Active", "uptime_s": null, "routes_sent": 0, "last_error": "connection refused"}
+        let doc = Status::Client(ClientStatus {
+            common: Common {
+                hostname: "lb1".into(),
+                uptime_s: 3725.0,
+                broker: Broker { connected: true },
+                queues: [("incoming".to_owned(), 0)].into(),
+                ..Common::default()
+            },
+            last_heartbeat_age_s: Some(1.25),
+            peers: vec![
+                PeerRow {
+                    name: "r1".into(),
+                    address: Some("192.0.2.1".parse().unwrap()),
+                    remote_as: 65000,
+                    state: "established".into(),
+                    uptime_s: Some(61.0),
+                    routes_sent: 2,
+                    ..PeerRow::default()
+                },
+                PeerRow {
+                    name: "router-two".into(),
+                    address: Some("2001:db8::2".parse().unwrap()),
+                    remote_as: 65001,
+                    state: "active".into(),
+                    last_error: Some("connection refused".into()),
+                    ..PeerRow::default()
+                },
             ],
-            "vips": [{"vip": "198.51.100.10", "state": "Announced", "local_pref": 150, "announce": true}],
-            "queues": {"incoming": 0}
+            vips: vec![ClientVip {
+                vip: "198.51.100.10".parse().unwrap(),
+                state: "announced".into(),
+                local_pref: Some(150),
+                drain: None,
+            }],
+            ..ClientStatus::default()
         });
         let text = render(&doc);
         assert!(
@@ -184,8 +373,9 @@ mod tests {
             "{text}"
         );
         assert!(peers[2].contains("connection refused"));
-        assert!(text.contains("198.51.100.10  Announced  150"), "{text}");
+        assert!(text.contains("198.51.100.10  announced  150"), "{text}");
         assert!(text.contains("  incoming  0"), "{text}");
+        assert!(!text.contains('\u{1b}'), "no colour");
     }
 
     #[test]

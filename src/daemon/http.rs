@@ -6,7 +6,7 @@
 //! endpoint, not a web server, so no HTTP stack is pulled in for it.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,21 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::metrics::Metrics;
 
-/// The `/status` document, replaced by the daemon's main loop whenever something changes.
-#[derive(Clone, Default)]
-pub struct StatusDoc(Arc<Mutex<serde_json::Value>>);
-
-impl StatusDoc {
-    /// Replaces the document.
-    pub fn set(&self, v: serde_json::Value) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = v;
-    }
-
-    /// A copy of the current document.
-    pub fn get(&self) -> serde_json::Value {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
+pub use super::status::StatusDoc;
 
 const MAX_REQUEST: usize = 8192;
 
@@ -143,7 +129,7 @@ async fn handle(
     match path.split('?').next().unwrap_or("") {
         "/metrics" => {
             let body = metrics.render();
-            let ctype = "text/plain; version=0.0.4";
+            let ctype = "application/openmetrics-text; version=1.0.0; charset=utf-8";
             respond(&mut stream, 200, ctype, body.as_bytes(), head_only).await
         }
         "/status" => {
@@ -215,21 +201,26 @@ mod tests {
     async fn serves_metrics_status_and_404() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let metrics = Metrics::new();
-        metrics.inc("ipvs_sync_test_total", &[("k", "v")]);
+        let metrics = Metrics::new(super::super::metrics::Role::Client);
+        metrics.bgp_announces.inc();
         let status = StatusDoc::default();
-        status.set(serde_json::json!({"role": "client", "vips": ["192.0.2.10"]}));
+        status.set(super::super::status::Status::Client(
+            super::super::status::ClientStatus {
+                tree_serial: 42,
+                ..Default::default()
+            },
+        ));
         tokio::spawn(serve(listener, metrics, status));
         let fetch = |path: &'static str| {
             tokio::task::spawn_blocking(move || get(addr, path, Duration::from_secs(2)).unwrap())
         };
         let (code, body) = fetch("/metrics").await.unwrap();
         assert_eq!(code, 200);
-        assert!(body.contains("ipvs_sync_test_total{k=\"v\"} 1"), "{body}");
+        assert!(body.contains("ipvs_sync_bgp_announces_total 1"), "{body}");
         let (code, body) = fetch("/status").await.unwrap();
         assert_eq!(code, 200);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["vips"][0], "192.0.2.10");
+        assert_eq!(v["tree_serial"], 42);
         let (code, _) = fetch("/nope").await.unwrap();
         assert_eq!(code, 404);
     }
@@ -248,8 +239,14 @@ mod tests {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let status = StatusDoc::default();
-        status.set(serde_json::json!({"role": "client"}));
-        tokio::spawn(serve(listener, Metrics::new(), status));
+        status.set(super::super::status::Status::Client(
+            super::super::status::ClientStatus::default(),
+        ));
+        tokio::spawn(serve(
+            listener,
+            Metrics::new(super::super::metrics::Role::Client),
+            status,
+        ));
         let get = raw(addr, b"GET /status HTTP/1.1\r\n\r\n").await;
         let head = raw(addr, b"HEAD /status HTTP/1.1\r\n\r\n").await;
         let (get_head, get_body) = get.split_once("\r\n\r\n").unwrap();
@@ -271,7 +268,7 @@ mod tests {
         };
         tokio::spawn(serve_with(
             listener,
-            Metrics::new(),
+            Metrics::new(super::super::metrics::Role::Client),
             StatusDoc::default(),
             lim,
         ));

@@ -1,173 +1,611 @@
-//! A small Prometheus registry: counters and gauges with labels, rendered in the text format.
+//! Every metric a daemon exports, declared once at start with `prometheus-client`.
 //!
-//! Everything an operator graphs goes through here: messages in/out/dropped by reason, peers up,
-//! VIPs announced, queue depths, heartbeat age, apply durations. A mutex around a sorted map is
-//! plenty for a control plane (thousands of updates a second at most) and keeps the output stable.
+//! Names carry their unit (`_seconds`) and counters end in `_total`; latencies are
+//! histograms. Labels come from one small vocabulary, each with a bounded set of values:
+//! `type` (a message type), `reason` (why a message was dropped), `why` (why a send failed),
+//! `event` (an announce-machine event), `peer` (a configured BGP peer name), `version`
+//! (`build_info`). Nothing read from a message, a file or an error becomes a label value.
+//!
+//! A daemon registers the families of its role ([`Role::Client`] or [`Role::Server`]) plus the
+//! common ones; [`Metrics`] still has every field, so code shared by both roles never needs
+//! to ask which it is.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-/// Kind of a metric family, as Prometheus names it.
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::wire::counters::CountersSnapshot;
+
+/// Which daemon the registry serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Only goes up.
-    Counter,
-    /// Goes up and down.
-    Gauge,
+pub enum Role {
+    /// A balancer.
+    Client,
+    /// The arbiter.
+    Server,
 }
 
+/// `type` label: a message type (its envelope name).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    /// The type.
+    pub r#type: &'static str,
+}
+
+/// `reason` label: why a received message was dropped.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// The reason.
+    pub reason: &'static str,
+}
+
+/// `why` label: why a send failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhyLabel {
+    /// Why.
+    pub why: SendFailure,
+}
+
+/// Why a send failed.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum SendFailure {
+    /// No queue bound to the routing key.
+    unroutable,
+    /// The broker nacked it, or its confirm never came.
+    confirm,
+}
+
+/// `event` label: an announce-machine event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    /// The event.
+    pub event: &'static str,
+}
+
+/// `peer` label: a configured BGP peer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    /// Its `[bgp.peer.NAME]`.
+    pub peer: String,
+}
+
+/// `build_info` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabel {
+    /// Package version.
+    pub version: &'static str,
+}
+
+type F64Gauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Latency buckets from 0.5 ms to ~16 s.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16)
+}
+
+/// A latency histogram with the buckets of [`latency_buckets`].
+#[derive(Clone, Debug)]
+pub struct Latency(Histogram);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency(Histogram::new(latency_buckets()))
+    }
+}
+
+impl std::ops::Deref for Latency {
+    type Target = Histogram;
+    fn deref(&self) -> &Histogram {
+        &self.0
+    }
+}
+
+/// Every family; the fields a role does not register are never exported.
 #[derive(Default)]
-struct Inner {
-    /// family name → (kind, help)
-    families: BTreeMap<&'static str, (Kind, &'static str)>,
-    /// (family, rendered labels) → value
-    values: BTreeMap<(&'static str, String), f64>,
+pub struct Families {
+    // --- both daemons
+    /// Package version, value 1.
+    pub build_info: Family<BuildLabel, Gauge>,
+    /// Verified messages received, by type.
+    pub messages_received: Family<TypeLabel, Counter>,
+    /// Messages sent and confirmed, by type.
+    pub messages_sent: Family<TypeLabel, Counter>,
+    /// Messages dropped on receipt, by reason.
+    pub messages_dropped: Family<ReasonLabel, Counter>,
+    /// Messages of a type the receiver does not take, by type.
+    pub messages_ignored: Family<TypeLabel, Counter>,
+    /// Messages dropped because the outbound queue was full, by type.
+    pub outbox_dropped: Family<TypeLabel, Counter>,
+    /// Sends that failed, by why.
+    pub send_failures: Family<WhyLabel, Counter>,
+    /// 1 while the broker connection is up.
+    pub broker_connected: Gauge,
+    /// Broker reconnections.
+    pub broker_reconnects: Counter,
+    /// Each sender's wall clock minus ours, measured from its messages (never used to drop
+    /// them), by sender.
+    pub peer_clock_offset: Family<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Messages waiting to be sent or confirmed.
+    pub outbox_depth: Gauge,
+    /// VIPs announced (client) or with announce=true (server).
+    pub vips_announced: Gauge,
+    /// IPVS operations or reconciles and dumps that failed.
+    pub ipvs_failures: Counter,
+    // --- client
+    /// 1 while the BGP session with the peer is Established.
+    pub bgp_peer_up: Family<PeerLabel, Gauge>,
+    /// BGP sessions that came up, by peer.
+    pub bgp_session_ups: Family<PeerLabel, Counter>,
+    /// Established BGP sessions that ended, by peer.
+    pub bgp_session_downs: Family<PeerLabel, Counter>,
+    /// VIP announces handed to the speaker.
+    pub bgp_announces: Counter,
+    /// VIP withdraws handed to the speaker.
+    pub bgp_withdraws: Counter,
+    /// Age of the arbiter's last heartbeat.
+    pub last_heartbeat_age: F64Gauge,
+    /// syn_announce received → the VIP announced.
+    pub announce_latency: Latency,
+    /// fin_announce received → the withdraw written to every Established peer.
+    pub withdraw_latency: Latency,
+    /// Durations of IPVS reconciles (dump, diff, apply).
+    pub ipvs_apply: Latency,
+    /// IPVS operations planned.
+    pub ipvs_ops: Counter,
+    /// Prepares (firewall, services, address) that failed.
+    pub prepare_failures: Counter,
+    /// Announce-machine events, by event.
+    pub announce_events: Family<EventLabel, Counter>,
+    /// syn_announce for a VIP the mapping does not give this balancer.
+    pub announce_refused: Counter,
+    /// Announces asked for again because a VIP waited too long for its go.
+    pub ack_repairs: Counter,
+    /// Everything asked for again because messages arrived stale.
+    pub stale_resyncs: Counter,
+    /// Trees older than the mirror, ignored.
+    pub old_trees: Counter,
+    /// Answers nobody asked for, ignored, by type.
+    pub unsolicited: Family<TypeLabel, Counter>,
+    /// Files of a sync answer refused.
+    pub sync_refused: Counter,
+    /// execute messages refused or failed.
+    pub execute_refused: Counter,
+    // --- server
+    /// Live balancers.
+    pub clients_live: Gauge,
+    /// Serial of the arbiter's tree.
+    pub tree_serial: Gauge,
+    /// 1 while the arbiter answers no balancer yet.
+    pub holding: Gauge,
+    /// Balancer messages left unanswered while holding, by type.
+    pub held_messages: Family<TypeLabel, Counter>,
+    /// ack_announce refused.
+    pub ack_refused: Counter,
+    /// VIPs a balancer announced against the desc or mapping, withdrawn again.
+    pub fin_repairs: Counter,
+    /// VIPs a balancer left out of its heartbeats, syn_announce again.
+    pub syn_repairs: Counter,
+    /// Desc scans that looked at every file.
+    pub desc_full_scans: Counter,
+    /// Desc files that could not be read or parsed.
+    pub desc_errors: Counter,
+    /// Mapping rebuilds that failed.
+    pub mapping_errors: Counter,
+    /// Quorum handler failures reported by hand-off.
+    pub quorum_handler_failures: Counter,
+    /// Durations of the arbiter's IPVS dumps.
+    pub ipvs_dump: Latency,
 }
 
-/// Shared registry; clones share the same values.
-#[derive(Clone, Default)]
+/// The registry and its families; clones share them.
+#[derive(Clone)]
 pub struct Metrics {
-    inner: Arc<Mutex<Inner>>,
+    families: Arc<Families>,
+    registry: Arc<Registry>,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Families;
+    fn deref(&self) -> &Families {
+        &self.families
+    }
 }
 
 impl Metrics {
-    /// A new, empty registry.
-    pub fn new() -> Self {
-        Self::default()
+    /// Declares the families of `role` and the common ones.
+    pub fn new(role: Role) -> Metrics {
+        let f = Families::default();
+        let mut r = Registry::with_prefix("ipvs_sync");
+        f.build_info
+            .get_or_create(&BuildLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        r.register(
+            "build_info",
+            "Package version (value 1)",
+            f.build_info.clone(),
+        );
+        let c = |r: &mut Registry, name: &str, help: &str, m: Counter| r.register(name, help, m);
+        r.register(
+            "messages_received",
+            "Verified messages received, by type",
+            f.messages_received.clone(),
+        );
+        r.register(
+            "messages_sent",
+            "Messages sent and confirmed by the broker, by type",
+            f.messages_sent.clone(),
+        );
+        r.register(
+            "messages_dropped",
+            "Messages dropped on receipt, by reason",
+            f.messages_dropped.clone(),
+        );
+        r.register(
+            "messages_ignored",
+            "Messages of a type this daemon does not take, by type",
+            f.messages_ignored.clone(),
+        );
+        r.register(
+            "outbox_dropped",
+            "Messages dropped because the outbound queue was full, by type",
+            f.outbox_dropped.clone(),
+        );
+        r.register(
+            "send_failures",
+            "Sends that failed: unroutable, or no confirm",
+            f.send_failures.clone(),
+        );
+        r.register(
+            "broker_connected",
+            "1 while the broker connection is up",
+            f.broker_connected.clone(),
+        );
+        c(
+            &mut r,
+            "broker_reconnects",
+            "Broker reconnections",
+            f.broker_reconnects.clone(),
+        );
+        r.register_with_unit(
+            "peer_clock_offset",
+            "Each sender's wall clock minus ours, measured from its messages",
+            Unit::Seconds,
+            f.peer_clock_offset.clone(),
+        );
+        r.register(
+            "outbox_depth",
+            "Messages waiting to be sent or confirmed",
+            f.outbox_depth.clone(),
+        );
+        r.register(
+            "vips_announced",
+            "VIPs announced (balancer) or whose desc says announce (arbiter)",
+            f.vips_announced.clone(),
+        );
+        c(
+            &mut r,
+            "ipvs_failures",
+            "IPVS operations, reconciles or dumps that failed",
+            f.ipvs_failures.clone(),
+        );
+        match role {
+            Role::Client => register_client(&mut r, &f),
+            Role::Server => register_server(&mut r, &f),
+        }
+        Metrics {
+            families: Arc::new(f),
+            registry: Arc::new(r),
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A poisoned lock only means a panic elsewhere mid-update; the numbers are still usable.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Declares a family so it is rendered (with HELP/TYPE) even before its first sample.
-    pub fn describe(&self, name: &'static str, kind: Kind, help: &'static str) {
-        self.lock().families.insert(name, (kind, help));
-    }
-
-    /// Adds `n` to a counter.
-    pub fn add(&self, name: &'static str, labels: &[(&str, &str)], n: u64) {
-        let mut g = self.lock();
-        g.families.entry(name).or_insert((Kind::Counter, ""));
-        *g.values.entry((name, render_labels(labels))).or_insert(0.0) += n as f64;
-    }
-
-    /// Adds one to a counter.
-    pub fn inc(&self, name: &'static str, labels: &[(&str, &str)]) {
-        self.add(name, labels, 1);
-    }
-
-    /// Sets a gauge.
-    pub fn set(&self, name: &'static str, labels: &[(&str, &str)], v: f64) {
-        let mut g = self.lock();
-        g.families.entry(name).or_insert((Kind::Gauge, ""));
-        g.values.insert((name, render_labels(labels)), v);
-    }
-
-    /// Text exposition format 0.0.4.
+    /// The text exposition (OpenMetrics, which Prometheus reads).
     pub fn render(&self) -> String {
-        let g = self.lock();
         let mut out = String::new();
-        for (name, (kind, help)) in &g.families {
-            if !help.is_empty() {
-                let _ = writeln!(out, "# HELP {name} {help}");
-            }
-            let t = match kind {
-                Kind::Counter => "counter",
-                Kind::Gauge => "gauge",
-            };
-            let _ = writeln!(out, "# TYPE {name} {t}");
-            for ((n, labels), v) in g.values.range((*name, String::new())..) {
-                if n != name {
-                    break;
-                }
-                let _ = writeln!(out, "{name}{labels} {v}");
-            }
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
         }
         out
     }
+
+    /// Sets each sender's clock offset (senders no longer heard keep their last value).
+    pub fn export_clocks(&self, clocks: &[crate::wire::PeerClock]) {
+        for c in clocks {
+            self.peer_clock_offset
+                .get_or_create(&PeerLabel {
+                    peer: c.peer.clone(),
+                })
+                .set(c.offset_ms as f64 / 1000.0);
+        }
+    }
+
+    /// Brings the transport's counters up to `now` (they count on their own; `last` is what
+    /// was exported before and becomes `now`).
+    pub fn export_bus(&self, last: &mut Option<CountersSnapshot>, now: CountersSnapshot) {
+        fn before(l: &Option<Vec<(&'static str, u64)>>, key: &str) -> u64 {
+            l.iter()
+                .flatten()
+                .find(|(k, _)| *k == key)
+                .map_or(0, |(_, n)| *n)
+        }
+        let prev = last.take();
+        let (recv, sent, drop) = (
+            prev.as_ref().map(|p| p.received.clone()),
+            prev.as_ref().map(|p| p.sent.clone()),
+            prev.as_ref().map(|p| p.dropped.clone()),
+        );
+        for (kind, n) in &now.received {
+            self.messages_received
+                .get_or_create(&of_type(kind))
+                .inc_by(n.saturating_sub(before(&recv, kind)));
+        }
+        for (kind, n) in &now.sent {
+            self.messages_sent
+                .get_or_create(&of_type(kind))
+                .inc_by(n.saturating_sub(before(&sent, kind)));
+        }
+        for (reason, n) in &now.dropped {
+            self.messages_dropped
+                .get_or_create(&ReasonLabel { reason })
+                .inc_by(n.saturating_sub(before(&drop, reason)));
+        }
+        let (reconnects, unroutable, confirms) = prev.as_ref().map_or((0, 0, 0), |p| {
+            (p.reconnects, p.unroutable, p.confirms_failed)
+        });
+        self.broker_reconnects
+            .inc_by(now.reconnects.saturating_sub(reconnects));
+        self.send_failures
+            .get_or_create(&WhyLabel {
+                why: SendFailure::unroutable,
+            })
+            .inc_by(now.unroutable.saturating_sub(unroutable));
+        self.send_failures
+            .get_or_create(&WhyLabel {
+                why: SendFailure::confirm,
+            })
+            .inc_by(now.confirms_failed.saturating_sub(confirms));
+        *last = Some(now);
+    }
 }
 
-#[cfg(test)]
-impl Metrics {
-    /// Sum over every series of a family (e.g. all drop reasons).
-    pub fn sum(&self, name: &'static str) -> f64 {
-        let g = self.lock();
-        g.values
-            .iter()
-            .filter(|((n, _), _)| *n == name)
-            .map(|(_, v)| v)
-            .sum()
-    }
+fn register_client(r: &mut Registry, f: &Families) {
+    r.register(
+        "bgp_peer_up",
+        "1 while the BGP session with the peer is Established",
+        f.bgp_peer_up.clone(),
+    );
+    r.register(
+        "bgp_session_ups",
+        "BGP sessions that reached Established, by peer",
+        f.bgp_session_ups.clone(),
+    );
+    r.register(
+        "bgp_session_downs",
+        "Established BGP sessions that ended, by peer",
+        f.bgp_session_downs.clone(),
+    );
+    r.register(
+        "bgp_announces",
+        "VIP announces handed to the speaker",
+        f.bgp_announces.clone(),
+    );
+    r.register(
+        "bgp_withdraws",
+        "VIP withdraws handed to the speaker",
+        f.bgp_withdraws.clone(),
+    );
+    r.register_with_unit(
+        "last_heartbeat_age",
+        "Age of the arbiter's last heartbeat",
+        Unit::Seconds,
+        f.last_heartbeat_age.clone(),
+    );
+    r.register_with_unit(
+        "announce_latency",
+        "syn_announce received to the VIP announced (the go included)",
+        Unit::Seconds,
+        f.announce_latency.0.clone(),
+    );
+    r.register_with_unit(
+        "withdraw_latency",
+        "fin_announce received to the withdraw written to every Established peer",
+        Unit::Seconds,
+        f.withdraw_latency.0.clone(),
+    );
+    r.register_with_unit(
+        "ipvs_apply",
+        "IPVS reconciles: dump, diff and apply",
+        Unit::Seconds,
+        f.ipvs_apply.0.clone(),
+    );
+    r.register("ipvs_ops", "IPVS operations planned", f.ipvs_ops.clone());
+    r.register(
+        "prepare_failures",
+        "VIP prepares (firewall check, IPVS services, address) that failed; the VIP stays idle until the arbiter's next syn_announce",
+        f.prepare_failures.clone(),
+    );
+    r.register(
+        "announce_events",
+        "Unusual announce-machine events, by event",
+        f.announce_events.clone(),
+    );
+    r.register(
+        "announce_refused",
+        "syn_announce for a VIP the mapping does not give this balancer",
+        f.announce_refused.clone(),
+    );
+    r.register(
+        "ack_repairs",
+        "Announces asked for again because a VIP waited 10 s for its go",
+        f.ack_repairs.clone(),
+    );
+    r.register(
+        "stale_resyncs",
+        "Mapping, tree and announces asked for again because messages arrived stale",
+        f.stale_resyncs.clone(),
+    );
+    r.register(
+        "old_trees",
+        "Trees older than the mirror of the same arbiter run, ignored",
+        f.old_trees.clone(),
+    );
+    r.register(
+        "unsolicited",
+        "Answers nobody asked for, ignored, by type",
+        f.unsolicited.clone(),
+    );
+    r.register(
+        "sync_refused",
+        "Files of a sync answer refused",
+        f.sync_refused.clone(),
+    );
+    r.register(
+        "execute_refused",
+        "execute messages refused or failed",
+        f.execute_refused.clone(),
+    );
 }
 
-fn render_labels(labels: &[(&str, &str)]) -> String {
-    if labels.is_empty() {
-        return String::new();
-    }
-    let mut s = String::from("{");
-    for (i, (k, v)) in labels.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let _ = write!(s, "{k}=\"");
-        for c in v.chars() {
-            match c {
-                '\\' => s.push_str("\\\\"),
-                '"' => s.push_str("\\\""),
-                '\n' => s.push_str("\\n"),
-                c => s.push(c),
-            }
-        }
-        s.push('"');
-    }
-    s.push('}');
-    s
+fn register_server(r: &mut Registry, f: &Families) {
+    r.register("clients_live", "Live balancers", f.clients_live.clone());
+    r.register(
+        "tree_serial",
+        "Serial of the arbiter's IPVS tree",
+        f.tree_serial.clone(),
+    );
+    r.register(
+        "holding",
+        "1 while the arbiter answers no balancer yet (startup_hold, mapping, desc files or tree unread)",
+        f.holding.clone(),
+    );
+    r.register(
+        "held_messages",
+        "Balancer messages left unanswered while holding, by type",
+        f.held_messages.clone(),
+    );
+    r.register(
+        "ack_refused",
+        "ack_announce refused (no quorum, or not mapped)",
+        f.ack_refused.clone(),
+    );
+    r.register(
+        "fin_repairs",
+        "VIPs a balancer's heartbeat listed as announced against the desc or mapping, sent fin_announce again",
+        f.fin_repairs.clone(),
+    );
+    r.register(
+        "syn_repairs",
+        "VIPs a balancer should announce but had not listed in its heartbeats for 15 s, sent syn_announce again",
+        f.syn_repairs.clone(),
+    );
+    r.register(
+        "desc_full_scans",
+        "Desc scans that looked at every file (the rest look only at what inotify named)",
+        f.desc_full_scans.clone(),
+    );
+    r.register(
+        "desc_errors",
+        "Desc files that could not be read or parsed",
+        f.desc_errors.clone(),
+    );
+    r.register(
+        "mapping_errors",
+        "Mapping rebuilds that failed (the previous mapping stays)",
+        f.mapping_errors.clone(),
+    );
+    r.register(
+        "quorum_handler_failures",
+        "Quorum handler calls that could not record their call in the desc file",
+        f.quorum_handler_failures.clone(),
+    );
+    r.register_with_unit(
+        "ipvs_dump",
+        "Dumps of the arbiter's IPVS table",
+        Unit::Seconds,
+        f.ipvs_dump.0.clone(),
+    );
+}
+
+/// A `type` label.
+pub fn of_type(t: &'static str) -> TypeLabel {
+    TypeLabel { r#type: t }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
-    fn renders_families_with_labels_escaped() {
-        let m = Metrics::new();
-        m.describe(
-            "ipvs_sync_messages_dropped_total",
-            Kind::Counter,
-            "Dropped messages by reason.",
-        );
-        m.inc("ipvs_sync_messages_dropped_total", &[("reason", "forged")]);
-        m.add(
-            "ipvs_sync_messages_dropped_total",
-            &[("reason", "stale")],
-            3,
-        );
-        m.set("ipvs_sync_vips_announced", &[], 2.0);
-        m.set("ipvs_sync_peer_up", &[("peer", "r\"1")], 1.0);
-        let text = m.render();
+    fn renders_typed_families_with_units_and_totals() {
+        let m = Metrics::new(Role::Client);
+        m.messages_sent
+            .get_or_create(&of_type("fin_announce"))
+            .inc();
+        m.bgp_peer_up
+            .get_or_create(&PeerLabel { peer: "r1".into() })
+            .set(1);
+        m.withdraw_latency.observe(0.002);
+        m.last_heartbeat_age.set(1.5);
+        let page = m.render();
         assert!(
-            text.contains("# HELP ipvs_sync_messages_dropped_total Dropped messages by reason.\n")
+            page.contains("ipvs_sync_messages_sent_total{type=\"fin_announce\"} 1"),
+            "{page}"
         );
-        assert!(text.contains("# TYPE ipvs_sync_messages_dropped_total counter\n"));
-        assert!(text.contains("ipvs_sync_messages_dropped_total{reason=\"forged\"} 1\n"));
-        assert!(text.contains("ipvs_sync_messages_dropped_total{reason=\"stale\"} 3\n"));
         assert!(
-            text.contains("# TYPE ipvs_sync_vips_announced gauge\nipvs_sync_vips_announced 2\n")
+            page.contains("ipvs_sync_bgp_peer_up{peer=\"r1\"} 1"),
+            "{page}"
         );
-        assert!(text.contains("ipvs_sync_peer_up{peer=\"r\\\"1\"} 1\n"));
-        assert_eq!(m.sum("ipvs_sync_messages_dropped_total"), 4.0);
+        assert!(
+            page.contains("ipvs_sync_withdraw_latency_seconds_count 1"),
+            "{page}"
+        );
+        assert!(
+            page.contains("ipvs_sync_last_heartbeat_age_seconds 1.5"),
+            "{page}"
+        );
+        assert!(page.contains("ipvs_sync_build_info{version="), "{page}");
+        assert!(
+            !page.contains("ipvs_sync_clients_live"),
+            "server families stay out"
+        );
+        let s = Metrics::new(Role::Server);
+        assert!(s.render().contains("ipvs_sync_clients_live"));
+        assert!(!s.render().contains("ipvs_sync_bgp_peer_up"));
     }
 
     #[test]
-    fn families_do_not_bleed_into_each_other() {
-        let m = Metrics::new();
-        m.inc("a_total", &[]);
-        m.inc("a_total_x", &[]);
-        let text = m.render();
-        let a = text.split("# TYPE a_total_x").next().unwrap_or_default();
-        assert_eq!(a.matches("a_total").count(), 2, "{text}");
+    fn bus_counters_are_exported_as_deltas() {
+        use crate::wire::counters::Counters;
+        use crate::wire::envelope::DropReason;
+        use crate::wire::MessageType;
+        let m = Metrics::new(Role::Server);
+        let c = Counters::default();
+        let mut last = None;
+        for _ in 0..3 {
+            c.add_sent(MessageType::Tree);
+        }
+        c.add_dropped(DropReason::Forged);
+        c.add_dropped(DropReason::Forged);
+        m.export_bus(&mut last, c.snapshot());
+        c.add_sent(MessageType::Tree);
+        c.add_sent(MessageType::Tree);
+        m.export_bus(&mut last, c.snapshot());
+        let page = m.render();
+        assert!(
+            page.contains("ipvs_sync_messages_sent_total{type=\"tree\"} 5"),
+            "{page}"
+        );
+        assert!(
+            page.contains("ipvs_sync_messages_dropped_total{reason=\"forged\"} 2"),
+            "{page}"
+        );
     }
 }

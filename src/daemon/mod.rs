@@ -2,11 +2,16 @@
 //! broker connection loop, metrics, the HTTP endpoint, systemd notification and the quorum
 //! hand-off socket.
 
+pub mod bus;
+pub mod control;
 pub mod http;
+pub mod memory_bus;
 pub mod metrics;
 pub mod notify;
 pub mod outbox;
 pub mod quorum_socket;
+pub mod state_file;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,10 +19,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::wire::counters::Counters;
 use crate::wire::{self, Incoming, Role, Transport, TransportOptions, WireError};
 pub use outbox::Outbox;
 
-use metrics::{Kind, Metrics};
+use metrics::Metrics;
 
 /// Why a daemon could not start (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +46,9 @@ pub enum StartError {
     /// The BGP speaker could not start.
     #[error("BGP: {0}")]
     Bgp(bgp::BgpError),
+    /// BFD could not start (its port taken, a peer refused).
+    #[error("BFD: {0}")]
+    Bfd(bfd::BfdError),
     /// The broker settings are unusable (bad URL, key).
     #[error("AMQP: {0}")]
     Amqp(WireError),
@@ -49,6 +58,12 @@ pub enum StartError {
     /// The quorum socket cannot be bound.
     #[error("quorum_socket {0}: {1}")]
     QuorumSocket(String, std::io::Error),
+    /// The control socket cannot be bound.
+    #[error("control_socket {0}: {1}")]
+    ControlSocket(String, std::io::Error),
+    /// A worker thread cannot be started.
+    #[error("cannot start a worker thread: {0}")]
+    Thread(std::io::Error),
 }
 
 impl From<config::ConfigError> for StartError {
@@ -152,9 +167,11 @@ pub async fn connect_transport(
 }
 
 /// The metrics registry and `/status` document of a daemon, served on `http_listen` if set.
-pub async fn observability(cfg: &config::Config) -> Result<(Metrics, http::StatusDoc), StartError> {
-    let metrics = Metrics::new();
-    describe_metrics(&metrics);
+pub async fn observability(
+    cfg: &config::Config,
+    role: metrics::Role,
+) -> Result<(Metrics, http::StatusDoc), StartError> {
+    let metrics = Metrics::new(role);
     let status = http::StatusDoc::default();
     if let Some(addr) = cfg.main.http_listen {
         let l = http::bind(addr)
@@ -166,197 +183,19 @@ pub async fn observability(cfg: &config::Config) -> Result<(Metrics, http::Statu
 }
 
 /// A periodic timer that, when the loop falls behind, waits a whole period again instead of
-/// firing a burst of missed ticks.
+/// firing a burst of missed ticks. Periods under a millisecond are taken as one (the config
+/// refuses them; this keeps a zero from anywhere else from panicking the daemon).
 pub fn interval(d: Duration) -> tokio::time::Interval {
-    let mut t = tokio::time::interval(d);
+    let mut t = tokio::time::interval(d.max(Duration::from_millis(1)));
     t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     t
 }
 
-/// HELP/TYPE of the families both daemons export.
-pub fn describe_metrics(m: &Metrics) {
-    use Kind::*;
-    for (name, kind, help) in [
-        (
-            "ipvs_sync_messages_received_total",
-            Counter,
-            "Verified messages received, by type.",
-        ),
-        (
-            "ipvs_sync_messages_sent_total",
-            Counter,
-            "Messages sent and confirmed, by type.",
-        ),
-        (
-            "ipvs_sync_messages_dropped_total",
-            Counter,
-            "Messages dropped on receipt, by reason.",
-        ),
-        (
-            "ipvs_sync_outbox_dropped_total",
-            Counter,
-            "Messages dropped because the outbound queue was full.",
-        ),
-        (
-            "ipvs_sync_send_failures_total",
-            Counter,
-            "Sends that failed (broker away, unroutable, nacked).",
-        ),
-        (
-            "ipvs_sync_broker_connected",
-            Gauge,
-            "1 while the AMQP connection is up.",
-        ),
-        (
-            "ipvs_sync_broker_reconnects_total",
-            Counter,
-            "AMQP reconnections.",
-        ),
-        (
-            "ipvs_sync_broker_queue_depth",
-            Gauge,
-            "Messages waiting in this node's queue at the broker.",
-        ),
-        (
-            "ipvs_sync_peer_clock_offset_seconds",
-            Gauge,
-            "Each sender's wall clock minus ours, measured from its messages (never used to drop them).",
-        ),
-        (
-            "ipvs_sync_state_errors_total",
-            Counter,
-            "Failures to record replay marks in state_dir.",
-        ),
-        (
-            "ipvs_sync_outbox_depth",
-            Gauge,
-            "Messages waiting to be sent.",
-        ),
-        (
-            "ipvs_sync_vips_announced",
-            Gauge,
-            "VIPs announced to the routers (client) or with announce=true (server).",
-        ),
-        (
-            "ipvs_sync_bgp_peer_up",
-            Gauge,
-            "1 while the BGP session with the peer is Established.",
-        ),
-        (
-            "ipvs_sync_last_heartbeat_age_seconds",
-            Gauge,
-            "Age of the last heartbeat from the other side.",
-        ),
-        (
-            "ipvs_sync_ipvs_apply_seconds",
-            Gauge,
-            "Duration of the last IPVS dump+diff+apply.",
-        ),
-        (
-            "ipvs_sync_ipvs_ops_total",
-            Counter,
-            "IPVS operations planned.",
-        ),
-        (
-            "ipvs_sync_ipvs_failures_total",
-            Counter,
-            "IPVS operations or reconciles that failed.",
-        ),
-        (
-            "ipvs_sync_syn_repairs_total",
-            Counter,
-            "Arbiter: VIPs a balancer should announce but had not listed in its heartbeats for 15 s, sent syn_announce again.",
-        ),
-        (
-            "ipvs_sync_desc_full_scans_total",
-            Counter,
-            "Arbiter: scans that looked at every desc file (the rest look only at what inotify named).",
-        ),
-        (
-            "ipvs_sync_holding",
-            Gauge,
-            "Arbiter: 1 while it answers no balancer yet (startup_hold, mapping or tree unread).",
-        ),
-        (
-            "ipvs_sync_held_messages_total",
-            Counter,
-            "Arbiter: balancer messages left unanswered while holding, by type.",
-        ),
-        (
-            "ipvs_sync_prepare_failures_total",
-            Counter,
-            "Balancer: VIP prepares (firewall check, IPVS services, VIP address) that failed; the VIP stays idle until the arbiter's next syn_announce.",
-        ),
-        (
-            "ipvs_sync_fin_repairs_total",
-            Counter,
-            "Arbiter: VIPs a balancer's heartbeat listed as announced against the desc or mapping, sent fin_announce again.",
-        ),
-    ] {
-        m.describe(name, kind, help);
-    }
-}
-
-/// Copies the transport's counters into the registry.
-pub fn export_transport_counters(m: &Metrics, t: &Transport) {
-    let s = t.counters().snapshot();
-    for (kind, n) in s.received {
-        m.set(
-            "ipvs_sync_messages_received_total",
-            &[("type", kind)],
-            n as f64,
-        );
-    }
-    for (kind, n) in s.sent {
-        m.set("ipvs_sync_messages_sent_total", &[("type", kind)], n as f64);
-    }
-    for (reason, n) in s.dropped {
-        m.set(
-            "ipvs_sync_messages_dropped_total",
-            &[("reason", reason)],
-            n as f64,
-        );
-    }
-    m.set(
-        "ipvs_sync_broker_reconnects_total",
-        &[],
-        s.reconnects as f64,
-    );
-    m.set(
-        "ipvs_sync_send_failures_total",
-        &[("why", "unroutable")],
-        s.unroutable as f64,
-    );
-    m.set(
-        "ipvs_sync_send_failures_total",
-        &[("why", "confirm")],
-        s.confirms_failed as f64,
-    );
-    m.set(
-        "ipvs_sync_send_failures_total",
-        &[("why", "too_large")],
-        s.too_large_to_send as f64,
-    );
-    m.set("ipvs_sync_state_errors_total", &[], s.state_errors as f64);
-    if let Some(d) = t.queue_depth() {
-        m.set("ipvs_sync_broker_queue_depth", &[], d as f64);
-    }
-    for p in t.clock_offsets() {
-        m.set(
-            "ipvs_sync_peer_clock_offset_seconds",
-            &[("peer", &p.peer)],
-            p.offset_ms as f64 / 1000.0,
-        );
-    }
-}
-
 /// Dropped incoming messages by reason, for `/status`.
-pub fn dropped_json(t: &Transport) -> serde_json::Value {
-    let s = t.counters().snapshot();
-    serde_json::Value::Object(
-        s.dropped
-            .into_iter()
-            .map(|(r, n)| (r.to_string(), n.into()))
-            .collect(),
-    )
+pub fn dropped(c: &Counters) -> std::collections::BTreeMap<String, u64> {
+    c.snapshot()
+        .dropped
+        .into_iter()
+        .map(|(r, n)| (r.to_string(), n))
+        .collect()
 }

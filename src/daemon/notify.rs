@@ -32,13 +32,25 @@ pub fn notify(state: &str) {
 
 /// Half the watchdog interval systemd asked for (`WATCHDOG_USEC`), if any.
 pub fn watchdog_interval() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    (usec > 0).then(|| Duration::from_micros(usec / 2))
+    ping_every(std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?)
+}
+
+/// How often to ping a watchdog of `usec`: half of it, and never less than a millisecond (a
+/// zero-length timer panics; a watchdog that tight cannot be met anyway).
+fn ping_every(usec: u64) -> Option<Duration> {
+    (usec > 0).then(|| Duration::from_micros(usec / 2).max(Duration::from_millis(1)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watchdog_ping_is_half_and_never_zero() {
+        assert_eq!(ping_every(0), None);
+        assert_eq!(ping_every(1), Some(Duration::from_millis(1)));
+        assert_eq!(ping_every(30_000_000), Some(Duration::from_secs(15)));
+    }
 
     #[test]
     fn sends_ready_to_notify_socket() {

@@ -20,8 +20,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use super::bus::{Bus, Confirm};
 use super::metrics::Metrics;
-use crate::wire::{Dest, InFlight, Message, MessageType, Transport};
+use crate::wire::{Dest, Message, MessageType};
 
 type Item = (Dest, Message);
 
@@ -46,18 +47,18 @@ pub fn is_urgent(t: MessageType) -> bool {
             | MessageType::AckAnnounce
             | MessageType::SynAnnounce
             | MessageType::Mapping
+            | MessageType::Drain
     )
 }
 
 impl Outbox {
-    /// Starts the sender task on `transport`; each lane holds at most `limit` messages.
-    pub fn spawn(transport: Arc<Transport>, limit: usize, metrics: Metrics) -> Outbox {
+    /// Starts the sender task on `bus`; each lane holds at most `limit` messages.
+    pub fn spawn(bus: Arc<dyn Bus>, limit: usize, metrics: Metrics) -> Outbox {
         let (urgent, mut urgent_rx) = mpsc::channel::<Item>(limit.max(1));
         let (normal, mut normal_rx) = mpsc::channel::<Item>(limit.max(1));
         let depth = Arc::new(AtomicUsize::new(0));
-        let (flying, mut flying_rx) = mpsc::channel::<InFlight>(WINDOW);
+        let (flying, mut flying_rx) = mpsc::channel::<(MessageType, String, Confirm)>(WINDOW);
         let d = depth.clone();
-        let t = transport.clone();
         let sender = tokio::spawn(async move {
             loop {
                 let (to, msg) = tokio::select! {
@@ -66,9 +67,13 @@ impl Outbox {
                     Some(i) = normal_rx.recv() => i,
                     else => break,
                 };
-                match t.publish(to.clone(), &msg).await {
-                    Ok(f) => {
-                        if flying.send(f).await.is_err() {
+                match bus.publish(to.clone(), &msg).await {
+                    Ok(c) => {
+                        if flying
+                            .send((msg.kind(), to.address().to_owned(), c))
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -81,9 +86,8 @@ impl Outbox {
         });
         let d = depth.clone();
         let confirmer = tokio::spawn(async move {
-            while let Some(f) = flying_rx.recv().await {
-                let (kind, to) = (f.kind(), f.address().to_owned());
-                if let Err(e) = transport.confirmed(f).await {
+            while let Some((kind, to, confirm)) = flying_rx.recv().await {
+                if let Err(e) = confirm.await {
                     warn!(to, %kind, error = %e, "send failed");
                 }
                 d.fetch_sub(1, Ordering::Relaxed);
@@ -113,7 +117,9 @@ impl Outbox {
             let (to, _) = e.into_inner();
             warn!(to = to.address(), %kind, "outbound queue full: message dropped");
             self.metrics
-                .inc("ipvs_sync_outbox_dropped_total", &[("type", kind.as_str())]);
+                .outbox_dropped
+                .get_or_create(&super::metrics::of_type(kind.as_str()))
+                .inc();
         } else {
             debug!(%kind, "queued");
         }

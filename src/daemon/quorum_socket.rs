@@ -11,9 +11,12 @@
 //! ```
 //!
 //! The arbiter re-reads that VIP's desc file at once and publishes `syn_announce` to the
-//! balancers the mapping names (announce true) or broadcasts `fin_announce` (false). If the
-//! socket is not there (arbiter down), nothing is lost: the desc file is the truth, and the
-//! arbiter's desc scan picks it up within `vips_description_update_interval` once it runs.
+//! balancers the mapping names (announce true) or broadcasts `fin_announce` (false). A `down`
+//! the handler could not write into the desc file comes as
+//! `{"vip":…,"announce":false,"forced":true,"error":"…"}`: the arbiter withdraws the VIP and
+//! keeps it withdrawn until a quorum call for it succeeds again. If the socket is not there
+//! (arbiter down), an `up` waits for the arbiter's desc scan once it runs, and the handler
+//! publishes a `down`'s `fin_announce` to the broker itself (see `cmd::quorum`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
@@ -27,13 +30,21 @@ use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-/// One hand-off: "this VIP's desc file changed; its announce flag is now …".
+/// One hand-off: "this VIP's desc file changed; its announce flag is now …", or, when the
+/// handler could not record a `down` in the desc file, "withdraw this VIP regardless".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuorumEvent {
     /// The VIP whose quorum changed.
     pub vip: IpAddr,
     /// The desc file's `announce` after the change.
     pub announce: bool,
+    /// The desc file could not be updated for a `down`: the arbiter withdraws the VIP and
+    /// keeps it withdrawn until a quorum call for it succeeds again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
+    /// Why the handler failed, when it did (counted by the arbiter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 const MAX_LINE: usize = 1024;
@@ -146,6 +157,8 @@ mod tests {
         let ev = QuorumEvent {
             vip: "192.0.2.10".parse().unwrap(),
             announce: false,
+            forced: true,
+            error: Some("no space left on device".into()),
         };
         let sent = ev.clone();
         tokio::task::spawn_blocking(move || hand_off(&p, &sent, Duration::from_secs(2)))
@@ -174,6 +187,8 @@ mod tests {
         let ev = QuorumEvent {
             vip: "192.0.2.10".parse().unwrap(),
             announce: true,
+            forced: false,
+            error: None,
         };
         let err = hand_off(
             &dir.path().join("none.sock"),

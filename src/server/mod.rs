@@ -1,46 +1,57 @@
 //! `ipvs-sync server`: the arbiter daemon.
 //!
 //! ```text
-//!  broker ─Transport─▶ incoming ─────────────┐
-//!  quorum socket (ipvs-sync quorum) ─────────┤
-//!  desc scan (inotify-named files; all ≥ 10 s) ┤
-//!  IPVS dump (1 s, spawn_blocking) ──────────┼─▶ Server loop ─ State (pure) ─▶ outbox ─▶ Transport.send
-//!  mapping rebuild (mapping_update_interval) ┤
-//!  client expiry, heartbeat, status ─────────┤
-//!  SIGHUP / SIGTERM ─────────────────────────┘
+//!  Bus (broker) ─ incoming ───────────────────────┐
+//!  quorum socket (ipvs-sync quorum) ──────────────┤
+//!  workers (workers.rs): desc thread, IPVS dump,  ┼─▶ loop ─ State (pure: state.rs) ─▶ Outbox ─▶ Bus
+//!    mapping rebuild ─────────────────────────────┤
+//!  timers: desc scan, mapping, expiry, heartbeat, │
+//!    status; SIGHUP / SIGTERM ────────────────────┘
 //! ```
 //!
 //! The loop owns [`state::State`]; every decision is made there without I/O, and the loop
-//! only feeds it events and queues what it returns. Requests beyond
-//! `client_requests_queue_limit` wait in the broker (prefetch is bounded), not in memory.
-//! Until it has read its mapping and tree and `[server] startup_hold` has passed, it answers
-//! no balancer (see [`Server::hold`]).
+//! only feeds it events and queues what it returns. Nothing slow runs on the loop: desc
+//! files, the kernel dump, the mapping rebuild (and the desc locks it takes) and `sync` file
+//! reads run on workers that report back. Requests beyond `client_requests_queue_limit` wait
+//! in the broker (prefetch is bounded), not in memory. Until it has read its mapping and tree
+//! and `[server] startup_hold` has passed, it answers no balancer (see [`Server::hold`]).
 
+pub mod caps;
+pub mod fleet;
 pub mod state;
 pub mod sync_serve;
+pub mod workers;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use announce::{DescCache, DescState, DescWatch, Seen};
+use announce::known_ports::KnownPorts;
+use announce::DescState;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::daemon::{
-    self, http::StatusDoc, metrics::Metrics, quorum_socket, Outbox, Shutdown, StartError,
+use crate::cmd::Stopped;
+use crate::daemon::bus::{AmqpBus, Bus};
+use crate::daemon::control;
+use crate::daemon::metrics::{of_type, Metrics};
+use crate::daemon::quorum_socket::{self, QuorumEvent};
+use crate::daemon::status::{
+    ClientRow, Common, HeldRow, QuorumFailure, ServerStatus, ServerVip, Status, VipBalancer, Worker,
 };
+use crate::daemon::{self, http::StatusDoc, Outbox, Shutdown, StartError};
+use crate::wire::counters::CountersSnapshot;
 use crate::wire::messages::{Heartbeat, PeerRole, SyncAnswer};
-use crate::wire::{Dest, Incoming, Message, Role, Transport};
+use crate::wire::{Dest, Incoming, Message, Role};
+use caps::{Caps, HeldBecause};
+use fleet::Fleet;
 use state::{State, VipQuorum};
+use workers::{DescJob, DescScan, MappingBuilt, Report};
 
 /// How often the arbiter re-reads its kernel's IPVS tree.
 pub const TREE_POLL: Duration = Duration::from_secs(1);
-
-/// Every desc file is looked at least this often, whatever inotify reports: changes it
-/// never reports (NFS, a desc file that is a symlink elsewhere) are seen within this long.
-const DESC_FULL_SCAN: Duration = Duration::from_secs(10);
 
 /// The tree serial this run starts from: the clock in milliseconds, so a serial of an
 /// earlier run (which moved at most one a second, [`TREE_POLL`]) is never taken for one of
@@ -52,35 +63,61 @@ fn first_serial() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2))
 }
 
+/// What the arbiter touches outside itself besides files.
+pub struct Edges {
+    /// The kernel's IPVS table (`None` with `ipvs = false`).
+    pub kernel: Option<Arc<Mutex<ipvs::Ipvs>>>,
+    /// Quorum hand-offs (from the quorum socket).
+    pub quorum: mpsc::Receiver<QuorumEvent>,
+    /// Requests of `ipvs-sync release`, `forget`, `drain --balancer` (the control socket).
+    pub control: mpsc::Receiver<control::Asked>,
+}
+
+/// A periodic job's last success and failure.
+#[derive(Debug, Clone)]
+struct Job {
+    interval: Duration,
+    last_ok: Option<Instant>,
+    error: Option<String>,
+}
+
 struct Server {
     cfg: config::Config,
     name: String,
     state: State,
-    descs: DescCache,
-    /// inotify on the desc directories; `None` where inotify is unavailable (then every
-    /// scan looks at every file).
-    watch: Option<DescWatch>,
-    /// When every desc file was last looked at.
-    full_scan: Option<Instant>,
-    /// VIP → ports the keepalived configs named at the last mapping rebuild.
-    known_ports: Option<announce::known_ports::KnownPorts>,
+    descs: std_mpsc::Sender<DescJob>,
+    reports: mpsc::UnboundedSender<Report>,
+    known_ports: Arc<Mutex<Option<KnownPorts>>>,
+    mapping_running: bool,
     outbox: Outbox,
+    bus: Arc<dyn Bus>,
     metrics: Metrics,
     status: StatusDoc,
     started: Instant,
-    kernel: Option<Arc<Mutex<ipvs::Ipvs>>>,
-    workers: BTreeMap<&'static str, (Instant, Duration)>,
+    ipvs: bool,
+    workers: BTreeMap<&'static str, Job>,
+    /// Where each (balancer, VIP) announce stands.
+    fleet: Fleet,
+    /// Per VIP: the desc file's active and total ports, and when its quorum last changed.
+    desc_counts: BTreeMap<IpAddr, (u32, u32, Instant)>,
     /// The mapping, and (with `ipvs = true`) the kernel tree, have been read once.
     mapping_read: bool,
     tree_read: bool,
+    /// The desc files of the mapping's VIPs have been read once.
+    descs_read: bool,
     /// What [`Server::hold`] said at the last status tick, to log its changes.
     holding: Option<&'static str>,
+    /// The last quorum handler failure: when, which VIP, why.
+    quorum_failure: Option<(Instant, IpAddr, String)>,
+    /// Transport counters as last exported.
+    exported: Option<CountersSnapshot>,
 }
 
-/// Runs the arbiter until `shutdown` fires.
-pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), StartError> {
+/// Runs the arbiter until `shutdown` fires, on the real kernel, quorum socket and broker.
+/// `Err` = could not start; `Ok` says why it stopped.
+pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<Stopped, StartError> {
     let name = cfg.main.hostname.clone();
-    let (metrics, status) = daemon::observability(&cfg).await?;
+    let (metrics, status) = daemon::observability(&cfg, daemon::metrics::Role::Server).await?;
     let kernel = if cfg.main.ipvs {
         Some(Arc::new(Mutex::new(
             ipvs::Ipvs::connect().map_err(StartError::Ipvs)?,
@@ -92,51 +129,94 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
     let qpath = cfg.server.quorum_socket.clone();
     let qlistener = quorum_socket::bind(&qpath)
         .map_err(|e| StartError::QuorumSocket(qpath.display().to_string(), e))?;
-    let (qtx, mut qrx) = mpsc::channel(1024);
+    let (qtx, qrx) = mpsc::channel(1024);
     tokio::spawn(quorum_socket::serve(qlistener, qtx));
-
-    let Some((transport, mut incoming)) =
-        daemon::connect_transport(&cfg, Role::Server { name: name.clone() }, &shutdown).await?
+    let cpath = cfg.main.control_socket.clone();
+    let clistener = control::bind(&cpath)
+        .map_err(|e| StartError::ControlSocket(cpath.display().to_string(), e))?;
+    let (ctx, crx) = mpsc::channel(16);
+    tokio::spawn(control::serve(clistener, ctx));
+    let Some((transport, incoming)) =
+        daemon::connect_transport(&cfg, Role::Server { name }, &shutdown).await?
     else {
-        return Ok(());
+        return Ok(Stopped::Requested);
     };
-    let transport = Arc::new(transport);
+    let edges = Edges {
+        kernel,
+        quorum: qrx,
+        control: crx,
+    };
+    let r = serve(
+        cfg,
+        edges,
+        AmqpBus::new(transport),
+        incoming,
+        shutdown,
+        metrics,
+        status,
+    )
+    .await;
+    let _ = std::fs::remove_file(&qpath);
+    let _ = std::fs::remove_file(&cpath);
+    r
+}
+
+/// The arbiter's loop on the given edges (the real ones from [`run`], or fakes in tests),
+/// until a stop is requested or the broker transport ends.
+pub async fn serve(
+    cfg: config::Config,
+    mut edges: Edges,
+    bus: Arc<dyn Bus>,
+    mut incoming: mpsc::Receiver<Incoming>,
+    mut shutdown: Shutdown,
+    metrics: Metrics,
+    status: StatusDoc,
+) -> Result<Stopped, StartError> {
+    let (reports, mut reports_rx) = mpsc::unbounded_channel();
+    let descs = workers::spawn_descs(reports.clone()).map_err(StartError::Thread)?;
+    if let Some(k) = &edges.kernel {
+        workers::spawn_tree(k.clone(), TREE_POLL, reports.clone());
+    }
     let outbox = Outbox::spawn(
-        transport.clone(),
+        bus.clone(),
         cfg.main.announces_queue_limit.min(1 << 20),
         metrics.clone(),
     );
     let mut srv = Server {
-        name,
+        name: cfg.main.hostname.clone(),
         state: State {
             serial: first_serial(),
+            caps: Caps::new(cfg.server.withdraw_limit, cfg.server.withdraw_window),
+            drained: crate::daemon::state_file::load(
+                &cfg.main.state_dir.join("drained-balancers.json"),
+            ),
             ..State::default()
         },
-        descs: DescCache::new(),
-        watch: DescWatch::new()
-            .inspect_err(|e| warn!(error = %e, "desc files are polled without inotify"))
-            .ok(),
-        full_scan: None,
-        known_ports: None,
+        descs,
+        reports,
+        known_ports: Arc::new(Mutex::new(None)),
+        mapping_running: false,
         outbox,
+        bus,
         metrics,
         status,
         started: Instant::now(),
-        kernel,
+        ipvs: edges.kernel.is_some(),
         workers: BTreeMap::new(),
+        fleet: Fleet::default(),
+        desc_counts: BTreeMap::new(),
         mapping_read: false,
         tree_read: false,
+        descs_read: false,
         holding: None,
+        quorum_failure: None,
+        exported: None,
         cfg,
     };
-    // Mapping, descs and tree before the first client is answered.
-    srv.refresh_mapping();
-    srv.refresh_descs(None);
-    srv.refresh_tree().await;
+    srv.rebuild_mapping();
 
     let iv = daemon::interval;
     let mut desc_t = iv(srv.cfg.main.vips_description_update_interval);
-    let mut tree_t = iv(TREE_POLL);
     let mut mapping_t = iv(srv.cfg.main.mapping_update_interval);
     let mut expire_t = iv(srv
         .cfg
@@ -148,68 +228,88 @@ pub async fn run(cfg: config::Config, mut shutdown: Shutdown) -> Result<(), Star
     let mut watchdog = daemon::notify::watchdog_interval().map(iv);
     daemon::notify::notify("READY=1\nSTATUS=arbiter running");
     info!(
-        clients_mapped = srv.state.mapping.len(),
-        vips = srv.state.all_vips().len(),
         startup_hold_s = srv.cfg.server.startup_hold.as_secs_f64(),
         "arbiter running"
     );
     srv.log_hold();
-    loop {
+    let why = loop {
         tokio::select! {
             biased;
-            _ = shutdown.stop.changed() => break,
-            Some(()) = shutdown.reload.recv() => {
-                srv.reload();
-                if let Err(e) = transport.reload() { error!(error = %e, "balancer keys not reloaded: the running keys stay"); }
+            _ = shutdown.stop.changed() => break Stopped::Requested,
+            Some(()) = shutdown.reload.recv() => srv.reload(),
+            Some(ev) = edges.quorum.recv() => srv.on_quorum_handoff(ev),
+            Some((req, reply)) = edges.control.recv() => {
+                let r = srv.on_control(req).await;
+                let _ = reply.send(r);
             }
-            Some(ev) = qrx.recv() => {
-                debug!(vip = %ev.vip, announce = ev.announce, "quorum hand-off");
-                if !srv.refresh_descs(Some(ev.vip)).contains(&ev.vip) {
-                    srv.send_all(srv.state.resend(ev.vip));
-                }
-            }
+            Some(r) = reports_rx.recv() => srv.on_report(r),
             msg = incoming.recv() => match msg {
                 Some(m) => srv.on_message(m),
-                None => { error!("broker transport stopped"); break; }
+                None => { error!("broker transport stopped"); break Stopped::TransportLost; }
             },
-            _ = desc_t.tick() => { srv.refresh_descs(None); }
-            _ = tree_t.tick() => srv.refresh_tree().await,
-            _ = mapping_t.tick() => srv.refresh_mapping(),
+            _ = desc_t.tick() => srv.job(DescJob::Scan),
+            _ = mapping_t.tick() => srv.rebuild_mapping(),
             _ = expire_t.tick() => {
-                for gone in srv.state.expire(Instant::now(), srv.cfg.main.consumer_alive_ttl) {
+                let now = Instant::now();
+                for gone in srv.state.expire(now, srv.cfg.main.consumer_alive_ttl) {
                     warn!(client = %gone, "client silent longer than consumer_alive_ttl: considered gone");
+                    srv.fleet.on_gone(&gone, now);
                 }
             }
             _ = heartbeat_t.tick() => {
                 let hb = Heartbeat { role: PeerRole::Server, uptime: srv.started.elapsed().as_secs(),
-                    version: Some(env!("CARGO_PKG_VERSION").to_string()), serial: Some(srv.state.serial), announced: None };
+                    version: Some(env!("CARGO_PKG_VERSION").to_string()), serial: Some(srv.state.serial), announced: None, drained: None };
                 srv.outbox.send(Dest::Broadcast, Message::Heartbeat(hb));
             }
-            _ = status_t.tick() => srv.tick_status(&transport),
+            _ = status_t.tick() => srv.tick_status(),
             _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
                 daemon::notify::notify("WATCHDOG=1");
             }
         }
-    }
+    };
     info!("arbiter stopping");
-    let _ = std::fs::remove_file(&qpath);
     srv.outbox.clone().close().await;
     drop(incoming);
-    if let Ok(t) = Arc::try_unwrap(transport) {
-        t.close().await;
-    }
-    Ok(())
+    srv.bus.clone().close().await;
+    Ok(why)
 }
 
 impl Server {
-    fn send_all(&self, out: state::Out) {
+    fn send_all(&mut self, out: state::Out) {
+        self.fleet
+            .on_sent(&out, &self.state.mapping, Instant::now());
         for (to, msg) in out {
             self.outbox.send(to, msg);
         }
     }
 
-    fn worked(&mut self, name: &'static str, interval: Duration) {
-        self.workers.insert(name, (Instant::now(), interval));
+    /// Sends one message (through the fleet view, like [`Server::send_all`]).
+    fn send(&mut self, to: Dest, msg: Message) {
+        self.send_all(vec![(to, msg)]);
+    }
+
+    fn job(&self, j: DescJob) {
+        if self.descs.send(j).is_err() {
+            error!("desc scan thread is gone");
+        }
+    }
+
+    /// A periodic job finished: `Ok` resets its age, `Err` keeps its last success and says
+    /// why it fails (so `monitor` sees a job that keeps failing, not a fresh one).
+    fn worked(&mut self, name: &'static str, interval: Duration, result: Result<(), String>) {
+        let job = self.workers.entry(name).or_insert(Job {
+            interval,
+            last_ok: None,
+            error: None,
+        });
+        job.interval = interval;
+        match result {
+            Ok(()) => {
+                job.last_ok = Some(Instant::now());
+                job.error = None;
+            }
+            Err(e) => job.error = Some(e),
+        }
     }
 
     /// Why no balancer is answered yet, if none is: the mapping or the kernel tree has not
@@ -221,7 +321,9 @@ impl Server {
     fn hold(&self) -> Option<&'static str> {
         if !self.mapping_read {
             Some("the service mapping has not been read")
-        } else if self.kernel.is_some() && !self.tree_read {
+        } else if !self.descs_read {
+            Some("the desc files have not been read")
+        } else if self.ipvs && !self.tree_read {
             Some("the IPVS tree has not been read")
         } else if self.started.elapsed() < self.cfg.server.startup_hold {
             Some("startup_hold has not passed")
@@ -247,13 +349,45 @@ impl Server {
         self.holding = now;
     }
 
+    /// `ipvs-sync quorum` changed a desc file: read it now (on the desc thread). A forced
+    /// hand-off (a `down` the handler could not write) withdraws the VIP at once.
+    fn on_quorum_handoff(&mut self, ev: QuorumEvent) {
+        debug!(vip = %ev.vip, announce = ev.announce, forced = ev.forced, "quorum hand-off");
+        if let Some(e) = &ev.error {
+            self.metrics.quorum_handler_failures.inc();
+            self.quorum_failure = Some((Instant::now(), ev.vip, e.clone()));
+        }
+        if ev.forced {
+            error!(vip = %ev.vip, error = ev.error.as_deref().unwrap_or(""),
+                   "quorum down not recorded in the desc file: VIP withdrawn until a quorum call for it succeeds");
+            let out = self.state.force_withdraw(ev.vip);
+            self.send_all(out);
+            self.job(DescJob::Vip(ev.vip));
+        } else if self.state.unforce(ev.vip) {
+            info!(vip = %ev.vip, "quorum call succeeded: the desc file decides again");
+            self.job(DescJob::Reread(ev.vip));
+        } else {
+            self.job(DescJob::Vip(ev.vip));
+        }
+    }
+
+    fn on_report(&mut self, r: Report) {
+        match r {
+            Report::Descs(scan) => self.on_descs(scan),
+            Report::Tree(t) => self.on_tree(t),
+            Report::Mapping(m) => self.on_mapping(m),
+        }
+    }
+
     fn on_message(&mut self, m: Incoming) {
         let from = m.from.clone();
         if let Some(why) = self.hold() {
             let kind = m.message.kind();
             debug!(client = %from, %kind, reason = why, "holding: message left unanswered");
             self.metrics
-                .inc("ipvs_sync_held_messages_total", &[("type", kind.as_str())]);
+                .held_messages
+                .get_or_create(&of_type(kind.as_str()))
+                .inc();
             return;
         }
         let now = Instant::now();
@@ -266,7 +400,8 @@ impl Server {
         let is_new = self.state.touch(&from, now, uptime, announced);
         if is_new {
             info!(client = %from, "client joined");
-            self.send_all(self.state.welcome(&from));
+            let w = self.state.welcome(&from);
+            self.send_all(w);
             if matches!(
                 m.message,
                 Message::Heartbeat(_)
@@ -278,45 +413,64 @@ impl Server {
             }
         }
         match m.message {
-            Message::Heartbeat(_) => {
+            Message::Heartbeat(hb) => {
+                if let Some(c) = self.state.clients.get_mut(&from) {
+                    c.serial = hb.serial;
+                    c.drained = hb.drained.unwrap_or_default();
+                }
                 if let Some(a) = reported {
+                    self.fleet.on_heartbeat(&from, &a, now);
                     self.repair_announced(&from, &a);
                 }
             }
-            Message::TreeRequest => self.outbox.send(to, self.state.tree_answer()),
-            Message::ServicesRequest(r) => {
-                self.outbox.send(to, self.state.services_answer(&r.vips))
+            Message::TreeRequest => {
+                let t = self.state.tree_answer();
+                self.send(to, t)
             }
-            Message::MappingRequest => self.outbox.send(to, self.state.mapping_for(&from)),
-            Message::AnnouncesRequest => self.send_all(self.state.announces_answer(&from)),
+            Message::ServicesRequest(r) => {
+                let a = self.state.services_answer(&r.vips);
+                self.send(to, a)
+            }
+            Message::MappingRequest => {
+                let a = self.state.mapping_for(&from);
+                self.send(to, a)
+            }
+            Message::AnnouncesRequest => {
+                let a = self.state.announces_answer(&from);
+                self.send_all(a)
+            }
             Message::AckPrepared(ack) => match self.state.on_ack(&from, ack.vip) {
                 Ok(go) => {
                     info!(client = %from, vip = %ack.vip, "ack_announce: go");
-                    self.outbox.send(to, go);
+                    self.send(to, go);
                 }
                 Err(why) => {
                     warn!(client = %from, vip = %ack.vip, reason = %why, "ack_announce refused");
-                    self.metrics.inc("ipvs_sync_ack_refused_total", &[]);
+                    self.metrics.ack_refused.inc();
                     if why != state::AckRefused::Unknown {
                         let fin = crate::wire::messages::FinAnnounce {
                             vips: vec![ack.vip],
                         };
-                        self.outbox.send(to, Message::FinAnnounce(fin));
+                        self.send(to, Message::FinAnnounce(fin));
                     }
                 }
             },
             Message::SyncRequest(r) => {
-                let files =
-                    sync_serve::answer(&self.cfg.server.sync_dirs, &r, self.cfg.messages.max_bytes)
-                        .files;
-                self.outbox.send(to, Message::Sync(SyncAnswer { files }));
+                // File reads off the loop; the answer goes out when they are done.
+                let dirs = self.cfg.server.sync_dirs.clone();
+                let max_bytes = self.cfg.messages.max_bytes;
+                let outbox = self.outbox.clone();
+                tokio::task::spawn_blocking(move || {
+                    let files = sync_serve::answer(&dirs, &r, max_bytes).files;
+                    outbox.send(to, Message::Sync(SyncAnswer { files }));
+                });
             }
             other => {
                 debug!(client = %from, kind = %other.kind(), "message not for the arbiter: ignored");
-                self.metrics.inc(
-                    "ipvs_sync_messages_ignored_total",
-                    &[("type", other.kind().as_str())],
-                );
+                self.metrics
+                    .messages_ignored
+                    .get_or_create(&of_type(other.kind().as_str()))
+                    .inc();
             }
         }
     }
@@ -329,8 +483,7 @@ impl Server {
             match msg {
                 Message::FinAnnounce(f) => {
                     warn!(client, vips = ?f.vips, "balancer announces VIPs the desc or mapping does not give it: fin_announce again");
-                    self.metrics
-                        .add("ipvs_sync_fin_repairs_total", &[], f.vips.len() as u64);
+                    self.metrics.fin_repairs.inc_by(f.vips.len() as u64);
                 }
                 Message::SynAnnounce(s) => {
                     let vips: Vec<&IpAddr> = s.vips.keys().collect();
@@ -340,8 +493,7 @@ impl Server {
                         after_s = state::SYN_REPAIR_AFTER.as_secs(),
                         "balancer still does not announce VIPs it should: syn_announce again"
                     );
-                    self.metrics
-                        .add("ipvs_sync_syn_repairs_total", &[], s.vips.len() as u64);
+                    self.metrics.syn_repairs.inc_by(s.vips.len() as u64);
                 }
                 _ => {}
             }
@@ -349,131 +501,191 @@ impl Server {
         self.send_all(out);
     }
 
-    fn refresh_mapping(&mut self) {
-        if self.known_ports.is_none() {
-            // What the last run's configs named, before this run's cache replaces it.
-            let cache = announce::known_ports::ports_cache(&self.cfg);
-            self.known_ports = Some(cache.load().unwrap_or_default());
-        }
-        let m = &self.cfg.main;
-        let mut known = None;
-        let built = if m.export_service_mapping_wildcard_to_config {
-            config::mapping::build(&m.service_mapping_wildcard).and_then(|r| {
-                for s in &r.skipped {
-                    warn!(balancer = %s.balancer, file = %s.file.display(), line = s.line, reason = %s.reason,
-                          "keepalived service left out of the mapping");
+    /// A request of the control socket.
+    async fn on_control(&mut self, req: control::Request) -> control::Reply {
+        use control::{Reply, Request};
+        match req {
+            Request::Release { vips, all } => {
+                if vips.is_empty() && !all {
+                    return Reply::refused("name the VIPs to release, or --all");
                 }
-                let vips = r.vips();
-                config::mapping::write_json(&m.service_mapping_config, &vips)?;
-                if let Err(e) = announce::known_ports::store_known_ports(&self.cfg, &r.ports) {
-                    warn!(error = %e, "known-ports cache for quorum not written");
+                let (released, out) = self.state.release((!all).then_some(&vips[..]));
+                if released.is_empty() {
+                    return Reply::refused("no such VIP is held");
                 }
-                known = Some(announce::known_ports::known_ports_of(&r.ports));
-                Ok(vips)
-            })
-        } else {
-            config::mapping::read_json(&m.service_mapping_config)
-        };
-        if let Some(known) = known {
-            if self.forget_gone_ports(known) {
-                self.refresh_descs(None);
+                warn!(vips = ?released, "held withdrawals released by the operator");
+                self.send_all(out);
+                let names: Vec<String> = released.iter().map(|v| v.to_string()).collect();
+                Reply::ok(format!("withdrawn: {}", names.join(" ")))
+            }
+            Request::Forget { host } => self.forget(&host).await,
+            Request::Drain {
+                balancer: Some(host),
+                timeout_s,
+                ..
+            } => self.drain_balancer(&host, true, timeout_s),
+            Request::Undrain {
+                balancer: Some(host),
+                ..
+            } => self.drain_balancer(&host, false, None),
+            Request::Drain { .. } | Request::Undrain { .. } => {
+                Reply::refused("on the arbiter, name a balancer: ipvs-sync drain --balancer HOST")
             }
         }
-        self.worked("mapping", self.cfg.main.mapping_update_interval);
-        match built {
-            Ok(map) => {
-                self.mapping_read = true;
-                let out = self.state.on_mapping(map);
-                if !out.is_empty() {
-                    info!(
-                        balancers = self.state.mapping.len(),
-                        vips = self.state.all_vips().len(),
-                        "mapping changed"
-                    );
-                    let paths: Vec<(IpAddr, std::path::PathBuf)> = self
-                        .state
-                        .all_vips()
-                        .into_iter()
-                        .map(|v| (v, self.cfg.desc_path(v)))
-                        .collect();
-                    self.descs.set_paths(paths);
-                    if let Some(w) = self.watch.as_mut() {
-                        w.set_dirs(&self.descs.dirs());
-                        if w.unwatched() > 0 {
-                            warn!(
-                                watched = w.watched(),
-                                unwatched = w.unwatched(),
-                                "desc directories not watched (missing, or fs.inotify.max_user_watches): every desc file is looked at on every scan until they are"
-                            );
-                        }
-                    }
-                    self.send_all(out);
-                    self.refresh_descs(None);
-                }
+    }
+
+    /// Drains (or undrains) a whole balancer: a signed `drain` to it, and no `syn_announce`
+    /// to it until undrained (kept across a restart of the arbiter).
+    fn drain_balancer(
+        &mut self,
+        host: &str,
+        drain: bool,
+        timeout_s: Option<f64>,
+    ) -> control::Reply {
+        if !self.state.mapping.contains_key(host) && !self.state.clients.contains_key(host) {
+            return control::Reply::refused(format!("{host} is neither in the mapping nor live"));
+        }
+        let Some(out) = self.state.drain_balancer(host, drain, timeout_s) else {
+            return control::Reply::ok(format!(
+                "{host} is already {}",
+                if drain { "drained" } else { "undrained" }
+            ));
+        };
+        self.save_drained();
+        self.send_all(out);
+        if drain {
+            warn!(balancer = host, "balancer drained by the operator");
+            control::Reply::ok(format!("draining {host}"))
+        } else {
+            info!(balancer = host, "balancer undrained by the operator");
+            // It asks for its announces itself once undrained.
+            control::Reply::ok(format!("undrained {host}"))
+        }
+    }
+
+    fn save_drained(&self) {
+        let path = self.cfg.main.state_dir.join("drained-balancers.json");
+        let set = self.state.drained.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::daemon::state_file::save(&path, &set) {
+                error!(file = %path.display(), error = %e,
+                       "drained balancers not saved: a restart of the arbiter would forget them");
+            }
+        });
+    }
+
+    /// Forgets a decommissioned balancer: out of the live set and the fleet view, and its
+    /// queue deleted from the broker (so broadcasts stop piling up there).
+    async fn forget(&mut self, host: &str) -> control::Reply {
+        let was_live = self.state.clients.remove(host).is_some();
+        self.fleet.forget(host);
+        let queue = format!("{}{host}", crate::wire::amqp::CLIENT_QUEUE_PREFIX);
+        let url = self.cfg.amqp_url();
+        let password = self.cfg.secrets.amqp_password.as_ref().map(|p| p.expose());
+        let tls = crate::wire::amqp::TlsFiles::from_config(&self.cfg);
+        let deleted = crate::wire::oneshot::delete_queue(
+            &url,
+            password,
+            &tls,
+            &queue,
+            Duration::from_secs(5),
+        )
+        .await;
+        let mapped = self.state.mapping.contains_key(host);
+        let note = if mapped {
+            " (the mapping still names it: remove its keepalived configs too)"
+        } else {
+            ""
+        };
+        match deleted {
+            Ok(n) => {
+                info!(balancer = host, queue, dropped = n, "balancer forgotten");
+                control::Reply::ok(format!(
+                    "{host} forgotten{}; queue {queue} deleted ({n} messages dropped){note}",
+                    if was_live { "" } else { " (it was not live)" }
+                ))
+            }
+            Err(e) => control::Reply::refused(format!(
+                "{host} forgotten, but its queue {queue} was not deleted: {e}{note}"
+            )),
+        }
+    }
+
+    /// Starts a mapping rebuild unless one is running.
+    fn rebuild_mapping(&mut self) {
+        if self.mapping_running {
+            return;
+        }
+        self.mapping_running = true;
+        workers::spawn_mapping(
+            self.cfg.clone(),
+            self.known_ports.clone(),
+            self.reports.clone(),
+        );
+    }
+
+    fn on_mapping(&mut self, built: MappingBuilt) {
+        self.mapping_running = false;
+        let interval = self.cfg.main.mapping_update_interval;
+        if !built.forgotten.is_empty() {
+            self.job(DescJob::FullScan);
+        }
+        let map = match built.mapping {
+            Ok(m) => {
+                self.worked("mapping", interval, Ok(()));
+                m
             }
             Err(e) => {
                 error!(error = %e, "mapping not rebuilt: keeping the previous one");
-                self.metrics.inc("ipvs_sync_mapping_errors_total", &[]);
-            }
-        }
-    }
-
-    /// Ports the keepalived configs named for a VIP at the last rebuild (or in the last
-    /// run's cache) and no longer name are forgotten in its desc file, so a virtual server
-    /// removed while its quorum was down stops holding the VIP back. Returns true when a
-    /// desc file was rewritten.
-    fn forget_gone_ports(&mut self, now: announce::known_ports::KnownPorts) -> bool {
-        let before = self.known_ports.take().unwrap_or_default();
-        let mut rewritten = false;
-        for (vip, ports) in &now {
-            let Some(was) = before.get(vip) else {
-                continue;
-            };
-            let gone: BTreeSet<u16> = was.difference(ports).copied().collect();
-            if gone.is_empty() {
-                continue;
-            }
-            match announce::quorum::forget_ports(&self.cfg.desc_path(*vip), &gone, ports) {
-                Ok(Some((d, was_announce))) => {
-                    info!(%vip, ?gone, active = d.active, total = d.total, announce = d.announce,
-                          was_announce, "ports gone from the keepalived configs forgotten in the desc file");
-                    rewritten = true;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    warn!(%vip, ?gone, error = %e, "cannot forget ports gone from the keepalived configs");
-                    self.metrics.inc("ipvs_sync_desc_errors_total", &[]);
-                }
-            }
-        }
-        self.known_ports = Some(now);
-        rewritten
-    }
-
-    /// Re-reads changed desc files and acts on them; returns the VIPs that changed. Looks
-    /// at the files the watch saw change and `also`'s, and at every file when the watch
-    /// cannot tell or [`DESC_FULL_SCAN`] has passed since the last such look.
-    fn refresh_descs(&mut self, also: Option<IpAddr>) -> BTreeSet<IpAddr> {
-        self.worked("desc", self.cfg.main.vips_description_update_interval);
-        let seen = self
-            .watch
-            .as_mut()
-            .map_or(Seen::Everything, DescWatch::take);
-        let due = self.full_scan.is_none_or(|t| t.elapsed() >= DESC_FULL_SCAN);
-        let updates = match seen {
-            Seen::Paths(mut paths) if !due => {
-                paths.extend(also.map(|v| self.cfg.desc_path(v)));
-                self.descs.refresh_paths(&paths)
-            }
-            _ => {
-                self.full_scan = Some(Instant::now());
-                self.metrics.inc("ipvs_sync_desc_full_scans_total", &[]);
-                self.descs.refresh()
+                self.metrics.mapping_errors.inc();
+                self.worked("mapping", interval, Err(e));
+                return;
             }
         };
-        let mut changed = BTreeSet::new();
-        for up in updates {
-            changed.insert(up.vip);
+        let first = !self.mapping_read;
+        self.mapping_read = true;
+        let out = self.state.on_mapping(map, Instant::now());
+        if out.is_empty() && !first {
+            return;
+        }
+        info!(
+            balancers = self.state.mapping.len(),
+            vips = self.state.all_vips().len(),
+            "mapping changed"
+        );
+        self.send_all(out);
+        self.fleet.retain_mapped(&self.state.mapping);
+        let paths = self
+            .state
+            .all_vips()
+            .into_iter()
+            .map(|v| (v, self.cfg.desc_path(v)))
+            .collect();
+        self.job(DescJob::Paths(paths));
+    }
+
+    fn on_descs(&mut self, scan: DescScan) {
+        if scan.full {
+            self.metrics.desc_full_scans.inc();
+        }
+        if scan.paths_set && self.mapping_read {
+            self.descs_read = true;
+        }
+        if scan.asked.is_none() {
+            let iv = self.cfg.main.vips_description_update_interval;
+            self.worked("desc", iv, Ok(()));
+        }
+        if let Some((watched, unwatched)) = scan.watch {
+            if unwatched > 0 {
+                warn!(
+                    watched,
+                    unwatched,
+                    "desc directories not watched (missing, or fs.inotify.max_user_watches): every desc file is looked at on every scan until they are"
+                );
+            }
+        }
+        let changed: Vec<IpAddr> = scan.updates.iter().map(|u| u.vip).collect();
+        for up in scan.updates {
             let q = match &up.new {
                 DescState::Valid(d) => Some(VipQuorum {
                     announce: d.announce,
@@ -483,31 +695,58 @@ impl Server {
                 DescState::Invalid(e) => {
                     // A broken file never flips an announce: keep what we had, loudly.
                     error!(vip = %up.vip, error = %e, "desc file unreadable: keeping the previous state");
-                    self.metrics.inc("ipvs_sync_desc_errors_total", &[]);
+                    self.metrics.desc_errors.inc();
                     self.state.on_desc_unreadable(up.vip);
                     continue;
                 }
             };
             info!(vip = %up.vip, announce = q.is_some_and(|q| q.announce),
                   local_pref = q.map(|q| q.local_pref), "desc changed");
-            let out = self.state.on_quorum(up.vip, q);
+            let now = Instant::now();
+            let counts = match &up.new {
+                DescState::Valid(d) => (d.active, d.total),
+                _ => (0, 0),
+            };
+            let flipped = up.old.announce() != up.new.announce();
+            let since = match self.desc_counts.get(&up.vip) {
+                Some((_, _, t)) if !flipped => *t,
+                _ => now,
+            };
+            self.desc_counts.insert(up.vip, (counts.0, counts.1, since));
+            let communities = match &up.new {
+                DescState::Valid(d) => d.communities.clone(),
+                _ => Vec::new(),
+            };
+            let new_communities = self.state.set_communities(up.vip, communities);
+            let held_before = self.state.caps.is_held(up.vip);
+            let mut out = self.state.on_quorum(up.vip, q, now);
+            if out.is_empty() && new_communities && q.is_some_and(|q| q.announce) {
+                // The VIP's communities alone changed: its balancers announce it again.
+                out = self.state.resend(up.vip);
+            }
+            if !held_before && self.state.caps.is_held(up.vip) {
+                error!(vip = %up.vip, limit = ?self.cfg.server.withdraw_limit,
+                       "quorum lost past withdraw_limit: VIP kept announced (held) until `ipvs-sync release`");
+            }
             self.send_all(out);
         }
-        changed
+        // A hand-off for a desc that did not change says its state again: harmless when
+        // repeated, and it heals a message lost on the way.
+        if let Some(vip) = scan.asked.filter(|v| !changed.contains(v)) {
+            let out = self.state.resend(vip);
+            self.send_all(out);
+        }
     }
 
-    async fn refresh_tree(&mut self) {
-        let Some(k) = self.kernel.clone() else {
-            return;
-        };
-        let dumped =
-            tokio::task::spawn_blocking(move || k.lock().unwrap_or_else(|e| e.into_inner()).dump())
-                .await;
-        self.worked("tree", TREE_POLL);
+    fn on_tree(&mut self, dumped: Result<ipvs::Tree, String>) {
+        self.worked(
+            "tree",
+            TREE_POLL,
+            dumped.as_ref().map(|_| ()).map_err(Clone::clone),
+        );
         match dumped {
-            Ok(Ok(mut tree)) => {
+            Ok(tree) => {
                 self.tree_read = true;
-                tree.clear_stats();
                 let out = self.state.on_tree(tree);
                 if !out.is_empty() {
                     info!(
@@ -518,11 +757,10 @@ impl Server {
                     self.send_all(out);
                 }
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 error!(error = %e, "IPVS dump failed");
-                self.metrics.inc("ipvs_sync_ipvs_failures_total", &[]);
+                self.metrics.ipvs_failures.inc();
             }
-            Err(e) => error!(error = %e, "IPVS dump task failed"),
         }
     }
 
@@ -530,80 +768,164 @@ impl Server {
         match config::Config::load(&self.cfg.file) {
             Ok(new) => {
                 info!(config = %self.cfg.file.display(), "configuration reloaded");
+                self.state
+                    .caps
+                    .configure(new.server.withdraw_limit, new.server.withdraw_window);
                 self.cfg = new;
-                self.refresh_mapping();
+                self.rebuild_mapping();
             }
             Err(e) => error!(error = %e, "reload refused: the running configuration stays"),
         }
     }
 
-    fn tick_status(&mut self, transport: &Transport) {
+    fn tick_status(&mut self) {
         self.log_hold();
         let now = Instant::now();
-        let connected = transport.is_connected();
+        let connected = self.bus.connected();
         let m = &self.metrics;
-        m.set(
-            "ipvs_sync_broker_connected",
-            &[],
-            if connected { 1.0 } else { 0.0 },
-        );
-        m.set(
-            "ipvs_sync_clients_live",
-            &[],
-            self.state.clients.len() as f64,
-        );
-        m.set(
-            "ipvs_sync_vips_announced",
-            &[],
-            self.state.quorum.values().filter(|q| q.announce).count() as f64,
-        );
-        m.set("ipvs_sync_tree_serial", &[], self.state.serial as f64);
-        m.set(
-            "ipvs_sync_holding",
-            &[],
-            if self.holding.is_some() { 1.0 } else { 0.0 },
-        );
-        m.set("ipvs_sync_outbox_depth", &[], self.outbox.depth() as f64);
-        daemon::export_transport_counters(m, transport);
-        let vip_set: BTreeSet<IpAddr> = self.state.all_vips();
-        let vips: Vec<_> = vip_set
-            .iter()
-            .map(|v| {
-                let q = self.state.quorum.get(v);
-                serde_json::json!({"vip": v.to_string(), "state": if q.is_some_and(|q| q.announce) {"quorum"} else {"no quorum"},
-                                   "local_pref": q.map(|q| q.local_pref), "announce": q.is_some_and(|q| q.announce)})
-            })
-            .collect();
-        let clients: Vec<_> = self
-            .state
-            .clients
-            .iter()
-            .map(|(n, c)| {
-                serde_json::json!({"name": n, "age_s": now.duration_since(c.last_seen).as_secs_f64(),
-                                   "vips": self.state.mapping.get(n).map(|v| v.len()).unwrap_or(0)})
-            })
-            .collect();
-        let workers: serde_json::Map<String, serde_json::Value> = self
+        m.broker_connected.set(i64::from(connected));
+        m.clients_live.set(self.state.clients.len() as i64);
+        m.vips_announced
+            .set(self.state.quorum.values().filter(|q| q.announce).count() as i64);
+        m.tree_serial
+            .set(i64::try_from(self.state.serial).unwrap_or(i64::MAX));
+        m.holding.set(i64::from(self.holding.is_some()));
+        m.outbox_depth.set(self.outbox.depth() as i64);
+        m.export_bus(&mut self.exported, self.bus.counters().snapshot());
+        m.export_clocks(&self.bus.clock_offsets());
+        let vips = self.vip_rows(now);
+        let clients = self.client_rows(now);
+        let workers = self
             .workers
             .iter()
-            .map(|(n, (t, iv))| {
-                (n.to_string(), serde_json::json!({"age_s": now.duration_since(*t).as_secs_f64(), "interval_s": iv.as_secs_f64()}))
+            .map(|(n, j)| {
+                let w = Worker {
+                    age_s: j.last_ok.map(|t| now.duration_since(t).as_secs_f64()),
+                    interval_s: j.interval.as_secs_f64(),
+                    error: j.error.clone(),
+                };
+                (n.to_string(), w)
             })
             .collect();
-        self.status.set(serde_json::json!({
-            "role": "server",
-            "hostname": self.name,
-            "uptime_s": self.started.elapsed().as_secs_f64(),
-            "broker": {"connected": connected},
-            "tree_serial": self.state.serial,
-            "services": self.state.tree.len(),
-            "vips": vips,
-            "clients": clients,
-            "queues": {"outbox": self.outbox.depth()},
-            "dropped": daemon::dropped_json(transport),
-            "transport": transport.status_json(),
-            "holding": self.holding,
-            "workers": workers,
+        self.status.set(Status::Server(ServerStatus {
+            common: Common {
+                hostname: self.name.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                uptime_s: self.started.elapsed().as_secs_f64(),
+                broker: daemon::status::Broker { connected },
+                queues: [("outbox".to_owned(), self.outbox.depth() as u64)].into(),
+                dropped: daemon::dropped(self.bus.counters()),
+                clocks: self.bus.clock_offsets(),
+                workers,
+            },
+            tree_serial: self.state.serial,
+            services: self.state.tree.len(),
+            holding: self.holding.map(str::to_owned),
+            vips,
+            clients,
+            quorum_failure: self
+                .quorum_failure
+                .as_ref()
+                .map(|(t, vip, e)| QuorumFailure {
+                    age_s: now.duration_since(*t).as_secs_f64(),
+                    vip: *vip,
+                    error: e.clone(),
+                }),
+            forced_withdrawn: self.state.forced.iter().copied().collect(),
+            withdraw_limit: self.cfg.server.withdraw_limit.map(|l| match l {
+                config::WithdrawLimit::Count(n) => {
+                    format!("{n} per {}s", self.cfg.server.withdraw_window.as_secs_f64())
+                }
+                config::WithdrawLimit::Percent(p) => format!(
+                    "{p}% per {}s",
+                    self.cfg.server.withdraw_window.as_secs_f64()
+                ),
+            }),
         }));
+    }
+
+    /// The fleet view by VIP: its quorum and each balancer the mapping gives it.
+    fn vip_rows(&self, now: Instant) -> Vec<ServerVip> {
+        let secs = |t: Instant| now.saturating_duration_since(t).as_secs_f64();
+        self.state
+            .all_vips()
+            .into_iter()
+            .map(|vip| {
+                let q = self.state.quorum.get(&vip);
+                let counts = self.desc_counts.get(&vip);
+                let balancers = self
+                    .state
+                    .mapping
+                    .iter()
+                    .filter(|(_, vips)| vips.contains(&vip))
+                    .map(|(name, _)| {
+                        let (stage, since) = match self.fleet.get(name, vip) {
+                            Some((s, t)) => (s.name().to_owned(), Some(secs(t))),
+                            None => ("-".to_owned(), None),
+                        };
+                        VipBalancer {
+                            name: name.clone(),
+                            stage,
+                            since_s: since,
+                        }
+                    })
+                    .collect();
+                ServerVip {
+                    vip,
+                    announce: q.is_some_and(|q| q.announce),
+                    local_pref: q.map(|q| q.local_pref),
+                    active: counts.map(|c| c.0),
+                    total: counts.map(|c| c.1),
+                    since_s: counts.map(|c| secs(c.2)),
+                    held: self.state.caps.held().get(&vip).map(|h| HeldRow {
+                        since_s: secs(h.since),
+                        because: match h.because {
+                            HeldBecause::QuorumLost => "quorum lost",
+                            HeldBecause::MappingShrink => "mapping shrink",
+                        }
+                        .to_owned(),
+                    }),
+                    balancers,
+                }
+            })
+            .collect()
+    }
+
+    /// The fleet view by balancer: every live one and every one the mapping names.
+    fn client_rows(&self, now: Instant) -> Vec<ClientRow> {
+        let names: std::collections::BTreeSet<&String> = self
+            .state
+            .clients
+            .keys()
+            .chain(self.state.mapping.keys())
+            .collect();
+        names
+            .into_iter()
+            .map(|n| {
+                let live = self.state.clients.get(n);
+                let mapped = self.state.mapping.get(n);
+                let quorate = mapped.map_or(0, |v| {
+                    v.iter()
+                        .filter(|x| self.state.quorum.get(x).is_some_and(|q| q.announce))
+                        .count()
+                });
+                let serial = live.and_then(|c| c.serial);
+                ClientRow {
+                    name: n.clone(),
+                    age_s: live.map_or(f64::INFINITY, |c| {
+                        now.saturating_duration_since(c.last_seen).as_secs_f64()
+                    }),
+                    vips: mapped.map_or(0, |v| v.len()),
+                    quorate,
+                    announced: live.map_or(0, |c| c.announced.len()),
+                    serial,
+                    lag: serial.map(|s| self.state.serial.saturating_sub(s)),
+                    uptime_s: live.map_or(0, |c| c.uptime),
+                    live: live.is_some(),
+                    drained: self.state.drained.contains(n)
+                        || live.is_some_and(|c| !c.drained.is_empty()),
+                }
+            })
+            .collect()
     }
 }

@@ -22,8 +22,11 @@ use std::time::{Duration, Instant};
 
 use ipvs::Tree;
 
+use super::caps::{Caps, HeldBecause};
+
 use crate::wire::messages::{
-    AckGo, AnnounceSpec, Changes, FinAnnounce, Mapping, ServicesAnswer, SynAnnounce, TreeAnswer,
+    AckGo, AnnounceSpec, Changes, DrainOrder, FinAnnounce, Mapping, ServicesAnswer, SynAnnounce,
+    TreeAnswer,
 };
 use crate::wire::{Dest, Message};
 
@@ -47,6 +50,10 @@ pub struct ClientInfo {
     pub announced: Vec<IpAddr>,
     /// VIPs it should announce but did not list, and since when (see [`SYN_REPAIR_AFTER`]).
     pub missing: BTreeMap<IpAddr, Instant>,
+    /// Serial of the tree it last applied (from its heartbeat).
+    pub serial: Option<u64>,
+    /// VIPs drained on it (from its heartbeat): no syn repair for them.
+    pub drained: Vec<IpAddr>,
 }
 
 /// A VIP a client should announce but has not listed in its heartbeats for this long gets
@@ -93,6 +100,18 @@ pub struct State {
     pub unknown: BTreeSet<IpAddr>,
     /// Live clients.
     pub clients: BTreeMap<String, ClientInfo>,
+    /// VIPs whose `quorum down` could not be recorded in their desc file: withdrawn, and kept
+    /// so whatever the file says until a quorum call for them succeeds again.
+    pub forced: BTreeSet<IpAddr>,
+    /// The fleet-wide withdrawal cap and the VIPs it holds announced.
+    pub caps: Caps,
+    /// Balancers a held mapping shrink keeps on a VIP (see [`State::on_mapping`]).
+    pub mapping_kept: BTreeMap<IpAddr, BTreeSet<String>>,
+    /// Balancers drained by `ipvs-sync drain --balancer`: they get no `syn_announce` until
+    /// undrained.
+    pub drained: BTreeSet<String>,
+    /// VIP → its own BGP communities, from its desc file.
+    pub communities: BTreeMap<IpAddr, Vec<String>>,
 }
 
 impl State {
@@ -124,6 +143,8 @@ impl State {
                         uptime: uptime.unwrap_or(0),
                         announced: announced.unwrap_or_default(),
                         missing: BTreeMap::new(),
+                        serial: None,
+                        drained: Vec::new(),
                     },
                 );
                 true
@@ -150,10 +171,40 @@ impl State {
         let to = Dest::Client(client.to_string());
         let mut out = vec![
             (to.clone(), self.tree_answer()),
-            (to, self.mapping_for(client)),
+            (to.clone(), self.mapping_for(client)),
         ];
+        if self.drained.contains(client) {
+            out.push((
+                to,
+                Message::Drain(DrainOrder {
+                    drain: true,
+                    timeout_s: None,
+                }),
+            ));
+        }
         out.extend(self.announces_answer(client));
         out
+    }
+
+    /// Drains (`drain`) or undrains a whole balancer. Returns what to send, or `None` when
+    /// nothing changes.
+    pub fn drain_balancer(
+        &mut self,
+        client: &str,
+        drain: bool,
+        timeout_s: Option<f64>,
+    ) -> Option<Out> {
+        let changed = if drain {
+            self.drained.insert(client.to_owned())
+        } else {
+            self.drained.remove(client)
+        };
+        changed.then(|| {
+            vec![(
+                Dest::Client(client.to_owned()),
+                Message::Drain(DrainOrder { drain, timeout_s }),
+            )]
+        })
     }
 
     /// The `tree` answer.
@@ -202,7 +253,9 @@ impl State {
         let only: BTreeSet<IpAddr> = [vip].into();
         AnnounceSpec {
             tree: self.tree.filter_vips(&only, false),
+            serial: Some(self.serial),
             local_preference: q.local_pref,
+            communities: self.communities.get(&vip).cloned().unwrap_or_default(),
         }
     }
 
@@ -213,10 +266,12 @@ impl State {
         let Some(vips) = self.mapping.get(client) else {
             return Vec::new();
         };
+        let drained = self.drained.contains(client);
         let mut syn = SynAnnounce::default();
         let mut fin = Vec::new();
         for vip in vips {
             match self.quorum.get(vip) {
+                Some(_) if drained => {}
                 Some(q) if q.announce => {
                     syn.vips.insert(*vip, self.spec(*vip, *q));
                 }
@@ -245,6 +300,7 @@ impl State {
             Some(q) if q.announce => Ok(Message::AckGo(AckGo {
                 vip,
                 local_preference: q.local_pref,
+                communities: self.communities.get(&vip).cloned().unwrap_or_default(),
             })),
             _ if self.unknown.contains(&vip) => Err(AckRefused::Unknown),
             _ => Err(AckRefused::NoQuorum),
@@ -263,10 +319,12 @@ impl State {
         let mine = self.mapping.get(client);
         let listed: BTreeSet<IpAddr> = announced.iter().copied().collect();
         let mut due = Vec::new();
+        let drained = self.drained.contains(client);
         if let (Some(info), Some(mine)) = (self.clients.get_mut(client), mine) {
             let wanted = mine
                 .iter()
-                .filter(|v| self.quorum.get(v).is_some_and(|q| q.announce));
+                .filter(|v| self.quorum.get(v).is_some_and(|q| q.announce))
+                .filter(|v| !drained && !info.drained.contains(v));
             let mut missing = BTreeMap::new();
             for vip in wanted.filter(|v| !listed.contains(v)) {
                 let since = info.missing.get(vip).copied().unwrap_or(now);
@@ -312,14 +370,59 @@ impl State {
     /// The desc file of `vip` cannot be read: keep what is known; when nothing is, the VIP's
     /// state is unknown (see [`State::unknown`]).
     pub fn on_desc_unreadable(&mut self, vip: IpAddr) {
-        if !self.quorum.contains_key(&vip) {
+        if !self.quorum.contains_key(&vip) && !self.forced.contains(&vip) {
             self.unknown.insert(vip);
         }
     }
 
-    /// A desc file changed. Returns what to send.
-    pub fn on_quorum(&mut self, vip: IpAddr, new: Option<VipQuorum>) -> Out {
+    /// The quorum handler could not record a `down` of `vip`: withdraw it from every balancer
+    /// and keep it withdrawn, whatever its desc file says, until [`State::unforce`].
+    pub fn force_withdraw(&mut self, vip: IpAddr) -> Out {
+        self.forced.insert(vip);
+        self.quorum.remove(&vip);
+        self.unknown.remove(&vip);
+        vec![(
+            Dest::Broadcast,
+            Message::FinAnnounce(FinAnnounce { vips: vec![vip] }),
+        )]
+    }
+
+    /// A quorum call for `vip` succeeded: its desc file is the truth again. Returns whether
+    /// it was forced (then its desc must be read afresh).
+    pub fn unforce(&mut self, vip: IpAddr) -> bool {
+        self.forced.remove(&vip)
+    }
+
+    /// The VIP's communities per its desc file; returns whether they changed.
+    pub fn set_communities(&mut self, vip: IpAddr, communities: Vec<String>) -> bool {
+        let old = if communities.is_empty() {
+            self.communities.remove(&vip)
+        } else {
+            self.communities.insert(vip, communities.clone())
+        };
+        old.unwrap_or_default() != communities
+    }
+
+    /// A desc file changed at `now`. Returns what to send. A VIP losing quorum past the
+    /// withdrawal cap stays announced, held (see [`Caps`]).
+    pub fn on_quorum(&mut self, vip: IpAddr, new: Option<VipQuorum>, now: Instant) -> Out {
+        if self.forced.contains(&vip) {
+            return Vec::new();
+        }
         let old = self.quorum.get(&vip).copied();
+        let losing = old.is_some_and(|q| q.announce) && !new.is_some_and(|q| q.announce);
+        if losing {
+            if self.caps.is_held(vip) {
+                return Vec::new();
+            }
+            let quorate = self.quorum.values().filter(|q| q.announce).count();
+            if !self.caps.allow(now, quorate) {
+                self.caps.hold(vip, now, HeldBecause::QuorumLost);
+                return Vec::new();
+            }
+        } else if new.is_some_and(|q| q.announce) {
+            self.caps.unhold(vip);
+        }
         // Balancers may still announce what an unreadable desc left alone.
         let was_unknown = self.unknown.remove(&vip);
         match new {
@@ -349,6 +452,45 @@ impl State {
         }
     }
 
+    /// Withdraws held VIPs (`None`: all of them) now, outside the cap. Returns the VIPs
+    /// released and what to send.
+    pub fn release(&mut self, vips: Option<&[IpAddr]>) -> (Vec<IpAddr>, Out) {
+        let mut out = Vec::new();
+        let mut fins = Vec::new();
+        let mut remap = false;
+        let released = self.caps.release(vips);
+        for (vip, held) in &released {
+            match held.because {
+                HeldBecause::QuorumLost => {
+                    if let Some(q) = self.quorum.get_mut(vip) {
+                        q.announce = false;
+                    }
+                    fins.push(*vip);
+                }
+                HeldBecause::MappingShrink => {
+                    for b in self.mapping_kept.remove(vip).unwrap_or_default() {
+                        if let Some(v) = self.mapping.get_mut(&b) {
+                            v.remove(vip);
+                        }
+                    }
+                    remap = true;
+                }
+            }
+        }
+        if remap {
+            // Each balancer withdraws what its mapping no longer gives it.
+            self.mapping.retain(|_, v| !v.is_empty());
+            out.push((Dest::Broadcast, self.mapping_message()));
+        }
+        if !fins.is_empty() {
+            out.push((
+                Dest::Broadcast,
+                Message::FinAnnounce(FinAnnounce { vips: fins }),
+            ));
+        }
+        (released.into_iter().map(|(v, _)| v).collect(), out)
+    }
+
     /// Says again what the desc of `vip` says (a quorum hand-off for an unchanged desc):
     /// `syn_announce` to its live clients, or `fin_announce` to all. Harmless when repeated,
     /// and it heals a message lost on the way.
@@ -374,7 +516,9 @@ impl State {
     pub fn live_clients_of(&self, vip: IpAddr) -> Vec<String> {
         self.mapping
             .iter()
-            .filter(|(b, vips)| vips.contains(&vip) && self.clients.contains_key(*b))
+            .filter(|(b, vips)| {
+                vips.contains(&vip) && self.clients.contains_key(*b) && !self.drained.contains(*b)
+            })
             .map(|(b, _)| b.clone())
             .collect()
     }
@@ -399,7 +543,12 @@ impl State {
     }
 
     /// The mapping changed: `mapping` to everyone (nothing when equal).
-    pub fn on_mapping(&mut self, new: BTreeMap<String, BTreeSet<IpAddr>>) -> Out {
+    ///
+    /// A new mapping that takes a VIP with quorum from most of its balancers at once counts
+    /// against the withdrawal cap like a quorum loss; past the cap, those balancers keep the
+    /// VIP (held) until `release`.
+    pub fn on_mapping(&mut self, new: BTreeMap<String, BTreeSet<IpAddr>>, now: Instant) -> Out {
+        let new = self.cap_mapping(new, now);
         if new == self.mapping {
             return Vec::new();
         }
@@ -409,7 +558,7 @@ impl State {
         // (after the mapping, on the same lane), not at its next announces request. VIPs new
         // to the whole mapping have no known desc yet: reading it sends their syn.
         for (client, vips) in &self.mapping {
-            if !self.clients.contains_key(client) {
+            if !self.clients.contains_key(client) || self.drained.contains(client) {
                 continue;
             }
             let before = old.get(client);
@@ -427,6 +576,65 @@ impl State {
             }
         }
         out
+    }
+
+    /// `new` with the balancers of held mapping shrinks put back (see [`State::on_mapping`]).
+    fn cap_mapping(
+        &mut self,
+        mut new: BTreeMap<String, BTreeSet<IpAddr>>,
+        now: Instant,
+    ) -> BTreeMap<String, BTreeSet<IpAddr>> {
+        // Holds still needed: the VIP still has quorum and the new mapping still drops them.
+        let kept = std::mem::take(&mut self.mapping_kept);
+        for (vip, balancers) in kept {
+            let still: BTreeSet<String> = balancers
+                .into_iter()
+                .filter(|b| !new.get(b).is_some_and(|v| v.contains(&vip)))
+                .collect();
+            if still.is_empty() || !self.caps.is_held(vip) {
+                self.caps.unhold(vip);
+                continue;
+            }
+            for b in &still {
+                new.entry(b.clone()).or_default().insert(vip);
+            }
+            self.mapping_kept.insert(vip, still);
+        }
+        let quorate: Vec<IpAddr> = self
+            .quorum
+            .iter()
+            .filter(|(_, q)| q.announce)
+            .map(|(v, _)| *v)
+            .collect();
+        for vip in quorate {
+            if self.caps.is_held(vip) {
+                continue;
+            }
+            let before: BTreeSet<&String> = self
+                .mapping
+                .iter()
+                .filter(|(_, v)| v.contains(&vip))
+                .map(|(b, _)| b)
+                .collect();
+            let removed: BTreeSet<String> = before
+                .iter()
+                .filter(|b| !new.get(**b).is_some_and(|v| v.contains(&vip)))
+                .map(|b| (*b).clone())
+                .collect();
+            if removed.is_empty() || removed.len() * 2 <= before.len() {
+                continue;
+            }
+            let count = self.quorum.values().filter(|q| q.announce).count();
+            if self.caps.allow(now, count) {
+                continue;
+            }
+            self.caps.hold(vip, now, HeldBecause::MappingShrink);
+            for b in &removed {
+                new.entry(b.clone()).or_default().insert(vip);
+            }
+            self.mapping_kept.insert(vip, removed);
+        }
+        new
     }
 
     /// Every VIP of the mapping (the desc files to watch).
@@ -479,6 +687,7 @@ mod tests {
                 announce: true,
                 local_pref: 150,
             }),
+            Instant::now(),
         );
         assert_eq!(kinds(&out), vec![("lb1".to_string(), "syn_announce")]);
         let Message::SynAnnounce(syn) = &out[0].1 else {
@@ -494,7 +703,8 @@ mod tests {
                 Some(VipQuorum {
                     announce: true,
                     local_pref: 150
-                })
+                }),
+                Instant::now()
             )
             .is_empty());
         assert_eq!(
@@ -503,7 +713,8 @@ mod tests {
                 Some(VipQuorum {
                     announce: true,
                     local_pref: 120
-                })
+                }),
+                Instant::now()
             )
             .len(),
             1
@@ -515,10 +726,13 @@ mod tests {
                 announce: false,
                 local_pref: 120,
             }),
+            Instant::now(),
         );
         assert_eq!(kinds(&out), vec![("broadcast".to_string(), "fin_announce")]);
         // A file that disappears while not announcing: nothing.
-        assert!(s.on_quorum(ip("192.0.2.10"), None).is_empty());
+        assert!(s
+            .on_quorum(ip("192.0.2.10"), None, Instant::now())
+            .is_empty());
     }
 
     #[test]
@@ -530,6 +744,7 @@ mod tests {
                 announce: true,
                 local_pref: 150,
             }),
+            Instant::now(),
         );
         assert!(matches!(
             s.on_ack("lb2", ip("192.0.2.10")),
@@ -565,6 +780,7 @@ mod tests {
                 announce: true,
                 local_pref: 100,
             }),
+            Instant::now(),
         );
         let out = s.announces_answer("lb1");
         assert_eq!(
@@ -656,13 +872,14 @@ mod tests {
     #[test]
     fn heartbeat_of_vips_not_given_to_the_client_gets_them_withdrawn_by_unicast() {
         let mut s = state();
-        s.on_quorum(ip("192.0.2.10"), up(100));
+        s.on_quorum(ip("192.0.2.10"), up(100), Instant::now());
         s.on_quorum(
             ip("2001:db8::10"),
             Some(VipQuorum {
                 announce: false,
                 local_pref: 100,
             }),
+            Instant::now(),
         );
         // Everything it announces is its own and quorate: nothing to say.
         assert!(s
@@ -720,7 +937,7 @@ mod tests {
         );
         // Readable again (missing): withdrawn wherever it may still be announced.
         assert_eq!(
-            fins(&s.on_quorum(vip, None)),
+            fins(&s.on_quorum(vip, None, Instant::now())),
             vec![("broadcast".to_string(), vec![vip])]
         );
         assert!(!s.unknown.contains(&vip));
@@ -731,7 +948,7 @@ mod tests {
 
         // Unreadable after a known state: that state is kept, not unknown.
         let other = ip("192.0.2.10");
-        s.on_quorum(other, up(110));
+        s.on_quorum(other, up(110), Instant::now());
         s.on_desc_unreadable(other);
         assert!(!s.unknown.contains(&other));
         assert!(s.on_announced("lb1", &[other], Instant::now()).is_empty());
@@ -755,7 +972,7 @@ mod tests {
         let t0 = Instant::now();
         let vip = ip("192.0.2.10");
         s.touch("lb1", t0, Some(1), None);
-        s.on_quorum(vip, up(130));
+        s.on_quorum(vip, up(130), Instant::now());
         let at = |secs: u64| t0 + Duration::from_secs(secs);
         // Not listed: the clock starts; nothing until SYN_REPAIR_AFTER has passed.
         assert!(s.on_announced("lb1", &[], at(1)).is_empty());
@@ -786,6 +1003,7 @@ mod tests {
                 announce: false,
                 local_pref: 130,
             }),
+            Instant::now(),
         );
         assert!(s.on_announced("lb1", &[], at(100)).is_empty());
         s.touch("stranger", t0, Some(1), None);
@@ -797,20 +1015,209 @@ mod tests {
         let mut s = state();
         let now = Instant::now();
         let vip = ip("2001:db8::10");
-        s.on_quorum(vip, up(100));
+        s.on_quorum(vip, up(100), Instant::now());
         s.touch("lb1", now, Some(1), None);
         s.touch("lb2", now, Some(1), None);
         let mut m = s.mapping.clone();
         m.get_mut("lb2").unwrap().insert(vip);
         m.insert("lb3".into(), [vip].into()); // not live: nothing to it
-        let out = s.on_mapping(m);
+        let out = s.on_mapping(m, Instant::now());
         assert_eq!(kinds(&out)[0], ("broadcast".to_string(), "mapping"));
         assert_eq!(syns(&out), vec![("lb2".to_string(), vec![vip])]);
         // A VIP without quorum given to a client: the mapping only.
         let mut m = s.mapping.clone();
         m.get_mut("lb1").unwrap().insert(ip("192.0.2.99"));
-        let out = s.on_mapping(m.clone());
+        let out = s.on_mapping(m.clone(), Instant::now());
         assert_eq!(kinds(&out), vec![("broadcast".to_string(), "mapping")]);
-        assert!(s.on_mapping(m).is_empty(), "unchanged");
+        assert!(s.on_mapping(m, Instant::now()).is_empty(), "unchanged");
+    }
+
+    fn fin_vips(out: &Out) -> Vec<IpAddr> {
+        out.iter()
+            .flat_map(|(_, m)| match m {
+                Message::FinAnnounce(f) => f.vips.clone(),
+                _ => vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn past_the_withdraw_limit_quorum_losses_are_held_until_released() {
+        let mut s = State {
+            caps: Caps::new(
+                Some(config::WithdrawLimit::Percent(50)),
+                Duration::from_secs(60),
+            ),
+            ..State::default()
+        };
+        let vips: Vec<IpAddr> = (1..=10u8).map(|n| IpAddr::from([192, 0, 2, n])).collect();
+        s.mapping
+            .insert("lb1".into(), vips.iter().copied().collect());
+        let now = Instant::now();
+        let up = Some(VipQuorum {
+            announce: true,
+            local_pref: 100,
+        });
+        for v in &vips {
+            s.on_quorum(*v, up, now);
+        }
+        let mut withdrawn = Vec::new();
+        for v in &vips {
+            withdrawn.extend(fin_vips(&s.on_quorum(*v, None, now)));
+        }
+        assert_eq!(withdrawn.len(), 5, "{withdrawn:?}");
+        assert_eq!(s.caps.held().len(), 5);
+        for v in s.caps.held().keys() {
+            assert!(s.quorum[v].announce, "a held VIP stays announced");
+            assert!(s.on_ack("lb1", *v).is_ok(), "and gets its go");
+        }
+        // Its quorum back: no longer held, nothing to send.
+        let back = *s.caps.held().keys().next().unwrap();
+        assert!(s.on_quorum(back, up, now).is_empty());
+        assert!(!s.caps.is_held(back));
+        let (released, out) = s.release(None);
+        assert_eq!(released.len(), 4);
+        assert_eq!(fin_vips(&out).len(), 4);
+        assert!(s.caps.held().is_empty());
+    }
+
+    #[test]
+    fn a_mapping_that_takes_a_vip_from_most_balancers_is_held_past_the_limit() {
+        let mut s = State {
+            caps: Caps::new(
+                Some(config::WithdrawLimit::Count(1)),
+                Duration::from_secs(60),
+            ),
+            ..State::default()
+        };
+        let now = Instant::now();
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        let all = |v: &[IpAddr]| -> BTreeSet<IpAddr> { v.iter().copied().collect() };
+        let full: BTreeMap<String, BTreeSet<IpAddr>> = ["lb1", "lb2", "lb3"]
+            .iter()
+            .map(|n| (n.to_string(), all(&[a, b])))
+            .collect();
+        s.on_mapping(full.clone(), now);
+        let up = Some(VipQuorum {
+            announce: true,
+            local_pref: 100,
+        });
+        s.on_quorum(a, up, now);
+        s.on_quorum(b, up, now);
+        // A wrong push keeps only lb1: both VIPs lose most of their balancers.
+        let wrong: BTreeMap<String, BTreeSet<IpAddr>> = [("lb1".to_string(), all(&[a, b]))].into();
+        s.on_mapping(wrong.clone(), now);
+        assert_eq!(s.caps.held().len(), 1, "one went (the limit), one held");
+        let held = *s.caps.held().keys().next().unwrap();
+        assert!(s.mapping["lb2"].contains(&held) && s.mapping["lb3"].contains(&held));
+        // The same mapping again keeps the hold.
+        assert!(s.on_mapping(wrong.clone(), now).is_empty());
+        let (released, out) = s.release(Some(&[held]));
+        assert_eq!(released, vec![held]);
+        assert!(matches!(&out[..], [(Dest::Broadcast, Message::Mapping(_))]));
+        assert!(!s.mapping.contains_key("lb2"));
+    }
+
+    #[test]
+    fn a_forced_withdraw_holds_until_a_quorum_call_succeeds() {
+        let mut s = State::default();
+        let vip = ip("192.0.2.10");
+        s.mapping.insert("lb1".into(), BTreeSet::from([vip]));
+        s.touch("lb1", Instant::now(), Some(1), None);
+        s.on_quorum(
+            vip,
+            Some(VipQuorum {
+                announce: true,
+                local_pref: 100,
+            }),
+            Instant::now(),
+        );
+        let out = s.force_withdraw(vip);
+        assert!(
+            matches!(&out[..], [(Dest::Broadcast, Message::FinAnnounce(f))] if f.vips == vec![vip])
+        );
+        // A desc that says announce (a stuck writer that finished late) changes nothing.
+        assert!(s
+            .on_quorum(
+                vip,
+                Some(VipQuorum {
+                    announce: true,
+                    local_pref: 100
+                }),
+                Instant::now()
+            )
+            .is_empty());
+        assert!(s.on_ack("lb1", vip).is_err(), "no go while forced");
+        let out = s.on_announced("lb1", &[vip], Instant::now());
+        assert!(
+            out.iter()
+                .any(|(_, m)| matches!(m, Message::FinAnnounce(_))),
+            "repaired as withdrawn"
+        );
+        assert!(s.unforce(vip));
+        assert!(!s
+            .on_quorum(
+                vip,
+                Some(VipQuorum {
+                    announce: true,
+                    local_pref: 100
+                }),
+                Instant::now()
+            )
+            .is_empty());
+    }
+
+    #[test]
+    fn a_drained_balancer_gets_no_syn_until_undrained() {
+        let mut s = State::default();
+        let vip = ip("192.0.2.10");
+        s.mapping.insert("lb1".into(), BTreeSet::from([vip]));
+        s.mapping.insert("lb2".into(), BTreeSet::from([vip]));
+        let now = Instant::now();
+        s.touch("lb1", now, Some(1), None);
+        s.touch("lb2", now, Some(1), None);
+        let out = s.drain_balancer("lb1", true, Some(30.0)).unwrap();
+        assert!(
+            matches!(&out[..], [(Dest::Client(c), Message::Drain(d))] if c == "lb1" && d.drain)
+        );
+        assert!(
+            s.drain_balancer("lb1", true, None).is_none(),
+            "already drained"
+        );
+        let out = s.on_quorum(
+            vip,
+            Some(VipQuorum {
+                announce: true,
+                local_pref: 100,
+            }),
+            now,
+        );
+        let to: Vec<&Dest> = out.iter().map(|(d, _)| d).collect();
+        assert_eq!(
+            to,
+            vec![&Dest::Client("lb2".into())],
+            "no syn to the drained one"
+        );
+        assert!(s
+            .announces_answer("lb1")
+            .iter()
+            .all(|(_, m)| !matches!(m, Message::SynAnnounce(_))));
+        assert!(s
+            .welcome("lb1")
+            .iter()
+            .any(|(_, m)| matches!(m, Message::Drain(_))));
+        // No syn repair for it either.
+        let later = now + SYN_REPAIR_AFTER * 2;
+        s.on_announced("lb1", &[], now);
+        assert!(s
+            .on_announced("lb1", &[], later)
+            .iter()
+            .all(|(_, m)| !matches!(m, Message::SynAnnounce(_))));
+        let out = s.drain_balancer("lb1", false, None).unwrap();
+        assert!(matches!(&out[..], [(_, Message::Drain(d))] if !d.drain));
+        assert!(s
+            .announces_answer("lb1")
+            .iter()
+            .any(|(_, m)| matches!(m, Message::SynAnnounce(_))));
     }
 }

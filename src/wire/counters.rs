@@ -81,27 +81,27 @@ impl Counters {
         self.state_errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn add_received(&self, t: MessageType) {
+    pub fn add_received(&self, t: MessageType) {
         self.received[t.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn add_sent(&self, t: MessageType) {
+    pub fn add_sent(&self, t: MessageType) {
         self.sent[t.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn add_dropped(&self, reason: DropReason) {
+    pub fn add_dropped(&self, reason: DropReason) {
         self.dropped[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn add_reconnect(&self) {
+    pub fn add_reconnect(&self) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn add_confirm_failed(&self) {
+    pub fn add_confirm_failed(&self) {
         self.confirms_failed.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn add_unroutable(&self) {
+    pub fn add_unroutable(&self) {
         self.unroutable.fetch_add(1, Ordering::Relaxed);
     }
 

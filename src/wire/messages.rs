@@ -1,4 +1,4 @@
-//! Typed message bodies, one per row of DESIGN.md's message table.
+//! Typed message bodies, one per message type (docs/wire-protocol.md has the table).
 //!
 //! The envelope's `type` names the message; its `to` gives the direction: `to = "lbs"` is
 //! client → arbiter ([`Direction::ToServer`]), anything else arbiter → client
@@ -20,6 +20,7 @@
 //! | `syn_announce` | — | `{"<VIP>": {"tree": Tree, "local-preference": N}}` |
 //! | `ack_announce` | `{"vip": IP}` | `{"vip": IP, "local-preference": N}` |
 //! | `fin_announce` | — | `{"vips": [IP]}` |
+//! | `drain` | — | `{"drain": bool, "timeout_s": N}` |
 //!
 //! Bodies are JSON objects. Fields a reader does not know are ignored (so a newer arbiter can
 //! add fields without older clients dropping its messages); missing or mistyped known fields,
@@ -87,11 +88,13 @@ pub enum MessageType {
     AckAnnounce,
     /// `fin_announce`
     FinAnnounce,
+    /// `drain`
+    Drain,
 }
 
 impl MessageType {
     /// Every type, in counter order.
-    pub const ALL: [MessageType; 11] = [
+    pub const ALL: [MessageType; 12] = [
         MessageType::Heartbeat,
         MessageType::Tree,
         MessageType::Changes,
@@ -103,6 +106,7 @@ impl MessageType {
         MessageType::SynAnnounce,
         MessageType::AckAnnounce,
         MessageType::FinAnnounce,
+        MessageType::Drain,
     ];
 
     /// The envelope's `type` string.
@@ -119,6 +123,7 @@ impl MessageType {
             MessageType::SynAnnounce => "syn_announce",
             MessageType::AckAnnounce => "ack_announce",
             MessageType::FinAnnounce => "fin_announce",
+            MessageType::Drain => "drain",
         }
     }
 
@@ -165,6 +170,10 @@ pub struct Heartbeat {
     /// Client: the VIPs it announces now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announced: Option<Vec<IpAddr>>,
+    /// Client: the VIPs drained on it (`ipvs-sync drain`): the arbiter sends it no
+    /// `syn_announce` of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained: Option<Vec<IpAddr>>,
 }
 
 /// `tree` answer: the whole IPVS tree at `serial`.
@@ -254,9 +263,16 @@ pub struct Execute {
 pub struct AnnounceSpec {
     /// The VIP's IPVS services.
     pub tree: Tree,
+    /// Serial of the arbiter's tree `tree` was cut from; a balancer whose mirror is newer
+    /// prepares from its mirror instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u64>,
     /// BGP LOCAL_PREF to announce with.
     #[serde(rename = "local-preference")]
     pub local_preference: u32,
+    /// The VIP's own BGP communities (`65000:100`, `65000:1:2`, `no-export`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<String>,
 }
 
 /// `syn_announce`: prepare to announce these VIPs.
@@ -282,6 +298,9 @@ pub struct AckGo {
     /// BGP LOCAL_PREF.
     #[serde(rename = "local-preference")]
     pub local_preference: u32,
+    /// The VIP's own BGP communities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<String>,
 }
 
 /// `fin_announce`: withdraw these VIPs now.
@@ -289,6 +308,16 @@ pub struct AckGo {
 pub struct FinAnnounce {
     /// VIPs to withdraw.
     pub vips: Vec<IpAddr>,
+}
+
+/// `drain`: the arbiter drains (or undrains) a whole balancer (`ipvs-sync drain --balancer`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainOrder {
+    /// Drain (`true`) or undrain (`false`) every VIP of the balancer.
+    pub drain: bool,
+    /// Overrides the balancer's `drain_timeout`, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<f64>,
 }
 
 /// A request with no parameters: `{}` (unknown fields ignored).
@@ -330,6 +359,8 @@ pub enum Message {
     AckGo(AckGo),
     /// `fin_announce` → client.
     FinAnnounce(FinAnnounce),
+    /// `drain` → client.
+    Drain(DrainOrder),
 }
 
 /// A body that does not fit its type.
@@ -382,6 +413,7 @@ impl Message {
             Message::SynAnnounce(_) => MessageType::SynAnnounce,
             Message::AckPrepared(_) | Message::AckGo(_) => MessageType::AckAnnounce,
             Message::FinAnnounce(_) => MessageType::FinAnnounce,
+            Message::Drain(_) => MessageType::Drain,
         }
     }
 
@@ -404,7 +436,8 @@ impl Message {
             | Message::Execute(_)
             | Message::SynAnnounce(_)
             | Message::AckGo(_)
-            | Message::FinAnnounce(_) => dir == ToClient,
+            | Message::FinAnnounce(_)
+            | Message::Drain(_) => dir == ToClient,
         }
     }
 
@@ -428,6 +461,7 @@ impl Message {
             Message::AckPrepared(b) => raw(b),
             Message::AckGo(b) => raw(b),
             Message::FinAnnounce(b) => raw(b),
+            Message::Drain(b) => raw(b),
         }
     }
 
@@ -472,7 +506,9 @@ impl Message {
             (MessageType::AckAnnounce, ToServer) => Message::AckPrepared(de(json)?),
             (MessageType::AckAnnounce, ToClient) => Message::AckGo(de(json)?),
             (MessageType::FinAnnounce, ToClient) => Message::FinAnnounce(de(json)?),
+            (MessageType::Drain, ToClient) => Message::Drain(de(json)?),
             (MessageType::Changes, ToServer)
+            | (MessageType::Drain, ToServer)
             | (MessageType::Execute, ToServer)
             | (MessageType::Announces, ToClient)
             | (MessageType::SynAnnounce, ToServer)
@@ -500,6 +536,15 @@ impl Message {
             Message::SyncRequest(r) if r.dirs.iter().any(|d| !absolute_dir(d)) => {
                 fail("dirs must be absolute paths of normal components")
             }
+            Message::Drain(d) if d.timeout_s.is_some_and(|t| !(t.is_finite() && t >= 0.0)) => {
+                fail("timeout_s is not a number of seconds")
+            }
+            Message::SynAnnounce(s) if s.vips.values().any(|a| !communities_ok(&a.communities)) => {
+                fail("a community is not ASN:VALUE, GLOBAL:LOCAL1:LOCAL2 or a well-known name")
+            }
+            Message::AckGo(g) if !communities_ok(&g.communities) => {
+                fail("a community is not ASN:VALUE, GLOBAL:LOCAL1:LOCAL2 or a well-known name")
+            }
             _ => Ok(()),
         }
     }
@@ -521,6 +566,12 @@ pub fn relative_name(name: &str) -> bool {
 /// `/etc/x`: absolute, then like [`relative_name`] (`/` alone is refused).
 pub fn absolute_dir(dir: &str) -> bool {
     dir.strip_prefix('/').is_some_and(relative_name)
+}
+
+/// Communities a VIP may carry: each parses, and not too many for its route.
+fn communities_ok(c: &[String]) -> bool {
+    c.len() <= announce::quorum::MAX_VIP_COMMUNITIES
+        && c.iter().all(|x| config::Community::parse(x).is_some())
 }
 
 /// `content_b64`: standard base64 with padding.
@@ -573,6 +624,7 @@ pub(crate) mod tests {
                 version: Some("0.1.0".into()),
                 serial: Some(7),
                 announced: Some(vec![ip("192.0.2.10"), ip("2001:db8::1")]),
+                drained: None,
             }),
             Message::TreeRequest,
             Message::Tree(TreeAnswer {
@@ -621,7 +673,9 @@ pub(crate) mod tests {
                     ip("2001:db8::1:1"),
                     AnnounceSpec {
                         tree,
+                        serial: Some(7),
                         local_preference: 150,
+                        communities: vec!["65000:100".into()],
                     },
                 )]),
             }),
@@ -631,9 +685,14 @@ pub(crate) mod tests {
             Message::AckGo(AckGo {
                 vip: ip("2001:db8::1:1"),
                 local_preference: 150,
+                communities: vec![],
             }),
             Message::FinAnnounce(FinAnnounce {
                 vips: vec![ip("192.0.2.10")],
+            }),
+            Message::Drain(DrainOrder {
+                drain: true,
+                timeout_s: Some(60.0),
             }),
         ]
     }

@@ -12,6 +12,7 @@
 //! - [`messages`]: the typed body of every message type;
 //! - [`amqp`]: the RabbitMQ transport on lapin: topology and queue limits, confirmed sends,
 //!   verified receives, reconnection;
+//! - [`oneshot`]: one message published without a daemon (the quorum handler's withdraw);
 //! - [`counters`]: what the transport counts, for `/metrics` and `/status`.
 //!
 //! A daemon holds one [`Transport`]: `Transport::connect(url, role, opts)` gives the handle and
@@ -27,6 +28,7 @@ pub mod counters;
 pub mod envelope;
 pub mod keys;
 pub mod messages;
+pub mod oneshot;
 pub mod replay;
 pub mod skew;
 pub mod state;

@@ -87,7 +87,7 @@ pub struct ClockOffsets {
 }
 
 /// One sender's offset, for `/status` and the metrics.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeerClock {
     /// The sender.
     pub peer: String,

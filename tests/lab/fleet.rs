@@ -285,7 +285,7 @@ impl Fleet {
         }
         let text = format!(
             "[main]\namqp_server = {amqp}\nhostname = arbiter\nipvs = false\n\
-             http_listen = 127.0.0.1:9100\n\
+             http_listen = 127.0.0.1:9100\ncontrol_socket = {d}/control.sock\n\
              service_mapping_wildcard = {d}/lbs/*/*/*.conf\nservice_mapping_config = {d}/svc_mapping.json\n\
              vip_description_filepath = {desc}/keepalived-{{vip}}-desc.json\n\
              heartbeat_interval = 1\nconsumer_alive_ttl = {ttl}\nstate_dir = {d}/state\n\
@@ -373,10 +373,12 @@ impl Fleet {
             "[main]\namqp_server = {amqp}\nhostname = {name}\nipvs = false\n\
              http_listen = 127.0.0.1:{http}\nheartbeat_interval = 1\nconsumer_alive_ttl = {ttl}\n\
              arbiter_name = arbiter\narbiter_public_key = {arbiter_key}\nstate_dir = {state}\n\
+             control_socket = {dir}/control.sock\n\
              [bgp]\nlocal_as = {LOCAL_AS}\nrouter_id = 192.0.2.{rid}\nhold_time = {hold}\nconnect_retry = 1\n\
              communities = 65000:100\n\n{peers}[announce]\ninterface = lo\n{firewall}\n[client]\nsync_dirs = {sync}\n{messages}",
             amqp = self.amqp_url(),
             name = b.name,
+            dir = b.dir.display(),
             http = b.http,
             rid = 4 * k + 2,
             hold = self.opts.hold_time,

@@ -26,7 +26,7 @@ pub use error::{Action, DecodeError};
 pub use header::{message_len, MessageType, HEADER_LEN, MAX_MESSAGE_LEN};
 pub use keepalive::RouteRefresh;
 pub use notification::{
-    Notification, CEASE, CEASE_ADMIN_RESET, CEASE_ADMIN_SHUTDOWN, CEASE_COLLISION,
+    Notification, CEASE, CEASE_ADMIN_RESET, CEASE_ADMIN_SHUTDOWN, CEASE_BFD_DOWN, CEASE_COLLISION,
     CEASE_OUT_OF_RESOURCES, CEASE_PEER_DECONFIGURED, FSM_ERROR, HOLD_TIMER_EXPIRED,
 };
 pub use open::Open;

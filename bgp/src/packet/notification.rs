@@ -33,6 +33,8 @@ pub const CEASE_ADMIN_RESET: u8 = 4;
 pub const CEASE_COLLISION: u8 = 7;
 /// Cease subcode 8: Out of Resources.
 pub const CEASE_OUT_OF_RESOURCES: u8 = 8;
+/// Cease subcode 10: BFD Down (RFC 9384).
+pub const CEASE_BFD_DOWN: u8 = 10;
 
 /// A NOTIFICATION message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +128,8 @@ impl fmt::Display for Notification {
             (6, 6) => "cease: other configuration change",
             (6, 7) => "cease: connection collision resolution",
             (6, 8) => "cease: out of resources",
+            (6, 9) => "cease: hard reset",
+            (6, 10) => "cease: BFD down",
             (6, _) => "cease",
             (7, _) => "ROUTE-REFRESH message error",
             _ => "unknown error",

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use super::bfd::{self, BfdConfig};
 use crate::error::ConfigError;
 use crate::secret::{SecretString, MAX_TCP_MD5_KEY_LEN};
 use crate::value::{self, Fields, Invalid, ValueResult};
@@ -112,12 +113,30 @@ pub struct PeerConfig {
     pub next_hop_v4: Option<Ipv4Addr>,
     /// `next_hop_v6`: overrides `[bgp] next_hop_v6` for this peer.
     pub next_hop_v6: Option<Ipv6Addr>,
+    /// `bfd` (false): run a BFD session (RFC 5880/5881) to `address` beside BGP.
+    pub bfd: bool,
+    /// `bfd_min_tx`: overrides `[bfd] min_tx` for this peer.
+    pub bfd_min_tx: Option<Duration>,
+    /// `bfd_min_rx`: overrides `[bfd] min_rx` for this peer.
+    pub bfd_min_rx: Option<Duration>,
+    /// `bfd_multiplier`: overrides `[bfd] multiplier` for this peer.
+    pub bfd_multiplier: Option<u8>,
 }
 
 impl PeerConfig {
     /// Whether the session to this peer is eBGP for `local_as`.
     pub fn is_ebgp(&self, local_as: u32) -> bool {
         self.remote_as != local_as
+    }
+
+    /// The BFD timers of this peer (`[bfd]` with the peer's overrides), or `None` when the
+    /// peer has `bfd = false`.
+    pub fn bfd_timers(&self, section: &BfdConfig) -> Option<BfdConfig> {
+        self.bfd.then(|| BfdConfig {
+            min_tx: self.bfd_min_tx.unwrap_or(section.min_tx),
+            min_rx: self.bfd_min_rx.unwrap_or(section.min_rx),
+            multiplier: self.bfd_multiplier.unwrap_or(section.multiplier),
+        })
     }
 }
 
@@ -255,6 +274,10 @@ impl PeerConfig {
         "hold_time",
         "next_hop_v4",
         "next_hop_v6",
+        "bfd",
+        "bfd_min_tx",
+        "bfd_min_rx",
+        "bfd_multiplier",
     ];
 
     /// Reads `[bgp.peer.NAME]`; `name` is already checked by [`peer_name`].
@@ -301,6 +324,10 @@ impl PeerConfig {
             hold_time: f.opt("hold_time", hold_time)?,
             next_hop_v4: f.opt("next_hop_v4", value::ipv4)?,
             next_hop_v6: f.opt("next_hop_v6", value::ipv6)?,
+            bfd: f.get("bfd", false, value::boolean)?,
+            bfd_min_tx: f.opt("bfd_min_tx", bfd::interval)?,
+            bfd_min_rx: f.opt("bfd_min_rx", bfd::interval)?,
+            bfd_multiplier: f.opt("bfd_multiplier", bfd::multiplier)?,
         })
     }
 }

@@ -46,6 +46,30 @@ pub struct AnnounceConfig {
     /// `remove_vips_on_stop` (false): remove VIP addresses when the daemon stops
     /// (BGP withdraws happen regardless).
     pub remove_vips_on_stop: bool,
+    /// `withdraw_grace` (2 s, 0 allowed): after a VIP's BGP withdraw is on the wire to every
+    /// Established peer, wait this long before removing its address (and its IPVS services
+    /// when it left the mapping), so the routers stop sending before the address goes.
+    pub withdraw_grace: Duration,
+    /// `drain_min` (5 s): a drained VIP stays announced with GRACEFUL_SHUTDOWN at least this
+    /// long before it may be withdrawn.
+    pub drain_min: Duration,
+    /// `drain_conns` (0): a draining VIP is withdrawn once its IPVS active + inactive
+    /// connections on this balancer are at most this many.
+    pub drain_conns: u64,
+    /// `drain_timeout` (300 s): ... or once this long has passed.
+    pub drain_timeout: Duration,
+    /// `stop` (`cease`): what SIGTERM does: `cease` (every session closed at once, routers
+    /// withdraw) or `drain` (every VIP drained first, bounded by `drain_timeout`).
+    pub stop: StopMode,
+}
+
+/// `[announce] stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Cease to every router at once.
+    Cease,
+    /// Drain every VIP, then Cease.
+    Drain,
 }
 
 impl Default for AnnounceConfig {
@@ -54,14 +78,27 @@ impl Default for AnnounceConfig {
             interface: InterfaceName("lo".to_owned()),
             firewall_check: None,
             remove_vips_on_stop: false,
+            withdraw_grace: Duration::from_secs(2),
+            drain_min: Duration::from_secs(5),
+            drain_conns: 0,
+            drain_timeout: Duration::from_secs(300),
+            stop: StopMode::Cease,
         }
     }
 }
 
 impl AnnounceConfig {
     /// The keys of `[announce]`.
-    pub const KEYS: &'static [&'static str] =
-        &["interface", "firewall_check", "remove_vips_on_stop"];
+    pub const KEYS: &'static [&'static str] = &[
+        "interface",
+        "firewall_check",
+        "remove_vips_on_stop",
+        "withdraw_grace",
+        "drain_min",
+        "drain_conns",
+        "drain_timeout",
+        "stop",
+    ];
 
     pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<AnnounceConfig, ConfigError> {
         Ok(AnnounceConfig {
@@ -72,6 +109,29 @@ impl AnnounceConfig {
             })?,
             firewall_check: f.opt("firewall_check", command_line)?,
             remove_vips_on_stop: f.get("remove_vips_on_stop", false, value::boolean)?,
+            withdraw_grace: f.get(
+                "withdraw_grace",
+                AnnounceConfig::default().withdraw_grace,
+                value::seconds_or_zero,
+            )?,
+            drain_min: f.get(
+                "drain_min",
+                AnnounceConfig::default().drain_min,
+                value::seconds_or_zero,
+            )?,
+            drain_conns: f.get("drain_conns", 0, |v| {
+                value::int_in(v, 0, u64::MAX, "a number of connections")
+            })?,
+            drain_timeout: f.get(
+                "drain_timeout",
+                AnnounceConfig::default().drain_timeout,
+                value::seconds,
+            )?,
+            stop: f.get("stop", StopMode::Cease, |v| match v {
+                "cease" => Ok(StopMode::Cease),
+                "drain" => Ok(StopMode::Drain),
+                _ => Err(Invalid::Expected(Cow::Borrowed("cease or drain"))),
+            })?,
         })
     }
 }
@@ -302,6 +362,21 @@ pub struct ServerConfig {
     /// be withdrawn fleet-wide and an empty IPVS table mirrored. Balancers keep what they
     /// have meanwhile (fail-static), as when the arbiter is unreachable.
     pub startup_hold: Duration,
+    /// `withdraw_limit` (off): at most this many withdrawals (a count, or `N%` of the VIPs
+    /// that had quorum) per `withdraw_window`; past it, VIPs that lose quorum stay announced
+    /// ("held") until `ipvs-sync release`.
+    pub withdraw_limit: Option<WithdrawLimit>,
+    /// `withdraw_window` (60 s): the window of `withdraw_limit`.
+    pub withdraw_window: Duration,
+}
+
+/// `withdraw_limit`: a count, or a percentage of the VIPs that had quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WithdrawLimit {
+    /// At most this many.
+    Count(u32),
+    /// At most this percentage (1–100) of the VIPs with quorum.
+    Percent(u32),
 }
 
 impl Default for ServerConfig {
@@ -311,6 +386,8 @@ impl Default for ServerConfig {
             sync_dirs: Vec::new(),
             quorum_socket: PathBuf::from("/run/ipvs-sync/quorum.sock"),
             startup_hold: Duration::from_secs(10),
+            withdraw_limit: None,
+            withdraw_window: Duration::from_secs(60),
         }
     }
 }
@@ -322,6 +399,8 @@ impl ServerConfig {
         "startup_hold",
         "balancer_keys_dir",
         "sync_dirs",
+        "withdraw_limit",
+        "withdraw_window",
     ];
 
     pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<ServerConfig, ConfigError> {
@@ -331,7 +410,24 @@ impl ServerConfig {
             sync_dirs: f.get("sync_dirs", d.sync_dirs, value::abs_path_list)?,
             quorum_socket: f.get("quorum_socket", d.quorum_socket, value::abs_path)?,
             startup_hold: f.get("startup_hold", d.startup_hold, value::seconds_or_zero)?,
+            withdraw_limit: f.opt("withdraw_limit", withdraw_limit)?,
+            withdraw_window: f.get("withdraw_window", d.withdraw_window, value::seconds)?,
         })
+    }
+}
+
+fn withdraw_limit(v: &str) -> ValueResult<WithdrawLimit> {
+    const WHAT: &str = "a count of VIPs (1 or more) or a percentage like 50%";
+    let bad = || Invalid::Expected(Cow::Borrowed(WHAT));
+    match v.strip_suffix('%') {
+        Some(p) => match p.trim().parse::<u32>() {
+            Ok(n) if (1..=100).contains(&n) => Ok(WithdrawLimit::Percent(n)),
+            _ => Err(bad()),
+        },
+        None => match v.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(WithdrawLimit::Count(n)),
+            _ => Err(bad()),
+        },
     }
 }
 

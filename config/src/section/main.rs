@@ -54,6 +54,12 @@ pub struct MainConfig {
     pub hostname: String,
     /// `http_listen` (off): where `/metrics` and `/status` are served.
     pub http_listen: Option<SocketAddr>,
+    /// `control_socket` (`/run/ipvs-sync/control.sock`): where `ipvs-sync drain`, `release`
+    /// and friends reach the running daemon (root only).
+    pub control_socket: PathBuf,
+    /// `state_dir` (`/var/lib/ipvs-sync`): what the daemon keeps across restarts (drained
+    /// VIPs, replay marks), created 0700.
+    pub state_dir: PathBuf,
     /// `ipvs` (true): false runs announce-only.
     pub ipvs: bool,
     /// `arbiter_name` (required on a balancer): the `hostname` of the arbiter, the only
@@ -62,9 +68,6 @@ pub struct MainConfig {
     /// `arbiter_public_key` (required on a balancer): the arbiter's public key, as its
     /// `ipvs-sync keygen` printed it.
     pub arbiter_public_key: Option<String>,
-    /// `state_dir` (`/var/lib/ipvs-sync`): what must survive a restart (the sender epoch, the
-    /// receivers' replay marks, executed ids); created mode 0700.
-    pub state_dir: PathBuf,
     /// `amqp_ca_file` (none: the system's roots): PEM certificates trusted, in addition to
     /// the system's, for an `amqps://` broker.
     pub amqp_ca_file: Option<PathBuf>,
@@ -75,9 +78,6 @@ pub struct MainConfig {
     /// same ownership and mode rules as `secret.ini`).
     pub amqp_client_key: Option<PathBuf>,
 }
-
-/// Default of `state_dir`.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/ipvs-sync";
 
 fn node_name(v: &str) -> ValueResult<String> {
     let v = hostname_value(v)?;
@@ -123,8 +123,29 @@ fn hostname_value(v: &str) -> ValueResult<String> {
     }
 }
 
+/// Default `state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ipvs-sync";
+
+/// Default `control_socket`.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/ipvs-sync/control.sock";
+
 fn or_expected<T>(r: Result<T, &'static str>) -> ValueResult<T> {
     r.map_err(|e| Invalid::Expected(Cow::Borrowed(e)))
+}
+
+/// `vip_description_filepath`, or its older name `vip_announces_filepath` (configs of the
+/// Python ipvs-sync carry over); both at once is an error on the older one.
+fn desc_template(f: &mut Fields<'_>) -> Result<DescTemplate, ConfigError> {
+    let parse = |v: &str| or_expected(DescTemplate::parse(v));
+    let new = f.opt("vip_description_filepath", parse)?;
+    let old = f.opt("vip_announces_filepath", parse)?;
+    match (new, old) {
+        (Some(_), Some(_)) => Err(f.refuse(
+            "vip_announces_filepath",
+            "is the older name of vip_description_filepath, which is set too: keep one",
+        )),
+        (new, old) => Ok(new.or(old).unwrap_or_default()),
+    }
 }
 
 impl MainConfig {
@@ -138,6 +159,7 @@ impl MainConfig {
         "export_service_mapping_wildcard_to_config",
         "vips_description_update_interval",
         "vip_description_filepath",
+        "vip_announces_filepath",
         "consumer_alive_ttl",
         "active_consumers_update_interval",
         "heartbeat_interval",
@@ -150,9 +172,10 @@ impl MainConfig {
         "hostname",
         "http_listen",
         "ipvs",
+        "control_socket",
+        "state_dir",
         "arbiter_name",
         "arbiter_public_key",
-        "state_dir",
         "amqp_ca_file",
         "amqp_client_cert",
         "amqp_client_key",
@@ -200,11 +223,7 @@ impl MainConfig {
                 Duration::from_millis(500),
                 SECS,
             )?,
-            vip_description_filepath: f.get(
-                "vip_description_filepath",
-                DescTemplate::default(),
-                |v| or_expected(DescTemplate::parse(v)),
-            )?,
+            vip_description_filepath: desc_template(f)?,
             consumer_alive_ttl: f.get("consumer_alive_ttl", Duration::from_secs(15), SECS)?,
             active_consumers_update_interval: f.get(
                 "active_consumers_update_interval",
@@ -245,6 +264,11 @@ impl MainConfig {
             ipvs: f.get("ipvs", true, value::boolean)?,
             arbiter_name: f.opt("arbiter_name", node_name)?,
             arbiter_public_key: f.opt("arbiter_public_key", public_key)?,
+            control_socket: f.get(
+                "control_socket",
+                PathBuf::from(DEFAULT_CONTROL_SOCKET),
+                value::abs_path,
+            )?,
             state_dir: f.get(
                 "state_dir",
                 PathBuf::from(DEFAULT_STATE_DIR),

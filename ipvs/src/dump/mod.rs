@@ -92,6 +92,21 @@ impl Ipvs {
         Ok(tree)
     }
 
+    /// The services of `vips` with their destinations and counters: one dump of the services,
+    /// then one of destinations for each service of those VIPs only (like `ipvsadm -Ln -t
+    /// VIP:PORT` for each of them). Fwmark services carry no VIP and are left out.
+    pub fn dump_vips(&mut self, vips: &BTreeSet<std::net::IpAddr>) -> Result<Tree, IpvsError> {
+        let mut tree = self.service_list()?.filter_vips(vips, false);
+        let keys: Vec<ServiceKey> = tree.services().map(|s| *s.key()).collect();
+        for key in keys {
+            let dests = self.service_dests(&key)?;
+            if let Some(svc) = tree.get_mut(&key) {
+                svc.dests = dests;
+            }
+        }
+        Ok(tree)
+    }
+
     /// The connection-sync daemons, like `ipvsadm -L --daemon`.
     pub fn daemons(&mut self) -> Result<Vec<DaemonState>, IpvsError> {
         let mut out = Vec::new();

@@ -28,7 +28,9 @@
 // Tests may unwrap: a failed unwrap is how a test reports.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod bird;
 mod daemon;
+mod frr;
 mod gobgp_api;
 mod gobgp_config;
 mod gobgpd;
@@ -38,7 +40,9 @@ pub mod proc;
 pub mod rabbit;
 mod wait;
 
+pub use bird::{Bird, BirdRoute};
 pub use daemon::Daemon;
+pub use frr::Frr;
 pub use gobgp_api::{rib_paths, session_state_name, GobgpApi, RibPath};
 pub use gobgp_config::{GobgpConfig, GobgpFamily, GobgpNeighbor};
 pub use gobgpd::Gobgpd;

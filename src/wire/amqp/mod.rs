@@ -48,7 +48,7 @@
 //! that did not takes it. Each message's id is written to the receiver's state directory
 //! before the daemon sees it, so a restarted receiver takes no message twice either.
 
-mod options;
+pub(crate) mod options;
 mod session;
 pub mod topology;
 
@@ -119,6 +119,22 @@ pub struct Incoming {
     /// The message.
     pub message: Message,
     _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Clone for Incoming {
+    /// A copy for a second receiver (a fake broker's duplicate); it holds none of the input
+    /// budget.
+    fn clone(&self) -> Self {
+        Incoming {
+            from: self.from.clone(),
+            role: self.role,
+            to: self.to.clone(),
+            id: self.id,
+            ts_ms: self.ts_ms,
+            message: self.message.clone(),
+            _budget: None,
+        }
+    }
 }
 
 impl Incoming {
@@ -739,7 +755,7 @@ async fn pause_for_link(deadline: Instant) {
 }
 
 /// Wall clock, ms since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

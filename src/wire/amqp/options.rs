@@ -40,6 +40,15 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// `amqp_ca_file`, `amqp_client_cert` and `amqp_client_key` of `[main]`.
+    pub fn from_config(cfg: &config::Config) -> Self {
+        TlsFiles {
+            ca_file: cfg.main.amqp_ca_file.clone(),
+            client_cert: cfg.main.amqp_client_cert.clone(),
+            client_key: cfg.main.amqp_client_key.clone(),
+        }
+    }
+
     /// Reads the files into lapin's TLS configuration (again at every connection, so renewed
     /// certificates are picked up by the next reconnect).
     pub fn load(&self) -> Result<OwnedTLSConfig, WireError> {
@@ -193,11 +202,7 @@ impl TransportOptions {
             .amqp_password
             .as_ref()
             .map(|p| p.expose().to_owned());
-        o.tls = TlsFiles {
-            ca_file: cfg.main.amqp_ca_file.clone(),
-            client_cert: cfg.main.amqp_client_cert.clone(),
-            client_key: cfg.main.amqp_client_key.clone(),
-        };
+        o.tls = TlsFiles::from_config(cfg);
         o.max_age = cfg.messages.max_age;
         o.incoming_capacity = cfg.main.processing_queue_limit.clamp(16, 1 << 20);
         Ok(o)
@@ -254,9 +259,32 @@ pub(super) fn load_balancers(
     Ok(Senders::balancers(own, me, found.keys))
 }
 
+/// Opens one connection to the broker at `uri` named `name` (as the broker's management
+/// shows it), with the TLS files of `tls` for `amqps://`.
+pub(crate) async fn open_connection(
+    uri: &AMQPUri,
+    tls: &TlsFiles,
+    name: String,
+) -> Result<lapin::Connection, WireError> {
+    let props = lapin::ConnectionProperties::default().with_connection_name(name.into());
+    let mut builder = lapin::DefaultConnectionBuilder::new()?
+        .with_uri(uri.clone())
+        .with_properties(props);
+    if uri.scheme == lapin::uri::AMQPScheme::AMQPS {
+        builder = builder.with_tls_config(tls.load()?);
+    }
+    builder.connect().await.map_err(|e| {
+        if super::topology::is_soft_error(&e, lapin::protocol::AMQPSoftError::ACCESSREFUSED) {
+            super::topology::access_refused(e, "log in")
+        } else {
+            WireError::Amqp(e)
+        }
+    })
+}
+
 /// Parses the URL, fills in the password from `secret.ini` when the URL has none, and sets
 /// the heartbeat and connection timeout unless the URL does.
-pub(super) fn prepare_uri(
+pub(crate) fn prepare_uri(
     url: &str,
     password: Option<&str>,
     heartbeat_s: u16,

@@ -16,12 +16,12 @@ use lapin::options::{
 };
 use lapin::protocol::AMQPSoftError;
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{Channel, Connection, Consumer};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
 use super::topology::{self, is_soft_error, Role};
-use super::{now_ms, Incoming, Shared, WireError};
+use super::{now_ms, options, Incoming, Shared, WireError};
 use crate::wire::admission::{Policy, Verifier};
 use crate::wire::envelope::{DropReason, MessageId};
 use crate::wire::messages::{Direction, Message, SchemaError};
@@ -57,22 +57,8 @@ pub(super) struct Session {
 /// Connects and sets up the role's topology; closes the connection again if a step fails.
 pub(super) async fn establish(shared: &Shared) -> Result<Session, WireError> {
     // No `enable_auto_recover`: see "Reconnection" in the module doc.
-    let props = ConnectionProperties::default().with_connection_name(
-        format!("ipvs-sync {} {}", shared.role.label(), shared.role.name()).into(),
-    );
-    let mut builder = lapin::DefaultConnectionBuilder::new()?
-        .with_uri(shared.uri.clone())
-        .with_properties(props);
-    if shared.uri.scheme == lapin::uri::AMQPScheme::AMQPS {
-        builder = builder.with_tls_config(shared.opts.tls.load()?);
-    }
-    let conn = builder.connect().await.map_err(|e| {
-        if is_soft_error(&e, AMQPSoftError::ACCESSREFUSED) {
-            topology::access_refused(e, "log in")
-        } else {
-            WireError::Amqp(e)
-        }
-    })?;
+    let name = format!("ipvs-sync {} {}", shared.role.label(), shared.role.name());
+    let conn = options::open_connection(&shared.uri, &shared.opts.tls, name).await?;
     match setup(shared, &conn).await {
         Ok((publish, consume, consumer)) => {
             let probe = conn.create_channel().await.ok();

@@ -279,7 +279,11 @@ fn lab_a_balancer_queue_without_consumer_stays_bounded() {
             assert!(lb1_args.contains(want), "{want} missing in {lb1_args}");
         }
         const N: u64 = 10_000;
-        let outbox = Outbox::spawn(Arc::clone(&server), 2 * N as usize, Metrics::new());
+        let outbox = Outbox::spawn(
+            crate::daemon::bus::AmqpBus::new_shared(Arc::clone(&server)),
+            2 * N as usize,
+            Metrics::new(crate::daemon::metrics::Role::Server),
+        );
         for i in 0..N {
             outbox.send(Dest::Broadcast, heartbeat(i));
         }

@@ -265,6 +265,7 @@ fn heartbeat(uptime: u64) -> Message {
         version: None,
         serial: None,
         announced: None,
+        drained: None,
     })
 }
 
@@ -275,6 +276,7 @@ fn client_heartbeat(uptime: u64) -> Message {
         version: None,
         serial: None,
         announced: None,
+        drained: None,
     })
 }
 

@@ -413,7 +413,11 @@ fn lab_outbox_keeps_lane_order_with_many_in_flight() {
         }
 
         // Through the outbox: heartbeats (normal lane) and fin_announce (urgent) interleaved.
-        let outbox = Outbox::spawn(Arc::clone(&server), 4 * N as usize, Metrics::new());
+        let outbox = Outbox::spawn(
+            crate::daemon::bus::AmqpBus::new_shared(Arc::clone(&server)),
+            4 * N as usize,
+            Metrics::new(crate::daemon::metrics::Role::Server),
+        );
         let t = Instant::now();
         for i in 0..N {
             outbox.send(Dest::Broadcast, heartbeat(i));

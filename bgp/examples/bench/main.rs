@@ -4,7 +4,7 @@
 //! - `speaker`: this crate's [`Speaker`], routes handed to it through `announce()` after the
 //!   session is up (as the daemon does), run as a child process so its CPU and RSS are its own;
 //! - `exabgp-api`: ExaBGP 4.2 (Debian), routes written into its API by a feeder process that
-//!   also reads ExaBGP's acks (a feeder that does not read stalls ExaBGP, BENCHMARKS.md);
+//!   also reads ExaBGP's acks (a feeder that does not read them stalls ExaBGP);
 //! - `gobgpd-mrt`: gobgpd as the announcer, its RIB pre-loaded with `gobgp mrt inject` before
 //!   the neighbor is enabled.
 //!
@@ -16,9 +16,14 @@
 //! ```text
 //! cargo build --release -p bgp --examples
 //! sudo target/release/examples/bench [--sizes 10000,100000] [--skip exabgp,gobgpd]
+//! sudo target/release/examples/bench --vs-bird [--sizes 100000,1000000] [--runs 3] [--single]
 //! ```
+//! `--vs-bird` compares the speaker with BIRD 2 as sender into a BIRD 2 receiver instead
+//! (see `vs_bird.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod vs_bird;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -26,7 +31,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bgp::packet::{AsPath, EncodeCtx, Origin, PathAttrs};
-use bgp::{EbgpPreference, PeerConfig, PeerEvent, RouteAttrs, Speaker, SpeakerConfig};
+use bgp::{PeerConfig, PeerEvent, RouteAttrs, Speaker, SpeakerConfig};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use labkit::{GobgpConfig, GobgpNeighbor, Gobgpd, Netns};
 
@@ -88,9 +93,16 @@ fn main() {
     }
     let mut sizes = vec![10_000u32, 100_000];
     let mut skip: Vec<String> = vec![];
+    let (mut vs_bird, mut runs, mut single) = (false, 3u32, false);
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--vs-bird" => {
+                vs_bird = true;
+                sizes = vec![100_000, 1_000_000];
+            }
+            "--runs" => runs = it.next().expect("--runs N").parse().expect("runs"),
+            "--single" => single = true,
             "--sizes" => {
                 sizes = it
                     .next()
@@ -109,6 +121,10 @@ fn main() {
             }
             other => panic!("unknown argument {other}"),
         }
+    }
+    if vs_bird {
+        vs_bird::vs_bird(&sizes, runs, single);
+        return;
     }
     let mut rows = vec![];
     let skipped = |what: &str| skip.iter().any(|s| s == what);
@@ -185,15 +201,7 @@ fn run_latency(cycles: u32) -> (Vec<f64>, Vec<f64>) {
     let cfg = GobgpConfig::new(AS, RECV_V4.parse().unwrap())
         .neighbor(GobgpNeighbor::new(SEND_V4.parse().unwrap(), AS).passive(true));
     let g = Gobgpd::start(&p.recv, &cfg.to_toml()).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut child = p
-        .send
-        .command(exe.to_str().unwrap())
-        .args(["--sender", "0", "v4"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_sender(&p.send, 0, "v4", "single");
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -278,7 +286,7 @@ enum RecvKind {
 }
 
 /// The receiving router: gobgpd (the reference) or BIRD 2, which ingests far faster and so
-/// tells fast senders apart (BENCHMARKS.md).
+/// tells fast senders apart (gobgpd's ingest is the ceiling of every sender it measures).
 enum Receiver {
     Gobgp(Gobgpd),
     Bird {
@@ -407,7 +415,7 @@ fn rib_count(g: &Gobgpd, fam: Fam) -> u64 {
         .unwrap_or(0)
 }
 
-/// Polls (100 ms apart, as BENCHMARKS.md asks: polls cost the receiver CPU) until the count
+/// Polls (100 ms apart: polls cost the receiver CPU, and faster polling slows what is measured) until the count
 /// reaches `n`; returns when that was seen.
 fn wait_until_count(count: impl Fn() -> u64, n: u32, timeout: Duration) -> Option<Instant> {
     let end = Instant::now() + timeout;
@@ -434,12 +442,14 @@ fn stop(mut c: Child) {
 
 // ---- our speaker ----
 
-/// Child mode: `bench --sender N v4|v6`, inside the sender namespace. Prints `established`
-/// when the session is up, announces N prefixes through the API, then on a line on stdin
-/// prints `stats CPU_SECS HWM_MB UPDATES` and shuts down.
+/// Child mode: `bench --sender N v4|v6 [single|batch]`, inside the sender namespace. Prints
+/// `established` when the session is up, announces N prefixes through the API (one
+/// `announce` call each, or one `announce_many`), then on a line on stdin prints
+/// `stats CPU_SECS HWM_MB UPDATES` and shuts down.
 fn sender_child(args: &[String]) {
     let n: u32 = args[0].parse().unwrap();
     let fam = if args[1] == "v6" { Fam::V6 } else { Fam::V4 };
+    let batch = args.get(2).is_some_and(|m| m == "batch");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -447,33 +457,13 @@ fn sender_child(args: &[String]) {
         .unwrap();
     rt.block_on(async move {
         let (sp, mut ev) = Speaker::start(SpeakerConfig {
-            local_as: AS,
-            router_id: SEND_V4.parse().unwrap(),
-            hold_time: 90,
             connect_retry: Duration::from_secs(1),
-            graceful_restart: None,
-            ebgp_preference: EbgpPreference::None,
-            communities: vec![],
-            large_communities: vec![],
-            next_hop_v4: None,
             next_hop_v6: Some("2001:db8::11".parse().unwrap()),
-            listen: None,
+            ..SpeakerConfig::new(AS, SEND_V4.parse().unwrap())
         })
         .unwrap();
-        sp.add_peer(PeerConfig {
-            name: "recv".into(),
-            address: RECV_V4.parse().unwrap(),
-            remote_as: AS,
-            port: 179,
-            passive: false,
-            password: None,
-            local_address: None,
-            ttl_security: false,
-            hold_time: None,
-            next_hop_v4: None,
-            next_hop_v6: None,
-        })
-        .unwrap();
+        sp.add_peer(PeerConfig::new("recv", RECV_V4.parse().unwrap(), AS))
+            .unwrap();
         while let Some(e) = ev.recv().await {
             if matches!(e, PeerEvent::Up { .. }) {
                 break;
@@ -485,12 +475,16 @@ fn sender_child(args: &[String]) {
             local_pref: Some(100),
             ..RouteAttrs::default()
         };
-        for i in 0..n {
-            let p = match fam {
-                Fam::V4 => IpNet::V4(v4_prefix(i)),
-                Fam::V6 => IpNet::V6(v6_prefix(i)),
-            };
-            sp.announce(p, attrs.clone());
+        let prefix = |i| match fam {
+            Fam::V4 => IpNet::V4(v4_prefix(i)),
+            Fam::V6 => IpNet::V6(v6_prefix(i)),
+        };
+        if batch {
+            sp.announce_many((0..n).map(|i| (prefix(i), attrs.clone())));
+        } else {
+            for i in 0..n {
+                sp.announce(prefix(i), attrs.clone());
+            }
         }
         let t_api = t0.elapsed();
         // When the last prefix left the Adj-RIB-Out (written to the socket or queued in it).
@@ -515,7 +509,9 @@ fn sender_child(args: &[String]) {
         while let Some(line) = rx.recv().await {
             match line.split_once(' ') {
                 Some(("a", p)) => sp.announce(p.parse().unwrap(), attrs.clone()),
-                Some(("w", p)) => sp.withdraw(p.parse().unwrap()),
+                Some(("w", p)) => {
+                    sp.withdraw(p.parse().unwrap());
+                }
                 _ => break,
             }
         }
@@ -531,23 +527,23 @@ fn sender_child(args: &[String]) {
     });
 }
 
+/// This bench as a `--sender` child in `ns`, stdin and stdout piped.
+fn spawn_sender(ns: &Netns, n: u32, fam: &str, mode: &str) -> Child {
+    let exe = std::env::current_exe().unwrap();
+    ns.command(exe.to_str().unwrap())
+        .args(["--sender", &n.to_string(), fam, mode])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn run_speaker(n: u32, fam: Fam, kind: RecvKind) -> Row {
     eprintln!("== speaker {n} {fam:?} → {kind:?}");
     let p = pair("bsp");
     let g = receiver(&p, kind);
-    let exe = std::env::current_exe().unwrap();
-    let mut child = p
-        .send
-        .command(exe.to_str().unwrap())
-        .args([
-            "--sender",
-            &n.to_string(),
-            if fam == Fam::V6 { "v6" } else { "v4" },
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let fam_arg = if fam == Fam::V6 { "v6" } else { "v4" };
+    let mut child = spawn_sender(&p.send, n, fam_arg, "single");
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();

@@ -1,0 +1,974 @@
+//! The balancer's decisions, without I/O: messages, timers and the results of kernel and BGP
+//! work in, commands out. The daemon loop (`client/mod.rs`) feeds [`ClientState`] and performs
+//! what it returns; every repair path is decided here, so it is tested here with a fake clock.
+//!
+//! | input | commands |
+//! |---|---|
+//! | `tree` | the mirror replaced (never by a lower serial of the same arbiter run), `Reconcile` |
+//! | `changes` | applied to the mirror and `Reconcile`, or a `tree` request when they do not follow |
+//! | `services` (asked for) | merged into the mirror, `Reconcile` |
+//! | `mapping` | VIPs that left it withdrawn (their services kept until their address goes), `Reconcile`; the first one also cleans leftover addresses |
+//! | `syn_announce` | per VIP of ours: `Prepare` (firewall, services — from the mirror when it is newer than the syn's —, address) |
+//! | prepare result | `ack_announce` to the arbiter, or the VIP back to idle |
+//! | `ack_announce` (the go) | `Announce` |
+//! | `fin_announce` | `Withdraw`; once it is on the wire, `withdraw_grace`; then `RemoveAddress` if the VIP is still idle |
+//! | `sync` (asked for) / `execute` | `WriteFiles` / `Execute` |
+//! | arbiter `heartbeat` | a `tree` request when its serial is not ours; everything again when it restarted |
+//! | timers | `heartbeat`, `tree` and `announces` requests; an ack still without its go after 10 s asks for the announces again |
+//! | broker back, messages dropped as stale | mapping, tree, announces (and sync) asked again |
+//!
+//! Address work of one VIP is serialised: at most one prepare (which adds the address) or one
+//! removal is in flight per VIP, the next waits for it, and a removal re-checks that the VIP is
+//! still idle when its turn comes. So a `fin` then `syn` flap can never leave an announced VIP
+//! without its address, and an address never goes before its withdraw was written and the grace
+//! has passed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use announce::fsm::{Event, Input, Output};
+use announce::{State, Vips};
+use ipvs::Tree;
+
+use super::kernel::{ChangesOutcome, Mirror};
+use crate::wire::messages::{
+    AckPrepared, Execute, Heartbeat, Mapping, PeerRole, SynAnnounce, SyncFile, SyncRequest,
+};
+use crate::wire::{Dest, Message};
+
+/// At most one re-sync per this long when messages arrive stale.
+pub const STALE_RESYNC_EVERY: Duration = Duration::from_secs(10);
+
+/// A VIP acked this long ago and still without the arbiter's go makes the client ask for the
+/// announces again; the arbiter answers with `syn_announce`, on which every acked VIP sends its
+/// ack again. A lost ack or go then heals in seconds rather than at the next
+/// `announces_request_interval`.
+pub const ACK_REPAIR_AFTER: Duration = Duration::from_secs(10);
+
+/// Answers (`services`, `sync`) are taken only this long after they were asked for.
+pub const ANSWER_WINDOW: Duration = Duration::from_secs(60);
+
+/// What the core needs from the config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This balancer's name (its entry in the mapping).
+    pub hostname: String,
+    /// Heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Period of `tree` requests.
+    pub tree_request_interval: Duration,
+    /// Period of `announces` requests.
+    pub announces_request_interval: Duration,
+    /// Wait between a withdraw on the wire and the address removal.
+    pub withdraw_grace: Duration,
+    /// Globs asked for with `sync` on every (re)sync; empty: none.
+    pub sync_dirs: Vec<String>,
+    /// Whether IPVS is mirrored (`ipvs = true`).
+    pub ipvs: bool,
+    /// Software version for heartbeats.
+    pub version: String,
+    /// `drain_min`, `drain_conns`, `drain_timeout`.
+    pub drain: DrainSettings,
+}
+
+/// How a VIP is drained (`[announce] drain_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct DrainSettings {
+    /// Announced with GRACEFUL_SHUTDOWN at least this long.
+    pub min: Duration,
+    /// Withdrawn once its connections are at most this many...
+    pub conns: u64,
+    /// ... or once this long has passed.
+    pub timeout: Duration,
+}
+
+/// Something for the daemon to do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cmd {
+    /// Publish a message.
+    Send(Dest, Message),
+    /// Prepare `vip`: firewall check, then its IPVS services (`None` with `ipvs = false`), then
+    /// its address; report with [`ClientState::prepared`].
+    Prepare {
+        /// The VIP.
+        vip: IpAddr,
+        /// The attempt the result belongs to.
+        attempt: u64,
+        /// The VIP's services to put in the kernel.
+        services: Option<Tree>,
+    },
+    /// Announce `vip` to every BGP peer (or re-announce with a new LOCAL_PREF, or drained).
+    Announce {
+        /// The VIP.
+        vip: IpAddr,
+        /// LOCAL_PREF.
+        local_pref: u32,
+        /// Drained: GRACEFUL_SHUTDOWN (65535:0, RFC 8326) and the lowest preference.
+        drain: bool,
+        /// The VIP's own communities.
+        communities: Vec<String>,
+    },
+    /// Count `vip`'s IPVS active + inactive connections on this balancer; report with
+    /// [`ClientState::conns`].
+    CountConns {
+        /// The VIP.
+        vip: IpAddr,
+    },
+    /// Persist the set of drained VIPs (they stay drained across a restart).
+    SaveDrained(BTreeSet<IpAddr>),
+    /// Withdraw `vip` from every BGP peer; report with [`ClientState::withdrawn`] once the
+    /// UPDATE is written to every Established peer.
+    Withdraw {
+        /// The VIP.
+        vip: IpAddr,
+        /// Ties the report to this withdraw.
+        ticket: u64,
+    },
+    /// Remove `vip`'s address (and, with `services`, its IPVS services); report with
+    /// [`ClientState::removed`].
+    RemoveAddress {
+        /// The VIP.
+        vip: IpAddr,
+        /// The VIP left the mapping: remove its IPVS services too.
+        services: bool,
+    },
+    /// Apply `plan` to the kernel as is (no dump: the core trusts what it applied last);
+    /// report with [`ClientState::reconciled`]. Runs after the kernel work before it.
+    ApplyPlan {
+        /// The operations.
+        plan: ipvs::Plan,
+    },
+    /// Dump the services of the `owned` VIPs and make them equal `wanted` (the verify that
+    /// repairs drift); report with [`ClientState::reconciled`]. Supersedes kernel work still
+    /// waiting.
+    Reconcile {
+        /// This balancer's part of the arbiter's tree.
+        wanted: Tree,
+        /// VIPs whose services may be changed or removed.
+        owned: BTreeSet<IpAddr>,
+    },
+    /// Remove addresses of `mine` left from an earlier run, keeping `keep`.
+    CleanAddresses {
+        /// VIPs in use now.
+        keep: BTreeSet<IpAddr>,
+        /// VIPs of this balancer.
+        mine: BTreeSet<IpAddr>,
+    },
+    /// Write files of a `sync` answer.
+    WriteFiles(Vec<SyncFile>),
+    /// Run an `execute` command.
+    Execute(Execute),
+    /// Log and count.
+    Note(Note),
+}
+
+/// Events worth a log line and a counter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    /// A `syn_announce` for a VIP the mapping does not give this balancer.
+    NotMine(IpAddr),
+    /// An event of a VIP's announce machine.
+    Vip(IpAddr, Event),
+    /// The mapping changed: this balancer now serves this many VIPs.
+    Mapping(usize),
+    /// A `tree` older than the mirror of the same arbiter run was ignored.
+    OldTree {
+        /// Its serial.
+        got: u64,
+        /// The mirror's.
+        have: u64,
+    },
+    /// `changes` do not follow the mirror: the whole tree is asked for.
+    ChangesGap {
+        /// Their `from_serial`.
+        from: u64,
+        /// The mirror's.
+        have: u64,
+    },
+    /// The arbiter restarted: everything is asked for again.
+    ArbiterRestarted,
+    /// The broker is reachable again: everything is asked for again.
+    Reconnected,
+    /// Messages arrived stale: everything is asked for again.
+    StaleResync(u64),
+    /// VIPs acked long ago without the go: the announces are asked for again.
+    AckRepair(usize),
+    /// A removal found its VIP busy again (a new `syn_announce` came) and was dropped.
+    RemovalCancelled(IpAddr),
+    /// An answer nobody asked for (or a file not asked for) was ignored.
+    Unsolicited(&'static str),
+    /// A message a balancer does not take was ignored.
+    Ignored(&'static str),
+    /// A `syn_announce` arrived before the first mapping and waits for it.
+    SynBeforeMapping,
+    /// The kernel reconcile or an address removal failed.
+    Failed(String),
+    /// A `syn_announce` of a drained VIP was not acted on.
+    Drained(IpAddr),
+    /// A drained VIP was withdrawn: its connections, or the timeout.
+    DrainDone {
+        /// The VIP.
+        vip: IpAddr,
+        /// Its connections at the last count.
+        conns: Option<u64>,
+        /// The timeout ended the wait.
+        timed_out: bool,
+    },
+}
+
+/// What an address slot of a VIP is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Busy {
+    Preparing,
+    Removing,
+}
+
+/// Where a removal of a VIP's address is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// The withdraw with this ticket is not on the wire yet.
+    AwaitWithdraw(u64),
+    /// Waiting for the grace to pass.
+    Grace(Instant),
+    /// Due as soon as no other address work of the VIP is in flight.
+    Ready,
+}
+
+/// Address work of one VIP.
+#[derive(Debug, Default)]
+struct Slot {
+    busy: Option<Busy>,
+    /// A prepare waiting for the slot: its attempt and services.
+    queued: Option<(u64, Option<Tree>)>,
+    /// The services of the prepare in flight.
+    preparing: Option<Tree>,
+    removal: Option<Removal>,
+}
+
+/// The last thing each kind of answer was asked for.
+#[derive(Debug, Default)]
+struct Asked {
+    services: Option<Instant>,
+    sync: Option<Instant>,
+}
+
+/// The balancer's state; one task owns it.
+#[derive(Debug)]
+pub struct ClientState {
+    s: Settings,
+    started: Instant,
+    mirror: Mirror,
+    /// VIPs the mapping gives this balancer (`None` before the first mapping).
+    mine: Option<BTreeSet<IpAddr>>,
+    /// VIPs whose services this client put in the kernel.
+    owned: BTreeSet<IpAddr>,
+    /// VIPs that left the mapping whose services stay until their address removal.
+    leaving: BTreeSet<IpAddr>,
+    vips: Vips,
+    slots: BTreeMap<IpAddr, Slot>,
+    early_syns: Vec<SynAnnounce>,
+    arbiter_uptime: Option<u64>,
+    last_arbiter_heartbeat: Option<Instant>,
+    /// The arbiter restarted since the mirror was last set: any serial is taken.
+    arbiter_restarted: bool,
+    acked: BTreeMap<IpAddr, Instant>,
+    asked: Asked,
+    next_heartbeat: Instant,
+    next_tree: Instant,
+    next_announces: Instant,
+    next_ticket: u64,
+    connected: bool,
+    stale_seen: u64,
+    last_stale_resync: Option<Instant>,
+    last_reconcile_ok: Option<Instant>,
+    /// Drained VIPs and where their drain is.
+    drained: BTreeMap<IpAddr, drain::Draining>,
+    /// VIP → its own communities (from the arbiter's syn and go).
+    communities: BTreeMap<IpAddr, Vec<String>>,
+    /// This balancer's part of the tree as last put in the kernel, and the VIPs it covers
+    /// (`None`: unknown, the next kernel work is a full reconcile).
+    applied: Option<(Tree, BTreeSet<IpAddr>)>,
+    /// When the next full reconcile (the verify) is due.
+    next_verify: Instant,
+}
+
+#[path = "state_drain.rs"]
+mod drain;
+pub use drain::{DrainStep, Draining};
+
+impl ClientState {
+    /// A fresh balancer at `now`: it asks for mapping, tree and announces at once.
+    pub fn new(s: Settings, now: Instant) -> (Self, Vec<Cmd>) {
+        let mut st = ClientState {
+            started: now,
+            mirror: Mirror::default(),
+            mine: None,
+            owned: BTreeSet::new(),
+            leaving: BTreeSet::new(),
+            vips: Vips::new(),
+            slots: BTreeMap::new(),
+            early_syns: Vec::new(),
+            arbiter_uptime: None,
+            last_arbiter_heartbeat: None,
+            arbiter_restarted: false,
+            acked: BTreeMap::new(),
+            asked: Asked::default(),
+            next_heartbeat: now,
+            next_tree: now + s.tree_request_interval,
+            next_announces: now + s.announces_request_interval,
+            next_ticket: 0,
+            connected: true,
+            stale_seen: 0,
+            last_stale_resync: None,
+            last_reconcile_ok: None,
+            drained: BTreeMap::new(),
+            communities: BTreeMap::new(),
+            applied: None,
+            next_verify: now + s.tree_request_interval,
+            s,
+        };
+        let mut out = Vec::new();
+        st.request_all(now, &mut out);
+        (st, out)
+    }
+
+    // --- queries ------------------------------------------------------------------------
+
+    /// The state of `vip`'s announce machine.
+    pub fn vip_state(&self, vip: IpAddr) -> State {
+        self.vips.state(vip)
+    }
+
+    /// VIPs announced now, with their LOCAL_PREF.
+    pub fn announced(&self) -> BTreeMap<IpAddr, u32> {
+        self.vips.announced()
+    }
+
+    /// VIPs the mapping gives this balancer (empty before the first mapping).
+    pub fn mine(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.mine.iter().flatten().copied()
+    }
+
+    /// VIPs whose address is, or is about to be, on the interface.
+    pub fn busy(&self) -> BTreeSet<IpAddr> {
+        self.vips.busy()
+    }
+
+    /// New settings (a reload): the intervals apply from the next period on.
+    pub fn reconfigure(&mut self, s: Settings) {
+        self.s = s;
+    }
+
+    /// Serial of the mirror.
+    pub fn serial(&self) -> u64 {
+        self.mirror.serial
+    }
+
+    /// When the arbiter's last heartbeat came.
+    pub fn last_arbiter_heartbeat(&self) -> Option<Instant> {
+        self.last_arbiter_heartbeat
+    }
+
+    /// When the kernel last took a reconcile.
+    pub fn last_reconcile_ok(&self) -> Option<Instant> {
+        self.last_reconcile_ok
+    }
+
+    /// The earliest time [`ClientState::tick`] has something to do.
+    pub fn next_deadline(&self) -> Instant {
+        let mut t = self
+            .next_heartbeat
+            .min(self.next_tree)
+            .min(self.next_announces)
+            .min(self.next_verify);
+        for at in self.acked.values() {
+            t = t.min(*at + ACK_REPAIR_AFTER);
+        }
+        for slot in self.slots.values() {
+            if let Some(Removal::Grace(until)) = slot.removal {
+                t = t.min(until);
+            }
+        }
+        for d in self.drained.values() {
+            if let Some(at) = d.next_look() {
+                t = t.min(at);
+            }
+        }
+        t
+    }
+
+    // --- inputs -------------------------------------------------------------------------
+
+    /// A verified message from the arbiter.
+    pub fn on_message(&mut self, now: Instant, msg: Message) -> Vec<Cmd> {
+        let mut out = Vec::new();
+        match msg {
+            Message::Heartbeat(hb) if hb.role == PeerRole::Server => {
+                self.on_arbiter_heartbeat(now, &hb, &mut out)
+            }
+            Message::Tree(t) => {
+                if t.serial < self.mirror.serial
+                    && self.mirror.tree.is_some()
+                    && !self.arbiter_restarted
+                {
+                    out.push(Cmd::Note(Note::OldTree {
+                        got: t.serial,
+                        have: self.mirror.serial,
+                    }));
+                } else {
+                    self.mirror.set_tree(t.serial, t.tree);
+                    self.arbiter_restarted = false;
+                    self.reconcile(&mut out);
+                }
+            }
+            Message::Changes(c) => {
+                match self
+                    .mirror
+                    .apply_changes(c.from_serial, c.to_serial, &c.plan)
+                {
+                    ChangesOutcome::Applied => self.reconcile(&mut out),
+                    ChangesOutcome::Duplicate => {}
+                    ChangesOutcome::NeedTree => {
+                        out.push(Cmd::Note(Note::ChangesGap {
+                            from: c.from_serial,
+                            have: self.mirror.serial,
+                        }));
+                        out.push(Cmd::Send(Dest::Server, Message::TreeRequest));
+                    }
+                }
+            }
+            Message::Services(s) => {
+                if !asked_within(self.asked.services, now) {
+                    out.push(Cmd::Note(Note::Unsolicited("services")));
+                } else if let Some(tree) = self.mirror.tree.as_mut() {
+                    for svc in s.tree.services() {
+                        tree.insert(svc.clone());
+                    }
+                    self.reconcile(&mut out);
+                }
+            }
+            Message::Mapping(map) => self.on_mapping(now, map, &mut out),
+            Message::SynAnnounce(syn) if self.mine.is_none() => {
+                out.push(Cmd::Note(Note::SynBeforeMapping));
+                self.early_syns.push(syn);
+                out.push(Cmd::Send(Dest::Server, Message::MappingRequest));
+            }
+            Message::SynAnnounce(syn) => self.on_syn(now, syn, &mut out),
+            Message::AckGo(go) => {
+                let changed = self.set_communities(go.vip, go.communities);
+                let outs = self.vips.handle::<Tree>(
+                    go.vip,
+                    Input::AckAnnounce {
+                        local_pref: go.local_preference,
+                    },
+                );
+                let announces = outs.iter().any(|o| matches!(o, Output::BgpAnnounce { .. }));
+                self.perform(now, go.vip, outs, &mut out);
+                self.reannounce_if(changed && !announces, go.vip, &mut out);
+            }
+            Message::FinAnnounce(fin) => {
+                for vip in fin.vips {
+                    let outs = self.vips.handle::<Tree>(vip, Input::FinAnnounce);
+                    self.perform(now, vip, outs, &mut out);
+                }
+            }
+            Message::Sync(answer) => {
+                if asked_within(self.asked.sync, now) {
+                    out.push(Cmd::WriteFiles(answer.files));
+                } else {
+                    out.push(Cmd::Note(Note::Unsolicited("sync")));
+                }
+            }
+            Message::Execute(ex) => out.push(Cmd::Execute(ex)),
+            Message::Drain(d) => {
+                let (cmds, _) = if d.drain {
+                    let timeout = d
+                        .timeout_s
+                        .and_then(|t| Duration::try_from_secs_f64(t).ok());
+                    self.drain(now, None, timeout)
+                } else {
+                    self.undrain(now, None)
+                };
+                out.extend(cmds);
+            }
+            other => out.push(Cmd::Note(Note::Ignored(other.kind().as_str()))),
+        }
+        out
+    }
+
+    /// The prepare of `attempt` for `vip` finished.
+    pub fn prepared(
+        &mut self,
+        now: Instant,
+        vip: IpAddr,
+        attempt: u64,
+        result: Result<(), String>,
+    ) -> Vec<Cmd> {
+        let mut out = Vec::new();
+        if let Some(slot) = self.slots.get_mut(&vip) {
+            if slot.busy == Some(Busy::Preparing) {
+                slot.busy = None;
+            }
+        }
+        let services = self.slots.get_mut(&vip).and_then(|s| s.preparing.take());
+        if let Ok(()) = &result {
+            if self.s.ipvs && self.mine.as_ref().is_some_and(|m| m.contains(&vip)) {
+                self.owned.insert(vip);
+                // The prepare put the VIP's services in the kernel: what was applied has them.
+                if let (Some((tree, covered)), Some(svcs)) = (self.applied.as_mut(), services) {
+                    if covered.contains(&vip) {
+                        let of_vip: Vec<ipvs::ServiceKey> = tree
+                            .filter_vips(&BTreeSet::from([vip]), false)
+                            .services()
+                            .map(|s| *s.key())
+                            .collect();
+                        for key in of_vip {
+                            tree.remove(&key);
+                        }
+                        for svc in svcs.services() {
+                            tree.insert(svc.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let outs = self
+            .vips
+            .handle::<Tree>(vip, Input::PrepareResult { attempt, result });
+        self.perform(now, vip, outs, &mut out);
+        self.pump(vip, &mut out);
+        out
+    }
+
+    /// The withdraw `ticket` of `vip` is on the wire to every Established peer.
+    pub fn withdrawn(&mut self, now: Instant, vip: IpAddr, ticket: u64) -> Vec<Cmd> {
+        let mut out = Vec::new();
+        if let Some(slot) = self.slots.get_mut(&vip) {
+            if slot.removal == Some(Removal::AwaitWithdraw(ticket)) {
+                slot.removal = Some(Removal::Grace(now + self.s.withdraw_grace));
+            }
+        }
+        self.tick_removals(now, &mut out);
+        out
+    }
+
+    /// The address removal of `vip` finished.
+    pub fn removed(&mut self, vip: IpAddr, result: Result<(), String>) -> Vec<Cmd> {
+        let mut out = Vec::new();
+        if let Err(e) = result {
+            out.push(Cmd::Note(Note::Failed(format!("removing {vip}: {e}"))));
+        }
+        if let Some(slot) = self.slots.get_mut(&vip) {
+            if slot.busy == Some(Busy::Removing) {
+                slot.busy = None;
+            }
+        }
+        self.pump(vip, &mut out);
+        out
+    }
+
+    /// Kernel work finished (`Err` with why it failed): a failure makes the next work a
+    /// full reconcile, at once.
+    pub fn reconciled(&mut self, now: Instant, result: Result<(), String>) -> Vec<Cmd> {
+        match result {
+            Ok(()) => {
+                self.last_reconcile_ok = Some(now);
+                Vec::new()
+            }
+            Err(e) => {
+                self.applied = None;
+                self.next_verify = now;
+                vec![Cmd::Note(Note::Failed(format!("IPVS: {e}")))]
+            }
+        }
+    }
+
+    /// Whether the broker connection is up; coming back asks for everything again.
+    pub fn set_connected(&mut self, now: Instant, up: bool) -> Vec<Cmd> {
+        let mut out = Vec::new();
+        if up && !self.connected {
+            out.push(Cmd::Note(Note::Reconnected));
+            self.request_all(now, &mut out);
+        }
+        self.connected = up;
+        out
+    }
+
+    /// The transport has dropped `total` messages as stale so far: ask for everything again,
+    /// at most every [`STALE_RESYNC_EVERY`] (a dropped message may have been a syn, fin, tree
+    /// or mapping this client never learns of otherwise).
+    pub fn stale_dropped(&mut self, now: Instant, total: u64) -> Vec<Cmd> {
+        let mut out = Vec::new();
+        if total <= self.stale_seen
+            || self
+                .last_stale_resync
+                .is_some_and(|t| now.saturating_duration_since(t) < STALE_RESYNC_EVERY)
+        {
+            return out;
+        }
+        out.push(Cmd::Note(Note::StaleResync(total - self.stale_seen)));
+        self.stale_seen = total;
+        self.last_stale_resync = Some(now);
+        self.request_all(now, &mut out);
+        out
+    }
+
+    /// Time passed: periodic requests, ack repair, removals whose grace is over.
+    pub fn tick(&mut self, now: Instant) -> Vec<Cmd> {
+        let mut out = Vec::new();
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.s.heartbeat_interval;
+            out.push(Cmd::Send(Dest::Server, self.heartbeat(now)));
+        }
+        if now >= self.next_tree {
+            self.next_tree = now + self.s.tree_request_interval;
+            out.push(Cmd::Send(Dest::Server, Message::TreeRequest));
+        }
+        if now >= self.next_announces {
+            self.next_announces = now + self.s.announces_request_interval;
+            out.push(Cmd::Send(Dest::Server, Message::AnnouncesRequest));
+        }
+        if now >= self.next_verify {
+            self.next_verify = now + self.s.tree_request_interval;
+            self.kernel_work(true, &mut out);
+        }
+        self.repair_acks(now, &mut out);
+        self.tick_drains(now, &mut out);
+        self.tick_removals(now, &mut out);
+        out
+    }
+
+    /// The daemon stops: every busy VIP is withdrawn. Returns the withdraw commands and the
+    /// VIPs whose address the daemon removes after them (`remove_vips_on_stop`).
+    pub fn shutdown(&mut self) -> (Vec<Cmd>, Vec<IpAddr>) {
+        let mut withdraws = Vec::new();
+        let mut removals = Vec::new();
+        for (vip, o) in self.vips.shutdown::<Tree>() {
+            match o {
+                Output::BgpWithdraw => {
+                    self.next_ticket += 1;
+                    withdraws.push(Cmd::Withdraw {
+                        vip,
+                        ticket: self.next_ticket,
+                    });
+                }
+                Output::RemoveAddress => removals.push(vip),
+                _ => {}
+            }
+        }
+        (withdraws, removals)
+    }
+
+    // --- the parts ----------------------------------------------------------------------
+
+    fn heartbeat(&self, now: Instant) -> Message {
+        Message::Heartbeat(Heartbeat {
+            role: PeerRole::Client,
+            uptime: now.saturating_duration_since(self.started).as_secs(),
+            version: Some(self.s.version.clone()),
+            serial: Some(self.mirror.serial),
+            announced: Some(self.vips.announced().into_keys().collect()),
+            drained: (!self.drained.is_empty()).then(|| self.drained.keys().copied().collect()),
+        })
+    }
+
+    fn request_all(&mut self, now: Instant, out: &mut Vec<Cmd>) {
+        out.push(Cmd::Send(Dest::Server, Message::MappingRequest));
+        out.push(Cmd::Send(Dest::Server, Message::TreeRequest));
+        out.push(Cmd::Send(Dest::Server, Message::AnnouncesRequest));
+        if !self.s.sync_dirs.is_empty() {
+            self.asked.sync = Some(now);
+            out.push(Cmd::Send(
+                Dest::Server,
+                Message::SyncRequest(SyncRequest {
+                    dirs: self.s.sync_dirs.clone(),
+                }),
+            ));
+        }
+    }
+
+    fn on_arbiter_heartbeat(&mut self, now: Instant, hb: &Heartbeat, out: &mut Vec<Cmd>) {
+        // An arbiter that restarted has forgotten nothing it needs (it reads its own kernel
+        // and files), but this client must re-sync its view with it.
+        if self.arbiter_uptime.is_some_and(|u| hb.uptime < u) {
+            out.push(Cmd::Note(Note::ArbiterRestarted));
+            self.arbiter_restarted = true;
+            self.request_all(now, out);
+        }
+        self.arbiter_uptime = Some(hb.uptime);
+        self.last_arbiter_heartbeat = Some(now);
+        if hb.serial.is_some_and(|s| s != self.mirror.serial) && self.mirror.tree.is_some() {
+            out.push(Cmd::Send(Dest::Server, Message::TreeRequest));
+        }
+    }
+
+    fn on_mapping(&mut self, now: Instant, map: Mapping, out: &mut Vec<Cmd>) {
+        let mine: BTreeSet<IpAddr> = map
+            .balancers
+            .get(&self.s.hostname)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default();
+        let first = self.mine.is_none();
+        if self.mine.as_ref() == Some(&mine) {
+            return;
+        }
+        out.push(Cmd::Note(Note::Mapping(mine.len())));
+        let before = self.mine.take().unwrap_or_default();
+        // VIPs that left: withdrawn like a fin_announce; their services go with the address.
+        for vip in before.difference(&mine) {
+            if self.owned.contains(vip) {
+                self.leaving.insert(*vip);
+            }
+        }
+        for (vip, o) in self.vips.reconcile::<Tree>(&mine) {
+            self.perform(now, vip, vec![o], out);
+        }
+        // A leaving VIP that was idle has no withdraw to wait for: its services go now.
+        let idle_leaving: Vec<IpAddr> = self
+            .leaving
+            .iter()
+            .filter(|v| {
+                self.vips.state(**v) == State::Idle
+                    && self.slots.get(v).is_none_or(|s| s.removal.is_none())
+            })
+            .copied()
+            .collect();
+        for vip in idle_leaving {
+            self.slots.entry(vip).or_default().removal = Some(Removal::Ready);
+            self.pump(vip, out);
+        }
+        // A VIP that came back is not leaving any more.
+        self.leaving.retain(|v| !mine.contains(v));
+        if first {
+            out.push(Cmd::CleanAddresses {
+                keep: self.vips.busy(),
+                mine: mine.clone(),
+            });
+        }
+        self.mine = Some(mine);
+        for syn in std::mem::take(&mut self.early_syns) {
+            self.on_syn(now, syn, out);
+        }
+        self.reconcile(out);
+    }
+
+    fn on_syn(&mut self, now: Instant, syn: SynAnnounce, out: &mut Vec<Cmd>) {
+        for (vip, spec) in syn.vips {
+            if !self.mine.as_ref().is_some_and(|m| m.contains(&vip)) {
+                out.push(Cmd::Note(Note::NotMine(vip)));
+                continue;
+            }
+            if self.drained.contains_key(&vip) {
+                out.push(Cmd::Note(Note::Drained(vip)));
+                continue;
+            }
+            // The mirror may have moved on since the arbiter cut this syn's tree.
+            let tree = match (&self.mirror.tree, spec.serial) {
+                (Some(t), Some(s)) if self.mirror.serial > s => {
+                    t.filter_vips(&BTreeSet::from([vip]), false)
+                }
+                _ => spec.tree,
+            };
+            let changed = self.set_communities(vip, spec.communities);
+            let input = Input::SynAnnounce {
+                local_pref: spec.local_preference,
+                tree,
+            };
+            let outs = self.vips.handle(vip, input);
+            let announces = outs.iter().any(|o| matches!(o, Output::BgpAnnounce { .. }));
+            self.perform(now, vip, outs, out);
+            self.reannounce_if(changed && !announces, vip, out);
+        }
+    }
+
+    /// The Announce of `vip` with its LOCAL_PREF, drain state and communities.
+    fn announce_cmd(&self, vip: IpAddr, local_pref: u32) -> Cmd {
+        Cmd::Announce {
+            vip,
+            local_pref,
+            drain: self.drained.contains_key(&vip),
+            communities: self.communities.get(&vip).cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Records `vip`'s communities; returns whether they changed.
+    fn set_communities(&mut self, vip: IpAddr, c: Vec<String>) -> bool {
+        let old = if c.is_empty() {
+            self.communities.remove(&vip)
+        } else {
+            self.communities.insert(vip, c.clone())
+        };
+        old.unwrap_or_default() != c
+    }
+
+    /// An announced VIP whose communities alone changed is announced again (an implicit
+    /// replace at the routers: no withdraw).
+    fn reannounce_if(&self, changed: bool, vip: IpAddr, out: &mut Vec<Cmd>) {
+        if let (true, State::Announced { local_pref }) = (changed, self.vips.state(vip)) {
+            out.push(self.announce_cmd(vip, local_pref));
+        }
+    }
+
+    /// Brings the kernel to the mirror: the difference from what was applied last, without a
+    /// dump, when that is known and covers the same VIPs; else a full reconcile.
+    fn reconcile(&mut self, out: &mut Vec<Cmd>) {
+        self.kernel_work(false, out);
+    }
+
+    fn kernel_work(&mut self, verify: bool, out: &mut Vec<Cmd>) {
+        if !self.s.ipvs {
+            return;
+        }
+        let Some(mine) = &self.mine else { return };
+        let Some(wanted) = self.mirror.wanted(mine) else {
+            return;
+        };
+        // Services of VIPs on their way out stay as they are until their address goes.
+        let owned: BTreeSet<IpAddr> = mine
+            .iter()
+            .chain(self.owned.difference(&self.leaving))
+            .copied()
+            .collect();
+        self.owned = mine.iter().chain(&self.leaving).copied().collect();
+        match self.applied.take() {
+            Some((before, covered)) if !verify && covered == owned => {
+                let plan = ipvs::diff(&before, &wanted);
+                if !plan.is_empty() {
+                    out.push(Cmd::ApplyPlan { plan });
+                }
+            }
+            _ => out.push(Cmd::Reconcile {
+                wanted: wanted.clone(),
+                owned: owned.clone(),
+            }),
+        }
+        self.applied = Some((wanted, owned));
+    }
+
+    /// Performs the announce machine's outputs for one VIP.
+    fn perform(&mut self, now: Instant, vip: IpAddr, outs: Vec<Output<Tree>>, out: &mut Vec<Cmd>) {
+        for o in outs {
+            match o {
+                Output::CheckFirewall { .. } | Output::AddAddress { .. } => {}
+                Output::ApplyServices { attempt, tree } => {
+                    let services = self.s.ipvs.then_some(tree);
+                    let slot = self.slots.entry(vip).or_default();
+                    slot.queued = Some((attempt, services));
+                    self.pump(vip, out);
+                }
+                Output::SendAck => {
+                    self.acked.insert(vip, now);
+                    out.push(Cmd::Send(
+                        Dest::Server,
+                        Message::AckPrepared(AckPrepared { vip }),
+                    ));
+                }
+                Output::BgpAnnounce { local_pref } => {
+                    self.acked.remove(&vip);
+                    out.push(self.announce_cmd(vip, local_pref));
+                }
+                Output::BgpWithdraw => {
+                    self.acked.remove(&vip);
+                    self.next_ticket += 1;
+                    let ticket = self.next_ticket;
+                    self.slots.entry(vip).or_default().removal =
+                        Some(Removal::AwaitWithdraw(ticket));
+                    out.push(Cmd::Withdraw { vip, ticket });
+                }
+                Output::RemoveAddress => {
+                    let slot = self.slots.entry(vip).or_default();
+                    if slot.removal.is_none() {
+                        // Nothing was announced (a late prepare of a cancelled attempt).
+                        slot.removal = Some(Removal::Ready);
+                        self.pump(vip, out);
+                    }
+                }
+                Output::Count(ev) => out.push(Cmd::Note(Note::Vip(vip, ev))),
+            }
+        }
+    }
+
+    /// Starts the next address work of `vip` when none is in flight: a due removal (if the VIP
+    /// is still idle), else a queued prepare.
+    fn pump(&mut self, vip: IpAddr, out: &mut Vec<Cmd>) {
+        let idle = self.vips.state(vip) == State::Idle;
+        let Some(slot) = self.slots.get_mut(&vip) else {
+            return;
+        };
+        if slot.busy.is_some() {
+            return;
+        }
+        if slot.removal == Some(Removal::Ready) {
+            slot.removal = None;
+            if idle {
+                let services = self.leaving.remove(&vip);
+                if services {
+                    self.owned.remove(&vip);
+                }
+                slot.busy = Some(Busy::Removing);
+                out.push(Cmd::RemoveAddress { vip, services });
+                return;
+            }
+            out.push(Cmd::Note(Note::RemovalCancelled(vip)));
+        }
+        if let Some((attempt, services)) = slot.queued.take() {
+            if matches!(self.vips.state(vip), State::Preparing { attempt: a, .. } if a == attempt) {
+                slot.busy = Some(Busy::Preparing);
+                out.push(Cmd::Prepare {
+                    vip,
+                    attempt,
+                    services,
+                });
+            }
+        }
+        if slot.busy.is_none()
+            && slot.removal.is_none()
+            && slot.queued.is_none()
+            && slot.preparing.is_none()
+        {
+            self.slots.remove(&vip);
+        }
+    }
+
+    fn tick_removals(&mut self, now: Instant, out: &mut Vec<Cmd>) {
+        let due: Vec<IpAddr> = self
+            .slots
+            .iter_mut()
+            .filter_map(|(vip, slot)| match slot.removal {
+                Some(Removal::Grace(until)) if until <= now => {
+                    slot.removal = Some(Removal::Ready);
+                    Some(*vip)
+                }
+                _ => None,
+            })
+            .collect();
+        for vip in due {
+            self.pump(vip, out);
+        }
+    }
+
+    fn repair_acks(&mut self, now: Instant, out: &mut Vec<Cmd>) {
+        let vips = &self.vips;
+        self.acked
+            .retain(|vip, _| matches!(vips.state(*vip), State::Acked { .. }));
+        let stuck = self
+            .acked
+            .values()
+            .filter(|t| now.saturating_duration_since(**t) >= ACK_REPAIR_AFTER)
+            .count();
+        if stuck > 0 {
+            out.push(Cmd::Note(Note::AckRepair(stuck)));
+            out.push(Cmd::Send(Dest::Server, Message::AnnouncesRequest));
+            self.acked.values_mut().for_each(|t| *t = now);
+        }
+    }
+}
+
+fn asked_within(at: Option<Instant>, now: Instant) -> bool {
+    at.is_some_and(|t| now.saturating_duration_since(t) <= ANSWER_WINDOW)
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,70 @@
+//! Small JSON files a daemon keeps across restarts in `[main] state_dir` (drained VIPs and
+//! balancers): read leniently, replaced atomically.
+
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::error;
+
+/// The value in `path`; the default when there is no file, and the default (loudly) when it
+/// cannot be read or parsed.
+pub fn load<T: DeserializeOwned + Default>(path: &Path) -> T {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            error!(file = %path.display(), error = %e, "state file unreadable: taken as empty");
+            T::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => T::default(),
+        Err(e) => {
+            error!(file = %path.display(), error = %e, "state file unreadable: taken as empty");
+            T::default()
+        }
+    }
+}
+
+/// Replaces `path` with `value` (temp file, fsync, rename, directory fsync); the directory
+/// is created 0700 when missing.
+pub fn save<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn saves_loads_and_survives_a_broken_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/x.json");
+        let none: BTreeSet<String> = load(&path);
+        assert!(none.is_empty());
+        save(&path, &BTreeSet::from(["lb1".to_string()])).unwrap();
+        let back: BTreeSet<String> = load(&path);
+        assert_eq!(back, BTreeSet::from(["lb1".to_string()]));
+        std::fs::write(&path, b"{").unwrap();
+        let broken: BTreeSet<String> = load(&path);
+        assert!(broken.is_empty());
+    }
+}
