@@ -93,6 +93,12 @@ impl NodeKey {
         Ok(key)
     }
 
+    /// The key of an RFC 8032 seed (deterministic keys of test fakes; real nodes use
+    /// [`NodeKey::generate`]).
+    pub fn from_seed(seed: [u8; 32]) -> NodeKey {
+        NodeKey(SigningKey::from_bytes(&seed))
+    }
+
     /// Parses the text form (`node_key` of `secret.ini`).
     pub fn from_text(text: &str) -> Result<NodeKey, KeyError> {
         let mut seed = decode32(text)?;
