@@ -340,6 +340,26 @@ mod tests {
     }
 
     #[test]
+    fn a_sender_clock_more_than_a_second_off_warns() {
+        let clock = |peer: &str, offset_ms, warn| crate::wire::PeerClock {
+            peer: peer.into(),
+            offset_ms,
+            warn,
+            last_seen_ms: 1,
+        };
+        let mut c = client();
+        c.common.clocks = vec![clock("lb9", 20, false)];
+        assert_eq!(judge(&Status::Client(c.clone()), LIM).0, Level::Ok);
+        c.common.clocks.push(clock("arbiter", -600_000, true));
+        let (l, line) = judge(&Status::Client(c), LIM);
+        assert_eq!(l, Level::Warning);
+        assert!(
+            line.contains("clock of arbiter is -600.0s off ours"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn bgp_sessions_down_past_their_hold_time() {
         let j = |peers| {
             let mut c = client();
