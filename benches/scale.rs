@@ -325,7 +325,10 @@ async fn declare_and_consume(
         let role = Role::Client {
             hostname: name.clone(),
         };
-        let args = role.queue_arguments(Duration::from_secs(30), config::DEFAULT_MAX_BYTES);
+        let args = role.queue_arguments(&ipvs_sync::wire::amqp::QueueLimits::new(
+            Duration::from_secs(30),
+            config::DEFAULT_MAX_BYTES,
+        ));
         let queue = role.queue();
         ch.queue_declare(
             queue.as_str().into(),
@@ -609,7 +612,7 @@ impl Window<'_> {
 
 /// WARN/ERROR lines of the arbiter's log, counted by their message (timestamps cut).
 fn log_problems(path: &Path) -> BTreeMap<String, usize> {
-    let text = strip_ansi(&std::fs::read_to_string(path).unwrap_or_default());
+    let text = labkit::strip_ansi(&std::fs::read_to_string(path).unwrap_or_default());
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let Some(pos) = line.find(" WARN ").or_else(|| line.find(" ERROR ")) else {
@@ -628,27 +631,9 @@ fn log_problems(path: &Path) -> BTreeMap<String, usize> {
     out
 }
 
-/// The text without ANSI colour sequences (`ESC [ … letter`).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn main() -> Result<(), BoxError> {
     let o = Opts::parse()?;
-    if !labkit::require_root() {
+    if !labkit::is_root() {
         eprintln!("scale bench skipped: needs root (run netns-lab/bench-scale)");
         return Ok(());
     }

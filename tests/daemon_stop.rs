@@ -124,6 +124,8 @@ async fn client(closed: bool, stop: bool) -> Stopped {
         speaker: None,
         control: mpsc::channel(1).1,
         addrs_on: None,
+        bfd: None,
+        resumed: None,
     };
     run(closed, stop, Role::Client, |cfg, rx, sd, m, st| {
         ipvs_sync::client::serve(cfg, edges, bus, rx, sd, m, st)
@@ -156,4 +158,70 @@ async fn a_client_loop_says_whether_its_stop_was_asked_for() {
 async fn an_arbiter_loop_says_whether_its_stop_was_asked_for() {
     assert_eq!(server(true, false).await, Stopped::TransportLost);
     assert_eq!(server(false, true).await, Stopped::Requested);
+}
+
+/// SIGUSR2 (the restart handle): with `[bgp] graceful_restart` the client exits for a
+/// graceful restart and leaves its marker in `state_dir`; without it the request is ignored
+/// and the loop goes on until a stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_exits_for_a_graceful_restart_only_with_graceful_restart_on() {
+    for gr in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[main]\namqp_server = amqp://u@broker/\nhostname = lb1.example.net\nipvs = false\n\
+             state_dir = {d}/state\n[bgp]\ngraceful_restart = {gr}\n",
+            d = dir.path().display()
+        );
+        let cfg = config::Config::from_strs(&text, None).unwrap();
+        let (bus, _) = MemoryNet::new().client("lb1.example.net");
+        let (_peer_tx, peer_events) = mpsc::unbounded_channel();
+        let edges = ipvs_sync::client::Edges {
+            routes: Arc::new(Inert),
+            peer_events,
+            addrs: Arc::new(Inert),
+            kernel: None,
+            firewall: Arc::new(Inert),
+            speaker: None,
+            control: mpsc::channel(1).1,
+            addrs_on: None,
+            bfd: None,
+            resumed: None,
+        };
+        let (_tx, rx) = mpsc::channel(1);
+        let (h, shutdown) = Shutdown::manual();
+        h.restart();
+        let looping = tokio::spawn(ipvs_sync::client::serve(
+            cfg,
+            edges,
+            bus,
+            rx,
+            shutdown,
+            Metrics::new(Role::Client),
+            StatusDoc::default(),
+        ));
+        let marker = dir.path().join("state/restart.json");
+        if gr {
+            let why = tokio::time::timeout(Duration::from_secs(30), looping)
+                .await
+                .expect("the loop ended")
+                .unwrap();
+            assert_eq!(why, Stopped::ForRestart);
+            let m: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&marker).unwrap()).unwrap();
+            assert!(m["at_ms"].as_u64().unwrap() > 0, "{m}");
+            assert_eq!(m["announced"], serde_json::json!([]));
+        } else {
+            // Still running once the request has been seen: a stop ends it, as a stop.
+            let mut looping = looping;
+            let early = tokio::time::timeout(Duration::from_millis(300), &mut looping).await;
+            assert!(early.is_err(), "exited on SIGUSR2 without graceful_restart");
+            h.stop();
+            let why = tokio::time::timeout(Duration::from_secs(30), looping)
+                .await
+                .expect("the loop ended")
+                .unwrap();
+            assert_eq!(why, Stopped::Requested);
+            assert!(!marker.exists());
+        }
+    }
 }

@@ -194,6 +194,8 @@ impl Fleet {
             speaker: None,
             control: ccrx,
             addrs_on: None,
+            bfd: None,
+            resumed: None,
         };
         let cfg = config(dir.path(), LB, "");
         tokio::spawn(async move {

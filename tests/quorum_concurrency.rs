@@ -16,41 +16,40 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use announce::desc::{Desc, PortState};
+use labkit::spec::{Arbiter, LabSpec, Vip};
+use labkit::Ini;
 
 /// The binary under test.
 fn quorum_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ipvs-sync"))
 }
 
-/// Writes `config.ini` (and the keepalived configs it points at) for desc files in `dir`;
-/// returns the config path. Everything but the desc files lives in a sibling directory.
+/// Writes the arbiter's `config.ini` (and the keepalived configs it points at, naming
+/// ports 80 and 443 of every VIP for lb1) for desc files in `dir`; returns the config
+/// path. Everything but the desc files lives in a sibling directory, the quorum socket
+/// (`quorum.sock`, see [`FakeArbiter`]) too.
 fn config_for(dir: &Path, vips: &[IpAddr]) -> PathBuf {
     let etc = dir.with_extension("etc");
-    let lbs = etc.join("lbs/lb1/web");
-    std::fs::create_dir_all(&lbs).unwrap();
-    let mut conf = String::new();
-    for vip in vips {
-        for port in [80, 443] {
-            conf.push_str(&format!(
-                "virtual_server {vip} {port} {{\n    lb_algo wrr\n}}\n"
-            ));
-        }
-    }
-    std::fs::write(lbs.join("vips.conf"), conf).unwrap();
-    let cfg = etc.join("config.ini");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[main]\namqp_server = amqp://ipvs@127.0.0.1:5672/\nhostname = arbiter\n\
-             vip_description_filepath = {d}/keepalived-{{vip}}-desc.json\n\
-             service_mapping_wildcard = {e}/lbs/*/*/*.conf\n\
-             [server]\nquorum_socket = {e}/arbiter.sock\n",
-            d = dir.display(),
-            e = etc.display()
-        ),
-    )
-    .unwrap();
-    cfg
+    let spec = LabSpec {
+        config: Ini::with("main", "amqp_server", "amqp://ipvs@127.0.0.1:5672/"),
+        secret: Ini::new(),
+        arbiter: Arbiter {
+            dir: etc.clone(),
+            desc_dir: dir.to_owned(),
+            quorum_bin: None,
+            config: Ini::new(),
+            secret: Ini::new(),
+            key: labkit::spec::LabKey::generate().unwrap(),
+        },
+        balancers: Vec::new(),
+        routers: Vec::new(),
+        vips: vips
+            .iter()
+            .map(|v| Vip::new(*v, &["lb1"]).ports(&[80, 443]))
+            .collect(),
+    };
+    spec.write().unwrap();
+    etc.join("config.ini")
 }
 
 /// A stand-in arbiter on the quorum socket of the config in `etc`: answers `ok` to every
@@ -63,7 +62,7 @@ struct FakeArbiter {
 impl FakeArbiter {
     fn start(dir: &Path) -> FakeArbiter {
         use std::io::{BufRead, BufReader, Write};
-        let path = dir.with_extension("etc").join("arbiter.sock");
+        let path = dir.with_extension("etc").join("quorum.sock");
         let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
         l.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));

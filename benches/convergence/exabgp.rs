@@ -74,8 +74,8 @@ impl Exa {
         )
         .unwrap();
         let exa_ip: IpAddr = EXA_ADDR.parse().unwrap();
-        let cfg = GobgpConfig::new(crate::fleet::LOCAL_AS, ROUTER_ADDR.parse().unwrap()).neighbor(
-            GobgpNeighbor::new(exa_ip, crate::fleet::LOCAL_AS)
+        let cfg = GobgpConfig::new(labkit::fleet::LOCAL_AS, ROUTER_ADDR.parse().unwrap()).neighbor(
+            GobgpNeighbor::new(exa_ip, labkit::fleet::LOCAL_AS)
                 .passive(true)
                 .hold_time(hold_time.into())
                 .families(&[GobgpFamily::Ipv4Unicast]),
@@ -95,7 +95,7 @@ impl Exa {
              \x20   local-as {asn};\n    peer-as {asn};\n    hold-time {hold_time};\n\
              \x20   family {{\n        ipv4 unicast;\n    }}\n    api {{\n        processes [ feed ];\n    }}\n}}\n",
             relay = d.join("relay.sh").display(),
-            asn = crate::fleet::LOCAL_AS,
+            asn = labkit::fleet::LOCAL_AS,
         );
         std::fs::write(d.join("exabgp.conf"), conf).unwrap();
 

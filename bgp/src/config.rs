@@ -46,8 +46,8 @@ pub struct SpeakerConfig {
     pub listen: Option<SocketAddr>,
 }
 
-/// One BGP neighbor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One BGP neighbor. Its `Debug` shows whether a TCP-MD5 key is set, never the key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PeerConfig {
     /// Unique name (the `[bgp.peer.NAME]` of the config).
     pub name: String,
@@ -117,7 +117,43 @@ impl PeerConfig {
     }
 }
 
+impl std::fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("remote_as", &self.remote_as)
+            .field("port", &self.port)
+            .field("passive", &self.passive)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("local_address", &self.local_address)
+            .field("ttl_security", &self.ttl_security)
+            .field("hold_time", &self.hold_time)
+            .field("next_hop_v4", &self.next_hop_v4)
+            .field("next_hop_v6", &self.next_hop_v6)
+            .finish()
+    }
+}
+
 /// RFC 4271 §4.2: a hold time is 0 or at least 3 seconds.
 pub(crate) fn valid_hold(h: u16) -> bool {
     h == 0 || h >= 3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_that_a_key_is_set_but_never_the_key() {
+        let mut p = PeerConfig::new("r1", IpAddr::from([192, 0, 2, 1]), 65000);
+        assert!(format!("{p:?}").contains("password: None"));
+        p.password = Some(b"s3cr3t-md5".to_vec());
+        let text = format!("{p:?}");
+        assert!(text.contains("password: Some(\"<hidden>\")"), "{text}");
+        assert!(
+            !text.contains("s3cr3t") && !text.contains("115, 51"),
+            "{text}"
+        );
+    }
 }

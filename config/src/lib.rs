@@ -53,7 +53,8 @@ pub use paths::{DescTemplate, MappingWildcard};
 pub use secret::{SecretString, Secrets};
 pub use section::bfd::BfdConfig;
 pub use section::bgp::{
-    BgpConfig, Community, EbgpAttributes, EbgpPreference, PeerConfig, MAX_PREPENDS,
+    route_fits, split_communities, BgpConfig, Community, EbgpAttributes, EbgpPreference,
+    PeerConfig, GRACEFUL_SHUTDOWN, MAX_PREPENDS,
 };
 pub use section::daemon::{
     AnnounceConfig, ArgPattern, ClientConfig, ExecRule, InterfaceName, MessagesConfig,

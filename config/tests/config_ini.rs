@@ -540,6 +540,8 @@ fn bad_values_name_file_line_and_key() {
         ("messages", "max_bytes", "0"),
         ("messages", "max_bytes", "4095"),
         ("messages", "max_bytes", "268435457"),
+        ("messages", "queue_max_length", "0"),
+        ("messages", "queue_expires", "0"),
     ];
     for (section, key, value) in cases {
         let (text, line) = with(section, key, value);

@@ -1,6 +1,7 @@
 # shellcheck shell=bash disable=SC2034  # (variables are used by the scripts that source this)
 # Shared by netns-lab/lab, netns-lab/test and the scripts that drive the lab (demo,
-# e2e, bench): where things live, the address plan, and small process helpers.
+# bench-scale): where things live and small process helpers. The address plan is
+# labkit's (netns-lab/labkit/src/bridge.rs); `lab` sources it from run/topology.sh.
 # Sourced, never run.
 
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -11,27 +12,6 @@ LOGS=$RUN/logs
 # Namespace names are PREFIX+node, so the lab never collides with other namespaces.
 PREFIX=${LAB_PREFIX:-lab-}
 SWITCH=${PREFIX}sw
-
-ROUTERS=(r1 r2)
-BALANCERS=(lb1 lb2 lb3)
-NODES=(r1 r2 broker arbiter lb1 lb2 lb3)
-
-# Transport addresses: one LAN, 192.0.2.0/24 and 2001:db8::/64.
-declare -A V4=([r1]=192.0.2.1 [r2]=192.0.2.2 [broker]=192.0.2.10 [arbiter]=192.0.2.20
-  [lb1]=192.0.2.31 [lb2]=192.0.2.32 [lb3]=192.0.2.33)
-declare -A V6=([r1]=2001:db8::1 [r2]=2001:db8::2 [broker]=2001:db8::10
-  [arbiter]=2001:db8::20 [lb1]=2001:db8::31 [lb2]=2001:db8::32 [lb3]=2001:db8::33)
-
-# Routers: r1 is an iBGP peer of the balancers (same AS), r2 an eBGP peer. r1's sessions
-# run over IPv4 with TCP-MD5, r2's over IPv6 without, so both transports are exercised.
-BALANCER_AS=65000
-declare -A ROUTER_AS=([r1]=65000 [r2]=65001)
-declare -A ROUTER_PEER_FAMILY=([r1]=v4 [r2]=v6)
-# Short hold time so a killed balancer's routes go within seconds (RFC 4271 minimum 3).
-HOLD_TIME=9
-
-AMQP_PORT=5672
-AMQP_USER=ipvs
 
 die() {
   echo "lab: $*" >&2
@@ -108,9 +88,15 @@ wait_for() {
   "$@" >/dev/null 2>&1
 }
 
-# The ipvs-sync binary: IPVS_SYNC, else the workspace's build (LAB_PROFILE: debug).
+# Where the ipvs-sync binary is: IPVS_SYNC, else the workspace's build (LAB_PROFILE: debug).
+ipvs_sync_path() {
+  echo "${IPVS_SYNC:-${CARGO_TARGET_DIR:-$REPO/target}/${LAB_PROFILE:-debug}/ipvs-sync}"
+}
+
+# The ipvs-sync binary, which must exist.
 ipvs_sync_bin() {
-  local bin=${IPVS_SYNC:-${CARGO_TARGET_DIR:-$REPO/target}/${LAB_PROFILE:-debug}/ipvs-sync}
+  local bin
+  bin=$(ipvs_sync_path)
   [[ -x $bin ]] || die "no ipvs-sync binary at $bin (cargo build, or set IPVS_SYNC)"
   echo "$bin"
 }

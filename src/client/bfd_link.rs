@@ -12,13 +12,16 @@
 use std::collections::BTreeSet;
 
 use tokio::sync::mpsc;
+
+use crate::daemon::status::BfdRow;
 use tracing::{info, warn};
 
 /// The running BFD sessions of the balancer; dropping it leaves them running, call
 /// [`BfdLink::shutdown`] to send AdminDown and stop.
+#[derive(Clone)]
 pub struct BfdLink {
     bfd: bfd::Bfd,
-    task: tokio::task::JoinHandle<()>,
+    task: std::sync::Arc<tokio::task::JoinHandle<()>>,
 }
 
 /// What a BFD event does to BGP: `Some((peer, Some(reason)))` holds the peer down,
@@ -33,6 +36,16 @@ pub fn decide(ev: &bfd::BfdEvent) -> Option<(String, Option<String>)> {
         bfd::BfdEvent::Down { name, diag, .. } => {
             Some((name.clone(), Some(format!("BFD down: {diag}"))))
         }
+    }
+}
+
+/// The `/status` name of a session state.
+fn state_name(s: bfd::packet::State) -> &'static str {
+    match s {
+        bfd::packet::State::AdminDown => "admin_down",
+        bfd::packet::State::Down => "down",
+        bfd::packet::State::Init => "init",
+        bfd::packet::State::Up => "up",
     }
 }
 
@@ -69,15 +82,40 @@ impl BfdLink {
             bfd.add_peer(s).await?;
         }
         let task = tokio::spawn(follow(events, speaker));
-        Ok(Some(BfdLink { bfd, task }))
+        Ok(Some(BfdLink {
+            bfd,
+            task: std::sync::Arc::new(task),
+        }))
+    }
+
+    /// Every session's state, by peer name (empty if the driver is gone).
+    pub async fn rows(&self) -> std::collections::BTreeMap<String, BfdRow> {
+        let Ok(st) = self.bfd.status().await else {
+            return Default::default();
+        };
+        st.peers
+            .into_iter()
+            .map(|p| {
+                let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+                let row = BfdRow {
+                    state: state_name(p.state).to_owned(),
+                    tx_interval_ms: ms(p.tx_interval),
+                    detection_ms: ms(p.detection_time),
+                    diag: p.local_diag.to_string(),
+                    flaps: p.flaps,
+                };
+                (p.name, row)
+            })
+            .collect()
     }
 
     /// AdminDown to every neighbor (RFC 5880 §6.8.16), then stop.
     pub async fn shutdown(self) {
+        // Our own AdminDown must not read as a path failure to the speaker.
+        self.task.abort();
         if let Err(e) = self.bfd.shutdown().await {
             warn!(error = %e, "BFD shutdown");
         }
-        self.task.abort();
     }
 }
 

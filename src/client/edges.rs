@@ -104,6 +104,22 @@ pub fn route_attrs(local_pref: u32, drain: bool, communities: &[String]) -> bgp:
     attrs
 }
 
+/// [`route_attrs`], unless the VIP's own communities leave no room for its prefix in an
+/// UPDATE beside the speaker-wide ones `s` adds (RFC 4271 §4.1): then `Err` with the route's
+/// attributes without them, and why.
+pub fn fitting_route_attrs(
+    s: &bgp::SpeakerConfig,
+    local_pref: u32,
+    drain: bool,
+    communities: &[String],
+) -> Result<bgp::RouteAttrs, (bgp::RouteAttrs, bgp::TooLarge)> {
+    let attrs = route_attrs(local_pref, drain, communities);
+    match bgp::attrs_fit(&s.communities, &s.large_communities, &attrs) {
+        Ok(()) => Ok(attrs),
+        Err(too) => Err((route_attrs(local_pref, drain, &[]), too)),
+    }
+}
+
 impl Routes for bgp::Speaker {
     fn announce(&self, vip: IpAddr, attrs: bgp::RouteAttrs) {
         bgp::Speaker::announce(self, host_net(vip), attrs);
@@ -215,5 +231,24 @@ mod tests {
         assert_eq!(d.local_pref, Some(0));
         assert!(d.communities.contains(&GRACEFUL_SHUTDOWN));
         assert!(d.communities.contains(&bgp::Community(65000 << 16 | 100)));
+    }
+
+    #[test]
+    fn a_vips_communities_that_do_not_fit_beside_the_speakers_are_left_out() {
+        let mut s = bgp::SpeakerConfig::new(65000, "192.0.2.1".parse().unwrap());
+        s.communities = (0..900).map(|i| bgp::Community(65000 << 16 | i)).collect();
+        let own: Vec<String> = (0..64).map(|i| format!("65000:{i}:{i}")).collect();
+        let few = &own[..4];
+        let a = fitting_route_attrs(&s, 150, false, few).unwrap();
+        assert_eq!(a.large_communities.len(), 4);
+        let (a, too) = fitting_route_attrs(&s, 150, true, &own).unwrap_err();
+        assert!(too.bytes > too.limit);
+        assert!(a.large_communities.is_empty());
+        assert_eq!(
+            (a.local_pref, a.communities),
+            (Some(0), vec![GRACEFUL_SHUTDOWN])
+        );
+        s.communities.clear();
+        assert!(fitting_route_attrs(&s, 150, true, &own).is_ok());
     }
 }

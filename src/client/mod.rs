@@ -27,6 +27,7 @@ pub mod edges;
 pub mod execute;
 pub mod kernel;
 pub mod reload;
+pub mod restart;
 pub mod state;
 pub mod sync;
 
@@ -50,7 +51,7 @@ use crate::daemon::status::{ClientStatus, ClientVip, Common, DrainRow, PeerRow, 
 use crate::daemon::{self, http::StatusDoc, Outbox, Shutdown};
 use crate::wire::counters::CountersSnapshot;
 use crate::wire::{Incoming, Role};
-use edges::{route_attrs, Addresses, Firewall, Routes, Services};
+use edges::{Addresses, Firewall, Routes, Services};
 use kernel::{Applied, Kernel};
 use state::{ClientState, Cmd, Note, Settings};
 
@@ -70,9 +71,14 @@ pub struct Edges {
     pub speaker: Option<bgp::Speaker>,
     /// Requests of `ipvs-sync drain` / `undrain` (the control socket).
     pub control: mpsc::Receiver<control::Asked>,
+    /// BFD beside BGP (peers with `bfd = true`), for `/status`.
+    pub bfd: Option<bfd_link::BfdLink>,
     /// Makes the addresses edge of another interface (for a reload that changes
     /// `[announce] interface`); `None`: such a change waits for a restart.
     pub addrs_on: Option<AddrsFactory>,
+    /// What a process that exited for a graceful restart left (see [`restart`]); `None`: a
+    /// cold start.
+    pub resumed: Option<restart::Marker>,
 }
 
 /// Makes an [`Addresses`] for an interface (created when missing).
@@ -127,7 +133,9 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<Stopped, dae
         .ensure_interface()
         .await
         .map_err(daemon::StartError::Addr)?;
-    let (speaker, peer_events) = bgp_cfg::start_speaker(&cfg).map_err(daemon::StartError::Bgp)?;
+    let resumed = restart::take(&cfg);
+    let (speaker, peer_events) =
+        bgp_cfg::start_speaker(&cfg, resumed.is_some()).map_err(daemon::StartError::Bgp)?;
     let bfd = bfd_link::BfdLink::start(&cfg, speaker.clone())
         .await
         .map_err(daemon::StartError::Bfd)?;
@@ -152,6 +160,7 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<Stopped, dae
         kernel,
         firewall: Arc::new(firewall),
         speaker: Some(speaker),
+        bfd: bfd.clone(),
         control: crx,
         addrs_on: Some(Box::new(|name: String| {
             Box::pin(async move {
@@ -161,6 +170,7 @@ pub async fn run(cfg: config::Config, shutdown: Shutdown) -> Result<Stopped, dae
                 Ok(a)
             })
         })),
+        resumed,
     };
     let bus: Arc<dyn Bus> = AmqpBus::new(transport);
     let why = serve(cfg, edges, bus, incoming, shutdown, metrics, status).await;
@@ -193,6 +203,19 @@ pub async fn serve(
         .clone()
         .map(|k| spawn_kernel_worker(k, done_tx.clone()));
     let (mut core, first) = ClientState::new(settings(&cfg), Instant::now());
+    let eor = edges.resumed.as_ref().map(|m| {
+        info!(
+            vips = m.announced.len(),
+            "graceful restart: routers keep the routes; End-of-RIB once they are announced again"
+        );
+        core.keep_addresses(m.announced.clone());
+        restart::EorGate::new(
+            m,
+            Instant::now(),
+            Duration::from_secs(cfg.bgp.graceful_restart_time.into()),
+        )
+    });
+    let running_speaker = bgp_cfg::speaker_config(&cfg.bgp, edges.resumed.is_some());
     let drained: BTreeSet<IpAddr> = crate::daemon::state_file::load(&drained_file(&cfg));
     if !drained.is_empty() {
         info!(vips = ?drained, "VIPs drained by an earlier run stay drained until undrain");
@@ -218,6 +241,8 @@ pub async fn serve(
         exported: None,
         peer_up_at: BTreeMap::new(),
         withdraws_pending: 0,
+        running_speaker,
+        eor,
     };
     c.perform(first);
     daemon::notify::notify("READY=1\nSTATUS=client running");
@@ -227,6 +252,7 @@ pub async fn serve(
     // are done or their timeout has passed.
     let mut draining_to_stop: Option<tokio::time::Instant> = None;
     let why = loop {
+        c.check_end_of_rib();
         if draining_to_stop.is_some_and(|t| t <= tokio::time::Instant::now())
             || (draining_to_stop.is_some() && c.core.drains_done() && c.withdraws_on_wire())
         {
@@ -247,6 +273,12 @@ pub async fn serve(
                 } else {
                     break Stopped::Requested;
                 }
+            }
+            Ok(()) = shutdown.restart.changed(), if draining_to_stop.is_none() => {
+                if c.cfg.bgp.graceful_restart {
+                    break Stopped::ForRestart;
+                }
+                warn!("SIGUSR2 ignored: [bgp] graceful_restart is off (routers would drop every route)");
             }
             _ = tokio::time::sleep_until(stop_wait), if draining_to_stop.is_some() => {
                 break Stopped::Requested
@@ -278,7 +310,11 @@ pub async fn serve(
             }
         }
     };
-    c.stop().await;
+    if why == Stopped::ForRestart {
+        c.stop_for_restart().await;
+    } else {
+        c.stop().await;
+    }
     drop(incoming);
     why
 }
@@ -385,6 +421,10 @@ struct Client {
     executor: Arc<execute::Executor>,
     /// The id of the message the core is handling (an `execute` runs once per id).
     current_id: crate::wire::MessageId,
+    /// The speaker's settings in force (a reload changes its attributes only).
+    running_speaker: bgp::SpeakerConfig,
+    /// After a graceful restart, until End-of-RIB is released.
+    eor: Option<restart::EorGate>,
 }
 
 impl Client {
@@ -428,9 +468,8 @@ impl Client {
                     } else {
                         info!(%vip, local_pref, "announcing");
                     }
-                    self.edges
-                        .routes
-                        .announce(vip, route_attrs(local_pref, drain, &communities));
+                    let attrs = self.fitting_attrs(vip, local_pref, drain, &communities);
+                    self.edges.routes.announce(vip, attrs);
                     self.metrics.bgp_announces.inc();
                     if let Some(t) = self.syn_at.remove(&vip) {
                         self.metrics
@@ -499,6 +538,26 @@ impl Client {
                 Cmd::WriteFiles(files) => self.write_files(files),
                 Cmd::Execute(ex) => self.execute(ex),
                 Cmd::Note(n) => self.note(n),
+            }
+        }
+    }
+
+    /// A VIP route's attributes; when its own communities leave no room for the prefix in an
+    /// UPDATE beside the speaker-wide ones (RFC 4271 §4.1), they are refused and counted and
+    /// the route goes out without them: an UPDATE without NLRI is never sent.
+    fn fitting_attrs(
+        &self,
+        vip: IpAddr,
+        local_pref: u32,
+        drain: bool,
+        communities: &[String],
+    ) -> bgp::RouteAttrs {
+        match edges::fitting_route_attrs(&self.running_speaker, local_pref, drain, communities) {
+            Ok(attrs) => attrs,
+            Err((attrs, too)) => {
+                error!(%vip, error = %too, "the VIP's communities do not fit an UPDATE: announced without them");
+                self.metrics.communities_refused.inc();
+                attrs
             }
         }
     }
@@ -793,87 +852,6 @@ impl Client {
         }
     }
 
-    /// SIGHUP: applies what can be applied (see [`reload::ReloadPlan`]) and names in the log
-    /// what needs a restart.
-    async fn reload(&mut self) {
-        let path: PathBuf = self.cfg.file.clone();
-        let new = match config::Config::load(&path) {
-            Ok(new) => new,
-            Err(e) => {
-                error!(error = %e, "reload refused: the running configuration stays");
-                return;
-            }
-        };
-        let plan = reload::ReloadPlan::of(&self.cfg, &new);
-        for key in &plan.restart {
-            warn!(
-                key,
-                "changed in the configuration: applied at the next restart"
-            );
-        }
-        if plan.settings {
-            self.core.reconfigure(settings(&new));
-        }
-        if plan.firewall {
-            self.edges.firewall = Arc::new(firewall_hook(&new));
-        }
-        if let Some((from, to)) = &plan.interface {
-            self.move_interface(from, to).await;
-        }
-        if let Some(s) = &self.edges.speaker {
-            if plan.peers {
-                bgp_cfg::reload_peers(s, &self.cfg, &new);
-            }
-            if plan.attributes {
-                warn!("[bgp] communities, next hops or eBGP preference changed: applied at the next restart");
-            }
-        }
-        info!(config = %path.display(), "configuration reloaded");
-        self.cfg = new;
-    }
-
-    /// Moves the VIP addresses to another interface, make-before-break: every address in
-    /// use is put on the new interface before any is taken off the old one, so an announced
-    /// VIP never lacks its address. On failure the old interface stays in use.
-    async fn move_interface(&mut self, from: &str, to: &str) {
-        let Some(make) = self.edges.addrs_on.as_ref() else {
-            warn!(
-                from,
-                to, "[announce] interface changed: applied at the next restart"
-            );
-            return;
-        };
-        let new = match make(to.to_owned()).await {
-            Ok(a) => a,
-            Err(e) => {
-                error!(to, error = %e, "cannot use the new announce interface: the old one stays");
-                return;
-            }
-        };
-        let busy = self.core.busy();
-        for vip in &busy {
-            if let Err(e) = new.add(*vip).await {
-                error!(%vip, to, error = %e, "cannot put the VIP on the new interface: the old one stays");
-                for done in &busy {
-                    let _ = new.remove(*done).await;
-                }
-                return;
-            }
-        }
-        let old = std::mem::replace(&mut self.edges.addrs, new);
-        for vip in &busy {
-            if let Err(e) = old.remove(*vip).await {
-                warn!(%vip, from, error = %e, "VIP address left on the old interface");
-            }
-        }
-        info!(
-            from,
-            to,
-            vips = busy.len(),
-            "VIP addresses moved to the new interface"
-        );
-    }
-
     async fn tick_status(&mut self) {
         let now = Instant::now();
         let connected = self.bus.connected();
@@ -883,6 +861,10 @@ impl Client {
             self.was_connected = connected;
         }
         let peers = self.edges.routes.peers().await;
+        let bfd_rows = match &self.edges.bfd {
+            Some(b) => b.rows().await,
+            None => BTreeMap::new(),
+        };
         let announced = self.core.announced();
         let m = &self.metrics;
         m.broker_connected.set(i64::from(connected));
@@ -926,7 +908,13 @@ impl Client {
                 updates_sent: p.updates_sent,
                 malformed_in: p.malformed_in,
                 last_error: p.last_error.clone(),
+                bfd: bfd_rows.get(&p.name).cloned(),
             });
+        }
+        for (name, row) in &bfd_rows {
+            m.bfd_session_up
+                .get_or_create(&PeerLabel { peer: name.clone() })
+                .set(i64::from(row.state == "up"));
         }
         m.export_bus(&mut self.exported, self.bus.counters().snapshot());
         m.export_clocks(&self.bus.clock_offsets());

@@ -291,6 +291,8 @@ pub struct ClientState {
     applied: Option<(Tree, BTreeSet<IpAddr>)>,
     /// When the next full reconcile (the verify) is due.
     next_verify: Instant,
+    /// Addresses the first mapping's clean-up leaves alone (a graceful restart's VIPs).
+    kept: BTreeSet<IpAddr>,
 }
 
 #[path = "state_drain.rs"]
@@ -326,6 +328,7 @@ impl ClientState {
             communities: BTreeMap::new(),
             applied: None,
             next_verify: now + s.tree_request_interval,
+            kept: BTreeSet::new(),
             s,
         };
         let mut out = Vec::new();
@@ -353,6 +356,13 @@ impl ClientState {
     /// VIPs whose address is, or is about to be, on the interface.
     pub fn busy(&self) -> BTreeSet<IpAddr> {
         self.vips.busy()
+    }
+
+    /// After a graceful restart: the addresses of `vips` (announced by the previous process)
+    /// survive the first mapping's clean-up, so they are in place while the arbiter's
+    /// announces come in again.
+    pub fn keep_addresses(&mut self, vips: BTreeSet<IpAddr>) {
+        self.kept = vips;
     }
 
     /// New settings (a reload): the intervals apply from the next period on.
@@ -741,8 +751,10 @@ impl ClientState {
         // A VIP that came back is not leaving any more.
         self.leaving.retain(|v| !mine.contains(v));
         if first {
+            let mut keep = self.vips.busy();
+            keep.extend(std::mem::take(&mut self.kept));
             out.push(Cmd::CleanAddresses {
-                keep: self.vips.busy(),
+                keep,
                 mine: mine.clone(),
             });
         }

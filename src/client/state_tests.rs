@@ -702,6 +702,18 @@ fn the_first_mapping_cleans_leftover_addresses() {
     assert_eq!(sim.cleans.len(), 1, "only the first");
 }
 
+#[test]
+fn after_a_graceful_restart_the_first_clean_keeps_the_vips_announced_before() {
+    let mut sim = Sim::new();
+    let other = ip("203.0.113.11");
+    sim.st.keep_addresses(BTreeSet::from([vip()]));
+    sim.mapping(&[vip(), other]);
+    assert_eq!(
+        sim.cleans,
+        vec![(BTreeSet::from([vip()]), BTreeSet::from([vip(), other]))]
+    );
+}
+
 // --- the tree mirror -------------------------------------------------------------------------
 
 #[test]

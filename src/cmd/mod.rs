@@ -36,6 +36,9 @@ pub enum Daemon {
 pub enum Stopped {
     /// SIGTERM or SIGINT (or the stop handle of a test).
     Requested,
+    /// SIGUSR2 on a balancer with `[bgp] graceful_restart`: sessions closed without a
+    /// NOTIFICATION, routes, addresses and IPVS left for the next process.
+    ForRestart,
     /// The broker transport ended and delivers nothing more.
     TransportLost,
 }
@@ -77,7 +80,7 @@ pub fn run_daemon(path: &Path, which: Daemon) -> ExitCode {
 /// The exit code of a daemon that ran (`Ok`) or could not start (`Err`).
 fn daemon_exit(name: &str, res: Result<Stopped, String>) -> ExitCode {
     match res {
-        Ok(Stopped::Requested) => ExitCode::SUCCESS,
+        Ok(Stopped::Requested | Stopped::ForRestart) => ExitCode::SUCCESS,
         Ok(why @ Stopped::TransportLost) => {
             tracing::error!(?why, "stopped without being asked to: exit 1");
             eprintln!("ipvs-sync {name}: stopped without being asked to ({why:?})");

@@ -150,7 +150,11 @@ fn client(c: &ClientStatus, lim: Limits, v: &mut Verdict) {
         .peers
         .iter()
         .filter(|p| {
-            p.state != "established" && p.down_s.is_some_and(|d| d > p.hold_time_s.max(3.0))
+            // Down past its hold time (a session that never came up), or ended with an
+            // error (hold timer expired, NOTIFICATION, reset): that is already a failure.
+            p.state != "established"
+                && p.down_s
+                    .is_some_and(|d| d > p.hold_time_s.max(3.0) || p.last_error.is_some())
         })
         .map(|p| p.name.as_str())
         .collect();
@@ -165,6 +169,15 @@ fn client(c: &ClientStatus, lim: Limits, v: &mut Verdict) {
             Level::Warning,
             format!("BGP sessions down: {}", down.join(", ")),
         );
+    }
+    let bfd_down: Vec<&str> = c
+        .peers
+        .iter()
+        .filter(|p| p.bfd.as_ref().is_some_and(|b| b.state != "up"))
+        .map(|p| p.name.as_str())
+        .collect();
+    if !bfd_down.is_empty() {
+        v.bad(Level::Warning, format!("BFD down: {}", bfd_down.join(", ")));
     }
     v.perf("bgp_established", format!("{up};;;0;{}", c.peers.len()));
     let announced = c.vips.iter().filter(|x| x.state == "announced").count();
@@ -284,7 +297,7 @@ mod tests {
             common: common(),
             clients: vec![ClientRow {
                 name: "lb1".into(),
-                age_s: 1.0,
+                age_s: Some(1.0),
                 vips: 1,
                 quorate: 1,
                 announced: 1,
@@ -381,6 +394,35 @@ mod tests {
         assert_eq!(l, Level::Critical);
         assert!(line.contains("no BGP session Established"), "{line}");
         assert!(line.contains("bgp_established=0;;;0;2"), "{line}");
+        let mut expired = peer("r1", "active", Some(0.5));
+        expired.last_error = Some("hold timer expired".into());
+        let (l, line) = j(vec![expired]);
+        assert_eq!(
+            l,
+            Level::Critical,
+            "a session that ended is down at once: {line}"
+        );
+    }
+
+    #[test]
+    fn a_bfd_session_not_up_warns() {
+        let with_bfd = |state: &str| {
+            let mut p = peer("r1", "established", None);
+            p.bfd = Some(crate::daemon::status::BfdRow {
+                state: state.into(),
+                ..Default::default()
+            });
+            p
+        };
+        let j = |peers| {
+            let mut c = client();
+            c.peers = peers;
+            judge(&Status::Client(c), LIM)
+        };
+        assert_eq!(j(vec![with_bfd("up")]).0, Level::Ok);
+        let (l, line) = j(vec![with_bfd("down"), peer("r2", "established", None)]);
+        assert_eq!(l, Level::Warning);
+        assert!(line.contains("BFD down: r1"), "{line}");
     }
 
     #[test]

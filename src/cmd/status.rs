@@ -53,6 +53,10 @@ fn client(out: &mut String, c: &ClientStatus) {
                 p.state.clone(),
                 human_secs(p.uptime_s.or(p.down_s)),
                 p.routes_sent.to_string(),
+                p.bfd.as_ref().map_or("-".into(), |b| match b.detection_ms {
+                    Some(d) if b.state == "up" => format!("up {d:.0}ms"),
+                    _ => format!("{} ({})", b.state, b.diag),
+                }),
                 p.last_error.clone().unwrap_or_else(|| "-".into()),
             ]
         })
@@ -67,6 +71,7 @@ fn client(out: &mut String, c: &ClientStatus) {
             "State",
             "Up/Down",
             "Sent",
+            "BFD",
             "Last error",
         ],
         rows,
@@ -187,7 +192,7 @@ fn server(out: &mut String, s: &ServerStatus) {
             vec![
                 c.name.clone(),
                 if c.live { "yes" } else { "no" }.to_owned(),
-                human_secs(c.live.then_some(c.age_s)),
+                human_secs(c.age_s.filter(|_| c.live)),
                 dash(c.serial.map(|x| x.to_string())),
                 dash(c.lag.map(|x| x.to_string())),
                 c.vips.to_string(),

@@ -142,6 +142,8 @@ pub struct Families {
     pub bgp_peer_up: Family<PeerLabel, Gauge>,
     /// BGP sessions that came up, by peer.
     pub bgp_session_ups: Family<PeerLabel, Counter>,
+    /// 1 while the BFD session with the peer is Up (peers with `bfd = true`).
+    pub bfd_session_up: Family<PeerLabel, Gauge>,
     /// Established BGP sessions that ended, by peer.
     pub bgp_session_downs: Family<PeerLabel, Counter>,
     /// VIP announces handed to the speaker.
@@ -164,6 +166,8 @@ pub struct Families {
     pub announce_events: Family<EventLabel, Counter>,
     /// syn_announce for a VIP the mapping does not give this balancer.
     pub announce_refused: Counter,
+    /// Announces whose VIP communities did not fit an UPDATE beside the speaker's.
+    pub communities_refused: Counter,
     /// Announces asked for again because a VIP waited too long for its go.
     pub ack_repairs: Counter,
     /// Everything asked for again because messages arrived stale.
@@ -183,6 +187,8 @@ pub struct Families {
     pub tree_serial: Gauge,
     /// 1 while the arbiter answers no balancer yet.
     pub holding: Gauge,
+    /// Withdrawals held by `withdraw_limit`, waiting for `ipvs-sync release`.
+    pub withdrawals_held: Gauge,
     /// Balancer messages left unanswered while holding, by type.
     pub held_messages: Family<TypeLabel, Counter>,
     /// ack_announce refused.
@@ -377,6 +383,11 @@ impl Metrics {
 
 fn register_client(r: &mut Registry, f: &Families) {
     r.register(
+        "bfd_session_up",
+        "1 while the BFD session with the peer is Up",
+        f.bfd_session_up.clone(),
+    );
+    r.register(
         "bgp_peer_up",
         "1 while the BGP session with the peer is Established",
         f.bgp_peer_up.clone(),
@@ -442,6 +453,11 @@ fn register_client(r: &mut Registry, f: &Families) {
         f.announce_refused.clone(),
     );
     r.register(
+        "communities_refused",
+        "Announces whose VIP communities did not fit one BGP UPDATE beside the speaker-wide ones; the route went out without them",
+        f.communities_refused.clone(),
+    );
+    r.register(
         "ack_repairs",
         "Announces asked for again because a VIP waited 10 s for its go",
         f.ack_repairs.clone(),
@@ -475,6 +491,11 @@ fn register_client(r: &mut Registry, f: &Families) {
 
 fn register_server(r: &mut Registry, f: &Families) {
     r.register("clients_live", "Live balancers", f.clients_live.clone());
+    r.register(
+        "withdrawals_held",
+        "Withdrawals held by withdraw_limit until ipvs-sync release",
+        f.withdrawals_held.clone(),
+    );
     r.register(
         "tree_serial",
         "Serial of the arbiter's IPVS tree",

@@ -52,8 +52,8 @@ pub enum StartError {
     /// The broker settings are unusable (bad URL, key).
     #[error("AMQP: {0}")]
     Amqp(WireError),
-    /// `message_key` is unusable.
-    #[error("secret.ini message_key: {0}")]
+    /// `node_key` is unusable.
+    #[error("secret.ini node_key: {0}")]
     Key(wire::KeyError),
     /// The quorum socket cannot be bound.
     #[error("quorum_socket {0}: {1}")]
@@ -72,18 +72,23 @@ impl From<config::ConfigError> for StartError {
     }
 }
 
-/// Stop and reload requests: SIGTERM/SIGINT flip `stop`, SIGHUP sends on `reload`.
+/// Stop and reload requests: SIGTERM/SIGINT flip `stop`, SIGHUP sends on `reload`, SIGUSR2
+/// flips `restart`.
 pub struct Shutdown {
     /// Becomes `true` once; a daemon stops when it changes.
     pub stop: watch::Receiver<bool>,
     /// One item per SIGHUP.
     pub reload: mpsc::Receiver<()>,
+    /// Becomes `true` once: a balancer with `[bgp] graceful_restart` exits for a graceful
+    /// restart (RFC 4724), leaving its routes, addresses and IPVS to the next process.
+    pub restart: watch::Receiver<bool>,
 }
 
 /// The sending side of a [`Shutdown`] (tests and the signal task).
 pub struct ShutdownHandle {
     stop: watch::Sender<bool>,
     reload: mpsc::Sender<()>,
+    restart: watch::Sender<bool>,
 }
 
 impl ShutdownHandle {
@@ -95,6 +100,10 @@ impl ShutdownHandle {
     pub fn reload(&self) {
         let _ = self.reload.try_send(());
     }
+    /// Asks a balancer to exit for a graceful restart.
+    pub fn restart(&self) {
+        let _ = self.restart.send(true);
+    }
 }
 
 impl Shutdown {
@@ -102,28 +111,36 @@ impl Shutdown {
     pub fn manual() -> (ShutdownHandle, Shutdown) {
         let (stop_tx, stop) = watch::channel(false);
         let (reload_tx, reload) = mpsc::channel(4);
+        let (restart_tx, restart) = watch::channel(false);
         (
             ShutdownHandle {
                 stop: stop_tx,
                 reload: reload_tx,
+                restart: restart_tx,
             },
-            Shutdown { stop, reload },
+            Shutdown {
+                stop,
+                reload,
+                restart,
+            },
         )
     }
 
-    /// Driven by SIGTERM, SIGINT (stop) and SIGHUP (reload).
+    /// Driven by SIGTERM, SIGINT (stop), SIGHUP (reload) and SIGUSR2 (graceful restart).
     pub fn from_signals() -> std::io::Result<Shutdown> {
         use tokio::signal::unix::{signal, SignalKind};
         let (h, s) = Shutdown::manual();
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let mut usr2 = signal(SignalKind::user_defined2())?;
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = term.recv() => { info!("SIGTERM: stopping"); h.stop(); }
                     _ = int.recv() => { info!("SIGINT: stopping"); h.stop(); }
                     _ = hup.recv() => { info!("SIGHUP: reloading the configuration"); h.reload(); }
+                    _ = usr2.recv() => { info!("SIGUSR2: graceful restart asked for"); h.restart(); }
                 }
             }
         });

@@ -125,6 +125,24 @@ pub struct PeerRow {
     pub malformed_in: u64,
     /// Last error.
     pub last_error: Option<String>,
+    /// The BFD session beside it (peers with `bfd = true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<BfdRow>,
+}
+
+/// A BGP peer's BFD session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BfdRow {
+    /// `down`, `init`, `up`, `admin_down`.
+    pub state: String,
+    /// Negotiated transmit interval, milliseconds.
+    pub tx_interval_ms: Option<f64>,
+    /// Detection time in use, milliseconds.
+    pub detection_ms: Option<f64>,
+    /// Our last diagnostic (RFC 5880 §4.1).
+    pub diag: String,
+    /// Downs the dampening remembers (an Up after a flap is held back meanwhile).
+    pub flaps: u32,
 }
 
 /// One VIP of a balancer.
@@ -230,8 +248,10 @@ pub struct VipBalancer {
 pub struct ClientRow {
     /// Its hostname.
     pub name: String,
-    /// Age of its last message.
-    pub age_s: f64,
+    /// Age of its last message (`None`: not heard from while this arbiter runs, or
+    /// forgotten since).
+    #[serde(default)]
+    pub age_s: Option<f64>,
     /// VIPs the mapping gives it.
     pub vips: usize,
     /// Of those, the VIPs with quorum.

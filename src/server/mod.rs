@@ -785,6 +785,7 @@ impl Server {
         let m = &self.metrics;
         m.broker_connected.set(i64::from(connected));
         m.clients_live.set(self.state.clients.len() as i64);
+        m.withdrawals_held.set(self.state.caps.held().len() as i64);
         m.vips_announced
             .set(self.state.quorum.values().filter(|q| q.announce).count() as i64);
         m.tree_serial
@@ -912,9 +913,7 @@ impl Server {
                 let serial = live.and_then(|c| c.serial);
                 ClientRow {
                     name: n.clone(),
-                    age_s: live.map_or(f64::INFINITY, |c| {
-                        now.saturating_duration_since(c.last_seen).as_secs_f64()
-                    }),
+                    age_s: live.map(|c| now.saturating_duration_since(c.last_seen).as_secs_f64()),
                     vips: mapped.map_or(0, |v| v.len()),
                     quorate,
                     announced: live.map_or(0, |c| c.announced.len()),

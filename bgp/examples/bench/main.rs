@@ -88,7 +88,8 @@ fn main() {
         sender_child(&args[2..]);
         return;
     }
-    if !labkit::require_root() {
+    if !labkit::is_root() {
+        eprintln!("bench: needs root (network namespaces, BGP on port 179)");
         std::process::exit(2);
     }
     let mut sizes = vec![10_000u32, 100_000];

@@ -62,6 +62,52 @@ impl Community {
     }
 }
 
+/// GRACEFUL_SHUTDOWN (RFC 8326): a drained VIP's route carries it besides its own and the
+/// speaker-wide communities.
+pub const GRACEFUL_SHUTDOWN: Community = Community::Standard(0xFFFF_0000);
+
+/// Splits communities into the speaker's standard (RFC 1997) and large (RFC 8092) ones.
+pub fn split_communities(cs: &[Community]) -> (Vec<bgp::Community>, Vec<bgp::LargeCommunity>) {
+    let mut standard = Vec::new();
+    let mut large = Vec::new();
+    for c in cs {
+        match *c {
+            Community::Standard(v) => standard.push(bgp::Community(v)),
+            Community::Large {
+                global,
+                local1,
+                local2,
+            } => large.push(bgp::LargeCommunity {
+                global,
+                local1,
+                local2,
+            }),
+        }
+    }
+    (standard, large)
+}
+
+/// Whether a VIP route with the speaker-wide `communities` and the VIP's own `per_vip` ones,
+/// drained too (GRACEFUL_SHUTDOWN added), fits one 4,096-byte UPDATE with its prefix
+/// (RFC 4271 §4.1) on any session: see [`bgp::attrs_fit`].
+pub fn route_fits(communities: &[Community], per_vip: &[Community]) -> Result<(), bgp::TooLarge> {
+    let (global, global_large) = split_communities(communities);
+    let mut own: Vec<Community> = per_vip.to_vec();
+    if !own.contains(&GRACEFUL_SHUTDOWN) {
+        own.push(GRACEFUL_SHUTDOWN);
+    }
+    let (standard, large) = split_communities(&own);
+    bgp::attrs_fit(
+        &global,
+        &global_large,
+        &bgp::RouteAttrs {
+            communities: standard,
+            large_communities: large,
+            ..bgp::RouteAttrs::default()
+        },
+    )
+}
+
 /// How the local preference a VIP is announced with is expressed to eBGP peers, where
 /// LOCAL_PREF itself is not sent (RFC 4271 5.1.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,7 +290,7 @@ impl BgpConfig {
             connect_retry: f.get("connect_retry", d.connect_retry, value::seconds)?,
             next_hop_v4: f.opt("next_hop_v4", value::ipv4)?,
             next_hop_v6: f.opt("next_hop_v6", value::ipv6)?,
-            communities: f.get("communities", Vec::new(), communities)?,
+            communities: speaker_communities(f)?,
             graceful_restart: f.get("graceful_restart", false, value::boolean)?,
             graceful_restart_time: f.get("graceful_restart_time", 120, |v| {
                 value::int_in(v, 0, 4095, "a restart time 0..4095 seconds")
@@ -383,6 +429,26 @@ fn communities(v: &str) -> ValueResult<Vec<Community>> {
     Ok(out)
 }
 
+/// `[bgp] communities`, refused when a drained route carrying them would not fit one UPDATE
+/// (the packer would have no room left for its prefix).
+fn speaker_communities(f: &mut Fields<'_>) -> Result<Vec<Community>, ConfigError> {
+    let Some(e) = f.entry("communities") else {
+        return Ok(Vec::new());
+    };
+    let cs = communities(&e.value).map_err(|i| f.error(e, i, false))?;
+    route_fits(&cs, &[]).map_err(|too| {
+        f.error(
+            e,
+            Invalid::Refused(Cow::Owned(format!(
+                "{} communities leave no room for a VIP in a BGP UPDATE: {too}",
+                cs.len()
+            ))),
+            false,
+        )
+    })?;
+    Ok(cs)
+}
+
 fn ebgp_preference(v: &str) -> ValueResult<EbgpPreference> {
     match v.to_ascii_lowercase().as_str() {
         "med" => Ok(EbgpPreference::Med),
@@ -442,6 +508,50 @@ mod tests {
                 extra_prepends: 0
             }
         );
+    }
+
+    #[test]
+    fn communities_that_leave_no_room_for_a_vip_are_refused_with_file_line_and_key() {
+        let cfg = |n: u32| {
+            let list: Vec<String> = (0..n).map(|i| format!("65000:{i}")).collect();
+            crate::Config::from_strs(
+                &format!(
+                    "[main]\namqp_server = amqp://u@b/\nhostname = lb1\n[bgp]\nlocal_as = 65000\n\
+                     router_id = 192.0.2.1\ncommunities = {}\n",
+                    list.join(" ")
+                ),
+                None,
+            )
+        };
+        // 4 bytes each: about 980 fit beside the worst-case rest of an UPDATE.
+        assert_eq!(cfg(900).unwrap().bgp.communities.len(), 900);
+        let e = cfg(1000).unwrap_err().to_string();
+        assert!(
+            e.starts_with("config.ini:7: [bgp] communities: 1000 communities leave no room"),
+            "{e}"
+        );
+        assert!(e.contains("the limit is 4096"), "{e}");
+    }
+
+    #[test]
+    fn a_vips_own_communities_count_with_the_speakers() {
+        let global: Vec<Community> = (0..900)
+            .map(|i| Community::Standard(65000 << 16 | i))
+            .collect();
+        assert!(route_fits(&global, &[]).is_ok());
+        let large = |n: u32| -> Vec<Community> {
+            (0..n)
+                .map(|i| Community::Large {
+                    global: 65000,
+                    local1: i,
+                    local2: i,
+                })
+                .collect()
+        };
+        assert!(route_fits(&global, &large(4)).is_ok());
+        let e = route_fits(&global, &large(64)).unwrap_err();
+        assert!(e.bytes > 4096 && e.large_communities == 64, "{e}");
+        assert!(route_fits(&[], &large(64)).is_ok());
     }
 
     #[test]

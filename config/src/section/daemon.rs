@@ -443,6 +443,13 @@ pub struct MessagesConfig {
     /// × 20 real servers is about 6 MB). Sends above it fail and are counted; receipts above
     /// it are dropped.
     pub max_bytes: usize,
+    /// `queue_max_length` (50,000): a balancer's broker queue holds at most this many
+    /// messages, the oldest dropped first, so a balancer that is gone costs the broker a
+    /// bounded amount.
+    pub queue_max_length: u32,
+    /// `queue_expires` (1 day): the broker deletes a balancer's queue that had no consumer
+    /// for this long.
+    pub queue_expires: Duration,
 }
 
 /// Default of `max_bytes`: 16 MiB.
@@ -453,13 +460,16 @@ impl Default for MessagesConfig {
         MessagesConfig {
             max_age: Duration::from_secs(30),
             max_bytes: DEFAULT_MAX_BYTES,
+            queue_max_length: 50_000,
+            queue_expires: Duration::from_secs(24 * 3600),
         }
     }
 }
 
 impl MessagesConfig {
     /// The keys of `[messages]`.
-    pub const KEYS: &'static [&'static str] = &["max_age", "max_bytes"];
+    pub const KEYS: &'static [&'static str] =
+        &["max_age", "max_bytes", "queue_max_length", "queue_expires"];
 
     pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<MessagesConfig, ConfigError> {
         let d = MessagesConfig::default();
@@ -468,6 +478,10 @@ impl MessagesConfig {
             max_bytes: f.get("max_bytes", d.max_bytes, |v| {
                 value::int_in(v, 4096, 256 << 20, "a size in bytes, 4096..268435456")
             })?,
+            queue_max_length: f.get("queue_max_length", d.queue_max_length, |v| {
+                value::int_in(v, 1, u32::MAX, "a queue length of at least 1")
+            })?,
+            queue_expires: f.get("queue_expires", d.queue_expires, value::positive_seconds)?,
         })
     }
 }

@@ -4,12 +4,14 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::{run_checked, scratch_dir, wait_until, Daemon, Netns};
 
 /// How long [`Bird::start`] waits for the control socket to answer.
 const CTL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between two looks of [`Bird::wait_route`] (a `birdc` call itself takes a few ms).
+const ROUTE_POLL: Duration = Duration::from_millis(5);
 
 /// A `bird -f -c CONF -s SOCK` process in a namespace, with its config, control socket and
 /// log in a scratch directory of its own. Dropping it stops the process (by pid) and removes
@@ -118,8 +120,21 @@ impl Bird {
     /// The routes BIRD holds for exactly `prefix` (`show route PREFIX all`), best first;
     /// empty when it has none. Filtered routes are not listed.
     pub fn routes(&self, prefix: &str) -> io::Result<Vec<BirdRoute>> {
-        let out = self.birdc(&["show", "route", prefix, "all"])?;
-        Ok(parse_routes(&out))
+        let out = Command::new("birdc")
+            .arg("-s")
+            .arg(self.ctl_path())
+            .args(["show", "route", prefix, "all"])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // birdc answers "Network not found" with exit status 1.
+        if !out.status.success() && !text.contains("Network not found") {
+            return Err(io::Error::other(format!(
+                "birdc show route {prefix} all failed ({}): {text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(parse_routes(&text))
     }
 
     /// Whether BIRD uses a route for `prefix` from protocol `protocol`: present, best, and
@@ -129,6 +144,27 @@ impl Bird {
             rs.iter()
                 .any(|r| r.best && r.kind == "unicast" && r.protocol == protocol)
         })
+    }
+
+    /// Looks at `show route PREFIX` every few milliseconds until BIRD has a unicast route
+    /// for `prefix` (`present`) or has none (`!present`), and returns when the answer
+    /// that showed it came back: at or after the change in BIRD's table, on the clock of
+    /// [`crate::AddrMonitor`] and [`crate::RibMonitor`]. `None` after `timeout`.
+    pub fn wait_route(&self, prefix: &str, present: bool, timeout: Duration) -> Option<Instant> {
+        let end = Instant::now() + timeout;
+        loop {
+            let has = self
+                .routes(prefix)
+                .map(|rs| rs.iter().any(|r| r.kind == "unicast"));
+            let at = Instant::now();
+            if has.is_ok_and(|h| h == present) {
+                return Some(at);
+            }
+            if at >= end {
+                return None;
+            }
+            std::thread::sleep(ROUTE_POLL);
+        }
     }
 
     /// Polls `cond` every 50 ms until it holds (→ `true`) or `timeout` passes (→ `false`).

@@ -130,8 +130,9 @@ pub fn rib_paths(rib: &serde_json::Value) -> Vec<RibPath> {
     out
 }
 
-/// One path object; path attribute type codes per RFC 4271 §5 / RFC 4760.
-fn rib_path(prefix: &str, p: &serde_json::Value) -> RibPath {
+/// One path object of gobgp's JSON (`global rib -j`, `monitor … -j`) for `prefix`; path
+/// attribute type codes per RFC 4271 §5 / RFC 4760.
+pub fn rib_path(prefix: &str, p: &serde_json::Value) -> RibPath {
     let as_u32 = |v: &serde_json::Value| v.as_u64().and_then(|n| u32::try_from(n).ok());
     let mut path = RibPath {
         prefix: prefix.to_owned(),

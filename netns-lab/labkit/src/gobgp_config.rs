@@ -76,6 +76,8 @@ pub struct GobgpNeighbor {
     pub local_address: Option<IpAddr>,
     /// `remote-port` to connect to (when the peer does not listen on 179).
     pub remote_port: Option<u16>,
+    /// `description`: a name for the peer, shown by `gobgp neighbor`.
+    pub description: Option<String>,
 }
 
 impl GobgpNeighbor {
@@ -93,6 +95,7 @@ impl GobgpNeighbor {
             families: vec![GobgpFamily::Ipv4Unicast, GobgpFamily::Ipv6Unicast],
             local_address: None,
             remote_port: None,
+            description: None,
         }
     }
 
@@ -136,6 +139,12 @@ impl GobgpNeighbor {
     /// Sets the port gobgpd connects to.
     pub fn remote_port(mut self, port: u16) -> Self {
         self.remote_port = Some(port);
+        self
+    }
+
+    /// Sets the description.
+    pub fn description(mut self, text: &str) -> Self {
+        self.description = Some(text.to_owned());
         self
     }
 }
@@ -219,6 +228,9 @@ fn write_neighbor(t: &mut String, n: &GobgpNeighbor) {
         quote(&n.address.to_string())
     );
     let _ = writeln!(t, "    peer-as = {}", n.peer_as);
+    if let Some(d) = &n.description {
+        let _ = writeln!(t, "    description = {}", quote(d));
+    }
     if let Some(pw) = &n.password {
         let _ = writeln!(t, "    auth-password = {}", quote(pw));
     }
@@ -271,7 +283,8 @@ mod tests {
                 GobgpNeighbor::new("192.0.2.11".parse().unwrap(), 65000)
                     .passive(true)
                     .password("s\"e\\cret")
-                    .hold_time(9),
+                    .hold_time(9)
+                    .description("lb1"),
             )
             .neighbor(
                 GobgpNeighbor::new("2001:db8::12".parse().unwrap(), 65001)
@@ -288,6 +301,10 @@ mod tests {
         assert!(t.contains("  local-address-list = [\"192.0.2.1\", \"2001:db8::1\"]\n"));
         assert_eq!(t.matches("[[neighbors]]").count(), 2);
         assert!(t.contains("auth-password = \"s\\\"e\\\\cret\""), "{t}");
+        assert!(
+            t.contains("peer-as = 65000\n    description = \"lb1\"\n"),
+            "{t}"
+        );
         assert!(t.contains("hold-time = 9\n    keepalive-interval = 3\n"));
         assert!(t.contains("remote-port = 1179"));
         // The first neighbor has both families, the second only IPv6.

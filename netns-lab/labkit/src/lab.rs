@@ -1,7 +1,8 @@
 //! The whole lab topology (`netns-lab/lab`) as a test fixture.
 //!
 //! ```text
-//!  Lab::up("e2e")  ──  netns-lab/lab up   (LAB_PREFIX=e2e<pid>x<n>-, LAB_RUN=<temp dir>)
+//!  Lab::up("e2e", lab_gen)  ──  netns-lab/lab up   (LAB_PREFIX=e2e<pid>x<n>-, LAB_RUN=<temp
+//!     │                          dir>, LAB_GEN=lab_gen: the files from crate::bridge::spec)
 //!     │                  r1 r2 (gobgpd) · broker (RabbitMQ) · arbiter · lb1 lb2 lb3
 //!     ├─ start_daemons / quorum / signal / restart  →  the same script's commands
 //!     ├─ router("r1")  →  GobgpApi on run/r1/api.sock (RIB, sessions)
@@ -11,43 +12,33 @@
 //! Every `Lab` has its own namespaces and run directory, so tests may run side by side.
 
 use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::{describe, GobgpApi, Netns};
+use crate::{bridge, describe, GobgpApi, Netns};
 
 /// The lab script, next to this crate.
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../lab");
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
-/// Node names and transport addresses, as `netns-lab/lib/common.sh` assigns them.
-pub const NODES: [(&str, &str, &str); 7] = [
-    ("r1", "192.0.2.1", "2001:db8::1"),
-    ("r2", "192.0.2.2", "2001:db8::2"),
-    ("broker", "192.0.2.10", "2001:db8::10"),
-    ("arbiter", "192.0.2.20", "2001:db8::20"),
-    ("lb1", "192.0.2.31", "2001:db8::31"),
-    ("lb2", "192.0.2.32", "2001:db8::32"),
-    ("lb3", "192.0.2.33", "2001:db8::33"),
-];
-
-/// The balancers.
-pub const BALANCERS: [&str; 3] = ["lb1", "lb2", "lb3"];
-
 /// A running lab; `lab down` on drop.
 #[derive(Debug)]
 pub struct Lab {
     prefix: String,
     run: tempfile::TempDir,
+    lab_gen: PathBuf,
 }
 
 impl Lab {
     /// Brings a lab up (`lab up`): namespaces, bridge, both routers and the broker.
-    /// `tag` (a few letters) starts the namespace names.
-    pub fn up(tag: &str) -> io::Result<Lab> {
+    /// `tag` (a few letters) starts the namespace names; `lab_gen` is the `lab-gen`
+    /// binary that writes the files (`env!("CARGO_BIN_EXE_lab-gen")` in labkit's tests),
+    /// so the script needs no cargo.
+    pub fn up(tag: &str, lab_gen: &Path) -> io::Result<Lab> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("{tag}{}x{id}-", std::process::id());
         let run = tempfile::Builder::new()
@@ -55,7 +46,11 @@ impl Lab {
             .tempdir()?;
         // RabbitMQ runs as user rabbitmq and must reach its directory inside.
         std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o755))?;
-        let lab = Lab { prefix, run };
+        let lab = Lab {
+            prefix,
+            run,
+            lab_gen: lab_gen.to_owned(),
+        };
         lab.script(&["up"])?;
         Ok(lab)
     }
@@ -67,7 +62,8 @@ impl Lab {
         cmd.arg(SCRIPT)
             .args(args)
             .env("LAB_RUN", self.run.path())
-            .env("LAB_PREFIX", &self.prefix);
+            .env("LAB_PREFIX", &self.prefix)
+            .env("LAB_GEN", &self.lab_gen);
         let out = cmd.output()?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
@@ -162,14 +158,14 @@ impl Lab {
         self.run.path().join("logs").join(format!("{name}.log"))
     }
 
-    /// IPv4 transport address of a node.
-    pub fn v4(node: &str) -> Option<&'static str> {
-        NODES.iter().find(|n| n.0 == node).map(|n| n.1)
+    /// IPv4 transport address of a node ([`bridge::NODES`]).
+    pub fn v4(node: &str) -> Option<Ipv4Addr> {
+        bridge::v4(node)
     }
 
     /// IPv6 transport address of a node.
-    pub fn v6(node: &str) -> Option<&'static str> {
-        NODES.iter().find(|n| n.0 == node).map(|n| n.2)
+    pub fn v6(node: &str) -> Option<Ipv6Addr> {
+        bridge::v6(node)
     }
 }
 
@@ -178,25 +174,5 @@ impl Drop for Lab {
         if let Err(e) = self.script(&["down"]) {
             eprintln!("labkit: lab down: {e}");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_match_the_script() {
-        let common =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../lib/common.sh"))
-                .unwrap();
-        for (node, v4, v6) in NODES {
-            assert!(common.contains(&format!("[{node}]={v4}")), "{node} {v4}");
-            assert!(common.contains(&format!("[{node}]={v6}")), "{node} {v6}");
-        }
-        assert!(common.contains("BALANCERS=(lb1 lb2 lb3)"));
-        assert_eq!(Lab::v4("lb2"), Some("192.0.2.32"));
-        assert_eq!(Lab::v6("r2"), Some("2001:db8::2"));
-        assert_eq!(Lab::v4("nope"), None);
     }
 }

@@ -28,38 +28,126 @@
 // Tests may unwrap: a failed unwrap is how a test reports.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod addr_monitor;
 mod bird;
+pub mod bridge;
 mod daemon;
+pub mod fleet;
 mod frr;
 mod gobgp_api;
 mod gobgp_config;
 mod gobgpd;
+mod ini;
 mod lab;
+pub mod metrics;
 mod netns;
 pub mod proc;
 pub mod rabbit;
+mod rib_monitor;
+pub mod spec;
 mod wait;
 
+pub use addr_monitor::{AddrEvent, AddrMonitor};
 pub use bird::{Bird, BirdRoute};
 pub use daemon::Daemon;
 pub use frr::Frr;
-pub use gobgp_api::{rib_paths, session_state_name, GobgpApi, RibPath};
+pub use gobgp_api::{rib_path, rib_paths, session_state_name, GobgpApi, RibPath};
 pub use gobgp_config::{GobgpConfig, GobgpFamily, GobgpNeighbor};
 pub use gobgpd::Gobgpd;
-pub use lab::{Lab, BALANCERS, NODES};
+pub use ini::Ini;
+pub use lab::Lab;
 pub use netns::{veth, veth_pair, Netns};
 pub use rabbit::Rabbit;
-pub use wait::{free_port, scratch_dir, wait_until};
+pub use rib_monitor::{RibEvent, RibMonitor, Timed};
+pub use wait::{free_port, scratch_dir, wait_every, wait_until};
 
-/// Whether this process runs as root (effective uid 0), which every `lab_` test needs.
+/// Whether this process runs as root (effective uid 0), for programs (benches) that
+/// say so in their own words.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Fails the calling test unless it runs as root (effective uid 0), which every `lab_`
+/// and `vm_` test needs: a test that cannot run its check must not pass.
 ///
-/// When it does not, prints one line to stderr saying so, so a skipped test says why.
+/// # Panics
+///
+/// When not root, with the reason and the command that runs the lab tests. It returns
+/// `true` otherwise, so callers written as `if !require_root() { return }` fail too.
+#[allow(clippy::panic)] // A lab helper fails the test the way a failed assert does.
+#[track_caller]
 pub fn require_root() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        eprintln!("labkit: not root; lab tests need root, netns and gobgpd: run netns-lab/test");
+    if !is_root() {
+        panic!(
+            "labkit: not root (euid {}): lab tests need root, network namespaces, gobgpd and \
+             RabbitMQ; run them with netns-lab/test (vm_ tests: netns-lab/vm-test, netns-lab/vm-e2e)",
+            nix::unistd::geteuid()
+        );
     }
-    root
+    true
+}
+
+/// Text without ANSI colour sequences (`ESC [ … letter`): the daemons colour their logs.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A monitor's reader: a thread that reads `child`'s stdout line by line, stamps each line
+/// with the instant it arrived, and sends what `parse` makes of it. The thread ends with
+/// the stream or when the receiver is dropped.
+#[allow(clippy::type_complexity)] // A channel and its thread, as the two monitors keep them.
+pub(crate) fn read_stream<T, I>(
+    child: &mut std::process::Child,
+    what: &str,
+    parse: fn(&str, std::time::Instant) -> I,
+) -> std::io::Result<(std::sync::mpsc::Receiver<T>, std::thread::JoinHandle<()>)>
+where
+    T: Send + 'static,
+    I: IntoIterator<Item = T> + 'static,
+{
+    use std::io::BufRead;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other(format!("{what}: no stdout")))?;
+    let (tx, events) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let at = std::time::Instant::now();
+            let Ok(line) = line else { break };
+            for ev in parse(&line, at) {
+                if tx.send(ev).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok((events, reader))
+}
+
+/// Ends a monitor's CLI process (by its pid) and joins the thread that read its output.
+pub(crate) fn stop_stream(
+    child: &mut std::process::Child,
+    reader: Option<std::thread::JoinHandle<()>>,
+) {
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Some(r) = reader {
+        let _ = r.join();
+    }
 }
 
 /// Runs a prepared command to completion and returns its stdout, or an error that names

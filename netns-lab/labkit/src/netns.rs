@@ -112,6 +112,30 @@ impl Netns {
         run_checked(self.command(prog).args(args))
     }
 
+    /// Runs `prog ARGS…` inside the namespace with `input` on its stdin (`ipvsadm -R`,
+    /// say) and returns its stdout; fails with the command line and its stderr.
+    pub fn run_with_input(&self, prog: &str, args: &[&str], input: &str) -> io::Result<String> {
+        let mut cmd = self.command(prog);
+        cmd.args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            io::Write::write_all(&mut stdin, input.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "{} failed ({}): {}",
+                crate::describe(&cmd),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Moves the CURRENT thread into the namespace (`setns(2)` with `CLONE_NEWNET`).
     ///
     /// Call it before building a tokio runtime: threads spawned afterwards inherit the
@@ -123,6 +147,27 @@ impl Netns {
             .map_err(|e| io::Error::new(e.kind(), format!("cannot open {path}: {e}")))?;
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| io::Error::other(format!("setns({path}): {e}")))
+    }
+
+    /// Runs the future `work` makes to completion on a thread of its own inside the
+    /// namespace ([`Netns::enter`]), on a current-thread tokio runtime, and returns its
+    /// output: a test's AMQP or BGP client that must reach an address only the namespace
+    /// routes.
+    pub fn block_on<F>(&self, work: impl FnOnce() -> F + Send + 'static) -> io::Result<F::Output>
+    where
+        F: std::future::Future,
+        F::Output: Send + 'static,
+    {
+        let ns = Netns::attach(&self.name)?;
+        std::thread::spawn(move || {
+            ns.enter()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(work()))
+        })
+        .join()
+        .map_err(|_| io::Error::other("the namespace's thread panicked"))?
     }
 
     /// Pids of the processes whose network namespace is this one (`ip netns pids`).

@@ -10,7 +10,13 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// Polls `cond` every 50 ms until it returns true (→ `true`) or `timeout` has passed
 /// (→ `false`). `cond` is always tried at least once, and once more at the deadline.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: Duration, cond: impl FnMut() -> bool) -> bool {
+    wait_every(timeout, POLL, cond)
+}
+
+/// Like [`wait_until`], polling every `every`: slower for conditions that cost a lot to
+/// look at (several processes under TCG).
+pub fn wait_every(timeout: Duration, every: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if cond() {
@@ -20,7 +26,7 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if now >= deadline {
             return false;
         }
-        std::thread::sleep(POLL.min(deadline - now));
+        std::thread::sleep(every.min(deadline - now));
     }
 }
 

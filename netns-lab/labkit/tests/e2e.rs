@@ -19,14 +19,16 @@ const ALL3_ARG: &str = "198.51.100.3,b-200,80";
 
 /// A lab with the daemons running and every balancer's two sessions Established.
 fn lab_with_daemons(tag: &str) -> Lab {
-    assert!(labkit::require_root(), "e2e tests run as root");
-    let lab = Lab::up(tag).unwrap();
+    labkit::require_root();
+    let lab = Lab::up(tag, env!("CARGO_BIN_EXE_lab-gen").as_ref()).unwrap();
     lab.start_daemons().unwrap();
-    for lb in labkit::BALANCERS {
-        for (router, addr) in [("r1", Lab::v4(lb)), ("r2", Lab::v6(lb))] {
+    for lb in labkit::bridge::BALANCERS {
+        let v4 = Lab::v4(lb).unwrap().to_string();
+        let v6 = Lab::v6(lb).unwrap().to_string();
+        for (router, addr) in [("r1", v4), ("r2", v6)] {
             let ok = lab
                 .router(router)
-                .wait_established(addr.unwrap(), Duration::from_secs(30));
+                .wait_established(&addr, Duration::from_secs(30));
             assert!(ok, "{lb} never Established at {router}\n{}", logs(&lab, lb));
         }
     }
@@ -112,10 +114,10 @@ fn lab_e2e_quorum_announces_with_local_pref_and_withdraws_v4_and_v6() {
 
     // IPv6 VIP on lb1 and lb3 with two ports: announced only when both have quorum.
     let v6 = "2001:db8:f00::1/128";
+    let mon = labkit::RibMonitor::start(&r1, "ipv6", "2001:db8:ffff::fe/128").unwrap();
     lab.quorum_up("2001:db8:f00::1,b-100,80").unwrap();
-    std::thread::sleep(Duration::from_secs(2));
     assert!(
-        paths(&r1, v6).is_empty(),
+        mon.wait(v6, false, Duration::from_secs(2)).is_none(),
         "announced with 1 of 2 ports: {:?}",
         paths(&r1, v6)
     );

@@ -11,7 +11,7 @@ use labkit::{veth, GobgpConfig, GobgpNeighbor, Gobgpd, Netns};
 
 /// r1 (192.0.2.1, 2001:db8::1) and r2 (192.0.2.2, 2001:db8::2) joined by a veth.
 fn two_nodes() -> (Netns, Netns) {
-    assert!(labkit::require_root(), "lab tests run as root");
+    labkit::require_root();
     let a = Netns::new("lk-r1").unwrap();
     let b = Netns::new("lk-r2").unwrap();
     veth(
@@ -201,7 +201,7 @@ fn lab_gobgpd_md5_mismatch_never_establishes() {
 #[test]
 #[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
 fn lab_gobgpd_start_reports_a_bad_config_with_its_log() {
-    assert!(labkit::require_root());
+    labkit::require_root();
     let a = Netns::new("lk-bad").unwrap();
     let err = Gobgpd::start(&a, "[global.config]\n  as = \"not a number\"\n").unwrap_err();
     let text = err.to_string();

@@ -1,5 +1,6 @@
-//! The lab scripts (`netns-lab/lab`): generated files checked with the real config
-//! loader and mapping builder (no root), and a whole `lab up`/`status`/`down` (root).
+//! The lab scripts (`netns-lab/lab`): the files `lab gen` writes (labkit's `lab-gen`)
+//! checked with the real config loader and mapping builder (no root), and a whole
+//! `lab up`/`status`/`down` (root).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,7 @@ fn lab(run: &Path, prefix: &str, args: &[&str]) -> Output {
         .args(args)
         .env("LAB_RUN", run)
         .env("LAB_PREFIX", prefix)
+        .env("LAB_GEN", env!("CARGO_BIN_EXE_lab-gen"))
         .output()
         .unwrap();
     eprintln!(
@@ -155,7 +157,7 @@ fn gen_keeps_secrets_across_runs() {
 #[test]
 #[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
 fn lab_topology_up_status_down() {
-    assert!(labkit::require_root());
+    labkit::require_root();
     let run = tempfile::tempdir().unwrap();
     // RabbitMQ runs as user rabbitmq and must reach its directory under the run dir.
     std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -231,7 +233,7 @@ fn lab_routers_take_balancer_sessions_and_routes() {
     use labkit::{GobgpConfig, GobgpNeighbor, Gobgpd, Netns};
     use std::time::Duration;
 
-    assert!(labkit::require_root());
+    labkit::require_root();
     let run = tempfile::tempdir().unwrap();
     std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let prefix = format!("lr{}-", std::process::id());

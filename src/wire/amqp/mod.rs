@@ -64,7 +64,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 pub use options::{prefetch_for, TlsFiles, TransportOptions, INPUT_BUDGET};
-pub use topology::{Dest, Role, CLIENT_QUEUE_PREFIX, EXCHANGE, SERVER_QUEUE};
+pub use topology::{Dest, QueueLimits, Role, CLIENT_QUEUE_PREFIX, EXCHANGE, SERVER_QUEUE};
 
 use super::counters::Counters;
 use super::envelope::{self, Header, MessageId, SealError};

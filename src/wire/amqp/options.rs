@@ -15,7 +15,7 @@ use std::time::Duration;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::uri::AMQPUri;
 
-use super::topology::Role;
+use super::topology::{QueueLimits, Role, CLIENT_QUEUE_EXPIRES, CLIENT_QUEUE_MAX_LENGTH};
 use super::WireError;
 use crate::wire::keys::{self, NodeKey, PublicKey, Senders};
 
@@ -122,6 +122,10 @@ pub struct TransportOptions {
     pub max_age: Duration,
     /// Largest message sent or accepted, in bytes (`max_bytes`).
     pub max_bytes: usize,
+    /// `x-max-length` of a balancer's queue (`queue_max_length`).
+    pub queue_max_length: u32,
+    /// `x-expires` of a balancer's queue (`queue_expires`).
+    pub queue_expires: Duration,
     /// Unacknowledged deliveries the broker may push ahead (`basic.qos`).
     pub prefetch: u16,
     /// Capacity of the channel of verified messages handed to the daemon.
@@ -157,6 +161,8 @@ impl TransportOptions {
             tls: TlsFiles::default(),
             max_age: Duration::from_secs(30),
             max_bytes,
+            queue_max_length: CLIENT_QUEUE_MAX_LENGTH,
+            queue_expires: CLIENT_QUEUE_EXPIRES,
             prefetch: prefetch_for(max_bytes),
             incoming_capacity: 1024,
             replay_window: crate::wire::replay::DEFAULT_CAPACITY,
@@ -204,8 +210,22 @@ impl TransportOptions {
             .map(|p| p.expose().to_owned());
         o.tls = TlsFiles::from_config(cfg);
         o.max_age = cfg.messages.max_age;
+        o.queue_max_length = cfg.messages.queue_max_length;
+        o.queue_expires = cfg.messages.queue_expires;
         o.incoming_capacity = cfg.main.processing_queue_limit.clamp(16, 1 << 20);
         Ok(o)
+    }
+}
+
+impl TransportOptions {
+    /// What this transport declares its queue with.
+    pub fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_age: self.max_age,
+            max_bytes: self.max_bytes,
+            client_max_length: self.queue_max_length,
+            client_expires: self.queue_expires,
+        }
     }
 }
 

@@ -92,14 +92,7 @@ async fn setup(
         .basic_qos(shared.opts.prefetch.max(1), BasicQosOptions::default())
         .await?;
     let vhost = shared.uri.vhost.clone();
-    topology::declare(
-        &consume,
-        &shared.role,
-        &vhost,
-        shared.opts.max_age,
-        shared.opts.max_bytes,
-    )
-    .await?;
+    topology::declare(&consume, &shared.role, &vhost, &shared.opts.queue_limits()).await?;
     let queue = shared.role.queue();
     let consumer = consume
         .basic_consume(

@@ -20,10 +20,13 @@
 //! | argument | balancer queue | `lbs` | why |
 //! |---|---|---|---|
 //! | `x-message-ttl` | `max_age` | `max_age` | a message that waited longer reaches nobody: freshness by RabbitMQ's clock, not by comparing two hosts' |
-//! | `x-max-length` | 50,000 | 200,000 | well above what one balancer is sent within `max_age` (a fleet-wide withdraw of 10,000 VIPs is 10,000 `fin_announce`), resp. what 1,000 balancers send the arbiter |
+//! | `x-max-length` | `queue_max_length` (50,000) | 200,000 | well above what one balancer is sent within `max_age` (a fleet-wide withdraw of 10,000 VIPs is 10,000 `fin_announce`), resp. what 1,000 balancers send the arbiter |
 //! | `x-max-length-bytes` | 4 × `max_bytes` | 16 × `max_bytes` | a few of the largest messages (whole trees) fit; memory stays bounded whatever the count |
 //! | `x-overflow` | `drop-head` | `drop-head` | the oldest goes first; the daemons' periodic requests and heartbeats repair a gap |
-//! | `x-expires` | 1 day | — | the queue of a balancer that consumed nothing for a day goes; the arbiter's stays |
+//! | `x-expires` | `queue_expires` (1 day) | — | the queue of a balancer that consumed nothing for that long goes; the arbiter's stays |
+//!
+//! The balancer's two are `[messages] queue_max_length` and `queue_expires`
+//! ([`QueueLimits`]); the rest follows from `max_age` and `max_bytes`.
 //!
 //! A queue declared earlier with other arguments makes RabbitMQ refuse the declaration
 //! (`PRECONDITION_FAILED`); [`WireError::QueueArguments`] says how to delete it.
@@ -47,12 +50,37 @@ pub const SERVER_QUEUE: &str = SERVER_ADDRESS;
 /// Prefix of a balancer's queue name: `ipvs-sync.<hostname>`.
 pub const CLIENT_QUEUE_PREFIX: &str = "ipvs-sync.";
 
-/// `x-max-length` of a balancer's queue.
-pub const CLIENT_QUEUE_MAX_LENGTH: i64 = 50_000;
+/// Default `x-max-length` of a balancer's queue (`[messages] queue_max_length`).
+pub const CLIENT_QUEUE_MAX_LENGTH: u32 = 50_000;
 /// `x-max-length` of `lbs`.
 pub const SERVER_QUEUE_MAX_LENGTH: i64 = 200_000;
-/// `x-expires` of a balancer's queue.
+/// Default `x-expires` of a balancer's queue (`[messages] queue_expires`).
 pub const CLIENT_QUEUE_EXPIRES: Duration = Duration::from_secs(24 * 3600);
+
+/// What a role's queue is declared with (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// `x-message-ttl` of every queue (`max_age`).
+    pub max_age: Duration,
+    /// Largest message (`max_bytes`): the queues' byte bounds are multiples of it.
+    pub max_bytes: usize,
+    /// `x-max-length` of a balancer's queue (`queue_max_length`).
+    pub client_max_length: u32,
+    /// `x-expires` of a balancer's queue (`queue_expires`).
+    pub client_expires: Duration,
+}
+
+impl QueueLimits {
+    /// `max_age` and `max_bytes` with the default balancer queue bounds.
+    pub fn new(max_age: Duration, max_bytes: usize) -> Self {
+        QueueLimits {
+            max_age,
+            max_bytes,
+            client_max_length: CLIENT_QUEUE_MAX_LENGTH,
+            client_expires: CLIENT_QUEUE_EXPIRES,
+        }
+    }
+}
 
 /// Which side of the broker a transport serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,21 +162,28 @@ impl Role {
         })
     }
 
-    /// The arguments this role declares its queue with.
-    pub fn queue_arguments(&self, max_age: Duration, max_bytes: usize) -> Vec<(&'static str, i64)> {
+    /// The arguments this role declares its queue with. A TTL or expiry below 1 ms is
+    /// raised to 1 ms (RabbitMQ refuses an `x-expires` of 0).
+    pub fn queue_arguments(&self, limits: &QueueLimits) -> Vec<(&'static str, i64)> {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1);
         let bytes = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         match self {
             Role::Client { .. } => vec![
-                ("x-message-ttl", ms(max_age)),
-                ("x-max-length", CLIENT_QUEUE_MAX_LENGTH),
-                ("x-max-length-bytes", bytes(max_bytes.saturating_mul(4))),
-                ("x-expires", ms(CLIENT_QUEUE_EXPIRES)),
+                ("x-message-ttl", ms(limits.max_age)),
+                ("x-max-length", i64::from(limits.client_max_length)),
+                (
+                    "x-max-length-bytes",
+                    bytes(limits.max_bytes.saturating_mul(4)),
+                ),
+                ("x-expires", ms(limits.client_expires)),
             ],
             Role::Server { .. } => vec![
-                ("x-message-ttl", ms(max_age)),
+                ("x-message-ttl", ms(limits.max_age)),
                 ("x-max-length", SERVER_QUEUE_MAX_LENGTH),
-                ("x-max-length-bytes", bytes(max_bytes.saturating_mul(16))),
+                (
+                    "x-max-length-bytes",
+                    bytes(limits.max_bytes.saturating_mul(16)),
+                ),
             ],
         }
     }
@@ -205,8 +240,7 @@ pub(super) async fn declare(
     ch: &Channel,
     role: &Role,
     vhost: &str,
-    max_age: Duration,
-    max_bytes: usize,
+    limits: &QueueLimits,
 ) -> Result<(), WireError> {
     let passive = matches!(role, Role::Client { .. });
     ch.exchange_declare(
@@ -239,7 +273,7 @@ pub(super) async fn declare(
         }
     })?;
     let queue = role.queue();
-    let args = role.queue_arguments(max_age, max_bytes);
+    let args = role.queue_arguments(limits);
     ch.queue_declare(
         queue.as_str().into(),
         QueueDeclareOptions {
@@ -342,7 +376,7 @@ mod tests {
         let c = Role::Client {
             hostname: "lb1".into(),
         };
-        let args = c.queue_arguments(Duration::from_secs(30), 16 << 20);
+        let args = c.queue_arguments(&QueueLimits::new(Duration::from_secs(30), 16 << 20));
         assert_eq!(
             args,
             [
@@ -352,8 +386,29 @@ mod tests {
                 ("x-expires", 86_400_000),
             ]
         );
+        // [messages] queue_max_length and queue_expires bound a balancer's queue; an
+        // expiry of 0 is raised to what the broker takes.
+        let limits = QueueLimits {
+            client_max_length: 1000,
+            client_expires: Duration::ZERO,
+            ..QueueLimits::new(Duration::from_secs(300), 1 << 20)
+        };
+        assert_eq!(
+            c.queue_arguments(&limits),
+            [
+                ("x-message-ttl", 300_000),
+                ("x-max-length", 1000),
+                ("x-max-length-bytes", 4 << 20),
+                ("x-expires", 1),
+            ]
+        );
         let s = Role::Server { name: "a".into() };
-        let args = s.queue_arguments(Duration::from_millis(1500), 1 << 20);
+        assert_eq!(
+            s.queue_arguments(&limits),
+            s.queue_arguments(&QueueLimits::new(Duration::from_secs(300), 1 << 20)),
+            "the arbiter's queue has no length or expiry of the balancers'"
+        );
+        let args = s.queue_arguments(&QueueLimits::new(Duration::from_millis(1500), 1 << 20));
         assert_eq!(args[0], ("x-message-ttl", 1500));
         assert!(args.iter().all(|(k, _)| *k != "x-expires"));
         let t = arguments_table(&args);

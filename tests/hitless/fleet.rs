@@ -82,6 +82,12 @@ pub struct FleetOpts {
     pub consumer_alive_ttl: u64,
     /// AMQP heartbeat of every daemon's connection, seconds (default: the daemons' own).
     pub amqp_heartbeat: Option<u16>,
+    /// The routers act as graceful-restart helpers (RFC 4724) for every balancer session.
+    pub router_graceful_restart: bool,
+    /// Lines added to the balancers' `[bgp]` section.
+    pub client_bgp: String,
+    /// Lines added to the balancers' `[announce]` section.
+    pub client_announce: String,
 }
 
 impl Default for FleetOpts {
@@ -101,6 +107,9 @@ impl Default for FleetOpts {
             startup_hold: 0.0,
             consumer_alive_ttl: 5,
             amqp_heartbeat: None,
+            router_graceful_restart: false,
+            client_bgp: String::new(),
+            client_announce: String::new(),
         }
     }
 }
@@ -199,7 +208,22 @@ impl Fleet {
                             .families(&[GobgpFamily::Ipv6Unicast]),
                     );
             }
-            let gobgpd = Gobgpd::start(&rns, &cfg.to_toml()).unwrap();
+            let mut toml = cfg.to_toml();
+            if opts.router_graceful_restart {
+                // Helper for each neighbor (one family each): the keys attach to the
+                // [[neighbors]] and [[neighbors.afi-safis]] tables written last.
+                toml = toml.replace(
+                    "  [[neighbors.afi-safis]]",
+                    "  [neighbors.graceful-restart.config]\n    enabled = true\n    helper-only = true\n  [[neighbors.afi-safis]]",
+                );
+                for fam in ["ipv4-unicast", "ipv6-unicast"] {
+                    toml = toml.replace(
+                        &format!("      afi-safi-name = \"{fam}\""),
+                        &format!("      afi-safi-name = \"{fam}\"\n    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true"),
+                    );
+                }
+            }
+            let gobgpd = Gobgpd::start(&rns, &toml).unwrap();
             started_routers.push(Router {
                 ns: rns,
                 gobgpd,
@@ -375,7 +399,7 @@ impl Fleet {
              arbiter_name = arbiter\narbiter_public_key = {arbiter_key}\nstate_dir = {state}\n\
              control_socket = {dir}/control.sock\n\
              [bgp]\nlocal_as = {LOCAL_AS}\nrouter_id = 192.0.2.{rid}\nhold_time = {hold}\nconnect_retry = 1\n\
-             communities = 65000:100\n\n{peers}[announce]\ninterface = lo\n{firewall}\n[client]\nsync_dirs = {sync}\n{messages}",
+             communities = 65000:100\n{client_bgp}\n{peers}[announce]\ninterface = lo\n{firewall}{client_announce}\n[client]\nsync_dirs = {sync}\n{messages}",
             amqp = self.amqp_url(),
             name = b.name,
             dir = b.dir.display(),
@@ -391,6 +415,8 @@ impl Fleet {
             ttl = self.opts.consumer_alive_ttl,
             arbiter_key = self.keys["arbiter"].public(),
             state = b.dir.join("state").display(),
+            client_bgp = self.opts.client_bgp,
+            client_announce = self.opts.client_announce,
         );
         fs::create_dir_all(b.dir.join("sync")).unwrap();
         write(&b.dir.join("config.ini"), &text);

@@ -23,25 +23,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../tests/lab/fleet.rs"]
-mod fleet;
-
-#[path = "convergence/exabgp.rs"]
 mod exabgp;
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleet::{Fleet, FleetOpts, RibMonitor};
+use labkit::fleet::{Fleet, FleetOpts};
+use labkit::metrics::{metric_by, percentiles};
 use labkit::proc::{cpu_secs, status_mb};
+use labkit::RibMonitor;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The binary measured (the bench profile builds target/release/ipvs-sync).
+fn bin() -> &'static std::path::Path {
+    env!("CARGO_BIN_EXE_ipvs-sync").as_ref()
+}
+
 /// How long one announce or withdraw may take before it counts as lost.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
-/// A quorum handler that runs longer than this is killed and the bench stops.
-const HANDLER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rounds run before the measured ones (first UPDATEs, caches, page faults).
 const WARMUP: usize = 3;
 /// The latency cycles stop after this long, measured or not (keeps the bench < 10 min).
@@ -144,42 +145,15 @@ struct Path {
 /// `Ok(None)` when the change did not show within [`OP_TIMEOUT`].
 fn timed(
     mon: &RibMonitor,
-    mut cmd: Command,
+    cmd: Command,
     prefix: &str,
     lp: Option<u64>,
 ) -> Result<Option<(Duration, Duration)>, BoxError> {
-    mon.drain();
-    let t0 = Instant::now();
-    let mut child = cmd.spawn()?;
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
-    // The handler may exit before or after the route moves: reap it on the side.
-    let (tx, exit) = std::sync::mpsc::channel();
-    let reaper = std::thread::spawn(move || {
-        let _ = tx.send((child.wait(), Instant::now()));
-    });
-    let ev = mon.wait_for(OP_TIMEOUT, |e| {
-        e.prefix == prefix && e.withdrawal == lp.is_none() && (lp.is_none() || e.local_pref == lp)
-    });
-    let waited = exit.recv_timeout(HANDLER_TIMEOUT);
-    if waited.is_err() {
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    }
-    let _ = reaper.join();
-    let (status, exited) = waited.map_err(|_| format!("{cmd:?} ran over {HANDLER_TIMEOUT:?}"))?;
-    let status = status?;
-    if !status.success() {
-        return Err(format!("{cmd:?}: {status}").into());
-    }
-    Ok(ev.map(|e| (e.at.duration_since(t0), exited.duration_since(t0))))
+    let t = mon.time_change(cmd, prefix, lp, OP_TIMEOUT)?;
+    Ok(t.at_router.map(|at| (at, t.handler)))
 }
 
-fn record(
-    path: &mut Path,
-    up: bool,
-    measured: bool,
-    r: Option<(Duration, Duration)>,
-    mon: &RibMonitor,
-) {
+fn record(path: &mut Path, up: bool, measured: bool, r: Option<(Duration, Duration)>) {
     match r {
         Some((lat, ran)) if measured => {
             if up {
@@ -194,9 +168,6 @@ fn record(
             if measured {
                 path.lost += 1;
             }
-            // Let a late change land before the next round looks.
-            std::thread::sleep(Duration::from_secs(1));
-            mon.drain();
         }
     }
 }
@@ -217,9 +188,9 @@ fn up_and_down(
     if r.is_none() && !measured {
         return Err(format!("warm-up: {}", failure()).into());
     }
-    record(path, true, measured, r, mon);
+    record(path, true, measured, r);
     let r = timed(mon, quorum("down"), prefix, None)?;
-    record(path, false, measured, r, mon);
+    record(path, false, measured, r);
     Ok(())
 }
 
@@ -234,15 +205,18 @@ struct Latency {
 fn latency(cycles: usize, logs: Option<&std::path::Path>) -> Result<Latency, BoxError> {
     let vip: IpAddr = IPVS_VIP.parse()?;
     let desc = desc_dir()?;
-    let f = Fleet::start(FleetOpts {
-        vips: vec![vip],
-        log_level: "info",
-        desc_dir: Some(desc.path().to_owned()),
-        ..Default::default()
-    });
+    let f = Fleet::start(
+        bin(),
+        FleetOpts {
+            vips: vec![vip],
+            log_level: "info",
+            desc_dir: Some(desc.path().to_owned()),
+            ..Default::default()
+        },
+    )?;
     let exa = exabgp::Exa::start(f.opts.hold_time);
-    let mon = f.monitor(0, "ipv4");
-    let exa_mon = RibMonitor::start(&exa.router.api(), "ipv4", "192.0.2.254/32");
+    let mon = f.monitor(0, "ipv4")?;
+    let exa_mon = RibMonitor::start(&exa.router.api(), "ipv4", "192.0.2.254/32")?;
     let ipvs_prefix = format!("{IPVS_VIP}/32");
     let exa_prefix = format!("{EXA_VIP}/32");
 
@@ -399,14 +373,17 @@ const SENT: &str = "ipvs_sync_messages_sent_total";
 fn cold_start(n: usize, logs: Option<&std::path::Path>) -> Result<Cold, BoxError> {
     let vips: Vec<IpAddr> = (0..n).map(cold_vip).collect();
     let desc = desc_dir()?;
-    let mut f = Fleet::start(FleetOpts {
-        vips,
-        desc_dir: Some(desc.path().to_owned()),
-        start_clients: false,
-        desc_announce: Some(100),
-        log_level: "info",
-        ..Default::default()
-    });
+    let mut f = Fleet::start(
+        bin(),
+        FleetOpts {
+            vips,
+            desc_dir: Some(desc.path().to_owned()),
+            start_clients: false,
+            desc_announce: Some(100),
+            log_level: "info",
+            ..Default::default()
+        },
+    )?;
     let arbiter = f.arbiter_pid().ok_or("arbiter not running")?;
     // Let the arbiter finish reading configs and desc files; its idle rate is a figure too.
     let mut idle = f64::NAN;
@@ -422,7 +399,7 @@ fn cold_start(n: usize, logs: Option<&std::path::Path>) -> Result<Cold, BoxError
     let r1 = f.routers[0].gobgpd.api();
 
     let t0 = Instant::now();
-    f.start_client(0);
+    f.start_client(0)?;
     let client = f.client_pid(0).ok_or("client not running")?;
     let (mut first, mut all, mut reached, mut polls) = (None, None, 0, 0);
     let mut sample = (0.0, 0.0);
@@ -461,8 +438,8 @@ fn cold_start(n: usize, logs: Option<&std::path::Path>) -> Result<Cold, BoxError
         arbiter_rss: status_mb(arbiter, "VmRSS:").unwrap_or(f64::NAN),
         arbiter_hwm: status_mb(arbiter, "VmHWM:").unwrap_or(f64::NAN),
         arbiter_idle: idle,
-        client_sent: fleet::metric_by(&f.client_metrics(0), SENT, "type"),
-        arbiter_sent: fleet::metric_by(&f.arbiter_metrics(), SENT, "type"),
+        client_sent: metric_by(&f.client_metrics(0), SENT, "type"),
+        arbiter_sent: metric_by(&f.arbiter_metrics(), SENT, "type"),
     };
     keep_logs(&f, logs, "cold")?;
     if all.is_none() {
@@ -491,7 +468,7 @@ fn secs(d: Option<Duration>) -> String {
 
 /// p50 / p99 of samples, in ms.
 fn p50_99(v: &[Duration]) -> String {
-    let (p50, p99) = fleet::percentiles(v.to_vec());
+    let (p50, p99) = percentiles(v.to_vec());
     format!("{} / {}", ms(p50), ms(p99))
 }
 
@@ -586,7 +563,7 @@ fn print_table(header: [&str; 3], rows: &[[String; 3]]) {
 
 fn main() -> Result<(), BoxError> {
     let opts = Opts::parse()?;
-    if !labkit::require_root() {
+    if !labkit::is_root() {
         return Err("the convergence bench needs root (namespaces, BGP on port 179)".into());
     }
     let command = std::env::var("BENCH_COMMAND")
