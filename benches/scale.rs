@@ -6,9 +6,11 @@
 //!         ▲                                                   heartbeat_interval 1, mapping of
 //!         │ C lapin connections                              N balancers from keepalived configs)
 //!    this process: N clients
-//!      per client: durable queue ipvs-sync.<name> bound to <name> and `broadcast` (as
-//!      src/wire/amqp.rs declares it), one consumer (checks the MAC, counts by type, acks),
-//!      one signed heartbeat per second to key `lbs` (persistent, mandatory, confirmed)
+//!      per client: its own Ed25519 key (the arbiter holds its .pub), durable queue
+//!      ipvs-sync.<name> with the limits src/wire/amqp/topology.rs declares, bound to <name>
+//!      and `broadcast`, one consumer (checks the arbiter's signature, counts by type, acks),
+//!      one heartbeat per second signed with its key to key `lbs` (persistent, mandatory,
+//!      confirmed)
 //!    sampler (1 s): utime+stime and VmRSS/VmHWM of the arbiter, of beam.smp and of this
 //!      process; the arbiter's /metrics counters
 //! ```
@@ -33,7 +35,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use ipvs_sync::wire::envelope;
+use ipvs_sync::wire::amqp::topology;
+use ipvs_sync::wire::envelope::{self, MessageId};
+use ipvs_sync::wire::{NodeKey, PublicKey, Role};
 use labkit::proc;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -45,11 +49,9 @@ use serde_json::value::RawValue;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The shared HMAC key (64 ASCII bytes, as `secret.ini` carries it).
-const KEY: &str = "7363616c652d62656e63682d6b65792d6f662d33322d62797465732d21212121";
 const BROKER: &str = "192.0.2.5:5672";
 const HTTP: &str = "127.0.0.1:9100";
-const EXCHANGE: &str = "ipvs";
+const EXCHANGE: &str = topology::EXCHANGE;
 /// Balancers that share one set of VIPs (an ECMP group).
 const GROUP: usize = 10;
 /// Heartbeats go out in this many slots per second, so the load is spread.
@@ -142,8 +144,16 @@ fn write(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
-/// keepalived configs, desc files, config.ini and secret.ini of the arbiter.
-fn write_arbiter(d: &Path, o: &Opts, user: &str, pass: &str) -> std::io::Result<(usize, usize)> {
+/// keepalived configs, desc files, config.ini, secret.ini (the arbiter's key) and the
+/// balancers' public keys of the arbiter.
+fn write_arbiter(
+    d: &Path,
+    o: &Opts,
+    user: &str,
+    pass: &str,
+    arbiter: &NodeKey,
+    clients: &[NodeKey],
+) -> std::io::Result<(usize, usize)> {
     let groups = o.clients.div_ceil(GROUP);
     let (mut vips, mut up) = (0, 0);
     for g in 0..groups {
@@ -160,6 +170,12 @@ fn write_arbiter(d: &Path, o: &Opts, user: &str, pass: &str) -> std::io::Result<
                 ),
             )?;
         }
+    }
+    for (k, key) in clients.iter().enumerate() {
+        write(
+            &d.join(format!("balancers/{}.pub", name(k))),
+            &format!("{}\n", key.public()),
+        )?;
     }
     for k in 0..o.clients {
         let g = k / GROUP;
@@ -186,13 +202,17 @@ fn write_arbiter(d: &Path, o: &Opts, user: &str, pass: &str) -> std::io::Result<
              http_listen = {HTTP}\ncontrol_socket = {dd}/control.sock\nstate_dir = {dd}/state\n\
              service_mapping_wildcard = {dd}/lbs/*/*/*.conf\nservice_mapping_config = {dd}/svc_mapping.json\n\
              vip_description_filepath = {dd}/desc/keepalived-{{vip}}-desc.json\n\
-             heartbeat_interval = 1\nconsumer_alive_ttl = {ttl}\n\
-             [server]\nquorum_socket = {dd}/quorum.sock\nstartup_hold = 0\n",
+             heartbeat_interval = 1\nconsumer_alive_ttl = {ttl}\nstate_dir = {dd}/state\n\
+             [server]\nquorum_socket = {dd}/quorum.sock\nstartup_hold = 0\n\
+             balancer_keys_dir = {dd}/balancers\n",
             ttl = o.ttl
         ),
     )?;
     let secret = d.join("secret.ini");
-    write(&secret, &format!("[secret]\nmessage_key = {KEY}\n"))?;
+    write(
+        &secret,
+        &format!("[secret]\nnode_key = {}\n", arbiter.to_text()),
+    )?;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
     Ok((vips, up))
 }
@@ -201,12 +221,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// What the simulated fleet saw; shared by its tasks and the sampler.
@@ -255,8 +269,9 @@ impl Stats {
         self.t0.elapsed().as_millis() as u64 + 1
     }
 
-    /// One delivery to client `k` (`name`): check the MAC, count, note welcome parts.
-    fn on_delivery(&self, key: &envelope::Key, k: usize, name: &str, data: &[u8]) {
+    /// One delivery to client `k` (`name`): check the arbiter's signature, count, note welcome
+    /// parts.
+    fn on_delivery(&self, key: &PublicKey, k: usize, name: &str, data: &[u8]) {
         let Ok(opened) = envelope::open(key, data) else {
             self.bad_mac.fetch_add(1, Relaxed);
             return;
@@ -285,35 +300,43 @@ impl Stats {
     }
 }
 
-/// Declares the topology exactly as `src/wire/amqp.rs` does for a client (durable exchange,
-/// durable queue with no arguments, bindings to the hostname and `broadcast`) and starts a
-/// consumer per client that acks what it counted.
+/// Declares the topology as `src/wire/amqp/topology.rs` does for a client (the arbiter's
+/// topic exchange checked, a durable queue with the same limits, bindings to the hostname
+/// and `broadcast`) and starts a consumer per client that acks what it counted.
 async fn declare_and_consume(
     ch: &Channel,
     clients: &[(usize, String)],
     stats: &Arc<Stats>,
-    key: &envelope::Key,
+    key: &PublicKey,
 ) -> Result<(), BoxError> {
-    ch.basic_qos(64, BasicQosOptions::default()).await?;
+    ch.basic_qos(16, BasicQosOptions::default()).await?;
     ch.exchange_declare(
         EXCHANGE.into(),
-        lapin::ExchangeKind::Direct,
+        lapin::ExchangeKind::Topic,
         ExchangeDeclareOptions {
             durable: true,
+            passive: true,
             ..Default::default()
         },
         FieldTable::default(),
     )
     .await?;
     for (k, name) in clients {
-        let queue = format!("ipvs-sync.{name}");
+        let role = Role::Client {
+            hostname: name.clone(),
+        };
+        let args = role.queue_arguments(&ipvs_sync::wire::amqp::QueueLimits::new(
+            Duration::from_secs(30),
+            config::DEFAULT_MAX_BYTES,
+        ));
+        let queue = role.queue();
         ch.queue_declare(
             queue.as_str().into(),
             QueueDeclareOptions {
                 durable: true,
                 ..Default::default()
             },
-            FieldTable::default(),
+            topology::arguments_table(&args),
         )
         .await?;
         for rk in [name.as_str(), "broadcast"] {
@@ -334,7 +357,7 @@ async fn declare_and_consume(
                 FieldTable::default(),
             )
             .await?;
-        let (k, name, stats, key) = (*k, name.clone(), stats.clone(), key.clone());
+        let (k, name, stats, key) = (*k, name.clone(), stats.clone(), *key);
         tokio::spawn(async move {
             while let Some(d) = consumer.next().await {
                 match d {
@@ -359,17 +382,17 @@ async fn declare_and_consume(
     Ok(())
 }
 
-/// Publishes one signed heartbeat per client per second, in `SLOTS` slots, until stopped;
-/// counts the broker's confirms as they come.
+/// Publishes one heartbeat per client per second, each signed with its client's key, in
+/// `SLOTS` slots, until stopped; counts the broker's confirms as they come.
 async fn heartbeats(
     ch: Channel,
     clients: Vec<(usize, String)>,
     stats: Arc<Stats>,
-    key: envelope::Key,
+    keys: Arc<Vec<NodeKey>>,
 ) -> Result<(), BoxError> {
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let base = now_us();
-    let mut seq: Vec<u64> = vec![base; clients.len()];
+    let epoch = now_ms() / 1000;
+    let mut seq: Vec<u64> = vec![0; clients.len()];
     // Burst (the default): a slot that fell behind is caught up, so the offered load stays at
     // one heartbeat per client per second even when this box is busy.
     let mut tick = tokio::time::interval(Duration::from_millis(1000 / SLOTS));
@@ -390,10 +413,10 @@ async fn heartbeats(
                 kind: "heartbeat".into(),
                 from: name.clone(),
                 to: "lbs".into(),
-                seq: seq[i],
+                id: MessageId { epoch, seq: seq[i] },
                 ts_ms: now_ms(),
             };
-            let payload = envelope::seal(&key, &header, &body)?;
+            let payload = envelope::seal(&keys[*k], &header, &body)?;
             let c = ch
                 .basic_publish(
                     EXCHANGE.into(),
@@ -433,8 +456,9 @@ async fn start_fleet(
     url: &str,
     o: &Opts,
     stats: &Arc<Stats>,
+    arbiter: PublicKey,
 ) -> Result<Vec<(Connection, Channel, Vec<(usize, String)>)>, BoxError> {
-    let key = envelope::Key::new(KEY.as_bytes())?;
+    let key = arbiter;
     let mut conns = Vec::new();
     let mut setups = Vec::new();
     for c in 0..o.connections {
@@ -445,7 +469,7 @@ async fn start_fleet(
         let conn = Connection::connect(url, ConnectionProperties::default()).await?;
         let consume = conn.create_channel().await?;
         let publish = conn.create_channel().await?;
-        let (st, key, cl) = (stats.clone(), key.clone(), clients.clone());
+        let (st, cl) = (stats.clone(), clients.clone());
         setups.push(tokio::spawn(async move {
             declare_and_consume(&consume, &cl, &st, &key).await
         }));
@@ -628,7 +652,20 @@ fn main() -> Result<(), BoxError> {
     let rabbit = labkit::Rabbit::start(&core, BROKER)?;
     let broker_pid = beam_pid(&core).ok_or("no beam.smp in the namespace")?;
     let d = scratch.path().join("arbiter");
-    let (vips, up) = write_arbiter(&d, &o, rabbit.user(), rabbit.pass())?;
+    let arbiter_key = NodeKey::generate()?;
+    let client_keys: Arc<Vec<NodeKey>> = Arc::new(
+        (0..o.clients)
+            .map(|_| NodeKey::generate())
+            .collect::<Result<_, _>>()?,
+    );
+    let (vips, up) = write_arbiter(
+        &d,
+        &o,
+        rabbit.user(),
+        rabbit.pass(),
+        &arbiter_key,
+        &client_keys,
+    )?;
 
     let mut cmd = core.command(o.bin.to_str().ok_or("binary path is not UTF-8")?);
     cmd.arg("-c")
@@ -660,14 +697,13 @@ fn main() -> Result<(), BoxError> {
         .build()?;
     let stats = Arc::new(Stats::new(o.clients));
     let t_setup = Instant::now();
-    let conns = rt.block_on(start_fleet(&rabbit.url(), &o, &stats))?;
+    let conns = rt.block_on(start_fleet(&rabbit.url(), &o, &stats, arbiter_key.public()))?;
     eprintln!(
         "queues and consumers ready in {:.1} s; heartbeating for {} s …",
         t_setup.elapsed().as_secs_f64(),
         o.secs
     );
 
-    let key = envelope::Key::new(KEY.as_bytes())?;
     let start = Instant::now();
     let hb_start_ms = stats.ms();
     let mut samples = vec![take_sample(0.0, arb_pid, broker_pid, &stats)];
@@ -677,7 +713,7 @@ fn main() -> Result<(), BoxError> {
             ch.clone(),
             clients.clone(),
             stats.clone(),
-            key.clone(),
+            Arc::clone(&client_keys),
         )));
     }
     let mut died = None;
@@ -895,7 +931,7 @@ fn main() -> Result<(), BoxError> {
         "anomalies",
         format!(
             "heartbeats sent {} / confirmed {} / in flight at the end {} / returned {} / failed {}; \
-             bad MAC at clients {}; consumer errors {}; arbiter drops {:?}; arbiter outbox drops {:?}; arbiter {}",
+             bad signature at clients {};  consumer errors {}; arbiter drops {:?}; arbiter outbox drops {:?}; arbiter {}",
             hb[0],
             hb[1],
             hb[0].saturating_sub(hb[1] + hb[2] + hb[3]),

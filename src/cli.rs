@@ -120,4 +120,6 @@ pub enum Command {
     /// This kernel's IPVS tree: dump it or make it equal to a file.
     #[command(subcommand)]
     Ipvs(IpvsCmd),
+    /// A new node key: writes the private key (secret.ini form, mode 0600), prints the public key.
+    Keygen(crate::cmd::keygen::KeygenArgs),
 }

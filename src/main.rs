@@ -46,5 +46,6 @@ fn main() -> ExitCode {
             ipvs_sync::daemon::control::Request::Forget { host },
         ),
         Command::Ipvs(c) => cmd::ipvs::run(c),
+        Command::Keygen(args) => cmd::keygen::run(&cli.config, &args),
     }
 }

@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use labkit::fleet::{Fleet, FleetOpts, EBGP_AS, KEY, LOCAL_AS};
+use labkit::fleet::{Fleet, FleetOpts, EBGP_AS, LOCAL_AS};
 use labkit::metrics::{metric, metric_by, metric_with};
 use nix::sys::signal::Signal;
 
@@ -266,7 +266,7 @@ fn publish_raw(f: &Fleet, routing_key: &str, bodies: &[Vec<u8>]) {
             let ch = conn.create_channel().await.unwrap();
             for b in &bodies {
                 ch.basic_publish(
-                    "ipvs".into(),
+                    ipvs_sync::wire::amqp::EXCHANGE.into(),
                     key.as_str().into(),
                     BasicPublishOptions::default(),
                     b,
@@ -282,13 +282,33 @@ fn publish_raw(f: &Fleet, routing_key: &str, bodies: &[Vec<u8>]) {
     .unwrap();
 }
 
-/// The envelope MAC (see `src/wire/envelope.rs`); `key` as written in secret.ini.
-fn sign(key: &str, kind: &str, from: &str, to: &str, seq: u64, ts: u64, body: &str) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
-    mac.update(format!("ipvs-sync-envelope-v1\n{kind}\n{from}\n{to}\n{seq}\n{ts}\n").as_bytes());
-    mac.update(body.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+/// The fleet arbiter's node key.
+fn arbiter_key(f: &Fleet) -> ipvs_sync::wire::NodeKey {
+    ipvs_sync::wire::NodeKey::from_text(&f.spec.arbiter.key.to_text()).unwrap()
+}
+
+/// An envelope signed with `key` (see `src/wire/envelope.rs`).
+fn sign(
+    key: &ipvs_sync::wire::NodeKey,
+    kind: &str,
+    from: &str,
+    to: &str,
+    id: (u64, u64),
+    body: &str,
+) -> Vec<u8> {
+    use ipvs_sync::wire::envelope::{seal, Header};
+    let header = Header {
+        kind: kind.into(),
+        from: from.into(),
+        to: to.into(),
+        id: ipvs_sync::wire::MessageId {
+            epoch: id.0,
+            seq: id.1,
+        },
+        ts_ms: 0,
+    };
+    let body = serde_json::value::RawValue::from_string(body.to_owned()).unwrap();
+    seal(key, &header, &body).unwrap()
 }
 
 #[test]
@@ -300,53 +320,34 @@ fn lab_forged_and_garbage_messages_change_nothing() {
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
 
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
     let body = r#"{"vips":["203.0.113.10"]}"#;
-    let wrong_key = "not-the-fleet-key-but-just-as-long-as-it-0123456789abcdef";
-    let forged = format!(
-        r#"{{"type":"fin_announce","from":"arbiter","to":"broadcast","seq":{s},"ts":{now_ms},"body":{body},"sig":"{}"}}"#,
-        sign(
-            wrong_key,
-            "fin_announce",
-            "arbiter",
-            "broadcast",
-            now_ms * 1000,
-            now_ms,
-            body
-        ),
-        s = now_ms * 1000
-    );
-    let unsigned = format!(
-        r#"{{"type":"fin_announce","from":"arbiter","to":"broadcast","seq":{s},"ts":{now_ms},"body":{body}}}"#,
-        s = now_ms * 1000 + 1
-    );
-    // A correctly signed message from long ago (stale).
-    let old = now_ms - 3_600_000;
-    let stale = format!(
-        r#"{{"type":"fin_announce","from":"arbiter","to":"broadcast","seq":{s},"ts":{old},"body":{body},"sig":"{}"}}"#,
-        sign(
-            KEY,
-            "fin_announce",
-            "arbiter",
-            "broadcast",
-            old * 1000,
-            old,
-            body
-        ),
-        s = old * 1000
-    );
-    publish_raw(
-        &f,
+    // Signed by a key that is not the arbiter's; unsigned; and signed by the arbiter's key
+    // but from an earlier run (epoch 1), as a replay of a captured message would be.
+    let wrong_key = ipvs_sync::wire::NodeKey::generate().unwrap();
+    let forged = sign(
+        &wrong_key,
+        "fin_announce",
+        "arbiter",
         "broadcast",
-        &[
-            forged.into_bytes(),
-            unsigned.into_bytes(),
-            stale.into_bytes(),
-        ],
+        (u64::MAX, 1),
+        body,
     );
+    let unsigned = String::from_utf8(forged.clone())
+        .unwrap()
+        .split(",\"sig\"")
+        .next()
+        .unwrap()
+        .to_owned()
+        + "}";
+    let replayed = sign(
+        &arbiter_key(&f),
+        "fin_announce",
+        "arbiter",
+        "broadcast",
+        (1, 1),
+        body,
+    );
+    publish_raw(&f, "broadcast", &[forged, unsigned.into_bytes(), replayed]);
     // 10,000 garbage messages to both sides.
     let garbage: Vec<Vec<u8>> = (0..10_000u32)
         .map(|i| match i % 4 {
@@ -374,22 +375,33 @@ fn lab_forged_and_garbage_messages_change_nothing() {
     let st = f.client_status(0);
     assert!(st["dropped"]["forged"].as_u64().unwrap_or(0) >= 1, "{st}");
     assert!(st["dropped"]["unsigned"].as_u64().unwrap_or(0) >= 1, "{st}");
-    assert!(st["dropped"]["stale"].as_u64().unwrap_or(0) >= 1, "{st}");
+    assert!(st["dropped"]["replayed"].as_u64().unwrap_or(0) >= 1, "{st}");
     assert_eq!(f.path_count(0, &v4), 1, "nothing was withdrawn");
 
-    // A correctly signed `sync` whose file name climbs out of sync_dirs is refused; its
-    // sibling inside sync_dirs is written.
+    // A correctly signed `sync` whose file goes through a symlink out of sync_dirs is
+    // refused; its sibling inside sync_dirs is written.
     let sync_dir = f.balancers[0].dir.join("sync");
+    std::os::unix::fs::symlink("/etc", sync_dir.join("etc")).unwrap();
     let passwd_before = std::fs::read("/etc/passwd").unwrap();
     let body = format!(
-        r#"{{"files":[{{"name":"{d}/../../../../../../etc/passwd","mode":420,"content_b64":"cHduZWQK"}},{{"name":"{d}/ok.conf","mode":420,"content_b64":"b2sK"}}]}}"#,
+        r#"{{"files":[{{"dir":"{d}","name":"etc/passwd","mode":420,"content_b64":"cHduZWQK"}},{{"dir":"{d}","name":"ok.conf","mode":420,"content_b64":"b2sK"}}]}}"#,
         d = sync_dir.display()
     );
-    let seq = now_ms * 1000;
-    let sync = format!(
-        r#"{{"type":"sync","from":"test-arbiter","to":"lb1","seq":{seq},"ts":{now_ms},"body":{body},"sig":"{}"}}"#,
-        sign(KEY, "sync", "test-arbiter", "lb1", seq, now_ms, &body)
-    );
+    // In the arbiter's current run (its epoch file), with a seq it will not reach soon.
+    let epoch: u64 = std::fs::read_to_string(f.arbiter_dir.join("state/server.epoch"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let sync = String::from_utf8(sign(
+        &arbiter_key(&f),
+        "sync",
+        "arbiter",
+        "lb1",
+        (epoch, 1 << 40),
+        &body,
+    ))
+    .unwrap();
     publish_raw(&f, "lb1", &[sync.into_bytes()]);
     assert!(
         labkit::wait_until(WAIT, || sync_dir.join("ok.conf").exists()),
@@ -419,10 +431,10 @@ fn lab_forged_and_garbage_messages_change_nothing() {
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_a_lost_ack_heals_in_seconds() {
-    // The balancer's ack is lost: the firewall check holds the prepare until the arbiter is
-    // stopped, the ack waits in the broker past max_age (2 s) and is dropped as stale when
-    // the arbiter resumes. The client, still without its go 10 s after the ack, asks for
-    // the announces again; without that the VIP would wait for the next
+    // The balancer's ack is lost: a slow firewall check (1 s) holds the prepare while the
+    // arbiter is stopped, the ack waits in the broker past max_age (2 s, the queue's message
+    // TTL) and expires there. The client, still without its go 10 s after the ack,
+    // asks for the announces again; without that the VIP would wait for the next
     // announces_request_interval (300 s).
     labkit::require_root();
     let dir = tempfile::tempdir().unwrap();
@@ -453,16 +465,6 @@ fn lab_a_lost_ack_heals_in_seconds() {
     older_than_max_age(Instant::now(), 2);
     f.signal_arbiter(Signal::SIGCONT).unwrap();
     let healed = f.wait_paths(0, &v4, 1, Duration::from_secs(40));
-    let stale = metric_by(
-        &f.arbiter_metrics(),
-        "ipvs_sync_messages_dropped_total",
-        "reason",
-    );
-    assert!(
-        stale.iter().any(|(r, n)| r == "stale" && *n >= 1.0),
-        "the ack was not dropped as stale, so nothing was lost: {stale:?}\n{}",
-        f.arbiter_log()
-    );
     assert!(
         healed.is_some(),
         "not announced within 40 s:\n{}",
@@ -523,9 +525,9 @@ fn lab_a_failed_prepare_is_counted_and_tried_again() {
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_a_stale_syn_heals_in_seconds() {
     // The arbiter's syn_announce is lost: the balancer is stopped while it waits in the
-    // broker past max_age (2 s), and is dropped as stale when the balancer resumes. The
-    // balancer sees the stale drop and asks for mapping, tree and announces again; without
-    // that the VIP would wait for the next announces_request_interval (300 s).
+    // broker past max_age (2 s, the queue's message TTL) and expires there. The arbiter's
+    // syn repair (the balancer's heartbeats leave the VIP out for 15 s) sends it again;
+    // without that the VIP would wait for the next announces_request_interval (300 s).
     labkit::require_root();
     let v4 = ip("203.0.113.10");
     let mut f = start(FleetOpts {
@@ -545,24 +547,15 @@ fn lab_a_stale_syn_heals_in_seconds() {
     older_than_max_age(Instant::now(), 2);
     f.signal_client(0, Signal::SIGCONT).unwrap();
     let healed = f.wait_paths(0, &v4, 1, Duration::from_secs(40));
-    let metrics = f.client_metrics(0);
-    let stale = metric_by(&metrics, "ipvs_sync_messages_dropped_total", "reason");
-    assert!(
-        stale.iter().any(|(r, n)| r == "stale" && *n >= 1.0),
-        "nothing arrived stale, so nothing was lost: {stale:?}\n{}",
-        f.client_log(0)
-    );
     assert!(
         healed.is_some(),
         "not announced within 40 s:\n{}",
         f.client_log(0)
     );
-    let resyncs: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("ipvs_sync_stale_resyncs_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0);
-    assert!(resyncs >= 1.0, "healed without the stale re-sync");
+    assert!(
+        metric(&f.arbiter_metrics(), "ipvs_sync_syn_repairs_total") >= 1.0,
+        "healed without the syn repair"
+    );
 }
 
 /// Sessions are up before the client reaches the broker: waits until it has its mapping.

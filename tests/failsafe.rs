@@ -197,13 +197,23 @@ fn lab_failsafe_dead_balancers_queue_stays_bounded() {
         },
     )
     .unwrap();
+    // The BGP sessions can be up before the client has declared its queue.
+    assert!(
+        labkit::wait_until(Duration::from_secs(10), || f
+            .client_queue(0)
+            .is_ok_and(|q| q.consumers == 1)),
+        "lb1 never consumed its queue: {:?}\n{}",
+        f.client_queue(0),
+        f.client_log(0)
+    );
     f.stop_client(0);
     assert!(
         labkit::wait_until(Duration::from_secs(10), || f
             .client_queue(0)
             .is_ok_and(|q| q.consumers == 0)),
-        "lb1's queue is still consumed: {:?}",
-        f.client_queue(0)
+        "lb1's queue is still consumed: {:?}\n{}",
+        f.client_queue(0),
+        f.client_log(0)
     );
     f.stop_arbiter();
 

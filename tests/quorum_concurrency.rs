@@ -32,13 +32,14 @@ fn config_for(dir: &Path, vips: &[IpAddr]) -> PathBuf {
     let etc = dir.with_extension("etc");
     let spec = LabSpec {
         config: Ini::with("main", "amqp_server", "amqp://ipvs@127.0.0.1:5672/"),
-        secret: Ini::with("secret", "message_key", labkit::fleet::KEY),
+        secret: Ini::new(),
         arbiter: Arbiter {
             dir: etc.clone(),
             desc_dir: dir.to_owned(),
             quorum_bin: None,
             config: Ini::new(),
             secret: Ini::new(),
+            key: labkit::spec::LabKey::generate().unwrap(),
         },
         balancers: Vec::new(),
         routers: Vec::new(),

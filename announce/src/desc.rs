@@ -17,8 +17,8 @@
 //! sees the old or the new file, never a torn one.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -284,60 +284,27 @@ impl DescLock {
     }
 }
 
+/// Opens (creating) the lock file of `path`; a symlink there is refused, not followed.
 fn open_lock(path: &Path) -> Result<(File, PathBuf), DescError> {
     let lp = lock_path(path);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lp)
-        .map_err(io_err("open lock", &lp))?;
+    let file = config::atomic_file::open_lock(&lp).map_err(io_err("open lock", &lp))?;
     Ok((file, lp))
 }
 
-/// Replace `path` with `desc` atomically: write `.<name>.<pid>.tmp` in the same
-/// directory, `fsync` it, rename it over `path`, `fsync` the directory. The caller
-/// should hold the [`DescLock`].
+/// Replace `path` with `desc` atomically and durably (mode 0644; see
+/// [`config::atomic_file`]). The caller should hold the [`DescLock`].
 pub fn write_atomic(path: &Path, desc: &Desc) -> Result<(), DescError> {
-    let dir = match path.parent() {
-        Some(d) if d.as_os_str().is_empty() => Path::new("."),
-        Some(d) => d,
-        None => return Err(DescError::BadPath(path.to_path_buf())),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| DescError::BadPath(path.to_path_buf()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        f.write_all(&desc.to_bytes()?)
-            .map_err(io_err("write", &tmp))?;
-        f.sync_all().map_err(io_err("fsync", &tmp))?;
-        fs::rename(&tmp, path).map_err(io_err("rename over", path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("fsync directory", dir))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    if path.file_name().is_none() {
+        return Err(DescError::BadPath(path.to_path_buf()));
     }
-    result
+    config::atomic_file::replace(path, &desc.to_bytes()?, 0o644).map_err(io_err("replace", path))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeSet;
+    use std::fs;
 
     #[test]
     fn reads_the_design_example_and_ignores_unknown_fields() {

@@ -15,8 +15,8 @@
 //! never pays for a rebuild while the daemon runs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,27 +124,11 @@ impl PortsCache {
         self.read(false)
     }
 
-    /// Replace the cache file atomically with `ports` (temp file, fsync, rename).
+    /// Replace the cache file atomically and durably with `ports` (see
+    /// [`config::atomic_file`]).
     pub fn store(&self, ports: &KnownPorts) -> io::Result<()> {
         let bytes = serde_json::to_vec(ports).map_err(io::Error::other)?;
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp = self.path.as_os_str().to_owned();
-        tmp.push(format!(".{}.tmp", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        let res = (|| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            File::open(dir)?.sync_all()
-        })();
-        if res.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        res
+        config::atomic_file::replace(&self.path, &bytes, 0o644)
     }
 
     /// The stored ports, if the file exists, parses and (when `fresh_only`) is
@@ -227,6 +211,7 @@ pub fn known_ports(cfg: &config::Config, vip: IpAddr) -> BTreeSet<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 

@@ -141,6 +141,18 @@ pub enum ConfigError {
         mode: u32,
     },
 
+    /// `secret.ini` belongs to a user other than root or the one running ipvs-sync, who could
+    /// read or replace the secrets.
+    #[error(
+        "{file}: {reason}; run `chown root {file}` (or chown it to the user ipvs-sync runs as)"
+    )]
+    SecretOwner {
+        /// The secret file.
+        file: PathBuf,
+        /// What is wrong with its owner.
+        reason: String,
+    },
+
     /// A secret needed by the caller is not in `secret.ini` (or the file is absent).
     #[error("{file}: [secret] {key}: required {purpose}, but not set")]
     MissingSecret {

@@ -4,7 +4,7 @@
 //! ```text
 //!  config.ini ──┐                     ┌─▶ MainConfig, BgpConfig (+ PeerConfig), BfdConfig,
 //!               ├─ ini::Ini::parse ───┤    AnnounceConfig, ClientConfig, ServerConfig, MessagesConfig
-//!  secret.ini ──┘  (lines kept)       └─▶ Secrets (mode checked: no group/other access)
+//!  secret.ini ──┘  (lines kept)       └─▶ Secrets (owner root or this user; no group/other access)
 //!
 //!  /etc/keepalived/lbs/<balancer>/*/*.conf ─ keepalived::parse ─▶ mapping::PortMapping
 //!                                         (includes, groups, fwmark)      │ flatten
@@ -34,6 +34,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod amqp;
+pub mod atomic_file;
 pub mod error;
 pub mod hostname;
 pub mod ini;
@@ -56,10 +57,10 @@ pub use section::bgp::{
     PeerConfig, GRACEFUL_SHUTDOWN, MAX_PREPENDS,
 };
 pub use section::daemon::{
-    AnnounceConfig, ClientConfig, InterfaceName, MessagesConfig, ServerConfig, StopMode,
-    WithdrawLimit,
+    AnnounceConfig, ArgPattern, ClientConfig, ExecRule, InterfaceName, MessagesConfig,
+    ServerConfig, StopMode, WithdrawLimit, DEFAULT_MAX_BYTES,
 };
-pub use section::main::MainConfig;
+pub use section::main::{MainConfig, DEFAULT_STATE_DIR};
 
 /// Where the daemons and commands look for `config.ini` unless told otherwise (`-c`).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ipvs-sync/config.ini";

@@ -4,12 +4,12 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read};
 use std::net::IpAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::ConfigError;
 use crate::ini::Ini;
-use crate::secret::{SecretString, Secrets, MIN_MESSAGE_KEY_LEN};
+use crate::secret::{self, SecretString, Secrets, MESSAGE_KEY_GONE};
 use crate::section::bfd::BfdConfig;
 use crate::section::bgp::{self, BgpConfig, PeerConfig};
 use crate::section::daemon::{AnnounceConfig, ClientConfig, MessagesConfig, ServerConfig};
@@ -98,9 +98,9 @@ impl Config {
         self.main.vip_description_filepath.path(vip)
     }
 
-    /// The message signing key, or an error saying `secret.ini` lacks it.
-    pub fn message_key(&self) -> Result<&[u8], ConfigError> {
-        self.secrets.message_key()
+    /// This node's private key (text form), or an error saying `secret.ini` lacks it.
+    pub fn node_key(&self) -> Result<&str, ConfigError> {
+        self.secrets.node_key()
     }
 
     fn from_parts(
@@ -127,7 +127,7 @@ impl Config {
                     section: section.name.clone(),
                 });
             };
-            f.only(known)?;
+            f.only(known, section_prefixes(&section.name))?;
             match section.name.as_str() {
                 "main" => main = Some(MainConfig::from_fields(&mut f)?),
                 "bgp" => bgp_cfg = Some(BgpConfig::from_fields(&mut f)?),
@@ -225,6 +225,14 @@ fn section_keys(section: &str) -> Option<&'static [&'static str]> {
     })
 }
 
+/// Key prefixes a section of `config.ini` takes besides its fixed keys (`execute.NAME`).
+fn section_prefixes(section: &str) -> &'static [&'static str] {
+    match section {
+        "client" => ClientConfig::PREFIXES,
+        _ => &[],
+    }
+}
+
 /// Reads `[secret]` and applies `bgp_password.NAME` to the peers.
 fn parse_secrets(
     text: &str,
@@ -268,16 +276,26 @@ fn parse_secrets(
                     }
                     secrets.amqp_password = Some(SecretString::new(entry.value.as_str()));
                 }
-                "message_key" => {
+                "node_key" => {
                     f.entry(&entry.key);
-                    if entry.value.len() < MIN_MESSAGE_KEY_LEN {
+                    if !secret::looks_like_key(&entry.value) {
                         return Err(f.error(
                             entry,
-                            Invalid::Expected(Cow::Borrowed("a key of at least 32 bytes")),
+                            Invalid::Expected(Cow::Borrowed(
+                                "44 characters of base64, as `ipvs-sync keygen` writes",
+                            )),
                             true,
                         ));
                     }
-                    secrets.message_key = Some(SecretString::new(entry.value.as_str()));
+                    secrets.node_key = Some(SecretString::new(entry.value.as_str()));
+                }
+                "message_key" => {
+                    f.entry(&entry.key);
+                    return Err(f.error(
+                        entry,
+                        Invalid::Refused(Cow::Borrowed(MESSAGE_KEY_GONE)),
+                        true,
+                    ));
                 }
                 key => {
                     let Some(name) = key.strip_prefix("bgp_password.") else {
@@ -356,18 +374,21 @@ fn read_secret_file(path: &Path) -> Result<Option<String>, ConfigError> {
         }
         Ok(f) => f,
     };
-    let mode = file
-        .metadata()
-        .map_err(|source| ConfigError::Io {
-            file: path.to_path_buf(),
-            source,
-        })?
-        .permissions()
-        .mode();
+    let meta = file.metadata().map_err(|source| ConfigError::Io {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         return Err(ConfigError::SecretPermissions {
             file: path.to_path_buf(),
             mode: mode & 0o7777,
+        });
+    }
+    if let Err(reason) = secret::check_owner_and_mode(meta.uid(), mode, 0o077) {
+        return Err(ConfigError::SecretOwner {
+            file: path.to_path_buf(),
+            reason,
         });
     }
     read_open(file, path).map(Some)

@@ -16,12 +16,10 @@
 //! listed in [`MappingReport::skipped`] for the caller to log.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::keepalived::{
@@ -392,45 +390,16 @@ pub fn write_json(path: &Path, mapping: &VipMapping) -> Result<(), MappingError>
     })
 }
 
-/// Replaces `path` with `bytes` so that readers see the old or the new file, never a part:
-/// a temporary file in the same directory, written, fsynced, renamed over `path`, then
-/// the directory fsynced. Mode 0644.
+/// Replaces `path` with `bytes` so that readers see the old or the new file, never a part
+/// (mode 0644; see [`crate::atomic_file`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}.{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    File::open(dir)?.sync_all()
+    crate::atomic_file::replace(path, bytes, 0o644)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -260,15 +260,26 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// Fails on the first key (in file order) not in `known`; called before any value is
-    /// read so that a misspelt key is reported as such, not as a missing one.
-    pub(crate) fn only(&self, known: &[&str]) -> Result<(), ConfigError> {
-        match self
-            .section
-            .entries
-            .iter()
-            .find(|e| !known.contains(&e.key.as_str()))
-        {
+    /// Every entry whose key starts with `prefix` (`execute.`), in file order, marked used.
+    pub(crate) fn prefixed(&mut self, prefix: &str) -> Vec<&'a Entry> {
+        let section: &'a Section = self.section;
+        let mut out = Vec::new();
+        for (i, e) in section.entries.iter().enumerate() {
+            if e.key.starts_with(prefix) {
+                self.used[i] = true;
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// Fails on the first key (in file order) neither in `known` nor starting with one of
+    /// `prefixes`; called before any value is read so that a misspelt key is reported as
+    /// such, not as a missing one.
+    pub(crate) fn only(&self, known: &[&str], prefixes: &[&str]) -> Result<(), ConfigError> {
+        match self.section.entries.iter().find(|e| {
+            !known.contains(&e.key.as_str()) && !prefixes.iter().any(|p| e.key.starts_with(p))
+        }) {
             Some(e) => Err(ConfigError::UnknownKey {
                 file: self.file.to_path_buf(),
                 line: e.line,

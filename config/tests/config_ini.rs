@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use config::{BfdConfig, Community, Config, ConfigError, EbgpPreference};
+use config::{ArgPattern, BfdConfig, Community, Config, ConfigError, EbgpPreference};
 
 const FULL: &str = r#"
 ; every key set to a non-default value
@@ -34,6 +34,12 @@ processing_queue_limit = 3000
 hostname = LB1.Example.NET
 http_listen = [::1]:9180
 ipvs = no
+arbiter_name = Arbiter.Example.NET
+arbiter_public_key = 11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=
+state_dir = /srv/ipvs-sync/state
+amqp_ca_file = /etc/ipvs-sync/ca.pem
+amqp_client_cert = /etc/ipvs-sync/lb1.pem
+amqp_client_key = /etc/ipvs-sync/lb1.key
 
 [bgp]
 local_as = 65000
@@ -82,12 +88,15 @@ remove_vips_on_stop = true
 
 [client]
 sync_dirs = /etc/keepalived, /etc/ipvs-sync/extra
-execute_allow = /usr/sbin/keepalived-reload
+execute.reload = /usr/sbin/service keepalived reload
+execute.drain = /usr/local/sbin/drain {ip} "{name}" {int}
 execute_timeout = 2
 
 [server]
 quorum_socket = /run/ipvs-sync/q.sock
 startup_hold = 0
+balancer_keys_dir = /srv/ipvs-sync/balancers
+sync_dirs = /etc/keepalived
 
 [messages]
 max_age = 10
@@ -95,7 +104,7 @@ max_bytes = 1048576
 "#;
 
 const SECRET: &str = "[secret]\namqp_password = s3cr=t pass\n\
-                      message_key = 0123456789abcdef0123456789abcdef\n\
+                      node_key = nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=\n\
                       bgp_password.r2-v6 = v6-key\n";
 
 #[test]
@@ -230,9 +239,15 @@ fn every_key_is_parsed() {
             PathBuf::from("/etc/ipvs-sync/extra")
         ]
     );
+    let rules: Vec<_> = c.client.execute.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(rules, ["reload", "drain"]);
     assert_eq!(
-        c.client.execute_allow,
-        [PathBuf::from("/usr/sbin/keepalived-reload")]
+        c.client.execute[1].args,
+        [ArgPattern::Ip, ArgPattern::Name, ArgPattern::Int]
+    );
+    assert_eq!(
+        c.client.execute[0].program,
+        PathBuf::from("/usr/sbin/service")
     );
     assert_eq!(c.client.execute_timeout, Duration::from_secs(2));
     assert_eq!(
@@ -240,6 +255,29 @@ fn every_key_is_parsed() {
         PathBuf::from("/run/ipvs-sync/q.sock")
     );
     assert_eq!(c.server.startup_hold, Duration::ZERO);
+    assert_eq!(
+        c.server.balancer_keys_dir,
+        PathBuf::from("/srv/ipvs-sync/balancers")
+    );
+    assert_eq!(c.server.sync_dirs, [PathBuf::from("/etc/keepalived")]);
+    assert_eq!(m.arbiter_name.as_deref(), Some("arbiter.example.net"));
+    assert_eq!(
+        m.arbiter_public_key.as_deref(),
+        Some("11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")
+    );
+    assert_eq!(m.state_dir, PathBuf::from("/srv/ipvs-sync/state"));
+    assert_eq!(
+        m.amqp_ca_file.as_deref(),
+        Some(Path::new("/etc/ipvs-sync/ca.pem"))
+    );
+    assert_eq!(
+        m.amqp_client_cert.as_deref(),
+        Some(Path::new("/etc/ipvs-sync/lb1.pem"))
+    );
+    assert_eq!(
+        m.amqp_client_key.as_deref(),
+        Some(Path::new("/etc/ipvs-sync/lb1.key"))
+    );
     assert_eq!(c.messages.max_age, Duration::from_secs(10));
     assert_eq!(c.messages.max_bytes, 1_048_576);
 
@@ -248,8 +286,8 @@ fn every_key_is_parsed() {
         "amqp://ipvs:s3cr%3Dt%20pass@broker.example.net:5672/ipvs"
     );
     assert_eq!(
-        c.message_key().unwrap(),
-        b"0123456789abcdef0123456789abcdef"
+        c.node_key().unwrap(),
+        "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A="
     );
 }
 
@@ -312,18 +350,29 @@ fn defaults() {
     assert!(c.announce.interface.is_loopback());
     assert_eq!(c.announce.firewall_check, None);
     assert!(!c.announce.remove_vips_on_stop);
-    assert!(c.client.sync_dirs.is_empty() && c.client.execute_allow.is_empty());
+    assert!(c.client.sync_dirs.is_empty() && c.client.execute.is_empty());
     assert_eq!(c.client.execute_timeout, Duration::from_secs(10));
     assert_eq!(
         c.server.quorum_socket,
         PathBuf::from("/run/ipvs-sync/quorum.sock")
     );
     assert_eq!(c.server.startup_hold, Duration::from_secs(10));
+    assert_eq!(
+        c.server.balancer_keys_dir,
+        PathBuf::from("/etc/ipvs-sync/balancers")
+    );
+    assert!(c.server.sync_dirs.is_empty());
+    assert_eq!(m.state_dir, PathBuf::from("/var/lib/ipvs-sync"));
+    assert_eq!(m.arbiter_name, None);
+    assert_eq!(m.arbiter_public_key, None);
+    assert_eq!(m.amqp_ca_file, None);
+    assert_eq!(m.amqp_client_cert, None);
+    assert_eq!(m.amqp_client_key, None);
     assert_eq!(c.messages.max_age, Duration::from_secs(30));
-    assert_eq!(c.messages.max_bytes, 67_108_864);
+    assert_eq!(c.messages.max_bytes, 16 << 20);
     assert_eq!(c.amqp_url(), "amqp://broker/");
     assert!(matches!(
-        c.message_key(),
+        c.node_key(),
         Err(ConfigError::MissingSecret { .. })
     ));
 }
@@ -472,12 +521,25 @@ fn bad_values_name_file_line_and_key() {
         ("announce", "firewall_check", "/bin/fw 'open"),
         ("announce", "remove_vips_on_stop", "?"),
         ("client", "sync_dirs", "/etc/keepalived, relative/dir"),
-        ("client", "execute_allow", "reload"),
+        ("client", "execute_allow", "/usr/sbin/reload"),
+        ("client", "execute.bad@name", "/bin/true"),
+        ("client", "execute.x", "true"),
+        ("client", "execute.x", "/bin/x 'open"),
+        ("main", "arbiter_name", "broadcast"),
+        ("main", "arbiter_name", "a b"),
+        ("main", "arbiter_public_key", "not-a-key"),
+        ("main", "state_dir", "var/lib/x"),
+        ("main", "amqp_ca_file", "ca.pem"),
+        ("main", "hostname", "lbs"),
+        ("server", "balancer_keys_dir", "keys"),
+        ("server", "sync_dirs", "rel"),
         ("client", "execute_timeout", "0"),
         ("server", "quorum_socket", "quorum.sock"),
         ("server", "startup_hold", "-1"),
         ("messages", "max_age", "-30"),
         ("messages", "max_bytes", "0"),
+        ("messages", "max_bytes", "4095"),
+        ("messages", "max_bytes", "268435457"),
         ("messages", "queue_max_length", "0"),
         ("messages", "queue_expires", "0"),
     ];
@@ -621,14 +683,17 @@ fn required_keys() {
 
 #[test]
 fn secret_ini_rules() {
-    let ok = "[secret]\nmessage_key = 0123456789abcdef0123456789abcdef\n";
+    let ok = "[secret]\nnode_key = nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=\n";
     let c = Config::from_strs(BASE, Some(ok)).unwrap();
-    assert_eq!(c.message_key().unwrap().len(), 32);
+    assert_eq!(
+        c.node_key().unwrap(),
+        "nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A="
+    );
     assert!(c.bgp.peer("r1").unwrap().password.is_none());
     assert_eq!(c.amqp_url(), "amqp://u@broker/");
 
     let cases: &[(&str, &str)] = &[
-        ("[secret]\nmessage_key = short\n", "secret.ini:2: [secret] message_key: expected a key of at least 32 bytes, got '<hidden>'"),
+        ("[secret]\nnode_key = short\n", "secret.ini:2: [secret] node_key: expected 44 characters of base64, as `ipvs-sync keygen` writes, got '<hidden>'"),
         ("[secret]\nbgp_password.r9 = x\n", "secret.ini:2: [secret] bgp_password.r9: there is no [bgp.peer.r9] in config.ini"),
         ("[secret]\nother = 1\n", "secret.ini:2: [secret] unknown key 'other'"),
         ("[secrets]\n", "secret.ini:1: unknown section [secrets]"),
@@ -640,6 +705,28 @@ fn secret_ini_rules() {
             Err(e) => assert_eq!(e.to_string(), *want),
         }
     }
+    // The shared HMAC key of earlier versions is refused with what to do instead.
+    let err = Config::from_strs(
+        BASE,
+        Some("[secret]\nmessage_key = 0123456789abcdef0123456789abcdef\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("secret.ini:2: [secret] message_key: message_key is no longer used")
+            && err.contains("ipvs-sync keygen")
+            && err.contains("arbiter_public_key")
+            && err.contains("balancer_keys_dir")
+            && !err.contains("0123456789abcdef"),
+        "{err}"
+    );
+    // A client certificate needs its key.
+    let text = BASE.replace("[main]\n", "[main]\namqp_client_cert = /etc/c.pem\n");
+    let err = Config::from_strs(&text, None).unwrap_err().to_string();
+    assert!(
+        err.contains("[main] amqp_client_key: required when amqp_client_cert is set"),
+        "{err}"
+    );
     // A password both in config.ini and secret.ini is ambiguous.
     let (text, _) = with("bgp.peer.r1", "password", "a");
     let err = Config::from_strs(&text, Some("[secret]\nbgp_password.r1 = b\n")).unwrap_err();
@@ -667,7 +754,8 @@ fn write_pair(dir: &Path, secret: Option<(&str, u32)>) -> PathBuf {
 
 #[test]
 fn load_checks_secret_file_mode() {
-    let secret = "[secret]\nmessage_key = 0123456789abcdef0123456789abcdef\nbgp_password.r1 = k\n";
+    let secret =
+        "[secret]\nnode_key = nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=\nbgp_password.r1 = k\n";
     for mode in [0o600, 0o400] {
         let d = tempfile::tempdir().unwrap();
         let cfg = write_pair(d.path(), Some((secret, mode)));
@@ -689,14 +777,32 @@ fn load_checks_secret_file_mode() {
 }
 
 #[test]
+fn load_checks_secret_file_owner() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_pair(d.path(), Some(("[secret]\n", 0o600)));
+    assert!(Config::load(&cfg).is_ok(), "owned by this user");
+    if !nix::unistd::geteuid().is_root() {
+        // Only root can give the file to someone else; the rule itself is unit-tested in
+        // config::secret.
+        return;
+    }
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    nix::unistd::chown(&d.path().join("secret.ini"), Some(nobody), None).unwrap();
+    let err = Config::load(&cfg).unwrap_err();
+    assert!(matches!(err, ConfigError::SecretOwner { .. }), "{err}");
+    assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    assert!(err.to_string().contains("chown root"), "{err}");
+}
+
+#[test]
 fn load_without_secret_file_and_missing_config() {
     let d = tempfile::tempdir().unwrap();
     let cfg = write_pair(d.path(), None);
     let c = Config::load(&cfg).unwrap();
-    let err = c.message_key().unwrap_err();
+    let err = c.node_key().unwrap_err();
     assert!(
         err.to_string()
-            .contains("secret.ini: [secret] message_key: required"),
+            .contains("secret.ini: [secret] node_key: required"),
         "{err}"
     );
     let err = Config::load(&d.path().join("nope.ini")).unwrap_err();

@@ -77,7 +77,7 @@ const CONFIG_SEED: &str =
     [bgp.peer.r1]\naddress = 2001:db8::1\nremote_as = 65001\npassword = \"x ;y\"\n\
     [announce]\nfirewall_check = /bin/fw 'a b'\n[client]\nsync_dirs = /a, /b\n";
 const SECRET_SEED: &str =
-    "[secret]\nmessage_key = 0123456789abcdef0123456789abcdef\nbgp_password.r1 = k\namqp_password = p\n";
+    "[secret]\nnode_key = nWGxne/9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A=\nbgp_password.r1 = k\namqp_password = p\n";
 
 #[test]
 fn config_ini_never_panics() {

@@ -2,7 +2,7 @@
 # netns-lab/vm-e2e.d/lib.sh — what the guest scripts of netns-lab/vm-e2e share: their start,
 # namespaces on a bridge to the host's tap, polling, the daemons' configs and their stop.
 
-# Reads WORK/env (BIN, AMQP_URL, MESSAGE_KEY, BROKER_ADDR, BROKER_PORT, GUEST_MAC,
+# Reads WORK/env (BIN, AMQP_URL, BROKER_ADDR, BROKER_PORT, GUEST_MAC,
 # ROUTER_ADDR, ROUTER_STREAM), sets work, logs (WORK/logs) and run (RUN, the guest's own
 # files), sends the script's output to WORK/guest.log, and copies the binary into guest
 # memory (BIN then names the copy).
@@ -86,43 +86,50 @@ topology() { # topology NS=ADDR…
 broker_open() { in_ns "$1" timeout 3 bash -c "exec 3<>/dev/tcp/$BROKER_ADDR/$BROKER_PORT" 2>/dev/null; }
 
 # DIR/config.ini and DIR/secret.ini of a daemon: the [main] keys every daemon of the lane
-# has, then the lines of stdin (more [main] keys first, then sections).
+# has, then the lines of stdin (more [main] keys first, then sections). secret.ini holds a
+# node key of its own (`ipvs-sync keygen`), its public key goes to DIR/node.pub.
 daemon_config() { # daemon_config DIR HOSTNAME <MORE
     mkdir -p "$1"
+    rm -f "$1/secret.ini"
+    "$BIN" keygen --out "$1/secret.ini" >"$1/node.pub"
     {
         printf '[main]\namqp_server = %s\nhostname = %s\nipvs = true\n' "$AMQP_URL" "$2"
         printf 'heartbeat_interval = 1\nconsumer_alive_ttl = 10\n'
         printf 'control_socket = %s/control.sock\nstate_dir = %s/state\n' "$1" "$1"
         cat
     } >"$1/config.ini"
-    printf '[secret]\nmessage_key = %s\n' "$MESSAGE_KEY" >"$1/secret.ini"
-    chmod 600 "$1/secret.ini"
 }
 
-# The arbiter's config in DIR: desc files in DIR/desc, keepalived configs under DIR/lbs.
+# The arbiter's config in DIR: desc files in DIR/desc, keepalived configs under DIR/lbs,
+# the balancers' public keys in DIR/balancers (client_config puts them there).
 arbiter_config() { # arbiter_config DIR [MORE [main] LINES…]
     local d=$1 line
     shift
-    mkdir -p "$d/desc"
+    arbiter_dir=$d
+    mkdir -p "$d/desc" "$d/balancers"
     {
         printf 'service_mapping_wildcard = %s/lbs/*/*/*.conf\n' "$d"
         printf 'service_mapping_config = %s/svc_mapping.json\n' "$d"
         printf 'vip_description_filepath = %s/desc/keepalived-{vip}-desc.json\n' "$d"
         for line in "$@"; do echo "$line"; done
         printf '\n[server]\nquorum_socket = %s/quorum.sock\nstartup_hold = 0\n' "$d"
+        printf 'balancer_keys_dir = %s/balancers\n' "$d"
     } | daemon_config "$d" arbiter
 }
 
-# A balancer's config in DIR: iBGP (AS 65000) to the host's router, VIPs on vip0.
+# A balancer's config in DIR: iBGP (AS 65000) to the host's router, VIPs on vip0; it pins
+# the arbiter of the last arbiter_config, whose key directory gets its public key.
 client_config() { # client_config DIR HOSTNAME ADDR [MORE [bgp] LINES…]
     local d=$1 host=$2 addr=$3 line
     shift 3
     {
+        printf 'arbiter_name = arbiter\narbiter_public_key = %s\n' "$(cat "$arbiter_dir/node.pub")"
         printf '\n[bgp]\nlocal_as = 65000\nrouter_id = %s\nhold_time = 9\nconnect_retry = 1\n' "$addr"
         for line in "$@"; do echo "$line"; done
         printf '\n[bgp.peer.r1]\naddress = %s\nremote_as = 65000\n' "$ROUTER_ADDR"
         printf '\n[announce]\ninterface = vip0\n'
     } | daemon_config "$d" "$host"
+    cp "$d/node.pub" "$arbiter_dir/balancers/$host.pub"
 }
 
 # Starts `ipvs-sync MODE` with CONFIG in NS, logging to LOG (debug); its pid joins pids.

@@ -139,13 +139,18 @@ wait_until 60 broker_open || setup_fail "the guest cannot reach the broker"
 wait_until 60 broker_open ip netns exec "$ARB_NS" || setup_fail "$ARB_NS cannot reach the broker"
 
 # --- configs -----------------------------------------------------------------------------------
-secret() { # secret FILE [LINE...]
+secret() { # secret FILE [LINE...]: a new node key (mode 600), the lines; prints its public key
     local file=$1
     shift
-    install -m 600 /dev/null "$file"
-    printf '[secret]\namqp_password = %s\nmessage_key = %s\n' "$AMQP_PASSWORD" "$MESSAGE_KEY" >"$file"
+    rm -f "$file"
+    ipvs-sync keygen --out "$file" 2>/dev/null
+    printf 'amqp_password = %s\n' "$AMQP_PASSWORD" >>"$file"
     [[ $# -eq 0 ]] || printf '%s\n' "$@" >>"$file"
 }
+# Node keys: the balancer pins the arbiter's public key; the arbiter finds the balancer's in
+# its balancer_keys_dir (/etc/ipvs-sync/balancers inside its unit).
+mkdir -p "$arb/ipvs-sync/balancers"
+arb_pub=$(secret "$arb/ipvs-sync/secret.ini")
 # The balancer: the example's sync_dirs, /etc/keepalived, which must exist before the unit
 # starts (ReadWritePaths=-/etc/keepalived skips a missing one).
 mkdir -p /etc/keepalived
@@ -153,6 +158,8 @@ cat >"$client_cfg" <<EOF
 [main]
 amqp_server = $AMQP_URL
 hostname = $LB
+arbiter_name = arbiter.example.net
+arbiter_public_key = $arb_pub
 http_listen = 127.0.0.1:9180
 heartbeat_interval = 1
 consumer_alive_ttl = 10
@@ -174,7 +181,7 @@ withdraw_grace = 0
 [client]
 sync_dirs = /etc/keepalived
 EOF
-secret /etc/ipvs-sync/secret.ini "bgp_password.r1 = $BGP_PASSWORD"
+secret /etc/ipvs-sync/secret.ini "bgp_password.r1 = $BGP_PASSWORD" >"$arb/ipvs-sync/balancers/$LB.pub"
 
 # The arbiter: its keepalived configs map the VIP to the balancer; keepalived.conf is the
 # file the balancer's sync asks for (/etc/keepalived/* on both sides).
@@ -207,11 +214,8 @@ service_mapping_wildcard = $arb/keepalived/lbs/*/*/*.conf
 
 [server]
 startup_hold = 0
-
-[client]
 sync_dirs = /etc/keepalived
 EOF
-secret "$arb/ipvs-sync/secret.ini"
 mkdir -p /etc/systemd/system/ipvs-sync-server.service.d
 cat >/etc/systemd/system/ipvs-sync-server.service.d/vm-systemd.conf <<EOF
 # netns-lab/vm-systemd: the arbiter is another host; nothing of the sandbox changes.

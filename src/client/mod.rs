@@ -50,7 +50,6 @@ use crate::daemon::metrics::{of_type, EventLabel, Metrics, PeerLabel};
 use crate::daemon::status::{ClientStatus, ClientVip, Common, DrainRow, PeerRow, Status, Worker};
 use crate::daemon::{self, http::StatusDoc, Outbox, Shutdown};
 use crate::wire::counters::CountersSnapshot;
-use crate::wire::envelope::DropReason;
 use crate::wire::{Incoming, Role};
 use edges::{Addresses, Firewall, Routes, Services};
 use kernel::{Applied, Kernel};
@@ -222,7 +221,10 @@ pub async fn serve(
         info!(vips = ?drained, "VIPs drained by an earlier run stay drained until undrain");
         core.restore_drained(Instant::now(), drained);
     }
+    let executor = Arc::new(execute::Executor::new(&cfg.client, &cfg.main.state_dir));
     let mut c = Client {
+        executor,
+        current_id: crate::wire::MessageId { epoch: 0, seq: 0 },
         cfg,
         edges,
         bus,
@@ -290,6 +292,7 @@ pub async fn serve(
                 Some(m) => {
                     debug!(from = %m.from, kind = %m.message.kind(), "message");
                     c.note_arrival(&m.message);
+                    c.current_id = m.id;
                     let out = c.core.on_message(Instant::now(), m.message);
                     c.perform(out);
                 }
@@ -323,11 +326,11 @@ fn settings(cfg: &config::Config) -> Settings {
         tree_request_interval: cfg.main.tree_request_interval,
         announces_request_interval: cfg.main.announces_request_interval,
         withdraw_grace: cfg.announce.withdraw_grace,
-        sync_names: cfg
+        sync_dirs: cfg
             .client
             .sync_dirs
             .iter()
-            .map(|d| format!("{}/*", d.display()))
+            .map(|d| d.display().to_string())
             .collect(),
         ipvs: cfg.main.ipvs,
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -414,6 +417,10 @@ struct Client {
     peer_up_at: BTreeMap<String, Instant>,
     /// Withdraws handed to the speaker and not yet on the wire.
     withdraws_pending: usize,
+    /// Runs `execute` messages (allow-list, once per message id, one at a time).
+    executor: Arc<execute::Executor>,
+    /// The id of the message the core is handling (an `execute` runs once per id).
+    current_id: crate::wire::MessageId,
     /// The speaker's settings in force (a reload changes its attributes only).
     running_speaker: bgp::SpeakerConfig,
     /// After a graceful restart, until End-of-RIB is released.
@@ -795,7 +802,7 @@ impl Client {
         let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
             for f in files {
-                match sync::write(&dirs, &f.name, f.mode, &f.content) {
+                match sync::write(&dirs, &f) {
                     Ok(path) => {
                         info!(file = %path.display(), bytes = f.content.len(), "sync: written")
                     }
@@ -809,13 +816,14 @@ impl Client {
     }
 
     fn execute(&self, ex: crate::wire::messages::Execute) {
-        let allow = self.cfg.client.execute_allow.clone();
-        let timeout = Duration::from_secs(ex.timeout_s.into()).min(self.cfg.client.execute_timeout);
+        let executor = Arc::clone(&self.executor);
+        let timeout = Duration::from_secs(ex.timeout_s.into());
         let metrics = self.metrics.clone();
+        let id = self.current_id;
         tokio::spawn(async move {
-            match execute::run(&allow, &ex.argv, timeout).await {
+            match executor.run(id, &ex.argv, timeout).await {
                 Ok(r) => {
-                    info!(argv = ?ex.argv, code = ?r.code, output = %r.output_tail.trim_end(), "execute: done")
+                    info!(argv = ?ex.argv, rule = r.rule, code = ?r.code, output = %r.output_tail.trim_end(), "execute: done")
                 }
                 Err(e) => {
                     warn!(error = %e, "execute: refused or failed");
@@ -846,9 +854,6 @@ impl Client {
 
     async fn tick_status(&mut self) {
         let now = Instant::now();
-        let stale = self.bus.counters().dropped(DropReason::Stale);
-        let out = self.core.stale_dropped(now, stale);
-        self.perform(out);
         let connected = self.bus.connected();
         if connected != self.was_connected {
             let out = self.core.set_connected(now, connected);
@@ -912,6 +917,7 @@ impl Client {
                 .set(i64::from(row.state == "up"));
         }
         m.export_bus(&mut self.exported, self.bus.counters().snapshot());
+        m.export_clocks(&self.bus.clock_offsets());
         let drains: BTreeMap<IpAddr, &state::Draining> = self.core.drains().collect();
         let vips = self
             .core
@@ -936,6 +942,7 @@ impl Client {
                 broker: daemon::status::Broker { connected },
                 queues: [("outbox".to_owned(), self.outbox.depth() as u64)].into(),
                 dropped: daemon::dropped(self.bus.counters()),
+                clocks: self.bus.clock_offsets(),
                 workers: [(
                     "tree".to_owned(),
                     Worker {

@@ -63,7 +63,7 @@ pub struct Settings {
     /// Wait between a withdraw on the wire and the address removal.
     pub withdraw_grace: Duration,
     /// Globs asked for with `sync` on every (re)sync; empty: none.
-    pub sync_names: Vec<String>,
+    pub sync_dirs: Vec<String>,
     /// Whether IPVS is mirrored (`ipvs = true`).
     pub ipvs: bool,
     /// Software version for heartbeats.
@@ -687,12 +687,12 @@ impl ClientState {
         out.push(Cmd::Send(Dest::Server, Message::MappingRequest));
         out.push(Cmd::Send(Dest::Server, Message::TreeRequest));
         out.push(Cmd::Send(Dest::Server, Message::AnnouncesRequest));
-        if !self.s.sync_names.is_empty() {
+        if !self.s.sync_dirs.is_empty() {
             self.asked.sync = Some(now);
             out.push(Cmd::Send(
                 Dest::Server,
                 Message::SyncRequest(SyncRequest {
-                    names: self.s.sync_names.clone(),
+                    dirs: self.s.sync_dirs.clone(),
                 }),
             ));
         }

@@ -32,7 +32,7 @@ fn settings() -> Settings {
         tree_request_interval: Duration::from_secs(120),
         announces_request_interval: Duration::from_secs(300),
         withdraw_grace: GRACE,
-        sync_names: vec!["/etc/keepalived/*".into()],
+        sync_dirs: vec!["/etc/keepalived".into()],
         ipvs: true,
         version: "test".into(),
         drain: DrainSettings {
@@ -909,11 +909,12 @@ fn an_announces_answer_without_a_vip_withdraws_it() {
 #[test]
 fn answers_nobody_asked_for_are_ignored() {
     let mut s = settings();
-    s.sync_names.clear();
+    s.sync_dirs.clear();
     let mut sim = Sim::with(s);
     sim.msg(Message::Sync(SyncAnswer {
         files: vec![SyncFile {
-            name: "/etc/keepalived/x.conf".into(),
+            dir: "/etc/keepalived".into(),
+            name: "x.conf".into(),
             mode: 0o644,
             content: b"x".to_vec(),
         }],
@@ -936,7 +937,8 @@ fn a_sync_answer_after_the_request_is_written() {
     sim.advance(Duration::from_secs(1));
     sim.msg(Message::Sync(SyncAnswer {
         files: vec![SyncFile {
-            name: "/etc/keepalived/x.conf".into(),
+            dir: "/etc/keepalived".into(),
+            name: "x.conf".into(),
             mode: 0o644,
             content: b"x".to_vec(),
         }],

@@ -2,6 +2,7 @@
 
 pub mod control;
 pub mod ipvs;
+pub mod keygen;
 pub mod monitor;
 pub mod quorum;
 pub mod status;

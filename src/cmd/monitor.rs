@@ -14,7 +14,9 @@
 //!   call for it succeeds), a quorum handler failure in the last hour (WARNING);
 //! - every worker ran recently: each `workers.*.age_s` under 3 × its `interval_s` (else
 //!   WARNING), and none is failing (CRITICAL);
-//! - every internal queue holds fewer than 10 items (else WARNING).
+//! - every internal queue holds fewer than 10 items (else WARNING);
+//! - every sender's clock is within 1 s of ours (`clocks`, else WARNING: clocks never stop a
+//!   message, but logs and operators compare times).
 //!
 //! The line ends with Nagios performance data after `|`.
 
@@ -104,6 +106,13 @@ pub fn judge(doc: &Status, lim: Limits) -> (Level, String) {
                 format!("worker {name} last ran {age:.1}s ago"),
             );
         }
+    }
+    for p in c.clocks.iter().filter(|p| p.warn) {
+        let off = p.offset_ms as f64 / 1000.0;
+        v.bad(
+            Level::Warning,
+            format!("clock of {} is {off:+.1}s off ours", p.peer),
+        );
     }
     let mut max_q = 0;
     for (name, d) in &c.queues {
@@ -341,6 +350,26 @@ mod tests {
         assert_eq!(j(c.clone()), Level::Warning);
         c.common.workers.get_mut("desc").unwrap().error = Some("EIO".into());
         assert_eq!(j(c), Level::Critical, "a failing worker");
+    }
+
+    #[test]
+    fn a_sender_clock_more_than_a_second_off_warns() {
+        let clock = |peer: &str, offset_ms, warn| crate::wire::PeerClock {
+            peer: peer.into(),
+            offset_ms,
+            warn,
+            last_seen_ms: 1,
+        };
+        let mut c = client();
+        c.common.clocks = vec![clock("lb9", 20, false)];
+        assert_eq!(judge(&Status::Client(c.clone()), LIM).0, Level::Ok);
+        c.common.clocks.push(clock("arbiter", -600_000, true));
+        let (l, line) = judge(&Status::Client(c), LIM);
+        assert_eq!(l, Level::Warning);
+        assert!(
+            line.contains("clock of arbiter is -600.0s off ours"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -183,8 +183,11 @@ fn report(desc_error: Option<String>, lost: Option<String>) -> ExitCode {
 /// broker settings and secrets of the arbiter's config.
 fn withdraw_via_broker(path: &Path, vip: std::net::IpAddr) -> Result<(), String> {
     let cfg = config::Config::load(path).map_err(|e| e.to_string())?;
-    let key = crate::wire::Key::new(cfg.message_key().map_err(|e| e.to_string())?)
-        .map_err(|e| format!("secret.ini message_key: {e}"))?;
+    let role = crate::wire::Role::Server {
+        name: cfg.main.hostname.clone(),
+    };
+    let opts =
+        crate::wire::TransportOptions::from_config(&cfg, &role).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -192,7 +195,7 @@ fn withdraw_via_broker(path: &Path, vip: std::net::IpAddr) -> Result<(), String>
     let msg = Message::FinAnnounce(FinAnnounce { vips: vec![vip] });
     rt.block_on(crate::wire::oneshot::publish(
         &cfg.amqp_url(),
-        &key,
+        &opts,
         &cfg.main.hostname,
         Dest::Broadcast,
         &msg,

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::wire::counters::Counters;
-use crate::wire::{Dest, Message, Transport, WireError};
+use crate::wire::{Dest, Message, PeerClock, Transport, WireError};
 
 /// A boxed future the bus returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -41,6 +41,11 @@ pub trait Bus: Send + Sync {
 
     /// What the bus counted: messages in and out by type, drops by reason, reconnects.
     fn counters(&self) -> &Counters;
+
+    /// Each sender's clock offset against ours, as measured from its messages.
+    fn clock_offsets(&self) -> Vec<PeerClock> {
+        Vec::new()
+    }
 
     /// Stops consuming and closes the connection (bounded, about a second).
     fn close(self: Arc<Self>) -> BoxFuture<'static, ()>;
@@ -86,6 +91,10 @@ impl Bus for AmqpBus {
 
     fn counters(&self) -> &Counters {
         self.0.counters()
+    }
+
+    fn clock_offsets(&self) -> Vec<PeerClock> {
+        self.0.clock_offsets()
     }
 
     fn close(self: Arc<Self>) -> BoxFuture<'static, ()> {

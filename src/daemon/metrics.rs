@@ -128,6 +128,9 @@ pub struct Families {
     pub broker_connected: Gauge,
     /// Broker reconnections.
     pub broker_reconnects: Counter,
+    /// Each sender's wall clock minus ours, measured from its messages (never used to drop
+    /// them), by sender.
+    pub peer_clock_offset: Family<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Messages waiting to be sent or confirmed.
     pub outbox_depth: Gauge,
     /// VIPs announced (client) or with announce=true (server).
@@ -277,6 +280,12 @@ impl Metrics {
             "Broker reconnections",
             f.broker_reconnects.clone(),
         );
+        r.register_with_unit(
+            "peer_clock_offset",
+            "Each sender's wall clock minus ours, measured from its messages",
+            Unit::Seconds,
+            f.peer_clock_offset.clone(),
+        );
         r.register(
             "outbox_depth",
             "Messages waiting to be sent or confirmed",
@@ -310,6 +319,17 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Sets each sender's clock offset (senders no longer heard keep their last value).
+    pub fn export_clocks(&self, clocks: &[crate::wire::PeerClock]) {
+        for c in clocks {
+            self.peer_clock_offset
+                .get_or_create(&PeerLabel {
+                    peer: c.peer.clone(),
+                })
+                .set(c.offset_ms as f64 / 1000.0);
+        }
     }
 
     /// Brings the transport's counters up to `now` (they count on their own; `last` is what

@@ -52,8 +52,8 @@ pub enum StartError {
     /// The broker settings are unusable (bad URL, key).
     #[error("AMQP: {0}")]
     Amqp(WireError),
-    /// `message_key` is unusable.
-    #[error("secret.ini message_key: {0}")]
+    /// `node_key` is unusable.
+    #[error("secret.ini node_key: {0}")]
     Key(wire::KeyError),
     /// The quorum socket cannot be bound.
     #[error("quorum_socket {0}: {1}")]
@@ -148,21 +148,12 @@ impl Shutdown {
     }
 }
 
-/// Transport options from the config.
-pub fn transport_options(cfg: &config::Config) -> Result<TransportOptions, StartError> {
-    let key = wire::Key::new(cfg.message_key()?).map_err(StartError::Key)?;
-    let mut o = TransportOptions::new(key);
-    o.password = cfg
-        .secrets
-        .amqp_password
-        .as_ref()
-        .map(|p| p.expose().to_string());
-    o.max_age = cfg.messages.max_age;
-    o.max_bytes = cfg.messages.max_bytes;
-    o.queue_max_length = cfg.messages.queue_max_length;
-    o.queue_expires = cfg.messages.queue_expires;
-    o.incoming_capacity = cfg.main.processing_queue_limit.clamp(16, 1 << 20);
-    Ok(o)
+/// Transport options of `role` from the config.
+pub fn transport_options(
+    cfg: &config::Config,
+    role: &Role,
+) -> Result<TransportOptions, StartError> {
+    TransportOptions::from_config(cfg, role).map_err(StartError::Amqp)
 }
 
 /// Connects to the broker, retrying with backoff until it works or the daemon is stopped
@@ -177,11 +168,9 @@ pub async fn connect_transport(
     let mut delay = Duration::from_millis(200);
     let mut stop = shutdown.stop.clone();
     loop {
-        match Transport::connect(&url, role.clone(), transport_options(cfg)?).await {
+        match Transport::connect(&url, role.clone(), transport_options(cfg, &role)?).await {
             Ok(t) => return Ok(Some(t)),
-            Err(e @ (WireError::Url { .. } | WireError::Identity { .. })) => {
-                return Err(StartError::Amqp(e))
-            }
+            Err(e) if e.is_fatal() => return Err(StartError::Amqp(e)),
             Err(e) => {
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker not reachable yet")
             }

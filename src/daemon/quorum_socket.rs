@@ -48,10 +48,29 @@ pub struct QuorumEvent {
 
 const MAX_LINE: usize = 1024;
 
-/// Binds the socket (replacing a stale one), mode 0660 so a keepalived group can use it.
+/// Binds the socket (replacing a stale one), mode 0660 so a keepalived group can use it, in a
+/// directory of mode 0750 (created so; an existing one that group or others may write to is
+/// refused, as anyone who can write there can replace the socket).
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new().mode(0o750).create(dir) {
+            Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let mode = std::fs::metadata(dir)?.permissions().mode();
+                if mode & 0o022 != 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        format!(
+                            "{} is writable by group or others (mode {:o}): `chmod 750 {0}`",
+                            dir.display(),
+                            mode & 0o7777
+                        ),
+                    ));
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}
@@ -63,8 +82,23 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(l)
 }
 
-/// Accepts hand-offs forever and forwards them to the arbiter's main loop.
+/// Whether a peer with `uid` and `gid` may hand off: root, this daemon's user, or the
+/// socket's group (the file mode already says so; this holds when the mode is changed).
+pub fn peer_allowed(uid: u32, gid: u32, own_uid: u32, socket_gid: Option<u32>) -> bool {
+    uid == 0 || uid == own_uid || socket_gid == Some(gid)
+}
+
+/// Accepts hand-offs forever and forwards them to the arbiter's main loop. A peer whose
+/// credentials (`SO_PEERCRED`) [`peer_allowed`] refuses gets `error: …` and nothing is
+/// forwarded.
 pub async fn serve(listener: UnixListener, tx: mpsc::Sender<QuorumEvent>) {
+    use std::os::unix::fs::MetadataExt;
+    let own_uid = nix::unistd::geteuid().as_raw();
+    let socket_gid = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().and_then(|p| std::fs::metadata(p).ok()))
+        .map(|m| m.gid());
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -74,6 +108,19 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<QuorumEvent>) {
                 continue;
             }
         };
+        let cred = stream.peer_cred().ok();
+        if !cred.is_some_and(|c| peer_allowed(c.uid(), c.gid(), own_uid, socket_gid)) {
+            warn!(
+                uid = cred.map(|c| c.uid()),
+                gid = cred.map(|c| c.gid()),
+                "quorum socket: hand-off from a user that may not hand off refused"
+            );
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = stream.write_all(b"error: not allowed\n").await;
+            });
+            continue;
+        }
         let tx = tx.clone();
         tokio::spawn(async move {
             let (rd, mut wr) = stream.into_split();
@@ -137,6 +184,29 @@ pub fn hand_off(path: &Path, ev: &QuorumEvent, timeout: Duration) -> Result<(), 
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Write};
+
+    #[test]
+    fn only_root_this_user_and_the_sockets_group_may_hand_off() {
+        assert!(peer_allowed(0, 5, 1000, Some(7)));
+        assert!(peer_allowed(1000, 5, 1000, Some(7)));
+        assert!(peer_allowed(2000, 7, 1000, Some(7)));
+        assert!(!peer_allowed(2000, 5, 1000, Some(7)));
+        assert!(!peer_allowed(2000, 5, 1000, None));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_socket_goes_in_a_0750_directory_never_in_a_group_writable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = dir.path().join("run");
+        drop(bind(&made.join("q.sock")).unwrap());
+        let mode = std::fs::metadata(&made).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o750);
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = bind(&open.join("q.sock")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hand_off_reaches_the_loop_and_garbage_is_refused() {

@@ -56,6 +56,9 @@ pub struct Common {
     /// Periodic work and how recently it succeeded.
     #[serde(default)]
     pub workers: BTreeMap<String, Worker>,
+    /// Each sender's clock offset against ours, measured from its signed messages.
+    #[serde(default)]
+    pub clocks: Vec<crate::wire::PeerClock>,
 }
 
 /// The broker connection.

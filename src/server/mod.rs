@@ -457,10 +457,11 @@ impl Server {
             },
             Message::SyncRequest(r) => {
                 // File reads off the loop; the answer goes out when they are done.
-                let dirs = self.cfg.client.sync_dirs.clone();
+                let dirs = self.cfg.server.sync_dirs.clone();
+                let max_bytes = self.cfg.messages.max_bytes;
                 let outbox = self.outbox.clone();
                 tokio::task::spawn_blocking(move || {
-                    let files = sync_serve::sync_files(&dirs, &r.names);
+                    let files = sync_serve::answer(&dirs, &r, max_bytes).files;
                     outbox.send(to, Message::Sync(SyncAnswer { files }));
                 });
             }
@@ -580,8 +581,16 @@ impl Server {
         self.fleet.forget(host);
         let queue = format!("{}{host}", crate::wire::amqp::CLIENT_QUEUE_PREFIX);
         let url = self.cfg.amqp_url();
-        let deleted =
-            crate::wire::oneshot::delete_queue(&url, &queue, Duration::from_secs(5)).await;
+        let password = self.cfg.secrets.amqp_password.as_ref().map(|p| p.expose());
+        let tls = crate::wire::amqp::TlsFiles::from_config(&self.cfg);
+        let deleted = crate::wire::oneshot::delete_queue(
+            &url,
+            password,
+            &tls,
+            &queue,
+            Duration::from_secs(5),
+        )
+        .await;
         let mapped = self.state.mapping.contains_key(host);
         let note = if mapped {
             " (the mapping still names it: remove its keepalived configs too)"
@@ -784,6 +793,7 @@ impl Server {
         m.holding.set(i64::from(self.holding.is_some()));
         m.outbox_depth.set(self.outbox.depth() as i64);
         m.export_bus(&mut self.exported, self.bus.counters().snapshot());
+        m.export_clocks(&self.bus.clock_offsets());
         let vips = self.vip_rows(now);
         let clients = self.client_rows(now);
         let workers = self
@@ -806,6 +816,7 @@ impl Server {
                 broker: daemon::status::Broker { connected },
                 queues: [("outbox".to_owned(), self.outbox.depth() as u64)].into(),
                 dropped: daemon::dropped(self.bus.counters()),
+                clocks: self.bus.clock_offsets(),
                 workers,
             },
             tree_serial: self.state.serial,

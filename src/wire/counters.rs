@@ -22,6 +22,8 @@ pub struct Counters {
     reconnects: AtomicU64,
     confirms_failed: AtomicU64,
     unroutable: AtomicU64,
+    too_large_to_send: AtomicU64,
+    state_errors: AtomicU64,
 }
 
 impl Counters {
@@ -59,6 +61,24 @@ impl Counters {
     /// Publishes the broker returned because no queue was bound to the routing key.
     pub fn unroutable(&self) -> u64 {
         self.unroutable.load(Ordering::Relaxed)
+    }
+
+    /// Sends refused before they left because the sealed message exceeded `max_bytes`.
+    pub fn too_large_to_send(&self) -> u64 {
+        self.too_large_to_send.load(Ordering::Relaxed)
+    }
+
+    /// Failures to write the state directory (replay marks): the message was still acted on.
+    pub fn state_errors(&self) -> u64 {
+        self.state_errors.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn add_too_large_to_send(&self) {
+        self.too_large_to_send.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn add_state_error(&self) {
+        self.state_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn add_received(&self, t: MessageType) {
@@ -103,6 +123,8 @@ impl Counters {
             reconnects: self.reconnects(),
             confirms_failed: self.confirms_failed(),
             unroutable: self.unroutable(),
+            too_large_to_send: self.too_large_to_send(),
+            state_errors: self.state_errors(),
         }
     }
 }
@@ -122,6 +144,10 @@ pub struct CountersSnapshot {
     pub confirms_failed: u64,
     /// Returned (unroutable) publishes.
     pub unroutable: u64,
+    /// Sends refused for their size.
+    pub too_large_to_send: u64,
+    /// State directory write failures.
+    pub state_errors: u64,
 }
 
 #[cfg(test)]
@@ -135,12 +161,12 @@ mod tests {
         c.add_received(MessageType::FinAnnounce);
         c.add_sent(MessageType::Heartbeat);
         c.add_dropped(DropReason::Forged);
-        c.add_dropped(DropReason::Stale);
-        c.add_dropped(DropReason::Stale);
+        c.add_dropped(DropReason::Duplicate);
+        c.add_dropped(DropReason::Duplicate);
         assert_eq!(c.received(MessageType::FinAnnounce), 2);
         assert_eq!(c.received(MessageType::SynAnnounce), 0);
         assert_eq!(c.sent(MessageType::Heartbeat), 1);
-        assert_eq!(c.dropped(DropReason::Stale), 2);
+        assert_eq!(c.dropped(DropReason::Duplicate), 2);
         assert_eq!(c.dropped(DropReason::Replayed), 0);
         assert_eq!(c.dropped_total(), 3);
         let s = c.snapshot();

@@ -14,7 +14,7 @@
 //! | `changes` | — | `{"from_serial": N, "to_serial": N, "plan": Plan}` |
 //! | `services` | `{"vips": [IP]}` | `{"tree": Tree}` |
 //! | `mapping` | `{}` | `{"<balancer>": [IP], …}` |
-//! | `sync` | `{"names": [glob]}` | `{"files": [{"name","mode","content_b64"}]}` |
+//! | `sync` | `{"dirs": [DIR]}` | `{"files": [{"dir","name","mode","content_b64"}]}` |
 //! | `execute` | — | `{"argv": [..], "timeout_s": N}` |
 //! | `announces` | `{}` | — |
 //! | `syn_announce` | — | `{"<VIP>": {"tree": Tree, "local-preference": N}}` |
@@ -46,8 +46,11 @@ pub enum Direction {
     ToClient,
 }
 
-/// The `to` (and routing key) that addresses the arbiter.
+/// The `to` (and routing key) that addresses the arbiter; never a node's name.
 pub const SERVER_ADDRESS: &str = "lbs";
+
+/// The `to` (and routing key) that addresses every balancer; never a node's name.
+pub const BROADCAST: &str = "broadcast";
 
 impl Direction {
     /// The direction of a message addressed to `to`.
@@ -215,11 +218,12 @@ pub struct Mapping {
     pub balancers: BTreeMap<String, Vec<IpAddr>>,
 }
 
-/// `sync` request: files by name or glob.
+/// `sync` request: the files of these directories. The arbiter answers only for directories
+/// of its own `[server] sync_dirs` and lists them itself; it never expands a pattern it is sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRequest {
-    /// Names or globs, as configured on the arbiter.
-    pub names: Vec<String>,
+    /// Absolute directories (the balancer's `[client] sync_dirs`).
+    pub dirs: Vec<String>,
 }
 
 /// `sync` answer.
@@ -229,11 +233,14 @@ pub struct SyncAnswer {
     pub files: Vec<SyncFile>,
 }
 
-/// One file of a `sync` answer. The receiver decides whether `name` is allowed; this type only
-/// guarantees the fields are well formed.
+/// One file of a `sync` answer. The receiver decides whether `dir` is one of its own; this type
+/// only guarantees the fields are well formed: `dir` absolute, `name` relative, made of normal
+/// components (no `.`, `..` or empty ones).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncFile {
-    /// Path as named on the arbiter.
+    /// The synced directory it belongs to (absolute).
+    pub dir: String,
+    /// Its path under `dir`, e.g. `lbs/web.conf`.
     pub name: String,
     /// Permission bits (at most `0o7777`).
     pub mode: u32,
@@ -520,7 +527,15 @@ impl Message {
             Message::Sync(s) if s.files.iter().any(|f| f.mode > 0o7777) => {
                 fail("mode has bits above 0o7777")
             }
-            Message::Sync(s) if s.files.iter().any(|f| f.name.is_empty()) => fail("empty name"),
+            Message::Sync(s) if s.files.iter().any(|f| !relative_name(&f.name)) => {
+                fail("name is not a relative path of normal components")
+            }
+            Message::Sync(s) if s.files.iter().any(|f| !absolute_dir(&f.dir)) => {
+                fail("dir is not an absolute path of normal components")
+            }
+            Message::SyncRequest(r) if r.dirs.iter().any(|d| !absolute_dir(d)) => {
+                fail("dirs must be absolute paths of normal components")
+            }
             Message::Drain(d) if d.timeout_s.is_some_and(|t| !(t.is_finite() && t >= 0.0)) => {
                 fail("timeout_s is not a number of seconds")
             }
@@ -533,6 +548,24 @@ impl Message {
             _ => Ok(()),
         }
     }
+}
+
+/// Longest path accepted in a `sync` message.
+pub const MAX_SYNC_PATH: usize = 4096;
+
+/// `a/b.conf`: relative, no `.`, `..` or empty components, no NUL.
+pub fn relative_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_SYNC_PATH
+        && !name.contains('\0')
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// `/etc/x`: absolute, then like [`relative_name`] (`/` alone is refused).
+pub fn absolute_dir(dir: &str) -> bool {
+    dir.strip_prefix('/').is_some_and(relative_name)
 }
 
 /// Communities a VIP may carry: each parses, and not too many for its route.
@@ -620,11 +653,12 @@ pub(crate) mod tests {
                 )]),
             }),
             Message::SyncRequest(SyncRequest {
-                names: vec!["/etc/ipvs-sync/fw/*.conf".into()],
+                dirs: vec!["/etc/ipvs-sync/fw".into()],
             }),
             Message::Sync(SyncAnswer {
                 files: vec![SyncFile {
-                    name: "/etc/ipvs-sync/fw/a.conf".into(),
+                    dir: "/etc/ipvs-sync/fw".into(),
+                    name: "a.conf".into(),
                     mode: 0o644,
                     content: b"\x00binary\xffok\n".to_vec(),
                 }],
@@ -710,7 +744,7 @@ pub(crate) mod tests {
             (
                 "sync",
                 Direction::ToClient,
-                r#"{"files":[{"name":"a","mode":420,"content_b64":"aGk="}]}"#,
+                r#"{"files":[{"dir":"/etc/x","name":"a","mode":420,"content_b64":"aGk="}]}"#,
             ),
             (
                 "heartbeat",
@@ -731,7 +765,7 @@ pub(crate) mod tests {
         let Message::Sync(s) = decode(
             "sync",
             Direction::ToClient,
-            r#"{"files":[{"name":"a","mode":420,"content_b64":"aGk="}]}"#,
+            r#"{"files":[{"dir":"/etc/x","name":"a","mode":420,"content_b64":"aGk="}]}"#,
         )
         .unwrap() else {
             panic!("not a sync answer")
@@ -804,7 +838,7 @@ pub(crate) mod tests {
             (
                 "sync",
                 Direction::ToClient,
-                r#"{"files":[{"name":"a","mode":420,"content_b64":"!!"}]}"#,
+                r#"{"files":[{"dir":"/etc/x","name":"a","mode":420,"content_b64":"!!"}]}"#,
             ),
             ("execute", Direction::ToClient, r#"{"argv":["ls"]}"#),
             ("services", Direction::ToServer, r#"{"vips":[1]}"#),
@@ -847,11 +881,7 @@ pub(crate) mod tests {
             ("execute", r#"{"argv":["ls"],"timeout_s":0}"#),
             (
                 "sync",
-                r#"{"files":[{"name":"a","mode":65535,"content_b64":""}]}"#,
-            ),
-            (
-                "sync",
-                r#"{"files":[{"name":"","mode":420,"content_b64":""}]}"#,
+                r#"{"files":[{"dir":"/x","name":"a","mode":65535,"content_b64":""}]}"#,
             ),
         ];
         for (kind, body) in cases {
@@ -863,6 +893,42 @@ pub(crate) mod tests {
                 "{body}"
             );
         }
+        for (dir, name) in [
+            ("/x", ""),
+            ("/x", "/etc/passwd"),
+            ("/x", "../passwd"),
+            ("/x", "a/../../b"),
+            ("/x", "a//b"),
+            ("/x", "./a"),
+            ("/x", "a/"),
+            ("/x", "a\\u0000b"),
+            ("x", "a"),
+            ("/", "a"),
+            ("/x/../y", "a"),
+        ] {
+            let body = format!(
+                r#"{{"files":[{{"dir":"{dir}","name":"{name}","mode":420,"content_b64":""}}]}}"#
+            );
+            assert!(
+                matches!(
+                    decode("sync", Direction::ToClient, &body),
+                    Err(SchemaError::Invalid { .. })
+                ),
+                "{body}"
+            );
+        }
+        for dirs in [r#"["x"]"#, r#"["/a/../b"]"#, r#"["/"]"#] {
+            let body = format!(r#"{{"dirs":{dirs}}}"#);
+            assert!(
+                matches!(
+                    decode("sync", Direction::ToServer, &body),
+                    Err(SchemaError::Invalid { .. })
+                ),
+                "{body}"
+            );
+        }
+        assert!(relative_name("lbs/web/a.conf"));
+        assert!(absolute_dir("/etc/keepalived"));
     }
 
     #[test]

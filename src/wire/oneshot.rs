@@ -6,48 +6,58 @@
 //! the arbiter's role would start consuming `lbs` and take the balancers' messages from the
 //! arbiter that comes back).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Confirmation};
 
-use super::amqp::{Dest, EXCHANGE};
-use super::envelope::{self, Header, Key};
+use super::amqp::options::{open_connection, prepare_uri};
+use super::amqp::{Dest, TlsFiles, TransportOptions, EXCHANGE};
+use super::envelope::{self, Header, MessageId};
 use super::messages::Message;
+use super::state::StateDir;
 use super::WireError;
 
-/// Signs `msg` as `from` with `key` and publishes it to `to` on the broker at `url`, waiting
-/// for the broker's confirm; everything within `limit`.
+/// Signs `msg` with the arbiter's key of `opts` as `from` and publishes it to `to` on the
+/// broker at `url` (with the password and TLS files of `opts`), waiting for the broker's
+/// confirm; everything within `limit`.
+///
+/// The message opens a new epoch of the arbiter: it takes the arbiter's state directory
+/// (`server.lock`) and its next epoch, so the balancers' replay windows take it as newer than
+/// anything the arbiter sent, and the arbiter's next start goes above it. While an arbiter
+/// daemon holds the directory (it runs but did not answer), nothing is published: a new
+/// epoch from here would make the balancers refuse everything that daemon sends after it.
 pub async fn publish(
     url: &str,
-    key: &Key,
+    opts: &TransportOptions,
     from: &str,
     to: Dest,
     msg: &Message,
     limit: Duration,
 ) -> Result<(), WireError> {
+    let kind = msg.kind();
+    let body = msg
+        .encode_body()
+        .map_err(|source| WireError::Encode { kind, source })?;
+    let state = StateDir::open(&opts.state_dir, "server")?;
+    let now_ms = super::amqp::now_ms();
+    let epoch = state.next_epoch(now_ms / 1000)?;
+    let header = Header {
+        kind: kind.as_str().to_owned(),
+        from: from.to_owned(),
+        to: to.address().to_owned(),
+        id: MessageId { epoch, seq: 1 },
+        ts_ms: now_ms,
+    };
+    let payload = envelope::seal(&opts.key, &header, &body)?;
+    let connect_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+    let uri = prepare_uri(url, opts.password.as_deref(), opts.heartbeat_s, connect_ms)?;
     let work = async {
-        let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+        let conn = open_connection(&uri, &opts.tls, format!("ipvs-sync quorum {from}")).await?;
         let channel = conn.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        let kind = msg.kind();
-        let body = msg
-            .encode_body()
-            .map_err(|source| WireError::Encode { kind, source })?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let header = Header {
-            kind: kind.as_str().to_owned(),
-            from: from.to_owned(),
-            to: to.address().to_owned(),
-            // Above anything the arbiter sent before: its seqs start at its start time in µs.
-            seq: u64::try_from(now.as_micros()).unwrap_or(u64::MAX),
-            ts_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
-        };
-        let payload = envelope::seal(key, &header, &body)?;
         let confirm = channel
             .basic_publish(
                 EXCHANGE.into(),
@@ -84,11 +94,20 @@ pub async fn publish(
         })?
 }
 
-/// Deletes the queue `queue` on the broker at `url` (a decommissioned balancer's); returns how
-/// many messages it held. An absent queue is not an error (0).
-pub async fn delete_queue(url: &str, queue: &str, limit: Duration) -> Result<u32, WireError> {
+/// Deletes the queue `queue` on the broker at `url` (a decommissioned balancer's), logging in
+/// with `password` when the URL has none and the TLS files of `tls`; returns how many messages
+/// it held. An absent queue is not an error (0).
+pub async fn delete_queue(
+    url: &str,
+    password: Option<&str>,
+    tls: &TlsFiles,
+    queue: &str,
+    limit: Duration,
+) -> Result<u32, WireError> {
+    let connect_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+    let uri = prepare_uri(url, password, 10, connect_ms)?;
     let work = async {
-        let conn = Connection::connect(url, ConnectionProperties::default()).await?;
+        let conn = open_connection(&uri, tls, "ipvs-sync forget".to_owned()).await?;
         let channel = conn.create_channel().await?;
         let passive = channel
             .queue_declare(

@@ -158,21 +158,27 @@ pub fn time_down(f: &Fleet, mon: &RibMonitor, arg: &str, prefix: &str, timeout: 
     }
 }
 
-/// Publishes `n` signed `fin_announce` broadcasts (of `vip`) as the arbiter would, with
-/// the crate's transport in the broker's namespace, at most 500 awaiting their confirm.
-/// The arbiter must not run: the transport consumes its queue meanwhile.
+/// Publishes `n` signed `fin_announce` broadcasts (of `vip`) as the arbiter would (its
+/// key and `max_age`, a state directory of its own), with the crate's transport in the
+/// broker's namespace, at most 500 awaiting their confirm. The arbiter must not run: the
+/// transport consumes its queue meanwhile.
 pub fn broadcast_fins(f: &Fleet, vip: std::net::IpAddr, n: usize) {
     use ipvs_sync::wire::messages::FinAnnounce;
-    use ipvs_sync::wire::{Dest, Key, Message, Role, Transport, TransportOptions};
+    use ipvs_sync::wire::{Dest, Message, NodeKey, Role, Senders, Transport, TransportOptions};
     let url = f.amqp_url();
+    let key = NodeKey::from_text(&f.spec.arbiter.key.to_text()).unwrap();
+    let state_dir = f.scratch.path().join("broadcaster-state");
+    let max_age = f.opts.max_age.map(Duration::from_secs);
     let sent = f.core.block_on(move || async move {
-        let key = Key::new(labkit::fleet::KEY.as_bytes()).unwrap();
         let role = Role::Server {
             name: "arbiter".into(),
         };
-        let (t, _incoming) = Transport::connect(&url, role, TransportOptions::new(key))
-            .await
-            .unwrap();
+        let senders = Senders::balancers(&key, "arbiter", Default::default());
+        let mut opts = TransportOptions::new(key, senders, state_dir);
+        if let Some(age) = max_age {
+            opts.max_age = age;
+        }
+        let (t, _incoming) = Transport::connect(&url, role, opts).await.unwrap();
         let msg = Message::FinAnnounce(FinAnnounce { vips: vec![vip] });
         let mut left = n;
         while left > 0 {

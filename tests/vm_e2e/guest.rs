@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use labkit::spec::{Arbiter, Balancer, LabSpec, Peer, Proto, Vip};
+use labkit::spec::{Arbiter, Balancer, LabKey, LabSpec, Peer, Proto, Vip};
 use labkit::{Daemon, Ini, Netns};
 
 /// The IPv4 and IPv6 VIPs the mapping gives both balancers.
@@ -73,8 +73,6 @@ pub struct Env {
     pub bin: PathBuf,
     /// `amqp://…@192.0.2.1:5672/%2f`.
     pub amqp_url: String,
-    /// The shared message key.
-    pub message_key: String,
     /// The broker's `ADDR:PORT`.
     pub broker: String,
     /// The MAC of the guest's interface on the tap.
@@ -108,7 +106,6 @@ pub fn env() -> &'static Env {
             work: path.parent().unwrap().to_owned(),
             bin,
             amqp_url: get("AMQP_URL"),
-            message_key: get("MESSAGE_KEY"),
             broker: format!("{}:{}", get("BROKER_ADDR"), get("BROKER_PORT")),
             mac: get("GUEST_MAC"),
             router: get("ROUTER_ADDR").parse().unwrap(),
@@ -391,6 +388,7 @@ fn spec(tag: &str, env: &Env) -> LabSpec {
                 }],
                 config: c,
                 secret: Ini::new(),
+                key: LabKey::generate().unwrap(),
             }
         })
         .collect();
@@ -405,13 +403,14 @@ fn spec(tag: &str, env: &Env) -> LabSpec {
     };
     LabSpec {
         config,
-        secret: Ini::with("secret", "message_key", &env.message_key),
+        secret: Ini::new(),
         arbiter: Arbiter {
             desc_dir: dir.join("arb/desc"),
             dir: dir.join("arb"),
             quorum_bin: Some(env.bin.clone()),
             config: arbiter,
             secret: Ini::new(),
+            key: LabKey::generate().unwrap(),
         },
         balancers,
         routers: Vec::new(),

@@ -178,14 +178,84 @@ pub(crate) fn command_line(v: &str) -> ValueResult<Vec<String>> {
     }
 }
 
+/// One argument pattern of an `execute.NAME` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgPattern {
+    /// This exact word.
+    Literal(String),
+    /// `{ip}`: an IPv4 or IPv6 address.
+    Ip,
+    /// `{int}`: a decimal number 0..=4294967295 without sign or leading zeros.
+    Int,
+    /// `{name}`: 1 to 64 letters, digits, `.`, `_`, `-`, not starting with `-` (so it can
+    /// never be taken as an option).
+    Name,
+}
+
+impl ArgPattern {
+    fn parse(word: &str) -> ArgPattern {
+        match word {
+            "{ip}" => ArgPattern::Ip,
+            "{int}" => ArgPattern::Int,
+            "{name}" => ArgPattern::Name,
+            w => ArgPattern::Literal(w.to_owned()),
+        }
+    }
+
+    /// Whether `arg` fits.
+    pub fn matches(&self, arg: &str) -> bool {
+        match self {
+            ArgPattern::Literal(w) => w == arg,
+            ArgPattern::Ip => arg.parse::<std::net::IpAddr>().is_ok(),
+            ArgPattern::Int => {
+                arg.parse::<u32>().is_ok()
+                    && (arg == "0" || !arg.starts_with('0'))
+                    && arg.bytes().all(|b| b.is_ascii_digit())
+            }
+            ArgPattern::Name => {
+                (1..=64).contains(&arg.len())
+                    && !arg.starts_with('-')
+                    && arg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            }
+        }
+    }
+}
+
+/// `execute.NAME = PROGRAM ARG…`: one whole command line an `execute` message may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRule {
+    /// NAME, for the log.
+    pub name: String,
+    /// The program, an absolute path, compared exactly.
+    pub program: PathBuf,
+    /// One pattern per argument; the argument count must match too.
+    pub args: Vec<ArgPattern>,
+}
+
+impl ExecRule {
+    /// Whether `argv` (program first) is exactly this rule.
+    pub fn matches(&self, argv: &[String]) -> bool {
+        let Some((prog, args)) = argv.split_first() else {
+            return false;
+        };
+        Path::new(prog) == self.program
+            && args.len() == self.args.len()
+            && self.args.iter().zip(args).all(|(p, a)| p.matches(a))
+    }
+}
+
 /// `[client]`: what the arbiter may make a balancer do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// `sync_dirs`: directories a `sync` message may write under; empty = `sync` refused.
+    /// `sync_dirs`: directories a `sync` message may write under (the arbiter serves the same
+    /// directories from its `[server] sync_dirs`); empty = `sync` refused.
     pub sync_dirs: Vec<PathBuf>,
-    /// `execute_allow`: programs an `execute` message may run; empty = `execute` off.
-    pub execute_allow: Vec<PathBuf>,
-    /// `execute_timeout` (10 s): an executed command is killed after this.
+    /// `execute.NAME`: the command lines an `execute` message may run; none = `execute` off.
+    pub execute: Vec<ExecRule>,
+    /// `execute_timeout` (10 s): an executed command (its whole process group) is killed
+    /// after this.
     pub execute_timeout: Duration,
 }
 
@@ -193,20 +263,62 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             sync_dirs: Vec::new(),
-            execute_allow: Vec::new(),
+            execute: Vec::new(),
             execute_timeout: Duration::from_secs(10),
         }
     }
 }
 
+/// Why `execute_allow` (a list of programs run with any arguments) is refused now.
+const EXECUTE_ALLOW_GONE: &str = "execute_allow (programs with any arguments) is replaced by \
+     whole command lines: write one `execute.NAME = /path/to/program ARG…` per command, with \
+     {ip}, {int} or {name} where an argument may vary (see config.ini.example)";
+
+fn exec_rule(name: &str, v: &str) -> ValueResult<ExecRule> {
+    if !(1..=64).contains(&name.len())
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+    {
+        return Err(Invalid::Refused(Cow::Borrowed(
+            "the NAME of execute.NAME is 1..64 letters, digits, '-', '_'",
+        )));
+    }
+    let words = command_line(v)?;
+    let Some((program, args)) = words.split_first() else {
+        return Err(Invalid::Expected(Cow::Borrowed("a command line")));
+    };
+    Ok(ExecRule {
+        name: name.to_owned(),
+        program: PathBuf::from(program),
+        args: args.iter().map(|a| ArgPattern::parse(a)).collect(),
+    })
+}
+
 impl ClientConfig {
-    /// The keys of `[client]`.
+    /// The fixed keys of `[client]`.
     pub const KEYS: &'static [&'static str] = &["sync_dirs", "execute_allow", "execute_timeout"];
+    /// The key prefixes of `[client]`.
+    pub const PREFIXES: &'static [&'static str] = &["execute."];
 
     pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<ClientConfig, ConfigError> {
+        if let Some(e) = f.entry("execute_allow") {
+            if !e.value.is_empty() {
+                return Err(f.error(
+                    e,
+                    Invalid::Refused(Cow::Borrowed(EXECUTE_ALLOW_GONE)),
+                    false,
+                ));
+            }
+        }
+        let mut execute = Vec::new();
+        for e in f.prefixed("execute.") {
+            let name = e.key.strip_prefix("execute.").unwrap_or_default();
+            execute.push(exec_rule(name, &e.value).map_err(|i| f.error(e, i, false))?);
+        }
         Ok(ClientConfig {
             sync_dirs: f.get("sync_dirs", Vec::new(), value::abs_path_list)?,
-            execute_allow: f.get("execute_allow", Vec::new(), value::abs_path_list)?,
+            execute,
             execute_timeout: f.get("execute_timeout", Duration::from_secs(10), value::seconds)?,
         })
     }
@@ -225,15 +337,22 @@ impl ClientConfig {
                 .any(|d| path.starts_with(d) && path != d.as_path())
     }
 
-    /// Whether an `execute` may run `program` (exact match with `execute_allow`).
-    pub fn execute_allowed(&self, program: &Path) -> bool {
-        self.execute_allow.iter().any(|p| p == program)
+    /// The `execute.NAME` rule `argv` matches, if any.
+    pub fn execute_rule(&self, argv: &[String]) -> Option<&ExecRule> {
+        self.execute.iter().find(|r| r.matches(argv))
     }
 }
 
 /// `[server]`: the arbiter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
+    /// `balancer_keys_dir` (`/etc/ipvs-sync/balancers`): one `HOSTNAME.pub` per balancer
+    /// (the public key its `ipvs-sync keygen` printed); a balancer without one is not heard.
+    /// Read at start and on SIGHUP.
+    pub balancer_keys_dir: PathBuf,
+    /// `sync_dirs` (none): the directories whose files a balancer's `sync` request may get
+    /// (regular files only, no symlinks followed); empty = `sync` answered with nothing.
+    pub sync_dirs: Vec<PathBuf>,
     /// `quorum_socket` (`/run/ipvs-sync/quorum.sock`): where `ipvs-sync quorum` hands
     /// announces to the running arbiter.
     pub quorum_socket: PathBuf,
@@ -263,6 +382,8 @@ pub enum WithdrawLimit {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
+            balancer_keys_dir: PathBuf::from("/etc/ipvs-sync/balancers"),
+            sync_dirs: Vec::new(),
             quorum_socket: PathBuf::from("/run/ipvs-sync/quorum.sock"),
             startup_hold: Duration::from_secs(10),
             withdraw_limit: None,
@@ -276,6 +397,8 @@ impl ServerConfig {
     pub const KEYS: &'static [&'static str] = &[
         "quorum_socket",
         "startup_hold",
+        "balancer_keys_dir",
+        "sync_dirs",
         "withdraw_limit",
         "withdraw_window",
     ];
@@ -283,6 +406,8 @@ impl ServerConfig {
     pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<ServerConfig, ConfigError> {
         let d = ServerConfig::default();
         Ok(ServerConfig {
+            balancer_keys_dir: f.get("balancer_keys_dir", d.balancer_keys_dir, value::abs_path)?,
+            sync_dirs: f.get("sync_dirs", d.sync_dirs, value::abs_path_list)?,
             quorum_socket: f.get("quorum_socket", d.quorum_socket, value::abs_path)?,
             startup_hold: f.get("startup_hold", d.startup_hold, value::seconds_or_zero)?,
             withdraw_limit: f.opt("withdraw_limit", withdraw_limit)?,
@@ -306,12 +431,17 @@ fn withdraw_limit(v: &str) -> ValueResult<WithdrawLimit> {
     }
 }
 
-/// `[messages]`: envelope checks.
+/// `[messages]`: message sizes and lifetimes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessagesConfig {
-    /// `max_age` (30 s): older (or further in the future) messages are stale and dropped.
+    /// `max_age` (30 s): how long a message may wait in the broker. It is the per-message TTL
+    /// of every queue (`x-message-ttl`, counted by RabbitMQ's clock), so a message that waited
+    /// longer reaches nobody; no host's clock is compared with another's. A change needs the
+    /// queues declared again (the daemon's error on start says how).
     pub max_age: Duration,
-    /// `max_bytes` (64 MiB): bigger bodies are dropped.
+    /// `max_bytes` (16 MiB): the largest message sent or accepted (a tree of 5,000 services
+    /// × 20 real servers is about 6 MB). Sends above it fail and are counted; receipts above
+    /// it are dropped.
     pub max_bytes: usize,
     /// `queue_max_length` (50,000): a balancer's broker queue holds at most this many
     /// messages, the oldest dropped first, so a balancer that is gone costs the broker a
@@ -322,11 +452,14 @@ pub struct MessagesConfig {
     pub queue_expires: Duration,
 }
 
+/// Default of `max_bytes`: 16 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
+
 impl Default for MessagesConfig {
     fn default() -> Self {
         MessagesConfig {
             max_age: Duration::from_secs(30),
-            max_bytes: 64 * 1024 * 1024,
+            max_bytes: DEFAULT_MAX_BYTES,
             queue_max_length: 50_000,
             queue_expires: Duration::from_secs(24 * 3600),
         }
@@ -342,7 +475,9 @@ impl MessagesConfig {
         let d = MessagesConfig::default();
         Ok(MessagesConfig {
             max_age: f.get("max_age", d.max_age, value::seconds)?,
-            max_bytes: f.get("max_bytes", d.max_bytes, value::positive_usize)?,
+            max_bytes: f.get("max_bytes", d.max_bytes, |v| {
+                value::int_in(v, 4096, 256 << 20, "a size in bytes, 4096..268435456")
+            })?,
             queue_max_length: f.get("queue_max_length", d.queue_max_length, |v| {
                 value::int_in(v, 1, u32::MAX, "a queue length of at least 1")
             })?,
@@ -375,11 +510,71 @@ mod tests {
         assert!(command_line("/bin/x 'open").is_err());
     }
 
+    /// A command line, split at spaces.
+    fn argv(line: &str) -> Vec<String> {
+        line.split(' ')
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     #[test]
-    fn sync_and_execute_allow_lists() {
+    fn execute_rules_match_whole_command_lines() {
+        let rule = exec_rule(
+            "drain",
+            "/usr/local/sbin/drain --vip {ip} --weight {int} {name}",
+        )
+        .unwrap();
+        let ok = [
+            "/usr/local/sbin/drain --vip 192.0.2.1 --weight 0 web",
+            "/usr/local/sbin/drain --vip 2001:db8::1 --weight 250 a.b_c-d",
+        ];
+        for a in ok {
+            assert!(rule.matches(&argv(a)), "{a}");
+        }
+        let bad = [
+            "/usr/local/sbin/drain",
+            "/usr/local/sbin/drain --vip 192.0.2.1 --weight 0",
+            "/usr/local/sbin/drain --vip 192.0.2.1 --weight 0 web x",
+            "/usr/local/sbin/drain --vip host --weight 0 web",
+            "/usr/local/sbin/drain --vip 192.0.2.1 --weight -1 web",
+            "/usr/local/sbin/drain --vip 192.0.2.1 --weight 01 web",
+            "/usr/local/sbin/drain --vip 192.0.2.1 --weight 0 --exec=x",
+            "/usr/local/sbin/drain --VIP 192.0.2.1 --weight 0 web",
+            "drain --vip 192.0.2.1 --weight 0 web",
+            "/usr/local/sbin/drain2 --vip 192.0.2.1 --weight 0 web",
+            "",
+        ];
+        for a in bad {
+            assert!(!rule.matches(&argv(a)), "{a}");
+        }
+        // An argument with a space never matches {name}.
+        let mut spaced = argv("/usr/local/sbin/drain --vip 192.0.2.1 --weight 0");
+        spaced.push("a b".into());
+        assert!(!rule.matches(&spaced));
+        assert!(exec_rule("x y", "/bin/true").is_err());
+        assert!(exec_rule("x", "true").is_err());
+        let c = ClientConfig {
+            execute: vec![
+                rule,
+                exec_rule("reload", "/usr/sbin/service keepalived reload").unwrap(),
+            ],
+            ..ClientConfig::default()
+        };
+        assert_eq!(
+            c.execute_rule(&argv("/usr/sbin/service keepalived reload"))
+                .map(|r| r.name.as_str()),
+            Some("reload")
+        );
+        assert!(c
+            .execute_rule(&argv("/usr/sbin/service keepalived stop"))
+            .is_none());
+    }
+
+    #[test]
+    fn sync_dirs() {
         let c = ClientConfig {
             sync_dirs: vec![PathBuf::from("/etc/keepalived")],
-            execute_allow: vec![PathBuf::from("/usr/sbin/reload")],
             ..ClientConfig::default()
         };
         assert!(c.sync_allowed(Path::new("/etc/keepalived/lbs/a.conf")));
@@ -387,8 +582,6 @@ mod tests {
         assert!(!c.sync_allowed(Path::new("/etc/keepalived/../passwd")));
         assert!(!c.sync_allowed(Path::new("/etc/keepalivedX/a")));
         assert!(!c.sync_allowed(Path::new("etc/keepalived/a")));
-        assert!(c.execute_allowed(Path::new("/usr/sbin/reload")));
-        assert!(!c.execute_allowed(Path::new("/usr/sbin/reload2")));
         assert!(!ClientConfig::default().sync_allowed(Path::new("/tmp/x")));
     }
 }

@@ -1,4 +1,6 @@
-//! `[main]`: the keys of the original Python ipvs-sync plus `hostname`, `http_listen`, `ipvs`.
+//! `[main]`: the keys of the original Python ipvs-sync plus `hostname`, `http_listen`, `ipvs`,
+//! the arbiter a balancer trusts (`arbiter_name`, `arbiter_public_key`), the state directory,
+//! and the broker's TLS files.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -60,6 +62,41 @@ pub struct MainConfig {
     pub state_dir: PathBuf,
     /// `ipvs` (true): false runs announce-only.
     pub ipvs: bool,
+    /// `arbiter_name` (required on a balancer): the `hostname` of the arbiter, the only
+    /// sender a balancer accepts.
+    pub arbiter_name: Option<String>,
+    /// `arbiter_public_key` (required on a balancer): the arbiter's public key, as its
+    /// `ipvs-sync keygen` printed it.
+    pub arbiter_public_key: Option<String>,
+    /// `amqp_ca_file` (none: the system's roots): PEM certificates trusted, in addition to
+    /// the system's, for an `amqps://` broker.
+    pub amqp_ca_file: Option<PathBuf>,
+    /// `amqp_client_cert` (none): PEM certificate chain presented to an `amqps://` broker;
+    /// needs `amqp_client_key`.
+    pub amqp_client_cert: Option<PathBuf>,
+    /// `amqp_client_key` (none): PEM PKCS#8 private key of `amqp_client_cert` (a secret file:
+    /// same ownership and mode rules as `secret.ini`).
+    pub amqp_client_key: Option<PathBuf>,
+}
+
+fn node_name(v: &str) -> ValueResult<String> {
+    let v = hostname_value(v)?;
+    if v == "lbs" || v == "broadcast" {
+        return Err(Invalid::Refused(Cow::Borrowed(
+            "`lbs` and `broadcast` are routing keys and cannot name a node",
+        )));
+    }
+    Ok(v)
+}
+
+fn public_key(v: &str) -> ValueResult<String> {
+    if crate::secret::looks_like_key(v) {
+        Ok(v.to_owned())
+    } else {
+        Err(Invalid::Expected(Cow::Borrowed(
+            "the arbiter's public key: 44 characters of base64, as `ipvs-sync keygen` prints it",
+        )))
+    }
 }
 
 const SECS: fn(&str) -> ValueResult<Duration> = value::seconds;
@@ -137,12 +174,17 @@ impl MainConfig {
         "ipvs",
         "control_socket",
         "state_dir",
+        "arbiter_name",
+        "arbiter_public_key",
+        "amqp_ca_file",
+        "amqp_client_cert",
+        "amqp_client_key",
     ];
 
     /// Reads `[main]`.
     pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<MainConfig, ConfigError> {
         f.get("announces_source", (), announces_source)?;
-        let hostname = match f.opt("hostname", hostname_value)? {
+        let hostname = match f.opt("hostname", node_name)? {
             Some(h) => h,
             None => hostname::detect_fqdn()
                 .map(|h| h.to_ascii_lowercase())
@@ -154,7 +196,7 @@ impl MainConfig {
                     )
                 })?,
         };
-        Ok(MainConfig {
+        let main = MainConfig {
             amqp_server: f.required("amqp_server", |v| or_expected(AmqpUrl::parse(v)))?,
             mapping_update_interval: f.get(
                 "mapping_update_interval",
@@ -220,6 +262,8 @@ impl MainConfig {
             hostname,
             http_listen: f.opt("http_listen", value::socket_addr)?,
             ipvs: f.get("ipvs", true, value::boolean)?,
+            arbiter_name: f.opt("arbiter_name", node_name)?,
+            arbiter_public_key: f.opt("arbiter_public_key", public_key)?,
             control_socket: f.get(
                 "control_socket",
                 PathBuf::from(DEFAULT_CONTROL_SOCKET),
@@ -230,6 +274,14 @@ impl MainConfig {
                 PathBuf::from(DEFAULT_STATE_DIR),
                 value::abs_path,
             )?,
-        })
+            amqp_ca_file: f.opt("amqp_ca_file", value::abs_path)?,
+            amqp_client_cert: f.opt("amqp_client_cert", value::abs_path)?,
+            amqp_client_key: f.opt("amqp_client_key", value::abs_path)?,
+        };
+        match (&main.amqp_client_cert, &main.amqp_client_key) {
+            (Some(_), None) => Err(f.missing("amqp_client_key", " when amqp_client_cert is set")),
+            (None, Some(_)) => Err(f.missing("amqp_client_cert", " when amqp_client_key is set")),
+            _ => Ok(main),
+        }
     }
 }

@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use crate::spec::{Arbiter, Balancer, LabSpec, Peer, Proto, Router, Vip};
+use crate::spec::{Arbiter, Balancer, LabKey, LabSpec, Peer, Proto, Router, Vip};
 use crate::{GobgpConfig, GobgpNeighbor, Ini};
 
 /// A node of the LAN: name, IPv4 and IPv6 address.
@@ -138,8 +138,10 @@ pub struct BridgeOpts {
     pub interface: String,
     /// The broker's password (`amqp_password` in `secret.ini`).
     pub amqp_password: String,
-    /// The shared message key.
-    pub message_key: String,
+    /// The arbiter's node key.
+    pub arbiter_key: LabKey,
+    /// The node key of each of [`BALANCERS`], in order.
+    pub balancer_keys: [LabKey; BALANCERS.len()],
     /// The TCP-MD5 key of r1's sessions.
     pub md5_r1: String,
 }
@@ -164,11 +166,7 @@ pub fn spec(o: &BridgeOpts) -> LabSpec {
         .set("main", "heartbeat_interval", 1)
         .set("main", "consumer_alive_ttl", 5);
     let mut secret = Ini::new();
-    secret.set("secret", "amqp_password", &o.amqp_password).set(
-        "secret",
-        "message_key",
-        &o.message_key,
-    );
+    secret.set("secret", "amqp_password", &o.amqp_password);
 
     let mut arbiter_config = Ini::new();
     arbiter_config
@@ -184,11 +182,13 @@ pub fn spec(o: &BridgeOpts) -> LabSpec {
         quorum_bin: Some(o.bin.clone()),
         config: arbiter_config,
         secret: Ini::new(),
+        key: o.arbiter_key.clone(),
     };
 
     let balancers = BALANCERS
         .iter()
-        .map(|lb| {
+        .zip(&o.balancer_keys)
+        .map(|(lb, key)| {
             let mut c = Ini::new();
             c.set("main", "http_listen", format!("{}:9100", addr(lb, false)))
                 .set("bgp", "hold_time", HOLD_TIME)
@@ -218,6 +218,7 @@ pub fn spec(o: &BridgeOpts) -> LabSpec {
                     .collect(),
                 config: c,
                 secret: Ini::new(),
+                key: key.clone(),
             }
         })
         .collect();
@@ -347,7 +348,8 @@ mod tests {
             ipvs: false,
             interface: "lo".into(),
             amqp_password: "pw".into(),
-            message_key: "k".into(),
+            arbiter_key: LabKey::from_seed([0; 32]),
+            balancer_keys: [1, 2, 3].map(|n| LabKey::from_seed([n; 32])),
             md5_r1: "md5".into(),
         });
         let r1 = spec.routers[0].gobgpd.to_toml();

@@ -11,7 +11,14 @@
 //!   ip netns exec NS setpriv --reuid=rabbitmq … env -i RABBITMQ_…=… rabbitmq-server
 //!        └─ sh (pid kept; SIGTERM = graceful stop) ─ beam.smp ─ epmd -daemon
 //! ```
+//!
+//! [`Rabbit::start_tls`] adds an `amqps` listener with certificates of a private CA
+//! ([`make_test_pki`] makes one with `openssl`). [`Rabbit::provision_fleet`] sets up ipvs-sync's
+//! least-privilege layout ([`fleet_commands`]): a vhost, one user per node, and permissions
+//! that let each balancer publish only to the arbiter's routing key and read only its own
+//! queue; `guest` is removed.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -50,8 +57,25 @@ pub struct Rabbit {
     user: String,
     pass: String,
     daemon: Option<Daemon>,
+    tls: Option<RabbitTls>,
     // Declared last so the processes are gone before their directory is removed.
     dir: tempfile::TempDir,
+}
+
+/// An `amqps` listener of a lab broker: its port and PEM files (copied into the broker's
+/// directory, readable by user `rabbitmq`).
+#[derive(Debug, Clone)]
+pub struct RabbitTls {
+    /// TLS port on the broker's address.
+    pub port: u16,
+    /// CA certificate(s) the broker checks client certificates against.
+    pub ca: PathBuf,
+    /// The broker's certificate.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// Refuse clients without a certificate of that CA (`fail_if_no_peer_cert`).
+    pub require_client_cert: bool,
 }
 
 impl Rabbit {
@@ -60,6 +84,16 @@ impl Rabbit {
     /// of `ns`), with a user of its own that has full rights on vhost `/`; returns once the
     /// broker has booted and answers AMQP.
     pub fn start(ns: &Netns, listen: &str) -> io::Result<Rabbit> {
+        Self::start_with(ns, listen, None)
+    }
+
+    /// [`Rabbit::start`] with an `amqps` listener as well (`listeners.ssl.default`,
+    /// `ssl_options.*`).
+    pub fn start_tls(ns: &Netns, listen: &str, tls: &RabbitTls) -> io::Result<Rabbit> {
+        Self::start_with(ns, listen, Some(tls.clone()))
+    }
+
+    fn start_with(ns: &Netns, listen: &str, tls: Option<RabbitTls>) -> io::Result<Rabbit> {
         let addr = parse_listen(listen)?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
@@ -75,6 +109,7 @@ impl Rabbit {
             user: format!("ipvs{pid}x{id}"),
             pass: format!("pw{nanos:x}{pid:x}{id}"),
             daemon: None,
+            tls,
             dir,
         };
         rabbit.prepare_dir()?;
@@ -105,6 +140,63 @@ impl Rabbit {
     /// The URL of this broker with other credentials (see [`Rabbit::add_user`]).
     pub fn url_for(&self, user: &str, pass: &str) -> String {
         format!("amqp://{user}:{pass}@{}/%2f", self.addr)
+    }
+
+    /// `amqp://USER:PASS@ADDR:PORT/VHOST` (user, password and vhost percent-encoded).
+    pub fn url_in(&self, vhost: &str, user: &str, pass: &str) -> String {
+        format!(
+            "amqp://{}:{}@{}/{}",
+            pct(user),
+            pct(pass),
+            self.addr,
+            pct(vhost)
+        )
+    }
+
+    /// `amqps://USER:PASS@ADDR:TLSPORT/VHOST`, if the broker has a TLS listener.
+    pub fn tls_url_in(&self, vhost: &str, user: &str, pass: &str) -> Option<String> {
+        let tls = self.tls.as_ref()?;
+        Some(format!(
+            "amqps://{}:{}@{}/{}",
+            pct(user),
+            pct(pass),
+            SocketAddr::new(self.addr.ip(), tls.port),
+            pct(vhost)
+        ))
+    }
+
+    /// Sets up ipvs-sync's broker layout in `vhost` ([`fleet_commands`]): the vhost, a user
+    /// per node named after it with a fresh password, their permissions; removes `guest`.
+    /// Returns the accounts.
+    pub fn provision_fleet(
+        &self,
+        vhost: &str,
+        arbiter: &str,
+        balancers: &[&str],
+    ) -> io::Result<FleetBroker> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let account = |name: &str, i: usize| Account {
+            user: name.to_owned(),
+            pass: format!("pw{nanos:x}n{i}x{}", std::process::id()),
+        };
+        let fleet = FleetBroker {
+            vhost: vhost.to_owned(),
+            arbiter: account(arbiter, 0),
+            balancers: balancers
+                .iter()
+                .enumerate()
+                .map(|(i, b)| ((*b).to_owned(), account(b, i + 1)))
+                .collect(),
+        };
+        // `guest` exists only on a broker without default_user: removing it may fail.
+        let _ = self.ctl(&["delete_user", "guest"]);
+        for cmd in fleet_commands(&fleet) {
+            let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+            self.ctl(&args)?;
+        }
+        Ok(fleet)
     }
 
     /// The Erlang node name (`rabbitmqctl -n`).
@@ -196,8 +288,10 @@ impl Rabbit {
                  default_permissions.configure = .*\n\
                  default_permissions.read = .*\n\
                  default_permissions.write = .*\n\
-                 loopback_users = none\n",
-                self.user, self.pass
+                 loopback_users = none\n{}",
+                self.user,
+                self.pass,
+                self.tls_conf(root)?
             ),
         )?;
         std::fs::write(root.join("enabled_plugins"), "[].\n")?;
@@ -209,6 +303,39 @@ impl Rabbit {
             std::os::unix::fs::chown(&entry, Some(uid), Some(gid))?;
         }
         Ok(())
+    }
+
+    /// Copies the TLS files into the broker's directory and returns the config lines.
+    fn tls_conf(&self, root: &Path) -> io::Result<String> {
+        let Some(tls) = &self.tls else {
+            return Ok(String::new());
+        };
+        let dir = root.join("tls");
+        std::fs::create_dir(&dir)?;
+        let mut paths = Vec::new();
+        for (src, name) in [
+            (&tls.ca, "ca.pem"),
+            (&tls.cert, "cert.pem"),
+            (&tls.key, "key.pem"),
+        ] {
+            let dst = dir.join(name);
+            std::fs::copy(src, &dst)?;
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600))?;
+            paths.push(dst.display().to_string());
+        }
+        let listener = match self.addr.ip() {
+            IpAddr::V6(ip) => format!("{ip}:{}", tls.port),
+            IpAddr::V4(ip) => format!("{ip}:{}", tls.port),
+        };
+        Ok(format!(
+            "listeners.ssl.default = {listener}\n\
+             ssl_options.cacertfile = {}\n\
+             ssl_options.certfile = {}\n\
+             ssl_options.keyfile = {}\n\
+             ssl_options.verify = verify_peer\n\
+             ssl_options.fail_if_no_peer_cert = {}\n",
+            paths[0], paths[1], paths[2], tls.require_client_cert
+        ))
     }
 
     /// `ip netns exec NS setpriv --reuid=rabbitmq … env -i RABBITMQ_…=… PROG`.
@@ -419,9 +546,265 @@ fn amqp_answers(ns_path: &str, addr: SocketAddr) -> bool {
         .unwrap_or(false)
 }
 
+/// Percent-encodes everything but unreserved characters (RFC 3986), for URL parts.
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A broker user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// User name.
+    pub user: String,
+    /// Password.
+    pub pass: String,
+}
+
+/// ipvs-sync's accounts in one vhost (see [`fleet_commands`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetBroker {
+    /// The vhost.
+    pub vhost: String,
+    /// The arbiter's user (named after the arbiter).
+    pub arbiter: Account,
+    /// Each balancer's user, by hostname (named after it).
+    pub balancers: BTreeMap<String, Account>,
+}
+
+/// The exchange, queue names and routing keys of ipvs-sync (`src/wire/amqp/topology.rs`).
+const EXCHANGE: &str = "ipvs-sync";
+const QUEUE_PREFIX: &str = "ipvs-sync.";
+const SERVER_KEY: &str = "lbs";
+const BROADCAST_KEY: &str = "broadcast";
+
+/// `s` with every regex metacharacter escaped, for a permission pattern.
+pub fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 2);
+    for c in s.chars() {
+        if "\\.^$|?*+()[]{}-".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The `rabbitmqctl` argument lists that set up ipvs-sync's least-privilege layout:
+///
+/// | user | configure | write | read | topic write (`ipvs-sync`) | topic read (`ipvs-sync`) |
+/// |---|---|---|---|---|---|
+/// | balancer H | its queue `ipvs-sync.H` | its queue, the exchange | its queue, the exchange | `lbs` only | `H` and `broadcast` only |
+/// | arbiter | `lbs`, the exchange | `lbs`, the exchange | `lbs`, the exchange | anything but `lbs` | `lbs` only |
+///
+/// RabbitMQ checks a publish against the topic write pattern and a queue binding against
+/// the topic read pattern (topic exchanges only), so a balancer can neither send to another
+/// balancer or to `broadcast` nor bind its queue to another's key; without configure or
+/// read on other queues it can neither consume, declare, bind, purge nor delete them, and
+/// without write on `amq.default` it cannot reach a queue by name.
+pub fn fleet_commands(fleet: &FleetBroker) -> Vec<Vec<String>> {
+    let v = fleet.vhost.as_str();
+    let ex = regex_escape(EXCHANGE);
+    let mut cmds: Vec<Vec<String>> = vec![vec!["add_vhost".into(), v.into()]];
+    let mut user =
+        |a: &Account, conf: String, write: String, read: String, tw: String, tr: String| {
+            cmds.push(vec!["add_user".into(), a.user.clone(), a.pass.clone()]);
+            cmds.push(vec![
+                "set_permissions".into(),
+                "-p".into(),
+                v.into(),
+                a.user.clone(),
+                conf,
+                write,
+                read,
+            ]);
+            cmds.push(vec![
+                "set_topic_permissions".into(),
+                "-p".into(),
+                v.into(),
+                a.user.clone(),
+                EXCHANGE.into(),
+                tw,
+                tr,
+            ]);
+        };
+    let lbs = regex_escape(SERVER_KEY);
+    let arbiter_objects = format!("^({ex}|{lbs})$");
+    user(
+        &fleet.arbiter,
+        arbiter_objects.clone(),
+        arbiter_objects.clone(),
+        arbiter_objects,
+        format!("^(?!{lbs}$).+$"),
+        format!("^{lbs}$"),
+    );
+    for (host, a) in &fleet.balancers {
+        let h = regex_escape(host);
+        let queue = format!("{}{h}", regex_escape(QUEUE_PREFIX));
+        user(
+            a,
+            format!("^{queue}$"),
+            format!("^({ex}|{queue})$"),
+            format!("^({ex}|{queue})$"),
+            format!("^{lbs}$"),
+            format!("^({h}|{})$", regex_escape(BROADCAST_KEY)),
+        );
+    }
+    cmds
+}
+
+/// A private CA and certificates made by `openssl` for a lab broker and one client.
+#[derive(Debug, Clone)]
+pub struct TestPki {
+    /// CA certificate (PEM).
+    pub ca: PathBuf,
+    /// The broker's certificate (SAN: its IP address) and key.
+    pub server_cert: PathBuf,
+    /// The broker's key.
+    pub server_key: PathBuf,
+    /// A client certificate (CN: the client's name) and key.
+    pub client_cert: PathBuf,
+    /// The client's key (PKCS#8).
+    pub client_key: PathBuf,
+    /// A second CA, not trusted by anyone: for a certificate the broker must refuse.
+    pub rogue_ca: PathBuf,
+    /// A client certificate of the rogue CA.
+    pub rogue_client_cert: PathBuf,
+    /// Its key.
+    pub rogue_client_key: PathBuf,
+}
+
+/// Makes a CA, a server certificate for `server_ip` and a client certificate for
+/// `client_cn` (EC P-256, valid two days) in `dir`, plus a rogue CA and client.
+pub fn make_test_pki(dir: &Path, server_ip: IpAddr, client_cn: &str) -> io::Result<TestPki> {
+    let p = |n: &str| dir.join(n);
+    let s = |p: &Path| p.display().to_string();
+    let openssl = |args: &[&str]| run_checked(Command::new("openssl").args(args)).map(drop);
+    let ca = |name: &str| -> io::Result<()> {
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=ipvs-sync lab {name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            &s(&p(&format!("{name}.key"))),
+            "-out",
+            &s(&p(&format!("{name}.pem"))),
+        ])
+    };
+    let leaf = |name: &str, ca: &str, cn: &str, ext: &str| -> io::Result<()> {
+        let extfile = p(&format!("{name}.ext"));
+        std::fs::write(&extfile, ext)?;
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &s(&p(&format!("{name}.key"))),
+            "-out",
+            &s(&p(&format!("{name}.csr"))),
+        ])?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &s(&p(&format!("{name}.csr"))),
+            "-CA",
+            &s(&p(&format!("{ca}.pem"))),
+            "-CAkey",
+            &s(&p(&format!("{ca}.key"))),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &s(&extfile),
+            "-out",
+            &s(&p(&format!("{name}.pem"))),
+        ])
+    };
+    ca("ca")?;
+    ca("rogue-ca")?;
+    let ip_san = format!(
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:{server_ip}\nextendedKeyUsage=serverAuth\n"
+    );
+    leaf("server", "ca", &server_ip.to_string(), &ip_san)?;
+    let client_ext = "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n";
+    leaf("client", "ca", client_cn, client_ext)?;
+    leaf("rogue-client", "rogue-ca", client_cn, client_ext)?;
+    for key in ["client.key", "rogue-client.key", "server.key"] {
+        std::fs::set_permissions(p(key), std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(TestPki {
+        ca: p("ca.pem"),
+        server_cert: p("server.pem"),
+        server_key: p("server.key"),
+        client_cert: p("client.pem"),
+        client_key: p("client.key"),
+        rogue_ca: p("rogue-ca.pem"),
+        rogue_client_cert: p("rogue-client.pem"),
+        rogue_client_key: p("rogue-client.key"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fleet_permissions_are_anchored_and_escaped() {
+        let fleet = FleetBroker {
+            vhost: "ipvs-sync".into(),
+            arbiter: Account {
+                user: "arbiter.example.net".into(),
+                pass: "a".into(),
+            },
+            balancers: BTreeMap::from([(
+                "lb1.example.net".to_owned(),
+                Account {
+                    user: "lb1.example.net".into(),
+                    pass: "b".into(),
+                },
+            )]),
+        };
+        let cmds = fleet_commands(&fleet);
+        let lines: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            lines,
+            [
+                "add_vhost ipvs-sync",
+                "add_user arbiter.example.net a",
+                "set_permissions -p ipvs-sync arbiter.example.net ^(ipvs\\-sync|lbs)$ ^(ipvs\\-sync|lbs)$ ^(ipvs\\-sync|lbs)$",
+                "set_topic_permissions -p ipvs-sync arbiter.example.net ipvs-sync ^(?!lbs$).+$ ^lbs$",
+                "add_user lb1.example.net b",
+                "set_permissions -p ipvs-sync lb1.example.net ^ipvs\\-sync\\.lb1\\.example\\.net$ ^(ipvs\\-sync|ipvs\\-sync\\.lb1\\.example\\.net)$ ^(ipvs\\-sync|ipvs\\-sync\\.lb1\\.example\\.net)$",
+                "set_topic_permissions -p ipvs-sync lb1.example.net ipvs-sync ^lbs$ ^(lb1\\.example\\.net|broadcast)$",
+            ]
+        );
+        assert_eq!(pct("a b/c%"), "a%20b%2Fc%25");
+    }
 
     #[test]
     fn listen_addresses_parse_with_and_without_port() {

@@ -45,7 +45,7 @@ fn generated_configs_load_and_map_as_planned() {
         let path = run.path().join(node).join("config.ini");
         let cfg = config::Config::load(&path).unwrap_or_else(|e| panic!("{node}: {e}"));
         assert_eq!(cfg.main.hostname, node);
-        assert!(cfg.message_key().unwrap().len() >= 32);
+        assert_eq!(cfg.node_key().unwrap().len(), 44);
         let mode = std::fs::metadata(run.path().join(node).join("secret.ini"))
             .unwrap()
             .permissions()
@@ -143,15 +143,15 @@ fn gen_keeps_secrets_across_runs() {
     assert!(lab(run.path(), "unused-", &["gen"]).status.success());
     let second = std::fs::read_to_string(run.path().join("lb1/secret.ini")).unwrap();
     assert_eq!(first, second);
-    // And every node shares the same message key.
+    // And every node has a key of its own.
     let arbiter = std::fs::read_to_string(run.path().join("arbiter/secret.ini")).unwrap();
     let key = |s: &str| {
         s.lines()
-            .find(|l| l.starts_with("message_key"))
+            .find(|l| l.starts_with("node_key"))
             .unwrap()
             .to_owned()
     };
-    assert_eq!(key(&first), key(&arbiter));
+    assert_ne!(key(&first), key(&arbiter));
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use labkit::bridge::{self, BridgeOpts};
-use labkit::spec::{write_file, LabFile};
+use labkit::spec::{write_file, LabFile, LabKey};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -71,7 +71,12 @@ fn run() -> Result<(), BoxError> {
         .create(run.join("secrets"))?;
     let opts = BridgeOpts {
         amqp_password: secret(&run, "amqp_password", 16)?,
-        message_key: secret(&run, "message_key", 32)?,
+        arbiter_key: node_key(&run, "arbiter")?,
+        balancer_keys: [
+            node_key(&run, bridge::BALANCERS[0])?,
+            node_key(&run, bridge::BALANCERS[1])?,
+            node_key(&run, bridge::BALANCERS[2])?,
+        ],
         md5_r1: secret(&run, "bgp_md5_r1", 16)?,
         run: run.clone(),
         bin,
@@ -96,6 +101,27 @@ fn run() -> Result<(), BoxError> {
 
 /// A random secret of `bytes` bytes as hex, made once and kept in `RUN/secrets/NAME`.
 fn secret(run: &Path, name: &str, bytes: usize) -> Result<String, BoxError> {
+    kept(run, name, || {
+        let mut raw = vec![0u8; bytes];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+        Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+    })
+}
+
+/// Node `node`'s key, made once and kept in `RUN/secrets/node_key_NODE`.
+fn node_key(run: &Path, node: &str) -> Result<LabKey, BoxError> {
+    let text = kept(run, &format!("node_key_{node}"), || {
+        Ok(LabKey::generate()?.to_text())
+    })?;
+    Ok(LabKey::from_text(&text)?)
+}
+
+/// The secret kept in `RUN/secrets/NAME`, or a new one from `make`, kept there (mode 600).
+fn kept(
+    run: &Path,
+    name: &str,
+    make: impl FnOnce() -> std::io::Result<String>,
+) -> Result<String, BoxError> {
     let path = run.join("secrets").join(name);
     match std::fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
@@ -103,9 +129,7 @@ fn secret(run: &Path, name: &str, bytes: usize) -> Result<String, BoxError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("{}: {e}", path.display()).into()),
     }
-    let mut raw = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let text = make()?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -113,6 +137,6 @@ fn secret(run: &Path, name: &str, bytes: usize) -> Result<String, BoxError> {
         .mode(0o600)
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    std::io::Write::write_all(&mut f, hex.as_bytes())?;
-    Ok(hex)
+    std::io::Write::write_all(&mut f, text.as_bytes())?;
+    Ok(text)
 }

@@ -31,8 +31,6 @@ use nix::sys::signal::Signal;
 use crate::spec::{read_file, LabSpec, Vip};
 use crate::{scratch_dir, wait_until, Daemon, Gobgpd, Ini, Netns, Rabbit};
 
-/// 64 hex chars: the shared HMAC key of the fleet.
-pub const KEY: &str = "6c61622d6b65792d6f662d7468652d666c6565742d33322d62797465732d2121";
 /// The balancers' AS, and an iBGP router's.
 pub const LOCAL_AS: u32 = 65000;
 /// An eBGP router's AS.
@@ -217,7 +215,7 @@ impl Fleet {
                 .map(|s| format!("?heartbeat={s}"))
                 .unwrap_or_default()
         );
-        let spec = spec::fleet_spec(&opts, scratch.path(), &url);
+        let spec = spec::fleet_spec(&opts, scratch.path(), &url)?;
         spec.write()?;
         if let Some(lp) = opts.desc_announce {
             spec.write_desc_announce(&opts.vips, lp)?;

@@ -3,8 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use super::{FleetOpts, KEY, LOCAL_AS};
-use crate::spec::{Arbiter, Balancer, LabSpec, Peer, Router, Vip};
+use super::{FleetOpts, LOCAL_AS};
+use crate::spec::{Arbiter, Balancer, LabKey, LabSpec, Peer, Router, Vip};
 use crate::{GobgpConfig, GobgpFamily, GobgpNeighbor, Ini};
 
 /// The broker's address: core's end of lb1's link.
@@ -44,8 +44,8 @@ pub fn router_addrs_to(k: usize, j: usize) -> (Ipv4Addr, Ipv6Addr) {
 }
 
 /// The fleet as a [`LabSpec`]: files under `dir`, daemons reaching the broker at
-/// `amqp_url`.
-pub fn fleet_spec(opts: &FleetOpts, dir: &Path, amqp_url: &str) -> LabSpec {
+/// `amqp_url`, each node with a new key.
+pub fn fleet_spec(opts: &FleetOpts, dir: &Path, amqp_url: &str) -> std::io::Result<LabSpec> {
     let names: Vec<String> = (1..=opts.balancers).map(|k| format!("lb{k}")).collect();
     let mut config = Ini::new();
     config
@@ -55,8 +55,7 @@ pub fn fleet_spec(opts: &FleetOpts, dir: &Path, amqp_url: &str) -> LabSpec {
         .set("main", "consumer_alive_ttl", opts.consumer_alive_ttl)
         .set_opt("messages", "max_age", opts.max_age);
     config.merge(&opts.config);
-    let mut secret = Ini::new();
-    secret.set("secret", "message_key", KEY);
+    let secret = Ini::new();
 
     let mut arbiter_config = Ini::new();
     arbiter_config
@@ -73,12 +72,13 @@ pub fn fleet_spec(opts: &FleetOpts, dir: &Path, amqp_url: &str) -> LabSpec {
         quorum_bin: None,
         config: arbiter_config,
         secret: Ini::new(),
+        key: LabKey::generate()?,
     };
 
     let balancers = names
         .iter()
         .enumerate()
-        .map(|(i, name)| {
+        .map(|(i, name)| -> std::io::Result<Balancer> {
             let k = i + 1;
             let mut c = Ini::new();
             c.set("main", "http_listen", format!("127.0.0.1:{}", http_port(k)))
@@ -112,7 +112,7 @@ pub fn fleet_spec(opts: &FleetOpts, dir: &Path, amqp_url: &str) -> LabSpec {
                     md5: None,
                 });
             }
-            Balancer {
+            Ok(Balancer {
                 name: name.clone(),
                 dir: dir.join(name),
                 local_as: LOCAL_AS,
@@ -120,9 +120,10 @@ pub fn fleet_spec(opts: &FleetOpts, dir: &Path, amqp_url: &str) -> LabSpec {
                 peers,
                 config: c,
                 secret: Ini::new(),
-            }
+                key: LabKey::generate()?,
+            })
         })
-        .collect();
+        .collect::<std::io::Result<_>>()?;
 
     let routers = opts
         .routers
@@ -163,14 +164,14 @@ pub fn fleet_spec(opts: &FleetOpts, dir: &Path, amqp_url: &str) -> LabSpec {
                 .real_servers(&[REAL_SERVER])
         })
         .collect();
-    LabSpec {
+    Ok(LabSpec {
         config,
         secret,
         arbiter,
         balancers,
         routers,
         vips,
-    }
+    })
 }
 
 /// The HTTP port (`/metrics`, `/status`) of balancer `k` on its namespace's loopback; the
@@ -215,7 +216,8 @@ mod tests {
             &opts,
             dir.path(),
             "amqp://u:p@192.0.2.5:5672/%2f?heartbeat=60",
-        );
+        )
+        .unwrap();
         spec.write().unwrap();
         let lb2 = config::Config::load(&dir.path().join("lb2/config.ini")).unwrap();
         assert_eq!(lb2.main.hostname, "lb2");

@@ -1,0 +1,483 @@
+//! One connection's life: connect (with TLS for `amqps://`), declare, consume exclusively;
+//! the consumer loop that verifies, records and hands over what arrives; the supervisor that
+//! builds a new connection when one is lost.
+
+use std::fs::File;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{FutureExt, Stream, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::protocol::AMQPSoftError;
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+use super::topology::{self, is_soft_error, Role};
+use super::{now_ms, options, Incoming, Shared, WireError};
+use crate::wire::admission::{Policy, Verifier};
+use crate::wire::envelope::{DropReason, MessageId};
+use crate::wire::messages::{Direction, Message, SchemaError};
+use crate::wire::replay::ReplayTable;
+use crate::wire::state::MarkLog;
+
+/// How often the consumer loop looks at the connection's state.
+const HEALTH_TICK: Duration = Duration::from_millis(500);
+/// Pause between publish attempts when the link is down.
+pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Longest wait for a clean `connection.close` on shutdown.
+pub(super) const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// At most one drop log line per reason per this interval; the rest are counted.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the mark log is flushed to disk when lines were appended.
+const MARK_SYNC_EVERY: Duration = Duration::from_secs(1);
+/// Clock offsets of senders not heard for this long are forgotten.
+const FORGET_CLOCKS_MS: u64 = 3_600_000;
+
+/// One connection with its channels, consumer and event stream.
+pub(super) struct Session {
+    conn: Connection,
+    publish: Channel,
+    /// Kept open: the consumer lives on this channel.
+    _consume: Channel,
+    /// For passive declares (queue depth); a failed one closes only this channel.
+    probe: Option<Channel>,
+    consumer: Consumer,
+    /// lapin's connection events (errors end the session).
+    events: Pin<Box<dyn Stream<Item = lapin::Event> + Send>>,
+}
+
+/// Connects and sets up the role's topology; closes the connection again if a step fails.
+pub(super) async fn establish(shared: &Shared) -> Result<Session, WireError> {
+    // No `enable_auto_recover`: see "Reconnection" in the module doc.
+    let name = format!("ipvs-sync {} {}", shared.role.label(), shared.role.name());
+    let conn = options::open_connection(&shared.uri, &shared.opts.tls, name).await?;
+    match setup(shared, &conn).await {
+        Ok((publish, consume, consumer)) => {
+            let probe = conn.create_channel().await.ok();
+            let events = Box::pin(conn.events_listener());
+            Ok(Session {
+                conn,
+                publish,
+                _consume: consume,
+                probe,
+                consumer,
+                events,
+            })
+        }
+        Err(e) => {
+            let _ = tokio::time::timeout(CLOSE_WAIT, conn.close(200, "setup failed".into())).await;
+            Err(e)
+        }
+    }
+}
+
+async fn setup(
+    shared: &Shared,
+    conn: &Connection,
+) -> Result<(Channel, Channel, Consumer), WireError> {
+    let publish = conn.create_channel().await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let consume = conn.create_channel().await?;
+    consume
+        .basic_qos(shared.opts.prefetch.max(1), BasicQosOptions::default())
+        .await?;
+    let vhost = shared.uri.vhost.clone();
+    topology::declare(&consume, &shared.role, &vhost, &shared.opts.queue_limits()).await?;
+    let queue = shared.role.queue();
+    let consumer = consume
+        .basic_consume(
+            queue.as_str().into(),
+            format!("ipvs-sync.{}.{}", shared.role.name(), std::process::id()).into(),
+            BasicConsumeOptions {
+                exclusive: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| {
+            if is_soft_error(&e, AMQPSoftError::ACCESSREFUSED)
+                && e.to_string().contains("exclusive")
+            {
+                WireError::QueueInUse {
+                    queue: queue.clone(),
+                    what: match shared.role {
+                        Role::Server { .. } => "arbiter name",
+                        Role::Client { .. } => "hostname",
+                    },
+                }
+            } else {
+                topology::access_refused(e, &format!("consume queue `{queue}`"))
+            }
+        })?;
+    Ok((publish, consume, consumer))
+}
+
+/// What the consumer keeps across connections: the admission state, the mark log and the
+/// rate limit of drop logs.
+pub(super) struct Receiver {
+    verifier: Verifier,
+    marks: MarkLog,
+    marks_sync: File,
+    drops: DropLog,
+}
+
+impl Receiver {
+    /// A receiver whose replay windows start at the marks of `marks` (the previous run's).
+    pub(super) fn new(shared: &Shared, marks: MarkLog) -> Result<Receiver, WireError> {
+        let replay = ReplayTable::restored(
+            shared.opts.replay_window,
+            marks.marks().iter().map(|(k, v)| (k.clone(), *v)),
+        );
+        let verifier = Verifier::new(
+            Policy {
+                max_bytes: shared.opts.max_bytes,
+                accept_to: shared.role.accept_to(),
+            },
+            replay,
+        );
+        Ok(Receiver {
+            verifier,
+            marks_sync: marks.sync_handle()?,
+            marks,
+            drops: DropLog::default(),
+        })
+    }
+
+    /// Verifies a batch, records the ids of what passed (before the daemon sees it), and
+    /// decodes it, each with its size in bytes; counts and logs what it drops.
+    fn receive(&mut self, shared: &Shared, batch: &[&[u8]]) -> Vec<(Incoming, usize)> {
+        let senders = shared.senders();
+        let now = now_ms();
+        let results = self.verifier.admit_batch(&senders, batch, now);
+        let mut admitted = Vec::with_capacity(results.len());
+        for (r, bytes) in results.into_iter().zip(batch) {
+            match r {
+                Ok(a) => admitted.push((a, bytes.len())),
+                Err(reject) => {
+                    let reason = reject.reason();
+                    shared.counters.add_dropped(reason);
+                    self.drops.log(reason, &reject);
+                }
+            }
+        }
+        if let Err(e) = self.marks.append(
+            admitted
+                .iter()
+                .map(|(a, _)| (a.header.from.as_str(), a.header.id)),
+        ) {
+            // The messages are still acted on: refusing them would stop withdraws. What is
+            // lost is protection against their replay after a restart.
+            shared.counters.add_state_error();
+            error!(error = %e, "cannot record replay marks");
+        }
+        let mut out = Vec::with_capacity(admitted.len());
+        for (a, size) in admitted {
+            let h = a.header;
+            match Message::decode(&h.kind, Direction::of_address(&h.to), a.body) {
+                Ok(message) => {
+                    shared.counters.add_received(message.kind());
+                    let incoming = Incoming {
+                        from: h.from,
+                        role: a.role,
+                        to: h.to,
+                        id: h.id,
+                        ts_ms: h.ts_ms,
+                        message,
+                        _budget: None,
+                    };
+                    out.push((incoming, size));
+                }
+                Err(error) => {
+                    shared.counters.add_dropped(DropReason::Schema);
+                    self.drops.log(
+                        DropReason::Schema,
+                        &SchemaDrop {
+                            from: &h.from,
+                            id: h.id,
+                            error: &error,
+                        },
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Housekeeping of a health tick: flush the marks if due, publish the clock offsets.
+    fn tick(&mut self, shared: &Shared, last_sync: &mut Instant) {
+        if last_sync.elapsed() >= MARK_SYNC_EVERY && self.marks.take_dirty() {
+            *last_sync = Instant::now();
+            match self.marks_sync.try_clone() {
+                Ok(f) => {
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = f.sync_data() {
+                            warn!(error = %e, "flushing the replay marks failed");
+                        }
+                    });
+                }
+                Err(e) => warn!(error = %e, "flushing the replay marks failed"),
+            }
+        }
+        let clocks = self.verifier.clocks_mut();
+        clocks.forget_older_than(now_ms(), FORGET_CLOCKS_MS);
+        let peers = clocks.peers();
+        *shared.clocks.lock().unwrap_or_else(|e| e.into_inner()) = peers;
+    }
+}
+
+/// Why a connection's consumer loop ended.
+enum PumpEnd {
+    /// `close()` was called or the handle dropped.
+    Stop,
+    /// The daemon dropped the receiver.
+    ReceiverGone,
+    /// The connection is gone.
+    Lost(String),
+}
+
+/// Owns the connection: runs the consumer loop and, when the connection is lost, builds a
+/// new one with backoff until it succeeds or the transport stops.
+pub(super) async fn supervise(
+    shared: Arc<Shared>,
+    first: Session,
+    mut receiver: Receiver,
+    tx: mpsc::Sender<Incoming>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut session = Some(first);
+    let mut backoff = shared.opts.reconnect_min;
+    loop {
+        if let Some(mut s) = session.take() {
+            shared.link.send_replace(Some(s.publish.clone()));
+            // Beside the consumer loop, which may wait on a slow daemon.
+            let depth = s
+                .probe
+                .take()
+                .map(|ch| tokio::spawn(watch_depth(Arc::clone(&shared), ch)));
+            let end = pump(&shared, &mut s, &mut receiver, &tx, &mut stop).await;
+            if let Some(d) = depth {
+                d.abort();
+            }
+            shared.link.send_replace(None);
+            let _ = tokio::time::timeout(CLOSE_WAIT, s.conn.close(200, "bye".into())).await;
+            match end {
+                PumpEnd::Stop => {
+                    let _ = receiver.marks.sync();
+                    info!("AMQP transport closed");
+                    return;
+                }
+                PumpEnd::ReceiverGone => {
+                    let _ = receiver.marks.sync();
+                    info!("AMQP receiver dropped; transport stops consuming");
+                    return;
+                }
+                PumpEnd::Lost(reason) => {
+                    warn!(%reason, "AMQP connection lost; reconnecting");
+                }
+            }
+            backoff = shared.opts.reconnect_min;
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        let attempt = tokio::time::timeout(shared.opts.connect_timeout, establish(&shared));
+        let result = tokio::select! {
+            _ = stop.changed() => return,
+            r = attempt => r,
+        };
+        match result {
+            Ok(Ok(s)) => {
+                shared.counters.add_reconnect();
+                info!(queue = %shared.role.queue(), "AMQP reconnected");
+                session = Some(s);
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, retry_in = ?backoff, "AMQP reconnect failed");
+                backoff = (backoff * 2).min(shared.opts.reconnect_max);
+            }
+            Err(_) => {
+                warn!(retry_in = ?backoff, "AMQP reconnect timed out");
+                backoff = (backoff * 2).min(shared.opts.reconnect_max);
+            }
+        }
+    }
+}
+
+/// Consumes one connection until it is lost or the transport stops.
+///
+/// Any sign of loss ends the session: a consumer error or end, a connection error event, or
+/// the connection found not open on a periodic look (which also catches a broker that went
+/// silent: lapin fails the connection when AMQP heartbeats stop).
+async fn pump(
+    shared: &Shared,
+    s: &mut Session,
+    receiver: &mut Receiver,
+    tx: &mpsc::Sender<Incoming>,
+    stop: &mut watch::Receiver<bool>,
+) -> PumpEnd {
+    let mut tick = tokio::time::interval(HEALTH_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut events_open = true;
+    let mut last_sync = Instant::now();
+    let max_batch = usize::from(shared.opts.prefetch.max(1));
+    loop {
+        let first = tokio::select! {
+            _ = stop.changed() => return PumpEnd::Stop,
+            event = s.events.next(), if events_open => {
+                match event {
+                    Some(lapin::Event::Error(e)) => return PumpEnd::Lost(e.to_string()),
+                    Some(other) => debug!(event = ?other, "AMQP connection event"),
+                    None => events_open = false,
+                }
+                continue;
+            }
+            _ = tick.tick() => {
+                if !s.conn.status().connected() {
+                    return PumpEnd::Lost("connection no longer open".to_owned());
+                }
+                receiver.tick(shared, &mut last_sync);
+                continue;
+            }
+            next = s.consumer.next() => next,
+        };
+        let mut batch: Vec<Delivery> = Vec::with_capacity(max_batch);
+        let mut end = None;
+        match first {
+            None => return PumpEnd::Lost("consumer cancelled".to_owned()),
+            Some(Err(e)) => return PumpEnd::Lost(e.to_string()),
+            Some(Ok(d)) => batch.push(d),
+        }
+        // Whatever else the broker already pushed joins the batch (one signature check, one
+        // write of the marks, one ack for all).
+        while batch.len() < max_batch && end.is_none() {
+            match s.consumer.next().now_or_never() {
+                Some(Some(Ok(d))) => batch.push(d),
+                Some(Some(Err(e))) => end = Some(PumpEnd::Lost(e.to_string())),
+                Some(None) => end = Some(PumpEnd::Lost("consumer cancelled".to_owned())),
+                None => break,
+            }
+        }
+        let datas: Vec<&[u8]> = batch.iter().map(|d| d.data.as_slice()).collect();
+        for (mut incoming, size) in receiver.receive(shared, &datas) {
+            // Hand over before acking: with a full channel (or the byte budget spent) the
+            // broker stops after `prefetch` unacked deliveries instead of us buffering.
+            let size = u32::try_from(size.clamp(1, super::INPUT_BUDGET)).unwrap_or(u32::MAX);
+            let permit = tokio::select! {
+                _ = stop.changed() => return PumpEnd::Stop,
+                p = Arc::clone(&shared.budget).acquire_many_owned(size) => p,
+            };
+            incoming._budget = permit.ok();
+            tokio::select! {
+                _ = stop.changed() => return PumpEnd::Stop,
+                r = tx.send(incoming) => if r.is_err() {
+                    return PumpEnd::ReceiverGone;
+                },
+            }
+        }
+        if let Some(last) = batch.last() {
+            if let Err(e) = last.ack(BasicAckOptions { multiple: true }).await {
+                // The connection is going; the broker delivers again and the replay window
+                // drops what was already handed over.
+                debug!(error = %e, "ack failed");
+            }
+        }
+        if let Some(end) = end {
+            return end;
+        }
+    }
+}
+
+/// Asks the broker every `depth_interval` how many messages wait in this role's queue (a
+/// passive declare on a channel of its own: a failure closes only that channel, and the
+/// looking stops until the next connection).
+async fn watch_depth(shared: Arc<Shared>, probe: Channel) {
+    let queue = shared.role.queue();
+    let mut every = tokio::time::interval(shared.opts.depth_interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let look = probe.queue_declare(queue.as_str().into(), passive, FieldTable::default());
+        match tokio::time::timeout(Duration::from_secs(5), look).await {
+            Ok(Ok(q)) => {
+                shared
+                    .queue_depth
+                    .store(u64::from(q.message_count()), Ordering::Relaxed);
+            }
+            Ok(Err(e)) => {
+                debug!(error = %e, "queue depth: passive declare failed");
+                return;
+            }
+            Err(_) => debug!("queue depth: no answer in 5 s"),
+        }
+    }
+}
+
+struct SchemaDrop<'a> {
+    from: &'a str,
+    id: MessageId,
+    error: &'a SchemaError,
+}
+
+impl std::fmt::Display for SchemaDrop<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "from {} ({}): {}", self.from, self.id, self.error)
+    }
+}
+
+/// Rate limit for drop logs: a flood of garbage costs counters, not log volume.
+#[derive(Default)]
+struct DropLog {
+    last: [Option<Instant>; DropReason::ALL.len()],
+    suppressed: [u64; DropReason::ALL.len()],
+}
+
+impl DropLog {
+    fn log(&mut self, reason: DropReason, what: &dyn std::fmt::Display) {
+        let i = reason.index();
+        let now = Instant::now();
+        if self.last[i].is_some_and(|t| now.duration_since(t) < DROP_LOG_INTERVAL) {
+            self.suppressed[i] += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut self.suppressed[i]);
+        self.last[i] = Some(now);
+        if reason.is_expected() {
+            debug!(%reason, suppressed, "dropped message: {what}");
+        } else {
+            warn!(%reason, suppressed, "dropped message: {what}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_log_rate_limits_per_reason() {
+        let mut log = DropLog::default();
+        for _ in 0..1000 {
+            log.log(DropReason::Malformed, &"x");
+        }
+        log.log(DropReason::Forged, &"y");
+        assert_eq!(log.suppressed[DropReason::Malformed.index()], 999);
+        assert_eq!(log.suppressed[DropReason::Forged.index()], 0);
+    }
+}

@@ -1,0 +1,421 @@
+//! The broker objects of each role: names, queue arguments, and their declaration, with the
+//! broker's refusals turned into errors that say what to do.
+//!
+//! ```text
+//!                        exchange "ipvs-sync" (topic, durable; the arbiter declares it)
+//!   balancer ─key "lbs"─▶ ┤ "lbs" ─────────────▶ queue "lbs" ──▶ arbiter (exclusive consumer)
+//!   arbiter ─key HOST───▶ ┤ HOST, "broadcast" ─▶ queue "ipvs-sync.HOST" ──▶ balancer HOST (exclusive)
+//!   arbiter ─"broadcast"▶ ┘   (every balancer queue is bound to "broadcast")
+//! ```
+//!
+//! The exchange is a topic exchange so that RabbitMQ's topic permissions (which apply to topic
+//! exchanges only) can limit each broker user to its own routing keys; its name differs from
+//! the direct exchange `ipvs` of earlier versions because an existing exchange cannot be
+//! declared again with another type. Routing keys are used whole (node names contain no `*`
+//! or `#`), so a binding matches exactly one key.
+//!
+//! Every queue is durable and bounded, so a balancer that is gone for good costs the broker a
+//! bounded amount, never its memory alarm (which would block every publisher, withdraws too):
+//!
+//! | argument | balancer queue | `lbs` | why |
+//! |---|---|---|---|
+//! | `x-message-ttl` | `max_age` | `max_age` | a message that waited longer reaches nobody: freshness by RabbitMQ's clock, not by comparing two hosts' |
+//! | `x-max-length` | `queue_max_length` (50,000) | 200,000 | well above what one balancer is sent within `max_age` (a fleet-wide withdraw of 10,000 VIPs is 10,000 `fin_announce`), resp. what 1,000 balancers send the arbiter |
+//! | `x-max-length-bytes` | 4 × `max_bytes` | 16 × `max_bytes` | a few of the largest messages (whole trees) fit; memory stays bounded whatever the count |
+//! | `x-overflow` | `drop-head` | `drop-head` | the oldest goes first; the daemons' periodic requests and heartbeats repair a gap |
+//! | `x-expires` | `queue_expires` (1 day) | — | the queue of a balancer that consumed nothing for that long goes; the arbiter's stays |
+//!
+//! The balancer's two are `[messages] queue_max_length` and `queue_expires`
+//! ([`QueueLimits`]); the rest follows from `max_age` and `max_bytes`.
+//!
+//! A queue declared earlier with other arguments makes RabbitMQ refuse the declaration
+//! (`PRECONDITION_FAILED`); [`WireError::QueueArguments`] says how to delete it.
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::types::{AMQPValue, FieldTable, LongLongInt, ShortString};
+use lapin::Channel;
+
+use super::WireError;
+use crate::wire::envelope::MAX_FIELD_LEN;
+use crate::wire::keys::valid_node_name;
+use crate::wire::messages::{Direction, BROADCAST, SERVER_ADDRESS};
+
+/// The exchange every message goes through.
+pub const EXCHANGE: &str = "ipvs-sync";
+/// The arbiter's queue (and the routing key balancers publish with).
+pub const SERVER_QUEUE: &str = SERVER_ADDRESS;
+/// Prefix of a balancer's queue name: `ipvs-sync.<hostname>`.
+pub const CLIENT_QUEUE_PREFIX: &str = "ipvs-sync.";
+
+/// Default `x-max-length` of a balancer's queue (`[messages] queue_max_length`).
+pub const CLIENT_QUEUE_MAX_LENGTH: u32 = 50_000;
+/// `x-max-length` of `lbs`.
+pub const SERVER_QUEUE_MAX_LENGTH: i64 = 200_000;
+/// Default `x-expires` of a balancer's queue (`[messages] queue_expires`).
+pub const CLIENT_QUEUE_EXPIRES: Duration = Duration::from_secs(24 * 3600);
+
+/// What a role's queue is declared with (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// `x-message-ttl` of every queue (`max_age`).
+    pub max_age: Duration,
+    /// Largest message (`max_bytes`): the queues' byte bounds are multiples of it.
+    pub max_bytes: usize,
+    /// `x-max-length` of a balancer's queue (`queue_max_length`).
+    pub client_max_length: u32,
+    /// `x-expires` of a balancer's queue (`queue_expires`).
+    pub client_expires: Duration,
+}
+
+impl QueueLimits {
+    /// `max_age` and `max_bytes` with the default balancer queue bounds.
+    pub fn new(max_age: Duration, max_bytes: usize) -> Self {
+        QueueLimits {
+            max_age,
+            max_bytes,
+            client_max_length: CLIENT_QUEUE_MAX_LENGTH,
+            client_expires: CLIENT_QUEUE_EXPIRES,
+        }
+    }
+}
+
+/// Which side of the broker a transport serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// The arbiter: consumes `lbs`, sends to balancers and `broadcast`.
+    Server {
+        /// The arbiter's identity (`from` of what it sends; the balancers'
+        /// `arbiter_name`).
+        name: String,
+    },
+    /// A balancer: consumes `ipvs-sync.<hostname>` (bound to `<hostname>` and `broadcast`),
+    /// sends to the arbiter.
+    Client {
+        /// The balancer's hostname: its identity and routing key.
+        hostname: String,
+    },
+}
+
+impl Role {
+    /// This node's identity.
+    pub fn name(&self) -> &str {
+        match self {
+            Role::Server { name } => name,
+            Role::Client { hostname } => hostname,
+        }
+    }
+
+    /// The queue this node consumes.
+    pub fn queue(&self) -> String {
+        match self {
+            Role::Server { .. } => SERVER_QUEUE.to_owned(),
+            Role::Client { hostname } => format!("{CLIENT_QUEUE_PREFIX}{hostname}"),
+        }
+    }
+
+    /// Routing keys bound to [`Role::queue`].
+    pub fn bindings(&self) -> Vec<String> {
+        match self {
+            Role::Server { .. } => vec![SERVER_QUEUE.to_owned()],
+            Role::Client { hostname } => vec![hostname.clone(), BROADCAST.to_owned()],
+        }
+    }
+
+    /// `to` values addressed to this node.
+    pub fn accept_to(&self) -> Vec<String> {
+        self.bindings()
+    }
+
+    /// The direction of what this node sends.
+    pub(super) fn outbound(&self) -> Direction {
+        match self {
+            Role::Server { .. } => Direction::ToClient,
+            Role::Client { .. } => Direction::ToServer,
+        }
+    }
+
+    /// `server` or `client`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Role::Server { .. } => "server",
+            Role::Client { .. } => "client",
+        }
+    }
+
+    pub(super) fn check(&self) -> Result<(), WireError> {
+        let name = self.name();
+        // A queue name is at most 255 bytes.
+        let fits = name.len() <= MAX_FIELD_LEN - CLIENT_QUEUE_PREFIX.len();
+        if valid_node_name(name) && fits {
+            return Ok(());
+        }
+        Err(WireError::Identity {
+            name: name.to_owned(),
+            reason: format!(
+                "a node name is 1 to {} visible ASCII characters without `*` or `#`, and \
+                 neither `{SERVER_QUEUE}` nor `{BROADCAST}`",
+                MAX_FIELD_LEN - CLIENT_QUEUE_PREFIX.len()
+            ),
+        })
+    }
+
+    /// The arguments this role declares its queue with. A TTL or expiry below 1 ms is
+    /// raised to 1 ms (RabbitMQ refuses an `x-expires` of 0).
+    pub fn queue_arguments(&self, limits: &QueueLimits) -> Vec<(&'static str, i64)> {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1);
+        let bytes = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        match self {
+            Role::Client { .. } => vec![
+                ("x-message-ttl", ms(limits.max_age)),
+                ("x-max-length", i64::from(limits.client_max_length)),
+                (
+                    "x-max-length-bytes",
+                    bytes(limits.max_bytes.saturating_mul(4)),
+                ),
+                ("x-expires", ms(limits.client_expires)),
+            ],
+            Role::Server { .. } => vec![
+                ("x-message-ttl", ms(limits.max_age)),
+                ("x-max-length", SERVER_QUEUE_MAX_LENGTH),
+                (
+                    "x-max-length-bytes",
+                    bytes(limits.max_bytes.saturating_mul(16)),
+                ),
+            ],
+        }
+    }
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    /// The arbiter (routing key `lbs`).
+    Server,
+    /// One balancer, by hostname.
+    Client(String),
+    /// Every balancer.
+    Broadcast,
+}
+
+impl Dest {
+    /// The routing key, which is also the envelope's `to`.
+    pub fn address(&self) -> &str {
+        match self {
+            Dest::Server => SERVER_QUEUE,
+            Dest::Client(host) => host,
+            Dest::Broadcast => BROADCAST,
+        }
+    }
+}
+
+/// The arguments as an AMQP table (`x-overflow` added): what [`Role::queue`] is declared
+/// with.
+pub fn arguments_table(args: &[(&'static str, i64)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in args {
+        t.insert(
+            ShortString::from(*k),
+            AMQPValue::LongLongInt(LongLongInt::from(*v)),
+        );
+    }
+    t.insert(
+        ShortString::from("x-overflow"),
+        AMQPValue::LongString("drop-head".into()),
+    );
+    t
+}
+
+/// Whether `e` is the broker's soft error `kind` (it closed the channel with it).
+pub(crate) fn is_soft_error(e: &lapin::Error, kind: AMQPSoftError) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(p)
+        if matches!(p.kind(), AMQPErrorKind::Soft(k) if *k == kind))
+}
+
+/// Declares the exchange (the arbiter; a balancer only checks it exists: its broker user may
+/// not configure it), this role's queue with its arguments, and its bindings.
+pub(super) async fn declare(
+    ch: &Channel,
+    role: &Role,
+    vhost: &str,
+    limits: &QueueLimits,
+) -> Result<(), WireError> {
+    let passive = matches!(role, Role::Client { .. });
+    ch.exchange_declare(
+        EXCHANGE.into(),
+        lapin::ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            passive,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| {
+        if is_soft_error(&e, AMQPSoftError::NOTFOUND) {
+            WireError::ExchangeMissing {
+                vhost: vhost.to_owned(),
+            }
+        } else if is_soft_error(&e, AMQPSoftError::PRECONDITIONFAILED) {
+            WireError::BrokerRefused {
+                what: format!(
+                    "exchange `{EXCHANGE}` of vhost `{vhost}` exists with another type or \
+                     durability (it must be a durable topic exchange); delete it (management UI, \
+                     or `rabbitmqadmin -V {vhost} delete exchange name={EXCHANGE}`) and start the \
+                     arbiter again: {e}"
+                ),
+            }
+        } else {
+            WireError::Amqp(e)
+        }
+    })?;
+    let queue = role.queue();
+    let args = role.queue_arguments(limits);
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        arguments_table(&args),
+    )
+    .await
+    .map_err(|e| {
+        if is_soft_error(&e, AMQPSoftError::PRECONDITIONFAILED) {
+            WireError::QueueArguments {
+                queue: queue.clone(),
+                vhost: vhost.to_owned(),
+                wanted: describe(&args),
+                detail: e.to_string(),
+            }
+        } else {
+            access_refused(e, &format!("declare queue `{queue}`"))
+        }
+    })?;
+    for key in role.bindings() {
+        ch.queue_bind(
+            queue.as_str().into(),
+            EXCHANGE.into(),
+            key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| access_refused(e, &format!("bind queue `{queue}` to `{key}`")))?;
+    }
+    Ok(())
+}
+
+/// An `ACCESS_REFUSED` as [`WireError::BrokerRefused`] (the broker user's permissions), any
+/// other error as it is.
+pub(super) fn access_refused(e: lapin::Error, what: &str) -> WireError {
+    if is_soft_error(&e, AMQPSoftError::ACCESSREFUSED) {
+        WireError::BrokerRefused {
+            what: format!(
+                "{what}: the broker user lacks the permission (see README, \"Broker layout and \
+                 permissions\"): {e}"
+            ),
+        }
+    } else {
+        WireError::Amqp(e)
+    }
+}
+
+fn describe(args: &[(&'static str, i64)]) -> String {
+    let mut s: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    s.push("x-overflow=drop-head".to_owned());
+    s.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_map_to_the_documented_topology() {
+        let c = Role::Client {
+            hostname: "lb1.example.net".into(),
+        };
+        assert_eq!(c.queue(), "ipvs-sync.lb1.example.net");
+        assert_eq!(c.bindings(), ["lb1.example.net", "broadcast"]);
+        let s = Role::Server {
+            name: "arbiter".into(),
+        };
+        assert_eq!(s.queue(), "lbs");
+        assert_eq!(s.bindings(), ["lbs"]);
+        assert_eq!(Dest::Client("lb1".into()).address(), "lb1");
+        assert_eq!(Dest::Broadcast.address(), "broadcast");
+        assert_eq!(Dest::Server.address(), "lbs");
+    }
+
+    #[test]
+    fn reserved_or_malformed_names_are_refused() {
+        for bad in ["lbs", "broadcast", "", "has space", "a\nb", "lb#", "lb*"] {
+            let r = Role::Client {
+                hostname: bad.into(),
+            };
+            assert!(
+                matches!(r.check(), Err(WireError::Identity { .. })),
+                "{bad:?}"
+            );
+        }
+        let long = "x".repeat(250);
+        assert!(Role::Server { name: long }.check().is_err());
+        assert!(Role::Client {
+            hostname: "lb1.example.net".into()
+        }
+        .check()
+        .is_ok());
+    }
+
+    #[test]
+    fn queues_are_bounded_as_documented() {
+        let c = Role::Client {
+            hostname: "lb1".into(),
+        };
+        let args = c.queue_arguments(&QueueLimits::new(Duration::from_secs(30), 16 << 20));
+        assert_eq!(
+            args,
+            [
+                ("x-message-ttl", 30_000),
+                ("x-max-length", 50_000),
+                ("x-max-length-bytes", 64 << 20),
+                ("x-expires", 86_400_000),
+            ]
+        );
+        // [messages] queue_max_length and queue_expires bound a balancer's queue; an
+        // expiry of 0 is raised to what the broker takes.
+        let limits = QueueLimits {
+            client_max_length: 1000,
+            client_expires: Duration::ZERO,
+            ..QueueLimits::new(Duration::from_secs(300), 1 << 20)
+        };
+        assert_eq!(
+            c.queue_arguments(&limits),
+            [
+                ("x-message-ttl", 300_000),
+                ("x-max-length", 1000),
+                ("x-max-length-bytes", 4 << 20),
+                ("x-expires", 1),
+            ]
+        );
+        let s = Role::Server { name: "a".into() };
+        assert_eq!(
+            s.queue_arguments(&limits),
+            s.queue_arguments(&QueueLimits::new(Duration::from_secs(300), 1 << 20)),
+            "the arbiter's queue has no length or expiry of the balancers'"
+        );
+        let args = s.queue_arguments(&QueueLimits::new(Duration::from_millis(1500), 1 << 20));
+        assert_eq!(args[0], ("x-message-ttl", 1500));
+        assert!(args.iter().all(|(k, _)| *k != "x-expires"));
+        let t = arguments_table(&args);
+        assert_eq!(t.inner().len(), args.len() + 1);
+        assert_eq!(
+            describe(&args),
+            "x-message-ttl=1500, x-max-length=200000, x-max-length-bytes=16777216, x-overflow=drop-head"
+        );
+    }
+}
