@@ -431,10 +431,11 @@ fn lab_forged_and_garbage_messages_change_nothing() {
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_a_lost_ack_heals_in_seconds() {
-    // The balancer's ack is lost: a slow firewall check (1 s) holds the prepare while the
-    // arbiter is stopped, the ack waits in the broker past max_age (2 s, the queue's message
-    // TTL) and expires there. The client, still without its go 10 s after the ack,
-    // asks for the announces again; without that the VIP would wait for the next
+    // The balancer's ack is lost: a slow firewall check holds the prepare while the
+    // arbiter is stopped with its prefetch window full of junk, so the ack waits in the
+    // broker's `lbs` queue (not in the arbiter's socket) past max_age (2 s, the queue's
+    // message TTL) and expires there. The client, still without its go 10 s after the
+    // ack, asks for the announces again; without that the VIP would wait for the next
     // announces_request_interval (300 s).
     labkit::require_root();
     let dir = tempfile::tempdir().unwrap();
@@ -444,7 +445,7 @@ fn lab_a_lost_ack_heals_in_seconds() {
     let mut f = start(FleetOpts {
         max_age: Some(2),
         firewall_check: Some(check),
-        ..FleetOpts::default()
+        ..lost_opts()
     });
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(
@@ -453,6 +454,7 @@ fn lab_a_lost_ack_heals_in_seconds() {
         f.client_log(0)
     );
     f.signal_arbiter(Signal::SIGSTOP).unwrap();
+    fill_prefetch_window(&f, "lbs", || f.arbiter_queue());
     std::fs::write(&go, "").unwrap();
     let acked = labkit::wait_until(WAIT, || {
         metric_with(&f.client_metrics(0), SENT, "type", "ack_announce") >= 1.0
@@ -524,28 +526,42 @@ fn lab_a_failed_prepare_is_counted_and_tried_again() {
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_a_stale_syn_heals_in_seconds() {
-    // The arbiter's syn_announce is lost: the balancer is stopped while it waits in the
-    // broker past max_age (2 s, the queue's message TTL) and expires there. The arbiter's
-    // syn repair (the balancer's heartbeats leave the VIP out for 15 s) sends it again;
-    // without that the VIP would wait for the next announces_request_interval (300 s).
+    // The arbiter's syn_announce goes stale: the balancer is stopped with its prefetch
+    // window full of junk, so the syn waits in the broker (not in the balancer's socket)
+    // past max_age (2 s, the queue's message TTL) and expires there: the queue empties
+    // while nobody consumes. The balancer resumes without it; the arbiter's syn repair
+    // (the balancer's heartbeats leave the VIP out for 15 s) sends it again; without that
+    // the VIP would wait for the next announces_request_interval (300 s).
     labkit::require_root();
     let v4 = ip("203.0.113.10");
     let mut f = start(FleetOpts {
         max_age: Some(2),
-        ..FleetOpts::default()
+        ..lost_opts()
     });
     wait_mapping(&f);
+    const RECEIVED: &str = "ipvs_sync_messages_received_total";
+    let received_before = metric_with(&metrics_after_now(&f, 0), RECEIVED, "type", "syn_announce");
     let syns = |f: &Fleet| metric_with(&f.arbiter_metrics(), SENT, "type", "syn_announce");
     let before = syns(&f);
     f.signal_client(0, Signal::SIGSTOP).unwrap();
+    fill_prefetch_window(&f, &f.balancers[0].name, || f.client_queue(0));
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(
         labkit::wait_until(WAIT, || syns(&f) > before),
         "the broker never confirmed the syn:\n{}",
         f.arbiter_log()
     );
+    // The syn waits in the queue, behind the junk the stopped balancer holds, until its
+    // TTL ends it there (the arbiter's heartbeats come and expire the same way).
     older_than_max_age(Instant::now(), 2);
     f.signal_client(0, Signal::SIGCONT).unwrap();
+    let page = metrics_after_now(&f, 0);
+    assert_eq!(
+        metric_with(&page, RECEIVED, "type", "syn_announce"),
+        received_before,
+        "the stale syn was delivered\n{}",
+        f.client_log(0)
+    );
     let healed = f.wait_paths(0, &v4, 1, Duration::from_secs(40));
     assert!(
         healed.is_some(),
@@ -555,6 +571,23 @@ fn lab_a_stale_syn_heals_in_seconds() {
     assert!(
         metric(&f.arbiter_metrics(), "ipvs_sync_syn_repairs_total") >= 1.0,
         "healed without the syn repair"
+    );
+}
+
+/// Fills the prefetch window of a stopped consumer with junk published with `key`, so
+/// what is published next stays in the broker's queue (where its TTL applies) instead of
+/// waiting in the consumer's socket; returns once `queue` has junk left over (ready).
+fn fill_prefetch_window(
+    f: &Fleet,
+    key: &str,
+    queue: impl Fn() -> std::io::Result<labkit::fleet::QueueState>,
+) {
+    let junk: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    publish_raw(f, key, &junk);
+    assert!(
+        labkit::wait_until(WAIT, || queue().is_ok_and(|q| q.ready >= 1)),
+        "the prefetch window never filled: {:?}",
+        queue()
     );
 }
 
@@ -643,13 +676,7 @@ fn lose_for_real(f: &mut Fleet, kind: &str, send: impl FnOnce(&Fleet)) {
         "the arbiter never read its queue: {:?}",
         f.arbiter_queue()
     );
-    let junk: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().to_vec()).collect();
-    publish_raw(f, &f.balancers[0].name, &junk);
-    assert!(
-        labkit::wait_until(WAIT, || f.client_queue(0).unwrap().ready >= 1),
-        "the prefetch window never filled: {:?}",
-        f.client_queue(0).unwrap()
-    );
+    fill_prefetch_window(f, &f.balancers[0].name, || f.client_queue(0));
     let confirmed = || metric_with(&f.arbiter_metrics(), SENT, "type", kind);
     let before = confirmed();
     send(f);
