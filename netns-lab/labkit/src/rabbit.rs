@@ -234,10 +234,11 @@ impl Rabbit {
         Ok(())
     }
 
-    /// Closes every client connection (`rabbitmqctl close_all_connections`), like a network
-    /// blip as the clients see it.
+    /// Closes every client connection of every vhost (`rabbitmqctl close_all_connections
+    /// --global`: without it only vhost `/` is meant), like a network blip as the clients
+    /// see it.
     pub fn close_all_connections(&self) -> io::Result<()> {
-        self.ctl(&["close_all_connections", "labkit: test"])
+        self.ctl(&["close_all_connections", "--global", "labkit: test"])
             .map(drop)
     }
 
