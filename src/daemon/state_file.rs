@@ -1,7 +1,6 @@
 //! Small JSON files a daemon keeps across restarts in `[main] state_dir` (drained VIPs and
 //! balancers): read leniently, replaced atomically.
 
-use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
@@ -25,27 +24,17 @@ pub fn load<T: DeserializeOwned + Default>(path: &Path) -> T {
     }
 }
 
-/// Replaces `path` with `value` (temp file, fsync, rename, directory fsync); the directory
-/// is created 0700 when missing.
+/// Replaces `path` with `value` atomically and durably (mode 0600, through
+/// [`config::atomic_file`], the one file-replace of the project); the directory is created
+/// 0700 when missing.
 pub fn save<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    config::atomic_file::replace(path, &bytes, 0o600)
 }
 
 #[cfg(test)]
