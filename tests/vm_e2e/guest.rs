@@ -227,6 +227,24 @@ impl Guest {
         LBS.iter().map(|(n, _)| *n).zip(&self.lbs)
     }
 
+    /// Another namespace on this test's LAN with `addr`/24 (a real server, a client).
+    pub fn node(&self, tag: &str, addr: &str) -> Netns {
+        self.lan.node(tag, addr)
+    }
+
+    /// `ipvs-sync ARGS…` with balancer `i`'s config, in its namespace (its control socket,
+    /// its `http_listen`), as an operator runs it on that balancer.
+    pub fn balancer_cmd(&self, i: usize, args: &[&str]) -> std::process::Output {
+        self.lbs[i]
+            .command(&env().bin.to_string_lossy())
+            .arg("-c")
+            .arg(self.spec.balancers[i].dir.join("config.ini"))
+            .args(["--log-level", "warn"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
     /// `quorum up|down ARG` on the arbiter's config, as keepalived runs it.
     pub fn quorum(&self, dir: &str, arg: &str) -> std::process::Output {
         std::process::Command::new(&env().bin)
@@ -374,7 +392,8 @@ fn spec(tag: &str, env: &Env) -> LabSpec {
                     "IPv6 VIPs ride the IPv4 session: their next hop must be given.",
                 )
                 .set("bgp", "next_hop_v6", format!("2001:db8::{last}"))
-                .set("announce", "interface", "vip0");
+                .set("announce", "interface", "vip0")
+                .set("announce", "drain_min", 1);
             Balancer {
                 name: (*name).to_owned(),
                 dir: dir.join(name),
