@@ -104,7 +104,7 @@ enum Done {
         vip: IpAddr,
         result: Result<(), String>,
     },
-    Reconciled(Result<Applied, String>),
+    Reconciled(u64, Result<Applied, String>),
     Conns {
         vip: IpAddr,
         n: Result<u64, String>,
@@ -358,10 +358,10 @@ fn drained_file(cfg: &config::Config) -> PathBuf {
 
 /// Kernel work for the worker.
 enum KernelJob {
-    /// Apply a plan as is.
-    Plan(ipvs::Plan),
+    /// Apply a plan as is (bringing the kernel to the mirror's serial given).
+    Plan(ipvs::Plan, u64),
     /// Dump the owned VIPs' services and reconcile them with the wanted tree.
-    Full(Tree, BTreeSet<IpAddr>),
+    Full(Tree, BTreeSet<IpAddr>, u64),
 }
 
 /// Runs kernel work one job at a time, in order; a full reconcile makes the jobs queued before
@@ -381,11 +381,13 @@ fn spawn_kernel_worker(
                 batch.drain(..last_full);
             }
             for job in batch {
-                let r = match job {
-                    KernelJob::Plan(plan) => kernel.apply(plan).await,
-                    KernelJob::Full(wanted, owned) => kernel.reconcile(wanted, owned).await,
+                let (serial, r) = match job {
+                    KernelJob::Plan(plan, serial) => (serial, kernel.apply(plan).await),
+                    KernelJob::Full(wanted, owned, serial) => {
+                        (serial, kernel.reconcile(wanted, owned).await)
+                    }
                 };
-                if done.send(Done::Reconciled(r)).is_err() {
+                if done.send(Done::Reconciled(serial, r)).is_err() {
                     return;
                 }
             }
@@ -494,14 +496,18 @@ impl Client {
                     services,
                 } => self.spawn_prepare(vip, attempt, services),
                 Cmd::RemoveAddress { vip, services } => self.spawn_removal(vip, services),
-                Cmd::Reconcile { wanted, owned } => {
+                Cmd::Reconcile {
+                    wanted,
+                    owned,
+                    serial,
+                } => {
                     if let Some(r) = &self.reconciler {
-                        let _ = r.send(KernelJob::Full(wanted, owned));
+                        let _ = r.send(KernelJob::Full(wanted, owned, serial));
                     }
                 }
-                Cmd::ApplyPlan { plan } => {
+                Cmd::ApplyPlan { plan, serial } => {
                     if let Some(r) = &self.reconciler {
-                        let _ = r.send(KernelJob::Plan(plan));
+                        let _ = r.send(KernelJob::Plan(plan, serial));
                     }
                 }
                 Cmd::CleanAddresses { keep, mine } => {
@@ -696,7 +702,7 @@ impl Client {
             }
             Done::Removed { vip, result } => self.core.removed(vip, result),
             Done::Conns { vip, n } => self.core.conns(now, vip, n),
-            Done::Reconciled(r) => {
+            Done::Reconciled(serial, r) => {
                 let r = r.map(|a| {
                     self.metrics.ipvs_apply.observe(a.took.as_secs_f64());
                     self.metrics.ipvs_ops.inc_by(a.planned as u64);
@@ -719,7 +725,7 @@ impl Client {
                     Ok(n) => Err(format!("{n} operations failed")),
                     Err(e) => Err(e),
                 };
-                self.core.reconciled(now, r)
+                self.core.reconciled(now, serial, r)
             }
         };
         self.perform(out);
@@ -954,7 +960,7 @@ impl Client {
                 .into(),
             },
             last_heartbeat_age_s: age(self.core.last_arbiter_heartbeat()),
-            tree_serial: self.core.serial(),
+            tree_serial: self.core.applied_serial().unwrap_or(0),
             peers: rows,
             vips,
         }));

@@ -138,6 +138,8 @@ pub enum Cmd {
     ApplyPlan {
         /// The operations.
         plan: ipvs::Plan,
+        /// The mirror's serial the kernel is at once they are applied.
+        serial: u64,
     },
     /// Dump the services of the `owned` VIPs and make them equal `wanted` (the verify that
     /// repairs drift); report with [`ClientState::reconciled`]. Supersedes kernel work still
@@ -147,6 +149,8 @@ pub enum Cmd {
         wanted: Tree,
         /// VIPs whose services may be changed or removed.
         owned: BTreeSet<IpAddr>,
+        /// The mirror's serial the kernel is at once it is done.
+        serial: u64,
     },
     /// Remove addresses of `mine` left from an earlier run, keeping `keep`.
     CleanAddresses {
@@ -253,6 +257,15 @@ struct Asked {
     sync: Option<Instant>,
 }
 
+/// The kernel's IPVS against the mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KernelSerial {
+    /// The last kernel work succeeded; it brought the kernel to this serial.
+    Applied(u64),
+    /// Kernel work fails; the serial last applied without a failure, if any.
+    Failing { last_good: Option<u64> },
+}
+
 /// The balancer's state; one task owns it.
 #[derive(Debug)]
 pub struct ClientState {
@@ -289,6 +302,8 @@ pub struct ClientState {
     /// This balancer's part of the tree as last put in the kernel, and the VIPs it covers
     /// (`None`: unknown, the next kernel work is a full reconcile).
     applied: Option<(Tree, BTreeSet<IpAddr>)>,
+    /// How the kernel stands against the mirror (what the heartbeats report).
+    kernel: KernelSerial,
     /// When the next full reconcile (the verify) is due.
     next_verify: Instant,
     /// Addresses the first mapping's clean-up leaves alone (a graceful restart's VIPs).
@@ -327,6 +342,7 @@ impl ClientState {
             drained: BTreeMap::new(),
             communities: BTreeMap::new(),
             applied: None,
+            kernel: KernelSerial::Applied(0),
             next_verify: now + s.tree_request_interval,
             kept: BTreeSet::new(),
             s,
@@ -578,15 +594,25 @@ impl ClientState {
         out
     }
 
-    /// Kernel work finished (`Err` with why it failed): a failure makes the next work a
-    /// full reconcile, at once.
-    pub fn reconciled(&mut self, now: Instant, result: Result<(), String>) -> Vec<Cmd> {
+    /// Kernel work for the mirror's `serial` finished (`Err` with why it failed): a failure
+    /// makes the next work a full reconcile, at once, and the heartbeats report the serial
+    /// last applied without a failure until one succeeds.
+    pub fn reconciled(
+        &mut self,
+        now: Instant,
+        serial: u64,
+        result: Result<(), String>,
+    ) -> Vec<Cmd> {
         match result {
             Ok(()) => {
                 self.last_reconcile_ok = Some(now);
+                self.kernel = KernelSerial::Applied(serial);
                 Vec::new()
             }
             Err(e) => {
+                if let KernelSerial::Applied(s) = self.kernel {
+                    self.kernel = KernelSerial::Failing { last_good: Some(s) };
+                }
                 self.applied = None;
                 self.next_verify = now;
                 vec![Cmd::Note(Note::Failed(format!("IPVS: {e}")))]
@@ -677,10 +703,20 @@ impl ClientState {
             role: PeerRole::Client,
             uptime: now.saturating_duration_since(self.started).as_secs(),
             version: Some(self.s.version.clone()),
-            serial: Some(self.mirror.serial),
+            serial: self.applied_serial(),
             announced: Some(self.vips.announced().into_keys().collect()),
             drained: (!self.drained.is_empty()).then(|| self.drained.keys().copied().collect()),
         })
+    }
+
+    /// The tree serial this balancer has applied, which its heartbeats report and the
+    /// arbiter's fleet view compares with its own: the mirror's while the kernel follows
+    /// it, the last one applied without a failure while IPVS work fails (none if none was).
+    pub fn applied_serial(&self) -> Option<u64> {
+        match self.kernel {
+            KernelSerial::Failing { last_good } if self.s.ipvs => last_good,
+            _ => Some(self.mirror.serial),
+        }
     }
 
     fn request_all(&mut self, now: Instant, out: &mut Vec<Cmd>) {
@@ -847,12 +883,16 @@ impl ClientState {
             Some((before, covered)) if !verify && covered == owned => {
                 let plan = ipvs::diff(&before, &wanted);
                 if !plan.is_empty() {
-                    out.push(Cmd::ApplyPlan { plan });
+                    out.push(Cmd::ApplyPlan {
+                        plan,
+                        serial: self.mirror.serial,
+                    });
                 }
             }
             _ => out.push(Cmd::Reconcile {
                 wanted: wanted.clone(),
                 owned: owned.clone(),
+                serial: self.mirror.serial,
             }),
         }
         self.applied = Some((wanted, owned));

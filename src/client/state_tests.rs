@@ -152,8 +152,8 @@ impl Sim {
                 Cmd::SaveDrained(v) => self.saved = Some(v),
                 Cmd::Withdraw { vip, ticket } => self.withdraws.push_back((vip, ticket)),
                 Cmd::RemoveAddress { vip, services } => self.removals.push_back((vip, services)),
-                Cmd::Reconcile { wanted, owned } => self.reconciles.push((wanted, owned)),
-                Cmd::ApplyPlan { plan } => self.plans.push(plan),
+                Cmd::Reconcile { wanted, owned, .. } => self.reconciles.push((wanted, owned)),
+                Cmd::ApplyPlan { plan, .. } => self.plans.push(plan),
                 Cmd::CleanAddresses { keep, mine } => self.cleans.push((keep, mine)),
                 Cmd::WriteFiles(f) => self.files.extend(f),
                 Cmd::Execute(e) => self.executes.push(e),
@@ -1140,7 +1140,7 @@ fn changes_go_to_the_kernel_as_plans_and_a_full_reconcile_verifies() {
     }));
     let full = sim.reconciles.len();
     assert!(full >= 1, "the first tree is a full reconcile");
-    let out = sim.st.reconciled(sim.now, Ok(()));
+    let out = sim.st.reconciled(sim.now, 10, Ok(()));
     sim.take(out);
     sim.msg(Message::Changes(Changes {
         from_serial: 10,
@@ -1152,12 +1152,12 @@ fn changes_go_to_the_kernel_as_plans_and_a_full_reconcile_verifies() {
     // A failed apply: the next kernel work is a full reconcile, at once.
     let out = sim
         .st
-        .reconciled(sim.now, Err("1 operations failed".into()));
+        .reconciled(sim.now, 11, Err("1 operations failed".into()));
     sim.take(out);
     sim.advance(Duration::ZERO);
     assert_eq!(sim.reconciles.len(), full + 1, "verify after a failure");
     assert_eq!(sim.reconciles.last().unwrap().0, b);
-    let out = sim.st.reconciled(sim.now, Ok(()));
+    let out = sim.st.reconciled(sim.now, 11, Ok(()));
     sim.take(out);
     sim.msg(Message::Changes(Changes {
         from_serial: 11,
@@ -1170,6 +1170,52 @@ fn changes_go_to_the_kernel_as_plans_and_a_full_reconcile_verifies() {
     sim.advance(Duration::from_secs(120));
     assert_eq!(sim.reconciles.len(), n + 1);
     assert_eq!(sim.reconciles.last().unwrap().0, c);
+}
+
+#[test]
+fn heartbeats_report_the_serial_the_kernel_has_while_ipvs_work_fails() {
+    let mut sim = Sim::new();
+    sim.mapping(&[vip()]);
+    let a = tree_of(vec![svc(vip(), 80, 1)]);
+    let b = tree_of(vec![svc(vip(), 80, 5)]);
+    let serial = |sim: &mut Sim| {
+        sim.sent.clear();
+        sim.advance(Duration::from_secs(3));
+        sim.sent
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                Message::Heartbeat(h) => Some(h.serial),
+                _ => None,
+            })
+            .expect("no heartbeat")
+    };
+    sim.msg(Message::Tree(TreeAnswer {
+        serial: 10,
+        tree: a.clone(),
+    }));
+    let out = sim.st.reconciled(sim.now, 10, Ok(()));
+    sim.take(out);
+    assert_eq!(serial(&mut sim), Some(10));
+    sim.msg(Message::Changes(Changes {
+        from_serial: 10,
+        to_serial: 11,
+        plan: ipvs::diff(&a, &b),
+    }));
+    let out = sim
+        .st
+        .reconciled(sim.now, 11, Err("1 operations failed".into()));
+    sim.take(out);
+    // The fleet view sees this balancer one change behind, for as long as it fails.
+    assert_eq!(serial(&mut sim), Some(10));
+    let out = sim
+        .st
+        .reconciled(sim.now, 11, Err("1 operations failed".into()));
+    sim.take(out);
+    assert_eq!(serial(&mut sim), Some(10));
+    let out = sim.st.reconciled(sim.now, 11, Ok(()));
+    sim.take(out);
+    assert_eq!(serial(&mut sim), Some(11));
 }
 
 #[test]

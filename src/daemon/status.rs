@@ -88,7 +88,8 @@ pub struct ClientStatus {
     pub common: Common,
     /// Age of the arbiter's last heartbeat.
     pub last_heartbeat_age_s: Option<f64>,
-    /// Serial of the mirrored tree.
+    /// Serial of the arbiter's tree this balancer's kernel has (its heartbeats say the
+    /// same; while IPVS work fails, the last one applied without a failure, 0 for none).
     pub tree_serial: u64,
     /// BGP peers.
     pub peers: Vec<PeerRow>,

@@ -182,10 +182,12 @@ pub async fn serve(
         cfg.main.announces_queue_limit.min(1 << 20),
         metrics.clone(),
     );
+    let first = first_serial();
     let mut srv = Server {
         name: cfg.main.hostname.clone(),
         state: State {
-            serial: first_serial(),
+            serial: first,
+            first_serial: first,
             caps: Caps::new(cfg.server.withdraw_limit, cfg.server.withdraw_window),
             drained: crate::daemon::state_file::load(
                 &cfg.main.state_dir.join("drained-balancers.json"),
@@ -918,7 +920,7 @@ impl Server {
                     quorate,
                     announced: live.map_or(0, |c| c.announced.len()),
                     serial,
-                    lag: serial.map(|s| self.state.serial.saturating_sub(s)),
+                    lag: serial.map(|s| self.state.lag(s)),
                     uptime_s: live.map_or(0, |c| c.uptime),
                     live: live.is_some(),
                     drained: self.state.drained.contains(n)

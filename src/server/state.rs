@@ -90,6 +90,8 @@ pub struct State {
     pub tree: Tree,
     /// Serial of `tree`; bumped on every change.
     pub serial: u64,
+    /// The serial this run started from (`serial` before any change).
+    pub first_serial: u64,
     /// Balancer → VIPs.
     pub mapping: BTreeMap<String, BTreeSet<IpAddr>>,
     /// VIP → quorum, from the desc files.
@@ -115,6 +117,14 @@ pub struct State {
 }
 
 impl State {
+    /// How many tree states a balancer at `serial` is behind: the changes since its
+    /// serial, or, for a serial from before this run (0 = none applied), every change of
+    /// this run plus the run's first tree.
+    pub fn lag(&self, serial: u64) -> u64 {
+        let floor = self.first_serial.saturating_sub(1);
+        self.serial.saturating_sub(serial.max(floor))
+    }
+
     /// A client spoke (heartbeat or request). Returns true when it is new (or came back).
     pub fn touch(
         &mut self,
@@ -819,6 +829,22 @@ mod tests {
                 ("lb2".into(), "syn_announce")
             ]
         );
+    }
+
+    #[test]
+    fn lag_counts_changes_and_a_serial_of_another_run_as_everything() {
+        let st = State {
+            first_serial: 1_000,
+            serial: 1_003,
+            ..State::default()
+        };
+        assert_eq!(st.lag(1_003), 0);
+        assert_eq!(st.lag(1_001), 2);
+        assert_eq!(st.lag(1_000), 3);
+        // Nothing applied, or an earlier run's tree: the first tree and three changes.
+        assert_eq!(st.lag(0), 4);
+        assert_eq!(st.lag(999), 4);
+        assert_eq!(st.lag(5_000), 0);
     }
 
     #[test]

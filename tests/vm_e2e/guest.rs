@@ -140,6 +140,13 @@ impl Guest {
     /// Builds the LAN and the namespaces, loads the arbiter's tree and the operator's
     /// rules, writes the configs and starts the arbiter and both balancers.
     pub fn start(tag: &'static str) -> Guest {
+        Guest::start_with(tag, &[])
+    }
+
+    /// [`Guest::start`], with the balancers whose index is in `no_net_admin` started
+    /// without CAP_NET_ADMIN (`setpriv`): every IPVS change and address change they make
+    /// fails, as on a balancer whose kernel refuses its work. Their `vip0` is made for them.
+    pub fn start_with(tag: &'static str, no_net_admin: &[usize]) -> Guest {
         labkit::require_root();
         let env = env();
         let started = Instant::now();
@@ -190,13 +197,16 @@ impl Guest {
         let clients = lbs
             .iter()
             .zip(&spec.balancers)
-            .map(|(ns, b)| {
-                daemon(
-                    ns,
-                    &b.dir,
-                    "client",
-                    &logs.join(format!("{tag}-{}.log", b.name)),
-                )
+            .enumerate()
+            .map(|(i, (ns, b))| {
+                let log = logs.join(format!("{tag}-{}.log", b.name));
+                if no_net_admin.contains(&i) {
+                    ns.ip(&["link", "add", "vip0", "type", "dummy"]).unwrap();
+                    ns.ip(&["link", "set", "vip0", "up"]).unwrap();
+                    daemon_without_net_admin(ns, &b.dir, &log)
+                } else {
+                    daemon(ns, &b.dir, "client", &log)
+                }
             })
             .collect();
         Guest {
@@ -243,6 +253,36 @@ impl Guest {
             .args(args)
             .output()
             .unwrap()
+    }
+
+    /// `ipvs-sync status --json` of the arbiter, or of balancer `i`, parsed.
+    pub fn status_json(&self, balancer: Option<usize>) -> serde_json::Value {
+        let (ns, dir) = match balancer {
+            Some(i) => (&self.lbs[i], &self.spec.balancers[i].dir),
+            None => (&self.arb, &self.spec.arbiter.dir),
+        };
+        let out = ns
+            .command(&env().bin.to_string_lossy())
+            .arg("-c")
+            .arg(dir.join("config.ini"))
+            .args(["--log-level", "warn", "status", "--json"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}: {out:?}"))
+    }
+
+    /// `ipvs-sync status` of the arbiter, as an operator reads it.
+    pub fn arbiter_status_text(&self) -> String {
+        let out = self
+            .arb
+            .command(&env().bin.to_string_lossy())
+            .arg("-c")
+            .arg(self.spec.arbiter.dir.join("config.ini"))
+            .args(["--log-level", "warn", "status"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `quorum up|down ARG` on the arbiter's config, as keepalived runs it.
@@ -377,6 +417,7 @@ fn spec(tag: &str, env: &Env) -> LabSpec {
         .set("main", "consumer_alive_ttl", 10);
     let mut arbiter = Ini::new();
     arbiter
+        .set("main", "http_listen", "127.0.0.1:9100")
         .set("main", "vips_description_update_interval", 0.2)
         .set("server", "startup_hold", 0);
     let balancers = LBS
@@ -448,6 +489,17 @@ fn daemon(ns: &Netns, dir: &Path, mode: &str, log: &Path) -> Daemon {
     cmd.arg("-c")
         .arg(dir.join("config.ini"))
         .args(["--log-level", "debug", mode]);
+    Daemon::spawn(cmd, log).unwrap()
+}
+
+/// Starts `ipvs-sync … client` in `ns` without CAP_NET_ADMIN in any of its sets.
+fn daemon_without_net_admin(ns: &Netns, dir: &Path, log: &Path) -> Daemon {
+    let mut cmd = ns.command("setpriv");
+    cmd.args(["--bounding-set=-net_admin", "--inh-caps=-net_admin", "--"])
+        .arg(&env().bin)
+        .arg("-c")
+        .arg(dir.join("config.ini"))
+        .args(["--log-level", "debug", "client"]);
     Daemon::spawn(cmd, log).unwrap()
 }
 

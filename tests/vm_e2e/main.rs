@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod drain;
+mod fleet;
 mod guest;
 
 use std::time::{Duration, Instant};
