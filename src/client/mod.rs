@@ -475,7 +475,7 @@ impl Client {
         for (i, cmd) in cmds.into_iter().enumerate() {
             match cmd {
                 Cmd::Send(to, m) => self.outbox.send(to, m),
-                Cmd::Announce { vip, .. } if last_withdraw.get(&vip).is_some_and(|&w| w > i) => {}
+                Cmd::Announce { vip, .. } if route_batch::superseded(&last_withdraw, vip, i) => {}
                 Cmd::Announce {
                     vip,
                     local_pref,

@@ -67,6 +67,12 @@ pub fn withdraws(cmds: &[Cmd]) -> (Vec<(IpAddr, u64)>, HashMap<IpAddr, usize>) {
     (list, last)
 }
 
+/// Whether the announce at index `at` of a command list is superseded by a later withdraw of
+/// the same VIP in it (`last` from [`withdraws`]); an announce after the withdraw stands.
+pub fn superseded(last: &HashMap<IpAddr, usize>, vip: IpAddr, at: usize) -> bool {
+    last.get(&vip).is_some_and(|&w| w > at)
+}
+
 impl Client {
     /// Hands every withdraw of one message to the speaker at once (one `withdraw_many`), and
     /// drops the waiting announces they supersede. Each VIP's result comes back as its own
@@ -146,6 +152,29 @@ mod tests {
         assert_eq!(last.get(&ip(1)), Some(&3));
         assert_eq!(last.get(&ip(2)), Some(&2));
         assert_eq!(last.len(), 2);
+    }
+
+    #[test]
+    fn the_last_word_on_a_vip_stands() {
+        let announce = |vip| Cmd::Announce {
+            vip,
+            local_pref: 100,
+            drain: false,
+            communities: vec![],
+        };
+        let withdraw = |vip, ticket| Cmd::Withdraw { vip, ticket };
+        // announce then withdraw: the announce never reaches the speaker
+        let cmds = vec![announce(ip(1)), withdraw(ip(1), 1), announce(ip(2))];
+        let (_, last) = withdraws(&cmds);
+        assert!(superseded(&last, ip(1), 0));
+        assert!(
+            !superseded(&last, ip(2), 2),
+            "another VIP's announce stands"
+        );
+        // withdraw then announce: the withdraw goes first, the announce after it
+        let cmds = vec![withdraw(ip(1), 1), announce(ip(1))];
+        let (_, last) = withdraws(&cmds);
+        assert!(!superseded(&last, ip(1), 1));
     }
 
     #[test]
