@@ -9,8 +9,9 @@
 //!      per client: its own Ed25519 key (the arbiter holds its .pub), durable queue
 //!      ipvs-sync.<name> with the limits src/wire/amqp/topology.rs declares, bound to <name>
 //!      and `broadcast`, one consumer (checks the arbiter's signature, counts by type, acks),
-//!      one heartbeat per second signed with its key to key `lbs` (persistent, mandatory,
-//!      confirmed)
+//!      one heartbeat per second to key `lbs` (persistent, mandatory, confirmed) as a balancer
+//!      sends it: the VIPs it announces listed (the arbiter's fleet view), a MAC with the pair
+//!      key it shares with the arbiter (`--auth sig`: an Ed25519 signature instead)
 //!    sampler (1 s): utime+stime and VmRSS/VmHWM of the arbiter, of beam.smp and of this
 //!      process; the arbiter's /metrics counters
 //! ```
@@ -37,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use ipvs_sync::wire::amqp::topology;
 use ipvs_sync::wire::envelope::{self, MessageId};
+use ipvs_sync::wire::keys::PairKey;
 use ipvs_sync::wire::{NodeKey, PublicKey, Role};
 use labkit::proc;
 use lapin::options::{
@@ -81,6 +83,8 @@ struct Opts {
     vips: usize,
     ttl: u64,
     bin: PathBuf,
+    /// Heartbeats signed with Ed25519 instead of the pair MAC balancers use.
+    sign: bool,
 }
 
 impl Opts {
@@ -91,6 +95,7 @@ impl Opts {
             connections: 4,
             vips: 3,
             ttl: 5,
+            sign: false,
             bin: std::env::var_os("IPVS_SYNC_BIN")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ipvs-sync"))),
@@ -107,6 +112,11 @@ impl Opts {
                 "--connections" => o.connections = num()?.max(1) as usize,
                 "--vips" => o.vips = num()?.clamp(1, 200) as usize,
                 "--ttl" => o.ttl = num()?.max(1),
+                "--auth" => match args.next().as_deref() {
+                    Some("mac") => o.sign = false,
+                    Some("sig") => o.sign = true,
+                    _ => return Err("--auth takes mac or sig".into()),
+                },
                 "--bench" => {}
                 other => return Err(format!("unknown argument {other}").into()),
             }
@@ -202,7 +212,7 @@ fn write_arbiter(
              http_listen = {HTTP}\ncontrol_socket = {dd}/control.sock\nstate_dir = {dd}/state\n\
              service_mapping_wildcard = {dd}/lbs/*/*/*.conf\nservice_mapping_config = {dd}/svc_mapping.json\n\
              vip_description_filepath = {dd}/desc/keepalived-{{vip}}-desc.json\n\
-             heartbeat_interval = 1\nconsumer_alive_ttl = {ttl}\nstate_dir = {dd}/state\n\
+             heartbeat_interval = 1\nconsumer_alive_ttl = {ttl}\n\
              [server]\nquorum_socket = {dd}/quorum.sock\nstartup_hold = 0\n\
              balancer_keys_dir = {dd}/balancers\n",
             ttl = o.ttl
@@ -382,13 +392,31 @@ async fn declare_and_consume(
     Ok(())
 }
 
-/// Publishes one heartbeat per client per second, each signed with its client's key, in
-/// `SLOTS` slots, until stopped; counts the broker's confirms as they come.
+/// How the simulated balancers seal their heartbeats.
+enum Seal {
+    /// The pair MAC each balancer shares with the arbiter, as `ipvs-sync client` sends.
+    Mac(Vec<PairKey>),
+    /// An Ed25519 signature with each balancer's own key.
+    Sig(Arc<Vec<NodeKey>>),
+}
+
+/// What balancer `k` announces in steady state: the VIPs of its group whose desc says announce.
+fn announced_json(o: &Opts, k: usize) -> String {
+    let g = k / GROUP;
+    let list: Vec<String> = (0..o.vips)
+        .filter(|&j| announces(g, j))
+        .map(|j| format!("\"{}\"", vip(g, j)))
+        .collect();
+    format!("[{}]", list.join(","))
+}
+
+/// Publishes one heartbeat per client per second, each sealed as `seal` says, in `SLOTS`
+/// slots, until stopped; counts the broker's confirms as they come.
 async fn heartbeats(
     ch: Channel,
-    clients: Vec<(usize, String)>,
+    clients: Vec<(usize, String, String)>,
     stats: Arc<Stats>,
-    keys: Arc<Vec<NodeKey>>,
+    seal: Arc<Seal>,
 ) -> Result<(), BoxError> {
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let epoch = now_ms() / 1000;
@@ -403,12 +431,14 @@ async fn heartbeats(
         round += 1;
         let uptime = stats.t0.elapsed().as_secs() + 1;
         let mut confirms = Vec::new();
-        for (i, (k, name)) in clients.iter().enumerate() {
+        for (i, (k, name, announced)) in clients.iter().enumerate() {
             if i as u64 % SLOTS != slot {
                 continue;
             }
             seq[i] += 1;
-            let body = RawValue::from_string(format!(r#"{{"role":"client","uptime":{uptime}}}"#))?;
+            let body = RawValue::from_string(format!(
+                r#"{{"role":"client","uptime":{uptime},"version":"bench","announced":{announced}}}"#
+            ))?;
             let header = envelope::Header {
                 kind: "heartbeat".into(),
                 from: name.clone(),
@@ -416,7 +446,10 @@ async fn heartbeats(
                 id: MessageId { epoch, seq: seq[i] },
                 ts_ms: now_ms(),
             };
-            let payload = envelope::seal(&keys[*k], &header, &body)?;
+            let payload = match &*seal {
+                Seal::Mac(pairs) => envelope::seal_mac(&pairs[*k], &header, &body)?,
+                Seal::Sig(keys) => envelope::seal(&keys[*k], &header, &body)?,
+            };
             let c = ch
                 .basic_publish(
                     EXCHANGE.into(),
@@ -707,13 +740,29 @@ fn main() -> Result<(), BoxError> {
     let start = Instant::now();
     let hb_start_ms = stats.ms();
     let mut samples = vec![take_sample(0.0, arb_pid, broker_pid, &stats)];
+    let seal = Arc::new(if o.sign {
+        Seal::Sig(Arc::clone(&client_keys))
+    } else {
+        let arbiter_pub = arbiter_key.public();
+        Seal::Mac(
+            client_keys
+                .iter()
+                .enumerate()
+                .map(|(k, key)| key.pair_with_arbiter(&name(k), "arbiter", &arbiter_pub))
+                .collect(),
+        )
+    });
     let mut pubs = Vec::new();
     for (_, ch, clients) in &conns {
+        let clients = clients
+            .iter()
+            .map(|(k, n)| (*k, n.clone(), announced_json(&o, *k)))
+            .collect();
         pubs.push(rt.spawn(heartbeats(
             ch.clone(),
-            clients.clone(),
+            clients,
             stats.clone(),
-            Arc::clone(&client_keys),
+            Arc::clone(&seal),
         )));
     }
     let mut died = None;

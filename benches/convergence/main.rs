@@ -19,7 +19,8 @@
 //! IPv4 hold only 768 addresses.
 //!
 //! Run as root: `netns-lab/bench [--cycles N] [--vips N] [--logs DIR]` (or `cargo bench --bench
-//! convergence -- …`). `CONVERGENCE_CYCLES` sets the default cycle count.
+//! convergence -- …`). `CONVERGENCE_CYCLES` sets the default cycle count; `IPVS_SYNC_BIN`
+//! overrides the binary under test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -36,9 +37,12 @@ use labkit::RibMonitor;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The binary measured (the bench profile builds target/release/ipvs-sync).
-fn bin() -> &'static std::path::Path {
-    env!("CARGO_BIN_EXE_ipvs-sync").as_ref()
+/// The binary measured (the bench profile builds target/release/ipvs-sync);
+/// `IPVS_SYNC_BIN` overrides it (a wrapper that runs the client under a profiler, say).
+fn bin() -> std::path::PathBuf {
+    std::env::var_os("IPVS_SYNC_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_ipvs-sync").into())
 }
 
 /// How long one announce or withdraw may take before it counts as lost.
@@ -206,7 +210,7 @@ fn latency(cycles: usize, logs: Option<&std::path::Path>) -> Result<Latency, Box
     let vip: IpAddr = IPVS_VIP.parse()?;
     let desc = desc_dir()?;
     let f = Fleet::start(
-        bin(),
+        &bin(),
         FleetOpts {
             vips: vec![vip],
             log_level: "info",
@@ -374,7 +378,7 @@ fn cold_start(n: usize, logs: Option<&std::path::Path>) -> Result<Cold, BoxError
     let vips: Vec<IpAddr> = (0..n).map(cold_vip).collect();
     let desc = desc_dir()?;
     let mut f = Fleet::start(
-        bin(),
+        &bin(),
         FleetOpts {
             vips,
             desc_dir: Some(desc.path().to_owned()),

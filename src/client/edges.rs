@@ -23,6 +23,22 @@ pub trait Routes: Send + Sync {
     /// Withdraws `vip`; the future resolves once the UPDATE is written to every Established
     /// peer (at once when none is).
     fn withdraw(&self, vip: IpAddr) -> BoxFuture<'static, ()>;
+    /// Announces many VIPs at once, in order (a VIP given twice takes its last attributes).
+    /// The speaker does it with one lock and one wake-up per peer; the default announces one
+    /// by one.
+    fn announce_many(&self, routes: Vec<(IpAddr, bgp::RouteAttrs)>) {
+        for (vip, attrs) in routes {
+            self.announce(vip, attrs);
+        }
+    }
+    /// Withdraws many VIPs at once; the future resolves once all of them are on the wire, as
+    /// [`Routes::withdraw`] does for one. The default withdraws one by one.
+    fn withdraw_many(&self, vips: Vec<IpAddr>) -> BoxFuture<'static, ()> {
+        let each = futures_util::future::join_all(vips.into_iter().map(|v| self.withdraw(v)));
+        Box::pin(async move {
+            each.await;
+        })
+    }
     /// Status of every peer.
     fn peers(&self) -> BoxFuture<'_, Vec<bgp::PeerStatus>>;
     /// Cease to every peer (routers withdraw everything at once), bounded.
@@ -123,6 +139,19 @@ pub fn fitting_route_attrs(
 impl Routes for bgp::Speaker {
     fn announce(&self, vip: IpAddr, attrs: bgp::RouteAttrs) {
         bgp::Speaker::announce(self, host_net(vip), attrs);
+    }
+
+    fn announce_many(&self, routes: Vec<(IpAddr, bgp::RouteAttrs)>) {
+        bgp::Speaker::announce_many(self, routes.into_iter().map(|(vip, a)| (host_net(vip), a)));
+    }
+
+    fn withdraw_many(&self, vips: Vec<IpAddr>) -> BoxFuture<'static, ()> {
+        let n = vips.len();
+        let on_wire = bgp::Speaker::withdraw_many(self, vips.into_iter().map(host_net));
+        Box::pin(async move {
+            let report = on_wire.await;
+            tracing::debug!(vips = n, ?report, "withdrawals written");
+        })
     }
 
     /// Resolves once every Established peer has the UPDATE on its socket, or its session

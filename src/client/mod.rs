@@ -8,9 +8,11 @@
 //!  BGP peer events, SIGHUP, SIGTERM ────────┘                                           │
 //!     ┌─────────────────────────────────────────────────────────────────────────────────┘
 //!     ├─ Send ──────────▶ Outbox ─▶ Bus::publish
-//!     ├─ Announce ──────▶ Routes (speaker; never waits)
-//!     ├─ Withdraw ──────▶ Routes::withdraw ─ on the wire ─▶ result ─▶ core (grace, then removal)
-//!     ├─ Prepare ───────▶ task: Firewall, Services (the VIP's), Addresses::add ─▶ result
+//!     ├─ Announce ──────▶ batch ─(loop idle, or 4,096)─▶ Routes::announce_many (never waits)
+//!     ├─ Withdraw ──────▶ Routes::withdraw_many, ahead of the rest ─ on the wire ─▶ result
+//!     │                     ─▶ core (grace, then removal)
+//!     ├─ Prepare ───────▶ task (≤ 64 at once, the rest queued): Firewall, Services (the
+//!     │                     VIP's), Addresses::add ─▶ result
 //!     ├─ RemoveAddress ─▶ task: Addresses::remove (+ the VIP's services) ─▶ result
 //!     └─ Reconcile ─────▶ kernel worker: one at a time, only the newest waits ─▶ result
 //! ```
@@ -26,8 +28,10 @@ pub mod bgp_cfg;
 pub mod edges;
 pub mod execute;
 pub mod kernel;
+pub mod prepares;
 pub mod reload;
 pub mod restart;
+pub mod route_batch;
 pub mod state;
 pub mod sync;
 
@@ -243,6 +247,8 @@ pub async fn serve(
         withdraws_pending: 0,
         running_speaker,
         eor,
+        route_batch: route_batch::RouteBatch::default(),
+        prepares: prepares::Prepares::default(),
     };
     c.perform(first);
     daemon::notify::notify("READY=1\nSTATUS=client running");
@@ -308,8 +314,12 @@ pub async fn serve(
             _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
                 daemon::notify::notify("WATCHDOG=1");
             }
+            // Last: runs only when nothing above is ready, so a burst of messages becomes one
+            // batch of announces.
+            () = std::future::ready(()), if !c.route_batch.is_empty() => c.flush_routes(),
         }
     };
+    c.flush_routes();
     if why == Stopped::ForRestart {
         c.stop_for_restart().await;
     } else {
@@ -427,6 +437,10 @@ struct Client {
     running_speaker: bgp::SpeakerConfig,
     /// After a graceful restart, until End-of-RIB is released.
     eor: Option<restart::EorGate>,
+    /// Announces waiting to go to the speaker together.
+    route_batch: route_batch::RouteBatch,
+    /// Prepares running and waiting.
+    prepares: prepares::Prepares,
 }
 
 impl Client {
@@ -454,11 +468,16 @@ impl Client {
         }
     }
 
-    /// Performs the core's commands, in order; none of them waits.
+    /// Performs the core's commands, in order, except that their withdraws go first, in one
+    /// batch, and announces wait in a batch for an idle loop (`route_batch.rs`); none of
+    /// them waits.
     fn perform(&mut self, cmds: Vec<Cmd>) {
-        for cmd in cmds {
+        let (withdraws, last_withdraw) = route_batch::withdraws(&cmds);
+        self.withdraw_now(withdraws, &last_withdraw);
+        for (i, cmd) in cmds.into_iter().enumerate() {
             match cmd {
                 Cmd::Send(to, m) => self.outbox.send(to, m),
+                Cmd::Announce { vip, .. } if route_batch::superseded(&last_withdraw, vip, i) => {}
                 Cmd::Announce {
                     vip,
                     local_pref,
@@ -471,7 +490,7 @@ impl Client {
                         info!(%vip, local_pref, "announcing");
                     }
                     let attrs = self.fitting_attrs(vip, local_pref, drain, &communities);
-                    self.edges.routes.announce(vip, attrs);
+                    self.queue_announce(vip, attrs);
                     self.metrics.bgp_announces.inc();
                     if let Some(t) = self.syn_at.remove(&vip) {
                         self.metrics
@@ -479,22 +498,12 @@ impl Client {
                             .observe(t.elapsed().as_secs_f64());
                     }
                 }
-                Cmd::Withdraw { vip, ticket } => {
-                    info!(%vip, "withdrawing");
-                    self.withdraws_pending += 1;
-                    self.metrics.bgp_withdraws.inc();
-                    let on_wire = self.edges.routes.withdraw(vip);
-                    let done = self.done.clone();
-                    tokio::spawn(async move {
-                        on_wire.await;
-                        let _ = done.send(Done::Withdrawn { vip, ticket });
-                    });
-                }
+                Cmd::Withdraw { .. } => {}
                 Cmd::Prepare {
                     vip,
                     attempt,
                     services,
-                } => self.spawn_prepare(vip, attempt, services),
+                } => self.prepare(vip, attempt, services),
                 Cmd::RemoveAddress { vip, services } => self.spawn_removal(vip, services),
                 Cmd::Reconcile {
                     wanted,
@@ -636,31 +645,6 @@ impl Client {
         self.withdraws_pending == 0
     }
 
-    fn spawn_prepare(&self, vip: IpAddr, attempt: u64, services: Option<Tree>) {
-        let done = self.done.clone();
-        let firewall = self.edges.firewall.clone();
-        let kernel = self.edges.kernel.clone();
-        let addrs = self.edges.addrs.clone();
-        tokio::spawn(async move {
-            let result = async {
-                firewall.check(vip).await?;
-                if let (Some(k), Some(tree)) = (kernel, services) {
-                    let a = k.reconcile(tree, BTreeSet::from([vip])).await?;
-                    if !a.failures.is_empty() {
-                        return Err(format!("IPVS: {}", a.failures.join("; ")));
-                    }
-                }
-                addrs.add(vip).await
-            }
-            .await;
-            let _ = done.send(Done::Prepared {
-                vip,
-                attempt,
-                result,
-            });
-        });
-    }
-
     fn spawn_removal(&self, vip: IpAddr, services: bool) {
         let done = self.done.clone();
         let kernel = self.edges.kernel.clone();
@@ -684,6 +668,7 @@ impl Client {
                 attempt,
                 result,
             } => {
+                self.prepare_ended();
                 if let Err(e) = &result {
                     warn!(%vip, error = %e, "prepare failed; the VIP stays idle");
                     self.metrics.prepare_failures.inc();

@@ -159,6 +159,7 @@ impl Client {
             not_again = left.len(),
             "graceful restart: End-of-RIB released"
         );
+        self.flush_routes();
         if let Some(s) = &self.edges.speaker {
             s.release_end_of_rib();
         }

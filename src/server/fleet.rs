@@ -44,18 +44,20 @@ impl Stage {
     }
 }
 
-/// The (balancer, VIP) stages.
+/// The (balancer, VIP) stages, per balancer: a heartbeat (a thousand a second at fleet scale)
+/// looks at its own balancer's VIPs only and allocates nothing once the pairs exist.
 #[derive(Debug, Default)]
 pub struct Fleet {
-    stages: BTreeMap<(String, IpAddr), (Stage, Instant)>,
+    stages: BTreeMap<String, BTreeMap<IpAddr, (Stage, Instant)>>,
 }
 
 impl Fleet {
     fn set(&mut self, client: &str, vip: IpAddr, stage: Stage, now: Instant) {
-        let e = self
-            .stages
-            .entry((client.to_owned(), vip))
-            .or_insert((stage, now));
+        let vips = match self.stages.get_mut(client) {
+            Some(v) => v,
+            None => self.stages.entry(client.to_owned()).or_default(),
+        };
+        let e = vips.entry(vip).or_insert((stage, now));
         if e.0 != stage {
             *e = (stage, now);
         }
@@ -105,53 +107,60 @@ impl Fleet {
 
     /// `client`'s heartbeat lists `announced`.
     pub fn on_heartbeat(&mut self, client: &str, announced: &[IpAddr], now: Instant) {
-        let listed: BTreeSet<IpAddr> = announced.iter().copied().collect();
-        for vip in &listed {
+        for vip in announced {
             self.set(client, *vip, Stage::Announced, now);
         }
-        let left_out: Vec<IpAddr> = self
-            .stages
-            .iter()
-            .filter(|((c, v), (s, _))| c == client && *s == Stage::Announced && !listed.contains(v))
-            .map(|((_, v), _)| *v)
-            .collect();
-        for vip in left_out {
-            self.set(client, vip, Stage::Withdrawn, now);
+        // A balancer lists a few VIPs as a rule: a scan of the list beats a set then.
+        let set: Option<BTreeSet<IpAddr>> =
+            (announced.len() > 16).then(|| announced.iter().copied().collect());
+        let listed = |v: &IpAddr| match &set {
+            Some(set) => set.contains(v),
+            None => announced.contains(v),
+        };
+        if let Some(vips) = self.stages.get_mut(client) {
+            for (vip, e) in vips.iter_mut() {
+                if e.0 == Stage::Announced && !listed(vip) {
+                    *e = (Stage::Withdrawn, now);
+                }
+            }
         }
     }
 
     /// `client` went silent.
     pub fn on_gone(&mut self, client: &str, now: Instant) {
-        let vips: Vec<IpAddr> = self
-            .stages
-            .keys()
-            .filter(|(c, _)| c == client)
-            .map(|(_, v)| *v)
-            .collect();
-        for vip in vips {
-            self.set(client, vip, Stage::Gone, now);
+        if let Some(vips) = self.stages.get_mut(client) {
+            for e in vips.values_mut() {
+                if e.0 != Stage::Gone {
+                    *e = (Stage::Gone, now);
+                }
+            }
         }
     }
 
     /// Forgets `client` entirely (decommissioned).
     pub fn forget(&mut self, client: &str) {
-        self.stages.retain(|(c, _), _| c != client);
+        self.stages.remove(client);
     }
 
     /// Drops pairs the mapping no longer makes.
     pub fn retain_mapped(&mut self, mapping: &BTreeMap<String, BTreeSet<IpAddr>>) {
-        self.stages
-            .retain(|(c, v), _| mapping.get(c).is_some_and(|vips| vips.contains(v)));
+        self.stages.retain(|c, vips| {
+            let Some(mapped) = mapping.get(c) else {
+                return false;
+            };
+            vips.retain(|v, _| mapped.contains(v));
+            !vips.is_empty()
+        });
     }
 
     /// The stage of `client`'s announce of `vip`.
     pub fn stage(&self, client: &str, vip: IpAddr) -> Option<Stage> {
-        self.stages.get(&(client.to_owned(), vip)).map(|(s, _)| *s)
+        self.get(client, vip).map(|(s, _)| s)
     }
 
     /// The stage and since when.
     pub fn get(&self, client: &str, vip: IpAddr) -> Option<(Stage, Instant)> {
-        self.stages.get(&(client.to_owned(), vip)).copied()
+        self.stages.get(client)?.get(&vip).copied()
     }
 }
 

@@ -850,18 +850,25 @@ impl Server {
     /// The fleet view by VIP: its quorum and each balancer the mapping gives it.
     fn vip_rows(&self, now: Instant) -> Vec<ServerVip> {
         let secs = |t: Instant| now.saturating_duration_since(t).as_secs_f64();
+        // The mapping turned around once (VIP → its balancers, in the mapping's order), not
+        // scanned once per VIP: this runs every second, over every VIP and balancer.
+        let mut by_vip: BTreeMap<IpAddr, Vec<&String>> = BTreeMap::new();
+        for (name, vips) in &self.state.mapping {
+            for v in vips {
+                by_vip.entry(*v).or_default().push(name);
+            }
+        }
         self.state
             .all_vips()
             .into_iter()
             .map(|vip| {
                 let q = self.state.quorum.get(&vip);
                 let counts = self.desc_counts.get(&vip);
-                let balancers = self
-                    .state
-                    .mapping
-                    .iter()
-                    .filter(|(_, vips)| vips.contains(&vip))
-                    .map(|(name, _)| {
+                let balancers = by_vip
+                    .get(&vip)
+                    .into_iter()
+                    .flatten()
+                    .map(|&name| {
                         let (stage, since) = match self.fleet.get(name, vip) {
                             Some((s, t)) => (s.name().to_owned(), Some(secs(t))),
                             None => ("-".to_owned(), None),
