@@ -349,6 +349,9 @@ struct Shared {
     order: std::sync::Mutex<NodeOrder>,
     /// Index in `uris` of the node of the current connection (`usize::MAX`: none).
     node: AtomicUsize,
+    /// Asks the supervisor to drop the connection and build one on the next node (a nack:
+    /// the node cannot take messages into the queue now).
+    renew: tokio::sync::Notify,
     opts: TransportOptions,
     counters: Counters,
     /// This run's epoch (see `state.rs`).
@@ -469,6 +472,7 @@ impl Transport {
                 NodeOrder::process_seed(),
             )),
             node: AtomicUsize::new(usize::MAX),
+            renew: tokio::sync::Notify::new(),
             uris,
             counters: Counters::default(),
             epoch,
@@ -612,7 +616,11 @@ impl Transport {
                 }
                 Ok(Ok(Confirmation::Nack(None))) => {
                     shared.counters.add_confirm_failed();
-                    warn!(%kind, routing_key = address, "broker nacked a message");
+                    warn!(%kind, routing_key = address, "broker nacked a message; moving to the next node");
+                    // Seen with quorum queues on RabbitMQ 3.10: a node that came back
+                    // shortly before nacked every publish to one queue while the other
+                    // nodes took them. Another connection (the next node) clears it.
+                    shared.renew.notify_one();
                     return Err(WireError::Nacked {
                         routing_key: address,
                     });

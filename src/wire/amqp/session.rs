@@ -400,6 +400,9 @@ async fn pump(
     loop {
         let first = tokio::select! {
             _ = stop.changed() => return PumpEnd::Stop,
+            () = shared.renew.notified() => {
+                return PumpEnd::Lost("the broker nacked a publish".to_owned());
+            }
             event = s.events.next(), if events_open => {
                 match event {
                     Some(lapin::Event::Error(e)) => return PumpEnd::Lost(e.to_string()),
