@@ -229,8 +229,9 @@ pub enum WireError {
     /// This role's queue exists with other arguments.
     #[error(
         "queue `{queue}` exists with other arguments than {wanted} (declared by an older \
-         ipvs-sync, or [messages] max_age or max_bytes changed). Delete it, losing what it \
-         holds (the daemons ask again for what they need): `rabbitmqctl delete_queue -p \
+         ipvs-sync, or [messages] max_age or max_bytes or [main] amqp_queue_type changed). \
+         Delete it, losing what it holds (the daemons ask again for what they need): \
+         `rabbitmqctl delete_queue -p \
          {vhost} {queue}`, then start again. A policy cannot stand in for these arguments: \
          ipvs-sync declares its queues with them, and a queue without them is unbounded and \
          never expires its messages ({detail})"
@@ -586,7 +587,8 @@ impl Transport {
     }
 
     /// The second half of a send: waits for the confirm of a published message; when the
-    /// connection lost it, publishes the same bytes again (after messages published since;
+    /// connection lost it, or the broker nacked it (the transport then moves to the next
+    /// node), publishes the same bytes again (after messages published since;
     /// receivers take whichever copy comes first and drop the other) and waits again.
     pub async fn confirmed(&self, in_flight: InFlight) -> Result<(), WireError> {
         let shared = &self.shared;
@@ -616,14 +618,16 @@ impl Transport {
                 }
                 Ok(Ok(Confirmation::Nack(None))) => {
                     shared.counters.add_confirm_failed();
-                    warn!(%kind, routing_key = address, "broker nacked a message; moving to the next node");
+                    warn!(%kind, routing_key = address, %id,
+                          "broker nacked a message; publishing it again on the next node");
                     // Seen with quorum queues on RabbitMQ 3.10: a node that came back
                     // shortly before nacked every publish to one queue while the other
-                    // nodes took them. Another connection (the next node) clears it.
+                    // nodes took them. Another connection (the next node) clears it; the
+                    // same bytes again are taken once (the receivers' replay window).
                     shared.renew.notify_one();
-                    return Err(WireError::Nacked {
-                        routing_key: address,
-                    });
+                    pause_for_link(deadline).await;
+                    let _order = shared.seq.lock().await;
+                    confirm = self.put(kind, &address, &payload, deadline).await?;
                 }
                 Ok(Err(e)) => {
                     shared.counters.add_confirm_failed();

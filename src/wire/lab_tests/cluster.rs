@@ -105,6 +105,7 @@ impl ClusterLab {
         let f = rabbit
             .provision_fleet(VHOST, ARBITER, &[CLIENT, CLIENT2])
             .unwrap();
+        std::fs::create_dir_all(self.state.path().join("single")).unwrap();
         let dir = |n: &str| self.state.path().join("single").join(n);
         let server = Transport::connect(
             &rabbit.url_in(VHOST, &f.arbiter.user, &f.arbiter.pass),
