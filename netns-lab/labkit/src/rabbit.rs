@@ -394,6 +394,13 @@ impl Rabbit {
             .arg(format!("HOME={}", path("home")))
             .arg(format!("RABBITMQ_NODENAME={}", self.node))
             .arg(format!("RABBITMQ_USE_LONGNAME={}", self.longname))
+            // A cluster's nodes notice a silent peer after 8 s instead of Erlang's 60 s
+            // default, so a partition shows (and pause_minority acts) within a test.
+            .arg(if self.longname {
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel net_ticktime 8"
+            } else {
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="
+            })
             .arg("RABBITMQ_CONF_ENV_FILE=/dev/null")
             .arg(format!("RABBITMQ_CONFIG_FILE={}", path("rabbitmq.conf")))
             .arg(format!(

@@ -7,8 +7,9 @@
 //!                                              198.51.100.4N+1            198.51.100.128+…
 //! ```
 //!
-//! Every node runs with `cluster_partition_handling = pause_minority`: a node cut off from
-//! the others ([`RabbitCluster::partition`] takes its veth down) stops serving, so its
+//! Every node runs with `cluster_partition_handling = pause_minority` and an Erlang
+//! `net_ticktime` of 8 s (60 s by default: the nodes notice a silent peer only then, and
+//! until they do, declarations that involve it wait): a node cut off from the others ([`RabbitCluster::partition`] takes its veth down) stops serving, so its
 //! clients move to the majority. Nodes are killed ([`RabbitCluster::kill`]), restarted and
 //! stopped by pid; dropping the cluster stops them all and deletes the namespaces.
 

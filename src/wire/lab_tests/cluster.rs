@@ -454,10 +454,14 @@ fn lab_cluster_partition_whole_restart_and_latency() {
         );
         let t = Instant::now();
         lab.cluster.partition(k).unwrap();
-        wait_within("both off the cut-off node", Duration::from_secs(60), || {
-            let (s, c) = (lab.node_of(&server), lab.node_of(&client));
-            s.is_some() && s != Some(k) && c.is_some() && c != Some(k)
-        })
+        wait_within(
+            "both off the cut-off node",
+            Duration::from_secs(120),
+            || {
+                let (s, c) = (lab.node_of(&server), lab.node_of(&client));
+                s.is_some() && s != Some(k) && c.is_some() && c != Some(k)
+            },
+        )
         .await;
         let moved = t.elapsed();
         let mut during = Vec::new();
