@@ -346,7 +346,7 @@ async fn declare_and_consume(
                 durable: true,
                 ..Default::default()
             },
-            topology::arguments_table(&args),
+            topology::arguments_table(&args, config::QueueType::Classic),
         )
         .await?;
         for rk in [name.as_str(), "broadcast"] {

@@ -70,6 +70,18 @@ impl AmqpUrl {
         self.user.as_deref()
     }
 
+    /// `host[:port]` as written.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The vhost part as written (percent-encoded, without the query); empty for the
+    /// client's default.
+    pub fn vhost(&self) -> &str {
+        let path = self.rest.split('?').next().unwrap_or("");
+        path.strip_prefix('/').unwrap_or(path)
+    }
+
     /// Whether the URL itself carries a password.
     pub fn has_password(&self) -> bool {
         self.password.is_some()

@@ -34,6 +34,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod amqp;
+pub mod amqp_servers;
 pub mod atomic_file;
 pub mod error;
 pub mod hostname;
@@ -47,6 +48,7 @@ mod section;
 mod value;
 
 pub use amqp::AmqpUrl;
+pub use amqp_servers::{AmqpServers, QueueType};
 pub use error::ConfigError;
 pub use load::Config;
 pub use paths::{DescTemplate, MappingWildcard};

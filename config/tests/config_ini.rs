@@ -378,6 +378,46 @@ fn defaults() {
 }
 
 #[test]
+fn several_broker_nodes_default_to_quorum_queues() {
+    use config::QueueType;
+    let one = Config::from_strs(
+        "[main]\namqp_server = amqp://u@b1/v\nhostname = lb1\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(one.main.amqp_queue_type, QueueType::Classic);
+    let three = Config::from_strs(
+        "[main]\namqp_server = amqp://u@b1/v, amqp://u@b2/v, amqp://u@b3/v\nhostname = lb1\n",
+        Some("[secret]\namqp_password = pw\n"),
+    )
+    .unwrap();
+    assert_eq!(three.main.amqp_queue_type, QueueType::Quorum);
+    assert_eq!(three.main.amqp_server.len(), 3);
+    assert_eq!(
+        three.amqp_url(),
+        "amqp://u:pw@b1/v,amqp://u:pw@b2/v,amqp://u:pw@b3/v"
+    );
+    let classic = Config::from_strs(
+        "[main]\namqp_server = amqp://u@b1/v,amqp://u@b2/v\namqp_queue_type = classic\nhostname = lb1\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(classic.main.amqp_queue_type, QueueType::Classic);
+    let err = Config::from_strs(
+        "[main]\namqp_server = amqp://u@b1/v,amqp://w@b2/v\nhostname = lb1\n",
+        None,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("one user and one vhost"), "{err}");
+    let err = Config::from_strs(
+        "[main]\namqp_server = amqp://u@b1/v\namqp_queue_type = stream\nhostname = lb1\n",
+        None,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("quorum or classic"), "{err}");
+}
+
+#[test]
 fn hostname_defaults_to_this_host() {
     let c = Config::from_strs("[main]\namqp_server = amqp://broker/\n", None).unwrap();
     let kernel = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();

@@ -859,6 +859,7 @@ impl Client {
         let announced = self.core.announced();
         let m = &self.metrics;
         m.broker_connected.set(i64::from(connected));
+        m.export_broker_node(self.bus.broker_node());
         m.vips_announced.set(announced.len() as i64);
         m.outbox_depth.set(self.outbox.depth() as i64);
         if let Some(t) = self.core.last_arbiter_heartbeat() {
@@ -930,7 +931,10 @@ impl Client {
                 hostname: self.cfg.main.hostname.clone(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 uptime_s: self.started.elapsed().as_secs_f64(),
-                broker: daemon::status::Broker { connected },
+                broker: daemon::status::Broker {
+                    connected,
+                    node: self.bus.broker_node(),
+                },
                 queues: [("outbox".to_owned(), self.outbox.depth() as u64)].into(),
                 dropped: daemon::dropped(self.bus.counters()),
                 clocks: self.bus.clock_offsets(),

@@ -50,6 +50,10 @@ impl ReloadPlan {
         };
         need(om.hostname != nm.hostname, "[main] hostname");
         need(om.amqp_server != nm.amqp_server, "[main] amqp_server");
+        need(
+            om.amqp_queue_type != nm.amqp_queue_type,
+            "[main] amqp_queue_type",
+        );
         need(om.ipvs != nm.ipvs, "[main] ipvs");
         need(om.http_listen != nm.http_listen, "[main] http_listen");
         need(

@@ -269,7 +269,10 @@ mod tests {
     fn common() -> Common {
         Common {
             hostname: "n".into(),
-            broker: Broker { connected: true },
+            broker: Broker {
+                connected: true,
+                node: None,
+            },
             ..Common::default()
         }
     }

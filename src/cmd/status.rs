@@ -26,10 +26,10 @@ fn header(out: &mut String, role: &str, c: &Common) {
         "{role} {}  up {}  broker {}",
         c.hostname,
         human_secs(Some(c.uptime_s)),
-        if c.broker.connected {
-            "connected"
-        } else {
-            "DOWN"
+        match (c.broker.connected, &c.broker.node) {
+            (true, Some(node)) => format!("connected to {node}"),
+            (true, None) => "connected".to_owned(),
+            (false, _) => "DOWN".to_owned(),
         },
     );
 }
@@ -320,7 +320,10 @@ mod tests {
             common: Common {
                 hostname: "lb1".into(),
                 uptime_s: 3725.0,
-                broker: Broker { connected: true },
+                broker: Broker {
+                    connected: true,
+                    node: Some("192.0.2.21:5672".into()),
+                },
                 queues: [("incoming".to_owned(), 0)].into(),
                 ..Common::default()
             },
@@ -354,7 +357,7 @@ mod tests {
         });
         let text = render(&doc);
         assert!(
-            text.starts_with("client lb1  up 1h02m05s  broker connected\n"),
+            text.starts_with("client lb1  up 1h02m05s  broker connected to 192.0.2.21:5672\n"),
             "{text}"
         );
         assert!(

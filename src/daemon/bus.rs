@@ -39,6 +39,11 @@ pub trait Bus: Send + Sync {
     /// Whether the connection to the broker is up now.
     fn connected(&self) -> bool;
 
+    /// `host:port` of the broker node the connection goes to, while there is one.
+    fn broker_node(&self) -> Option<String> {
+        None
+    }
+
     /// What the bus counted: messages in and out by type, drops by reason, reconnects.
     fn counters(&self) -> &Counters;
 
@@ -91,6 +96,10 @@ impl Bus for AmqpBus {
 
     fn counters(&self) -> &Counters {
         self.0.counters()
+    }
+
+    fn broker_node(&self) -> Option<String> {
+        self.0.broker_node()
     }
 
     fn clock_offsets(&self) -> Vec<PeerClock> {

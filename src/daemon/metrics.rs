@@ -68,6 +68,13 @@ pub struct EventLabel {
     pub event: &'static str,
 }
 
+/// `node` label: a broker node of `amqp_server`, `host:port`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    /// `host:port`.
+    pub node: String,
+}
+
 /// `peer` label: a configured BGP peer.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabel {
@@ -128,6 +135,10 @@ pub struct Families {
     pub broker_connected: Gauge,
     /// Broker reconnections.
     pub broker_reconnects: Counter,
+    /// 1 for the broker node the connection goes to, 0 for nodes used before.
+    pub broker_node: Family<NodeLabel, Gauge>,
+    /// The node `broker_node` shows as in use.
+    broker_node_last: std::sync::Mutex<Option<String>>,
     /// Each sender's wall clock minus ours, measured from its messages (never used to drop
     /// them), by sender.
     pub peer_clock_offset: Family<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -280,6 +291,11 @@ impl Metrics {
             "Broker reconnections",
             f.broker_reconnects.clone(),
         );
+        r.register(
+            "broker_node",
+            "1 for the broker node in use (host:port), 0 for nodes used before",
+            f.broker_node.clone(),
+        );
         r.register_with_unit(
             "peer_clock_offset",
             "Each sender's wall clock minus ours, measured from its messages",
@@ -319,6 +335,29 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Marks `node` as the broker node in use (1) and every node seen before as not (0);
+    /// `None` (no connection) leaves all at 0.
+    pub fn export_broker_node(&self, node: Option<String>) {
+        let mut last = self
+            .broker_node_last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *last == node {
+            return;
+        }
+        if let Some(old) = last.take() {
+            self.broker_node
+                .get_or_create(&NodeLabel { node: old })
+                .set(0);
+        }
+        if let Some(n) = &node {
+            self.broker_node
+                .get_or_create(&NodeLabel { node: n.clone() })
+                .set(1);
+        }
+        *last = node;
     }
 
     /// Sets each sender's clock offset (senders no longer heard keep their last value).
@@ -626,6 +665,29 @@ mod tests {
         );
         assert!(
             page.contains("ipvs_sync_messages_dropped_total{reason=\"forged\"} 2"),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn the_broker_node_in_use_is_the_one_at_1() {
+        let m = Metrics::new(Role::Client);
+        m.export_broker_node(Some("192.0.2.21:5672".into()));
+        m.export_broker_node(Some("192.0.2.21:5672".into()));
+        let page = m.render();
+        assert!(
+            page.contains("ipvs_sync_broker_node{node=\"192.0.2.21:5672\"} 1"),
+            "{page}"
+        );
+        m.export_broker_node(None);
+        m.export_broker_node(Some("192.0.2.22:5672".into()));
+        let page = m.render();
+        assert!(
+            page.contains("ipvs_sync_broker_node{node=\"192.0.2.21:5672\"} 0"),
+            "{page}"
+        );
+        assert!(
+            page.contains("ipvs_sync_broker_node{node=\"192.0.2.22:5672\"} 1"),
             "{page}"
         );
     }

@@ -66,6 +66,9 @@ pub struct Common {
 pub struct Broker {
     /// Whether it is up.
     pub connected: bool,
+    /// `host:port` of the broker node in use (one of `amqp_server`'s), while connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A periodic job of a daemon.

@@ -786,6 +786,7 @@ impl Server {
         let connected = self.bus.connected();
         let m = &self.metrics;
         m.broker_connected.set(i64::from(connected));
+        m.export_broker_node(self.bus.broker_node());
         m.clients_live.set(self.state.clients.len() as i64);
         m.withdrawals_held.set(self.state.caps.held().len() as i64);
         m.vips_announced
@@ -815,7 +816,10 @@ impl Server {
                 hostname: self.name.clone(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 uptime_s: self.started.elapsed().as_secs_f64(),
-                broker: daemon::status::Broker { connected },
+                broker: daemon::status::Broker {
+                    connected,
+                    node: self.bus.broker_node(),
+                },
                 queues: [("outbox".to_owned(), self.outbox.depth() as u64)].into(),
                 dropped: daemon::dropped(self.bus.counters()),
                 clocks: self.bus.clock_offsets(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Confirmation};
 
-use super::amqp::options::{open_connection, prepare_uri};
+use super::amqp::options::{open_first, prepare_uris};
 use super::amqp::{Dest, TlsFiles, TransportOptions, EXCHANGE};
 use super::envelope::{self, Header, MessageId};
 use super::messages::Message;
@@ -19,7 +19,8 @@ use super::state::StateDir;
 use super::WireError;
 
 /// Signs `msg` with the arbiter's key of `opts` as `from` and publishes it to `to` on the
-/// broker at `url` (with the password and TLS files of `opts`), waiting for the broker's
+/// broker at `url` (with the password and TLS files of `opts`; several URLs separated by
+/// commas are tried in order until one node takes the connection), waiting for the broker's
 /// confirm; everything within `limit`.
 ///
 /// The message opens a new epoch of the arbiter: it takes the arbiter's state directory
@@ -50,10 +51,14 @@ pub async fn publish(
         ts_ms: now_ms,
     };
     let payload = envelope::seal(&opts.key, &header, &body)?;
-    let connect_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-    let uri = prepare_uri(url, opts.password.as_deref(), opts.heartbeat_s, connect_ms)?;
+    let uris = prepare_uris(
+        url,
+        opts.password.as_deref(),
+        opts.heartbeat_s,
+        per_node_ms(url, limit),
+    )?;
     let work = async {
-        let conn = open_connection(&uri, &opts.tls, format!("ipvs-sync quorum {from}")).await?;
+        let conn = open_first(&uris, &opts.tls, &format!("ipvs-sync quorum {from}")).await?;
         let channel = conn.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -94,6 +99,13 @@ pub async fn publish(
         })?
 }
 
+/// Each node's share of `limit` for its TCP connect, so a dead first node leaves time for
+/// the others.
+fn per_node_ms(url: &str, limit: Duration) -> u64 {
+    let nodes = u32::try_from(url.split(',').count().max(1)).unwrap_or(u32::MAX);
+    u64::try_from((limit / nodes).as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Deletes the queue `queue` on the broker at `url` (a decommissioned balancer's), logging in
 /// with `password` when the URL has none and the TLS files of `tls`; returns how many messages
 /// it held. An absent queue is not an error (0).
@@ -104,10 +116,9 @@ pub async fn delete_queue(
     queue: &str,
     limit: Duration,
 ) -> Result<u32, WireError> {
-    let connect_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-    let uri = prepare_uri(url, password, 10, connect_ms)?;
+    let uris = prepare_uris(url, password, 10, per_node_ms(url, limit))?;
     let work = async {
-        let conn = open_connection(&uri, tls, "ipvs-sync forget".to_owned()).await?;
+        let conn = open_first(&uris, tls, "ipvs-sync forget").await?;
         let channel = conn.create_channel().await?;
         let passive = channel
             .queue_declare(

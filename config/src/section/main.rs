@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::amqp::AmqpUrl;
+use crate::amqp_servers::{AmqpServers, QueueType};
 use crate::error::ConfigError;
 use crate::hostname;
 use crate::paths::{DescTemplate, MappingWildcard};
@@ -16,8 +16,12 @@ use crate::value::{self, Fields, Invalid, ValueResult};
 /// `[main]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MainConfig {
-    /// `amqp_server` (required): the broker URL.
-    pub amqp_server: AmqpUrl,
+    /// `amqp_server` (required): the broker's URL, or the URLs of the nodes of one cluster
+    /// separated by commas.
+    pub amqp_server: AmqpServers,
+    /// `amqp_queue_type` (`quorum` when `amqp_server` lists several nodes, else `classic`):
+    /// the kind of queue `lbs` and the balancers' queues are.
+    pub amqp_queue_type: QueueType,
     /// `mapping_update_interval` (60 s): how often the service mapping is rebuilt.
     pub mapping_update_interval: Duration,
     /// `service_mapping_wildcard` (`/etc/keepalived/lbs/*/*/*.conf`).
@@ -152,6 +156,7 @@ impl MainConfig {
     /// The keys of `[main]`.
     pub const KEYS: &'static [&'static str] = &[
         "amqp_server",
+        "amqp_queue_type",
         "announces_source",
         "mapping_update_interval",
         "service_mapping_wildcard",
@@ -196,8 +201,14 @@ impl MainConfig {
                     )
                 })?,
         };
+        let amqp_server = f.required("amqp_server", AmqpServers::parse)?;
         let main = MainConfig {
-            amqp_server: f.required("amqp_server", |v| or_expected(AmqpUrl::parse(v)))?,
+            amqp_queue_type: f.get(
+                "amqp_queue_type",
+                QueueType::default_for(&amqp_server),
+                QueueType::parse,
+            )?,
+            amqp_server,
             mapping_update_interval: f.get(
                 "mapping_update_interval",
                 Duration::from_secs(60),

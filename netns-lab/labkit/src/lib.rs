@@ -43,6 +43,7 @@ pub mod metrics;
 mod netns;
 pub mod proc;
 pub mod rabbit;
+pub mod rabbit_cluster;
 mod rib_monitor;
 pub mod spec;
 mod wait;
@@ -58,6 +59,7 @@ pub use ini::Ini;
 pub use lab::Lab;
 pub use netns::{veth, veth_pair, Netns};
 pub use rabbit::Rabbit;
+pub use rabbit_cluster::RabbitCluster;
 pub use rib_monitor::{RibEvent, RibMonitor, Timed};
 pub use wait::{free_port, scratch_dir, wait_every, wait_until};
 

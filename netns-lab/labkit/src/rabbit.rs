@@ -58,6 +58,10 @@ pub struct Rabbit {
     pass: String,
     daemon: Option<Daemon>,
     tls: Option<RabbitTls>,
+    /// The Erlang cookie (one for all nodes of a cluster).
+    cookie: String,
+    /// Long node names (`name@IP`): a node other namespaces can reach, for a cluster.
+    longname: bool,
     // Declared last so the processes are gone before their directory is removed.
     dir: tempfile::TempDir,
 }
@@ -94,26 +98,54 @@ impl Rabbit {
     }
 
     fn start_with(ns: &Netns, listen: &str, tls: Option<RabbitTls>) -> io::Result<Rabbit> {
+        let mut rabbit = Self::prepare(ns, listen, tls, None)?;
+        rabbit.spawn()?;
+        Ok(rabbit)
+    }
+
+    /// A broker's directory and names, not started. `member` (cookie, user, password) makes
+    /// it a would-be member of a cluster: a long node name on its address, the shared cookie
+    /// and the cluster's user.
+    pub(crate) fn prepare(
+        ns: &Netns,
+        listen: &str,
+        tls: Option<RabbitTls>,
+        member: Option<(&str, &str, &str)>,
+    ) -> io::Result<Rabbit> {
         let addr = parse_listen(listen)?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
-        let node = format!("labkit-{pid}-{id}@localhost");
+        let host = match member {
+            Some(_) => addr.ip().to_string(),
+            None => "localhost".to_owned(),
+        };
+        let node = format!("labkit-{pid}-{id}@{host}");
         let dir = scratch_dir("rabbit")?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let mut rabbit = Rabbit {
+        let pass = format!("pw{nanos:x}{pid:x}{id}");
+        let (user, pass, cookie) = match member {
+            Some((cookie, user, pass)) => (user.to_owned(), pass.to_owned(), cookie.to_owned()),
+            None => (
+                format!("ipvs{pid}x{id}"),
+                pass.clone(),
+                format!("LABKIT{}", pass.to_uppercase()),
+            ),
+        };
+        let rabbit = Rabbit {
             ns: ns.name().to_owned(),
             addr,
             node,
-            user: format!("ipvs{pid}x{id}"),
-            pass: format!("pw{nanos:x}{pid:x}{id}"),
+            user,
+            pass,
             daemon: None,
             tls,
+            cookie,
+            longname: member.is_some(),
             dir,
         };
         rabbit.prepare_dir()?;
-        rabbit.spawn()?;
         Ok(rabbit)
     }
 
@@ -289,15 +321,21 @@ impl Rabbit {
                  default_permissions.configure = .*\n\
                  default_permissions.read = .*\n\
                  default_permissions.write = .*\n\
-                 loopback_users = none\n{}",
+                 loopback_users = none\n{}{}",
                 self.user,
                 self.pass,
-                self.tls_conf(root)?
+                self.tls_conf(root)?,
+                if self.longname {
+                    // A node cut off from the majority stops serving, so clients move.
+                    "cluster_partition_handling = pause_minority\n"
+                } else {
+                    ""
+                }
             ),
         )?;
         std::fs::write(root.join("enabled_plugins"), "[].\n")?;
         let cookie = home.join(".erlang.cookie");
-        std::fs::write(&cookie, format!("LABKIT{}", self.pass.to_uppercase()))?;
+        std::fs::write(&cookie, &self.cookie)?;
         std::fs::set_permissions(&cookie, std::fs::Permissions::from_mode(0o400))?;
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o750))?;
         for entry in walk(root)? {
@@ -356,6 +394,14 @@ impl Rabbit {
             ])
             .arg(format!("HOME={}", path("home")))
             .arg(format!("RABBITMQ_NODENAME={}", self.node))
+            .arg(format!("RABBITMQ_USE_LONGNAME={}", self.longname))
+            // A cluster's nodes notice a silent peer after 8 s instead of Erlang's 60 s
+            // default, so a partition shows (and pause_minority acts) within a test.
+            .arg(if self.longname {
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-kernel net_ticktime 8"
+            } else {
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="
+            })
             .arg("RABBITMQ_CONF_ENV_FILE=/dev/null")
             .arg(format!("RABBITMQ_CONFIG_FILE={}", path("rabbitmq.conf")))
             .arg(format!(
@@ -379,14 +425,33 @@ impl Rabbit {
     }
 
     fn spawn(&mut self) -> io::Result<()> {
-        let daemon = Daemon::spawn(self.as_rabbit(SERVER), &self.log_path())?;
-        self.daemon = Some(daemon);
+        self.launch()?;
         self.wait_ready()
+    }
+
+    /// Starts the server process without waiting for it (a cluster's nodes boot together:
+    /// each waits for the others' tables).
+    pub(crate) fn launch(&mut self) -> io::Result<()> {
+        if self.daemon.is_none() {
+            self.daemon = Some(Daemon::spawn(self.as_rabbit(SERVER), &self.log_path())?);
+        }
+        Ok(())
+    }
+
+    /// Kills the node at once (SIGKILL to every `rabbitmq` process of its namespace: the
+    /// server, its beam and epmd), like a crashed host; [`Rabbit::start_server`] brings it
+    /// back with its data.
+    pub fn kill(&mut self) -> io::Result<()> {
+        self.kill_leftovers()?;
+        if let Some(mut d) = self.daemon.take() {
+            d.stop()?;
+        }
+        Ok(())
     }
 
     /// Waits until the broker answers the AMQP protocol header with `connection.start` and
     /// `rabbitmqctl await_startup` confirms the boot is complete.
-    fn wait_ready(&mut self) -> io::Result<()> {
+    pub(crate) fn wait_ready(&mut self) -> io::Result<()> {
         let path = format!("/run/netns/{}", self.ns);
         let addr = self.addr;
         let mut exited = None;

@@ -48,11 +48,12 @@
 //! that did not takes it. Each message's id is written to the receiver's state directory
 //! before the daemon sees it, so a restarted receiver takes no message twice either.
 
+pub mod nodes;
 pub(crate) mod options;
 mod session;
 pub mod topology;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -72,6 +73,7 @@ use super::keys::{KeyDirError, KeyError, PairKey, Senders};
 use super::messages::{Direction, Message, MessageType, PeerRole};
 use super::skew::PeerClock;
 use super::state::{StateDir, StateError};
+use nodes::NodeOrder;
 
 /// A message handed to the broker, its confirm not yet in: see [`Transport::publish`].
 pub struct InFlight {
@@ -227,8 +229,9 @@ pub enum WireError {
     /// This role's queue exists with other arguments.
     #[error(
         "queue `{queue}` exists with other arguments than {wanted} (declared by an older \
-         ipvs-sync, or [messages] max_age or max_bytes changed). Delete it, losing what it \
-         holds (the daemons ask again for what they need): `rabbitmqctl delete_queue -p \
+         ipvs-sync, or [messages] max_age or max_bytes or [main] amqp_queue_type changed). \
+         Delete it, losing what it holds (the daemons ask again for what they need): \
+         `rabbitmqctl delete_queue -p \
          {vhost} {queue}`, then start again. A policy cannot stand in for these arguments: \
          ipvs-sync declares its queues with them, and a queue without them is unbounded and \
          never expires its messages ({detail})"
@@ -341,7 +344,15 @@ impl WireError {
 /// State shared by the handle and the supervisor task.
 struct Shared {
     role: Role,
-    uri: AMQPUri,
+    /// The broker nodes of `amqp_server`, in the order configured.
+    uris: Vec<AMQPUri>,
+    /// Which node to try next (see `nodes.rs`).
+    order: std::sync::Mutex<NodeOrder>,
+    /// Index in `uris` of the node of the current connection (`usize::MAX`: none).
+    node: AtomicUsize,
+    /// Asks the supervisor to drop the connection and build one on the next node (a nack:
+    /// the node cannot take messages into the queue now).
+    renew: tokio::sync::Notify,
     opts: TransportOptions,
     counters: Counters,
     /// This run's epoch (see `state.rs`).
@@ -369,6 +380,38 @@ impl Shared {
     fn senders(&self) -> Arc<Senders> {
         Arc::clone(&self.senders.read().unwrap_or_else(|e| e.into_inner()))
     }
+
+    /// The node to try next, as an index into `uris`.
+    fn next_node(&self) -> usize {
+        self.order
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_node()
+    }
+
+    /// Records the node a connection was made to (`None`: no connection now).
+    fn set_node(&self, node: Option<usize>) {
+        if let Some(i) = node {
+            self.order
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .connected(i);
+        }
+        self.node
+            .store(node.unwrap_or(usize::MAX), Ordering::Relaxed);
+    }
+
+    /// `host:port` of node `i`.
+    fn node_name(&self, i: usize) -> Option<String> {
+        self.uris
+            .get(i)
+            .map(|u| format!("{}:{}", u.authority.host, u.authority.port))
+    }
+
+    /// `host:port` of the node of the last connection made.
+    fn broker_node_of(&self) -> Option<String> {
+        self.node_name(self.node.load(Ordering::Relaxed))
+    }
 }
 
 /// A connection to the broker with the topology of one [`Role`].
@@ -393,10 +436,12 @@ impl std::fmt::Debug for Transport {
 
 impl Transport {
     /// Opens the state directory (taking this role's lock and the next epoch), connects to
-    /// `url` (`amqp://` or `amqps://`), declares this role's objects and starts consuming.
-    /// Fails if that first attempt fails (bad URL, refused, bad credentials, timeout, the
-    /// queue held by another process), so a misconfiguration shows at start; once connected,
-    /// losses are repaired in the background for as long as the transport lives.
+    /// `url` (`amqp://` or `amqps://`; several URLs separated by commas are the nodes of one
+    /// cluster, tried in an order shuffled per process), declares this role's objects and
+    /// starts consuming. Fails if no node takes that first attempt (bad URL, refused, bad
+    /// credentials, timeouts, the queue held by another process), so a misconfiguration
+    /// shows at start; once connected, losses are repaired in the background, on the next
+    /// node, for as long as the transport lives.
     ///
     /// Returns the handle and the receiver of verified messages; dropping the receiver stops
     /// consumption.
@@ -407,8 +452,8 @@ impl Transport {
     ) -> Result<(Transport, mpsc::Receiver<Incoming>), WireError> {
         role.check()?;
         let connect_ms = u64::try_from(opts.connect_timeout.as_millis()).unwrap_or(u64::MAX);
-        let uri =
-            options::prepare_uri(url, opts.password.as_deref(), opts.heartbeat_s, connect_ms)?;
+        let uris =
+            options::prepare_uris(url, opts.password.as_deref(), opts.heartbeat_s, connect_ms)?;
         let state = StateDir::open(&opts.state_dir, role.label())?;
         let marks = state.marks()?;
         let epoch = state.next_epoch(now_ms() / 1000)?;
@@ -423,7 +468,13 @@ impl Transport {
             pair,
             senders: RwLock::new(Arc::new(opts.senders.clone())),
             role,
-            uri,
+            order: std::sync::Mutex::new(NodeOrder::shuffled(
+                uris.len(),
+                NodeOrder::process_seed(),
+            )),
+            node: AtomicUsize::new(usize::MAX),
+            renew: tokio::sync::Notify::new(),
+            uris,
             counters: Counters::default(),
             epoch,
             seq: Mutex::new(0),
@@ -434,14 +485,9 @@ impl Transport {
             state,
             opts,
         });
-        let first = tokio::time::timeout(shared.opts.connect_timeout, session::establish(&shared))
-            .await
-            .map_err(|_| WireError::Timeout {
-                op: "connect",
-                after: shared.opts.connect_timeout,
-            })??;
+        let first = session::establish_first(&shared).await?;
         info!(role = shared.role.label(), name = shared.role.name(), epoch,
-              host = %shared.uri.authority.host, queue = %shared.role.queue(),
+              node = shared.broker_node_of(), queue = %shared.role.queue(),
               state_dir = %shared.state.path().display(), "AMQP connected");
         let (tx, rx) = mpsc::channel(shared.opts.incoming_capacity.max(1));
         let (stop, stop_rx) = watch::channel(false);
@@ -541,7 +587,8 @@ impl Transport {
     }
 
     /// The second half of a send: waits for the confirm of a published message; when the
-    /// connection lost it, publishes the same bytes again (after messages published since;
+    /// connection lost it, or the broker nacked it (the transport then moves to the next
+    /// node), publishes the same bytes again (after messages published since;
     /// receivers take whichever copy comes first and drop the other) and waits again.
     pub async fn confirmed(&self, in_flight: InFlight) -> Result<(), WireError> {
         let shared = &self.shared;
@@ -571,10 +618,16 @@ impl Transport {
                 }
                 Ok(Ok(Confirmation::Nack(None))) => {
                     shared.counters.add_confirm_failed();
-                    warn!(%kind, routing_key = address, "broker nacked a message");
-                    return Err(WireError::Nacked {
-                        routing_key: address,
-                    });
+                    warn!(%kind, routing_key = address, %id,
+                          "broker nacked a message; publishing it again on the next node");
+                    // Seen with quorum queues on RabbitMQ 3.10: a node that came back
+                    // shortly before nacked every publish to one queue while the other
+                    // nodes took them. Another connection (the next node) clears it; the
+                    // same bytes again are taken once (the receivers' replay window).
+                    shared.renew.notify_one();
+                    pause_for_link(deadline).await;
+                    let _order = shared.seq.lock().await;
+                    confirm = self.put(kind, &address, &payload, deadline).await?;
                 }
                 Ok(Err(e)) => {
                     shared.counters.add_confirm_failed();
@@ -652,6 +705,20 @@ impl Transport {
         })
     }
 
+    /// `host:port` of the broker node the current connection goes to; `None` while there
+    /// is none.
+    pub fn broker_node(&self) -> Option<String> {
+        if !self.is_connected() {
+            return None;
+        }
+        self.shared.broker_node_of()
+    }
+
+    /// How many broker nodes are configured.
+    pub fn broker_nodes(&self) -> usize {
+        self.shared.uris.len()
+    }
+
     /// Counters of this transport.
     pub fn counters(&self) -> &Counters {
         &self.shared.counters
@@ -716,6 +783,9 @@ impl Transport {
         let c = self.counters().snapshot();
         serde_json::json!({
             "epoch": self.epoch(),
+            "broker_node": self.broker_node(),
+            "broker_nodes": self.broker_nodes(),
+            "queue_type": self.shared.opts.queue_type.as_str(),
             "senders": self.senders(),
             "queue_depth": self.queue_depth(),
             "clock_offsets": self.clock_offsets(),

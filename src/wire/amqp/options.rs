@@ -144,6 +144,8 @@ pub struct TransportOptions {
     pub reconnect_max: Duration,
     /// How often the transport asks the broker how deep its queue is.
     pub depth_interval: Duration,
+    /// Quorum or classic queues (`amqp_queue_type`).
+    pub queue_type: config::QueueType,
 }
 
 impl TransportOptions {
@@ -172,6 +174,7 @@ impl TransportOptions {
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(5),
             depth_interval: Duration::from_secs(5),
+            queue_type: config::QueueType::Classic,
         }
     }
 
@@ -212,6 +215,7 @@ impl TransportOptions {
         o.max_age = cfg.messages.max_age;
         o.queue_max_length = cfg.messages.queue_max_length;
         o.queue_expires = cfg.messages.queue_expires;
+        o.queue_type = cfg.main.amqp_queue_type;
         o.incoming_capacity = cfg.main.processing_queue_limit.clamp(16, 1 << 20);
         Ok(o)
     }
@@ -221,6 +225,7 @@ impl TransportOptions {
     /// What this transport declares its queue with.
     pub fn queue_limits(&self) -> QueueLimits {
         QueueLimits {
+            queue_type: self.queue_type,
             max_age: self.max_age,
             max_bytes: self.max_bytes,
             client_max_length: self.queue_max_length,
@@ -335,6 +340,41 @@ pub(crate) fn prepare_uri(
     Ok(uri)
 }
 
+/// [`prepare_uri`] of each of the comma-separated URLs of `urls` (the nodes of a cluster).
+pub(crate) fn prepare_uris(
+    urls: &str,
+    password: Option<&str>,
+    heartbeat_s: u16,
+    connect_timeout_ms: u64,
+) -> Result<Vec<AMQPUri>, WireError> {
+    urls.split(',')
+        .map(|u| prepare_uri(u.trim(), password, heartbeat_s, connect_timeout_ms))
+        .collect()
+}
+
+/// Opens a connection to the first of `uris` that takes it, in order; the last error when
+/// none does.
+pub(crate) async fn open_first(
+    uris: &[AMQPUri],
+    tls: &TlsFiles,
+    name: &str,
+) -> Result<lapin::Connection, WireError> {
+    let mut last = WireError::Url {
+        reason: "no broker URL".to_owned(),
+    };
+    for uri in uris {
+        match open_connection(uri, tls, name.to_owned()).await {
+            Ok(c) => return Ok(c),
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => {
+                tracing::warn!(node = %uri.authority.host, error = %e, "broker node did not answer; trying the next");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
 /// Whether the authority of `url` has a `user:password@` part.
 fn url_has_password(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -376,6 +416,19 @@ mod tests {
             prepare_uri("http//nope", None, 10, 7000),
             Err(WireError::Url { .. })
         ));
+        let uris = prepare_uris(
+            "amqp://ipvs@192.0.2.1/v, amqp://ipvs:own@192.0.2.2:5673/v",
+            Some("s3cret"),
+            10,
+            7000,
+        )
+        .unwrap();
+        assert_eq!(uris.len(), 2);
+        assert_eq!(uris[0].authority.userinfo.password, "s3cret");
+        assert_eq!(uris[1].authority.userinfo.password, "own");
+        assert_eq!(uris[1].authority.port, 5673);
+        assert_eq!(uris[1].vhost, "v");
+        assert!(prepare_uris("amqp://a/,http//b", None, 10, 7000).is_err());
     }
 
     #[test]

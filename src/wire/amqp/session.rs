@@ -54,12 +54,60 @@ pub(super) struct Session {
     events: Pin<Box<dyn Stream<Item = lapin::Event> + Send>>,
 }
 
-/// Connects and sets up the role's topology; closes the connection again if a step fails.
-pub(super) async fn establish(shared: &Shared) -> Result<Session, WireError> {
+/// The first connection: each node once, in the process's order, each attempt bounded by
+/// `connect_timeout`, until one takes it. An error retrying cannot help (permissions, the
+/// queue's arguments or type, another consumer) ends it at once: the nodes of a cluster share
+/// users and queues, so every node would say the same.
+pub(super) async fn establish_first(shared: &Shared) -> Result<Session, WireError> {
+    let mut last = None;
+    for _ in 0..shared.uris.len() {
+        let node = shared.next_node();
+        match establish_on(shared, node, true).await {
+            Ok(s) => return Ok(s),
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => {
+                warn!(node = shared.node_name(node), error = %e, "broker node did not answer; trying the next");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or(WireError::NotConnected {
+        after: shared.opts.connect_timeout,
+    }))
+}
+
+/// One attempt on the next node in the order (the supervisor's reconnect).
+async fn establish(shared: &Shared) -> Result<Session, WireError> {
+    let node = shared.next_node();
+    establish_on(shared, node, false).await
+}
+
+/// Connects to node `node` within `connect_timeout` and sets up the role's topology; records
+/// the node as the one in use when it worked.
+async fn establish_on(shared: &Shared, node: usize, first: bool) -> Result<Session, WireError> {
+    let limit = shared.opts.connect_timeout;
+    let s = tokio::time::timeout(limit, establish_at(shared, node, first))
+        .await
+        .map_err(|_| WireError::Timeout {
+            op: "connect",
+            after: limit,
+        })??;
+    shared.set_node(Some(node));
+    Ok(s)
+}
+
+/// Connects to node `node` and sets up the role's topology; closes the connection again if a
+/// step fails.
+async fn establish_at(shared: &Shared, node: usize, first: bool) -> Result<Session, WireError> {
     // No `enable_auto_recover`: see "Reconnection" in the module doc.
     let name = format!("ipvs-sync {} {}", shared.role.label(), shared.role.name());
-    let conn = options::open_connection(&shared.uri, &shared.opts.tls, name).await?;
-    match setup(shared, &conn).await {
+    let Some(uri) = shared.uris.get(node) else {
+        return Err(WireError::Url {
+            reason: format!("no broker node {node}"),
+        });
+    };
+    let conn = options::open_connection(uri, &shared.opts.tls, name).await?;
+    match setup(shared, &conn, &uri.vhost, first).await {
         Ok((publish, consume, consumer)) => {
             let probe = conn.create_channel().await.ok();
             let events = Box::pin(conn.events_listener());
@@ -82,6 +130,8 @@ pub(super) async fn establish(shared: &Shared) -> Result<Session, WireError> {
 async fn setup(
     shared: &Shared,
     conn: &Connection,
+    vhost: &str,
+    first: bool,
 ) -> Result<(Channel, Channel, Consumer), WireError> {
     let publish = conn.create_channel().await?;
     publish
@@ -91,9 +141,16 @@ async fn setup(
     consume
         .basic_qos(shared.opts.prefetch.max(1), BasicQosOptions::default())
         .await?;
-    let vhost = shared.uri.vhost.clone();
-    topology::declare(&consume, &shared.role, &vhost, &shared.opts.queue_limits()).await?;
+    let consumers =
+        topology::declare(&consume, &shared.role, vhost, &shared.opts.queue_limits()).await?;
     let queue = shared.role.queue();
+    // A quorum queue takes an exclusive consume without being exclusive (RabbitMQ 3.10), so a
+    // second process with this identity shows as a consumer already there at start; after a
+    // loss, our own consumer on a lost node may linger the same way, and single active
+    // consumer keeps any second one idle.
+    if first && consumers > 0 && shared.opts.queue_type == config::QueueType::Quorum {
+        return Err(in_use(shared, &queue));
+    }
     let consumer = consume
         .basic_consume(
             queue.as_str().into(),
@@ -109,18 +166,22 @@ async fn setup(
             if is_soft_error(&e, AMQPSoftError::ACCESSREFUSED)
                 && e.to_string().contains("exclusive")
             {
-                WireError::QueueInUse {
-                    queue: queue.clone(),
-                    what: match shared.role {
-                        Role::Server { .. } => "arbiter name",
-                        Role::Client { .. } => "hostname",
-                    },
-                }
+                in_use(shared, &queue)
             } else {
                 topology::access_refused(e, &format!("consume queue `{queue}`"))
             }
         })?;
     Ok((publish, consume, consumer))
+}
+
+fn in_use(shared: &Shared, queue: &str) -> WireError {
+    WireError::QueueInUse {
+        queue: queue.to_owned(),
+        what: match shared.role {
+            Role::Server { .. } => "arbiter name",
+            Role::Client { .. } => "hostname",
+        },
+    }
 }
 
 /// What the consumer keeps across connections: the admission state, the mark log and the
@@ -257,6 +318,7 @@ pub(super) async fn supervise(
 ) {
     let mut session = Some(first);
     let mut backoff = shared.opts.reconnect_min;
+    let mut failed = 0usize;
     loop {
         if let Some(mut s) = session.take() {
             shared.link.send_replace(Some(s.publish.clone()));
@@ -270,6 +332,8 @@ pub(super) async fn supervise(
                 d.abort();
             }
             shared.link.send_replace(None);
+            let lost = shared.broker_node_of();
+            shared.node.store(usize::MAX, Ordering::Relaxed);
             let _ = tokio::time::timeout(CLOSE_WAIT, s.conn.close(200, "bye".into())).await;
             match end {
                 PumpEnd::Stop => {
@@ -283,7 +347,7 @@ pub(super) async fn supervise(
                     return;
                 }
                 PumpEnd::Lost(reason) => {
-                    warn!(%reason, "AMQP connection lost; reconnecting");
+                    warn!(%reason, node = lost, "AMQP connection lost; reconnecting");
                 }
             }
             backoff = shared.opts.reconnect_min;
@@ -292,24 +356,25 @@ pub(super) async fn supervise(
             _ = stop.changed() => return,
             () = tokio::time::sleep(backoff) => {}
         }
-        let attempt = tokio::time::timeout(shared.opts.connect_timeout, establish(&shared));
+        let attempt = establish(&shared);
         let result = tokio::select! {
             _ = stop.changed() => return,
             r = attempt => r,
         };
         match result {
-            Ok(Ok(s)) => {
+            Ok(s) => {
+                failed = 0;
                 shared.counters.add_reconnect();
-                info!(queue = %shared.role.queue(), "AMQP reconnected");
+                info!(queue = %shared.role.queue(), node = shared.broker_node_of(), "AMQP reconnected");
                 session = Some(s);
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 warn!(error = %e, retry_in = ?backoff, "AMQP reconnect failed");
-                backoff = (backoff * 2).min(shared.opts.reconnect_max);
-            }
-            Err(_) => {
-                warn!(retry_in = ?backoff, "AMQP reconnect timed out");
-                backoff = (backoff * 2).min(shared.opts.reconnect_max);
+                // The delay doubles once every node had its try since the last success.
+                failed += 1;
+                if failed.is_multiple_of(shared.uris.len().max(1)) {
+                    backoff = (backoff * 2).min(shared.opts.reconnect_max);
+                }
             }
         }
     }
@@ -335,6 +400,9 @@ async fn pump(
     loop {
         let first = tokio::select! {
             _ = stop.changed() => return PumpEnd::Stop,
+            () = shared.renew.notified() => {
+                return PumpEnd::Lost("the broker nacked a publish".to_owned());
+            }
             event = s.events.next(), if events_open => {
                 match event {
                     Some(lapin::Event::Error(e)) => return PumpEnd::Lost(e.to_string()),

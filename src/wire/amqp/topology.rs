@@ -33,6 +33,7 @@
 
 use std::time::Duration;
 
+use config::QueueType;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongLongInt, ShortString};
@@ -60,6 +61,8 @@ pub const CLIENT_QUEUE_EXPIRES: Duration = Duration::from_secs(24 * 3600);
 /// What a role's queue is declared with (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
+    /// Quorum (replicated) or classic (`amqp_queue_type`).
+    pub queue_type: QueueType,
     /// `x-message-ttl` of every queue (`max_age`).
     pub max_age: Duration,
     /// Largest message (`max_bytes`): the queues' byte bounds are multiples of it.
@@ -74,6 +77,7 @@ impl QueueLimits {
     /// `max_age` and `max_bytes` with the default balancer queue bounds.
     pub fn new(max_age: Duration, max_bytes: usize) -> Self {
         QueueLimits {
+            queue_type: QueueType::Classic,
             max_age,
             max_bytes,
             client_max_length: CLIENT_QUEUE_MAX_LENGTH,
@@ -211,9 +215,9 @@ impl Dest {
     }
 }
 
-/// The arguments as an AMQP table (`x-overflow` added): what [`Role::queue`] is declared
-/// with.
-pub fn arguments_table(args: &[(&'static str, i64)]) -> FieldTable {
+/// The arguments as an AMQP table (`x-overflow` added, and for a quorum queue
+/// `x-queue-type` and `x-single-active-consumer`): what [`Role::queue`] is declared with.
+pub fn arguments_table(args: &[(&'static str, i64)], queue_type: QueueType) -> FieldTable {
     let mut t = FieldTable::default();
     for (k, v) in args {
         t.insert(
@@ -225,6 +229,16 @@ pub fn arguments_table(args: &[(&'static str, i64)]) -> FieldTable {
         ShortString::from("x-overflow"),
         AMQPValue::LongString("drop-head".into()),
     );
+    if queue_type == QueueType::Quorum {
+        t.insert(
+            ShortString::from("x-queue-type"),
+            AMQPValue::LongString("quorum".into()),
+        );
+        t.insert(
+            ShortString::from("x-single-active-consumer"),
+            AMQPValue::Boolean(true),
+        );
+    }
     t
 }
 
@@ -235,13 +249,14 @@ pub(crate) fn is_soft_error(e: &lapin::Error, kind: AMQPSoftError) -> bool {
 }
 
 /// Declares the exchange (the arbiter; a balancer only checks it exists: its broker user may
-/// not configure it), this role's queue with its arguments, and its bindings.
+/// not configure it), this role's queue with its arguments, and its bindings. Returns how
+/// many consumers the queue had.
 pub(super) async fn declare(
     ch: &Channel,
     role: &Role,
     vhost: &str,
     limits: &QueueLimits,
-) -> Result<(), WireError> {
+) -> Result<u32, WireError> {
     let passive = matches!(role, Role::Client { .. });
     ch.exchange_declare(
         EXCHANGE.into(),
@@ -274,27 +289,28 @@ pub(super) async fn declare(
     })?;
     let queue = role.queue();
     let args = role.queue_arguments(limits);
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        },
-        arguments_table(&args),
-    )
-    .await
-    .map_err(|e| {
-        if is_soft_error(&e, AMQPSoftError::PRECONDITIONFAILED) {
-            WireError::QueueArguments {
-                queue: queue.clone(),
-                vhost: vhost.to_owned(),
-                wanted: describe(&args),
-                detail: e.to_string(),
+    let declared = ch
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments_table(&args, limits.queue_type),
+        )
+        .await
+        .map_err(|e| {
+            if is_soft_error(&e, AMQPSoftError::PRECONDITIONFAILED) {
+                WireError::QueueArguments {
+                    queue: queue.clone(),
+                    vhost: vhost.to_owned(),
+                    wanted: describe(&args, limits.queue_type),
+                    detail: e.to_string(),
+                }
+            } else {
+                access_refused(e, &format!("declare queue `{queue}`"))
             }
-        } else {
-            access_refused(e, &format!("declare queue `{queue}`"))
-        }
-    })?;
+        })?;
     for key in role.bindings() {
         ch.queue_bind(
             queue.as_str().into(),
@@ -306,7 +322,7 @@ pub(super) async fn declare(
         .await
         .map_err(|e| access_refused(e, &format!("bind queue `{queue}` to `{key}`")))?;
     }
-    Ok(())
+    Ok(declared.consumer_count())
 }
 
 /// An `ACCESS_REFUSED` as [`WireError::BrokerRefused`] (the broker user's permissions), any
@@ -324,9 +340,13 @@ pub(super) fn access_refused(e: lapin::Error, what: &str) -> WireError {
     }
 }
 
-fn describe(args: &[(&'static str, i64)]) -> String {
+fn describe(args: &[(&'static str, i64)], queue_type: QueueType) -> String {
     let mut s: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
     s.push("x-overflow=drop-head".to_owned());
+    if queue_type == QueueType::Quorum {
+        s.push("x-queue-type=quorum".to_owned());
+        s.push("x-single-active-consumer=true".to_owned());
+    }
     s.join(", ")
 }
 
@@ -411,11 +431,24 @@ mod tests {
         let args = s.queue_arguments(&QueueLimits::new(Duration::from_millis(1500), 1 << 20));
         assert_eq!(args[0], ("x-message-ttl", 1500));
         assert!(args.iter().all(|(k, _)| *k != "x-expires"));
-        let t = arguments_table(&args);
+        let t = arguments_table(&args, QueueType::Classic);
         assert_eq!(t.inner().len(), args.len() + 1);
         assert_eq!(
-            describe(&args),
+            describe(&args, QueueType::Classic),
             "x-message-ttl=1500, x-max-length=200000, x-max-length-bytes=16777216, x-overflow=drop-head"
         );
+        // A quorum queue keeps every bound and says its type; one consumer gets the messages.
+        let t = arguments_table(&args, QueueType::Quorum);
+        assert_eq!(t.inner().len(), args.len() + 3);
+        assert_eq!(
+            t.inner().get("x-queue-type"),
+            Some(&AMQPValue::LongString("quorum".into()))
+        );
+        assert_eq!(
+            t.inner().get("x-single-active-consumer"),
+            Some(&AMQPValue::Boolean(true))
+        );
+        assert!(describe(&args, QueueType::Quorum)
+            .ends_with("x-overflow=drop-head, x-queue-type=quorum, x-single-active-consumer=true"));
     }
 }

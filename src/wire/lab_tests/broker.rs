@@ -486,3 +486,53 @@ fn lab_amqps_with_a_private_ca_and_client_certificates() {
         lb1.close().await;
     });
 }
+
+/// Quorum queues on one node: a balancer whose queue exists as a classic queue is refused
+/// with what to do (RabbitMQ cannot change a queue's type), a quorum queue takes messages,
+/// and a second process with the same hostname is refused at start although RabbitMQ does
+/// not enforce an exclusive consume on a quorum queue.
+#[test]
+#[ignore = "lab: needs root, netns and rabbitmq-server; run netns-lab/test"]
+fn lab_quorum_queues_refuse_a_type_change_and_a_second_consumer() {
+    let lab = lab("wire-qq");
+    let queue = format!("{CLIENT_QUEUE_PREFIX}{CLIENT}");
+    let quorum = |mut o: TransportOptions| {
+        o.queue_type = config::QueueType::Quorum;
+        o
+    };
+    lab.rt.block_on(async {
+        let ((server, _srx), (lb1, _rx)) = lab.pair().await;
+        lb1.close().await;
+        let err = Transport::connect(
+            &lab.url(CLIENT),
+            client_role(CLIENT),
+            quorum(lab.client_opts(CLIENT)),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, WireError::QueueArguments { .. }), "{err}");
+        let text = err.to_string();
+        eprintln!("classic → quorum: {text}");
+        assert!(text.contains("x-queue-type=quorum"), "{text}");
+        lab.rabbit
+            .ctl(&["delete_queue", "-p", VHOST, &queue])
+            .unwrap();
+        let (lb1, mut rx) = lab.client(CLIENT, quorum(lab.client_opts(CLIENT))).await;
+        let types = lab.list_queues(&["type"]);
+        assert!(
+            types
+                .lines()
+                .any(|l| l.split_whitespace().eq([queue.as_str(), "quorum"])),
+            "{types}"
+        );
+        send_and_expect(&server, Dest::Client(CLIENT.into()), &heartbeat(3), &mut rx).await;
+        let mut o = quorum(lab.client_opts(CLIENT));
+        o.state_dir = lab.state_dir("lb1-twin");
+        let err = Transport::connect(&lab.url(CLIENT), client_role(CLIENT), o)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WireError::QueueInUse { .. }), "{err}");
+        lb1.close().await;
+        server.close().await;
+    });
+}

@@ -9,9 +9,12 @@
 //! - `transport`: messages both ways, reconnection, broker restarts and outages, garbage,
 //!   latency and outbox figures;
 //! - `trust`: keys, forged and replayed messages, restarts, lost confirms, skewed clocks;
-//! - `broker`: permissions, exclusive queues, bounded queues, amqps with a private CA.
+//! - `broker`: permissions, exclusive queues, bounded queues, amqps with a private CA;
+//! - `cluster`: a three-node cluster with quorum queues: node kills, a partition, a whole
+//!   cluster restart, latency against classic queues on one node.
 
 mod broker;
+mod cluster;
 mod transport;
 mod trust;
 
@@ -40,6 +43,55 @@ struct Keys {
     lb2: NodeKey,
 }
 
+impl Keys {
+    fn new() -> Keys {
+        Keys {
+            arbiter: NodeKey::generate().unwrap(),
+            lb1: NodeKey::generate().unwrap(),
+            lb2: NodeKey::generate().unwrap(),
+        }
+    }
+
+    fn of(&self, node: &str) -> &NodeKey {
+        match node {
+            ARBITER => &self.arbiter,
+            CLIENT => &self.lb1,
+            _ => &self.lb2,
+        }
+    }
+
+    /// The arbiter's options, trusting both balancers.
+    fn server_opts(&self, state_dir: PathBuf) -> TransportOptions {
+        let senders = Senders::balancers(
+            &self.arbiter,
+            ARBITER,
+            [
+                (CLIENT.to_owned(), self.lb1.public()),
+                (CLIENT2.to_owned(), self.lb2.public()),
+            ]
+            .into(),
+        );
+        tune(TransportOptions::new(
+            self.arbiter.clone(),
+            senders,
+            state_dir,
+        ))
+    }
+
+    /// Balancer `host`'s options, pinning the arbiter.
+    fn client_opts(&self, host: &str, state_dir: PathBuf) -> TransportOptions {
+        let senders = Senders::Arbiter {
+            name: ARBITER.into(),
+            key: self.arbiter.public(),
+        };
+        tune(TransportOptions::new(
+            self.of(host).clone(),
+            senders,
+            state_dir,
+        ))
+    }
+}
+
 /// A broker in a namespace, the fleet's accounts and keys, and a runtime whose threads live
 /// in that namespace. Fields drop in order: runtime (tasks), broker, namespace.
 struct Lab {
@@ -56,7 +108,8 @@ fn lab(tag: &str) -> Lab {
     lab_with(tag, None)
 }
 
-fn lab_with(tag: &str, tls: Option<&labkit::rabbit::RabbitTls>) -> Lab {
+/// Fails the test when not root; sends the transport's logs to the test's output.
+fn lab_prelude() {
     assert!(
         labkit::require_root(),
         "lab tests need root: run netns-lab/test"
@@ -66,6 +119,19 @@ fn lab_with(tag: &str, tls: Option<&labkit::rabbit::RabbitTls>) -> Lab {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// A runtime whose threads start in the calling thread's namespace.
+fn lab_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn lab_with(tag: &str, tls: Option<&labkit::rabbit::RabbitTls>) -> Lab {
+    lab_prelude();
     let ns = labkit::Netns::new(tag).unwrap();
     ns.ip(&["addr", "add", &format!("{LAB_ADDR}/32"), "dev", "lo"])
         .unwrap();
@@ -77,20 +143,12 @@ fn lab_with(tag: &str, tls: Option<&labkit::rabbit::RabbitTls>) -> Lab {
         .provision_fleet(VHOST, ARBITER, &[CLIENT, CLIENT2])
         .unwrap();
     ns.enter().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = lab_runtime();
     Lab {
         rt,
         rabbit,
         fleet,
-        keys: Keys {
-            arbiter: NodeKey::generate().unwrap(),
-            lb1: NodeKey::generate().unwrap(),
-            lb2: NodeKey::generate().unwrap(),
-        },
+        keys: Keys::new(),
         state: tempfile::tempdir().unwrap(),
         ns,
     }
@@ -132,41 +190,12 @@ impl Lab {
         self.state.path().join(node)
     }
 
-    fn key(&self, node: &str) -> &NodeKey {
-        match node {
-            ARBITER => &self.keys.arbiter,
-            CLIENT => &self.keys.lb1,
-            _ => &self.keys.lb2,
-        }
-    }
-
     fn server_opts(&self) -> TransportOptions {
-        let senders = Senders::balancers(
-            &self.keys.arbiter,
-            ARBITER,
-            [
-                (CLIENT.to_owned(), self.keys.lb1.public()),
-                (CLIENT2.to_owned(), self.keys.lb2.public()),
-            ]
-            .into(),
-        );
-        tune(TransportOptions::new(
-            self.keys.arbiter.clone(),
-            senders,
-            self.state_dir(ARBITER),
-        ))
+        self.keys.server_opts(self.state_dir(ARBITER))
     }
 
     fn client_opts(&self, host: &str) -> TransportOptions {
-        let senders = Senders::Arbiter {
-            name: ARBITER.into(),
-            key: self.keys.arbiter.public(),
-        };
-        tune(TransportOptions::new(
-            self.key(host).clone(),
-            senders,
-            self.state_dir(host),
-        ))
+        self.keys.client_opts(host, self.state_dir(host))
     }
 
     async fn server(&self, o: TransportOptions) -> (Transport, mpsc::Receiver<Incoming>) {

@@ -1,0 +1,215 @@
+//! A RabbitMQ cluster of Debian's `rabbitmq-server`: one node per namespace, joined with
+//! `rabbitmqctl join_cluster`, a shared Erlang cookie and one user, the nodes and the
+//! clients' namespaces routed through a `hub` namespace.
+//!
+//! ```text
+//!   bN (node N, 198.51.100.4N+2:5672) ──veth── hub (forwards) ──veth── client namespaces
+//!                                              198.51.100.4N+1            198.51.100.128+…
+//! ```
+//!
+//! Every node runs with `cluster_partition_handling = pause_minority` and an Erlang
+//! `net_ticktime` of 8 s (60 s by default: the nodes notice a silent peer only then, and
+//! until they do, declarations that involve it wait): a node cut off from the others ([`RabbitCluster::partition`] takes its veth down) stops serving, so its
+//! clients move to the majority. Nodes are killed ([`RabbitCluster::kill`]), restarted and
+//! stopped by pid; dropping the cluster stops them all and deletes the namespaces.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::time::SystemTime;
+
+use crate::rabbit::FleetBroker;
+use crate::{Netns, Rabbit};
+
+/// One node: its namespace and broker, and the hub's end of its veth.
+#[derive(Debug)]
+pub struct ClusterNode {
+    /// The broker (declared first: it stops before its namespace goes).
+    pub rabbit: Rabbit,
+    /// The node's namespace.
+    pub ns: Netns,
+    /// The hub's end of the node's veth ([`RabbitCluster::partition`] takes it down).
+    hub_if: String,
+}
+
+/// A running cluster (see the module doc).
+#[derive(Debug)]
+pub struct RabbitCluster {
+    /// The nodes, in join order (node 0 is the one the others joined).
+    pub nodes: Vec<ClusterNode>,
+    /// Routes between the nodes and the clients.
+    pub hub: Netns,
+    clients: u8,
+}
+
+/// The address node `k` listens on.
+pub fn node_addr(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 51, 100, (4 * k + 2) as u8)
+}
+
+impl RabbitCluster {
+    /// Starts `n` nodes (at most 16), each in a namespace tagged `TAG-bK`, boots them
+    /// together and joins nodes 1.. to node 0; returns once every node runs the application
+    /// and the cluster lists them all.
+    pub fn start(tag: &str, n: usize) -> io::Result<RabbitCluster> {
+        if n == 0 || n > 16 {
+            return Err(io::Error::other("a lab cluster has 1 to 16 nodes"));
+        }
+        let hub = Netns::new(&format!("{tag}-hub"))?;
+        hub.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        let nanos = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let cookie = format!("LABKITCLUSTER{nanos:X}{:X}", std::process::id());
+        let user = format!("ipvs{}c", std::process::id());
+        let pass = format!("pw{nanos:x}c");
+        let mut nodes = Vec::new();
+        for k in 0..n {
+            let ns = Netns::new(&format!("{tag}-b{k}"))?;
+            let hub_addr = Ipv4Addr::new(198, 51, 100, (4 * k + 1) as u8);
+            let (hub_if, _) = crate::veth_pair(
+                &hub,
+                &[&format!("{hub_addr}/30")],
+                &ns,
+                &[&format!("{}/30", node_addr(k))],
+            )?;
+            ns.ip(&["route", "add", "default", "via", &hub_addr.to_string()])?;
+            let listen = format!("{}:5672", node_addr(k));
+            let rabbit = Rabbit::prepare(&ns, &listen, None, Some((&cookie, &user, &pass)))?;
+            nodes.push(ClusterNode { rabbit, ns, hub_if });
+        }
+        let mut cluster = RabbitCluster {
+            nodes,
+            hub,
+            clients: 0,
+        };
+        cluster.boot_all()?;
+        let first = cluster.nodes[0].rabbit.node().to_owned();
+        for node in &mut cluster.nodes[1..] {
+            node.rabbit.stop_app()?;
+            node.rabbit.ctl(&["join_cluster", &first])?;
+            node.rabbit.start_app()?;
+        }
+        let status = cluster.ctl(&["cluster_status", "--formatter", "json"])?;
+        for node in &cluster.nodes {
+            if !status.contains(node.rabbit.node()) {
+                return Err(io::Error::other(format!(
+                    "node {} missing from the cluster: {status}",
+                    node.rabbit.node()
+                )));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Connects the namespace `ns` to the hub (a veth, a default route), so its processes
+    /// reach every node.
+    pub fn attach(&mut self, ns: &Netns) -> io::Result<()> {
+        let j = self.clients;
+        if j >= 30 {
+            return Err(io::Error::other("at most 30 client namespaces"));
+        }
+        self.clients += 1;
+        let hub_addr = Ipv4Addr::new(198, 51, 100, 128 + 4 * j + 1);
+        let own = Ipv4Addr::new(198, 51, 100, 128 + 4 * j + 2);
+        crate::veth(
+            &self.hub,
+            &[&format!("{hub_addr}/30")],
+            ns,
+            &[&format!("{own}/30")],
+        )?;
+        ns.ip(&[
+            "route",
+            "add",
+            "198.51.100.0/24",
+            "via",
+            &hub_addr.to_string(),
+        ])
+        .map(drop)
+    }
+
+    /// `rabbitmqctl ARGS…` on the first node that answers.
+    pub fn ctl(&self, args: &[&str]) -> io::Result<String> {
+        let mut last = io::Error::other("no node runs");
+        for node in self.nodes.iter().filter(|n| n.rabbit.pid().is_some()) {
+            match node.rabbit.ctl(args) {
+                Ok(out) => return Ok(out),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Sets up ipvs-sync's broker layout once for the whole cluster (users, permissions and
+    /// vhosts are cluster-wide): see [`Rabbit::provision_fleet`].
+    pub fn provision_fleet(
+        &self,
+        vhost: &str,
+        arbiter: &str,
+        balancers: &[&str],
+    ) -> io::Result<FleetBroker> {
+        self.nodes[0]
+            .rabbit
+            .provision_fleet(vhost, arbiter, balancers)
+    }
+
+    /// `amqp_server` for the cluster: every node's URL with these credentials, by commas.
+    pub fn url_in(&self, vhost: &str, user: &str, pass: &str) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.rabbit.url_in(vhost, user, pass))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Which node listens on `host:port` (as a transport reports the node in use).
+    pub fn index_of(&self, node: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.rabbit.addr().to_string() == node)
+    }
+
+    /// SIGKILLs node `k` (a crashed host).
+    pub fn kill(&mut self, k: usize) -> io::Result<()> {
+        self.nodes[k].rabbit.kill()
+    }
+
+    /// Starts node `k` again (after [`RabbitCluster::kill`] or a stop) and waits until it
+    /// serves.
+    pub fn restart_node(&mut self, k: usize) -> io::Result<()> {
+        self.nodes[k].rabbit.start_server()
+    }
+
+    /// Cuts node `k` off the others and the clients (the hub's end of its veth down).
+    pub fn partition(&self, k: usize) -> io::Result<()> {
+        let node = &self.nodes[k];
+        self.hub
+            .ip(&["link", "set", &node.hub_if, "down"])
+            .map(drop)
+    }
+
+    /// Ends [`RabbitCluster::partition`] of node `k`.
+    pub fn heal(&self, k: usize) -> io::Result<()> {
+        let node = &self.nodes[k];
+        self.hub.ip(&["link", "set", &node.hub_if, "up"]).map(drop)
+    }
+
+    /// Stops every node (graceful, one after the other), as a whole-cluster shutdown.
+    pub fn stop_all(&mut self) -> io::Result<()> {
+        for node in &mut self.nodes {
+            node.rabbit.stop_server()?;
+        }
+        Ok(())
+    }
+
+    /// Starts every stopped node together and waits until each serves (a restarted node
+    /// waits for the others' tables, so they boot at once).
+    pub fn boot_all(&mut self) -> io::Result<()> {
+        for node in &mut self.nodes {
+            node.rabbit.launch()?;
+        }
+        for node in &mut self.nodes {
+            node.rabbit.wait_ready()?;
+        }
+        Ok(())
+    }
+}
