@@ -934,13 +934,15 @@ impl Client {
             })
             .collect();
         let age = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs_f64());
+        let mut queues = BTreeMap::from([("outbox".to_owned(), self.outbox.depth() as u64)]);
+        m.export_queue_depths(&self.bus.queue_depths(), &mut queues);
         self.status.set(Status::Client(ClientStatus {
             common: Common {
                 hostname: self.cfg.main.hostname.clone(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 uptime_s: self.started.elapsed().as_secs_f64(),
                 broker: daemon::status::Broker { connected },
-                queues: [("outbox".to_owned(), self.outbox.depth() as u64)].into(),
+                queues,
                 dropped: daemon::dropped(self.bus.counters()),
                 clocks: self.bus.clock_offsets(),
                 workers: [(

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use super::bus::{Bus, Confirm};
 use super::metrics::Metrics;
+use crate::wire::amqp::Lane;
 use crate::wire::{Dest, Message, MessageType};
 
 type Item = (Dest, Message);
@@ -39,16 +40,10 @@ pub struct Outbox {
     tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
-/// Whether a message type rides the urgent lane.
+/// Whether a message type rides the urgent lane: those of the broker's announce lane
+/// ([`Lane::Announce`]), so the order that lane keeps is the order they were sent in.
 pub fn is_urgent(t: MessageType) -> bool {
-    matches!(
-        t,
-        MessageType::FinAnnounce
-            | MessageType::AckAnnounce
-            | MessageType::SynAnnounce
-            | MessageType::Mapping
-            | MessageType::Drain
-    )
+    Lane::of(t) == Lane::Announce
 }
 
 impl Outbox {
