@@ -366,7 +366,9 @@ struct Shared {
     /// A balancer: the pair key it shares with the arbiter; its messages carry a MAC of it
     /// instead of a signature (see `keys.rs`).
     pair: Option<PairKey>,
-    /// Last seq used; held across seal + publish so seqs reach the broker in order.
+    /// Last seq used; held while numbering (and while republishing), not while sealing: one
+    /// caller's messages reach the broker in the order of their seqs, two callers' may
+    /// interleave (the receivers' replay windows take seqs out of order).
     seq: Mutex<u64>,
     /// The publishing channel of the current connection, `None` while there is none.
     link: watch::Sender<Option<Channel>>,
@@ -527,13 +529,17 @@ impl Transport {
             .encode_body()
             .map_err(|source| WireError::Encode { kind, source })?;
         let deadline = Instant::now() + shared.opts.send_timeout;
-        // Held from numbering to handing over, so ids reach the broker in order.
-        let mut last = shared.seq.lock().await;
-        let id = MessageId {
-            epoch: shared.epoch,
-            seq: last.saturating_add(1),
+        // Not held while sealing: a tree of megabytes takes seconds to sign on a slow
+        // machine, and a fin_announce sent meanwhile by another task must not wait for it.
+        let id = {
+            let mut last = shared.seq.lock().await;
+            let id = MessageId {
+                epoch: shared.epoch,
+                seq: last.saturating_add(1),
+            };
+            *last = id.seq;
+            id
         };
-        *last = id.seq;
         let header = Header {
             kind: kind.as_str().to_owned(),
             from: shared.role.name().to_owned(),
@@ -560,7 +566,6 @@ impl Transport {
         let confirm = self
             .put(kind, exchange, &address, &payload, deadline)
             .await?;
-        drop(last);
         Ok(InFlight {
             kind,
             exchange,
