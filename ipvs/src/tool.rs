@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::error::IpvsError;
 use crate::handle::Ipvs;
 use crate::model::Tree;
-use crate::{diff, ApplyOptions};
+use crate::{diff, ApplyOptions, Plan};
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -158,6 +158,40 @@ pub fn apply(file: &Path, dry_run: bool, out: &mut dyn Write, err: &mut dyn Writ
     apply_dumped(&mut ipvs, actual, &wanted, dry_run, out, err)
 }
 
+/// `ipvs apply FILE --from-dump DUMP [--dry-run]`: makes the kernel's tree equal to FILE's
+/// trusting DUMP (a JSON tree, as `ipvs dump --json` printed it earlier) for what the kernel
+/// holds: no dump, only the operations from DUMP to FILE. For scripts that keep the last
+/// tree they applied; a kernel that drifted from DUMP since is not repaired (an operation
+/// that meets the drift fails and is printed, exit 1: run `ipvs apply FILE` to repair).
+/// With `--dry-run` the kernel is not touched at all.
+pub fn apply_from_dump(
+    file: &Path,
+    from_dump: &Path,
+    dry_run: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> u8 {
+    let (wanted, actual) = match (load_tree(file), load_tree(from_dump)) {
+        (Ok(w), Ok(a)) => (w, a),
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = writeln!(err, "ipvs apply: {e}");
+            return EXIT_CANNOT_START;
+        }
+    };
+    let plan = diff(&actual, &wanted);
+    if dry_run {
+        let _ = write!(out, "{plan}");
+        return EXIT_OK;
+    }
+    match Ipvs::connect() {
+        Ok(mut ipvs) => apply_plan(&mut ipvs, &plan, out, err),
+        Err(e) => {
+            let _ = writeln!(err, "ipvs apply: {e}");
+            cannot_start_or_failed(&e)
+        }
+    }
+}
+
 /// Dumps, diffs against `wanted`, and applies (or, with `dry_run`, prints) the plan.
 pub fn apply_tree(
     ipvs: &mut Ipvs,
@@ -190,7 +224,12 @@ fn apply_dumped(
         let _ = write!(out, "{plan}");
         return EXIT_OK;
     }
-    let report = ipvs.apply_with(&plan, ApplyOptions::default());
+    apply_plan(ipvs, &plan, out, err)
+}
+
+/// Applies `plan`, prints each failure and a summary.
+fn apply_plan(ipvs: &mut Ipvs, plan: &Plan, out: &mut dyn Write, err: &mut dyn Write) -> u8 {
+    let report = ipvs.apply_with(plan, ApplyOptions::default());
     for f in &report.failures {
         let _ = writeln!(err, "failed: {}: {}", f.op, f.error);
     }
@@ -227,6 +266,31 @@ mod tests {
             load_tree(Path::new("/nonexistent/tree.json")),
             Err(LoadError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn from_dump_plans_from_the_file_not_the_kernel() {
+        let dir = std::env::temp_dir().join(format!("ipvs-from-dump-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (before, after) = (dir.join("before.json"), dir.join("after.json"));
+        std::fs::write(&before, r#"{"services":[{"protocol":"tcp","addr":"192.0.2.1","port":80,"scheduler":"wrr","dests":[{"addr":"198.51.100.5","port":80,"weight":1}]}]}"#).unwrap();
+        std::fs::write(&after, r#"{"services":[{"protocol":"tcp","addr":"192.0.2.1","port":80,"scheduler":"wrr","dests":[{"addr":"198.51.100.5","port":80,"weight":7}]}]}"#).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        // Dry run: no kernel needed, the one edit between the two files.
+        let code = apply_from_dump(&after, &before, true, &mut out, &mut err);
+        assert_eq!(code, EXIT_OK, "{}", String::from_utf8_lossy(&err));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "-e -t 192.0.2.1:80 -r 198.51.100.5:80 -g -w 7\n"
+        );
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let missing = dir.join("missing.json");
+        assert_eq!(
+            apply_from_dump(&after, &missing, true, &mut out, &mut err),
+            EXIT_CANNOT_START
+        );
+        assert!(String::from_utf8(err).unwrap().contains("missing.json"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -926,6 +926,8 @@ impl Client {
             })
             .collect();
         let age = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_secs_f64());
+        let mut queues = BTreeMap::from([("outbox".to_owned(), self.outbox.depth() as u64)]);
+        m.export_queue_depths(&self.bus.queue_depths(), &mut queues);
         self.status.set(Status::Client(ClientStatus {
             common: Common {
                 hostname: self.cfg.main.hostname.clone(),
@@ -935,7 +937,7 @@ impl Client {
                     connected,
                     node: self.bus.broker_node(),
                 },
-                queues: [("outbox".to_owned(), self.outbox.depth() as u64)].into(),
+                queues,
                 dropped: daemon::dropped(self.bus.counters()),
                 clocks: self.bus.clock_offsets(),
                 workers: [(

@@ -23,6 +23,10 @@ pub enum IpvsCmd {
         /// Print the plan (one ipvsadm -R line per operation) and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Take DUMP (a JSON tree, e.g. an earlier `ipvs dump --json`) as what the kernel
+        /// holds instead of dumping it: only the operations from DUMP to FILE are made.
+        #[arg(long, value_name = "DUMP")]
+        from_dump: Option<PathBuf>,
     },
 }
 
@@ -31,7 +35,16 @@ pub fn run(cmd: IpvsCmd) -> ExitCode {
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     let code = match cmd {
         IpvsCmd::Dump { json } => ipvs::tool::dump(json, &mut out, &mut err),
-        IpvsCmd::Apply { file, dry_run } => ipvs::tool::apply(&file, dry_run, &mut out, &mut err),
+        IpvsCmd::Apply {
+            file,
+            dry_run,
+            from_dump: None,
+        } => ipvs::tool::apply(&file, dry_run, &mut out, &mut err),
+        IpvsCmd::Apply {
+            file,
+            dry_run,
+            from_dump: Some(dump),
+        } => ipvs::tool::apply_from_dump(&file, &dump, dry_run, &mut out, &mut err),
     };
     ExitCode::from(code)
 }

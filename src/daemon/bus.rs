@@ -16,6 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::wire::amqp::QueueDepth;
 use crate::wire::counters::Counters;
 use crate::wire::{Dest, Message, PeerClock, Transport, WireError};
 
@@ -49,6 +50,12 @@ pub trait Bus: Send + Sync {
 
     /// Each sender's clock offset against ours, as measured from its messages.
     fn clock_offsets(&self) -> Vec<PeerClock> {
+        Vec::new()
+    }
+
+    /// This node's queues at the broker and how many messages wait in each, as of the last
+    /// look.
+    fn queue_depths(&self) -> Vec<QueueDepth> {
         Vec::new()
     }
 
@@ -104,6 +111,10 @@ impl Bus for AmqpBus {
 
     fn clock_offsets(&self) -> Vec<PeerClock> {
         self.0.clock_offsets()
+    }
+
+    fn queue_depths(&self) -> Vec<QueueDepth> {
+        self.0.queue_depths()
     }
 
     fn close(self: Arc<Self>) -> BoxFuture<'static, ()> {

@@ -82,6 +82,13 @@ pub struct PeerLabel {
     pub peer: String,
 }
 
+/// `lane` label: which of the node's queues at the broker (`main` or `announce`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneLabel {
+    /// The lane.
+    pub lane: &'static str,
+}
+
 /// `build_info` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabel {
@@ -144,6 +151,8 @@ pub struct Families {
     pub peer_clock_offset: Family<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Messages waiting to be sent or confirmed.
     pub outbox_depth: Gauge,
+    /// Messages waiting in this node's queues at the broker, by lane (as of the last look).
+    pub broker_queue_depth: Family<LaneLabel, Gauge>,
     /// VIPs announced (client) or with announce=true (server).
     pub vips_announced: Gauge,
     /// IPVS operations or reconciles and dumps that failed.
@@ -308,6 +317,11 @@ impl Metrics {
             f.outbox_depth.clone(),
         );
         r.register(
+            "broker_queue_depth",
+            "Messages waiting in this node's queues at the broker, by lane",
+            f.broker_queue_depth.clone(),
+        );
+        r.register(
             "vips_announced",
             "VIPs announced (balancer) or whose desc says announce (arbiter)",
             f.vips_announced.clone(),
@@ -368,6 +382,23 @@ impl Metrics {
                     peer: c.peer.clone(),
                 })
                 .set(c.offset_ms as f64 / 1000.0);
+        }
+    }
+
+    /// Sets the broker queue depth gauges, and returns them as `/status` lists its queues
+    /// (`broker:QUEUE`), beside the daemon's own queues in `queues`.
+    pub fn export_queue_depths(
+        &self,
+        depths: &[crate::wire::amqp::QueueDepth],
+        queues: &mut std::collections::BTreeMap<String, u64>,
+    ) {
+        for q in depths {
+            self.broker_queue_depth
+                .get_or_create(&LaneLabel {
+                    lane: q.lane.label(),
+                })
+                .set(i64::try_from(q.depth).unwrap_or(i64::MAX));
+            queues.insert(format!("broker:{}", q.queue), q.depth);
         }
     }
 
@@ -639,6 +670,43 @@ mod tests {
         let s = Metrics::new(Role::Server);
         assert!(s.render().contains("ipvs_sync_clients_live"));
         assert!(!s.render().contains("ipvs_sync_bgp_peer_up"));
+    }
+
+    #[test]
+    fn broker_queue_depths_are_exported_by_lane_and_listed_for_status() {
+        use crate::wire::amqp::{Lane, QueueDepth};
+        let m = Metrics::new(Role::Client);
+        let mut queues = std::collections::BTreeMap::from([("outbox".to_owned(), 0)]);
+        m.export_queue_depths(
+            &[
+                QueueDepth {
+                    lane: Lane::Main,
+                    queue: "ipvs-sync.lb1".into(),
+                    depth: 7,
+                },
+                QueueDepth {
+                    lane: Lane::Announce,
+                    queue: "ipvs-sync-announce.lb1".into(),
+                    depth: 0,
+                },
+            ],
+            &mut queues,
+        );
+        let page = m.render();
+        for line in [
+            "ipvs_sync_broker_queue_depth{lane=\"main\"} 7",
+            "ipvs_sync_broker_queue_depth{lane=\"announce\"} 0",
+        ] {
+            assert!(page.contains(line), "{line} missing from {page}");
+        }
+        assert_eq!(
+            queues,
+            std::collections::BTreeMap::from([
+                ("outbox".to_owned(), 0),
+                ("broker:ipvs-sync.lb1".to_owned(), 7),
+                ("broker:ipvs-sync-announce.lb1".to_owned(), 0),
+            ])
+        );
     }
 
     #[test]

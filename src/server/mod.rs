@@ -581,18 +581,32 @@ impl Server {
     async fn forget(&mut self, host: &str) -> control::Reply {
         let was_live = self.state.clients.remove(host).is_some();
         self.fleet.forget(host);
-        let queue = format!("{}{host}", crate::wire::amqp::CLIENT_QUEUE_PREFIX);
         let url = self.cfg.amqp_url();
         let password = self.cfg.secrets.amqp_password.as_ref().map(|p| p.expose());
         let tls = crate::wire::amqp::TlsFiles::from_config(&self.cfg);
-        let deleted = crate::wire::oneshot::delete_queue(
-            &url,
-            password,
-            &tls,
-            &queue,
-            Duration::from_secs(5),
-        )
-        .await;
+        let role = Role::Client {
+            hostname: host.to_owned(),
+        };
+        // Both of its queues (one per lane): the dropped counts add up.
+        let mut deleted = Ok(0);
+        let mut names = Vec::new();
+        for &lane in role.lanes() {
+            let queue = role.lane_queue(lane);
+            let n = crate::wire::oneshot::delete_queue(
+                &url,
+                password,
+                &tls,
+                &queue,
+                Duration::from_secs(5),
+            )
+            .await;
+            deleted = match (deleted, n) {
+                (Ok(a), Ok(b)) => Ok(a + b),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            names.push(queue);
+        }
+        let queue = names.join(" and ");
         let mapped = self.state.mapping.contains_key(host);
         let note = if mapped {
             " (the mapping still names it: remove its keepalived configs too)"
@@ -603,12 +617,12 @@ impl Server {
             Ok(n) => {
                 info!(balancer = host, queue, dropped = n, "balancer forgotten");
                 control::Reply::ok(format!(
-                    "{host} forgotten{}; queue {queue} deleted ({n} messages dropped){note}",
+                    "{host} forgotten{}; queues {queue} deleted ({n} messages dropped){note}",
                     if was_live { "" } else { " (it was not live)" }
                 ))
             }
             Err(e) => control::Reply::refused(format!(
-                "{host} forgotten, but its queue {queue} was not deleted: {e}{note}"
+                "{host} forgotten, but its queues {queue} were not all deleted: {e}{note}"
             )),
         }
     }
@@ -811,6 +825,8 @@ impl Server {
                 (n.to_string(), w)
             })
             .collect();
+        let mut queues = BTreeMap::from([("outbox".to_owned(), self.outbox.depth() as u64)]);
+        m.export_queue_depths(&self.bus.queue_depths(), &mut queues);
         self.status.set(Status::Server(ServerStatus {
             common: Common {
                 hostname: self.name.clone(),
@@ -820,7 +836,7 @@ impl Server {
                     connected,
                     node: self.bus.broker_node(),
                 },
-                queues: [("outbox".to_owned(), self.outbox.depth() as u64)].into(),
+                queues,
                 dropped: daemon::dropped(self.bus.counters()),
                 clocks: self.bus.clock_offsets(),
                 workers,

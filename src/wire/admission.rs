@@ -62,6 +62,15 @@ pub struct Admitted<'a> {
     pub role: PeerRole,
 }
 
+/// A batch through steps 1–4 ([`Policy::check_batch`]): each message with its verified sender's
+/// role, or why it was refused; steps 5–6 ([`Verifier::admit_checked`]) still to come.
+///
+/// The split lets a receiver with several consumers check signatures (the costly part, which
+/// grows with the message's size) outside the lock of the one replay state they share.
+pub struct Checked<'a> {
+    results: Vec<Result<(Parsed<'a>, PeerRole), Reject>>,
+}
+
 /// A receiver's admission state.
 #[derive(Debug)]
 pub struct Verifier {
@@ -118,6 +127,11 @@ impl Verifier {
         })
     }
 
+    /// What this verifier admits.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// Runs every check on messages received together, in their order (a message's id is
     /// recorded before the next one is checked, so a copy within the batch is a duplicate).
     pub fn admit_batch<'a>(
@@ -126,61 +140,21 @@ impl Verifier {
         batch: &[&'a [u8]],
         now_ms: u64,
     ) -> Vec<Result<Admitted<'a>, Reject>> {
-        let mut out: Vec<Option<Result<Admitted<'a>, Reject>>> = vec![None; batch.len()];
-        let mut candidates = Vec::with_capacity(batch.len());
-        for (slot, bytes) in batch.iter().enumerate() {
-            match self.precheck(senders, bytes) {
-                Ok((parsed, sender)) => candidates.push(Candidate {
-                    slot,
-                    signed: parsed.signed_bytes(),
-                    parsed,
-                    sender,
-                }),
-                Err(r) => out[slot] = Some(Err(r)),
-            }
-        }
-        let good = verify_all(&candidates);
-        for (c, ok) in candidates.into_iter().zip(good) {
-            out[c.slot] = Some(if ok {
-                self.after_signature(c.parsed, c.sender.role, now_ms)
-            } else {
-                Err(Reject::Forged {
-                    kind: c.parsed.header.kind,
-                    from: c.parsed.header.from,
-                })
-            });
-        }
-        out.into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(Reject::Malformed {
-                        detail: "not checked".to_owned(),
-                    })
-                })
-            })
-            .collect()
+        let checked = self.policy.check_batch(senders, batch);
+        self.admit_checked(checked, now_ms)
     }
 
-    /// Steps 1–3.
-    fn precheck<'a, 'k>(
-        &self,
-        senders: &'k Senders,
-        bytes: &'a [u8],
-    ) -> Result<(Parsed<'a>, SenderKeys<'k>), Reject> {
-        if bytes.len() > self.policy.max_bytes {
-            return Err(Reject::TooLarge {
-                len: bytes.len(),
-                max: self.policy.max_bytes,
-            });
-        }
-        let parsed = envelope::parse(bytes)?;
-        match senders.lookup(&parsed.header.from) {
-            Some(sender) => Ok((parsed, sender)),
-            None => Err(Reject::UnknownSender {
-                kind: parsed.header.kind,
-                from: parsed.header.from,
-            }),
-        }
+    /// Steps 5–6 of a batch that went through [`Policy::check_batch`], in its order.
+    pub fn admit_checked<'a>(
+        &mut self,
+        checked: Checked<'a>,
+        now_ms: u64,
+    ) -> Vec<Result<Admitted<'a>, Reject>> {
+        checked
+            .results
+            .into_iter()
+            .map(|r| r.and_then(|(parsed, role)| self.after_signature(parsed, role, now_ms)))
+            .collect()
     }
 
     /// Steps 5–6, and the clock measurement, for a message whose signature verified.
@@ -223,6 +197,72 @@ impl Verifier {
             body: parsed.body,
             role,
         })
+    }
+}
+
+impl Policy {
+    /// Steps 1–4 of messages received together: size, shape, sender, signature (checked in
+    /// one batch). Pure and read-only, so it runs outside any lock.
+    pub fn check_batch<'a>(&self, senders: &Senders, batch: &[&'a [u8]]) -> Checked<'a> {
+        let mut out: Vec<Option<Result<(Parsed<'a>, PeerRole), Reject>>> =
+            (0..batch.len()).map(|_| None).collect();
+        let mut candidates = Vec::with_capacity(batch.len());
+        for (slot, bytes) in batch.iter().enumerate() {
+            match self.precheck(senders, bytes) {
+                Ok((parsed, sender)) => candidates.push(Candidate {
+                    slot,
+                    signed: parsed.signed_bytes(),
+                    parsed,
+                    sender,
+                }),
+                Err(r) => out[slot] = Some(Err(r)),
+            }
+        }
+        let good = verify_all(&candidates);
+        for (c, ok) in candidates.into_iter().zip(good) {
+            out[c.slot] = Some(if ok {
+                Ok((c.parsed, c.sender.role))
+            } else {
+                Err(Reject::Forged {
+                    kind: c.parsed.header.kind,
+                    from: c.parsed.header.from,
+                })
+            });
+        }
+        Checked {
+            results: out
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|| {
+                        Err(Reject::Malformed {
+                            detail: "not checked".to_owned(),
+                        })
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Steps 1–3.
+    fn precheck<'a, 'k>(
+        &self,
+        senders: &'k Senders,
+        bytes: &'a [u8],
+    ) -> Result<(Parsed<'a>, SenderKeys<'k>), Reject> {
+        if bytes.len() > self.max_bytes {
+            return Err(Reject::TooLarge {
+                len: bytes.len(),
+                max: self.max_bytes,
+            });
+        }
+        let parsed = envelope::parse(bytes)?;
+        match senders.lookup(&parsed.header.from) {
+            Some(sender) => Ok((parsed, sender)),
+            None => Err(Reject::UnknownSender {
+                kind: parsed.header.kind,
+                from: parsed.header.from,
+            }),
+        }
     }
 }
 

@@ -140,13 +140,18 @@ impl Guest {
     /// Builds the LAN and the namespaces, loads the arbiter's tree and the operator's
     /// rules, writes the configs and starts the arbiter and both balancers.
     pub fn start(tag: &'static str) -> Guest {
-        Guest::start_with(tag, &[])
+        Guest::start_with(tag, &[], &[])
     }
 
     /// [`Guest::start`], with the balancers whose index is in `no_net_admin` started
     /// without CAP_NET_ADMIN (`setpriv`): every IPVS change and address change they make
     /// fails, as on a balancer whose kernel refuses its work. Their `vip0` is made for them.
-    pub fn start_with(tag: &'static str, no_net_admin: &[usize]) -> Guest {
+    /// `balancer_main` sets `[main]` keys of the balancers' configs (`(key, value)`).
+    pub fn start_with(
+        tag: &'static str,
+        no_net_admin: &[usize],
+        balancer_main: &[(&str, &str)],
+    ) -> Guest {
         labkit::require_root();
         let env = env();
         let started = Instant::now();
@@ -176,7 +181,7 @@ impl Guest {
         ipvsadm_restore(&lbs[1], "-A -u 203.0.113.200:53 -s rr\n-A -f 9 -s rr\n");
         let operator_before = lbs.iter().map(operator_rules).collect();
 
-        let spec = spec(tag, env);
+        let spec = spec(tag, env, balancer_main);
         spec.write().unwrap();
         let logs = env.work.join("logs");
         std::fs::create_dir_all(&logs).unwrap();
@@ -407,7 +412,7 @@ impl Guest {
 
 /// The configs of this test's daemons: the lab's shared shape, `ipvs = true`, VIPs on a
 /// dummy `vip0`, one iBGP session to the host's router.
-fn spec(tag: &str, env: &Env) -> LabSpec {
+fn spec(tag: &str, env: &Env, balancer_main: &[(&str, &str)]) -> LabSpec {
     let dir = Path::new("/tmp/vm-e2e").join(tag);
     let mut config = Ini::new();
     config
@@ -435,6 +440,9 @@ fn spec(tag: &str, env: &Env) -> LabSpec {
                 .set("bgp", "next_hop_v6", format!("2001:db8::{last}"))
                 .set("announce", "interface", "vip0")
                 .set("announce", "drain_min", 1);
+            for (k, v) in balancer_main {
+                c.set("main", k, v);
+            }
             Balancer {
                 name: (*name).to_owned(),
                 dir: dir.join(name),

@@ -234,3 +234,61 @@ fn vm_e2e_quorum_announces_on_a_dummy_and_withdraws_before_removing() {
     g.ok(&format!("quorum down of {VIP4} leaves {v6} at the router"));
     g.finish();
 }
+
+#[test]
+#[ignore = "vm: needs the IPVS kernel, a broker and a router on the host; run netns-lab/vm-e2e"]
+fn vm_e2e_drift_on_a_balancer_is_repaired_by_the_verify_and_a_failed_apply_at_once() {
+    // The balancer applies changes without a dump; a full dump (the verify) comes every
+    // tree_request_interval, and at once after an operation failed.
+    const VERIFY: u64 = 60;
+    let g = Guest::start_with("drift", &[], &[("tree_request_interval", "60")]);
+    assert!(within(START, || g.all_mirror()), "{}", g.mirror_diff());
+    g.ok("initial trees on lb1 and lb2 equal the arbiter's");
+    let lb1 = &g.lbs[0];
+    let edited = "-a -t 203.0.113.10:80 -r 203.0.113.101:80 -g -w 77";
+
+    // An operator's `ipvsadm -e` on lb1: repaired by the next verify, within one interval
+    // (plus the dump and apply under TCG).
+    let t = Instant::now();
+    ipvsadm_restore(lb1, "-e -t 203.0.113.10:80 -r 203.0.113.101:80 -g -w 77\n");
+    assert!(rules(lb1).iter().any(|l| l == edited), "{:?}", rules(lb1));
+    assert!(
+        within(VERIFY + 30, || g.mirrors(lb1)),
+        "lb1 kept the operator's weight:\n{}",
+        g.mirror_diff()
+    );
+    g.ok(&format!(
+        "lb1: an operator's ipvsadm -e repaired within one verify interval ({} ms, interval {VERIFY} s)",
+        ms(t)
+    ));
+
+    // Just after that verify: lb1 loses a service by hand, then the arbiter edits a real
+    // server of it. The edit, applied without a dump, fails on lb1; the failure makes the
+    // next kernel work a full reconcile at once, long before the next periodic verify.
+    let t = Instant::now();
+    ipvsadm_restore(lb1, "-D -t 203.0.113.10:443\n");
+    ipvsadm_restore(
+        &g.arb,
+        "-e -t 203.0.113.10:443 -r 203.0.113.103:443 -i -w 9\n",
+    );
+    // (ipvsadm may print the tunnel type after the weight.)
+    let repaired = "-a -t 203.0.113.10:443 -r 203.0.113.103:443 -i -w 9";
+    assert!(
+        within(VERIFY / 2, || rules(lb1)
+            .iter()
+            .any(|l| l.starts_with(repaired))
+            && g.mirrors(lb1)),
+        "lb1 not repaired after the failed apply:\n{}",
+        g.mirror_diff()
+    );
+    g.ok(&format!(
+        "lb1: a change that failed on a service removed by hand triggered a dump and the repair ({} ms, under half the interval)",
+        ms(t)
+    ));
+    assert!(
+        g.client_log(0).contains("IPVS operation failed"),
+        "lb1 logged no failed operation"
+    );
+    g.ok("lb1 logged the failed operation");
+    g.finish();
+}

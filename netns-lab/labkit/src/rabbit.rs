@@ -645,9 +645,11 @@ pub struct FleetBroker {
     pub balancers: BTreeMap<String, Account>,
 }
 
-/// The exchange, queue names and routing keys of ipvs-sync (`src/wire/amqp/topology.rs`).
+/// The exchanges, queue names and routing keys of ipvs-sync (`src/wire/amqp/topology.rs`).
 const EXCHANGE: &str = "ipvs-sync";
+const ANNOUNCE_EXCHANGE: &str = "ipvs-sync.announce";
 const QUEUE_PREFIX: &str = "ipvs-sync.";
+const ANNOUNCE_QUEUE_PREFIX: &str = "ipvs-sync-announce.";
 const SERVER_KEY: &str = "lbs";
 const BROADCAST_KEY: &str = "broadcast";
 
@@ -665,10 +667,14 @@ pub fn regex_escape(s: &str) -> String {
 
 /// The `rabbitmqctl` argument lists that set up ipvs-sync's least-privilege layout:
 ///
-/// | user | configure | write | read | topic write (`ipvs-sync`) | topic read (`ipvs-sync`) |
+/// | user | configure | write | read | topic write (both exchanges) | topic read (both exchanges) |
 /// |---|---|---|---|---|---|
-/// | balancer H | its queue `ipvs-sync.H` | its queue, the exchange | its queue, the exchange | `lbs` only | `H` and `broadcast` only |
-/// | arbiter | `lbs`, the exchange | `lbs`, the exchange | `lbs`, the exchange | anything but `lbs` | `lbs` only |
+/// | balancer H | its queues `ipvs-sync.H`, `ipvs-sync-announce.H` | its queues, `ipvs-sync` | its queues, both exchanges | `lbs` only | `H` and `broadcast` only |
+/// | arbiter | `lbs`, both exchanges | `lbs`, both exchanges | `lbs`, both exchanges | anything but `lbs` | `lbs` only |
+///
+/// The exchanges are `ipvs-sync` (the main lane, and all that balancers send) and
+/// `ipvs-sync.announce` (the announce lane to balancers); a balancer may bind its announce
+/// queue to the latter but not publish to it.
 ///
 /// RabbitMQ checks a publish against the topic write pattern and a queue binding against
 /// the topic read pattern (topic exchanges only), so a balancer can neither send to another
@@ -691,18 +697,21 @@ pub fn fleet_commands(fleet: &FleetBroker) -> Vec<Vec<String>> {
                 write,
                 read,
             ]);
-            cmds.push(vec![
-                "set_topic_permissions".into(),
-                "-p".into(),
-                v.into(),
-                a.user.clone(),
-                EXCHANGE.into(),
-                tw,
-                tr,
-            ]);
+            for exchange in [EXCHANGE, ANNOUNCE_EXCHANGE] {
+                cmds.push(vec![
+                    "set_topic_permissions".into(),
+                    "-p".into(),
+                    v.into(),
+                    a.user.clone(),
+                    exchange.into(),
+                    tw.clone(),
+                    tr.clone(),
+                ]);
+            }
         };
+    let aex = regex_escape(ANNOUNCE_EXCHANGE);
     let lbs = regex_escape(SERVER_KEY);
-    let arbiter_objects = format!("^({ex}|{lbs})$");
+    let arbiter_objects = format!("^({ex}|{aex}|{lbs})$");
     user(
         &fleet.arbiter,
         arbiter_objects.clone(),
@@ -714,11 +723,12 @@ pub fn fleet_commands(fleet: &FleetBroker) -> Vec<Vec<String>> {
     for (host, a) in &fleet.balancers {
         let h = regex_escape(host);
         let queue = format!("{}{h}", regex_escape(QUEUE_PREFIX));
+        let announce = format!("{}{h}", regex_escape(ANNOUNCE_QUEUE_PREFIX));
         user(
             a,
-            format!("^{queue}$"),
-            format!("^({ex}|{queue})$"),
-            format!("^({ex}|{queue})$"),
+            format!("^({queue}|{announce})$"),
+            format!("^({ex}|{queue}|{announce})$"),
+            format!("^({ex}|{aex}|{queue}|{announce})$"),
             format!("^{lbs}$"),
             format!("^({h}|{})$", regex_escape(BROADCAST_KEY)),
         );
@@ -862,11 +872,13 @@ mod tests {
             [
                 "add_vhost ipvs-sync",
                 "add_user arbiter.example.net a",
-                "set_permissions -p ipvs-sync arbiter.example.net ^(ipvs\\-sync|lbs)$ ^(ipvs\\-sync|lbs)$ ^(ipvs\\-sync|lbs)$",
+                "set_permissions -p ipvs-sync arbiter.example.net ^(ipvs\\-sync|ipvs\\-sync\\.announce|lbs)$ ^(ipvs\\-sync|ipvs\\-sync\\.announce|lbs)$ ^(ipvs\\-sync|ipvs\\-sync\\.announce|lbs)$",
                 "set_topic_permissions -p ipvs-sync arbiter.example.net ipvs-sync ^(?!lbs$).+$ ^lbs$",
+                "set_topic_permissions -p ipvs-sync arbiter.example.net ipvs-sync.announce ^(?!lbs$).+$ ^lbs$",
                 "add_user lb1.example.net b",
-                "set_permissions -p ipvs-sync lb1.example.net ^ipvs\\-sync\\.lb1\\.example\\.net$ ^(ipvs\\-sync|ipvs\\-sync\\.lb1\\.example\\.net)$ ^(ipvs\\-sync|ipvs\\-sync\\.lb1\\.example\\.net)$",
+                "set_permissions -p ipvs-sync lb1.example.net ^(ipvs\\-sync\\.lb1\\.example\\.net|ipvs\\-sync\\-announce\\.lb1\\.example\\.net)$ ^(ipvs\\-sync|ipvs\\-sync\\.lb1\\.example\\.net|ipvs\\-sync\\-announce\\.lb1\\.example\\.net)$ ^(ipvs\\-sync|ipvs\\-sync\\.announce|ipvs\\-sync\\.lb1\\.example\\.net|ipvs\\-sync\\-announce\\.lb1\\.example\\.net)$",
                 "set_topic_permissions -p ipvs-sync lb1.example.net ipvs-sync ^lbs$ ^(lb1\\.example\\.net|broadcast)$",
+                "set_topic_permissions -p ipvs-sync lb1.example.net ipvs-sync.announce ^lbs$ ^(lb1\\.example\\.net|broadcast)$",
             ]
         );
         assert_eq!(pct("a b/c%"), "a%20b%2Fc%25");

@@ -65,7 +65,21 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 pub use options::{prefetch_for, TlsFiles, TransportOptions, INPUT_BUDGET};
-pub use topology::{Dest, QueueLimits, Role, CLIENT_QUEUE_PREFIX, EXCHANGE, SERVER_QUEUE};
+pub use topology::{
+    Dest, Lane, QueueLimits, Role, ANNOUNCE_EXCHANGE, ANNOUNCE_QUEUE_PREFIX, CLIENT_QUEUE_PREFIX,
+    EXCHANGE, SERVER_QUEUE,
+};
+
+/// One of a node's queues at the broker and how many messages wait in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Its lane.
+    pub lane: Lane,
+    /// Its name.
+    pub queue: String,
+    /// Messages waiting, as of the last look.
+    pub depth: u64,
+}
 
 use super::counters::Counters;
 use super::envelope::{self, Header, MessageId, SealError};
@@ -78,6 +92,7 @@ use nodes::NodeOrder;
 /// A message handed to the broker, its confirm not yet in: see [`Transport::publish`].
 pub struct InFlight {
     kind: MessageType,
+    exchange: &'static str,
     address: String,
     id: MessageId,
     payload: Vec<u8>,
@@ -219,12 +234,14 @@ pub enum WireError {
     },
     /// The exchange does not exist yet (the arbiter declares it).
     #[error(
-        "exchange `{EXCHANGE}` does not exist in vhost `{vhost}` yet: the arbiter declares it \
-         when it connects (start it first)"
+        "exchange `{exchange}` does not exist in vhost `{vhost}` yet: the arbiter declares it \
+         when it connects (start it, or upgrade it first)"
     )]
     ExchangeMissing {
         /// The vhost.
         vhost: String,
+        /// The exchange.
+        exchange: String,
     },
     /// This role's queue exists with other arguments.
     #[error(
@@ -360,7 +377,9 @@ struct Shared {
     /// A balancer: the pair key it shares with the arbiter; its messages carry a MAC of it
     /// instead of a signature (see `keys.rs`).
     pair: Option<PairKey>,
-    /// Last seq used; held across seal + publish so seqs reach the broker in order.
+    /// Last seq used; held while numbering (and while republishing), not while sealing: one
+    /// caller's messages reach the broker in the order of their seqs, two callers' may
+    /// interleave (the receivers' replay windows take seqs out of order).
     seq: Mutex<u64>,
     /// The publishing channel of the current connection, `None` while there is none.
     link: watch::Sender<Option<Channel>>,
@@ -368,10 +387,12 @@ struct Shared {
     senders: RwLock<Arc<Senders>>,
     /// The senders' clock offsets, as the consumer last measured them.
     clocks: std::sync::Mutex<Vec<PeerClock>>,
-    /// Messages in this role's queue at the last look (`u64::MAX`: not known).
-    queue_depth: AtomicU64,
-    /// Bytes of received messages the daemon may hold (see [`INPUT_BUDGET`]).
-    budget: Arc<Semaphore>,
+    /// Messages in each of this role's queues at the last look, by lane (`u64::MAX`: not
+    /// known).
+    queue_depth: [AtomicU64; 2],
+    /// Bytes of received messages the daemon may hold (see [`INPUT_BUDGET`]), by lane: a
+    /// tree holding the main lane's never holds up a `fin_announce`.
+    budget: [Arc<Semaphore>; 2],
     /// Holds the state directory's lock while the transport lives.
     state: StateDir,
 }
@@ -480,8 +501,11 @@ impl Transport {
             seq: Mutex::new(0),
             link,
             clocks: std::sync::Mutex::new(Vec::new()),
-            queue_depth: AtomicU64::new(u64::MAX),
-            budget: Arc::new(Semaphore::new(INPUT_BUDGET)),
+            queue_depth: [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)],
+            budget: [
+                Arc::new(Semaphore::new(INPUT_BUDGET)),
+                Arc::new(Semaphore::new(INPUT_BUDGET)),
+            ],
             state,
             opts,
         });
@@ -489,7 +513,13 @@ impl Transport {
         info!(role = shared.role.label(), name = shared.role.name(), epoch,
               node = shared.broker_node_of(), queue = %shared.role.queue(),
               state_dir = %shared.state.path().display(), "AMQP connected");
-        let (tx, rx) = mpsc::channel(shared.opts.incoming_capacity.max(1));
+        // With two lanes the daemon is handed one message at a time (the lanes buffer), so a
+        // `fin_announce` never queues behind more than the message being handled.
+        let capacity = match shared.role.lanes() {
+            [_] => shared.opts.incoming_capacity.max(1),
+            _ => 1,
+        };
+        let (tx, rx) = mpsc::channel(capacity);
         let (stop, stop_rx) = watch::channel(false);
         let receiver = session::Receiver::new(&shared, marks)?;
         let supervisor = tokio::spawn(session::supervise(
@@ -545,13 +575,17 @@ impl Transport {
             .encode_body()
             .map_err(|source| WireError::Encode { kind, source })?;
         let deadline = Instant::now() + shared.opts.send_timeout;
-        // Held from numbering to handing over, so ids reach the broker in order.
-        let mut last = shared.seq.lock().await;
-        let id = MessageId {
-            epoch: shared.epoch,
-            seq: last.saturating_add(1),
+        // Not held while sealing: a tree of megabytes takes seconds to sign on a slow
+        // machine, and a fin_announce sent meanwhile by another task must not wait for it.
+        let id = {
+            let mut last = shared.seq.lock().await;
+            let id = MessageId {
+                epoch: shared.epoch,
+                seq: last.saturating_add(1),
+            };
+            *last = id.seq;
+            id
         };
-        *last = id.seq;
         let header = Header {
             kind: kind.as_str().to_owned(),
             from: shared.role.name().to_owned(),
@@ -574,10 +608,13 @@ impl Transport {
                 max: shared.opts.max_bytes,
             });
         }
-        let confirm = self.put(kind, &address, &payload, deadline).await?;
-        drop(last);
+        let exchange = shared.role.exchange_for(kind);
+        let confirm = self
+            .put(kind, exchange, &address, &payload, deadline)
+            .await?;
         Ok(InFlight {
             kind,
+            exchange,
             address,
             id,
             payload,
@@ -595,6 +632,7 @@ impl Transport {
         let limit = shared.opts.send_timeout;
         let InFlight {
             kind,
+            mut exchange,
             address,
             id,
             payload,
@@ -607,6 +645,18 @@ impl Transport {
                 Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => {
                     shared.counters.add_sent(kind);
                     return Ok(());
+                }
+                Ok(Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))))
+                    if exchange == ANNOUNCE_EXCHANGE =>
+                {
+                    // No announce queue bound for this key: a balancer of an earlier version,
+                    // which consumes one queue only. The same bytes go by the main exchange.
+                    debug!(%kind, to = address, "no announce queue bound; sending by the main exchange");
+                    exchange = EXCHANGE;
+                    let _order = shared.seq.lock().await;
+                    confirm = self
+                        .put(kind, exchange, &address, &payload, deadline)
+                        .await?;
                 }
                 Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => {
                     shared.counters.add_unroutable();
@@ -627,14 +677,18 @@ impl Transport {
                     shared.renew.notify_one();
                     pause_for_link(deadline).await;
                     let _order = shared.seq.lock().await;
-                    confirm = self.put(kind, &address, &payload, deadline).await?;
+                    confirm = self
+                        .put(kind, exchange, &address, &payload, deadline)
+                        .await?;
                 }
                 Ok(Err(e)) => {
                     shared.counters.add_confirm_failed();
                     debug!(error = %e, %kind, to = address, %id, "confirm lost; publishing the same message again");
                     pause_for_link(deadline).await;
                     let _order = shared.seq.lock().await;
-                    confirm = self.put(kind, &address, &payload, deadline).await?;
+                    confirm = self
+                        .put(kind, exchange, &address, &payload, deadline)
+                        .await?;
                 }
                 Err(_) => {
                     shared.counters.add_confirm_failed();
@@ -652,6 +706,7 @@ impl Transport {
     async fn put(
         &self,
         kind: MessageType,
+        exchange: &'static str,
         address: &str,
         payload: &[u8],
         deadline: Instant,
@@ -664,7 +719,7 @@ impl Transport {
             let channel = self.wait_link(deadline).await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let attempt = channel.basic_publish(
-                EXCHANGE.into(),
+                exchange.into(),
                 address.into(),
                 BasicPublishOptions {
                     mandatory: true,
@@ -768,13 +823,35 @@ impl Transport {
             .clone()
     }
 
-    /// Messages waiting in this node's queue at the broker, as of the last look (every
-    /// `depth_interval`); `None` before the first.
+    /// Messages waiting in this node's (main) queue at the broker, as of the last look
+    /// (every `depth_interval`); `None` before the first.
     pub fn queue_depth(&self) -> Option<u64> {
-        match self.shared.queue_depth.load(Ordering::Relaxed) {
+        self.lane_depth(Lane::Main)
+    }
+
+    /// Messages waiting in the queue of `lane`, as of the last look; `None` before the first
+    /// (or for a lane this role does not consume).
+    pub fn lane_depth(&self, lane: Lane) -> Option<u64> {
+        match self.shared.queue_depth[lane as usize].load(Ordering::Relaxed) {
             u64::MAX => None,
             n => Some(n),
         }
+    }
+
+    /// Each queue this node consumes with its depth at the last look (lanes not looked at
+    /// yet left out).
+    pub fn queue_depths(&self) -> Vec<QueueDepth> {
+        let role = &self.shared.role;
+        role.lanes()
+            .iter()
+            .filter_map(|&lane| {
+                self.lane_depth(lane).map(|depth| QueueDepth {
+                    lane,
+                    queue: role.lane_queue(lane),
+                    depth,
+                })
+            })
+            .collect()
     }
 
     /// What `/status` shows of the transport: epoch, senders accepted, queue depth, each
@@ -788,6 +865,11 @@ impl Transport {
             "queue_type": self.shared.opts.queue_type.as_str(),
             "senders": self.senders(),
             "queue_depth": self.queue_depth(),
+            "queue_depths": self
+                .queue_depths()
+                .into_iter()
+                .map(|q| (q.queue, serde_json::Value::from(q.depth)))
+                .collect::<serde_json::Map<_, _>>(),
             "clock_offsets": self.clock_offsets(),
             "dropped": c
                 .dropped

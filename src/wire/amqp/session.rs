@@ -1,11 +1,25 @@
 //! One connection's life: connect (with TLS for `amqps://`), declare, consume exclusively;
-//! the consumer loop that verifies, records and hands over what arrives; the supervisor that
+//! the consumer loops that verify, record and hand over what arrives; the supervisor that
 //! builds a new connection when one is lost.
+//!
+//! A balancer consumes two queues, one per [`Lane`], each on a channel and in a task of its
+//! own; what both take goes through one replay state ([`Receiver`], locked only for the
+//! replay check and the marks, not for the signature check or the decoding) and reaches the
+//! daemon through a forwarder that always takes the announce lane first and hands the daemon
+//! one message at a time, so a `fin_announce` waits behind at most the one main-lane message
+//! the daemon is handling.
+//!
+//! ```text
+//!  queue ipvs-sync.HOST ──────────▶ main pump (+ health, marks, clocks) ─┐ lane channels
+//!  queue ipvs-sync-announce.HOST ─▶ announce pump ───────────────────────┤ (bounded)
+//!                                                                        ▼
+//!                                 forwarder (announce first) ─▶ daemon's channel (1 message)
+//! ```
 
 use std::fs::File;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, Stream, StreamExt};
@@ -18,12 +32,14 @@ use lapin::protocol::AMQPSoftError;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::topology::{self, is_soft_error, Role};
+use super::topology::{self, is_soft_error, Lane, Role};
 use super::{now_ms, options, Incoming, Shared, WireError};
 use crate::wire::admission::{Policy, Verifier};
 use crate::wire::envelope::{DropReason, MessageId};
+use crate::wire::keys::Senders;
 use crate::wire::messages::{Direction, Message, SchemaError};
 use crate::wire::replay::ReplayTable;
 use crate::wire::state::MarkLog;
@@ -41,15 +57,18 @@ const MARK_SYNC_EVERY: Duration = Duration::from_secs(1);
 /// Clock offsets of senders not heard for this long are forgotten.
 const FORGET_CLOCKS_MS: u64 = 3_600_000;
 
-/// One connection with its channels, consumer and event stream.
+/// One connection with its channels, consumers and event stream.
 pub(super) struct Session {
     conn: Connection,
     publish: Channel,
-    /// Kept open: the consumer lives on this channel.
-    _consume: Channel,
+    /// Kept open: the consumers live on these channels (one per lane).
+    _consume: Vec<Channel>,
     /// For passive declares (queue depth); a failed one closes only this channel.
     probe: Option<Channel>,
+    /// The main lane's consumer.
     consumer: Consumer,
+    /// The announce lane's (a balancer's).
+    announce: Option<Consumer>,
     /// lapin's connection events (errors end the session).
     events: Pin<Box<dyn Stream<Item = lapin::Event> + Send>>,
 }
@@ -108,7 +127,7 @@ async fn establish_at(shared: &Shared, node: usize, first: bool) -> Result<Sessi
     };
     let conn = options::open_connection(uri, &shared.opts.tls, name).await?;
     match setup(shared, &conn, &uri.vhost, first).await {
-        Ok((publish, consume, consumer)) => {
+        Ok((publish, consume, consumer, announce)) => {
             let probe = conn.create_channel().await.ok();
             let events = Box::pin(conn.events_listener());
             Ok(Session {
@@ -117,6 +136,7 @@ async fn establish_at(shared: &Shared, node: usize, first: bool) -> Result<Sessi
                 _consume: consume,
                 probe,
                 consumer,
+                announce,
                 events,
             })
         }
@@ -127,12 +147,16 @@ async fn establish_at(shared: &Shared, node: usize, first: bool) -> Result<Sessi
     }
 }
 
+/// The publishing channel, the consumers' channels, the main lane's consumer and the
+/// announce lane's (a balancer's).
+type Setup = (Channel, Vec<Channel>, Consumer, Option<Consumer>);
+
 async fn setup(
     shared: &Shared,
     conn: &Connection,
     vhost: &str,
     first: bool,
-) -> Result<(Channel, Channel, Consumer), WireError> {
+) -> Result<Setup, WireError> {
     let publish = conn.create_channel().await?;
     publish
         .confirm_select(ConfirmSelectOptions::default())
@@ -143,35 +167,53 @@ async fn setup(
         .await?;
     let consumers =
         topology::declare(&consume, &shared.role, vhost, &shared.opts.queue_limits()).await?;
-    let queue = shared.role.queue();
     // A quorum queue takes an exclusive consume without being exclusive (RabbitMQ 3.10), so a
     // second process with this identity shows as a consumer already there at start; after a
     // loss, our own consumer on a lost node may linger the same way, and single active
     // consumer keeps any second one idle.
     if first && consumers > 0 && shared.opts.queue_type == config::QueueType::Quorum {
-        return Err(in_use(shared, &queue));
+        return Err(in_use(shared, &shared.role.queue()));
     }
-    let consumer = consume
-        .basic_consume(
-            queue.as_str().into(),
-            format!("ipvs-sync.{}.{}", shared.role.name(), std::process::id()).into(),
-            BasicConsumeOptions {
-                exclusive: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
+    let consumer = consume_lane(shared, &consume, Lane::Main).await?;
+    let mut channels = vec![consume];
+    let mut announce = None;
+    if shared.role.lanes().contains(&Lane::Announce) {
+        // A channel of its own: its own prefetch window, acks and flow.
+        let ch = conn.create_channel().await?;
+        ch.basic_qos(shared.opts.prefetch.max(1), BasicQosOptions::default())
+            .await?;
+        announce = Some(consume_lane(shared, &ch, Lane::Announce).await?);
+        channels.push(ch);
+    }
+    Ok((publish, channels, consumer, announce))
+}
+
+/// Starts the exclusive consumer of `lane`'s queue.
+async fn consume_lane(shared: &Shared, ch: &Channel, lane: Lane) -> Result<Consumer, WireError> {
+    let queue = shared.role.lane_queue(lane);
+    ch.basic_consume(
+        queue.as_str().into(),
+        format!(
+            "ipvs-sync.{}.{}.{}",
+            shared.role.name(),
+            lane.label(),
+            std::process::id()
         )
-        .await
-        .map_err(|e| {
-            if is_soft_error(&e, AMQPSoftError::ACCESSREFUSED)
-                && e.to_string().contains("exclusive")
-            {
-                in_use(shared, &queue)
-            } else {
-                topology::access_refused(e, &format!("consume queue `{queue}`"))
-            }
-        })?;
-    Ok((publish, consume, consumer))
+        .into(),
+        BasicConsumeOptions {
+            exclusive: true,
+            ..BasicConsumeOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| {
+        if is_soft_error(&e, AMQPSoftError::ACCESSREFUSED) && e.to_string().contains("exclusive") {
+            in_use(shared, &queue)
+        } else {
+            topology::access_refused(e, &format!("consume queue `{queue}`"))
+        }
+    })
 }
 
 fn in_use(shared: &Shared, queue: &str) -> WireError {
@@ -184,13 +226,13 @@ fn in_use(shared: &Shared, queue: &str) -> WireError {
     }
 }
 
-/// What the consumer keeps across connections: the admission state, the mark log and the
-/// rate limit of drop logs.
+/// What the consumers keep across connections and share between lanes: the admission state
+/// (one replay window per sender whatever the lane, so a message cannot be taken twice by
+/// going through both queues), the mark log and the rate limit of drop logs.
 pub(super) struct Receiver {
     verifier: Verifier,
     marks: MarkLog,
     marks_sync: File,
-    drops: DropLog,
 }
 
 impl Receiver {
@@ -211,36 +253,91 @@ impl Receiver {
             verifier,
             marks_sync: marks.sync_handle()?,
             marks,
-            drops: DropLog::default(),
         })
     }
 
-    /// Verifies a batch, records the ids of what passed (before the daemon sees it), and
-    /// decodes it, each with its size in bytes; counts and logs what it drops.
-    fn receive(&mut self, shared: &Shared, batch: &[&[u8]]) -> Vec<(Incoming, usize)> {
-        let senders = shared.senders();
-        let now = now_ms();
-        let results = self.verifier.admit_batch(&senders, batch, now);
-        let mut admitted = Vec::with_capacity(results.len());
-        for (r, bytes) in results.into_iter().zip(batch) {
-            match r {
-                Ok(a) => admitted.push((a, bytes.len())),
-                Err(reject) => {
-                    let reason = reject.reason();
-                    shared.counters.add_dropped(reason);
-                    self.drops.log(reason, &reject);
+    /// Housekeeping of a health tick: flush the marks if due, publish the clock offsets.
+    fn tick(&mut self, shared: &Shared, last_sync: &mut Instant) {
+        if last_sync.elapsed() >= MARK_SYNC_EVERY && self.marks.take_dirty() {
+            *last_sync = Instant::now();
+            match self.marks_sync.try_clone() {
+                Ok(f) => {
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = f.sync_data() {
+                            warn!(error = %e, "flushing the replay marks failed");
+                        }
+                    });
                 }
+                Err(e) => warn!(error = %e, "flushing the replay marks failed"),
             }
         }
-        if let Err(e) = self.marks.append(
-            admitted
-                .iter()
-                .map(|(a, _)| (a.header.from.as_str(), a.header.id)),
-        ) {
-            // The messages are still acted on: refusing them would stop withdraws. What is
-            // lost is protection against their replay after a restart.
-            shared.counters.add_state_error();
-            error!(error = %e, "cannot record replay marks");
+        let clocks = self.verifier.clocks_mut();
+        clocks.forget_older_than(now_ms(), FORGET_CLOCKS_MS);
+        let peers = clocks.peers();
+        *shared.clocks.lock().unwrap_or_else(|e| e.into_inner()) = peers;
+    }
+}
+
+/// The [`Receiver`] as the lanes share it.
+type SharedReceiver = Arc<Mutex<Receiver>>;
+
+fn lock(r: &SharedReceiver) -> std::sync::MutexGuard<'_, Receiver> {
+    r.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One lane's consumer side: where its messages go, and its own rate limit of drop logs.
+struct LaneIn {
+    lane: Lane,
+    receiver: SharedReceiver,
+    policy: Policy,
+    tx: mpsc::Sender<Incoming>,
+    drops: DropLog,
+}
+
+impl LaneIn {
+    fn new(lane: Lane, receiver: &SharedReceiver, tx: &mpsc::Sender<Incoming>) -> LaneIn {
+        let policy = lock(receiver).verifier.policy().clone();
+        LaneIn {
+            lane,
+            receiver: Arc::clone(receiver),
+            policy,
+            tx: tx.clone(),
+            drops: DropLog::default(),
+        }
+    }
+
+    /// Verifies a batch (signatures outside the shared lock), records the ids of what passed
+    /// (before the daemon sees it), and decodes it, each with its size in bytes; counts and
+    /// logs what it drops.
+    fn receive(&mut self, shared: &Shared, batch: &[&[u8]]) -> Vec<(Incoming, usize)> {
+        let senders: Arc<Senders> = shared.senders();
+        let checked = self.policy.check_batch(&senders, batch);
+        let mut admitted = Vec::with_capacity(batch.len());
+        let mut rejected = Vec::new();
+        {
+            let mut r = lock(&self.receiver);
+            let results = r.verifier.admit_checked(checked, now_ms());
+            for (res, bytes) in results.into_iter().zip(batch) {
+                match res {
+                    Ok(a) => admitted.push((a, bytes.len())),
+                    Err(reject) => rejected.push(reject),
+                }
+            }
+            if let Err(e) = r.marks.append(
+                admitted
+                    .iter()
+                    .map(|(a, _)| (a.header.from.as_str(), a.header.id)),
+            ) {
+                // The messages are still acted on: refusing them would stop withdraws. What
+                // is lost is protection against their replay after a restart.
+                shared.counters.add_state_error();
+                error!(error = %e, "cannot record replay marks");
+            }
+        }
+        for reject in rejected {
+            let reason = reject.reason();
+            shared.counters.add_dropped(reason);
+            self.drops.log(reason, &reject);
         }
         let mut out = Vec::with_capacity(admitted.len());
         for (a, size) in admitted {
@@ -275,25 +372,59 @@ impl Receiver {
         out
     }
 
-    /// Housekeeping of a health tick: flush the marks if due, publish the clock offsets.
-    fn tick(&mut self, shared: &Shared, last_sync: &mut Instant) {
-        if last_sync.elapsed() >= MARK_SYNC_EVERY && self.marks.take_dirty() {
-            *last_sync = Instant::now();
-            match self.marks_sync.try_clone() {
-                Ok(f) => {
-                    tokio::task::spawn_blocking(move || {
-                        if let Err(e) = f.sync_data() {
-                            warn!(error = %e, "flushing the replay marks failed");
-                        }
-                    });
-                }
-                Err(e) => warn!(error = %e, "flushing the replay marks failed"),
+    /// One batch of deliveries, starting with `first` and taking what else `consumer` has
+    /// ready: verified, handed over, acked. `Some` ends the session.
+    async fn deliver(
+        &mut self,
+        shared: &Shared,
+        first: Option<Result<Delivery, lapin::Error>>,
+        consumer: &mut Consumer,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<PumpEnd> {
+        let max_batch = usize::from(shared.opts.prefetch.max(1));
+        let mut batch: Vec<Delivery> = Vec::with_capacity(max_batch);
+        let mut end = None;
+        match first {
+            None => return Some(PumpEnd::Lost("consumer cancelled".to_owned())),
+            Some(Err(e)) => return Some(PumpEnd::Lost(e.to_string())),
+            Some(Ok(d)) => batch.push(d),
+        }
+        // Whatever else the broker already pushed joins the batch (one signature check, one
+        // write of the marks, one ack for all).
+        while batch.len() < max_batch && end.is_none() {
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(d))) => batch.push(d),
+                Some(Some(Err(e))) => end = Some(PumpEnd::Lost(e.to_string())),
+                Some(None) => end = Some(PumpEnd::Lost("consumer cancelled".to_owned())),
+                None => break,
             }
         }
-        let clocks = self.verifier.clocks_mut();
-        clocks.forget_older_than(now_ms(), FORGET_CLOCKS_MS);
-        let peers = clocks.peers();
-        *shared.clocks.lock().unwrap_or_else(|e| e.into_inner()) = peers;
+        let datas: Vec<&[u8]> = batch.iter().map(|d| d.data.as_slice()).collect();
+        let budget = &shared.budget[self.lane as usize];
+        for (mut incoming, size) in self.receive(shared, &datas) {
+            // Hand over before acking: with a full channel (or the byte budget spent) the
+            // broker stops after `prefetch` unacked deliveries instead of us buffering.
+            let size = u32::try_from(size.clamp(1, super::INPUT_BUDGET)).unwrap_or(u32::MAX);
+            let permit = tokio::select! {
+                _ = stop.changed() => return Some(PumpEnd::Stop),
+                p = Arc::clone(budget).acquire_many_owned(size) => p,
+            };
+            incoming._budget = permit.ok();
+            tokio::select! {
+                _ = stop.changed() => return Some(PumpEnd::Stop),
+                r = self.tx.send(incoming) => if r.is_err() {
+                    return Some(PumpEnd::ReceiverGone);
+                },
+            }
+        }
+        if let Some(last) = batch.last() {
+            if let Err(e) = last.ack(BasicAckOptions { multiple: true }).await {
+                // The connection is going; the broker delivers again and the replay window
+                // drops what was already handed over.
+                debug!(error = %e, "ack failed");
+            }
+        }
+        end
     }
 }
 
@@ -307,15 +438,55 @@ enum PumpEnd {
     Lost(String),
 }
 
-/// Owns the connection: runs the consumer loop and, when the connection is lost, builds a
+/// Where each lane's verified messages go: straight to the daemon (one lane), or to lane
+/// channels a forwarder drains into the daemon's, announce lane first.
+fn lanes_to_daemon(
+    shared: &Shared,
+    receiver: &SharedReceiver,
+    tx: mpsc::Sender<Incoming>,
+) -> (LaneIn, Option<mpsc::Sender<Incoming>>) {
+    if !shared.role.lanes().contains(&Lane::Announce) {
+        return (LaneIn::new(Lane::Main, receiver, &tx), None);
+    }
+    let cap = shared.opts.incoming_capacity.max(1);
+    let (main_tx, main_rx) = mpsc::channel(cap);
+    let (announce_tx, announce_rx) = mpsc::channel(cap);
+    tokio::spawn(forward(announce_rx, main_rx, tx));
+    (
+        LaneIn::new(Lane::Main, receiver, &main_tx),
+        Some(announce_tx),
+    )
+}
+
+/// Hands the daemon one message each time it has room, the announce lane's first. Ends when
+/// the daemon drops its receiver (the lanes' senders then fail) or both lanes are gone.
+async fn forward(
+    mut announce: mpsc::Receiver<Incoming>,
+    mut main: mpsc::Receiver<Incoming>,
+    out: mpsc::Sender<Incoming>,
+) {
+    while let Ok(room) = out.reserve().await {
+        let next = tokio::select! {
+            biased;
+            Some(m) = announce.recv() => m,
+            Some(m) = main.recv() => m,
+            else => return,
+        };
+        room.send(next);
+    }
+}
+
+/// Owns the connection: runs the consumer loops and, when the connection is lost, builds a
 /// new one with backoff until it succeeds or the transport stops.
 pub(super) async fn supervise(
     shared: Arc<Shared>,
     first: Session,
-    mut receiver: Receiver,
+    receiver: Receiver,
     tx: mpsc::Sender<Incoming>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let receiver: SharedReceiver = Arc::new(Mutex::new(receiver));
+    let (mut main, announce_tx) = lanes_to_daemon(&shared, &receiver, tx);
     let mut session = Some(first);
     let mut backoff = shared.opts.reconnect_min;
     let mut failed = 0usize;
@@ -327,9 +498,20 @@ pub(super) async fn supervise(
                 .probe
                 .take()
                 .map(|ch| tokio::spawn(watch_depth(Arc::clone(&shared), ch)));
-            let end = pump(&shared, &mut s, &mut receiver, &tx, &mut stop).await;
+            // The announce lane in a task of its own.
+            let mut side = s.announce.take().zip(announce_tx.as_ref()).map(|(c, tx)| {
+                let lane = LaneIn::new(Lane::Announce, &receiver, tx);
+                tokio::spawn(pump_lane(Arc::clone(&shared), lane, c, stop.clone()))
+            });
+            let end = pump(&shared, &mut s, &mut main, side.as_mut(), &mut stop).await;
             if let Some(d) = depth {
                 d.abort();
+            }
+            if let Some(task) = side {
+                // Stopping a consumer loop at an await point loses nothing: what it did not
+                // ack the broker delivers again, and the replay window drops what it had
+                // already handed over.
+                task.abort();
             }
             shared.link.send_replace(None);
             let lost = shared.broker_node_of();
@@ -337,12 +519,12 @@ pub(super) async fn supervise(
             let _ = tokio::time::timeout(CLOSE_WAIT, s.conn.close(200, "bye".into())).await;
             match end {
                 PumpEnd::Stop => {
-                    let _ = receiver.marks.sync();
+                    let _ = lock(&receiver).marks.sync();
                     info!("AMQP transport closed");
                     return;
                 }
                 PumpEnd::ReceiverGone => {
-                    let _ = receiver.marks.sync();
+                    let _ = lock(&receiver).marks.sync();
                     info!("AMQP receiver dropped; transport stops consuming");
                     return;
                 }
@@ -380,7 +562,8 @@ pub(super) async fn supervise(
     }
 }
 
-/// Consumes one connection until it is lost or the transport stops.
+/// Consumes one connection's main lane until it is lost or the transport stops, and watches
+/// the connection (and the announce lane's task, `side`, whose end ends the session too).
 ///
 /// Any sign of loss ends the session: a consumer error or end, a connection error event, or
 /// the connection found not open on a periodic look (which also catches a broker that went
@@ -388,15 +571,14 @@ pub(super) async fn supervise(
 async fn pump(
     shared: &Shared,
     s: &mut Session,
-    receiver: &mut Receiver,
-    tx: &mpsc::Sender<Incoming>,
+    lane: &mut LaneIn,
+    mut side: Option<&mut JoinHandle<PumpEnd>>,
     stop: &mut watch::Receiver<bool>,
 ) -> PumpEnd {
     let mut tick = tokio::time::interval(HEALTH_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut events_open = true;
     let mut last_sync = Instant::now();
-    let max_batch = usize::from(shared.opts.prefetch.max(1));
     loop {
         let first = tokio::select! {
             _ = stop.changed() => return PumpEnd::Stop,
@@ -415,84 +597,70 @@ async fn pump(
                 if !s.conn.status().connected() {
                     return PumpEnd::Lost("connection no longer open".to_owned());
                 }
-                receiver.tick(shared, &mut last_sync);
+                lock(&lane.receiver).tick(shared, &mut last_sync);
                 continue;
+            }
+            end = async { match side.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
+                return match end {
+                    Ok(PumpEnd::Lost(why)) => PumpEnd::Lost(format!("announce lane: {why}")),
+                    Ok(end) => end,
+                    Err(e) => PumpEnd::Lost(format!("announce lane: {e}")),
+                };
             }
             next = s.consumer.next() => next,
         };
-        let mut batch: Vec<Delivery> = Vec::with_capacity(max_batch);
-        let mut end = None;
-        match first {
-            None => return PumpEnd::Lost("consumer cancelled".to_owned()),
-            Some(Err(e)) => return PumpEnd::Lost(e.to_string()),
-            Some(Ok(d)) => batch.push(d),
-        }
-        // Whatever else the broker already pushed joins the batch (one signature check, one
-        // write of the marks, one ack for all).
-        while batch.len() < max_batch && end.is_none() {
-            match s.consumer.next().now_or_never() {
-                Some(Some(Ok(d))) => batch.push(d),
-                Some(Some(Err(e))) => end = Some(PumpEnd::Lost(e.to_string())),
-                Some(None) => end = Some(PumpEnd::Lost("consumer cancelled".to_owned())),
-                None => break,
-            }
-        }
-        let datas: Vec<&[u8]> = batch.iter().map(|d| d.data.as_slice()).collect();
-        for (mut incoming, size) in receiver.receive(shared, &datas) {
-            // Hand over before acking: with a full channel (or the byte budget spent) the
-            // broker stops after `prefetch` unacked deliveries instead of us buffering.
-            let size = u32::try_from(size.clamp(1, super::INPUT_BUDGET)).unwrap_or(u32::MAX);
-            let permit = tokio::select! {
-                _ = stop.changed() => return PumpEnd::Stop,
-                p = Arc::clone(&shared.budget).acquire_many_owned(size) => p,
-            };
-            incoming._budget = permit.ok();
-            tokio::select! {
-                _ = stop.changed() => return PumpEnd::Stop,
-                r = tx.send(incoming) => if r.is_err() {
-                    return PumpEnd::ReceiverGone;
-                },
-            }
-        }
-        if let Some(last) = batch.last() {
-            if let Err(e) = last.ack(BasicAckOptions { multiple: true }).await {
-                // The connection is going; the broker delivers again and the replay window
-                // drops what was already handed over.
-                debug!(error = %e, "ack failed");
-            }
-        }
-        if let Some(end) = end {
+        if let Some(end) = lane.deliver(shared, first, &mut s.consumer, stop).await {
             return end;
         }
     }
 }
 
-/// Asks the broker every `depth_interval` how many messages wait in this role's queue (a
-/// passive declare on a channel of its own: a failure closes only that channel, and the
-/// looking stops until the next connection).
+/// Consumes the announce lane of one connection until its consumer ends or the transport
+/// stops (the main lane's [`pump`] watches the connection).
+async fn pump_lane(
+    shared: Arc<Shared>,
+    mut lane: LaneIn,
+    mut consumer: Consumer,
+    mut stop: watch::Receiver<bool>,
+) -> PumpEnd {
+    loop {
+        let first = tokio::select! {
+            _ = stop.changed() => return PumpEnd::Stop,
+            next = consumer.next() => next,
+        };
+        if let Some(end) = lane.deliver(&shared, first, &mut consumer, &mut stop).await {
+            return end;
+        }
+    }
+}
+
+/// Asks the broker every `depth_interval` how many messages wait in each of this role's
+/// queues (passive declares on a channel of its own: a failure closes only that channel, and
+/// the looking stops until the next connection).
 async fn watch_depth(shared: Arc<Shared>, probe: Channel) {
-    let queue = shared.role.queue();
     let mut every = tokio::time::interval(shared.opts.depth_interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let passive = QueueDeclareOptions {
-            passive: true,
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        let look = probe.queue_declare(queue.as_str().into(), passive, FieldTable::default());
-        match tokio::time::timeout(Duration::from_secs(5), look).await {
-            Ok(Ok(q)) => {
-                shared
-                    .queue_depth
-                    .store(u64::from(q.message_count()), Ordering::Relaxed);
+        for &lane in shared.role.lanes() {
+            let queue = shared.role.lane_queue(lane);
+            let passive = QueueDeclareOptions {
+                passive: true,
+                durable: true,
+                ..QueueDeclareOptions::default()
+            };
+            let look = probe.queue_declare(queue.as_str().into(), passive, FieldTable::default());
+            match tokio::time::timeout(Duration::from_secs(5), look).await {
+                Ok(Ok(q)) => {
+                    shared.queue_depth[lane as usize]
+                        .store(u64::from(q.message_count()), Ordering::Relaxed);
+                }
+                Ok(Err(e)) => {
+                    debug!(error = %e, %queue, "queue depth: passive declare failed");
+                    return;
+                }
+                Err(_) => debug!(%queue, "queue depth: no answer in 5 s"),
             }
-            Ok(Err(e)) => {
-                debug!(error = %e, "queue depth: passive declare failed");
-                return;
-            }
-            Err(_) => debug!("queue depth: no answer in 5 s"),
         }
     }
 }

@@ -6,7 +6,25 @@
 //!   balancer ─key "lbs"─▶ ┤ "lbs" ─────────────▶ queue "lbs" ──▶ arbiter (exclusive consumer)
 //!   arbiter ─key HOST───▶ ┤ HOST, "broadcast" ─▶ queue "ipvs-sync.HOST" ──▶ balancer HOST (exclusive)
 //!   arbiter ─"broadcast"▶ ┘   (every balancer queue is bound to "broadcast")
+//!
+//!                        exchange "ipvs-sync.announce" (topic, durable; the arbiter declares it)
+//!   arbiter ─key HOST───▶ ┤ HOST, "broadcast" ─▶ queue "ipvs-sync-announce.HOST" ──▶ balancer HOST
+//!   arbiter ─"broadcast"▶ ┘                       (exclusive, a consumer of its own)
 //! ```
+//!
+//! # Two lanes to a balancer
+//!
+//! What the arbiter sends a balancer travels in one of two [`Lane`]s, by type: the
+//! **announce** lane (`syn_announce`, `ack_announce`, `fin_announce`, `drain`, and `mapping`,
+//! which decides which VIPs a balancer may take and so must not fall behind a `syn_announce`)
+//! and the **main** lane (trees, `changes`, `services`, heartbeats, `sync`, `execute`). Each
+//! lane has its own exchange, queue and consumer on the balancer, so a `fin_announce` never
+//! waits behind a `tree` of megabytes: not in the broker's queue, not in the consumer's
+//! prefetch window, not while that tree's signature is checked and its JSON decoded. Within a
+//! lane the order is the arbiter's (a `changes` never overtakes the `tree` it follows; a VIP's
+//! `fin_announce` never overtakes its `syn_announce`). Both lanes take the same routing keys,
+//! so the topic permissions of the two exchanges are the same. The arbiter's own queue `lbs`
+//! is one lane: what balancers send is small.
 //!
 //! The exchange is a topic exchange so that RabbitMQ's topic permissions (which apply to topic
 //! exchanges only) can limit each broker user to its own routing keys; its name differs from
@@ -42,14 +60,69 @@ use lapin::Channel;
 use super::WireError;
 use crate::wire::envelope::MAX_FIELD_LEN;
 use crate::wire::keys::valid_node_name;
-use crate::wire::messages::{Direction, BROADCAST, SERVER_ADDRESS};
+use crate::wire::messages::{Direction, MessageType, BROADCAST, SERVER_ADDRESS};
 
-/// The exchange every message goes through.
+/// The exchange of the main lane (and of everything balancers send).
 pub const EXCHANGE: &str = "ipvs-sync";
+/// The exchange of the announce lane (arbiter → balancers).
+pub const ANNOUNCE_EXCHANGE: &str = "ipvs-sync.announce";
 /// The arbiter's queue (and the routing key balancers publish with).
 pub const SERVER_QUEUE: &str = SERVER_ADDRESS;
 /// Prefix of a balancer's queue name: `ipvs-sync.<hostname>`.
 pub const CLIENT_QUEUE_PREFIX: &str = "ipvs-sync.";
+/// Prefix of a balancer's announce-lane queue: `ipvs-sync-announce.<hostname>` (no node name
+/// makes a main queue of that name: those all start with `ipvs-sync.`).
+pub const ANNOUNCE_QUEUE_PREFIX: &str = "ipvs-sync-announce.";
+
+/// Which of a balancer's two queues a message from the arbiter travels in (see the module
+/// doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lane {
+    /// Trees, `changes`, `services`, heartbeats, `sync`, `execute`; and all that balancers
+    /// send.
+    Main,
+    /// `syn_announce`, `ack_announce`, `fin_announce`, `drain`, `mapping`.
+    Announce,
+}
+
+impl Lane {
+    /// Both lanes.
+    pub const ALL: [Lane; 2] = [Lane::Main, Lane::Announce];
+
+    /// The lane of a message type.
+    pub fn of(kind: MessageType) -> Lane {
+        match kind {
+            MessageType::SynAnnounce
+            | MessageType::AckAnnounce
+            | MessageType::FinAnnounce
+            | MessageType::Drain
+            | MessageType::Mapping => Lane::Announce,
+            MessageType::Heartbeat
+            | MessageType::Tree
+            | MessageType::Changes
+            | MessageType::Services
+            | MessageType::Sync
+            | MessageType::Execute
+            | MessageType::Announces => Lane::Main,
+        }
+    }
+
+    /// Its exchange.
+    pub fn exchange(self) -> &'static str {
+        match self {
+            Lane::Main => EXCHANGE,
+            Lane::Announce => ANNOUNCE_EXCHANGE,
+        }
+    }
+
+    /// `main` or `announce` (the `lane` label of the queue depth metric).
+    pub fn label(self) -> &'static str {
+        match self {
+            Lane::Main => "main",
+            Lane::Announce => "announce",
+        }
+    }
+}
 
 /// Default `x-max-length` of a balancer's queue (`[messages] queue_max_length`).
 pub const CLIENT_QUEUE_MAX_LENGTH: u32 = 50_000;
@@ -112,11 +185,37 @@ impl Role {
         }
     }
 
-    /// The queue this node consumes.
+    /// The queue this node consumes (a balancer: that of the main lane).
     pub fn queue(&self) -> String {
+        self.lane_queue(Lane::Main)
+    }
+
+    /// The lanes this node consumes, each from a queue of its own: a balancer both, the
+    /// arbiter the main one.
+    pub fn lanes(&self) -> &'static [Lane] {
         match self {
-            Role::Server { .. } => SERVER_QUEUE.to_owned(),
-            Role::Client { hostname } => format!("{CLIENT_QUEUE_PREFIX}{hostname}"),
+            Role::Server { .. } => &[Lane::Main],
+            Role::Client { .. } => &Lane::ALL,
+        }
+    }
+
+    /// The queue of `lane` (the arbiter has only `lbs`).
+    pub fn lane_queue(&self, lane: Lane) -> String {
+        match (self, lane) {
+            (Role::Server { .. }, _) => SERVER_QUEUE.to_owned(),
+            (Role::Client { hostname }, Lane::Main) => format!("{CLIENT_QUEUE_PREFIX}{hostname}"),
+            (Role::Client { hostname }, Lane::Announce) => {
+                format!("{ANNOUNCE_QUEUE_PREFIX}{hostname}")
+            }
+        }
+    }
+
+    /// The exchange a message of `kind` leaves by: the arbiter sends by lane, a balancer
+    /// always by the main exchange.
+    pub fn exchange_for(&self, kind: MessageType) -> &'static str {
+        match self {
+            Role::Server { .. } => Lane::of(kind).exchange(),
+            Role::Client { .. } => EXCHANGE,
         }
     }
 
@@ -152,7 +251,7 @@ impl Role {
     pub(super) fn check(&self) -> Result<(), WireError> {
         let name = self.name();
         // A queue name is at most 255 bytes.
-        let fits = name.len() <= MAX_FIELD_LEN - CLIENT_QUEUE_PREFIX.len();
+        let fits = name.len() <= MAX_FIELD_LEN - ANNOUNCE_QUEUE_PREFIX.len();
         if valid_node_name(name) && fits {
             return Ok(());
         }
@@ -161,7 +260,7 @@ impl Role {
             reason: format!(
                 "a node name is 1 to {} visible ASCII characters without `*` or `#`, and \
                  neither `{SERVER_QUEUE}` nor `{BROADCAST}`",
-                MAX_FIELD_LEN - CLIENT_QUEUE_PREFIX.len()
+                MAX_FIELD_LEN - ANNOUNCE_QUEUE_PREFIX.len()
             ),
         })
     }
@@ -248,18 +347,70 @@ pub(crate) fn is_soft_error(e: &lapin::Error, kind: AMQPSoftError) -> bool {
         if matches!(p.kind(), AMQPErrorKind::Soft(k) if *k == kind))
 }
 
-/// Declares the exchange (the arbiter; a balancer only checks it exists: its broker user may
-/// not configure it), this role's queue with its arguments, and its bindings. Returns how
-/// many consumers the queue had.
+/// Declares the exchanges (the arbiter; a balancer only checks they exist: its broker user
+/// may not configure them), this role's queues with their arguments, and their bindings.
+/// Returns the most consumers one of the queues had.
 pub(super) async fn declare(
     ch: &Channel,
     role: &Role,
     vhost: &str,
     limits: &QueueLimits,
 ) -> Result<u32, WireError> {
+    for lane in Lane::ALL {
+        declare_exchange(ch, role, vhost, lane.exchange()).await?;
+    }
+    let args = role.queue_arguments(limits);
+    let mut consumers = 0;
+    for &lane in role.lanes() {
+        let queue = role.lane_queue(lane);
+        let declared = ch
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments_table(&args, limits.queue_type),
+            )
+            .await
+            .map_err(|e| {
+                if is_soft_error(&e, AMQPSoftError::PRECONDITIONFAILED) {
+                    WireError::QueueArguments {
+                        queue: queue.clone(),
+                        vhost: vhost.to_owned(),
+                        wanted: describe(&args, limits.queue_type),
+                        detail: e.to_string(),
+                    }
+                } else {
+                    access_refused(e, &format!("declare queue `{queue}`"))
+                }
+            })?;
+        consumers = consumers.max(declared.consumer_count());
+        for key in role.bindings() {
+            ch.queue_bind(
+                queue.as_str().into(),
+                lane.exchange().into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| access_refused(e, &format!("bind queue `{queue}` to `{key}`")))?;
+        }
+    }
+    Ok(consumers)
+}
+
+/// Declares `exchange` (the arbiter) or checks that it exists (a balancer).
+async fn declare_exchange(
+    ch: &Channel,
+    role: &Role,
+    vhost: &str,
+    exchange: &str,
+) -> Result<(), WireError> {
     let passive = matches!(role, Role::Client { .. });
     ch.exchange_declare(
-        EXCHANGE.into(),
+        exchange.into(),
         lapin::ExchangeKind::Topic,
         ExchangeDeclareOptions {
             durable: true,
@@ -273,56 +424,21 @@ pub(super) async fn declare(
         if is_soft_error(&e, AMQPSoftError::NOTFOUND) {
             WireError::ExchangeMissing {
                 vhost: vhost.to_owned(),
+                exchange: exchange.to_owned(),
             }
         } else if is_soft_error(&e, AMQPSoftError::PRECONDITIONFAILED) {
             WireError::BrokerRefused {
                 what: format!(
-                    "exchange `{EXCHANGE}` of vhost `{vhost}` exists with another type or \
+                    "exchange `{exchange}` of vhost `{vhost}` exists with another type or \
                      durability (it must be a durable topic exchange); delete it (management UI, \
-                     or `rabbitmqadmin -V {vhost} delete exchange name={EXCHANGE}`) and start the \
+                     or `rabbitmqadmin -V {vhost} delete exchange name={exchange}`) and start the \
                      arbiter again: {e}"
                 ),
             }
         } else {
-            WireError::Amqp(e)
+            access_refused(e, &format!("declare exchange `{exchange}`"))
         }
-    })?;
-    let queue = role.queue();
-    let args = role.queue_arguments(limits);
-    let declared = ch
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            arguments_table(&args, limits.queue_type),
-        )
-        .await
-        .map_err(|e| {
-            if is_soft_error(&e, AMQPSoftError::PRECONDITIONFAILED) {
-                WireError::QueueArguments {
-                    queue: queue.clone(),
-                    vhost: vhost.to_owned(),
-                    wanted: describe(&args, limits.queue_type),
-                    detail: e.to_string(),
-                }
-            } else {
-                access_refused(e, &format!("declare queue `{queue}`"))
-            }
-        })?;
-    for key in role.bindings() {
-        ch.queue_bind(
-            queue.as_str().into(),
-            EXCHANGE.into(),
-            key.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| access_refused(e, &format!("bind queue `{queue}` to `{key}`")))?;
-    }
-    Ok(declared.consumer_count())
+    })
 }
 
 /// An `ACCESS_REFUSED` as [`WireError::BrokerRefused`] (the broker user's permissions), any
@@ -369,6 +485,47 @@ mod tests {
         assert_eq!(Dest::Client("lb1".into()).address(), "lb1");
         assert_eq!(Dest::Broadcast.address(), "broadcast");
         assert_eq!(Dest::Server.address(), "lbs");
+        assert_eq!(c.lanes(), [Lane::Main, Lane::Announce]);
+        assert_eq!(
+            c.lane_queue(Lane::Announce),
+            "ipvs-sync-announce.lb1.example.net"
+        );
+        assert_eq!(s.lanes(), [Lane::Main]);
+        assert_eq!(s.lane_queue(Lane::Announce), "lbs");
+    }
+
+    #[test]
+    fn what_moves_traffic_takes_the_announce_lane() {
+        let s = Role::Server {
+            name: "arbiter".into(),
+        };
+        let c = Role::Client {
+            hostname: "lb1".into(),
+        };
+        let announce: Vec<MessageType> = MessageType::ALL
+            .into_iter()
+            .filter(|k| Lane::of(*k) == Lane::Announce)
+            .collect();
+        assert_eq!(
+            announce,
+            [
+                MessageType::Mapping,
+                MessageType::SynAnnounce,
+                MessageType::AckAnnounce,
+                MessageType::FinAnnounce,
+                MessageType::Drain,
+            ]
+        );
+        assert_eq!(
+            s.exchange_for(MessageType::FinAnnounce),
+            "ipvs-sync.announce"
+        );
+        assert_eq!(s.exchange_for(MessageType::Changes), "ipvs-sync");
+        assert_eq!(
+            c.exchange_for(MessageType::AckAnnounce),
+            "ipvs-sync",
+            "a balancer sends by the main exchange only"
+        );
     }
 
     #[test]

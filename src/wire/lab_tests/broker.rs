@@ -11,7 +11,7 @@ use lapin::types::FieldTable;
 
 use super::*;
 use crate::wire::amqp::topology::CLIENT_QUEUE_PREFIX;
-use crate::wire::amqp::{TlsFiles, WireError};
+use crate::wire::amqp::{Lane, TlsFiles, WireError};
 use crate::wire::messages::MessageType;
 
 /// Runs `op` on a fresh channel of `conn` and says whether the broker refused it for lack
@@ -332,11 +332,30 @@ fn lab_queue_depth_is_reported() {
                 .await
                 .unwrap();
         }
+        // And a backlog in the announce lane, which has a queue of its own.
+        for i in 0..30u8 {
+            let fin = Message::FinAnnounce(crate::wire::messages::FinAnnounce {
+                vips: vec![std::net::IpAddr::from([198, 51, 100, i])],
+            });
+            server
+                .send(Dest::Client(CLIENT.into()), &fin)
+                .await
+                .unwrap();
+        }
         wait_for("the depth to show the backlog", || {
             lb1.queue_depth().is_some_and(|d| d >= 45)
+                && lb1.lane_depth(Lane::Announce).is_some_and(|d| d >= 25)
         })
         .await;
-        eprintln!("queue depth: {:?}", lb1.queue_depth());
+        let depths = lb1.queue_depths();
+        eprintln!("queue depths: {depths:?}");
+        assert_eq!(
+            depths.iter().map(|q| q.queue.as_str()).collect::<Vec<_>>(),
+            [
+                format!("ipvs-sync.{CLIENT}"),
+                format!("ipvs-sync-announce.{CLIENT}")
+            ]
+        );
         server.close().await;
         lb1.close().await;
     });

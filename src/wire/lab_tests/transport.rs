@@ -459,3 +459,51 @@ fn lab_outbox_keeps_lane_order_with_many_in_flight() {
         client.close().await;
     });
 }
+
+#[test]
+#[ignore = "lab: needs root, netns and rabbitmq-server; run netns-lab/test"]
+fn lab_a_fin_overtakes_the_main_lane_queued_before_it() {
+    let lab = lab("wire-lanes");
+    lab.rt.block_on(async {
+        let ((server, _srx), (client, mut crx)) = lab.pair().await;
+        // The balancer's daemon is busy: forty main-lane messages wait for it (in its
+        // queue, the prefetch window and the transport), then a fin_announce comes.
+        const N: u64 = 40;
+        for i in 1..=N {
+            server
+                .send(Dest::Client(CLIENT.into()), &heartbeat(i))
+                .await
+                .unwrap();
+        }
+        let vip = std::net::IpAddr::from([198, 51, 100, 7]);
+        let fin = Message::FinAnnounce(FinAnnounce { vips: vec![vip] });
+        server
+            .send(Dest::Client(CLIENT.into()), &fin)
+            .await
+            .unwrap();
+        wait_for("the fin to reach the balancer", || {
+            client.counters().received(MessageType::FinAnnounce) == 1
+        })
+        .await;
+        let mut order = Vec::new();
+        for _ in 0..=N {
+            order.push(recv(&mut crx).await.message);
+        }
+        let at = order.iter().position(|m| *m == fin);
+        assert!(
+            at.is_some_and(|i| i <= 1),
+            "fin_announce handed over at {at:?} of {}: it waited behind the main lane",
+            N + 1
+        );
+        let beats: Vec<u64> = order
+            .iter()
+            .filter_map(|m| match m {
+                Message::Heartbeat(h) => Some(h.uptime),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(beats, (1..=N).collect::<Vec<_>>(), "main lane out of order");
+        server.close().await;
+        client.close().await;
+    });
+}
