@@ -140,6 +140,11 @@ impl Guest {
     /// Builds the LAN and the namespaces, loads the arbiter's tree and the operator's
     /// rules, writes the configs and starts the arbiter and both balancers.
     pub fn start(tag: &'static str) -> Guest {
+        Guest::start_with(tag, |_, _| Ini::new())
+    }
+
+    /// [`Guest::start`] with keys added to each balancer's config (`extra(name, its dir)`).
+    pub fn start_with(tag: &'static str, extra: impl Fn(&str, &Path) -> Ini) -> Guest {
         labkit::require_root();
         let env = env();
         let started = Instant::now();
@@ -169,7 +174,10 @@ impl Guest {
         ipvsadm_restore(&lbs[1], "-A -u 203.0.113.200:53 -s rr\n-A -f 9 -s rr\n");
         let operator_before = lbs.iter().map(operator_rules).collect();
 
-        let spec = spec(tag, env);
+        let mut spec = spec(tag, env);
+        for b in &mut spec.balancers {
+            b.config.merge(&extra(&b.name, &b.dir));
+        }
         spec.write().unwrap();
         let logs = env.work.join("logs");
         std::fs::create_dir_all(&logs).unwrap();
@@ -211,6 +219,15 @@ impl Guest {
             lan,
             started: Instant::now(),
         }
+    }
+
+    /// Starts the arbiter again (after a test stopped it).
+    pub fn restart_arbiter(&mut self) {
+        let log = env()
+            .work
+            .join("logs")
+            .join(format!("{}-arbiter-2.log", self.tag));
+        self.arbiter = daemon(&self.arb, &self.spec.arbiter.dir, "server", &log);
     }
 
     /// Prints a check that held, with its figure.

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fallback;
 mod guest;
 
 use std::time::{Duration, Instant};
