@@ -142,11 +142,50 @@ impl MappingWildcard {
             .and_then(|c| c.as_os_str().to_str())
             .map(str::to_owned)
     }
+
+    /// The glob of one balancer's files: the pattern with its balancer component replaced by
+    /// `name` (escaped); `None` when that component cannot match `name`.
+    pub fn for_balancer(&self, name: &str) -> Option<String> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return None;
+        }
+        let mut out = PathBuf::new();
+        for (i, c) in Path::new(&self.pattern).components().enumerate() {
+            if i == self.balancer_component {
+                let pat = glob::Pattern::new(c.as_os_str().to_str()?).ok()?;
+                if !pat.matches(name) {
+                    return None;
+                }
+                out.push(glob::Pattern::escape(name));
+            } else {
+                out.push(c);
+            }
+        }
+        out.to_str().map(str::to_owned)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_balancers_glob() {
+        let w = MappingWildcard::parse("/etc/keepalived/lbs/*/*/*.conf").unwrap();
+        assert_eq!(
+            w.for_balancer("lb1.example.net").as_deref(),
+            Some("/etc/keepalived/lbs/lb1.example.net/*/*.conf")
+        );
+        assert_eq!(
+            w.for_balancer("lb[1]").as_deref(),
+            Some("/etc/keepalived/lbs/lb[[]1[]]/*/*.conf")
+        );
+        assert_eq!(w.for_balancer("a/b"), None);
+        assert_eq!(w.for_balancer(".."), None);
+        let w = MappingWildcard::parse("/k/lb*/x.conf").unwrap();
+        assert_eq!(w.for_balancer("lb2").as_deref(), Some("/k/lb2/x.conf"));
+        assert_eq!(w.for_balancer("web2"), None);
+    }
 
     #[test]
     fn desc_template_spellings() {

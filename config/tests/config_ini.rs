@@ -91,6 +91,9 @@ sync_dirs = /etc/keepalived, /etc/ipvs-sync/extra
 execute.reload = /usr/sbin/service keepalived reload
 execute.drain = /usr/local/sbin/drain {ip} "{name}" {int}
 execute_timeout = 2
+fallback_after = 0
+fallback_recover = 45
+keepalived = /opt/keepalived/sbin/keepalived
 
 [server]
 quorum_socket = /run/ipvs-sync/q.sock
@@ -250,6 +253,12 @@ fn every_key_is_parsed() {
         PathBuf::from("/usr/sbin/service")
     );
     assert_eq!(c.client.execute_timeout, Duration::from_secs(2));
+    assert_eq!(c.client.fallback_after, None, "0 = never");
+    assert_eq!(c.client.fallback_recover, Duration::from_secs(45));
+    assert_eq!(
+        c.client.keepalived,
+        PathBuf::from("/opt/keepalived/sbin/keepalived")
+    );
     assert_eq!(
         c.server.quorum_socket,
         PathBuf::from("/run/ipvs-sync/q.sock")
@@ -352,6 +361,9 @@ fn defaults() {
     assert!(!c.announce.remove_vips_on_stop);
     assert!(c.client.sync_dirs.is_empty() && c.client.execute.is_empty());
     assert_eq!(c.client.execute_timeout, Duration::from_secs(10));
+    assert_eq!(c.client.fallback_after, Some(Duration::from_secs(60)));
+    assert_eq!(c.client.fallback_recover, Duration::from_secs(30));
+    assert_eq!(c.client.keepalived, PathBuf::from("/usr/sbin/keepalived"));
     assert_eq!(
         c.server.quorum_socket,
         PathBuf::from("/run/ipvs-sync/quorum.sock")
@@ -574,6 +586,9 @@ fn bad_values_name_file_line_and_key() {
         ("server", "balancer_keys_dir", "keys"),
         ("server", "sync_dirs", "rel"),
         ("client", "execute_timeout", "0"),
+        ("client", "fallback_after", "-1"),
+        ("client", "fallback_recover", "0"),
+        ("client", "keepalived", "keepalived"),
         ("server", "quorum_socket", "quorum.sock"),
         ("server", "startup_hold", "-1"),
         ("messages", "max_age", "-30"),

@@ -27,6 +27,9 @@ pub mod bfd_link;
 pub mod bgp_cfg;
 pub mod edges;
 pub mod execute;
+pub mod fallback;
+mod fallback_link;
+pub mod keepalived;
 pub mod kernel;
 pub mod prepares;
 pub mod reload;
@@ -113,6 +116,8 @@ enum Done {
         vip: IpAddr,
         n: Result<u64, String>,
     },
+    /// keepalived exited after a hand-back.
+    KeepalivedStopped,
 }
 
 /// Runs the client until `shutdown` fires, on the real speaker, netlink and broker.
@@ -249,7 +254,9 @@ pub async fn serve(
         eor,
         route_batch: route_batch::RouteBatch::default(),
         prepares: prepares::Prepares::default(),
+        fallback: None,
     };
+    c.fallback = fallback_link::Link::new(&c.cfg, Instant::now());
     c.perform(first);
     daemon::notify::notify("READY=1\nSTATUS=client running");
     let mut status_t = daemon::interval(Duration::from_secs(1));
@@ -264,7 +271,7 @@ pub async fn serve(
         {
             break Stopped::Requested;
         }
-        let deadline = tokio::time::Instant::from_std(c.core.next_deadline());
+        let deadline = tokio::time::Instant::from_std(c.next_deadline());
         let stop_wait = draining_to_stop.unwrap_or_else(|| deadline + Duration::from_secs(3600));
         tokio::select! {
             biased;
@@ -309,6 +316,7 @@ pub async fn serve(
             _ = tokio::time::sleep_until(deadline) => {
                 let out = c.core.tick(Instant::now());
                 c.perform(out);
+                c.fallback_tick(Instant::now());
             }
             _ = status_t.tick() => c.tick_status().await,
             _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
@@ -441,6 +449,8 @@ struct Client {
     route_batch: route_batch::RouteBatch,
     /// Prepares running and waiting.
     prepares: prepares::Prepares,
+    /// The fallback to the balancer's own keepalived (`None`: `fallback_after = 0`).
+    fallback: Option<fallback_link::Link>,
 }
 
 impl Client {
@@ -463,6 +473,11 @@ impl Client {
                         self.syn_at.remove(vip);
                     }
                 }
+            }
+            crate::wire::Message::Heartbeat(hb)
+                if hb.role == crate::wire::messages::PeerRole::Server =>
+            {
+                self.fallback_heard(now)
             }
             _ => {}
         }
@@ -551,6 +566,7 @@ impl Client {
                     });
                 }
                 Cmd::WriteFiles(files) => self.write_files(files),
+                Cmd::TakenBack => self.taken_back(),
                 Cmd::Execute(ex) => self.execute(ex),
                 Cmd::Note(n) => self.note(n),
             }
@@ -637,6 +653,11 @@ impl Client {
             Request::Release { .. } | Request::Forget { .. } => {
                 Reply::refused("release and forget are for the arbiter")
             }
+            Request::Quorum {
+                vip,
+                announce,
+                local_pref,
+            } => self.local_quorum(now, vip, announce, local_pref),
         }
     }
 
@@ -687,6 +708,10 @@ impl Client {
             }
             Done::Removed { vip, result } => self.core.removed(vip, result),
             Done::Conns { vip, n } => self.core.conns(now, vip, n),
+            Done::KeepalivedStopped => {
+                self.core.verify_now(now);
+                Vec::new()
+            }
             Done::Reconciled(serial, r) => {
                 let r = r.map(|a| {
                     self.metrics.ipvs_apply.observe(a.took.as_secs_f64());
@@ -759,6 +784,12 @@ impl Client {
             Note::Unsolicited(kind) => {
                 warn!(kind, "answer nobody asked for: ignored");
                 m.unsolicited.get_or_create(&of_type(kind)).inc();
+            }
+            Note::InFallback(kind) => {
+                debug!(
+                    kind,
+                    "arbiter's announce message ignored: keepalived decides in fallback"
+                )
             }
             Note::Ignored(kind) => {
                 debug!(kind, "message not for a client: ignored");
@@ -850,6 +881,7 @@ impl Client {
             let out = self.core.set_connected(now, connected);
             self.perform(out);
             self.was_connected = connected;
+            self.fallback_connected(now, connected);
         }
         let peers = self.edges.routes.peers().await;
         let bfd_rows = match &self.edges.bfd {
@@ -954,12 +986,14 @@ impl Client {
             tree_serial: self.core.applied_serial().unwrap_or(0),
             peers: rows,
             vips,
+            fallback: self.fallback_row(now),
         }));
     }
 
     /// SIGTERM: Cease to every peer (routers withdraw everything at once); with
     /// `remove_vips_on_stop`, the addresses go `withdraw_grace` after the Cease is written.
     async fn stop(mut self) {
+        self.fallback_stop().await;
         info!("stopping: withdrawing every route (BGP Cease)");
         let (_, removals) = self.core.shutdown();
         let _ = tokio::time::timeout(

@@ -156,6 +156,7 @@ impl Client {
         }
         info!(config = %path.display(), "configuration reloaded");
         self.cfg = new;
+        self.fallback_reconfigure();
     }
 
     /// Moves the VIP addresses to another interface, make-before-break: every address in

@@ -122,7 +122,10 @@ pub fn take(cfg: &config::Config) -> Option<Marker> {
 impl Client {
     /// SIGUSR2: leaves the marker, then closes every session without a NOTIFICATION (routers
     /// that help keep the routes as stale); addresses and IPVS stay as they are.
-    pub(super) async fn stop_for_restart(self) {
+    pub(super) async fn stop_for_restart(mut self) {
+        // The next process starts without a fallback; it falls back again if the arbiter is
+        // still silent. keepalived leaves IPVS as it is.
+        self.fallback_stop().await;
         let announced: BTreeSet<IpAddr> = self.core.announced().into_keys().collect();
         let n = announced.len();
         let marker = Marker {

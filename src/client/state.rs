@@ -161,6 +161,9 @@ pub enum Cmd {
     },
     /// Write files of a `sync` answer.
     WriteFiles(Vec<SyncFile>),
+    /// In fallback, the hand-back is done: the arbiter's tree is re-read and IPVS equals it;
+    /// keepalived may go.
+    TakenBack,
     /// Run an `execute` command.
     Execute(Execute),
     /// Log and count.
@@ -204,6 +207,8 @@ pub enum Note {
     Unsolicited(&'static str),
     /// A message a balancer does not take was ignored.
     Ignored(&'static str),
+    /// An announce message of the arbiter was ignored: keepalived decides in fallback.
+    InFallback(&'static str),
     /// A `syn_announce` arrived before the first mapping and waits for it.
     SynBeforeMapping,
     /// The kernel reconcile or an address removal failed.
@@ -308,11 +313,18 @@ pub struct ClientState {
     next_verify: Instant,
     /// Addresses the first mapping's clean-up leaves alone (a graceful restart's VIPs).
     kept: BTreeSet<IpAddr>,
+    /// In fallback: how far keepalived owns IPVS and the announces (`None`: the arbiter).
+    local: Option<Local>,
+    /// VIPs whose go comes from a local quorum call, not from the arbiter.
+    local_go: BTreeSet<IpAddr>,
 }
 
 #[path = "state_drain.rs"]
 mod drain;
 pub use drain::{DrainStep, Draining};
+#[path = "state_local.rs"]
+mod local;
+pub use local::{Local, LocalRefused, LOCAL_PREF_DEFAULT};
 
 impl ClientState {
     /// A fresh balancer at `now`: it asks for mapping, tree and announces at once.
@@ -345,6 +357,8 @@ impl ClientState {
             kernel: KernelSerial::Applied(0),
             next_verify: now + s.tree_request_interval,
             kept: BTreeSet::new(),
+            local: None,
+            local_go: BTreeSet::new(),
             s,
         };
         let mut out = Vec::new();
@@ -429,6 +443,9 @@ impl ClientState {
     /// A verified message from the arbiter.
     pub fn on_message(&mut self, now: Instant, msg: Message) -> Vec<Cmd> {
         let mut out = Vec::new();
+        if self.local_ignores(&msg, &mut out) {
+            return out;
+        }
         match msg {
             Message::Heartbeat(hb) if hb.role == PeerRole::Server => {
                 self.on_arbiter_heartbeat(now, &hb, &mut out)
@@ -445,6 +462,7 @@ impl ClientState {
                 } else {
                     self.mirror.set_tree(t.serial, t.tree);
                     self.arbiter_restarted = false;
+                    self.local_tree_taken(&mut out);
                     self.reconcile(&mut out);
                 }
             }
@@ -607,7 +625,7 @@ impl ClientState {
             Ok(()) => {
                 self.last_reconcile_ok = Some(now);
                 self.kernel = KernelSerial::Applied(serial);
-                Vec::new()
+                self.local_kernel_taken()
             }
             Err(e) => {
                 if let KernelSerial::Applied(s) = self.kernel {
@@ -865,7 +883,7 @@ impl ClientState {
     }
 
     fn kernel_work(&mut self, verify: bool, out: &mut Vec<Cmd>) {
-        if !self.s.ipvs {
+        if !self.s.ipvs || !self.mirroring() {
             return;
         }
         let Some(mine) = &self.mine else { return };
@@ -904,11 +922,13 @@ impl ClientState {
             match o {
                 Output::CheckFirewall { .. } | Output::AddAddress { .. } => {}
                 Output::ApplyServices { attempt, tree } => {
-                    let services = self.s.ipvs.then_some(tree);
+                    let services =
+                        (self.s.ipvs && self.local != Some(Local::Owned)).then_some(tree);
                     let slot = self.slots.entry(vip).or_default();
                     slot.queued = Some((attempt, services));
                     self.pump(vip, out);
                 }
+                Output::SendAck if self.local_go.contains(&vip) => self.local_ack(now, vip, out),
                 Output::SendAck => {
                     self.acked.insert(vip, now);
                     out.push(Cmd::Send(

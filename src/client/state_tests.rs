@@ -85,6 +85,8 @@ struct Sim {
     /// Connection counts asked for, and the drained set last saved.
     counts: VecDeque<IpAddr>,
     saved: Option<BTreeSet<IpAddr>>,
+    /// Hand-backs reported done (fallback).
+    taken_back: usize,
 }
 
 impl Sim {
@@ -117,6 +119,7 @@ impl Sim {
             route_communities: BTreeMap::new(),
             counts: VecDeque::new(),
             saved: None,
+            taken_back: 0,
         };
         sim.take(out);
         sim
@@ -157,6 +160,7 @@ impl Sim {
                 Cmd::CleanAddresses { keep, mine } => self.cleans.push((keep, mine)),
                 Cmd::WriteFiles(f) => self.files.extend(f),
                 Cmd::Execute(e) => self.executes.push(e),
+                Cmd::TakenBack => self.taken_back += 1,
                 Cmd::Note(n) => self.notes.push(n),
             }
         }
@@ -280,6 +284,9 @@ impl Sim {
         self.notes.iter().any(want)
     }
 }
+
+#[path = "state_local_tests.rs"]
+mod local;
 
 // --- start, timers, heartbeats -------------------------------------------------------------
 

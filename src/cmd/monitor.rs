@@ -5,7 +5,8 @@
 //! - the broker connection is up (else CRITICAL);
 //! - client: the arbiter's last heartbeat is younger than `consumer_alive_ttl` (else CRITICAL)
 //!   and than 3 × `heartbeat_interval` (else WARNING); a configured BGP peer not Established
-//!   for longer than its hold time (WARNING; all of them: CRITICAL);
+//!   for longer than its hold time (WARNING; all of them: CRITICAL); in fallback to its own
+//!   keepalived (CRITICAL), or without a keepalived config to fall back to (WARNING);
 //! - server: held withdrawals (`withdraw_limit`: CRITICAL); a live balancer mapped to VIPs with
 //!   quorum that announces none of them (WARNING);
 //! - server: at least one live client, and it answers balancers (WARNING during
@@ -179,6 +180,26 @@ fn client(c: &ClientStatus, lim: Limits, v: &mut Verdict) {
     if !bfd_down.is_empty() {
         v.bad(Level::Warning, format!("BFD down: {}", bfd_down.join(", ")));
     }
+    if let Some(f) = &c.fallback {
+        if f.phase != "normal" {
+            let pid = f
+                .keepalived_pid
+                .map_or("not running".to_owned(), |p| format!("pid {p}"));
+            v.bad(
+                Level::Critical,
+                format!(
+                    "in fallback ({}, {:.0}s): the balancer's own keepalived decides (keepalived {pid})",
+                    f.phase,
+                    f.since_s.unwrap_or(0.0)
+                ),
+            );
+        } else if !f.configs {
+            v.bad(
+                Level::Warning,
+                "no keepalived config for this balancer: no fallback if the arbiter is lost".into(),
+            );
+        }
+    }
     v.perf("bgp_established", format!("{up};;;0;{}", c.peers.len()));
     let announced = c.vips.iter().filter(|x| x.state == "announced").count();
     v.perf("vips_announced", announced);
@@ -323,6 +344,37 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("heartbeat_age=1.0s"), "{line}");
+    }
+
+    #[test]
+    fn fallback_is_critical_and_no_config_to_fall_back_to_warns() {
+        use crate::daemon::status::FallbackRow;
+        let mut c = client();
+        c.fallback = Some(FallbackRow {
+            phase: "normal".into(),
+            configs: true,
+            ..FallbackRow::default()
+        });
+        assert_eq!(judge(&Status::Client(c.clone()), LIM).0, Level::Ok);
+        c.fallback = Some(FallbackRow {
+            phase: "normal".into(),
+            configs: false,
+            ..FallbackRow::default()
+        });
+        let (l, line) = judge(&Status::Client(c.clone()), LIM);
+        assert_eq!(l, Level::Warning, "{line}");
+        assert!(line.contains("no keepalived config"), "{line}");
+        c.fallback = Some(FallbackRow {
+            phase: "fallback".into(),
+            since_s: Some(12.0),
+            configs: true,
+            keepalived_pid: Some(77),
+            entered: 1,
+        });
+        let (l, line) = judge(&Status::Client(c), LIM);
+        assert_eq!(l, Level::Critical, "{line}");
+        assert!(line.contains("in fallback (fallback, 12s)"), "{line}");
+        assert!(line.contains("pid 77"), "{line}");
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! Kept light on purpose — it sits in keepalived's path: no tokio runtime, no netlink, no
 //! AMQP, no secret — except when a `down` cannot be handed to the arbiter, which it then
 //! publishes to the broker itself (see [`run`]).
+//!
+//! On a balancer in fallback (its client runs keepalived because the arbiter is lost) there is
+//! no arbiter to hand to: the call goes to the client daemon's control socket, which announces
+//! or withdraws the VIP itself.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -84,8 +88,10 @@ const PUBLISH_WAIT: Duration = Duration::from_secs(3);
 ///   process past [`announce::quorum::LOCK_TIMEOUT`]), the file is removed (which needs no
 ///   space: a missing desc means no quorum) and the arbiter is told to withdraw the VIP and
 ///   keep it withdrawn until a quorum call for it succeeds again;
-/// - when the arbiter cannot be told (not running, not answering), the handler publishes the
-///   signed `fin_announce` to the broker itself.
+/// - when the arbiter cannot be told (not running, not answering) and this host's client
+///   daemon is in fallback, the client takes the call (announce or withdraw);
+/// - when neither can be told, the handler publishes the signed `fin_announce` to the broker
+///   itself.
 ///
 /// Exit 0 when the call is recorded and, for a `down`, the withdraw is on its way; 1 when
 /// the desc could not be written for an `up`, or a `down` could reach neither the arbiter nor
@@ -107,10 +113,13 @@ pub fn run(path: &Path, args: &QuorumArgs) -> ExitCode {
         }
     };
     let down = args.direction == Direction::Down;
+    let mut local_pref = None;
     let (ev, desc_error) = match update_desc(&cfg, args) {
         Ok((desc, change)) => {
-            if change.publish() == quorum::Publish::Nothing {
-                return ExitCode::SUCCESS;
+            match change.publish() {
+                quorum::Publish::Nothing => return ExitCode::SUCCESS,
+                quorum::Publish::Syn { local_preference } => local_pref = Some(local_preference),
+                quorum::Publish::Fin => {}
             }
             let ev = QuorumEvent {
                 vip,
@@ -148,6 +157,9 @@ pub fn run(path: &Path, args: &QuorumArgs) -> ExitCode {
         Ok(()) => return report(desc_error, None),
         Err(e) => e,
     };
+    if to_balancer_in_fallback(&cfg, &ev, local_pref) {
+        return report(desc_error, None);
+    }
     if ev.announce {
         // An announce waits for the arbiter: its desc scan reads the file once it runs.
         tracing::warn!(%vip, error = %handoff_error, "arbiter not told at once; its desc scan will pick the change up");
@@ -162,6 +174,35 @@ pub fn run(path: &Path, args: &QuorumArgs) -> ExitCode {
                 "the arbiter could not be told ({handoff_error}) and the broker neither ({e})"
             )),
         ),
+    }
+}
+
+/// On a balancer in fallback (no arbiter here, the client runs this keepalived): the call goes
+/// to the local client daemon, which announces or withdraws through its speaker. `false` when
+/// no client answers or it is not in fallback.
+fn to_balancer_in_fallback(
+    cfg: &config::Config,
+    ev: &QuorumEvent,
+    local_pref: Option<u32>,
+) -> bool {
+    let req = crate::daemon::control::Request::Quorum {
+        vip: ev.vip,
+        announce: ev.announce,
+        local_pref,
+    };
+    match crate::daemon::control::request(&cfg.main.control_socket, &req, HANDOFF_WAIT) {
+        Ok(r) if r.ok => {
+            tracing::info!(vip = %ev.vip, announce = ev.announce, "handed to this balancer's client (fallback)");
+            true
+        }
+        Ok(r) => {
+            tracing::debug!(vip = %ev.vip, answer = %r.message, "this host's client did not take the call");
+            false
+        }
+        Err(e) => {
+            tracing::debug!(vip = %ev.vip, error = %e, "no client daemon here");
+            false
+        }
     }
 }
 

@@ -42,6 +42,22 @@ fn client(out: &mut String, c: &ClientStatus) {
             human_secs(Some(age))
         );
     }
+    if let Some(f) = &c.fallback {
+        let _ = match (f.phase.as_str(), f.configs) {
+            ("normal", true) => writeln!(out, "fallback: off (keepalived configs present)"),
+            ("normal", false) => writeln!(
+                out,
+                "fallback: none possible (no keepalived config for this balancer)"
+            ),
+            (phase, _) => writeln!(
+                out,
+                "FALLBACK: {phase} for {}, keepalived {}",
+                human_secs(f.since_s),
+                f.keepalived_pid
+                    .map_or("not running".to_owned(), |p| format!("pid {p}"))
+            ),
+        };
+    }
     let rows = c
         .peers
         .iter()
@@ -328,6 +344,13 @@ mod tests {
                 ..Common::default()
             },
             last_heartbeat_age_s: Some(1.25),
+            fallback: Some(crate::daemon::status::FallbackRow {
+                phase: "recovering".into(),
+                since_s: Some(75.0),
+                configs: true,
+                keepalived_pid: Some(4242),
+                entered: 1,
+            }),
             peers: vec![
                 PeerRow {
                     name: "r1".into(),
@@ -383,6 +406,10 @@ mod tests {
         assert!(peers[2].contains("connection refused"));
         assert!(text.contains("198.51.100.10  announced  150"), "{text}");
         assert!(text.contains("  incoming  0"), "{text}");
+        assert!(
+            text.contains("FALLBACK: recovering for 1m15s, keepalived pid 4242"),
+            "{text}"
+        );
         assert!(!text.contains('\u{1b}'), "no colour");
     }
 

@@ -1,5 +1,6 @@
 //! The local control socket (`[main] control_socket`): how `ipvs-sync drain`, `undrain`,
-//! `release` and `forget` reach the running daemon.
+//! `release` and `forget` reach the running daemon, and how a balancer's own keepalived
+//! hands it quorum calls in fallback (`quorum`).
 //!
 //! One JSON request per connection, one JSON answer:
 //!
@@ -62,6 +63,17 @@ pub enum Request {
     Forget {
         /// Its hostname.
         host: String,
+    },
+    /// Balancer in fallback: a quorum call of its own keepalived (`ipvs-sync quorum`), to
+    /// announce or withdraw a VIP; refused when not in fallback.
+    Quorum {
+        /// The VIP.
+        vip: IpAddr,
+        /// Announce (quorum reached on every port) or withdraw.
+        announce: bool,
+        /// The call's `b-LOCALPREF`.
+        #[serde(default)]
+        local_pref: Option<u32>,
     },
 }
 

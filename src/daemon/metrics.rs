@@ -192,6 +192,17 @@ pub struct Families {
     pub ack_repairs: Counter,
     /// Everything asked for again because messages arrived stale.
     pub stale_resyncs: Counter,
+    /// Fallbacks to the balancer's own keepalived entered.
+    pub fallback_entered: Counter,
+    /// Fallbacks left (IPVS and announces taken back from keepalived).
+    pub fallback_left: Counter,
+    /// Whether the balancer is in fallback now (1) or not (0).
+    pub fallback_active: Gauge,
+    /// Times the arbiter was silent past `fallback_after` with no keepalived config to fall
+    /// back to.
+    pub fallback_unavailable: Counter,
+    /// Quorum calls of the balancer's keepalived taken in fallback.
+    pub fallback_quorum_calls: Counter,
     /// Trees older than the mirror, ignored.
     pub old_trees: Counter,
     /// Answers nobody asked for, ignored, by type.
@@ -536,6 +547,31 @@ fn register_client(r: &mut Registry, f: &Families) {
         "stale_resyncs",
         "Mapping, tree and announces asked for again because messages arrived stale",
         f.stale_resyncs.clone(),
+    );
+    r.register(
+        "fallback_entered",
+        "Fallbacks to the balancer's own keepalived entered (the arbiter silent for fallback_after)",
+        f.fallback_entered.clone(),
+    );
+    r.register(
+        "fallback_left",
+        "Fallbacks left: the arbiter answered for fallback_recover and IPVS was taken back",
+        f.fallback_left.clone(),
+    );
+    r.register(
+        "fallback_active",
+        "1 while the balancer's own keepalived owns IPVS and the announces",
+        f.fallback_active.clone(),
+    );
+    r.register(
+        "fallback_unavailable",
+        "Times the arbiter was silent past fallback_after with no keepalived config for this balancer",
+        f.fallback_unavailable.clone(),
+    );
+    r.register(
+        "fallback_quorum_calls",
+        "Quorum calls of the balancer's own keepalived acted on in fallback",
+        f.fallback_quorum_calls.clone(),
     );
     r.register(
         "old_trees",

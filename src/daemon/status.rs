@@ -98,6 +98,27 @@ pub struct ClientStatus {
     pub peers: Vec<PeerRow>,
     /// This balancer's VIPs.
     pub vips: Vec<ClientVip>,
+    /// The fallback to the balancer's own keepalived (`None`: `fallback_after = 0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackRow>,
+}
+
+/// Where the fallback to the balancer's own keepalived is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FallbackRow {
+    /// `normal`, `fallback`, `recovering` or `handing_back`.
+    pub phase: String,
+    /// Seconds since the fallback started (not `normal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_s: Option<f64>,
+    /// Whether keepalived configs for this balancer exist (without them there is nothing to
+    /// fall back to).
+    pub configs: bool,
+    /// keepalived's pid while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalived_pid: Option<u32>,
+    /// How often the fallback was entered since the start.
+    pub entered: u64,
 }
 
 /// One BGP peer.

@@ -533,6 +533,9 @@ impl Server {
             Request::Drain { .. } | Request::Undrain { .. } => {
                 Reply::refused("on the arbiter, name a balancer: ipvs-sync drain --balancer HOST")
             }
+            Request::Quorum { .. } => {
+                Reply::refused("quorum calls reach the arbiter on its quorum socket")
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use crate::{within, CHANGE, START};
 #[test]
 #[ignore = "vm: needs the IPVS kernel, a broker and a router on the host; run netns-lab/vm-e2e"]
 fn vm_e2e_the_fleet_view_shows_a_balancer_whose_ipvs_work_fails_lagging() {
-    let g = Guest::start_with("fleet", &[1], &[]);
+    let g = Guest::start_with("fleet", &[1], |_, _| labkit::Ini::new());
     assert!(
         within(START, || g.mirrors(&g.lbs[0])),
         "lb1 does not mirror: {}",

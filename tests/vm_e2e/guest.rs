@@ -140,17 +140,17 @@ impl Guest {
     /// Builds the LAN and the namespaces, loads the arbiter's tree and the operator's
     /// rules, writes the configs and starts the arbiter and both balancers.
     pub fn start(tag: &'static str) -> Guest {
-        Guest::start_with(tag, &[], &[])
+        Guest::start_with(tag, &[], |_, _| Ini::new())
     }
 
     /// [`Guest::start`], with the balancers whose index is in `no_net_admin` started
     /// without CAP_NET_ADMIN (`setpriv`): every IPVS change and address change they make
     /// fails, as on a balancer whose kernel refuses its work. Their `vip0` is made for them.
-    /// `balancer_main` sets `[main]` keys of the balancers' configs (`(key, value)`).
+    /// `extra(name, its dir)` gives keys added to each balancer's config.
     pub fn start_with(
         tag: &'static str,
         no_net_admin: &[usize],
-        balancer_main: &[(&str, &str)],
+        extra: impl Fn(&str, &Path) -> Ini,
     ) -> Guest {
         labkit::require_root();
         let env = env();
@@ -181,7 +181,10 @@ impl Guest {
         ipvsadm_restore(&lbs[1], "-A -u 203.0.113.200:53 -s rr\n-A -f 9 -s rr\n");
         let operator_before = lbs.iter().map(operator_rules).collect();
 
-        let spec = spec(tag, env, balancer_main);
+        let mut spec = spec(tag, env);
+        for b in &mut spec.balancers {
+            b.config.merge(&extra(&b.name, &b.dir));
+        }
         spec.write().unwrap();
         let logs = env.work.join("logs");
         std::fs::create_dir_all(&logs).unwrap();
@@ -226,6 +229,15 @@ impl Guest {
             lan,
             started: Instant::now(),
         }
+    }
+
+    /// Starts the arbiter again (after a test stopped it).
+    pub fn restart_arbiter(&mut self) {
+        let log = env()
+            .work
+            .join("logs")
+            .join(format!("{}-arbiter-2.log", self.tag));
+        self.arbiter = daemon(&self.arb, &self.spec.arbiter.dir, "server", &log);
     }
 
     /// Prints a check that held, with its figure.
@@ -412,7 +424,7 @@ impl Guest {
 
 /// The configs of this test's daemons: the lab's shared shape, `ipvs = true`, VIPs on a
 /// dummy `vip0`, one iBGP session to the host's router.
-fn spec(tag: &str, env: &Env, balancer_main: &[(&str, &str)]) -> LabSpec {
+fn spec(tag: &str, env: &Env) -> LabSpec {
     let dir = Path::new("/tmp/vm-e2e").join(tag);
     let mut config = Ini::new();
     config
@@ -440,9 +452,6 @@ fn spec(tag: &str, env: &Env, balancer_main: &[(&str, &str)]) -> LabSpec {
                 .set("bgp", "next_hop_v6", format!("2001:db8::{last}"))
                 .set("announce", "interface", "vip0")
                 .set("announce", "drain_min", 1);
-            for (k, v) in balancer_main {
-                c.set("main", k, v);
-            }
             Balancer {
                 name: (*name).to_owned(),
                 dir: dir.join(name),

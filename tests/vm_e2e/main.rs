@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod drain;
+mod fallback;
 mod fleet;
 mod guest;
 
@@ -241,7 +242,11 @@ fn vm_e2e_drift_on_a_balancer_is_repaired_by_the_verify_and_a_failed_apply_at_on
     // The balancer applies changes without a dump; a full dump (the verify) comes every
     // tree_request_interval, and at once after an operation failed.
     const VERIFY: u64 = 60;
-    let g = Guest::start_with("drift", &[], &[("tree_request_interval", "60")]);
+    let g = Guest::start_with("drift", &[], |_, _| {
+        let mut c = labkit::Ini::new();
+        c.set("main", "tree_request_interval", 60);
+        c
+    });
     assert!(within(START, || g.all_mirror()), "{}", g.mirror_diff());
     g.ok("initial trees on lb1 and lb2 equal the arbiter's");
     let lb1 = &g.lbs[0];

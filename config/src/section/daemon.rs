@@ -257,6 +257,15 @@ pub struct ClientConfig {
     /// `execute_timeout` (10 s): an executed command (its whole process group) is killed
     /// after this.
     pub execute_timeout: Duration,
+    /// `fallback_after` (60 s; 0 = never): this long without a word from the arbiter (no
+    /// heartbeat, or the broker unreachable) and the balancer hands IPVS and its announces to
+    /// its own keepalived.
+    pub fallback_after: Option<Duration>,
+    /// `fallback_recover` (30 s): the arbiter answers this long before the balancer takes
+    /// IPVS and its announces back from keepalived.
+    pub fallback_recover: Duration,
+    /// `keepalived` (`/usr/sbin/keepalived`): the program run in fallback.
+    pub keepalived: PathBuf,
 }
 
 impl Default for ClientConfig {
@@ -265,6 +274,9 @@ impl Default for ClientConfig {
             sync_dirs: Vec::new(),
             execute: Vec::new(),
             execute_timeout: Duration::from_secs(10),
+            fallback_after: Some(Duration::from_secs(60)),
+            fallback_recover: Duration::from_secs(30),
+            keepalived: PathBuf::from("/usr/sbin/keepalived"),
         }
     }
 }
@@ -297,7 +309,14 @@ fn exec_rule(name: &str, v: &str) -> ValueResult<ExecRule> {
 
 impl ClientConfig {
     /// The fixed keys of `[client]`.
-    pub const KEYS: &'static [&'static str] = &["sync_dirs", "execute_allow", "execute_timeout"];
+    pub const KEYS: &'static [&'static str] = &[
+        "sync_dirs",
+        "execute_allow",
+        "execute_timeout",
+        "fallback_after",
+        "fallback_recover",
+        "keepalived",
+    ];
     /// The key prefixes of `[client]`.
     pub const PREFIXES: &'static [&'static str] = &["execute."];
 
@@ -320,6 +339,18 @@ impl ClientConfig {
             sync_dirs: f.get("sync_dirs", Vec::new(), value::abs_path_list)?,
             execute,
             execute_timeout: f.get("execute_timeout", Duration::from_secs(10), value::seconds)?,
+            fallback_after: Some(f.get(
+                "fallback_after",
+                Duration::from_secs(60),
+                value::seconds_or_zero,
+            )?)
+            .filter(|d| !d.is_zero()),
+            fallback_recover: f.get("fallback_recover", Duration::from_secs(30), value::seconds)?,
+            keepalived: f.get(
+                "keepalived",
+                PathBuf::from("/usr/sbin/keepalived"),
+                value::abs_path,
+            )?,
         })
     }
 

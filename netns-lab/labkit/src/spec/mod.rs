@@ -208,7 +208,12 @@ impl LabSpec {
                 );
             }
         }
-        ini.set("client", "sync_dirs", b.dir.join("sync").display());
+        ini.set("client", "sync_dirs", b.dir.join("sync").display())
+            .comment(
+                "client",
+                "no keepalived configs on lab balancers: no fallback (a test that wants one sets it)",
+            )
+            .set("client", "fallback_after", 0);
         ini.merge(&self.config).merge(&b.config);
         ini
     }

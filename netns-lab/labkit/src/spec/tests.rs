@@ -70,6 +70,8 @@ fn node_keys_override_the_labs_and_keep_their_place() {
         \n\
         [client]\n\
         sync_dirs = /run/lab/lb1/sync\n\
+        ; no keepalived configs on lab balancers: no fallback (a test that wants one sets it)\n\
+        fallback_after = 0\n\
         \n\
         [messages]\n\
         max_age = 2\n",
