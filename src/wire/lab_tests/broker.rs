@@ -10,7 +10,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 
 use super::*;
-use crate::wire::amqp::topology::CLIENT_QUEUE_PREFIX;
+use crate::wire::amqp::topology::{ANNOUNCE_QUEUE_PREFIX, CLIENT_QUEUE_PREFIX};
 use crate::wire::amqp::{Lane, TlsFiles, WireError};
 use crate::wire::messages::MessageType;
 
@@ -515,6 +515,7 @@ fn lab_amqps_with_a_private_ca_and_client_certificates() {
 fn lab_quorum_queues_refuse_a_type_change_and_a_second_consumer() {
     let lab = lab("wire-qq");
     let queue = format!("{CLIENT_QUEUE_PREFIX}{CLIENT}");
+    let announce = format!("{ANNOUNCE_QUEUE_PREFIX}{CLIENT}");
     let quorum = |mut o: TransportOptions| {
         o.queue_type = config::QueueType::Quorum;
         o
@@ -533,9 +534,10 @@ fn lab_quorum_queues_refuse_a_type_change_and_a_second_consumer() {
         let text = err.to_string();
         eprintln!("classic → quorum: {text}");
         assert!(text.contains("x-queue-type=quorum"), "{text}");
-        lab.rabbit
-            .ctl(&["delete_queue", "-p", VHOST, &queue])
-            .unwrap();
+        // What `ipvs-sync forget` does: both of the balancer's queues go.
+        for q in [&queue, &announce] {
+            lab.rabbit.ctl(&["delete_queue", "-p", VHOST, q]).unwrap();
+        }
         let (lb1, mut rx) = lab.client(CLIENT, quorum(lab.client_opts(CLIENT))).await;
         let types = lab.list_queues(&["type"]);
         assert!(
