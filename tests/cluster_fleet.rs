@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use cycles::{Cycler, PHASE_WAIT};
+use cycles::{Cycle, Cycler, PHASE_WAIT};
 use labkit::fleet::{host_prefix, Fleet, FleetOpts};
 
 const BALANCERS: usize = 3;
@@ -28,6 +28,8 @@ const NODES: usize = 3;
 const RECONNECT: Duration = Duration::from_secs(120);
 /// How long a restarted or healed node may take to serve with every queue member online.
 const NODE_BACK: Duration = Duration::from_secs(240);
+/// A recovery longer than this prints what the daemons logged meanwhile.
+const SLOW: Duration = Duration::from_secs(5);
 /// How often the daemons' `/status` is read.
 const STATUS_POLL: Duration = Duration::from_millis(100);
 
@@ -46,6 +48,35 @@ fn logs(f: &Fleet) -> String {
     let mut s = format!("arbiter:\n{}\n", tail(&f.arbiter_log(), 40));
     for i in 0..f.balancers.len() {
         s += &format!("{}:\n{}\n", f.balancers[i].name, tail(&f.client_log(i), 20));
+    }
+    s
+}
+
+/// How long each daemon's log is now: where [`logs_since`] starts.
+fn log_marks(f: &Fleet) -> Vec<usize> {
+    let mut v = vec![f.arbiter_log().len()];
+    v.extend((0..f.balancers.len()).map(|i| f.client_log(i).len()));
+    v
+}
+
+/// What the daemons logged since [`log_marks`] of warnings, errors and the broker (at
+/// most 30 lines each), for a recovery that took long.
+fn logs_since(f: &Fleet, marks: &[usize]) -> String {
+    let mut texts = vec![("arbiter".to_owned(), f.arbiter_log())];
+    texts.extend((0..f.balancers.len()).map(|i| (f.balancers[i].name.clone(), f.client_log(i))));
+    let mut s = String::new();
+    for ((name, text), mark) in texts.iter().zip(marks) {
+        let new = labkit::strip_ansi(text.get(*mark..).unwrap_or_default());
+        let lines: Vec<&str> = new
+            .lines()
+            .filter(|l| {
+                ["WARN", "ERROR", "broker", "connect"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .take(30)
+            .collect();
+        s += &format!("{name}:\n{}\n", lines.join("\n"));
     }
     s
 }
@@ -83,8 +114,8 @@ fn wait_connected(
     (last.into_iter().flatten().collect(), at)
 }
 
-/// Waits until a cycle that started at or after `t` has finished; when it did.
-fn wait_cycle_since(f: &Fleet, cycles: &Cycler, t: Instant, what: &str) -> Instant {
+/// Waits until a cycle that started at or after `t` has finished; that cycle.
+fn wait_cycle_since(f: &Fleet, cycles: &Cycler, t: Instant, what: &str) -> Cycle {
     let mut done = None;
     let ok = labkit::wait_until(2 * PHASE_WAIT + Duration::from_secs(10), || {
         done = cycles.done_since(t);
@@ -170,24 +201,36 @@ fn lab_fleet_on_a_cluster_rides_node_kills_and_a_partition() {
     let mon = f.monitor(0, "ipv4").unwrap();
     let cycles = Cycler::start(f.quorum_handler(), api, cycling.clone(), steady, BALANCERS);
     let first = wait_cycle_since(&f, &cycles, t, "first cycle");
-    eprintln!("cycles running (first in {:?})", first.elapsed());
+    eprintln!(
+        "cycles running (the first: withdrawn in {:?}, announced {:?} later)",
+        first.withdrawn - first.started,
+        first.done - first.withdrawn
+    );
 
     let mut recovery = Vec::new();
     for round in 1..=kills {
         let (before, _) = wait_connected(&f, &cycles, RECONNECT, "before a kill", |_| true);
         let k = before[0];
+        let marks = log_marks(&f);
         let t0 = Instant::now();
         f.cluster_mut().unwrap().kill(k).unwrap();
         let (after, connected) = wait_connected(&f, &cycles, RECONNECT, "after a kill", |n| n != k);
-        let cycled = wait_cycle_since(&f, &cycles, t0, "after a kill");
-        let took = connected.max(cycled) - t0;
+        let c = wait_cycle_since(&f, &cycles, t0, "after a kill");
+        let took = connected.max(c.done) - t0;
         recovery.push(took);
         eprintln!(
             "kill {round}: node {k} (daemons on {before:?}) → on {after:?}, connected after \
-             {:?}, a cycle through after {:?}",
+             {:?}, a cycle through after {:?} (its withdraw at {:?})",
             connected - t0,
-            cycled - t0
+            c.done - t0,
+            c.withdrawn - t0
         );
+        if took > SLOW {
+            eprintln!(
+                "a slow recovery; the daemons logged:\n{}",
+                logs_since(&f, &marks)
+            );
+        }
         let t = Instant::now();
         f.cluster_mut().unwrap().restart_node(k).unwrap();
         wait_cluster_whole(&f, "restarted node");
@@ -200,11 +243,12 @@ fn lab_fleet_on_a_cluster_rides_node_kills_and_a_partition() {
     // The arbiter's node cut off from the others and from every daemon.
     let (before, _) = wait_connected(&f, &cycles, RECONNECT, "before the partition", |_| true);
     let k = before[0];
+    let marks = log_marks(&f);
     let t0 = Instant::now();
     f.cluster().unwrap().partition(k).unwrap();
     let (after, moved) = wait_connected(&f, &cycles, RECONNECT, "partition", |n| n != k);
-    let c1 = wait_cycle_since(&f, &cycles, moved, "during the partition");
-    let c2 = wait_cycle_since(&f, &cycles, c1, "during the partition");
+    let c1 = wait_cycle_since(&f, &cycles, moved, "during the partition").done;
+    let c2 = wait_cycle_since(&f, &cycles, c1, "during the partition").done;
     eprintln!(
         "partition: node {k} cut off (daemons on {before:?}) → on {after:?} after {:?}; two \
          cycles through after {:?} and {:?} more",
@@ -212,11 +256,17 @@ fn lab_fleet_on_a_cluster_rides_node_kills_and_a_partition() {
         c1 - moved,
         c2 - c1
     );
+    if c2 - moved > SLOW {
+        eprintln!(
+            "slow cycles; the daemons logged:\n{}",
+            logs_since(&f, &marks)
+        );
+    }
     f.cluster().unwrap().heal(k).unwrap();
     let healed = Instant::now();
     wait_cluster_whole(&f, "healed");
     let whole_at = Instant::now();
-    let c3 = wait_cycle_since(&f, &cycles, whole_at, "after healing");
+    let c3 = wait_cycle_since(&f, &cycles, whole_at, "after healing").done;
     eprintln!(
         "healed: node {k} back, every queue on {NODES} nodes again, in {:?}; a cycle \
          through {:?} after that",

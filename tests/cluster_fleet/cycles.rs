@@ -21,6 +21,8 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct Cycle {
     /// Just before the first `quorum down`.
     pub started: Instant,
+    /// When the router held none of the VIPs.
+    pub withdrawn: Instant,
     /// When the router held every VIP again, one path per balancer.
     pub done: Instant,
 }
@@ -107,10 +109,10 @@ impl Cycler {
         self.report.lock().unwrap().failure.clone()
     }
 
-    /// When the first cycle that started at or after `t` finished, if one has.
-    pub fn done_since(&self, t: Instant) -> Option<Instant> {
+    /// The first cycle that started at or after `t`, once it has finished.
+    pub fn done_since(&self, t: Instant) -> Option<Cycle> {
         let r = self.report.lock().unwrap();
-        r.cycles.iter().find(|c| c.started >= t).map(|c| c.done)
+        r.cycles.iter().find(|c| c.started >= t).copied()
     }
 
     /// Stops after the cycle under way (so every VIP ends up) and returns what was seen.
@@ -145,18 +147,24 @@ struct Run {
 impl Run {
     fn cycle(&self) -> Result<Cycle, String> {
         let started = Instant::now();
-        for (dir, want) in [("down", 0), ("up", self.balancers)] {
-            for v in &self.vips {
-                self.quorum
-                    .run(dir, &format!("{v},b-100,80"))
-                    .map_err(|e| e.to_string())?;
-            }
-            self.wait(dir, want)?;
-        }
+        self.half("down", 0)?;
+        let withdrawn = Instant::now();
+        self.half("up", self.balancers)?;
         Ok(Cycle {
             started,
+            withdrawn,
             done: Instant::now(),
         })
+    }
+
+    /// `quorum DIR` for every VIP, then waits until the router has `want` paths for each.
+    fn half(&self, dir: &str, want: usize) -> Result<(), String> {
+        for v in &self.vips {
+            self.quorum
+                .run(dir, &format!("{v},b-100,80"))
+                .map_err(|e| e.to_string())?;
+        }
+        self.wait(dir, want)
     }
 
     /// Looks at the router every [`POLL`] until every VIP has `want` paths from as many
