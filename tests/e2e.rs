@@ -208,7 +208,7 @@ fn lab_broker_restart_and_router_restart() {
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
 
-    f.rabbit.restart().unwrap();
+    f.rabbit_mut().unwrap().restart().unwrap();
     assert_eq!(
         f.path_count(0, &v4),
         1,
@@ -686,7 +686,8 @@ fn lose_for_real(f: &mut Fleet, kind: &str, send: impl FnOnce(&Fleet)) {
         f.arbiter_log()
     );
     f.signal_arbiter(Signal::SIGSTOP).unwrap();
-    f.rabbit
+    f.rabbit()
+        .unwrap()
         .ctl(&["purge_queue", &format!("ipvs-sync.{}", f.balancers[0].name)])
         .unwrap();
     f.signal_client(0, Signal::SIGCONT).unwrap();

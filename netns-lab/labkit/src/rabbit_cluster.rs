@@ -193,6 +193,43 @@ impl RabbitCluster {
         self.hub.ip(&["link", "set", &node.hub_if, "up"]).map(drop)
     }
 
+    /// Whether every node runs and `cluster_status` lists no partition (after
+    /// [`RabbitCluster::heal`], once the paused node is back).
+    pub fn is_whole(&self) -> bool {
+        let status = self
+            .ctl(&["cluster_status", "--formatter", "json"])
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
+        let running = v["running_nodes"].as_array().map_or(0, Vec::len);
+        let partitions = v["partitions"].as_object().map_or(1, |p| p.len());
+        running == self.nodes.len() && partitions == 0
+    }
+
+    /// Whether every queue of `vhost` has a member online on every node (a node that came
+    /// back has caught up), as an operator checks before taking the next node down.
+    pub fn members_online(&self, vhost: &str) -> bool {
+        let out = self
+            .ctl(&[
+                "list_queues",
+                "-p",
+                vhost,
+                "name",
+                "online",
+                "--formatter",
+                "json",
+            ])
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        v.as_array().is_some_and(|qs| {
+            !qs.is_empty()
+                && qs.iter().all(|q| {
+                    q["online"]
+                        .as_array()
+                        .is_some_and(|o| o.len() == self.nodes.len())
+                })
+        })
+    }
+
     /// Stops every node (graceful, one after the other), as a whole-cluster shutdown.
     pub fn stop_all(&mut self) -> io::Result<()> {
         for node in &mut self.nodes {

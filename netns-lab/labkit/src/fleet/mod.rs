@@ -12,13 +12,16 @@
 //! ```
 //! VIPs come from 203.0.113.0/24 and 2001:db8:f00::/48. IPv6 VIPs ride a separate IPv6
 //! session per (balancer, router) over 2001:db8:K:J::/64. Every file comes from one
-//! [`LabSpec`] ([`spec::fleet_spec`]); [`FleetOpts`] adds keys to it.
+//! [`LabSpec`] ([`spec::fleet_spec`]); [`FleetOpts`] adds keys to it. With
+//! [`FleetOpts::cluster`] the broker is a RabbitMQ cluster instead ([`broker`]).
 
 mod bird;
+pub mod broker;
 mod observe;
 pub mod spec;
 
 pub use bird::BirdRouter;
+pub use broker::Brokers;
 pub use observe::{host_prefix, QueueState};
 
 use std::io;
@@ -29,7 +32,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::spec::{read_file, LabSpec, Vip};
-use crate::{scratch_dir, wait_until, Daemon, Gobgpd, Ini, Netns, Rabbit};
+use crate::{scratch_dir, wait_until, Daemon, Gobgpd, Ini, Netns, Rabbit, RabbitCluster};
 
 /// The balancers' AS, and an iBGP router's.
 pub const LOCAL_AS: u32 = 65000;
@@ -111,6 +114,10 @@ pub struct FleetOpts {
     /// One more router after [`FleetOpts::routers`]: BIRD 2, iBGP, IPv4 only
     /// ([`Fleet::bird`]).
     pub bird: bool,
+    /// Run the broker as a RabbitMQ cluster of this many nodes (3 for quorum queues that
+    /// survive a node) instead of one broker in core: each daemon with a user of its own,
+    /// every node's URL in `amqp_server`, quorum queues ([`broker`]). At most 3 balancers.
+    pub cluster: Option<usize>,
 }
 
 impl Default for FleetOpts {
@@ -135,6 +142,7 @@ impl Default for FleetOpts {
             arbiter_config: Ini::new(),
             balancer_config: Ini::new(),
             bird: false,
+            cluster: None,
         }
     }
 }
@@ -143,10 +151,10 @@ impl Default for FleetOpts {
 /// and deletes the namespaces.
 #[derive(Debug)]
 pub struct Fleet {
-    /// The namespace of the broker and the arbiter.
+    /// The namespace of the arbiter (and of the broker, unless on a cluster).
     pub core: Netns,
-    /// The broker.
-    pub rabbit: Rabbit,
+    /// The broker: one, or a cluster ([`FleetOpts::cluster`]).
+    pub broker: Brokers,
     /// The arbiter daemon, while it runs.
     pub arbiter: Option<Daemon>,
     /// The arbiter's directory: `config.ini`, `server.log`, `keepalived/`, `desc/`.
@@ -205,17 +213,29 @@ impl Fleet {
             ])?;
             lb_ns.push(ns);
         }
-        let rabbit = Rabbit::start(&core, spec::BROKER)?;
-        let url = format!(
-            "amqp://{}:{}@{}/%2f{}",
-            rabbit.user(),
-            rabbit.pass(),
-            spec::BROKER,
-            opts.amqp_heartbeat
-                .map(|s| format!("?heartbeat={s}"))
-                .unwrap_or_default()
-        );
-        let spec = spec::fleet_spec(&opts, scratch.path(), &url)?;
+        let broker = match opts.cluster {
+            None => Brokers::One(Rabbit::start(&core, spec::BROKER)?),
+            Some(nodes) => {
+                let names: Vec<String> = (1..=opts.balancers).map(|k| format!("lb{k}")).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                Brokers::start_cluster(nodes, &core, &lb_ns, &names)?
+            }
+        };
+        let url = match &broker {
+            Brokers::One(rabbit) => format!(
+                "amqp://{}:{}@{}/%2f{}",
+                rabbit.user(),
+                rabbit.pass(),
+                spec::BROKER,
+                opts.amqp_heartbeat
+                    .map(|s| format!("?heartbeat={s}"))
+                    .unwrap_or_default()
+            ),
+            // Each daemon's own, set by `configure` below.
+            Brokers::Cluster { .. } => String::new(),
+        };
+        let mut spec = spec::fleet_spec(&opts, scratch.path(), &url)?;
+        broker.configure(&mut spec, opts.amqp_heartbeat);
         spec.write()?;
         if let Some(lp) = opts.desc_announce {
             spec.write_desc_announce(&opts.vips, lp)?;
@@ -254,7 +274,7 @@ impl Fleet {
             .collect();
         let mut fleet = Fleet {
             core,
-            rabbit,
+            broker,
             arbiter: None,
             arbiter_dir: spec.arbiter.dir.clone(),
             routers,
@@ -384,34 +404,56 @@ impl Fleet {
 
     /// `ipvs-sync quorum DIR ARG` on the arbiter, as keepalived runs it; its wall time.
     pub fn quorum(&self, dir: &str, arg: &str) -> io::Result<Duration> {
-        let t = Instant::now();
-        let out = self.quorum_command(dir, arg).output()?;
-        if !out.status.success() {
-            return Err(io::Error::other(format!(
-                "quorum {dir} {arg}: {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
-        Ok(t.elapsed())
+        self.quorum_handler().run(dir, arg)
     }
 
-    /// `ipvs-sync quorum DIR ARG` on the arbiter's config, as a command to spawn. It runs
-    /// in core's network namespace, where keepalived runs next to the arbiter: the
-    /// hand-off is a unix socket path, but a `down` the arbiter does not take goes to
-    /// the broker, which only core reaches. `nsenter --net` switches the network
-    /// namespace alone and execs in place, cheaper than `ip netns exec`.
+    /// `ipvs-sync quorum DIR ARG` on the arbiter's config, as a command to spawn (see
+    /// [`QuorumHandler::command`]).
     pub fn quorum_command(&self, dir: &str, arg: &str) -> std::process::Command {
-        let mut cmd = std::process::Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", self.core.name()))
-            .arg("--")
-            .arg(&self.bin)
-            .arg("-c")
-            .arg(self.arbiter_dir.join("config.ini"))
-            .args(["--log-level", "warn", "quorum", dir, arg])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null());
-        cmd
+        self.quorum_handler().command(dir, arg)
+    }
+
+    /// The quorum handler on its own, for a thread that makes quorum calls while the test
+    /// changes the fleet.
+    pub fn quorum_handler(&self) -> QuorumHandler {
+        QuorumHandler {
+            netns: self.core.name().to_owned(),
+            bin: self.bin.clone(),
+            config: self.arbiter_dir.join("config.ini"),
+        }
+    }
+
+    /// The one broker; an error on a fleet on a cluster.
+    pub fn rabbit(&self) -> io::Result<&Rabbit> {
+        match &self.broker {
+            Brokers::One(r) => Ok(r),
+            Brokers::Cluster { .. } => Err(io::Error::other("this fleet runs on a cluster")),
+        }
+    }
+
+    /// The one broker, to restart it; an error on a fleet on a cluster.
+    pub fn rabbit_mut(&mut self) -> io::Result<&mut Rabbit> {
+        match &mut self.broker {
+            Brokers::One(r) => Ok(r),
+            Brokers::Cluster { .. } => Err(io::Error::other("this fleet runs on a cluster")),
+        }
+    }
+
+    /// The cluster ([`FleetOpts::cluster`]); an error on a fleet with one broker.
+    pub fn cluster(&self) -> io::Result<&RabbitCluster> {
+        match &self.broker {
+            Brokers::Cluster { cluster, .. } => Ok(cluster),
+            Brokers::One(_) => Err(io::Error::other("this fleet runs on one broker")),
+        }
+    }
+
+    /// The cluster, to kill, restart or cut off its nodes; an error on a fleet with one
+    /// broker.
+    pub fn cluster_mut(&mut self) -> io::Result<&mut RabbitCluster> {
+        match &mut self.broker {
+            Brokers::Cluster { cluster, .. } => Ok(cluster),
+            Brokers::One(_) => Err(io::Error::other("this fleet runs on one broker")),
+        }
     }
 
     /// Sends `sig` to balancer `i`'s client (nothing when it does not run).
@@ -452,6 +494,50 @@ impl Fleet {
     /// Pid of balancer `i`'s client daemon, if it runs.
     pub fn client_pid(&self, i: usize) -> Option<u32> {
         self.balancers.get(i)?.daemon.as_ref().map(Daemon::pid)
+    }
+}
+
+/// keepalived's quorum handler on the fleet's arbiter (`ipvs-sync quorum`), owned and
+/// `Send`: [`Fleet::quorum_handler`].
+#[derive(Debug, Clone)]
+pub struct QuorumHandler {
+    netns: String,
+    bin: PathBuf,
+    config: PathBuf,
+}
+
+impl QuorumHandler {
+    /// Runs `ipvs-sync quorum DIR ARG` to its exit; its wall time, or an error with its
+    /// stderr when it fails.
+    pub fn run(&self, dir: &str, arg: &str) -> io::Result<Duration> {
+        let t = Instant::now();
+        let out = self.command(dir, arg).output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "quorum {dir} {arg}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(t.elapsed())
+    }
+
+    /// `ipvs-sync quorum DIR ARG` on the arbiter's config, as a command to spawn. It runs
+    /// in core's network namespace, where keepalived runs next to the arbiter: the
+    /// hand-off is a unix socket path, but a `down` the arbiter does not take goes to
+    /// the broker, which only core reaches. `nsenter --net` switches the network
+    /// namespace alone and execs in place, cheaper than `ip netns exec`.
+    pub fn command(&self, dir: &str, arg: &str) -> std::process::Command {
+        let mut cmd = std::process::Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("--")
+            .arg(&self.bin)
+            .arg("-c")
+            .arg(&self.config)
+            .args(["--log-level", "warn", "quorum", dir, arg])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        cmd
     }
 }
 

@@ -116,6 +116,30 @@ impl Fleet {
             .unwrap_or(serde_json::Value::Null)
     }
 
+    /// `/status` of the arbiter (JSON; null when it does not answer).
+    pub fn arbiter_status(&self) -> serde_json::Value {
+        self.core
+            .command(&self.bin().to_string_lossy())
+            .arg("-c")
+            .arg(self.arbiter_dir.join("config.ini"))
+            .args(["status", "--json"])
+            .output()
+            .ok()
+            .and_then(|out| serde_json::from_slice(&out.stdout).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The cluster node a daemon's `/status` document says it is connected to (its
+    /// `broker.node`, by index in [`crate::RabbitCluster::nodes`]); `None` while it is
+    /// not connected, or on a fleet with one broker.
+    pub fn broker_node(&self, status: &serde_json::Value) -> Option<usize> {
+        if status["broker"]["connected"] != true {
+            return None;
+        }
+        let node = status["broker"]["node"].as_str()?;
+        self.cluster().ok()?.index_of(node)
+    }
+
     /// Addresses on `lo` of balancer `i`, as `ip -br addr show dev lo` prints them.
     pub fn lo_addrs(&self, i: usize) -> String {
         self.balancers
@@ -150,8 +174,10 @@ impl Fleet {
 
     /// A queue of the broker, per `rabbitmqctl list_queues`.
     pub fn queue(&self, name: &str) -> io::Result<QueueState> {
-        let out = self.rabbit.ctl(&[
+        let out = self.broker.ctl(&[
             "list_queues",
+            "-p",
+            self.broker.vhost(),
             "-q",
             "name",
             "messages_ready",
