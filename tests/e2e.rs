@@ -247,6 +247,11 @@ fn lab_broker_restart_and_router_restart() {
 /// Publishes raw bodies to the fleet's exchange with the broker's own credentials, as a
 /// stranger who has the broker password but not the message key would.
 fn publish_raw(f: &Fleet, routing_key: &str, bodies: &[Vec<u8>]) {
+    publish_raw_to(f, ipvs_sync::wire::amqp::EXCHANGE, routing_key, bodies);
+}
+
+/// [`publish_raw`] through `exchange`.
+fn publish_raw_to(f: &Fleet, exchange: &'static str, routing_key: &str, bodies: &[Vec<u8>]) {
     use lapin::options::BasicPublishOptions;
     use lapin::{BasicProperties, Connection, ConnectionProperties};
     let url = f.amqp_url();
@@ -266,7 +271,7 @@ fn publish_raw(f: &Fleet, routing_key: &str, bodies: &[Vec<u8>]) {
             let ch = conn.create_channel().await.unwrap();
             for b in &bodies {
                 ch.basic_publish(
-                    ipvs_sync::wire::amqp::EXCHANGE.into(),
+                    exchange.into(),
                     key.as_str().into(),
                     BasicPublishOptions::default(),
                     b,
@@ -544,7 +549,7 @@ fn lab_a_stale_syn_heals_in_seconds() {
     let syns = |f: &Fleet| metric_with(&f.arbiter_metrics(), SENT, "type", "syn_announce");
     let before = syns(&f);
     f.signal_client(0, Signal::SIGSTOP).unwrap();
-    fill_prefetch_window(&f, &f.balancers[0].name, || f.client_queue(0));
+    fill_balancer_windows(&f, 0);
     f.quorum("up", "203.0.113.10,b-100,80").unwrap();
     assert!(
         labkit::wait_until(WAIT, || syns(&f) > before),
@@ -582,11 +587,38 @@ fn fill_prefetch_window(
     key: &str,
     queue: impl Fn() -> std::io::Result<labkit::fleet::QueueState>,
 ) {
+    fill_window_of(f, ipvs_sync::wire::amqp::EXCHANGE, key, queue);
+}
+
+/// [`fill_prefetch_window`] for both of balancer `i`'s lanes: the main queue and the
+/// announce queue (`syn_announce`, `ack_announce`, `fin_announce` go by the latter), each
+/// consumed on a channel with its own prefetch window.
+fn fill_balancer_windows(f: &Fleet, i: usize) {
+    let host = f.balancers[i].name.clone();
+    fill_window_of(f, ipvs_sync::wire::amqp::EXCHANGE, &host, || {
+        f.client_queue(i)
+    });
+    fill_window_of(f, ipvs_sync::wire::amqp::ANNOUNCE_EXCHANGE, &host, || {
+        f.queue(&announce_queue(&host))
+    });
+}
+
+/// A balancer's announce-lane queue.
+fn announce_queue(host: &str) -> String {
+    format!("{}{host}", ipvs_sync::wire::amqp::ANNOUNCE_QUEUE_PREFIX)
+}
+
+fn fill_window_of(
+    f: &Fleet,
+    exchange: &'static str,
+    key: &str,
+    queue: impl Fn() -> std::io::Result<labkit::fleet::QueueState>,
+) {
     let junk: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().to_vec()).collect();
-    publish_raw(f, key, &junk);
+    publish_raw_to(f, exchange, key, &junk);
     assert!(
         labkit::wait_until(WAIT, || queue().is_ok_and(|q| q.ready >= 1)),
-        "the prefetch window never filled: {:?}",
+        "the prefetch window of {exchange} {key} never filled: {:?}",
         queue()
     );
 }
@@ -676,7 +708,7 @@ fn lose_for_real(f: &mut Fleet, kind: &str, send: impl FnOnce(&Fleet)) {
         "the arbiter never read its queue: {:?}",
         f.arbiter_queue()
     );
-    fill_prefetch_window(f, &f.balancers[0].name, || f.client_queue(0));
+    fill_balancer_windows(f, 0);
     let confirmed = || metric_with(&f.arbiter_metrics(), SENT, "type", kind);
     let before = confirmed();
     send(f);
@@ -686,19 +718,22 @@ fn lose_for_real(f: &mut Fleet, kind: &str, send: impl FnOnce(&Fleet)) {
         f.arbiter_log()
     );
     f.signal_arbiter(Signal::SIGSTOP).unwrap();
-    f.rabbit()
-        .unwrap()
-        .ctl(&["purge_queue", &format!("ipvs-sync.{}", f.balancers[0].name)])
-        .unwrap();
+    let host = f.balancers[0].name.clone();
+    for q in [format!("ipvs-sync.{host}"), announce_queue(&host)] {
+        f.rabbit().unwrap().ctl(&["purge_queue", &q]).unwrap();
+    }
     f.signal_client(0, Signal::SIGCONT).unwrap();
+    let empty = |q: std::io::Result<labkit::fleet::QueueState>| {
+        q.is_ok_and(|q| q.ready == 0 && q.unacked == 0)
+    };
     let drained = labkit::wait_until(WAIT, || {
-        f.client_queue(0)
-            .is_ok_and(|q| q.ready == 0 && q.unacked == 0)
+        empty(f.client_queue(0)) && empty(f.queue(&announce_queue(&host)))
     });
     assert!(
         drained,
-        "the balancer never read its queue: {:?}",
-        f.client_queue(0)
+        "the balancer never read its queues: {:?} {:?}",
+        f.client_queue(0),
+        f.queue(&announce_queue(&host))
     );
     let page = metrics_after_now(f, 0);
     assert_eq!(

@@ -17,8 +17,8 @@ use super::guest::{env, has_vip, ms, rules, Guest, VIP4};
 use super::{within, CHANGE, START};
 
 /// Silence before the fallback, and answers before the way back (seconds).
-const AFTER: u64 = 5;
-const RECOVER: u64 = 5;
+pub(crate) const AFTER: u64 = 5;
+pub(crate) const RECOVER: u64 = 5;
 
 fn kconf_root(dir: &Path) -> PathBuf {
     dir.join("kconf")
@@ -40,7 +40,7 @@ fn keepalived_file(lb_dir: &Path) -> String {
     )
 }
 
-fn balancer_config(name: &str, dir: &Path) -> Ini {
+pub(crate) fn balancer_config(name: &str, dir: &Path) -> Ini {
     let mut c = Ini::new();
     c.set("client", "fallback_after", AFTER)
         .set("client", "fallback_recover", RECOVER)
@@ -104,12 +104,12 @@ fn real_servers(lb1: &Netns, tag: &str) -> (Netns, Vec<Daemon>) {
     (rs, servers)
 }
 
-fn status(lb: &Netns) -> serde_json::Value {
+pub(crate) fn status(lb: &Netns) -> serde_json::Value {
     let page = labkit::metrics::http_get(lb, 9101, "/status");
     serde_json::from_str(&page).unwrap_or(serde_json::Value::Null)
 }
 
-fn phase(lb: &Netns) -> String {
+pub(crate) fn phase(lb: &Netns) -> String {
     status(lb)["fallback"]["phase"]
         .as_str()
         .unwrap_or_default()

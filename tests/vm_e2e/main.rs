@@ -7,6 +7,7 @@
 
 mod drain;
 mod fallback;
+mod fallback_gap;
 mod fleet;
 mod guest;
 

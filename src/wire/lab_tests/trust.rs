@@ -47,7 +47,8 @@ fn forged_header(kind: &str, from: &str, to: &str, seq: u64) -> Header {
     }
 }
 
-/// A queue of the broker's administrator bound to `key`: what a tap on the broker sees.
+/// A queue of the broker's administrator bound to `key` on both exchanges: what a tap on the
+/// broker sees.
 async fn tap(ch: &Channel, name: &str, key: &str) -> lapin::Consumer {
     ch.queue_declare(
         name.into(),
@@ -56,15 +57,18 @@ async fn tap(ch: &Channel, name: &str, key: &str) -> lapin::Consumer {
     )
     .await
     .unwrap();
-    ch.queue_bind(
-        name.into(),
-        EXCHANGE.into(),
-        key.into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    // Both lanes: announces to a balancer go by the announce exchange.
+    for exchange in [EXCHANGE, crate::wire::amqp::ANNOUNCE_EXCHANGE] {
+        ch.queue_bind(
+            name.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
     ch.basic_consume(
         name.into(),
         name.into(),
