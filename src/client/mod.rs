@@ -23,6 +23,7 @@
 //! broker or the arbiter is unreachable nothing is withdrawn (fail-static); after a reconnect
 //! the client asks for `tree`, `mapping` and `announces` and converges.
 
+pub mod announce_order;
 pub mod bfd_link;
 pub mod bgp_cfg;
 pub mod edges;
@@ -306,7 +307,7 @@ pub async fn serve(
                     debug!(from = %m.from, kind = %m.message.kind(), "message");
                     c.note_arrival(&m.message);
                     c.current_id = m.id;
-                    let out = c.core.on_message(Instant::now(), m.message);
+                    let out = c.core.on_arbiter_message(Instant::now(), m.id, m.message);
                     c.perform(out);
                 }
                 None => { error!("broker transport stopped"); break Stopped::TransportLost; }
@@ -800,6 +801,10 @@ impl Client {
             }
             Note::Drained(vip) => {
                 debug!(%vip, "syn_announce of a drained VIP: not acted on")
+            }
+            Note::Late { kind, vip } => {
+                info!(kind, %vip, "older than the arbiter's last word on the VIP: not acted on");
+                m.messages_ignored.get_or_create(&of_type(kind)).inc();
             }
             Note::DrainDone {
                 vip,

@@ -31,11 +31,12 @@ use announce::fsm::{Event, Input, Output};
 use announce::{State, Vips};
 use ipvs::Tree;
 
+use super::announce_order::AnnounceOrder;
 use super::kernel::{ChangesOutcome, Mirror};
 use crate::wire::messages::{
     AckPrepared, Execute, Heartbeat, Mapping, PeerRole, SynAnnounce, SyncFile, SyncRequest,
 };
-use crate::wire::{Dest, Message};
+use crate::wire::{Dest, Message, MessageId};
 
 /// At most one re-sync per this long when messages arrive stale.
 pub const STALE_RESYNC_EVERY: Duration = Duration::from_secs(10);
@@ -215,6 +216,14 @@ pub enum Note {
     Failed(String),
     /// A `syn_announce` of a drained VIP was not acted on.
     Drained(IpAddr),
+    /// An announce message older than the arbiter's last word on the VIP said nothing of it
+    /// (a copy published again after a lost confirm; see `announce_order`).
+    Late {
+        /// The message's type.
+        kind: &'static str,
+        /// The VIP.
+        vip: IpAddr,
+    },
     /// A drained VIP was withdrawn: its connections, or the timeout.
     DrainDone {
         /// The VIP.
@@ -313,6 +322,8 @@ pub struct ClientState {
     next_verify: Instant,
     /// Addresses the first mapping's clean-up leaves alone (a graceful restart's VIPs).
     kept: BTreeSet<IpAddr>,
+    /// The id of the arbiter's last announce message per VIP.
+    order: AnnounceOrder,
     /// In fallback: how far keepalived owns IPVS and the announces (`None`: the arbiter).
     local: Option<Local>,
     /// VIPs whose go comes from a local quorum call, not from the arbiter.
@@ -357,6 +368,7 @@ impl ClientState {
             kernel: KernelSerial::Applied(0),
             next_verify: now + s.tree_request_interval,
             kept: BTreeSet::new(),
+            order: AnnounceOrder::default(),
             local: None,
             local_go: BTreeSet::new(),
             s,
@@ -441,6 +453,22 @@ impl ClientState {
     // --- inputs -------------------------------------------------------------------------
 
     /// A verified message from the arbiter.
+    /// [`ClientState::on_message`] for a message of the arbiter with its id: a late copy of
+    /// an announce message says nothing of a VIP the arbiter spoke of since
+    /// ([`super::announce_order`]).
+    pub fn on_arbiter_message(&mut self, now: Instant, id: MessageId, msg: Message) -> Vec<Cmd> {
+        let kind = msg.kind().as_str();
+        let (kept, late) = self.order.admit(id, msg);
+        let mut out: Vec<Cmd> = late
+            .into_iter()
+            .map(|vip| Cmd::Note(Note::Late { kind, vip }))
+            .collect();
+        if let Some(m) = kept {
+            out.extend(self.on_message(now, m));
+        }
+        out
+    }
+
     pub fn on_message(&mut self, now: Instant, msg: Message) -> Vec<Cmd> {
         let mut out = Vec::new();
         if self.local_ignores(&msg, &mut out) {

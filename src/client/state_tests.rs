@@ -87,6 +87,8 @@ struct Sim {
     saved: Option<BTreeSet<IpAddr>>,
     /// Hand-backs reported done (fallback).
     taken_back: usize,
+    /// The arbiter's message numbers: every message gets the next.
+    seq: u64,
 }
 
 impl Sim {
@@ -120,6 +122,7 @@ impl Sim {
             counts: VecDeque::new(),
             saved: None,
             taken_back: 0,
+            seq: 0,
         };
         sim.take(out);
         sim
@@ -166,8 +169,16 @@ impl Sim {
         }
     }
 
+    /// A message of the arbiter, numbered after the ones before it.
     fn msg(&mut self, m: Message) {
-        let out = self.st.on_message(self.now, m);
+        self.seq += 1;
+        self.msg_numbered(self.seq, m);
+    }
+
+    /// A message of the arbiter with number `seq` (this run of the arbiter).
+    fn msg_numbered(&mut self, seq: u64, m: Message) {
+        let id = MessageId { epoch: 1, seq };
+        let out = self.st.on_arbiter_message(self.now, id, m);
         self.take(out);
     }
 
@@ -342,6 +353,43 @@ fn syn_prepare_ack_go_announces_with_the_local_pref() {
     assert!(sim.routes.is_empty(), "no announce before the go");
     sim.go(vip(), 200);
     assert_eq!(sim.routes, BTreeMap::from([(vip(), 200)]));
+}
+
+#[test]
+fn a_fin_published_again_after_the_next_syn_does_not_withdraw() {
+    let mut sim = Sim::new();
+    sim.mapping(&[vip()]);
+    sim.syn(vip(), 150);
+    sim.finish_prepare(true);
+    sim.go(vip(), 150);
+    // The arbiter's fin (its confirm lost with a broker node) and the syn it sent next:
+    // the syn arrives first, the fin's copy after it.
+    let fin_seq = sim.seq + 1;
+    sim.seq += 1;
+    sim.syn(vip(), 150);
+    sim.settle();
+    sim.msg_numbered(
+        fin_seq,
+        Message::FinAnnounce(FinAnnounce { vips: vec![vip()] }),
+    );
+    sim.settle();
+    assert_eq!(
+        sim.routes,
+        BTreeMap::from([(vip(), 150)]),
+        "withdrawn by a late fin"
+    );
+    assert!(sim.withdrawn_at.is_empty());
+    assert!(sim.notes.iter().any(|n| matches!(
+        n,
+        Note::Late {
+            kind: "fin_announce",
+            ..
+        }
+    )));
+    // A fin sent after that syn still withdraws.
+    sim.fin(vip());
+    sim.settle();
+    assert!(sim.routes.is_empty());
 }
 
 #[test]
