@@ -43,7 +43,7 @@ fn vm_e2e_a_connection_through_the_vip_sees_no_gap_across_the_fallback_and_back(
             ])
             .unwrap();
     }
-    let cl = g.node("cl", "192.0.2.50");
+    let cl = g.node("gapcl", "192.0.2.50");
     cl.ip(&["route", "add", &format!("{VIP4}/32"), "via", LB1])
         .unwrap();
     for port in [80, 53, 443] {
@@ -146,7 +146,7 @@ fn vm_e2e_a_connection_through_the_vip_sees_no_gap_across_the_fallback_and_back(
 /// (never answered in ARP), and an echo listener on port 80 (keepalived's TCP_CHECK connects
 /// to it too).
 fn echo_server(g: &Guest) -> Netns {
-    let rs = g.node("rs", "192.0.2.101");
+    let rs = g.node("gaprs", "192.0.2.101");
     for last in [101, 102, 103] {
         rs.ip(&[
             "addr",
