@@ -149,7 +149,20 @@ fn vm_e2e_a_long_connection_holds_the_drain_until_ipvs_lets_it_go() {
 /// `VIP4:80` (direct routing: the VIP on its loopback, never answered in ARP), and a
 /// listener on port 80 that greets each connection and then reads until it ends.
 fn real_server(g: &Guest) -> Netns {
-    let rs = g.node("rs", "192.0.2.101");
+    lan_real_server(g, "rs", |mut s| {
+        // More than the client reads: its close then resets the connection.
+        let _ = s.write_all(b"hello from rs\n");
+        let _ = s.write_all(&[b'.'; 4096]);
+        let mut buf = [0u8; 256];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+    })
+}
+
+/// A namespace `tag` on the LAN at 192.0.2.101 holding the tree's real-server addresses of
+/// `VIP4:80` (203.0.113.101-103 on eth0) and the VIP on `lo`, never answered in ARP (direct
+/// routing), with a listener on port 80 that runs `serve` for each connection in a thread.
+pub(crate) fn lan_real_server(g: &Guest, tag: &str, serve: fn(TcpStream)) -> Netns {
+    let rs = g.node(tag, "192.0.2.101");
     for last in [101, 102, 103] {
         rs.ip(&[
             "addr",
@@ -174,14 +187,8 @@ fn real_server(g: &Guest) -> Netns {
         Netns::attach(&name).unwrap().enter().unwrap();
         let listener = TcpListener::bind("0.0.0.0:80").unwrap();
         tx.send(()).unwrap();
-        for mut s in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                // More than the client reads: its close then resets the connection.
-                let _ = s.write_all(b"hello from rs\n");
-                let _ = s.write_all(&[b'.'; 4096]);
-                let mut buf = [0u8; 256];
-                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
-            });
+        for s in listener.incoming().flatten() {
+            std::thread::spawn(move || serve(s));
         }
     });
     rx.recv_timeout(Duration::from_secs(30)).unwrap();

@@ -11,7 +11,7 @@
 //! ```
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use labkit::Netns;
 
+use super::drain::lan_real_server;
 use super::fallback::{balancer_config, phase, status};
 use super::guest::{ms, Guest, VIP4};
 use super::{within, CHANGE, START};
@@ -142,48 +143,17 @@ fn vm_e2e_a_connection_through_the_vip_sees_no_gap_across_the_fallback_and_back(
     g.finish();
 }
 
-/// The real server on the LAN: the tree's real-server addresses on eth0, the VIP on `lo`
-/// (never answered in ARP), and an echo listener on port 80 (keepalived's TCP_CHECK connects
-/// to it too).
+/// The real server on the LAN ([`lan_real_server`]) with an echo listener on port 80
+/// (keepalived's TCP_CHECK connects to it too).
 fn echo_server(g: &Guest) -> Netns {
-    let rs = g.node("gaprs", "192.0.2.101");
-    for last in [101, 102, 103] {
-        rs.ip(&[
-            "addr",
-            "add",
-            &format!("203.0.113.{last}/32"),
-            "dev",
-            "eth0",
-        ])
-        .unwrap();
-    }
-    rs.ip(&["addr", "add", &format!("{VIP4}/32"), "dev", "lo"])
-        .unwrap();
-    for (k, v) in [
-        ("net.ipv4.conf.all.arp_ignore", "1"),
-        ("net.ipv4.conf.all.arp_announce", "2"),
-    ] {
-        rs.run("sysctl", &["-qw", &format!("{k}={v}")]).unwrap();
-    }
-    let name = rs.name().to_owned();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        Netns::attach(&name).unwrap().enter().unwrap();
-        let listener = TcpListener::bind("0.0.0.0:80").unwrap();
-        tx.send(()).unwrap();
-        for mut s in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 512];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
+    lan_real_server(g, "gaprs", |mut s| {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                break;
+            }
         }
-    });
-    rx.recv_timeout(Duration::from_secs(30)).unwrap();
-    rs
+    })
 }
 
 /// What the probe saw.
