@@ -41,6 +41,11 @@ const AMQP_PORT: u16 = 5672;
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long to wait for leftover processes (epmd, a stuck beam) to go after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(5);
+/// The node's Erlang distribution port (AMQP + 20000).
+const DIST_PORT: u16 = AMQP_PORT + 20000;
+/// How long a node may wait for its distribution port to be free: a closed connection of
+/// the node's last run holds it for TCP's TIME_WAIT (60 s).
+const DIST_PORT_WAIT: Duration = Duration::from_secs(75);
 /// AMQP 0-9-1 protocol header a client opens with.
 const AMQP_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 
@@ -433,9 +438,36 @@ impl Rabbit {
     /// each waits for the others' tables).
     pub(crate) fn launch(&mut self) -> io::Result<()> {
         if self.daemon.is_none() {
+            self.wait_dist_port_free()?;
             self.daemon = Some(Daemon::spawn(self.as_rabbit(SERVER), &self.log_path())?);
         }
         Ok(())
+    }
+
+    /// Waits until no socket of the namespace holds the distribution port. RabbitMQ refuses
+    /// to boot while one does (`dist_port_already_used`), and after a kill or a stop the
+    /// node's closed cluster connections keep it in TIME_WAIT for up to a minute.
+    fn wait_dist_port_free(&self) -> io::Result<()> {
+        let held = || {
+            let mut cmd = Command::new("ip");
+            cmd.args([
+                "netns",
+                "exec",
+                &self.ns,
+                "cat",
+                "/proc/net/tcp",
+                "/proc/net/tcp6",
+            ]);
+            run_checked(&mut cmd).map(|table| port_in_table(&table, DIST_PORT))
+        };
+        if wait_until(DIST_PORT_WAIT, || matches!(held(), Ok(false))) {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "port {DIST_PORT} still held in namespace {} after {DIST_PORT_WAIT:?}",
+                self.ns
+            )))
+        }
     }
 
     /// Kills the node at once (SIGKILL to every `rabbitmq` process of its namespace: the
@@ -576,6 +608,16 @@ fn walk(root: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 /// `ip netns pids NS`, or nothing if the namespace is gone.
+/// Whether a `/proc/net/tcp` table lists a socket whose local port is `port` (any state).
+fn port_in_table(table: &str, port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    table.lines().any(|l| {
+        l.split_whitespace()
+            .nth(1)
+            .is_some_and(|local| local.ends_with(&want))
+    })
+}
+
 fn ns_pids(ns: &str) -> Vec<u32> {
     run_checked(Command::new("ip").args(["netns", "pids", ns]))
         .map(|out| {
@@ -848,6 +890,19 @@ pub fn make_test_pki(dir: &Path, server_ip: IpAddr, client_cn: &str) -> io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dist_port_is_found_in_any_state_v4_and_v6() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+                  0: 0A006433:6448 0B006433:A1B2 06 00000000:00000000 03:00000F3A 00000000     0        0 0\n";
+        assert!(port_in_table(v4, 25672));
+        assert!(!port_in_table(v4, 5672));
+        let v6 = "  sl  local_address                         remote_address\n\
+                  0: 00000000000000000000000000000000:1628 00000000000000000000000000000000:0000 0A\n";
+        assert!(port_in_table(v6, 5672));
+        assert!(!port_in_table(v6, 25672));
+        assert!(!port_in_table("", 25672));
+    }
 
     #[test]
     fn fleet_permissions_are_anchored_and_escaped() {
