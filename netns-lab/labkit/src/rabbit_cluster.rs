@@ -208,6 +208,11 @@ impl RabbitCluster {
     /// Whether every queue of `vhost` has a member online on every node (a node that came
     /// back has caught up), as an operator checks before taking the next node down.
     pub fn members_online(&self, vhost: &str) -> bool {
+        self.members_online_at_least(vhost, self.nodes.len())
+    }
+
+    /// Whether every queue of `vhost` has at least `n` members online.
+    pub fn members_online_at_least(&self, vhost: &str, n: usize) -> bool {
         let out = self
             .ctl(&[
                 "list_queues",
@@ -222,11 +227,9 @@ impl RabbitCluster {
         let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
         v.as_array().is_some_and(|qs| {
             !qs.is_empty()
-                && qs.iter().all(|q| {
-                    q["online"]
-                        .as_array()
-                        .is_some_and(|o| o.len() == self.nodes.len())
-                })
+                && qs
+                    .iter()
+                    .all(|q| q["online"].as_array().is_some_and(|o| o.len() >= n))
         })
     }
 

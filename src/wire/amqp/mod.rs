@@ -692,6 +692,13 @@ impl Transport {
                 }
                 Err(_) => {
                     shared.counters.add_confirm_failed();
+                    // A node that takes publishes and never confirms them serves no better
+                    // than a dead one (seen with quorum queues on RabbitMQ 3.10 after a
+                    // partition: one connection's confirms stopped while the others' went
+                    // on): the connection moves to the next node.
+                    warn!(%kind, to = address, %id,
+                          "no publisher confirm within send_timeout; moving to the next node");
+                    shared.renew.notify_one();
                     return Err(WireError::Timeout {
                         op: "publish confirm",
                         after: limit,
