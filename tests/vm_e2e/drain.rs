@@ -31,17 +31,6 @@ fn vm_e2e_a_long_connection_holds_the_drain_until_ipvs_lets_it_go() {
     let cl = g.node("cl", "192.0.2.50");
     cl.ip(&["route", "add", &format!("{VIP4}/32"), "via", LB1])
         .unwrap();
-    for last in [101, 102, 103] {
-        g.lbs[0]
-            .ip(&[
-                "route",
-                "add",
-                &format!("203.0.113.{last}/32"),
-                "dev",
-                "eth0",
-            ])
-            .unwrap();
-    }
     for arg in ["b-150,80", "b-150,443", "b-150,53"] {
         let out = g.quorum("up", &format!("{VIP4},{arg}"));
         assert!(out.status.success(), "{out:?}");
@@ -160,9 +149,21 @@ fn real_server(g: &Guest) -> Netns {
 
 /// A namespace `tag` on the LAN at 192.0.2.101 holding the tree's real-server addresses of
 /// `VIP4:80` (203.0.113.101-103 on eth0) and the VIP on `lo`, never answered in ARP (direct
-/// routing), with a listener on port 80 that runs `serve` for each connection in a thread.
+/// routing), with a listener on port 80 that runs `serve` for each connection in a thread;
+/// lb1 reaches those addresses on the LAN.
 pub(crate) fn lan_real_server(g: &Guest, tag: &str, serve: fn(TcpStream)) -> Netns {
     let rs = g.node(tag, "192.0.2.101");
+    for last in [101, 102, 103] {
+        g.lbs[0]
+            .ip(&[
+                "route",
+                "add",
+                &format!("203.0.113.{last}/32"),
+                "dev",
+                "eth0",
+            ])
+            .unwrap();
+    }
     for last in [101, 102, 103] {
         rs.ip(&[
             "addr",

@@ -552,32 +552,13 @@ async fn wait_healed(lab: &ClusterLab) -> String {
 /// caught up), as an operator would before taking the next node down.
 async fn wait_members_online(lab: &ClusterLab) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let out = lab
-            .cluster
-            .ctl(&[
-                "list_queues",
-                "-p",
-                VHOST,
-                "name",
-                "online",
-                "--formatter",
-                "json",
-            ])
-            .unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-        let all = v.as_array().is_some_and(|qs| {
-            !qs.is_empty()
-                && qs
-                    .iter()
-                    .all(|q| q["online"].as_array().is_some_and(|o| o.len() == 3))
-        });
-        if all {
-            return;
-        }
+    while !lab.cluster.members_online(VHOST) {
         assert!(
             Instant::now() < deadline,
-            "queue members not back online: {out}"
+            "queue members not back online: {}",
+            lab.cluster
+                .ctl(&["list_queues", "-p", VHOST, "name", "online"])
+                .unwrap_or_else(|e| e.to_string())
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
