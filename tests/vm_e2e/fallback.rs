@@ -148,8 +148,11 @@ fn vm_e2e_fallback_to_the_balancers_keepalived_and_back() {
     g.ok("lb2 says it has no keepalived config to fall back to");
 
     // The arbiter host's daemons die.
-    g.arbiter.stop().unwrap();
+    // The clock starts before the stop: the arbiter keeps heartbeating until its SIGTERM
+    // handler runs, and its stop (Cease, closing the broker connection) may take longer than
+    // one heartbeat, so silence can begin before the stop returns.
     let t = Instant::now();
+    g.arbiter.stop().unwrap();
     assert!(
         within(CHANGE, || phase(&g.lbs[0]) == "fallback"
             && status(&g.lbs[0])["fallback"]["keepalived_pid"].is_u64()),
@@ -158,9 +161,10 @@ fn vm_e2e_fallback_to_the_balancers_keepalived_and_back() {
     );
     let took = ms(t);
     // Silence counts from the arbiter's last heartbeat, at most one heartbeat_interval (1 s)
-    // before the stop returned.
+    // before the stop began, plus the timer's and the delivery's jitter under TCG (500 ms
+    // allowed). The exact boundary is fallback_tests' `enters_after_fallback_after_of_silence_and_not_before`.
     assert!(
-        took >= u128::from(AFTER - 1) * 1000,
+        took >= u128::from(AFTER - 1) * 1000 - 500,
         "fell back after {took} ms"
     );
     g.ok(&format!(
