@@ -49,6 +49,11 @@ fn logs(f: &Fleet) -> String {
     for i in 0..f.balancers.len() {
         s += &format!("{}:\n{}\n", f.balancers[i].name, tail(&f.client_log(i), 20));
     }
+    // The router is a third party's daemon: when every session drops at once, its log says
+    // whether it crashed.
+    for r in &f.routers {
+        s += &format!("gobgpd ({}):\n{}\n", r.ns.name(), r.gobgpd.log_tail());
+    }
     s
 }
 

@@ -454,19 +454,44 @@ fn fleet_with_a_second_router(mut balancer_config: Ini) -> (Fleet, labkit::Netns
 
 /// A graceful restart of `ipvs-sync client` with BIRD or FRR as the helper: the router's
 /// best route for the VIP never goes missing (polled all along), and End-of-RIB arrives.
-fn graceful_restart_with(bird: bool) {
+/// With `bfd`, a BFD session runs beside the BGP one. The restarting process closes its BGP
+/// sessions, then takes BFD AdminDown (RFC 5882 §3.2: not a path failure). FRR with a plain
+/// `neighbor X bfd` keeps the routes because of that AdminDown (without it, FRR's BFD times
+/// out and it drops the session and the route: checked). BIRD 2.0 treats AdminDown as a
+/// session down, so its `bgp` protocol needs `bfd graceful` (a BFD down starts a graceful
+/// restart); with `bfd on` it flushes the route (checked).
+fn graceful_restart_with(bird: bool, bfd: bool) {
     assert!(labkit::require_root());
     let v = ip("203.0.113.10");
-    let (mut f, rns) = fleet_with_a_second_router(graceful_restart());
+    let mut balancer_config = graceful_restart();
+    if bfd {
+        balancer_config
+            .set("bgp.peer.rx", "bfd", true)
+            .set("bfd", "min_tx", 0.1)
+            .set("bfd", "min_rx", 0.1)
+            .set("bfd", "multiplier", 3);
+    }
+    let (mut f, rns) = fleet_with_a_second_router(balancer_config);
     let helper = if bird {
+        let (bfd_proto, bfd_bgp) = if bfd {
+            (
+                format!(
+                    "protocol bfd {{\n  interface \"*\" {{ min rx interval 100 ms; min tx \
+                     interval 100 ms; multiplier 3; }};\n  neighbor {LB_TO_HELPER};\n}}\n"
+                ),
+                "  direct;\n  bfd graceful;\n",
+            )
+        } else {
+            (String::new(), "")
+        };
         Helper::Bird(
             labkit::Bird::start(
                 &rns,
                 &format!(
                     "router id {HELPER};\nlog \"{log}\" all;\nprotocol device {{}}\n\
-                     protocol direct {{ ipv4; }}\nprotocol bgp lb {{\n  local as 65000;\n  \
-                     neighbor {LB_TO_HELPER} as 65000;\n  passive on;\n  hold time 9;\n  \
-                     graceful restart on;\n  debug {{ states, events }};\n  \
+                     protocol direct {{ ipv4; }}\n{bfd_proto}protocol bgp lb {{\n  local as \
+                     65000;\n  neighbor {LB_TO_HELPER} as 65000;\n  passive on;\n  hold time \
+                     9;\n  graceful restart on;\n{bfd_bgp}  debug {{ states, events }};\n  \
                      ipv4 {{ import all; export none; }};\n}}\n",
                     log = labkit::Bird::LOG_PLACEHOLDER
                 ),
@@ -474,20 +499,24 @@ fn graceful_restart_with(bird: bool) {
             .unwrap(),
         )
     } else {
-        Helper::Frr(
-            labkit::Frr::start(
-                &rns,
-                &format!(
-                    "hostname rx\ndebug bgp neighbor-events\ndebug bgp graceful-restart\n\
-                     debug bgp updates\nrouter bgp 65000\n bgp router-id {HELPER}\n \
-                     no bgp ebgp-requires-policy\n bgp graceful-restart\n \
-                     neighbor {LB_TO_HELPER} remote-as 65000\n neighbor {LB_TO_HELPER} passive\n \
-                     neighbor {LB_TO_HELPER} timers 3 9\n address-family ipv4 unicast\n  \
-                     neighbor {LB_TO_HELPER} activate\n exit-address-family\n"
-                ),
-            )
-            .unwrap(),
-        )
+        let bfd_lines = if bfd {
+            format!(" neighbor {LB_TO_HELPER} bfd\n")
+        } else {
+            String::new()
+        };
+        let config = format!(
+            "hostname rx\ndebug bgp neighbor-events\ndebug bgp graceful-restart\n\
+             debug bgp updates\ndebug bgp bfd\nrouter bgp 65000\n bgp router-id {HELPER}\n \
+             no bgp ebgp-requires-policy\n bgp graceful-restart\n \
+             neighbor {LB_TO_HELPER} remote-as 65000\n neighbor {LB_TO_HELPER} passive\n \
+             neighbor {LB_TO_HELPER} timers 3 9\n{bfd_lines} address-family ipv4 unicast\n  \
+             neighbor {LB_TO_HELPER} activate\n exit-address-family\n"
+        );
+        Helper::Frr(if bfd {
+            labkit::Frr::start_with_bfdd(&rns, &config).unwrap()
+        } else {
+            labkit::Frr::start(&rns, &config).unwrap()
+        })
     };
     f.start_client(0).unwrap();
     f.wait_sessions(0, Duration::from_secs(30)).unwrap();
@@ -499,6 +528,18 @@ fn graceful_restart_with(bird: bool) {
         f.client_log(0),
         helper.log()
     );
+    if bfd {
+        // FRR's bgpd registers its BFD sessions with bfdd through zebra, up to ~10 s after
+        // its own start.
+        assert!(
+            labkit::wait_until(Duration::from_secs(40), || f
+                .client_log(0)
+                .contains("BFD up")),
+            "BFD never up:\n{}\n{}",
+            f.client_log(0),
+            helper.log()
+        );
+    }
     let skip = helper.log().len();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (looks, misses, eor_at, up_at) = std::thread::scope(|s| {
@@ -541,9 +582,10 @@ fn graceful_restart_with(bird: bool) {
     );
     assert!(helper.has_route(&prefix));
     println!(
-        "graceful restart at {}: sessions up again {:.0} ms after SIGUSR2, End-of-RIB by {:.0} ms; \
-         route present in all {looks} looks",
+        "graceful restart at {}{}: sessions up again {:.0} ms after SIGUSR2, End-of-RIB by {:.0} \
+         ms; route present in all {looks} looks",
         if bird { "BIRD" } else { "FRR" },
+        if bfd { " with BFD 100 ms x 3" } else { "" },
         up_at.as_secs_f64() * 1e3,
         eor_at.as_secs_f64() * 1e3,
     );
@@ -552,13 +594,25 @@ fn graceful_restart_with(bird: bool) {
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server, gobgpd and BIRD; run netns-lab/test"]
 fn lab_graceful_restart_with_bird_as_helper() {
-    graceful_restart_with(true);
+    graceful_restart_with(true, false);
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server, gobgpd and BIRD; run netns-lab/test"]
+fn lab_graceful_restart_with_bfd_at_bird_keeps_the_route() {
+    graceful_restart_with(true, true);
 }
 
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server, gobgpd and FRR; run netns-lab/test"]
 fn lab_graceful_restart_with_frr_as_helper() {
-    graceful_restart_with(false);
+    graceful_restart_with(false, false);
+}
+
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server, gobgpd and FRR; run netns-lab/test"]
+fn lab_graceful_restart_with_bfd_at_frr_keeps_the_route() {
+    graceful_restart_with(false, true);
 }
 
 /// BFD to BIRD beside the BGP session: BFD Control packets dropped at the router (a path

@@ -66,25 +66,7 @@ pub(crate) fn balancer_config(name: &str, dir: &Path) -> Ini {
 /// The real servers' namespace behind lb1, and an HTTP server per address.
 fn real_servers(lb1: &Netns, tag: &str) -> (Netns, Vec<Daemon>) {
     let rs = Netns::new("rs").unwrap();
-    lb1.ip(&[
-        "link",
-        "add",
-        "rsv",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        rs.name(),
-    ])
-    .unwrap();
-    lb1.ip(&["addr", "add", "198.51.100.1/30", "dev", "rsv"])
-        .unwrap();
-    lb1.ip(&["link", "set", "rsv", "up"]).unwrap();
-    rs.ip(&["addr", "add", "198.51.100.2/30", "dev", "eth0"])
-        .unwrap();
-    rs.ip(&["link", "set", "eth0", "up"]).unwrap();
+    labkit::veth(lb1, &["198.51.100.1/30"], &rs, &["198.51.100.2/30"]).unwrap();
     rs.ip(&["link", "set", "lo", "up"]).unwrap();
     rs.ip(&["route", "add", "default", "via", "198.51.100.1"])
         .unwrap();

@@ -1,5 +1,5 @@
-//! An FRR router (bgpd, with or without zebra) running inside a namespace, driven through
-//! `vtysh`.
+//! An FRR router (bgpd, with or without zebra, optionally bfdd) running inside a namespace,
+//! driven through `vtysh`.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -38,6 +38,7 @@ pub struct Frr {
     ns: String,
     bgpd: Daemon,
     zebra: Option<Daemon>,
+    bfdd: Option<Daemon>,
     // Declared after the daemons so they are stopped before their directory goes.
     dir: tempfile::TempDir,
 }
@@ -45,16 +46,27 @@ pub struct Frr {
 impl Frr {
     /// Starts zebra, then bgpd with `bgpd_config`, inside `ns`; returns once both answer.
     pub fn start(ns: &Netns, bgpd_config: &str) -> io::Result<Frr> {
-        Self::start_with(ns, bgpd_config, true)
+        Self::start_with(ns, bgpd_config, true, false)
     }
 
     /// Starts bgpd alone (`-Z`: no zebra, nothing installed anywhere; next hops are not
     /// checked).
     pub fn start_without_zebra(ns: &Netns, bgpd_config: &str) -> io::Result<Frr> {
-        Self::start_with(ns, bgpd_config, false)
+        Self::start_with(ns, bgpd_config, false, false)
     }
 
-    fn start_with(ns: &Netns, bgpd_config: &str, with_zebra: bool) -> io::Result<Frr> {
+    /// Starts zebra, bfdd (empty config: bgpd's `neighbor X bfd` registers its sessions
+    /// through zebra) and bgpd; bfdd's log is [`Frr::bfdd_log`].
+    pub fn start_with_bfdd(ns: &Netns, bgpd_config: &str) -> io::Result<Frr> {
+        Self::start_with(ns, bgpd_config, true, true)
+    }
+
+    fn start_with(
+        ns: &Netns,
+        bgpd_config: &str,
+        with_zebra: bool,
+        with_bfdd: bool,
+    ) -> io::Result<Frr> {
         let dir = scratch_dir("frr")?;
         // zebra drops to user frr: it must reach and write the run directory.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
@@ -84,10 +96,30 @@ impl Frr {
         } else {
             None
         };
+        let bfdd = if with_bfdd {
+            std::fs::write(run.join("bfdd.conf"), "")?;
+            let mut cmd = ns.command(&format!("{FRR_BIN}/bfdd"));
+            cmd.arg("-f")
+                .arg(run.join("bfdd.conf"))
+                .arg("-z")
+                .arg(run.join("zserv.api"))
+                .arg("-i")
+                .arg(run.join("bfdd.pid"))
+                .arg("--vty_socket")
+                .arg(&run)
+                .arg("--bfdctl")
+                .arg(run.join("bfdd.sock"))
+                .args(["-u", "frr", "-g", "frr", "--log"])
+                .arg(format!("file:{}", run.join("bfdd.log").display()));
+            Some(Daemon::spawn(cmd, &dir.path().join("bfdd.out"))?)
+        } else {
+            None
+        };
         let mut frr = Frr {
             ns: ns.name().to_owned(),
             bgpd: spawn_bgpd(ns, &run, with_zebra, dir.path())?,
             zebra,
+            bfdd,
             dir,
         };
         frr.wait_up()?;
@@ -170,6 +202,11 @@ impl Frr {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// bfdd's log, as text (empty without bfdd).
+    pub fn bfdd_log(&self) -> String {
+        std::fs::read_to_string(self.run_dir().join("bfdd.log")).unwrap_or_default()
+    }
+
     /// Path of bgpd's log file.
     pub fn log_path(&self) -> PathBuf {
         self.run_dir().join("bgpd.log")
@@ -195,6 +232,9 @@ impl Frr {
         let mut daemons: Vec<(&str, &mut Daemon)> = vec![("bgpd", &mut self.bgpd)];
         if let Some(z) = self.zebra.as_mut() {
             daemons.push(("zebra", z));
+        }
+        if let Some(b) = self.bfdd.as_mut() {
+            daemons.push(("bfdd", b));
         }
         for (name, d) in daemons {
             let mut exited = None;

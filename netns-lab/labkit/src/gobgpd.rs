@@ -108,6 +108,20 @@ impl Gobgpd {
         self.daemon.log_path()
     }
 
+    /// For a failing test's message: where a Go runtime crash begins in its log (stdout and
+    /// stderr both land there), else the end of the log.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        match ["panic:", "fatal error:"]
+            .iter()
+            .filter_map(|m| log.find(m))
+            .min()
+        {
+            Some(at) => log[at..].chars().take(4000).collect(),
+            None => self.daemon.log_tail(),
+        }
+    }
+
     /// Its configuration file.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("gobgpd.toml")
