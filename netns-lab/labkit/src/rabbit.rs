@@ -447,7 +447,7 @@ impl Rabbit {
     /// Waits until no socket of the namespace holds the distribution port. RabbitMQ refuses
     /// to boot while one does (`dist_port_already_used`), and after a kill or a stop the
     /// node's closed cluster connections keep it in TIME_WAIT for up to a minute.
-    fn wait_dist_port_free(&self) -> io::Result<()> {
+    pub(crate) fn wait_dist_port_free(&self) -> io::Result<()> {
         let held = || {
             let mut cmd = Command::new("ip");
             cmd.args([

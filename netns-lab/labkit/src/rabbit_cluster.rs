@@ -242,8 +242,13 @@ impl RabbitCluster {
     }
 
     /// Starts every stopped node together and waits until each serves (a restarted node
-    /// waits for the others' tables, so they boot at once).
+    /// waits for the others' tables, so they boot at once). Every node's distribution port
+    /// is free first: waiting for it node by node inside the launches would start them up to
+    /// a minute apart, and the first ones up refuse clients (INTERNAL_ERROR) meanwhile.
     pub fn boot_all(&mut self) -> io::Result<()> {
+        for node in &self.nodes {
+            node.rabbit.wait_dist_port_free()?;
+        }
         for node in &mut self.nodes {
             node.rabbit.launch()?;
         }

@@ -268,7 +268,11 @@ fn client_role(host: &str) -> Role {
 }
 
 async fn recv(rx: &mut mpsc::Receiver<Incoming>) -> Incoming {
-    tokio::time::timeout(RECV_TIMEOUT, rx.recv())
+    recv_within(rx, RECV_TIMEOUT).await
+}
+
+async fn recv_within(rx: &mut mpsc::Receiver<Incoming>, timeout: Duration) -> Incoming {
+    tokio::time::timeout(timeout, rx.recv())
         .await
         .expect("no message within the timeout")
         .expect("transport closed")
@@ -348,9 +352,20 @@ async fn send_and_expect(
     msg: &Message,
     rx: &mut mpsc::Receiver<Incoming>,
 ) -> Incoming {
+    send_and_expect_within(from, to, msg, rx, RECV_TIMEOUT).await
+}
+
+/// [`send_and_expect`], waiting up to `timeout` for each message.
+async fn send_and_expect_within(
+    from: &Transport,
+    to: Dest,
+    msg: &Message,
+    rx: &mut mpsc::Receiver<Incoming>,
+    timeout: Duration,
+) -> Incoming {
     from.send(to, msg).await.unwrap();
     loop {
-        let got = recv(rx).await;
+        let got = recv_within(rx, timeout).await;
         if &got.message == msg {
             return got;
         }
