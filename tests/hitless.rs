@@ -452,6 +452,23 @@ fn fleet_with_a_second_router(mut balancer_config: Ini) -> (Fleet, labkit::Netns
     (f, rns)
 }
 
+/// BFD at 100 ms × 3 on the balancer's peer toward the helper.
+fn with_bfd_toward_the_helper(mut c: Ini) -> Ini {
+    c.set("bgp.peer.rx", "bfd", true)
+        .set("bfd", "min_tx", 0.1)
+        .set("bfd", "min_rx", 0.1)
+        .set("bfd", "multiplier", 3);
+    c
+}
+
+/// BIRD's BFD toward the balancer, at the same 100 ms × 3.
+fn bird_bfd_protocol() -> String {
+    format!(
+        "protocol bfd {{\n  interface \"*\" {{ min rx interval 100 ms; min tx interval 100 ms; \
+         multiplier 3; }};\n  neighbor {LB_TO_HELPER};\n}}\n"
+    )
+}
+
 /// A graceful restart of `ipvs-sync client` with BIRD or FRR as the helper: the router's
 /// best route for the VIP never goes missing (polled all along), and End-of-RIB arrives.
 /// With `bfd`, a BFD session runs beside the BGP one. The restarting process closes its BGP
@@ -463,24 +480,15 @@ fn fleet_with_a_second_router(mut balancer_config: Ini) -> (Fleet, labkit::Netns
 fn graceful_restart_with(bird: bool, bfd: bool) {
     assert!(labkit::require_root());
     let v = ip("203.0.113.10");
-    let mut balancer_config = graceful_restart();
-    if bfd {
-        balancer_config
-            .set("bgp.peer.rx", "bfd", true)
-            .set("bfd", "min_tx", 0.1)
-            .set("bfd", "min_rx", 0.1)
-            .set("bfd", "multiplier", 3);
-    }
+    let balancer_config = if bfd {
+        with_bfd_toward_the_helper(graceful_restart())
+    } else {
+        graceful_restart()
+    };
     let (mut f, rns) = fleet_with_a_second_router(balancer_config);
     let helper = if bird {
         let (bfd_proto, bfd_bgp) = if bfd {
-            (
-                format!(
-                    "protocol bfd {{\n  interface \"*\" {{ min rx interval 100 ms; min tx \
-                     interval 100 ms; multiplier 3; }};\n  neighbor {LB_TO_HELPER};\n}}\n"
-                ),
-                "  direct;\n  bfd graceful;\n",
-            )
+            (bird_bfd_protocol(), "  direct;\n  bfd graceful;\n")
         } else {
             (String::new(), "")
         };
@@ -624,22 +632,15 @@ fn lab_graceful_restart_with_bfd_at_frr_keeps_the_route() {
 fn lab_bfd_down_holds_the_bgp_peer_down_at_bird() {
     assert!(labkit::require_root());
     let v = ip("203.0.113.10");
-    let mut balancer_config = Ini::new();
-    balancer_config
-        .set("bgp.peer.rx", "bfd", true)
-        .set("bfd", "min_tx", 0.1)
-        .set("bfd", "min_rx", 0.1)
-        .set("bfd", "multiplier", 3);
-    let (mut f, rns) = fleet_with_a_second_router(balancer_config);
+    let (mut f, rns) = fleet_with_a_second_router(with_bfd_toward_the_helper(Ini::new()));
     let bird = labkit::Bird::start(
         &rns,
         &format!(
             "router id {HELPER};\nlog \"{log}\" all;\nprotocol device {{}}\n\
-             protocol direct {{ ipv4; }}\nprotocol bfd {{\n  interface \"*\" {{ min rx interval \
-             100 ms; min tx interval 100 ms; multiplier 3; }};\n  neighbor {LB_TO_HELPER};\n}}\n\
-             protocol bgp lb {{\n  local as 65000;\n  neighbor {LB_TO_HELPER} as 65000;\n  \
+             protocol direct {{ ipv4; }}\n{bfd}protocol bgp lb {{\n  local as 65000;\n  neighbor {LB_TO_HELPER} as 65000;\n  \
              passive on;\n  hold time 9;\n  ipv4 {{ import all; export none; }};\n}}\n",
-            log = labkit::Bird::LOG_PLACEHOLDER
+            log = labkit::Bird::LOG_PLACEHOLDER,
+            bfd = bird_bfd_protocol()
         ),
     )
     .unwrap();
