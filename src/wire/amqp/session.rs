@@ -168,9 +168,9 @@ async fn setup(
     let consumers =
         topology::declare(&consume, &shared.role, vhost, &shared.opts.queue_limits()).await?;
     // A quorum queue takes an exclusive consume without being exclusive (RabbitMQ 3.10), so a
-    // second process with this identity shows as a consumer already there at start; after a
-    // loss, our own consumer on a lost node may linger the same way, and single active
-    // consumer keeps any second one idle.
+    // second process with this identity shows as a consumer already there at start. After a
+    // loss, our own consumer on a lost node may linger the same way (suspected down, handed
+    // nothing), so this check is made at the first connection only.
     if first && consumers > 0 && shared.opts.queue_type == config::QueueType::Quorum {
         return Err(in_use(shared, &shared.role.queue()));
     }

@@ -315,7 +315,14 @@ impl Dest {
 }
 
 /// The arguments as an AMQP table (`x-overflow` added, and for a quorum queue
-/// `x-queue-type` and `x-single-active-consumer`): what [`Role::queue`] is declared with.
+/// `x-queue-type`): what [`Role::queue`] is declared with.
+///
+/// No `x-single-active-consumer`: on RabbitMQ 3.10 a quorum queue keeps an active consumer
+/// whose node was cut off (suspected down) as the active one, so the consumer a daemon opens
+/// on the majority after a partition would wait, and get nothing, until the partition heals.
+/// Without it the queue returns what it had handed the lost consumer and delivers to the new
+/// one at once; a second process with the same identity is refused at start instead (its
+/// consumer count).
 pub fn arguments_table(args: &[(&'static str, i64)], queue_type: QueueType) -> FieldTable {
     let mut t = FieldTable::default();
     for (k, v) in args {
@@ -332,10 +339,6 @@ pub fn arguments_table(args: &[(&'static str, i64)], queue_type: QueueType) -> F
         t.insert(
             ShortString::from("x-queue-type"),
             AMQPValue::LongString("quorum".into()),
-        );
-        t.insert(
-            ShortString::from("x-single-active-consumer"),
-            AMQPValue::Boolean(true),
         );
     }
     t
@@ -461,7 +464,6 @@ fn describe(args: &[(&'static str, i64)], queue_type: QueueType) -> String {
     s.push("x-overflow=drop-head".to_owned());
     if queue_type == QueueType::Quorum {
         s.push("x-queue-type=quorum".to_owned());
-        s.push("x-single-active-consumer=true".to_owned());
     }
     s.join(", ")
 }
@@ -594,18 +596,16 @@ mod tests {
             describe(&args, QueueType::Classic),
             "x-message-ttl=1500, x-max-length=200000, x-max-length-bytes=16777216, x-overflow=drop-head"
         );
-        // A quorum queue keeps every bound and says its type; one consumer gets the messages.
+        // A quorum queue keeps every bound and says its type; no single active consumer (a
+        // consumer left on a cut-off node would hold every delivery until the partition heals).
         let t = arguments_table(&args, QueueType::Quorum);
-        assert_eq!(t.inner().len(), args.len() + 3);
+        assert_eq!(t.inner().len(), args.len() + 2);
         assert_eq!(
             t.inner().get("x-queue-type"),
             Some(&AMQPValue::LongString("quorum".into()))
         );
-        assert_eq!(
-            t.inner().get("x-single-active-consumer"),
-            Some(&AMQPValue::Boolean(true))
-        );
+        assert_eq!(t.inner().get("x-single-active-consumer"), None);
         assert!(describe(&args, QueueType::Quorum)
-            .ends_with("x-overflow=drop-head, x-queue-type=quorum, x-single-active-consumer=true"));
+            .ends_with("x-overflow=drop-head, x-queue-type=quorum"));
     }
 }

@@ -480,9 +480,11 @@ fn lab_cluster_partition_whole_restart_and_latency() {
         .await;
         let moved = t.elapsed();
         // The first cycle may wait for the majority to take over what the cut-off node led:
-        // the `lbs` queue (declared by the arbiter there) elects a new leader and hands its
-        // single active consumer over once the nodes see node k gone (`net_ticktime`). That
-        // is RabbitMQ's failover, and under load it has taken longer than RECV_TIMEOUT.
+        // a queue declared there elects a new leader, and what it had handed the lost
+        // consumer comes back once the nodes see node k gone (`net_ticktime`). That is
+        // RabbitMQ's failover, and under load it has taken longer than RECV_TIMEOUT. (With
+        // single active consumer, which the queues had, the lost consumer stayed the active
+        // one and nothing came until the partition healed: red in a clean-clone run.)
         let (a, w, b) =
             round_trip_within(&server, &mut srx, &client, &mut crx, 0, 4 * RECV_TIMEOUT).await;
         let first = t.elapsed();
