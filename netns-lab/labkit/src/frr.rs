@@ -77,41 +77,22 @@ impl Frr {
                 .map_err(io::Error::from)?
                 .ok_or_else(|| io::Error::other("no user frr: apt-get install frr"))?;
             std::os::unix::fs::chown(&run, Some(frr.uid.as_raw()), Some(frr.gid.as_raw()))?;
-            std::fs::write(run.join("zebra.conf"), "")?;
         }
         std::fs::write(run.join("bgpd.conf"), bgpd_config)?;
         let zebra = if with_zebra {
-            let mut cmd = ns.command(&format!("{FRR_BIN}/zebra"));
-            cmd.arg("-f")
-                .arg(run.join("zebra.conf"))
-                .arg("-z")
-                .arg(run.join("zserv.api"))
-                .arg("-i")
-                .arg(run.join("zebra.pid"))
-                .arg("--vty_socket")
-                .arg(&run)
-                .args(["-u", "frr", "-g", "frr", "--log"])
-                .arg(format!("file:{}", run.join("zebra.log").display()));
-            Some(Daemon::spawn(cmd, &dir.path().join("zebra.out"))?)
+            Some(spawn_as_frr(ns, "zebra", &run, dir.path(), &[])?)
         } else {
             None
         };
         let bfdd = if with_bfdd {
-            std::fs::write(run.join("bfdd.conf"), "")?;
-            let mut cmd = ns.command(&format!("{FRR_BIN}/bfdd"));
-            cmd.arg("-f")
-                .arg(run.join("bfdd.conf"))
-                .arg("-z")
-                .arg(run.join("zserv.api"))
-                .arg("-i")
-                .arg(run.join("bfdd.pid"))
-                .arg("--vty_socket")
-                .arg(&run)
-                .arg("--bfdctl")
-                .arg(run.join("bfdd.sock"))
-                .args(["-u", "frr", "-g", "frr", "--log"])
-                .arg(format!("file:{}", run.join("bfdd.log").display()));
-            Some(Daemon::spawn(cmd, &dir.path().join("bfdd.out"))?)
+            let ctl = run.join("bfdd.sock");
+            Some(spawn_as_frr(
+                ns,
+                "bfdd",
+                &run,
+                dir.path(),
+                &["--bfdctl".as_ref(), ctl.as_os_str()],
+            )?)
         } else {
             None
         };
@@ -261,6 +242,36 @@ impl Frr {
         }
         Ok(())
     }
+}
+
+/// Spawns FRR daemon `name` (zebra, bfdd) in `ns` as user `frr`, with an empty config, its
+/// pid file, vty socket and log in `run`, talking to zebra's socket there, `extra` arguments
+/// added (stdout/stderr to `dir/NAME.out`).
+fn spawn_as_frr(
+    ns: &Netns,
+    name: &str,
+    run: &Path,
+    dir: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> io::Result<Daemon> {
+    let conf = run.join(format!("{name}.conf"));
+    std::fs::write(&conf, "")?;
+    let mut cmd = ns.command(&format!("{FRR_BIN}/{name}"));
+    cmd.arg("-f")
+        .arg(conf)
+        .arg("-z")
+        .arg(run.join("zserv.api"))
+        .arg("-i")
+        .arg(run.join(format!("{name}.pid")))
+        .arg("--vty_socket")
+        .arg(run)
+        .args(extra)
+        .args(["-u", "frr", "-g", "frr", "--log"])
+        .arg(format!(
+            "file:{}",
+            run.join(format!("{name}.log")).display()
+        ));
+    Daemon::spawn(cmd, &dir.join(format!("{name}.out")))
 }
 
 /// Spawns bgpd in `ns` with its files in `run` (stdout/stderr to `dir/bgpd.out`).
