@@ -6,9 +6,11 @@
 //!         ▲                                                   heartbeat_interval 1, mapping of
 //!         │ C lapin connections                              N balancers from keepalived configs)
 //!    this process: N clients
-//!      per client: its own Ed25519 key (the arbiter holds its .pub), durable queue
-//!      ipvs-sync.<name> with the limits src/wire/amqp/topology.rs declares, bound to <name>
-//!      and `broadcast`, one consumer (checks the arbiter's signature, counts by type, acks),
+//!      per client: its own Ed25519 key (the arbiter holds its .pub), the durable queues of
+//!      both lanes as a balancer declares them (ipvs-sync.<name> on exchange `ipvs-sync`,
+//!      ipvs-sync-announce.<name> on `ipvs-sync.announce`; the limits of
+//!      src/wire/amqp/topology.rs), each bound to <name> and `broadcast`, one consumer per
+//!      queue (checks the arbiter's signature, counts by type, acks),
 //!      one heartbeat per second to key `lbs` (persistent, mandatory, confirmed) as a balancer
 //!      sends it: the VIPs it announces listed (the arbiter's fleet view), a MAC with the pair
 //!      key it shares with the arbiter (`--auth sig`: an Ed25519 signature instead)
@@ -320,17 +322,19 @@ async fn declare_and_consume(
     key: &PublicKey,
 ) -> Result<(), BoxError> {
     ch.basic_qos(16, BasicQosOptions::default()).await?;
-    ch.exchange_declare(
-        EXCHANGE.into(),
-        lapin::ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
+    for lane in topology::Lane::ALL {
+        ch.exchange_declare(
+            lane.exchange().into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    }
     for (k, name) in clients {
         let role = Role::Client {
             hostname: name.clone(),
@@ -339,55 +343,59 @@ async fn declare_and_consume(
             Duration::from_secs(30),
             config::DEFAULT_MAX_BYTES,
         ));
-        let queue = role.queue();
-        ch.queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            topology::arguments_table(&args, config::QueueType::Classic),
-        )
-        .await?;
-        for rk in [name.as_str(), "broadcast"] {
-            ch.queue_bind(
+        // Both lanes, as `ipvs-sync client` declares them: what decides announces
+        // (`mapping`, `syn_announce`, `fin_announce`) comes by the announce lane.
+        for &lane in role.lanes() {
+            let queue = role.lane_queue(lane);
+            ch.queue_declare(
                 queue.as_str().into(),
-                EXCHANGE.into(),
-                rk.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                topology::arguments_table(&args, config::QueueType::Classic),
             )
             .await?;
-        }
-        let mut consumer = ch
-            .basic_consume(
-                queue.as_str().into(),
-                format!("scale.{name}").into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let (k, name, stats, key) = (*k, name.clone(), stats.clone(), *key);
-        tokio::spawn(async move {
-            while let Some(d) = consumer.next().await {
-                match d {
-                    Ok(delivery) => {
-                        stats.on_delivery(&key, k, &name, &delivery.data);
-                        if delivery.ack(BasicAckOptions::default()).await.is_err()
-                            && !stats.stop.load(Relaxed)
-                        {
-                            stats.consumer_errors.fetch_add(1, Relaxed);
+            for rk in role.bindings() {
+                ch.queue_bind(
+                    queue.as_str().into(),
+                    lane.exchange().into(),
+                    rk.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            }
+            let mut consumer = ch
+                .basic_consume(
+                    queue.as_str().into(),
+                    format!("scale.{}.{name}", lane.label()).into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            let (k, name, stats, key) = (*k, name.clone(), stats.clone(), *key);
+            tokio::spawn(async move {
+                while let Some(d) = consumer.next().await {
+                    match d {
+                        Ok(delivery) => {
+                            stats.on_delivery(&key, k, &name, &delivery.data);
+                            if delivery.ack(BasicAckOptions::default()).await.is_err()
+                                && !stats.stop.load(Relaxed)
+                            {
+                                stats.consumer_errors.fetch_add(1, Relaxed);
+                            }
                         }
-                    }
-                    Err(_) => {
-                        if !stats.stop.load(Relaxed) {
-                            stats.consumer_errors.fetch_add(1, Relaxed);
+                        Err(_) => {
+                            if !stats.stop.load(Relaxed) {
+                                stats.consumer_errors.fetch_add(1, Relaxed);
+                            }
+                            break;
                         }
-                        break;
                     }
                 }
-            }
-        });
+            });
+        }
     }
     Ok(())
 }

@@ -284,6 +284,29 @@ async fn quorum_up_announces_and_down_withdraws_before_the_address_goes() {
     );
 }
 
+/// The handler has written the down and handed it over; the arbiter's read of the desc file
+/// then fails (here: the file is garbage by the time it is read). A read that fails keeps what
+/// was known, so the down must act on the hand-off itself, not wait for the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_withdraws_on_the_hand_off_even_when_the_desc_read_then_fails() {
+    let f = Fleet::start().await;
+    f.quorum(true, 100).await;
+    f.wait("the announce", |w| w.announced().is_some()).await;
+    let cfg = config(f.dir.path(), ARBITER, "");
+    std::fs::write(cfg.desc_path(vip()), b"{ not json").unwrap();
+    f.quorum
+        .send(QuorumEvent {
+            vip: vip(),
+            announce: false,
+            forced: false,
+            error: None,
+        })
+        .await
+        .unwrap();
+    f.wait("the withdraw", |w| w.announced().is_none()).await;
+    f.wait("the address removal", |w| !w.has_address()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_fin_heals_within_a_heartbeat() {
     let f = Fleet::start().await;

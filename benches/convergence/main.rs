@@ -8,7 +8,8 @@
 //!        RabbitMQ ─▶ client (lb1) ─BGP─▶ r1 (gobgpd, iBGP)
 //!    quorum.sh up|down 203.0.113.20,b-LP,80 ─FIFO─▶ ExaBGP API (xlb) ─BGP─▶ xr1 (gobgpd, iBGP)
 //!    observed: one `gobgp monitor global rib -j` per router, each line timestamped on
-//!    arrival by a reader thread; t0 = just before the handler process is spawned
+//!    arrival by a reader thread; t0 = just before the handler process is spawned; both
+//!    handlers run in place (no `nsenter`), without the LD_LIBRARY_PATH cargo sets
 //!  cold start (a fresh fleet)
 //!    arbiter with keepalived configs naming N IPv6 VIPs for lb1 and desc files saying
 //!    announce for all; t0 = `ipvs-sync client` spawned; done when r1's
@@ -224,6 +225,7 @@ fn latency(cycles: usize, logs: Option<&std::path::Path>) -> Result<Latency, Box
     let ipvs_prefix = format!("{IPVS_VIP}/32");
     let exa_prefix = format!("{EXA_VIP}/32");
 
+    let handler = f.quorum_handler();
     let mut ipvs = Path::default();
     let mut ex = Path::default();
     let start = Instant::now();
@@ -241,10 +243,17 @@ fn latency(cycles: usize, logs: Option<&std::path::Path>) -> Result<Latency, Box
         let ipvs_arg = format!("{IPVS_VIP},b-{lp},80");
         let exa_arg = format!("{EXA_VIP},b-{lp},80");
 
+        // Both handlers run as keepalived runs them: in place (no `nsenter` before ours) and
+        // without the LD_LIBRARY_PATH `cargo bench` sets, which makes every dynamic link
+        // search the build's directories first.
         up_and_down(
             &mut ipvs,
             &mon,
-            |dir| f.quorum_command(dir, &ipvs_arg),
+            |dir| {
+                let mut c = handler.command_in_place(dir, &ipvs_arg);
+                c.env_remove("LD_LIBRARY_PATH");
+                c
+            },
             &ipvs_prefix,
             lp,
             measured,
@@ -259,7 +268,11 @@ fn latency(cycles: usize, logs: Option<&std::path::Path>) -> Result<Latency, Box
         up_and_down(
             &mut ex,
             &exa_mon,
-            |dir| exa.quorum_command(dir, &exa_arg),
+            |dir| {
+                let mut c = exa.quorum_command(dir, &exa_arg);
+                c.env_remove("LD_LIBRARY_PATH");
+                c
+            },
             &exa_prefix,
             lp,
             measured,
@@ -606,7 +619,9 @@ fn main() -> Result<(), BoxError> {
         "- Latency: from just before the handler process is spawned to the line of a \
          `gobgp monitor global rib -j` stream (one per router, timestamped on arrival by a \
          reader thread; no polling); {WARMUP} warm-up cycles, then the two paths interleaved \
-         each cycle. Desc files on tmpfs ({DESC_PARENT}), as /var/run in production."
+         each cycle. Desc files on tmpfs ({DESC_PARENT}), as /var/run in production. Both \
+         handlers run in place as keepalived runs them (no `nsenter`), without cargo's \
+         LD_LIBRARY_PATH."
     );
     if let Some(c) = &cold {
         let list = |v: &[(String, f64)]| -> String {

@@ -44,10 +44,12 @@ use crate::status::PeerEvent;
 const WRITE_BATCH: usize = 64 * 1024;
 /// How long a closing connection may take to flush (the final NOTIFICATION).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-/// A wake-up this soon after the previous write is part of a burst of announces ...
+/// A wake-up this soon after a write that carried announces is part of a burst of
+/// announces ...
 const BURST_WINDOW: Duration = Duration::from_millis(10);
 /// ... so the writer lets more accumulate, for at most this long, to fill UPDATEs (a lone
-/// announce after a quiet spell goes out at once, and a withdraw ends the wait at once).
+/// announce after a quiet spell, or after a write of withdraws or KEEPALIVEs only, goes out at
+/// once, and a withdraw ends the wait at once).
 const COALESCE: Duration = Duration::from_millis(5);
 /// Announces that fill a write batch: no point waiting for more.
 const COALESCE_ENOUGH: usize = 8192;
@@ -631,7 +633,8 @@ async fn writer(
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH + MAX_MESSAGE_LEN);
     let mut next: Option<WriterCmd> = None;
     let mut closing = false;
-    let mut last_write = Instant::now() - BURST_WINDOW;
+    // When a write last carried announces (none yet).
+    let mut announces_written: Option<Instant> = None;
     loop {
         let mut msgs = 0u64;
         loop {
@@ -663,9 +666,11 @@ async fn writer(
         }
         // The number of the last UPDATE in `buf`, to tell the RIB once it is written.
         let mut mark = None;
+        let mut announcing = false;
         if let Some(s) = session.filter(|_| !closing) {
             let mut rib = lock(&shared.rib);
             if rib.session() == s {
+                announcing = rib.announces_queued() > 0;
                 while buf.len() < WRITE_BATCH {
                     match rib.next_update() {
                         Some(u) => {
@@ -690,7 +695,9 @@ async fn writer(
                     rib.mark_written(m);
                 }
             }
-            last_write = Instant::now();
+            if announcing {
+                announces_written = Some(Instant::now());
+            }
             buf.clear();
             continue;
         }
@@ -705,12 +712,19 @@ async fn writer(
                 None => closing = true,
             },
             _ = shared.notify.notified() => {
-                if last_write.elapsed() < BURST_WINDOW {
+                if in_burst(announces_written, Instant::now()) {
                     coalesce(&shared).await;
                 }
             }
         }
     }
+}
+
+/// Whether a wake-up at `now` is part of a burst of announces: the last write that carried
+/// announces was less than [`BURST_WINDOW`] ago. A write of withdraws only (a `quorum down`
+/// just before a `quorum up`) or of a KEEPALIVE does not make the next announce wait.
+fn in_burst(announces_written: Option<Instant>, now: Instant) -> bool {
+    announces_written.is_some_and(|t| now.saturating_duration_since(t) < BURST_WINDOW)
 }
 
 /// Waits until a withdraw is queued, enough announces are, or [`COALESCE`] has passed.
@@ -727,5 +741,23 @@ async fn coalesce(shared: &PeerShared) {
             _ = tokio::time::sleep_until(deadline) => return,
             _ = shared.notify.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_recent_write_of_announces_makes_the_next_announce_wait() {
+        let t = Instant::now();
+        // Nothing announced yet, or only withdraws and KEEPALIVEs written: no wait.
+        assert!(!in_burst(None, t));
+        // Announces written 1 ms ago: a burst, wait to fill the UPDATE.
+        assert!(in_burst(Some(t), t + Duration::from_millis(1)));
+        // Announces written longer ago than the window: a lone announce, at once.
+        assert!(!in_burst(Some(t), t + BURST_WINDOW));
+        // A clock that went backwards is not a burst's end.
+        assert!(in_burst(Some(t + Duration::from_millis(1)), t));
     }
 }

@@ -54,11 +54,7 @@ pub fn run_daemon(path: &Path, which: Daemon) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime(which) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ipvs-sync {name}: cannot start the runtime: {e}");
@@ -75,6 +71,24 @@ pub fn run_daemon(path: &Path, which: Daemon) -> ExitCode {
     });
     rt.shutdown_timeout(Duration::from_millis(300));
     daemon_exit(name, res)
+}
+
+/// The arbiter runs on one thread: its loop is one task, its slow work (dumps, desc reads,
+/// the mapping) runs on threads of its own, and with 1,000 balancers heartbeating each
+/// delivery batch crossed from lapin's thread to a worker, to the loop on the main thread and
+/// back; on one thread only lapin's hand-off is left (`netns-lab/bench-scale`, README
+/// "Scale"). A balancer keeps two workers: its BGP and BFD sessions keep their timers while
+/// its loop applies a large tree.
+fn runtime(which: Daemon) -> std::io::Result<tokio::runtime::Runtime> {
+    match which {
+        Daemon::Server => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Daemon::Client => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+    }
 }
 
 /// The exit code of a daemon that ran (`Ok`) or could not start (`Err`).

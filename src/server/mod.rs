@@ -369,7 +369,23 @@ impl Server {
             info!(vip = %ev.vip, "quorum call succeeded: the desc file decides again");
             self.job(DescJob::Reread(ev.vip));
         } else {
+            if !ev.announce {
+                // The handler has written the down: withdraw now rather than after the desc
+                // thread's read, which confirms it and sends nothing more. An `up` waits for
+                // the read: the file carries the VIP's LOCAL_PREF and communities.
+                let held_before = self.state.caps.is_held(ev.vip);
+                let out = self.state.on_quorum_down(ev.vip, Instant::now());
+                self.say_if_newly_held(ev.vip, held_before);
+                self.send_all(out);
+            }
             self.job(DescJob::Vip(ev.vip));
+        }
+    }
+
+    fn say_if_newly_held(&self, vip: IpAddr, held_before: bool) {
+        if !held_before && self.state.caps.is_held(vip) {
+            error!(vip = %vip, limit = ?self.cfg.server.withdraw_limit,
+                   "quorum lost past withdraw_limit: VIP kept announced (held) until `ipvs-sync release`");
         }
     }
 
@@ -743,10 +759,7 @@ impl Server {
                 // The VIP's communities alone changed: its balancers announce it again.
                 out = self.state.resend(up.vip);
             }
-            if !held_before && self.state.caps.is_held(up.vip) {
-                error!(vip = %up.vip, limit = ?self.cfg.server.withdraw_limit,
-                       "quorum lost past withdraw_limit: VIP kept announced (held) until `ipvs-sync release`");
-            }
+            self.say_if_newly_held(up.vip, held_before);
             self.send_all(out);
         }
         // A hand-off for a desc that did not change says its state again: harmless when

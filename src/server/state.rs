@@ -413,6 +413,24 @@ impl State {
         old.unwrap_or_default() != communities
     }
 
+    /// `ipvs-sync quorum down` has written that `vip` lost quorum: the same as reading its
+    /// desc file with `announce` off, without waiting for the read (the read that follows
+    /// finds the same and sends nothing more). The withdrawal cap applies as for a read.
+    /// Nothing when the VIP is not announced as far as the arbiter knows.
+    pub fn on_quorum_down(&mut self, vip: IpAddr, now: Instant) -> Out {
+        match self.quorum.get(&vip).copied() {
+            Some(q) if q.announce => self.on_quorum(
+                vip,
+                Some(VipQuorum {
+                    announce: false,
+                    ..q
+                }),
+                now,
+            ),
+            _ => Vec::new(),
+        }
+    }
+
     /// A desc file changed at `now`. Returns what to send. A VIP losing quorum past the
     /// withdrawal cap stays announced, held (see [`Caps`]).
     pub fn on_quorum(&mut self, vip: IpAddr, new: Option<VipQuorum>, now: Instant) -> Out {
@@ -1105,6 +1123,64 @@ mod tests {
         assert_eq!(released.len(), 4);
         assert_eq!(fin_vips(&out).len(), 4);
         assert!(s.caps.held().is_empty());
+    }
+
+    #[test]
+    fn a_quorum_down_withdraws_before_the_read_and_the_read_sends_nothing_more() {
+        let mut s = state();
+        let vip = ip("192.0.2.10");
+        let now = Instant::now();
+        s.touch("lb1", now, Some(1), None);
+        let up = VipQuorum {
+            announce: true,
+            local_pref: 150,
+        };
+        s.on_quorum(vip, Some(up), now);
+        let out = s.on_quorum_down(vip, now);
+        assert_eq!(fin_vips(&out), vec![vip]);
+        assert_eq!(kinds(&out), vec![("broadcast".to_string(), "fin_announce")]);
+        // The desc read that follows: announce off, same LOCAL_PREF: nothing more.
+        let read = VipQuorum {
+            announce: false,
+            ..up
+        };
+        assert!(s.on_quorum(vip, Some(read), now).is_empty());
+        // A second down, and a down of a VIP never announced: nothing.
+        assert!(s.on_quorum_down(vip, now).is_empty());
+        assert!(s.on_quorum_down(ip("192.0.2.99"), now).is_empty());
+        // Its quorum back by the read of an `up`: a syn again.
+        assert_eq!(
+            kinds(&s.on_quorum(vip, Some(up), now)),
+            vec![("lb1".to_string(), "syn_announce")]
+        );
+    }
+
+    #[test]
+    fn a_quorum_down_before_the_read_keeps_the_withdraw_limit() {
+        let mut s = State {
+            caps: Caps::new(
+                Some(config::WithdrawLimit::Count(1)),
+                Duration::from_secs(60),
+            ),
+            ..State::default()
+        };
+        let vips: Vec<IpAddr> = (1..=3u8).map(|n| IpAddr::from([192, 0, 2, n])).collect();
+        s.mapping
+            .insert("lb1".into(), vips.iter().copied().collect());
+        let now = Instant::now();
+        let up = Some(VipQuorum {
+            announce: true,
+            local_pref: 100,
+        });
+        for v in &vips {
+            s.on_quorum(*v, up, now);
+        }
+        assert_eq!(fin_vips(&s.on_quorum_down(vips[0], now)), vec![vips[0]]);
+        assert!(s.on_quorum_down(vips[1], now).is_empty(), "past the limit");
+        assert!(s.caps.is_held(vips[1]));
+        assert!(s.quorum[&vips[1]].announce, "a held VIP stays announced");
+        // The read that follows keeps it held.
+        assert!(s.on_quorum(vips[1], None, now).is_empty());
     }
 
     #[test]
