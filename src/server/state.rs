@@ -1085,26 +1085,33 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn past_the_withdraw_limit_quorum_losses_are_held_until_released() {
+    /// `n` VIPs of lb1, all announced, under a withdrawal cap of `limit`.
+    fn capped(limit: config::WithdrawLimit, n: u8, now: Instant) -> (State, Vec<IpAddr>) {
         let mut s = State {
-            caps: Caps::new(
-                Some(config::WithdrawLimit::Percent(50)),
-                Duration::from_secs(60),
-            ),
+            caps: Caps::new(Some(limit), Duration::from_secs(60)),
             ..State::default()
         };
-        let vips: Vec<IpAddr> = (1..=10u8).map(|n| IpAddr::from([192, 0, 2, n])).collect();
+        let vips: Vec<IpAddr> = (1..=n).map(|n| IpAddr::from([192, 0, 2, n])).collect();
         s.mapping
             .insert("lb1".into(), vips.iter().copied().collect());
-        let now = Instant::now();
-        let up = Some(VipQuorum {
-            announce: true,
-            local_pref: 100,
-        });
         for v in &vips {
-            s.on_quorum(*v, up, now);
+            s.on_quorum(*v, Some(announced(100)), now);
         }
+        (s, vips)
+    }
+
+    fn announced(local_pref: u32) -> VipQuorum {
+        VipQuorum {
+            announce: true,
+            local_pref,
+        }
+    }
+
+    #[test]
+    fn past_the_withdraw_limit_quorum_losses_are_held_until_released() {
+        let now = Instant::now();
+        let (mut s, vips) = capped(config::WithdrawLimit::Percent(50), 10, now);
+        let up = Some(announced(100));
         let mut withdrawn = Vec::new();
         for v in &vips {
             withdrawn.extend(fin_vips(&s.on_quorum(*v, None, now)));
@@ -1157,24 +1164,8 @@ mod tests {
 
     #[test]
     fn a_quorum_down_before_the_read_keeps_the_withdraw_limit() {
-        let mut s = State {
-            caps: Caps::new(
-                Some(config::WithdrawLimit::Count(1)),
-                Duration::from_secs(60),
-            ),
-            ..State::default()
-        };
-        let vips: Vec<IpAddr> = (1..=3u8).map(|n| IpAddr::from([192, 0, 2, n])).collect();
-        s.mapping
-            .insert("lb1".into(), vips.iter().copied().collect());
         let now = Instant::now();
-        let up = Some(VipQuorum {
-            announce: true,
-            local_pref: 100,
-        });
-        for v in &vips {
-            s.on_quorum(*v, up, now);
-        }
+        let (mut s, vips) = capped(config::WithdrawLimit::Count(1), 3, now);
         assert_eq!(fin_vips(&s.on_quorum_down(vips[0], now)), vec![vips[0]]);
         assert!(s.on_quorum_down(vips[1], now).is_empty(), "past the limit");
         assert!(s.caps.is_held(vips[1]));
