@@ -45,7 +45,7 @@ use ipvs_sync::wire::{NodeKey, PublicKey, Role};
 use labkit::proc;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -312,9 +312,9 @@ impl Stats {
     }
 }
 
-/// Declares the topology as `src/wire/amqp/topology.rs` does for a client (the arbiter's
-/// topic exchange checked, a durable queue with the same limits, bindings to the hostname
-/// and `broadcast`) and starts a consumer per client that acks what it counted.
+/// Declares each client's topology with the transport's own `topology::declare` (the
+/// exchanges checked, both lanes' durable queues with their limits, bindings to the hostname
+/// and `broadcast`) and starts a consumer per queue that acks what it counted.
 async fn declare_and_consume(
     ch: &Channel,
     clients: &[(usize, String)],
@@ -322,50 +322,17 @@ async fn declare_and_consume(
     key: &PublicKey,
 ) -> Result<(), BoxError> {
     ch.basic_qos(16, BasicQosOptions::default()).await?;
-    for lane in topology::Lane::ALL {
-        ch.exchange_declare(
-            lane.exchange().into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    }
+    let limits =
+        ipvs_sync::wire::amqp::QueueLimits::new(Duration::from_secs(30), config::DEFAULT_MAX_BYTES);
     for (k, name) in clients {
         let role = Role::Client {
             hostname: name.clone(),
         };
-        let args = role.queue_arguments(&ipvs_sync::wire::amqp::QueueLimits::new(
-            Duration::from_secs(30),
-            config::DEFAULT_MAX_BYTES,
-        ));
         // Both lanes, as `ipvs-sync client` declares them: what decides announces
         // (`mapping`, `syn_announce`, `fin_announce`) comes by the announce lane.
+        topology::declare(ch, &role, "/", &limits).await?;
         for &lane in role.lanes() {
             let queue = role.lane_queue(lane);
-            ch.queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                topology::arguments_table(&args, config::QueueType::Classic),
-            )
-            .await?;
-            for rk in role.bindings() {
-                ch.queue_bind(
-                    queue.as_str().into(),
-                    lane.exchange().into(),
-                    rk.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            }
             let mut consumer = ch
                 .basic_consume(
                     queue.as_str().into(),

@@ -235,10 +235,15 @@ impl Fleet {
         };
         let o = announce::quorum::apply(&cfg.desc_path(vip()), &arg, dir, &BTreeSet::from([80]))
             .unwrap();
+        self.hand_off(o.desc.announce).await;
+    }
+
+    /// The handler's hand-off to the arbiter: the desc file now says `announce`.
+    async fn hand_off(&self, announce: bool) {
         self.quorum
             .send(QuorumEvent {
                 vip: vip(),
-                announce: o.desc.announce,
+                announce,
                 forced: false,
                 error: None,
             })
@@ -294,15 +299,7 @@ async fn a_down_withdraws_on_the_hand_off_even_when_the_desc_read_then_fails() {
     f.wait("the announce", |w| w.announced().is_some()).await;
     let cfg = config(f.dir.path(), ARBITER, "");
     std::fs::write(cfg.desc_path(vip()), b"{ not json").unwrap();
-    f.quorum
-        .send(QuorumEvent {
-            vip: vip(),
-            announce: false,
-            forced: false,
-            error: None,
-        })
-        .await
-        .unwrap();
+    f.hand_off(false).await;
     f.wait("the withdraw", |w| w.announced().is_none()).await;
     f.wait("the address removal", |w| !w.has_address()).await;
 }

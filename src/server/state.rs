@@ -1138,10 +1138,7 @@ mod tests {
         let vip = ip("192.0.2.10");
         let now = Instant::now();
         s.touch("lb1", now, Some(1), None);
-        let up = VipQuorum {
-            announce: true,
-            local_pref: 150,
-        };
+        let up = announced(150);
         s.on_quorum(vip, Some(up), now);
         let out = s.on_quorum_down(vip, now);
         assert_eq!(fin_vips(&out), vec![vip]);

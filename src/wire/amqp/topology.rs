@@ -352,8 +352,9 @@ pub(crate) fn is_soft_error(e: &lapin::Error, kind: AMQPSoftError) -> bool {
 
 /// Declares the exchanges (the arbiter; a balancer only checks they exist: its broker user
 /// may not configure them), this role's queues with their arguments, and their bindings.
-/// Returns the most consumers one of the queues had.
-pub(super) async fn declare(
+/// Returns the most consumers one of the queues had. Public for the benches, whose simulated
+/// balancers declare what a balancer does.
+pub async fn declare(
     ch: &Channel,
     role: &Role,
     vhost: &str,

@@ -531,12 +531,8 @@ impl QuorumHandler {
         let mut cmd = std::process::Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", self.netns))
             .arg("--")
-            .arg(&self.bin)
-            .arg("-c")
-            .arg(&self.config)
-            .args(["--log-level", "warn", "quorum", dir, arg])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null());
+            .arg(&self.bin);
+        self.quorum_args(&mut cmd, dir, arg);
         cmd
     }
 
@@ -547,12 +543,17 @@ impl QuorumHandler {
     /// arbiter running uses it.
     pub fn command_in_place(&self, dir: &str, arg: &str) -> std::process::Command {
         let mut cmd = std::process::Command::new(&self.bin);
+        self.quorum_args(&mut cmd, dir, arg);
+        cmd
+    }
+
+    /// `-c CONFIG --log-level warn quorum DIR ARG`, no input, output dropped.
+    fn quorum_args(&self, cmd: &mut std::process::Command, dir: &str, arg: &str) {
         cmd.arg("-c")
             .arg(&self.config)
             .args(["--log-level", "warn", "quorum", dir, arg])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());
-        cmd
     }
 }
 
