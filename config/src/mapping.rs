@@ -13,7 +13,12 @@
 //! `virtual_server_group NAME` defined in any file of the same balancer. Firewall-mark
 //! services count as port 0 and take their VIP from the service's `quorum_up`/
 //! `quorum_down` argument `VIP,b-LP,PORT`; those without one are not mapped and are
-//! listed in [`MappingReport::skipped`] for the caller to log.
+//! listed in [`MappingReport::skipped`] for the caller to log. The mark goes with that VIP
+//! ([`MappingReport::fwmarks`]): a balancer serving the VIP mirrors the arbiter's fwmark
+//! services of that mark. A mark can go with one VIP only: the first file (in path order)
+//! that names it wins, and a later one naming another VIP is listed in `skipped`. In the
+//! JSON form the marks are the entry `"@fwmarks": {"7": "198.51.100.7"}` (no hostname
+//! has an `@`); a JSON mapping without it mirrors no fwmark service.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -33,6 +38,9 @@ pub type VipPorts = BTreeMap<IpAddr, BTreeSet<u16>>;
 pub type PortMapping = BTreeMap<String, VipPorts>;
 /// Balancer → VIPs: the JSON form.
 pub type VipMapping = BTreeMap<String, BTreeSet<IpAddr>>;
+/// Firewall mark → the VIP its `virtual_server fwmark N` names in `quorum_up`/`quorum_down`:
+/// the fwmark services of that mark are mirrored with that VIP.
+pub type FwmarkVips = BTreeMap<u32, IpAddr>;
 
 /// Most threads [`build`] parses files on.
 const MAX_THREADS: usize = 8;
@@ -106,6 +114,16 @@ pub enum MappingError {
         /// The parse error.
         source: serde_json::Error,
     },
+    /// An `@fwmarks` entry of the mapping JSON is not `"MARK": "VIP"` (mark 1-4294967295).
+    #[error("{file}: @fwmarks: '{mark}': '{vip}' is not a firewall mark and a VIP")]
+    BadFwmark {
+        /// The file.
+        file: PathBuf,
+        /// The key.
+        mark: String,
+        /// The value.
+        vip: String,
+    },
     /// A VIP in the mapping JSON is not an IP address.
     #[error("{file}: balancer {balancer}: '{value}' is not an IP address")]
     BadVip {
@@ -140,12 +158,22 @@ pub struct MappingReport {
     pub skipped: Vec<Skipped>,
     /// How many files the wildcard matched.
     pub files: usize,
+    /// Firewall mark → its VIP, across every balancer.
+    pub fwmarks: FwmarkVips,
 }
 
 impl MappingReport {
     /// Balancer → VIPs.
     pub fn vips(&self) -> VipMapping {
         flatten(&self.ports)
+    }
+
+    /// The whole mapping: VIPs and firewall marks.
+    pub fn mapping(&self) -> ServiceMapping {
+        ServiceMapping {
+            vips: self.vips(),
+            fwmarks: self.fwmarks.clone(),
+        }
     }
 }
 
@@ -199,7 +227,13 @@ pub fn build(wildcard: &MappingWildcard) -> Result<MappingReport, MappingError> 
         });
     }
     for (balancer, (servers, groups)) in per_balancer {
-        let vips = resolve(&balancer, &servers, &groups, &mut report.skipped)?;
+        let vips = resolve(
+            &balancer,
+            &servers,
+            &groups,
+            &mut report.skipped,
+            &mut report.fwmarks,
+        )?;
         report.ports.insert(balancer, vips);
     }
     Ok(report)
@@ -249,12 +283,14 @@ fn parse_all(files: &[(String, PathBuf)]) -> Vec<Result<Services, KeepalivedErro
     })
 }
 
-/// The VIPs and ports of one balancer's services.
+/// The VIPs and ports of one balancer's services; the fwmarks they name go into `marks`
+/// unless a mark already goes with another VIP (then listed in `skipped`).
 pub fn resolve(
     balancer: &str,
     servers: &[VirtualServer],
     groups: &[Group],
     skipped: &mut Vec<Skipped>,
+    marks: &mut FwmarkVips,
 ) -> Result<VipPorts, MappingError> {
     let mut by_name: BTreeMap<&str, &Group> = BTreeMap::new();
     for g in groups {
@@ -288,6 +324,9 @@ pub fn resolve(
             VirtualServerAddr::Fwmark { mark } => match vs.quorum_vip {
                 Some(vip) => {
                     vips.entry(vip).or_default().insert(0);
+                    if let Some(why) = claim(marks, *mark, vip) {
+                        skipped.push(skip(&vs.file, vs.line, why));
+                    }
                 }
                 None => skipped.push(skip(
                     &vs.file,
@@ -314,6 +353,9 @@ pub fn resolve(
                         GroupMember::Fwmark(mark) => match vs.quorum_vip {
                             Some(vip) => {
                                 vips.entry(vip).or_default().insert(0);
+                                if let Some(why) = claim(marks, *mark, vip) {
+                                    skipped.push(skip(&group.file, group.line, why));
+                                }
                             }
                             None => skipped.push(skip(
                                 &group.file,
@@ -332,25 +374,83 @@ pub fn resolve(
     Ok(vips)
 }
 
-/// The JSON form: `{"balancer": ["VIP", …]}`, VIPs sorted (IPv4 first).
-pub fn to_json(mapping: &VipMapping) -> String {
-    let plain: BTreeMap<&str, Vec<String>> = mapping
+/// Gives `mark` to `vip` unless it goes with another VIP already: then why not.
+fn claim(marks: &mut FwmarkVips, mark: u32, vip: IpAddr) -> Option<String> {
+    match marks.get(&mark) {
+        Some(first) if *first != vip => Some(format!(
+            "fwmark {mark}: goes with VIP {first} already (an earlier file); its services are \
+             not mirrored with {vip}"
+        )),
+        Some(_) => None,
+        None => {
+            marks.insert(mark, vip);
+            None
+        }
+    }
+}
+
+/// A whole mapping: balancer → VIPs, and the VIP each firewall mark goes with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceMapping {
+    /// Balancer → VIPs.
+    pub vips: VipMapping,
+    /// Firewall mark → VIP.
+    pub fwmarks: FwmarkVips,
+}
+
+/// The JSON key of the marks (no hostname has an `@`).
+pub const FWMARKS_KEY: &str = "@fwmarks";
+
+/// The JSON form: `{"balancer": ["VIP", …], "@fwmarks": {"MARK": "VIP"}}`, VIPs sorted (IPv4
+/// first); `@fwmarks` only when there is a mark.
+pub fn to_json(mapping: &ServiceMapping) -> String {
+    let mut plain: BTreeMap<&str, serde_json::Value> = mapping
+        .vips
         .iter()
-        .map(|(b, vips)| (b.as_str(), vips.iter().map(IpAddr::to_string).collect()))
+        .map(|(b, vips)| {
+            let list = vips.iter().map(|v| v.to_string().into()).collect();
+            (b.as_str(), serde_json::Value::Array(list))
+        })
         .collect();
+    if !mapping.fwmarks.is_empty() {
+        let marks = mapping
+            .fwmarks
+            .iter()
+            .map(|(m, v)| (m.to_string(), v.to_string().into()))
+            .collect();
+        plain.insert(FWMARKS_KEY, serde_json::Value::Object(marks));
+    }
     // Serializing maps of strings cannot fail; fall back to an empty object regardless.
     serde_json::to_string(&plain).unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// Parses the JSON form; `file` names the source in errors.
-pub fn from_json(text: &str, file: &Path) -> Result<VipMapping, MappingError> {
-    let plain: BTreeMap<String, Vec<String>> =
-        serde_json::from_str(text).map_err(|source| MappingError::Json {
-            file: file.to_path_buf(),
-            source,
-        })?;
-    let mut out = VipMapping::new();
+pub fn from_json(text: &str, file: &Path) -> Result<ServiceMapping, MappingError> {
+    let json = |source| MappingError::Json {
+        file: file.to_path_buf(),
+        source,
+    };
+    let mut plain: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(json)?;
+    let mut out = ServiceMapping::default();
+    if let Some(marks) = plain.remove(FWMARKS_KEY) {
+        let marks: BTreeMap<String, String> = serde_json::from_value(marks).map_err(json)?;
+        for (mark, vip) in marks {
+            let bad = || MappingError::BadFwmark {
+                file: file.to_path_buf(),
+                mark: mark.clone(),
+                vip: vip.clone(),
+            };
+            let m: u32 = mark.trim().parse().map_err(|_| bad())?;
+            let v: IpAddr = vip.trim().parse().map_err(|_| bad())?;
+            if m == 0 {
+                return Err(bad());
+            }
+            out.fwmarks.insert(m, v);
+        }
+    }
     for (balancer, list) in plain {
+        let list: Vec<String> = serde_json::from_value(list).map_err(json)?;
         let mut vips = BTreeSet::new();
         for value in list {
             let vip = value.trim().parse().map_err(|_| MappingError::BadVip {
@@ -360,13 +460,13 @@ pub fn from_json(text: &str, file: &Path) -> Result<VipMapping, MappingError> {
             })?;
             vips.insert(vip);
         }
-        out.insert(balancer, vips);
+        out.vips.insert(balancer, vips);
     }
     Ok(out)
 }
 
 /// Reads `service_mapping_config`.
-pub fn read_json(path: &Path) -> Result<VipMapping, MappingError> {
+pub fn read_json(path: &Path) -> Result<ServiceMapping, MappingError> {
     let io = |source| MappingError::Io {
         file: path.to_path_buf(),
         source,
@@ -381,7 +481,7 @@ pub fn read_json(path: &Path) -> Result<VipMapping, MappingError> {
 }
 
 /// Writes `service_mapping_config` atomically (see [`write_atomic`]).
-pub fn write_json(path: &Path, mapping: &VipMapping) -> Result<(), MappingError> {
+pub fn write_json(path: &Path, mapping: &ServiceMapping) -> Result<(), MappingError> {
     let mut text = to_json(mapping);
     text.push('\n');
     write_atomic(path, text.as_bytes()).map_err(|source| MappingError::Io {
@@ -413,12 +513,38 @@ mod tests {
             [ip("2a02:6b8::2:105"), ip("141.8.146.159")].into(),
         );
         m.insert("lb2".into(), BTreeSet::new());
+        let mut m = ServiceMapping {
+            vips: m,
+            fwmarks: FwmarkVips::new(),
+        };
         let text = to_json(&m);
         assert_eq!(
             text,
             r#"{"lb1.example.net":["141.8.146.159","2a02:6b8::2:105"],"lb2":[]}"#
         );
         assert_eq!(from_json(&text, Path::new("m.json")).unwrap(), m);
+        m.fwmarks.insert(7, ip("141.8.146.159"));
+        let text = to_json(&m);
+        assert_eq!(
+            text,
+            r#"{"@fwmarks":{"7":"141.8.146.159"},"lb1.example.net":["141.8.146.159","2a02:6b8::2:105"],"lb2":[]}"#
+        );
+        assert_eq!(from_json(&text, Path::new("m.json")).unwrap(), m);
+    }
+
+    #[test]
+    fn bad_fwmarks_are_reported() {
+        for bad in [
+            r#"{"@fwmarks": {"x": "192.0.2.1"}}"#,
+            r#"{"@fwmarks": {"0": "192.0.2.1"}}"#,
+            r#"{"@fwmarks": {"7": "nope"}}"#,
+            r#"{"@fwmarks": {"4294967296": "192.0.2.1"}}"#,
+        ] {
+            let e = from_json(bad, Path::new("m.json")).unwrap_err();
+            assert!(matches!(e, MappingError::BadFwmark { .. }), "{bad}: {e}");
+        }
+        let e = from_json(r#"{"@fwmarks": ["192.0.2.1"]}"#, Path::new("m.json")).unwrap_err();
+        assert!(matches!(e, MappingError::Json { .. }), "{e}");
     }
 
     #[test]
@@ -438,10 +564,10 @@ mod tests {
     fn atomic_write_replaces_and_leaves_no_temp() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("svc_mapping.json");
-        let mut m = VipMapping::new();
-        m.insert("lb".into(), [ip("192.0.2.1")].into());
+        let mut m = ServiceMapping::default();
+        m.vips.insert("lb".into(), [ip("192.0.2.1")].into());
         write_json(&p, &m).unwrap();
-        m.insert("lb".into(), [ip("192.0.2.2")].into());
+        m.vips.insert("lb".into(), [ip("192.0.2.2")].into());
         write_json(&p, &m).unwrap();
         assert_eq!(read_json(&p).unwrap(), m);
         let names: Vec<_> = fs::read_dir(d.path())

@@ -74,6 +74,55 @@ fn realistic_tree_maps_every_vip_and_port() {
     let vips = report.vips();
     assert_eq!(vips["lb2.example.net"].len(), 2);
     assert_eq!(vips["lb1.example.net"].len(), 11);
+
+    // The marks go with the VIPs their quorum handlers name, a group's mark included;
+    // mark 54 (no handler) goes with none.
+    let marks: Vec<(u32, String)> = report
+        .fwmarks
+        .iter()
+        .map(|(m, v)| (*m, v.to_string()))
+        .collect();
+    assert_eq!(
+        marks,
+        [
+            (53, "2001:db8:53::1".to_owned()),
+            (123, "203.0.113.123".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn a_mark_goes_with_one_vip_and_the_second_claim_is_skipped() {
+    let d = tempfile::tempdir().unwrap();
+    let conf = |lb: &str, vip: &str| {
+        let dir = d.path().join(format!("lbs/{lb}/dns"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("dns.conf"),
+            format!(
+                "virtual_server fwmark 7 {{\n    quorum_up \"/usr/bin/ipvs-sync quorum up {vip},b-100,0\"\n}}\n"
+            ),
+        )
+        .unwrap();
+    };
+    conf("lb1", "192.0.2.7");
+    conf("lb2", "192.0.2.7");
+    conf("lb3", "192.0.2.8");
+    let report = mapping::build(&wildcard(d.path())).unwrap();
+    assert_eq!(
+        report.fwmarks,
+        [(7, "192.0.2.7".parse().unwrap())].into(),
+        "the first file in path order (lb1) gives the mark its VIP; lb2 agrees"
+    );
+    assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
+    assert_eq!(report.skipped[0].balancer, "lb3");
+    assert!(
+        report.skipped[0].reason.contains("goes with VIP 192.0.2.7"),
+        "{}",
+        report.skipped[0].reason
+    );
+    // lb3 still serves its VIP (port 0 counts for its quorum); only the mark is refused.
+    assert!(report.vips()["lb3"].contains(&"192.0.2.8".parse().unwrap()));
 }
 
 #[test]
@@ -81,9 +130,9 @@ fn json_export_of_the_tree_round_trips() {
     let report = mapping::build(&wildcard(&fixture())).unwrap();
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("svc_mapping.json");
-    mapping::write_json(&path, &report.vips()).unwrap();
+    mapping::write_json(&path, &report.mapping()).unwrap();
     let back = mapping::read_json(&path).unwrap();
-    assert_eq!(back, report.vips());
+    assert_eq!(back, report.mapping());
     let raw: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(
         raw["lb2.example.net"],

@@ -101,7 +101,13 @@ fn keepalived_never_panics() {
         if let Ok(stmts) = keepalived::parse_str(text, Path::new("fuzz.conf")) {
             if let Ok(s) = keepalived::services(&stmts) {
                 let mut skipped = Vec::new();
-                let _ = mapping::resolve("lb", &s.virtual_servers, &s.groups, &mut skipped);
+                let _ = mapping::resolve(
+                    "lb",
+                    &s.virtual_servers,
+                    &s.groups,
+                    &mut skipped,
+                    &mut Default::default(),
+                );
             }
         }
     });

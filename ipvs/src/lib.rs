@@ -33,8 +33,8 @@ pub use dump::DUMP_TRIES;
 pub use error::{DecodeError, Errno, IpvsError, ModelError, OpKind};
 pub use handle::{ApplyOptions, ApplyReport, Ipvs, OpFailure};
 pub use model::{
-    Dest, DestKey, Family, FwdMethod, Protocol, Service, ServiceFlags, ServiceKey, ServiceSpec,
-    Tree,
+    Dest, DestKey, Family, FwdMethod, FwmarkVips, Protocol, Service, ServiceFlags, ServiceKey,
+    ServiceSpec, Tree,
 };
 pub use packet::{DaemonState, Info};
 pub use plan::{Op, Plan, PlanConflict};

@@ -16,8 +16,12 @@
 # SERVICES services of the same VIPs (one `ipvsadm -R`) and sends its fins once the arbiter
 # has logged the change, so they meet the client's reconcile. Prints both rounds' p50/p99
 # side by side. A third round sends its fins while a 1 % change (the weight of one in a
-# hundred of those services, one `ipvsadm -R` of `-e` lines) reaches lb1. A benchmark, not a
-# check: exit 0 once the rounds are measured, 125 when the topology could not be built.
+# hundred of those real servers, one `ipvsadm -R` of `-e` lines) reaches lb1; the same edit
+# lines fed to `ipvsadm -R` on a namespace holding the same table alone (bw-ref) is the peer.
+# Between the rounds, with the load in place: the arbiter's CPU over DEATH_ROUNDS real-server
+# deaths (weight 0 on the arbiter, `ipvsadm -e`) and each death's time to lb1's kernel.
+# A benchmark, not a check: exit 0 once the rounds are measured, 125 when the topology could
+# not be built.
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -27,9 +31,12 @@ guest_start "$1" /tmp/bench-withdraw
 FINS=${BENCH_FINS:-20}
 SERVICES=${BENCH_SERVICES:-5000}
 SPACING=${BENCH_SPACING:-0.25}
+DESTS=${BENCH_DESTS:-1}
+DEATHS=${BENCH_DEATHS:-5}
 ARB=bw-arb
 LB=bw-lb1
-declare -A ADDR=([bw-arb]=192.0.2.10 [bw-lb1]=192.0.2.11)
+REF=bw-ref
+declare -A ADDR=([bw-arb]=192.0.2.10 [bw-lb1]=192.0.2.11 [bw-ref]=192.0.2.12)
 VIPS=()
 for i in $(seq 0 $((FINS - 1))); do VIPS+=("203.0.113.$((10 + i))"); done
 
@@ -38,7 +45,7 @@ log() { printf '[%6.1fs] %s\n' "$(awk -v n="$((($(date +%s%N) - t_guest0) / 1000
 trap stop_all EXIT
 
 # --- Topology ------------------------------------------------------------------------------
-topology "$ARB=${ADDR[$ARB]}" "$LB=${ADDR[$LB]}"
+topology "$ARB=${ADDR[$ARB]}" "$LB=${ADDR[$LB]}" "$REF=${ADDR[$REF]}"
 
 # --- Configs: every VIP port 80 for lb1; the arbiter's kernel holds that service ----------
 arb=$run/arb
@@ -48,17 +55,19 @@ for v in "${VIPS[@]}"; do
     printf -- '-A -t %s:80 -s rr\n-a -t %s:80 -r 198.51.100.1:80 -g -w 1\n' "$v" "$v" >>"$run/base.rules"
 done >"$arb/lbs/lb1/web/vips.conf"
 in_ns "$ARB" ipvsadm -R <"$run/base.rules"
-# The load: SERVICES more services over the same VIPs, each with one real server.
-per_vip=$(((SERVICES + FINS - 1) / FINS))
-n=0
-for v in "${VIPS[@]}"; do
-    for p in $(seq 10000 $((10000 + per_vip - 1))); do
-        ((n < SERVICES)) || break
-        printf -- '-A -t %s:%d -s rr\n-a -t %s:%d -r 198.51.100.1:%d -g -w 1\n' "$v" "$p" "$v" "$p" "$p"
-        n=$((n + 1))
-    done
-done >"$run/load.rules"
-# The 1 % change: every hundredth load service gets weight 2.
+# The load: SERVICES more services over the same VIPs, each with DESTS real servers
+# (written by awk: a shell loop of 100,000 lines takes minutes under TCG).
+printf '%s\n' "${VIPS[@]}" | awk -v services="$SERVICES" -v dests="$DESTS" -v fins="$FINS" '
+    { vip[NR - 1] = $0 }
+    END {
+        per_vip = int((services + fins - 1) / fins)
+        for (n = 0; n < services; n++) {
+            v = vip[int(n / per_vip)]; p = 10000 + n % per_vip
+            printf "-A -t %s:%d -s rr\n", v, p
+            for (d = 1; d <= dests; d++) printf "-a -t %s:%d -r 198.51.100.%d:%d -g -w 1\n", v, p, d, p
+        }
+    }' >"$run/load.rules"
+# The 1 % change: every hundredth load real server gets weight 2.
 awk '/^-a / && (++n % 100) == 0 { sub(/-w 1$/, "-w 2"); sub(/^-a /, "-e "); print }' \
     "$run/load.rules" >"$run/change.rules"
 arbiter_config "$arb"
@@ -138,6 +147,36 @@ wait_until 600 lb_services $((SERVICES + FINS)) || log "lb1 does not hold every 
 mirrored=$(first_at "$t_load" "IPVS mirrored")
 mirror_ms=$([[ -n $mirrored ]] && awk -v e="$mirrored" -v a="$t_load" 'BEGIN { printf "%d", (e - a) * 1000 }' || echo "?")
 lb_services_now=$(in_ns "$LB" ipvsadm -Sn | grep -c '^-A')
+
+# Real-server deaths with the load in place: weight 0 for one real server on the arbiter
+# (as keepalived does), timed to the weight 0 in lb1's kernel; the arbiter's CPU over them.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# (pids holds the subshells start_daemon put in the background: the daemon is their child.)
+arb_pid=$(pgrep -f -- "-c $arb/config.ini --log-level debug server" | head -1)
+lb_weight0() { in_ns "$LB" ipvsadm -Ln -t "$1" | awk -v rs="$2" '$2 == rs && $4 == 0 { f = 1 } END { exit !f }'; }
+: >"$run/death.ms"
+ticks0=$(cpu_ticks "$arb_pid")
+t_cpu0=$(date +%s.%N)
+grep '^-a' "$run/load.rules" >"$run/load.dests"
+n_dests=$(wc -l <"$run/load.dests")
+for i in $(seq 1 "$DEATHS"); do
+    line=$(sed -n "$((i * 997 % n_dests + 1))p" "$run/load.dests")
+    svc=$(awk '{ print $3 }' <<<"$line")
+    rs=$(awk '{ print $5 }' <<<"$line")
+    t0=$(date +%s.%N)
+    in_ns "$ARB" ipvsadm -e -t "$svc" -r "$rs" -g -w 0
+    # Polled every 20 ms: one ipvsadm -Ln of one service.
+    for _ in $(seq 1 1500); do lb_weight0 "$svc" "$rs" && break; sleep 0.02; done
+    t1=$(date +%s.%N)
+    awk -v e="$t1" -v a="$t0" 'BEGIN { printf "%d\n", (e - a) * 1000 }' >>"$run/death.ms"
+    in_ns "$ARB" ipvsadm -e -t "$svc" -r "$rs" -g -w 1
+    sleep "0.$((RANDOM % 10))"
+done
+ticks1=$(cpu_ticks "$arb_pid")
+t_cpu1=$(date +%s.%N)
+arb_cpu=$(awk -v t="$((ticks1 - ticks0))" -v hz="$(getconf CLK_TCK)" -v a="$t_cpu0" -v e="$t_cpu1" \
+    'BEGIN { printf "%.0f %% of a core over %.1f s", 100 * t / hz / (e - a), e - a }')
+dump_ms=$(clean "$logs/arbiter.log" | grep 'IPVS dumped' | tail -5 | sed -E 's/.*took_ms=([0-9]+) period_ms=([0-9]+).*/\1\/\2/' | tr '\n' ' ')
 report() { # report ROUND…
     local r
     printf '\nfin_announce → withdraw on the wire (lb1), %s fins %s s apart, ms:\n' "$FINS" "$SPACING"
@@ -147,6 +186,9 @@ report() { # report ROUND…
     done
 }
 report idle loaded
+printf 'real-server death (weight 0 on the arbiter → weight 0 in lb1'"'"'s kernel), %s services × %s, ms: n %s p50 %s max %s\n' \
+    "$SERVICES" "$DESTS" "$(wc -l <"$run/death.ms")" "$(pct "$run/death.ms" 50)" "$(pct "$run/death.ms" 100)"
+printf 'arbiter CPU meanwhile: %s; its last dumps (took/period ms): %s\n' "$arb_cpu" "$dump_ms"
 printf 'loaded: %s services in lb1 kernel %s ms after the ipvsadm call (first "IPVS mirrored" line)\n' \
     "$lb_services_now" "$mirror_ms"
 
@@ -172,6 +214,14 @@ wait_until 600 lb_weights "$(wc -l <"$run/change.rules")" || log "lb1 does not h
 changed=$(first_at "$t_change" "IPVS mirrored")
 change_ms=$([[ -n $changed ]] && awk -v e="$changed" -v a="$t_change" 'BEGIN { printf "%d", (e - a) * 1000 }' || echo "?")
 
+# The peer: the same edit lines fed to ipvsadm -R on a namespace that holds the same table.
+in_ns "$REF" ipvsadm -R <"$run/base.rules"
+in_ns "$REF" ipvsadm -R <"$run/load.rules"
+t_ref=$(date +%s.%N)
+in_ns "$REF" ipvsadm -R <"$run/change.rules"
+ref_ms=$(awk -v e="$(date +%s.%N)" -v a="$t_ref" 'BEGIN { printf "%d", (e - a) * 1000 }')
+
 report idle loaded change
-printf 'change: %s weight edits, first "IPVS mirrored" on lb1 %s ms after the ipvsadm call\n' \
+printf 'change: %s weight edits, first "IPVS mirrored" on lb1 %s ms after the ipvsadm call on the arbiter\n' \
     "$(wc -l <"$run/change.rules")" "$change_ms"
+printf 'peer: ipvsadm -R of the same edit lines on a namespace holding the table alone: %s ms\n' "$ref_ms"

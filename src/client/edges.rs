@@ -62,16 +62,23 @@ pub trait Addresses: Send + Sync {
 
 /// The kernel's IPVS table.
 pub trait Services: Send + Sync {
-    /// Makes the services of the `owned` VIPs equal `wanted`.
+    /// Makes the services of the `owned` VIPs (and the fwmark services `marks` gives them)
+    /// equal `wanted`.
     fn reconcile(
         &self,
         wanted: Tree,
         owned: BTreeSet<IpAddr>,
+        marks: ipvs::FwmarkVips,
     ) -> BoxFuture<'static, Result<Applied, String>>;
     /// Applies `plan` as is, without a dump.
     fn apply(&self, plan: ipvs::Plan) -> BoxFuture<'static, Result<Applied, String>>;
-    /// Active + inactive connections of `vip`'s services on this balancer.
-    fn conns(&self, vip: IpAddr) -> BoxFuture<'static, Result<u64, String>>;
+    /// Active + inactive connections of `vip`'s services on this balancer (its fwmark
+    /// services by `marks` included).
+    fn conns(
+        &self,
+        vip: IpAddr,
+        marks: ipvs::FwmarkVips,
+    ) -> BoxFuture<'static, Result<u64, String>>;
 }
 
 /// The firewall check run before a VIP is prepared.
@@ -212,19 +219,28 @@ impl Services for Kernel {
         Box::pin(async move { Kernel::apply(&k, plan).await.map_err(|e| e.to_string()) })
     }
 
-    fn conns(&self, vip: IpAddr) -> BoxFuture<'static, Result<u64, String>> {
+    fn conns(
+        &self,
+        vip: IpAddr,
+        marks: ipvs::FwmarkVips,
+    ) -> BoxFuture<'static, Result<u64, String>> {
         let k = self.clone();
-        Box::pin(async move { Kernel::conns(&k, vip).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            Kernel::conns(&k, vip, marks)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
     fn reconcile(
         &self,
         wanted: Tree,
         owned: BTreeSet<IpAddr>,
+        marks: ipvs::FwmarkVips,
     ) -> BoxFuture<'static, Result<Applied, String>> {
         let k = self.clone();
         Box::pin(async move {
-            Kernel::reconcile(&k, wanted, owned)
+            Kernel::reconcile(&k, wanted, owned, marks)
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -9,15 +9,17 @@
 //! ```
 //!
 //! Services of VIPs that are neither in this balancer's mapping nor were in it before are
-//! never touched: an operator's own services on the balancer survive. Fwmark services carry
-//! no VIP and the mapping names VIPs only, so they are neither mirrored nor touched.
+//! never touched: an operator's own services on the balancer survive. A fwmark service goes
+//! with the VIP the mapping gives its mark (`@fwmarks`, from the `quorum_up` of keepalived's
+//! `virtual_server fwmark N`): it is mirrored, prepared and removed with that VIP. Fwmark
+//! services of marks no mapping of this run gave are never touched.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ipvs::{Ipvs, Plan, Tree};
+use ipvs::{FwmarkVips, Ipvs, Plan, Tree};
 
 /// What one reconcile did.
 #[derive(Debug, Default)]
@@ -51,18 +53,20 @@ impl Kernel {
         Ok(Kernel(Arc::new(Mutex::new(Ipvs::connect()?))))
     }
 
-    /// Makes the kernel's services for `owned` VIPs equal `wanted` (already filtered).
+    /// Makes the kernel's services for `owned` VIPs (and the fwmark services `marks` gives
+    /// them) equal `wanted` (already filtered).
     pub async fn reconcile(
         &self,
         wanted: Tree,
         owned: BTreeSet<IpAddr>,
+        marks: FwmarkVips,
     ) -> Result<Applied, KernelError> {
         let this = self.0.clone();
         tokio::task::spawn_blocking(move || {
             let t0 = Instant::now();
             let mut ipvs = this.lock().unwrap_or_else(|e| e.into_inner());
             // Only the owned VIPs' services and their destinations are read.
-            let actual = ipvs.dump_vips(&owned)?;
+            let actual = ipvs.dump_vips(&owned, &marks)?;
             let plan = ipvs::diff(&actual, &wanted);
             let report = ipvs.apply(&plan);
             Ok(Applied {
@@ -102,13 +106,13 @@ impl Kernel {
         .map_err(|e| KernelError::Join(e.to_string()))
     }
 
-    /// Active + inactive connections of `vip`'s services (its services and their
-    /// destinations only, not the whole table).
-    pub async fn conns(&self, vip: IpAddr) -> Result<u64, KernelError> {
+    /// Active + inactive connections of `vip`'s services, its fwmark services by `marks`
+    /// included (its services and their destinations only, not the whole table).
+    pub async fn conns(&self, vip: IpAddr, marks: FwmarkVips) -> Result<u64, KernelError> {
         let this = self.0.clone();
         tokio::task::spawn_blocking(move || {
             let mut ipvs = this.lock().unwrap_or_else(|e| e.into_inner());
-            let tree = ipvs.dump_vips(&BTreeSet::from([vip]))?;
+            let tree = ipvs.dump_vips(&BTreeSet::from([vip]), &marks)?;
             Ok(tree
                 .services()
                 .flat_map(|s| s.dests.values())
@@ -170,9 +174,10 @@ impl Mirror {
         }
     }
 
-    /// The part of the mirror this balancer must hold.
-    pub fn wanted(&self, mine: &BTreeSet<IpAddr>) -> Option<Tree> {
-        self.tree.as_ref().map(|t| t.filter_vips(mine, false))
+    /// The part of the mirror this balancer must hold: the services of `mine`, with the
+    /// fwmark services `marks` gives them.
+    pub fn wanted(&self, mine: &BTreeSet<IpAddr>, marks: &FwmarkVips) -> Option<Tree> {
+        self.tree.as_ref().map(|t| t.filter_vips(mine, marks))
     }
 }
 
@@ -249,7 +254,7 @@ mod tests {
             "2001:db8::10".parse().unwrap(),
         ]
         .into();
-        let w = m.wanted(&mine).unwrap();
+        let w = m.wanted(&mine, &FwmarkVips::new()).unwrap();
         assert_eq!(w.vips(), mine);
     }
 }

@@ -380,7 +380,7 @@ enum KernelJob {
     /// Apply a plan as is (bringing the kernel to the mirror's serial given).
     Plan(ipvs::Plan, u64),
     /// Dump the owned VIPs' services and reconcile them with the wanted tree.
-    Full(Tree, BTreeSet<IpAddr>, u64),
+    Full(Tree, BTreeSet<IpAddr>, ipvs::FwmarkVips, u64),
 }
 
 /// Runs kernel work one job at a time, in order; a full reconcile makes the jobs queued before
@@ -402,8 +402,8 @@ fn spawn_kernel_worker(
             for job in batch {
                 let (serial, r) = match job {
                     KernelJob::Plan(plan, serial) => (serial, kernel.apply(plan).await),
-                    KernelJob::Full(wanted, owned, serial) => {
-                        (serial, kernel.reconcile(wanted, owned).await)
+                    KernelJob::Full(wanted, owned, marks, serial) => {
+                        (serial, kernel.reconcile(wanted, owned, marks).await)
                     }
                 };
                 if done.send(Done::Reconciled(serial, r)).is_err() {
@@ -524,10 +524,11 @@ impl Client {
                 Cmd::Reconcile {
                     wanted,
                     owned,
+                    marks,
                     serial,
                 } => {
                     if let Some(r) = &self.reconciler {
-                        let _ = r.send(KernelJob::Full(wanted, owned, serial));
+                        let _ = r.send(KernelJob::Full(wanted, owned, marks, serial));
                     }
                 }
                 Cmd::ApplyPlan { plan, serial } => {
@@ -547,8 +548,9 @@ impl Client {
                     let done = self.done.clone();
                     match self.edges.kernel.clone() {
                         Some(k) => {
+                            let marks = self.core.marks_owned().clone();
                             tokio::spawn(async move {
-                                let n = k.conns(vip).await;
+                                let n = k.conns(vip, marks).await;
                                 let _ = done.send(Done::Conns { vip, n });
                             });
                         }
@@ -671,10 +673,11 @@ impl Client {
         let done = self.done.clone();
         let kernel = self.edges.kernel.clone();
         let addrs = self.edges.addrs.clone();
+        let marks = self.core.marks_owned().clone();
         tokio::spawn(async move {
             let mut result = addrs.remove(vip).await;
             if let (true, Some(k)) = (services, kernel) {
-                if let Err(e) = k.reconcile(Tree::new(), BTreeSet::from([vip])).await {
+                if let Err(e) = k.reconcile(Tree::new(), BTreeSet::from([vip]), marks).await {
                     result = result.and(Err(format!("removing its IPVS services: {e}")));
                 }
             }

@@ -47,12 +47,13 @@ impl Client {
         let firewall = self.edges.firewall.clone();
         let kernel = self.edges.kernel.clone();
         let addrs = self.edges.addrs.clone();
+        let marks = self.core.marks_owned().clone();
         tokio::spawn(async move {
             let result = async {
                 firewall.check(vip).await?;
                 if let (Some(k), Some(tree)) = (kernel, services) {
                     let a = k
-                        .reconcile(tree, std::collections::BTreeSet::from([vip]))
+                        .reconcile(tree, std::collections::BTreeSet::from([vip]), marks)
                         .await?;
                     if !a.failures.is_empty() {
                         return Err(format!("IPVS: {}", a.failures.join("; ")));

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use announce::fsm::{Event, Input, Output};
 use announce::{State, Vips};
-use ipvs::Tree;
+use ipvs::{FwmarkVips, Tree};
 
 use super::announce_order::AnnounceOrder;
 use super::kernel::{ChangesOutcome, Mirror};
@@ -150,6 +150,8 @@ pub enum Cmd {
         wanted: Tree,
         /// VIPs whose services may be changed or removed.
         owned: BTreeSet<IpAddr>,
+        /// Which VIP each fwmark service goes with (`owned` decides for those too).
+        marks: FwmarkVips,
         /// The mirror's serial the kernel is at once it is done.
         serial: u64,
     },
@@ -290,6 +292,11 @@ pub struct ClientState {
     mine: Option<BTreeSet<IpAddr>>,
     /// VIPs whose services this client put in the kernel.
     owned: BTreeSet<IpAddr>,
+    /// Firewall mark → VIP, from the last mapping: the fwmark services mirrored with a VIP.
+    fwmarks: FwmarkVips,
+    /// Every mark a mapping of this run gave (with its last VIP): their services are this
+    /// client's to change or remove, as those of `owned` VIPs are.
+    marks_owned: FwmarkVips,
     /// VIPs that left the mapping whose services stay until their address removal.
     leaving: BTreeSet<IpAddr>,
     vips: Vips,
@@ -345,6 +352,8 @@ impl ClientState {
             mirror: Mirror::default(),
             mine: None,
             owned: BTreeSet::new(),
+            fwmarks: FwmarkVips::new(),
+            marks_owned: FwmarkVips::new(),
             leaving: BTreeSet::new(),
             vips: Vips::new(),
             slots: BTreeMap::new(),
@@ -591,7 +600,7 @@ impl ClientState {
                 if let (Some((tree, covered)), Some(svcs)) = (self.applied.as_mut(), services) {
                     if covered.contains(&vip) {
                         let of_vip: Vec<ipvs::ServiceKey> = tree
-                            .filter_vips(&BTreeSet::from([vip]), false)
+                            .filter_vips(&BTreeSet::from([vip]), &self.fwmarks)
                             .services()
                             .map(|s| *s.key())
                             .collect();
@@ -611,6 +620,13 @@ impl ClientState {
         self.perform(now, vip, outs, &mut out);
         self.pump(vip, &mut out);
         out
+    }
+
+    /// Every firewall mark a mapping of this run gave this balancer, with its last VIP: the
+    /// kernel's fwmark services this client may change or remove ([`Cmd::Reconcile`] carries
+    /// them; the prepare, the removal and the connection count of a VIP read them here).
+    pub fn marks_owned(&self) -> &FwmarkVips {
+        &self.marks_owned
     }
 
     /// The withdraw `ticket` of `vip` is on the wire to every Established peer.
@@ -801,7 +817,21 @@ impl ClientState {
             .get(&self.s.hostname)
             .map(|v| v.iter().copied().collect())
             .unwrap_or_default();
+        let marks: FwmarkVips = map
+            .fwmarks
+            .into_iter()
+            .filter(|(_, vip)| mine.contains(vip))
+            .collect();
         let first = self.mine.is_none();
+        if marks != self.fwmarks {
+            self.marks_owned.extend(marks.iter().map(|(m, v)| (*m, *v)));
+            self.fwmarks = marks;
+            if self.mine.as_ref() == Some(&mine) {
+                // Same VIPs, other marks: only the kernel's fwmark services change.
+                self.reconcile(out);
+                return;
+            }
+        }
         if self.mine.as_ref() == Some(&mine) {
             return;
         }
@@ -860,7 +890,7 @@ impl ClientState {
             // The mirror may have moved on since the arbiter cut this syn's tree.
             let tree = match (&self.mirror.tree, spec.serial) {
                 (Some(t), Some(s)) if self.mirror.serial > s => {
-                    t.filter_vips(&BTreeSet::from([vip]), false)
+                    t.filter_vips(&BTreeSet::from([vip]), &self.fwmarks)
                 }
                 _ => spec.tree,
             };
@@ -915,7 +945,7 @@ impl ClientState {
             return;
         }
         let Some(mine) = &self.mine else { return };
-        let Some(wanted) = self.mirror.wanted(mine) else {
+        let Some(wanted) = self.mirror.wanted(mine, &self.fwmarks) else {
             return;
         };
         // Services of VIPs on their way out stay as they are until their address goes.
@@ -938,6 +968,7 @@ impl ClientState {
             _ => out.push(Cmd::Reconcile {
                 wanted: wanted.clone(),
                 owned: owned.clone(),
+                marks: self.marks_owned.clone(),
                 serial: self.mirror.serial,
             }),
         }

@@ -49,6 +49,15 @@ fn svc(vip: IpAddr, port: u16, weight: u32) -> Service {
     s
 }
 
+/// A fwmark service (IPv4, mark `m`) with one real server.
+fn fwmark_svc(m: u32) -> Service {
+    Service::new(ServiceSpec::new(
+        ServiceKey::fwmark(ipvs::Family::Inet, m),
+        "sh",
+    ))
+    .with_dest(RealServer::new(ip("198.51.100.5"), 0))
+}
+
 fn tree_of(services: Vec<Service>) -> Tree {
     let mut t = Tree::new();
     for s in services {
@@ -189,8 +198,13 @@ impl Sim {
     }
 
     fn mapping(&mut self, vips: &[IpAddr]) {
+        self.mapping_with_marks(vips, &[]);
+    }
+
+    fn mapping_with_marks(&mut self, vips: &[IpAddr], marks: &[(u32, IpAddr)]) {
         self.msg(Message::Mapping(Mapping {
             balancers: [(ME.to_string(), vips.to_vec())].into(),
+            fwmarks: marks.iter().copied().collect(),
         }));
     }
 
@@ -484,6 +498,7 @@ fn every_message_in_every_state() {
             "mapping",
             Message::Mapping(Mapping {
                 balancers: [(ME.to_string(), vec![vip()])].into(),
+                fwmarks: Default::default(),
             }),
         ),
         ("syn", {
@@ -746,6 +761,59 @@ fn a_vip_leaving_the_mapping_keeps_its_services_until_its_address_goes() {
     assert_eq!(sim.removals.front(), Some(&(vip(), true)));
     sim.finish_removal();
     assert_eq!(sim.services_removed, vec![vip()]);
+}
+
+#[test]
+fn fwmark_services_go_with_the_vip_the_mapping_gives_their_mark() {
+    let mut sim = Sim::announced(vip(), 100);
+    let other = ip("203.0.113.99");
+    let t = tree_of(vec![svc(vip(), 80, 1), fwmark_svc(7), fwmark_svc(8)]);
+    sim.msg(Message::Tree(TreeAnswer { serial: 5, tree: t }));
+    let (wanted, _) = sim.reconciles.last().unwrap().clone();
+    assert_eq!(
+        wanted.len(),
+        1,
+        "no mark mapped yet: the VIP's own service only"
+    );
+    // Same VIPs, mark 7 now goes with mine and 8 with a VIP of another balancer.
+    let plans = sim.plans.len();
+    sim.mapping_with_marks(&[vip()], &[(7, vip()), (8, other)]);
+    let lines = |p: &ipvs::Plan| p.ops.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        sim.plans.len(),
+        plans + 1,
+        "a mark alone changes the kernel"
+    );
+    assert_eq!(
+        lines(sim.plans.last().unwrap()),
+        ["-A -f 7 -s sh", "-a -f 7 -r 198.51.100.5:0 -g -w 1"]
+    );
+    assert_eq!(
+        sim.st.marks_owned(),
+        &FwmarkVips::from([(7, vip())]),
+        "the mark of another balancer's VIP is not this one's to touch"
+    );
+    // The mark leaves the mapping: its service goes, and the mark stays owned (so that a
+    // verify removes what is left of it).
+    sim.mapping_with_marks(&[vip()], &[]);
+    assert_eq!(lines(sim.plans.last().unwrap()), ["-D -f 7"]);
+    assert_eq!(sim.st.marks_owned(), &FwmarkVips::from([(7, vip())]));
+}
+
+#[test]
+fn a_syn_older_than_the_mirror_prepares_the_vips_fwmark_services_from_it() {
+    let mut sim = Sim::new();
+    sim.mapping_with_marks(&[vip()], &[(7, vip())]);
+    let newer = tree_of(vec![svc(vip(), 80, 9), fwmark_svc(7), fwmark_svc(8)]);
+    sim.msg(Message::Tree(TreeAnswer {
+        serial: 30,
+        tree: newer,
+    }));
+    sim.syn_with(vip(), 100, tree_of(vec![svc(vip(), 80, 1)]), Some(29));
+    assert_eq!(
+        sim.prepares.back().unwrap().2,
+        Some(tree_of(vec![svc(vip(), 80, 9), fwmark_svc(7)]))
+    );
 }
 
 #[test]

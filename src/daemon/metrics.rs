@@ -216,6 +216,8 @@ pub struct Families {
     pub clients_live: Gauge,
     /// Serial of the arbiter's tree.
     pub tree_serial: Gauge,
+    /// How long the arbiter's last dump of its IPVS table took.
+    pub ipvs_dump_seconds: F64Gauge,
     /// 1 while the arbiter answers no balancer yet.
     pub holding: Gauge,
     /// Withdrawals held by `withdraw_limit`, waiting for `ipvs-sync release`.
@@ -606,6 +608,12 @@ fn register_server(r: &mut Registry, f: &Families) {
         "tree_serial",
         "Serial of the arbiter's IPVS tree",
         f.tree_serial.clone(),
+    );
+    r.register_with_unit(
+        "ipvs_dump",
+        "How long the last dump of the arbiter's IPVS table took (a dump over half of the 1 s poll is followed by a pause as long as itself)",
+        Unit::Seconds,
+        f.ipvs_dump_seconds.clone(),
     );
     r.register(
         "holding",

@@ -679,7 +679,7 @@ impl Server {
         };
         let first = !self.mapping_read;
         self.mapping_read = true;
-        let out = self.state.on_mapping(map, Instant::now());
+        let out = self.state.on_service_mapping(map, Instant::now());
         if out.is_empty() && !first {
             return;
         }
@@ -770,13 +770,21 @@ impl Server {
         }
     }
 
-    fn on_tree(&mut self, dumped: Result<ipvs::Tree, String>) {
+    fn on_tree(&mut self, dumped: workers::TreeDump) {
         self.worked(
             "tree",
-            TREE_POLL,
-            dumped.as_ref().map(|_| ()).map_err(Clone::clone),
+            dumped.period,
+            dumped.tree.as_ref().map(|_| ()).map_err(Clone::clone),
         );
-        match dumped {
+        self.metrics
+            .ipvs_dump_seconds
+            .set(dumped.took.as_secs_f64());
+        debug!(
+            took_ms = dumped.took.as_millis() as u64,
+            period_ms = dumped.period.as_millis() as u64,
+            "IPVS dumped"
+        );
+        match dumped.tree {
             Ok(tree) => {
                 self.tree_read = true;
                 let out = self.state.on_tree(tree);

@@ -114,6 +114,8 @@ pub struct State {
     pub drained: BTreeSet<String>,
     /// VIP → its own BGP communities, from its desc file.
     pub communities: BTreeMap<IpAddr, Vec<String>>,
+    /// Firewall mark → the VIP its fwmark services go with, from the mapping.
+    pub fwmarks: ipvs::FwmarkVips,
 }
 
 impl State {
@@ -225,11 +227,11 @@ impl State {
         })
     }
 
-    /// The `services` answer for `vips`.
+    /// The `services` answer for `vips` (with the fwmark services their marks go with).
     pub fn services_answer(&self, vips: &[IpAddr]) -> Message {
         let set: BTreeSet<IpAddr> = vips.iter().copied().collect();
         Message::Services(ServicesAnswer {
-            tree: self.tree.filter_vips(&set, false),
+            tree: self.tree.filter_vips(&set, &self.fwmarks),
         })
     }
 
@@ -241,6 +243,7 @@ impl State {
                 .iter()
                 .map(|(b, v)| (b.clone(), v.iter().copied().collect()))
                 .collect(),
+            fwmarks: self.fwmarks.clone(),
         })
     }
 
@@ -249,20 +252,29 @@ impl State {
     /// whole mapping per asker made a fleet's welcome O(balancers²) in memory and broker bytes
     /// (1,000 clients: ~130 KiB each, ~125 MiB queued at once; see benches/scale.rs).
     pub fn mapping_for(&self, client: &str) -> Message {
-        let vips = self
+        let vips: Vec<IpAddr> = self
             .mapping
             .get(client)
             .map(|v| v.iter().copied().collect())
             .unwrap_or_default();
+        // The marks of its own VIPs only: a balancer without fwmark services gets the
+        // layout of releases before them.
+        let fwmarks = self
+            .fwmarks
+            .iter()
+            .filter(|(_, v)| vips.contains(v))
+            .map(|(m, v)| (*m, *v))
+            .collect();
         Message::Mapping(Mapping {
             balancers: [(client.to_string(), vips)].into(),
+            fwmarks,
         })
     }
 
     fn spec(&self, vip: IpAddr, q: VipQuorum) -> AnnounceSpec {
         let only: BTreeSet<IpAddr> = [vip].into();
         AnnounceSpec {
-            tree: self.tree.filter_vips(&only, false),
+            tree: self.tree.filter_vips(&only, &self.fwmarks),
             serial: Some(self.serial),
             local_preference: q.local_pref,
             communities: self.communities.get(&vip).cloned().unwrap_or_default(),
@@ -570,6 +582,23 @@ impl State {
         )]
     }
 
+    /// A mapping was read: its VIPs go through [`State::on_mapping`]; marks that go with
+    /// other VIPs than before send the `mapping` to everyone too, even with the same VIPs.
+    /// (A syn sent after this cuts the VIP's tree with the new marks.)
+    pub fn on_service_mapping(
+        &mut self,
+        new: config::mapping::ServiceMapping,
+        now: Instant,
+    ) -> Out {
+        let marks_changed = new.fwmarks != self.fwmarks;
+        self.fwmarks = new.fwmarks;
+        let mut out = self.on_mapping(new.vips, now);
+        if out.is_empty() && marks_changed {
+            out.push((Dest::Broadcast, self.mapping_message()));
+        }
+        out
+    }
+
     /// The mapping changed: `mapping` to everyone (nothing when equal).
     ///
     /// A new mapping that takes a VIP with quorum from most of its balancers at once counts
@@ -797,6 +826,60 @@ mod tests {
             s.on_ack("lb1", ip("2001:db8::10")),
             Err(AckRefused::NoQuorum)
         );
+    }
+
+    #[test]
+    fn fwmark_services_go_with_their_marks_vip_to_its_balancers_only() {
+        let mut s = state();
+        let mark = |m| {
+            Service::new(ServiceSpec::new(
+                ServiceKey::fwmark(ipvs::Family::Inet, m),
+                "sh",
+            ))
+        };
+        s.tree.insert(mark(7));
+        s.tree.insert(mark(8));
+        let now = Instant::now();
+        s.touch("lb1", now, Some(1), None);
+        let mapping = |marks: &[(u32, &str)]| config::mapping::ServiceMapping {
+            vips: s.mapping.clone(),
+            fwmarks: marks.iter().map(|(m, v)| (*m, ip(v))).collect(),
+        };
+        // Marks alone changing still tell everyone: 7 goes with a VIP of lb1 only.
+        let new = mapping(&[(7, "2001:db8::10"), (8, "192.0.2.99")]);
+        let out = s.on_service_mapping(new.clone(), now);
+        assert_eq!(kinds(&out), vec![("broadcast".to_string(), "mapping")]);
+        assert!(s.on_service_mapping(new, now).is_empty(), "unchanged");
+        let Message::Mapping(m) = s.mapping_for("lb1") else {
+            panic!()
+        };
+        assert_eq!(m.fwmarks, [(7, ip("2001:db8::10"))].into());
+        let Message::Mapping(m) = s.mapping_for("lb2") else {
+            panic!()
+        };
+        assert!(m.fwmarks.is_empty(), "lb2 does not serve 2001:db8::10");
+        // The VIP's syn carries its fwmark service, and no other VIP's.
+        let out = s.on_quorum(
+            ip("2001:db8::10"),
+            Some(VipQuorum {
+                announce: true,
+                local_pref: 100,
+            }),
+            now,
+        );
+        let Message::SynAnnounce(syn) = &out[0].1 else {
+            panic!("{out:?}")
+        };
+        let ids: Vec<String> = syn.vips[&ip("2001:db8::10")]
+            .tree
+            .services()
+            .map(|s| s.key().to_string())
+            .collect();
+        assert_eq!(ids, ["fwmark:v4:7"]);
+        let Message::Services(a) = s.services_answer(&[ip("192.0.2.10")]) else {
+            panic!()
+        };
+        assert_eq!(a.tree.len(), 1, "192.0.2.10 has no mark");
     }
 
     #[test]

@@ -210,12 +210,22 @@ pub struct ServicesAnswer {
     pub tree: Tree,
 }
 
-/// `mapping` answer: which balancer serves which VIPs (the `svc_mapping.json` layout).
+/// `mapping` answer: which balancer serves which VIPs (the `svc_mapping.json` layout), and
+/// the VIP each firewall mark of those VIPs goes with (`"@fwmarks": {"7": "VIP"}`, only when
+/// there is one: a balancer of a release before it refuses the whole message, so balancers
+/// are upgraded before the arbiter where keepalived has fwmark services).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(transparent)]
 pub struct Mapping {
     /// Balancer hostname → its VIPs.
+    #[serde(flatten)]
     pub balancers: BTreeMap<String, Vec<IpAddr>>,
+    /// Firewall mark → the VIP its fwmark services go with.
+    #[serde(
+        rename = "@fwmarks",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub fwmarks: BTreeMap<u32, IpAddr>,
 }
 
 /// `sync` request: the files of these directories. The arbiter answers only for directories
@@ -651,6 +661,14 @@ pub(crate) mod tests {
                     "lb1.example.net".to_owned(),
                     vec![ip("2001:db8::2:105"), ip("198.51.100.159")],
                 )]),
+                fwmarks: BTreeMap::new(),
+            }),
+            Message::Mapping(Mapping {
+                balancers: BTreeMap::from([(
+                    "lb1.example.net".to_owned(),
+                    vec![ip("198.51.100.159")],
+                )]),
+                fwmarks: BTreeMap::from([(7, ip("198.51.100.159"))]),
             }),
             Message::SyncRequest(SyncRequest {
                 dirs: vec!["/etc/ipvs-sync/fw".into()],
@@ -740,6 +758,11 @@ pub(crate) mod tests {
                 "mapping",
                 Direction::ToClient,
                 r#"{"lb1.example.net":["2001:db8::2:105","198.51.100.159"]}"#,
+            ),
+            (
+                "mapping",
+                Direction::ToClient,
+                r#"{"lb1.example.net":["198.51.100.159"],"@fwmarks":{"7":"198.51.100.159"}}"#,
             ),
             (
                 "sync",

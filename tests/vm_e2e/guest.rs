@@ -27,6 +27,9 @@ pub const VIP4: &str = "203.0.113.10";
 pub const VIP6: &str = "2001:db8:f00::10";
 /// A VIP of the arbiter's tree that no balancer is mapped to.
 pub const UNMAPPED: &str = "203.0.113.99";
+/// The VIP keepalived's `virtual_server fwmark 7` names in its quorum handlers: fwmark 7's
+/// services go with it to both balancers. Fwmark 8 (IPv6) names no VIP: never mirrored.
+pub const VIP_FWMARK: &str = "203.0.113.30";
 /// A VIP an operator serves on the balancers by hand, outside the mapping.
 pub const OPERATOR_VIP: &str = "203.0.113.200";
 /// The balancers: name, namespace tag, address.
@@ -37,8 +40,8 @@ const ARBITER_ADDR: &str = "192.0.2.10";
 pub const POLL: Duration = Duration::from_millis(500);
 
 /// The arbiter's tree: two VIPs mapped to both balancers (TCP/UDP services with DR, NAT
-/// and tunnel real servers, persistence), fwmark services (v4, v6) and a VIP no balancer
-/// is mapped to; loaded with one `ipvsadm -R`.
+/// and tunnel real servers, persistence), fwmark services (v4: mapped with [`VIP_FWMARK`];
+/// v6: with no VIP) and a VIP no balancer is mapped to; loaded with one `ipvsadm -R`.
 const TREE: &str = "\
 -A -t 203.0.113.10:80 -s wrr
 -a -t 203.0.113.10:80 -r 203.0.113.101:80 -g -w 10
@@ -496,6 +499,7 @@ fn spec(tag: &str, env: &Env) -> LabSpec {
             vip(VIP4, Proto::Udp, &[53]),
             vip(VIP6, Proto::Tcp, &[443]),
             vip(VIP6, Proto::Udp, &[53]),
+            vip(VIP_FWMARK, Proto::Tcp, &[]).fwmark(7),
         ],
     }
 }

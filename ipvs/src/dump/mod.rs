@@ -94,9 +94,14 @@ impl Ipvs {
 
     /// The services of `vips` with their destinations and counters: one dump of the services,
     /// then one of destinations for each service of those VIPs only (like `ipvsadm -Ln -t
-    /// VIP:PORT` for each of them). Fwmark services carry no VIP and are left out.
-    pub fn dump_vips(&mut self, vips: &BTreeSet<std::net::IpAddr>) -> Result<Tree, IpvsError> {
-        let mut tree = self.service_list()?.filter_vips(vips, false);
+    /// VIP:PORT` for each of them). Fwmark services are in when `marks` gives their mark one
+    /// of `vips`.
+    pub fn dump_vips(
+        &mut self,
+        vips: &BTreeSet<std::net::IpAddr>,
+        marks: &crate::FwmarkVips,
+    ) -> Result<Tree, IpvsError> {
+        let mut tree = self.service_list()?.filter_vips(vips, marks);
         let keys: Vec<ServiceKey> = tree.services().map(|s| *s.key()).collect();
         for key in keys {
             let dests = self.service_dests(&key)?;

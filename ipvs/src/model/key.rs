@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 
+/// Firewall mark → the VIP whose fwmark services carry it. A fwmark service has no address
+/// of its own; this says which VIP it goes with (see [`ServiceKey::owner`]).
+pub type FwmarkVips = std::collections::BTreeMap<u32, IpAddr>;
+
 /// Address family of a service (`AF_INET`/`AF_INET6`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -193,6 +197,15 @@ impl ServiceKey {
         match self {
             Self::Addr { addr, .. } => Some(*addr),
             Self::Fwmark { .. } => None,
+        }
+    }
+
+    /// The VIP this service belongs to: its address, or for a fwmark service (of either
+    /// family) the VIP `marks` gives its mark.
+    pub fn owner(&self, marks: &FwmarkVips) -> Option<IpAddr> {
+        match self {
+            Self::Addr { addr, .. } => Some(*addr),
+            Self::Fwmark { mark, .. } => marks.get(mark).copied(),
         }
     }
 

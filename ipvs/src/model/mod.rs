@@ -20,7 +20,7 @@ mod tree;
 
 pub use dest::{Dest, DestStats, FwdMethod, TunType};
 pub use flags::{ServiceFlags, TunFlags};
-pub use key::{DestId, DestKey, Family, Protocol, ServiceKey};
+pub use key::{DestId, DestKey, Family, FwmarkVips, Protocol, ServiceKey};
 pub use service::{Service, ServiceSpec, Stats};
 pub use tree::Tree;
 

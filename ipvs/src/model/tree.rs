@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::{Service, ServiceKey};
+use super::{FwmarkVips, Service, ServiceKey};
 
 /// All virtual services of a kernel (or the wanted state of one), in canonical order.
 ///
@@ -74,16 +74,13 @@ impl Tree {
         self.services.keys().filter_map(ServiceKey::vip).collect()
     }
 
-    /// The part of the tree for these VIPs: address services whose VIP is in `vips`, plus
-    /// every fwmark service when `keep_fwmark` (a fwmark service has no VIP of its own).
-    pub fn filter_vips(&self, vips: &BTreeSet<IpAddr>, keep_fwmark: bool) -> Tree {
+    /// The part of the tree for these VIPs: address services whose VIP is in `vips`, and
+    /// fwmark services whose mark `marks` gives one of `vips` ([`ServiceKey::owner`]).
+    pub fn filter_vips(&self, vips: &BTreeSet<IpAddr>, marks: &FwmarkVips) -> Tree {
         let services = self
             .services
             .iter()
-            .filter(|(key, _)| match key.vip() {
-                Some(vip) => vips.contains(&vip),
-                None => keep_fwmark,
-            })
+            .filter(|(key, _)| key.owner(marks).is_some_and(|v| vips.contains(&v)))
             .map(|(k, s)| (*k, s.clone()))
             .collect();
         Tree { services }
@@ -126,11 +123,23 @@ mod tests {
         let vips: Vec<String> = t.vips().iter().map(ToString::to_string).collect();
         assert_eq!(vips, ["192.0.2.1", "2001:db8::1"]);
         let only: BTreeSet<IpAddr> = ["192.0.2.1".parse().unwrap()].into();
-        let f = t.filter_vips(&only, false);
+        let none = FwmarkVips::new();
+        let f = t.filter_vips(&only, &none);
         let ids: Vec<String> = f.services().map(|s| s.key().to_string()).collect();
         assert_eq!(ids, ["tcp:192.0.2.1:80", "udp:192.0.2.1:53"]);
         assert_eq!(f.dest_count(), 1);
-        assert_eq!(t.filter_vips(&only, true).len(), 3);
-        assert!(t.filter_vips(&BTreeSet::new(), false).is_empty());
+        assert!(t.filter_vips(&BTreeSet::new(), &none).is_empty());
+        // Mark 7 goes with 192.0.2.1: its service comes with that VIP's, not with another's.
+        let marks = FwmarkVips::from([(7, "192.0.2.1".parse().unwrap())]);
+        let ids: Vec<String> = t
+            .filter_vips(&only, &marks)
+            .services()
+            .map(|s| s.key().to_string())
+            .collect();
+        assert_eq!(ids, ["tcp:192.0.2.1:80", "udp:192.0.2.1:53", "fwmark:v4:7"]);
+        let v6: BTreeSet<IpAddr> = ["2001:db8::1".parse().unwrap()].into();
+        assert_eq!(t.filter_vips(&v6, &marks).len(), 1);
+        let other = FwmarkVips::from([(8, "192.0.2.1".parse().unwrap())]);
+        assert_eq!(t.filter_vips(&only, &other).len(), 2);
     }
 }

@@ -37,6 +37,9 @@ pub struct Vip {
     pub lb_kind: String,
     /// Its real servers (health-checked by the arbiter only).
     pub real_servers: Vec<IpAddr>,
+    /// A firewall mark: its one virtual server is `virtual_server fwmark MARK` (port 0 in
+    /// the quorum argument) instead of one per port.
+    pub fwmark: Option<u32>,
 }
 
 impl Vip {
@@ -52,6 +55,7 @@ impl Vip {
             local_pref: 100,
             lb_kind: "DR".into(),
             real_servers: Vec::new(),
+            fwmark: None,
         }
     }
 
@@ -82,6 +86,13 @@ impl Vip {
     /// Sets `lb_kind`.
     pub fn lb_kind(mut self, kind: &str) -> Vip {
         self.lb_kind = kind.to_owned();
+        self
+    }
+
+    /// Makes its one virtual server `virtual_server fwmark MARK` (ports become `[0]`).
+    pub fn fwmark(mut self, mark: u32) -> Vip {
+        self.fwmark = Some(mark);
+        self.ports = vec![0];
         self
     }
 
@@ -141,7 +152,14 @@ fn virtual_servers(t: &mut String, vip: &Vip, handler: Option<(&Path, &Path)>) {
     };
     for &port in &vip.ports {
         // Writing to a String cannot fail; the results are ignored for that reason.
-        let _ = writeln!(t, "virtual_server {} {port} {{", vip.addr);
+        match vip.fwmark {
+            Some(mark) => {
+                let _ = writeln!(t, "virtual_server fwmark {mark} {{");
+            }
+            None => {
+                let _ = writeln!(t, "virtual_server {} {port} {{", vip.addr);
+            }
+        }
         let _ = writeln!(t, "    delay_loop 5");
         let _ = writeln!(t, "    lb_algo wrr");
         let _ = writeln!(t, "    lb_kind {}", vip.lb_kind);

@@ -280,3 +280,20 @@ fn the_arbiter_holds_each_balancers_public_key_and_each_balancer_pins_the_arbite
         );
     }
 }
+
+#[test]
+fn a_fwmark_vip_is_one_fwmark_virtual_server_the_mapping_gives_its_vip() {
+    let run = tempfile::tempdir().unwrap();
+    let mut spec = bridge_spec(run.path());
+    spec.vips = vec![Vip::new(ip("203.0.113.30"), &["lb1", "lb2"]).fwmark(7)];
+    spec.write().unwrap();
+    let text = std::fs::read_to_string(run.path().join("arbiter/keepalived/lbs/lb1/web/vips.conf"))
+        .unwrap();
+    assert_eq!(text.matches("virtual_server ").count(), 1, "{text}");
+    assert!(text.contains("virtual_server fwmark 7 {"), "{text}");
+    assert!(text.contains("quorum up 203.0.113.30,b-100,0\""), "{text}");
+    let cfg = config::Config::load(&run.path().join("arbiter/config.ini")).unwrap();
+    let report = config::mapping::build(&cfg.main.service_mapping_wildcard).unwrap();
+    assert_eq!(report.fwmarks, [(7, ip("203.0.113.30"))].into());
+    assert_eq!(report.vips()["lb2"], [ip("203.0.113.30")].into());
+}
