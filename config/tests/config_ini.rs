@@ -978,4 +978,25 @@ fn withdraw_limit_drain_and_control_keys() {
     }
     let t = format!("{base}[announce]\nstop = linger\n");
     assert!(Config::from_strs(&t, None).is_err());
+    assert_eq!(c_default_share(base), 50);
+    let t = format!("{base}[server]\nipvs_dump_share = 100%\n");
+    assert_eq!(
+        Config::from_strs(&t, None).unwrap().server.ipvs_dump_share,
+        100
+    );
+    for bad in ["0%", "101%", "50", "x%"] {
+        let t = format!("{base}[server]\nipvs_dump_share = {bad}\n");
+        let e = Config::from_strs(&t, None).unwrap_err().to_string();
+        assert!(
+            e.starts_with("config.ini:5: [server] ipvs_dump_share: expected a percentage"),
+            "{e}"
+        );
+    }
+}
+
+fn c_default_share(base: &str) -> u32 {
+    Config::from_strs(base, None)
+        .unwrap()
+        .server
+        .ipvs_dump_share
 }

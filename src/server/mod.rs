@@ -175,7 +175,12 @@ pub async fn serve(
     let (reports, mut reports_rx) = mpsc::unbounded_channel();
     let descs = workers::spawn_descs(reports.clone()).map_err(StartError::Thread)?;
     if let Some(k) = &edges.kernel {
-        workers::spawn_tree(k.clone(), TREE_POLL, reports.clone());
+        workers::spawn_tree(
+            k.clone(),
+            TREE_POLL,
+            cfg.server.ipvs_dump_share,
+            reports.clone(),
+        );
     }
     let outbox = Outbox::spawn(
         bus.clone(),

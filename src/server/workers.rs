@@ -214,19 +214,18 @@ impl DescThread {
     }
 }
 
-/// Most of its time the arbiter spends dumping its IPVS table: one half. A dump that takes
-/// longer than half of [`crate::server::TREE_POLL`] (5,000 services × 20 real servers under
-/// TCG: ~1.2 s) is followed by a pause as long as itself, instead of by the next dump at once.
-const DUMP_SHARE_DIVISOR: u32 = 2;
-
 /// How long to wait after a dump that took `took` before the next: `every` from the start
-/// of the last dump, and never less than `(DUMP_SHARE_DIVISOR - 1) × took`, so that dumping
-/// takes at most 1 / `DUMP_SHARE_DIVISOR` of the time. A table dumped in under
-/// `every / DUMP_SHARE_DIVISOR` is dumped every `every`, as before.
-pub fn pause_after_dump(took: Duration, every: Duration) -> Duration {
-    every
-        .saturating_sub(took)
-        .max(took * (DUMP_SHARE_DIVISOR - 1))
+/// of the last dump, and never less than what keeps dumping within `share` percent of the
+/// time (`[server] ipvs_dump_share`): `took × (100 − share) / share`. A table dumped in
+/// under `share`% of `every` is dumped every `every`; at 50% (the default), a dump of 5,000
+/// services × 20 real servers under TCG (1.2 s and more) is followed by a pause as long as
+/// itself instead of by the next dump at once.
+pub fn pause_after_dump(took: Duration, every: Duration, share: u32) -> Duration {
+    let share = u128::from(share.clamp(1, 100));
+    // Rounded up, so that the share is kept to the nanosecond.
+    let keep = (took.as_nanos() * (100 - share)).div_ceil(share);
+    let keep = Duration::from_nanos(u64::try_from(keep).unwrap_or(u64::MAX));
+    every.saturating_sub(took).max(keep)
 }
 
 /// One look at the kernel's IPVS table.
@@ -241,10 +240,11 @@ pub struct TreeDump {
 }
 
 /// Dumps the kernel's IPVS table every `every` (longer for a table whose dump takes more than
-/// half of that: [`pause_after_dump`]), off the loop; one dump at a time.
+/// `share`% of that: [`pause_after_dump`]), off the loop; one dump at a time.
 pub fn spawn_tree(
     kernel: Arc<Mutex<ipvs::Ipvs>>,
     every: Duration,
+    share: u32,
     out: mpsc::UnboundedSender<Report>,
 ) {
     tokio::spawn(async move {
@@ -263,7 +263,7 @@ pub fn spawn_tree(
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(e) => Err(format!("dump task failed: {e}")),
             };
-            let pause = pause_after_dump(took, every);
+            let pause = pause_after_dump(took, every, share);
             let period = took + pause;
             if out
                 .send(Report::Tree(TreeDump { tree, took, period }))
@@ -388,20 +388,28 @@ mod tests {
     #[test]
     fn a_quick_dump_keeps_the_poll_interval() {
         let ms = Duration::from_millis;
-        assert_eq!(pause_after_dump(ms(0), SEC), SEC);
-        assert_eq!(pause_after_dump(ms(30), SEC), ms(970));
-        assert_eq!(pause_after_dump(ms(500), SEC), ms(500));
+        assert_eq!(pause_after_dump(ms(0), SEC, 50), SEC);
+        assert_eq!(pause_after_dump(ms(30), SEC, 50), ms(970));
+        assert_eq!(pause_after_dump(ms(500), SEC, 50), ms(500));
+        assert_eq!(pause_after_dump(ms(200), SEC, 20), ms(800));
     }
 
     #[test]
-    fn a_slow_dump_is_followed_by_a_pause_as_long_as_itself() {
+    fn a_slow_dump_is_followed_by_a_pause_that_keeps_the_share() {
         let ms = Duration::from_millis;
-        assert_eq!(pause_after_dump(ms(600), SEC), ms(600));
-        assert_eq!(pause_after_dump(ms(1200), SEC), ms(1200));
-        // Dumping takes at most half the time, whatever the table's size.
-        for took in [ms(501), ms(900), ms(1200), ms(5000)] {
-            let period = took + pause_after_dump(took, SEC);
-            assert!(took * 2 <= period, "{took:?}: period {period:?}");
+        assert_eq!(pause_after_dump(ms(600), SEC, 50), ms(600));
+        assert_eq!(pause_after_dump(ms(1200), SEC, 50), ms(1200));
+        assert_eq!(pause_after_dump(ms(1200), SEC, 25), ms(3600));
+        // 100%: the next dump at once, as before the share existed.
+        assert_eq!(pause_after_dump(ms(1200), SEC, 100), Duration::ZERO);
+        for share in [10, 25, 50, 75, 100] {
+            for took in [ms(501), ms(900), ms(1200), ms(5000)] {
+                let period = took + pause_after_dump(took, SEC, share);
+                assert!(
+                    took * 100 <= period * share,
+                    "{share}%, {took:?}: period {period:?}"
+                );
+            }
         }
     }
 }

@@ -399,6 +399,11 @@ pub struct ServerConfig {
     pub withdraw_limit: Option<WithdrawLimit>,
     /// `withdraw_window` (60 s): the window of `withdraw_limit`.
     pub withdraw_window: Duration,
+    /// `ipvs_dump_share` (50%): at most this share of the arbiter's time goes to dumping its
+    /// IPVS table. It dumps every second; a dump longer than this share of a second is
+    /// followed by a pause that keeps the share (100% = dump again at once, as fast as the
+    /// table can be read).
+    pub ipvs_dump_share: u32,
 }
 
 /// `withdraw_limit`: a count, or a percentage of the VIPs that had quorum.
@@ -419,6 +424,7 @@ impl Default for ServerConfig {
             startup_hold: Duration::from_secs(10),
             withdraw_limit: None,
             withdraw_window: Duration::from_secs(60),
+            ipvs_dump_share: 50,
         }
     }
 }
@@ -432,6 +438,7 @@ impl ServerConfig {
         "sync_dirs",
         "withdraw_limit",
         "withdraw_window",
+        "ipvs_dump_share",
     ];
 
     pub(crate) fn from_fields(f: &mut Fields<'_>) -> Result<ServerConfig, ConfigError> {
@@ -443,7 +450,17 @@ impl ServerConfig {
             startup_hold: f.get("startup_hold", d.startup_hold, value::seconds_or_zero)?,
             withdraw_limit: f.opt("withdraw_limit", withdraw_limit)?,
             withdraw_window: f.get("withdraw_window", d.withdraw_window, value::seconds)?,
+            ipvs_dump_share: f.get("ipvs_dump_share", d.ipvs_dump_share, percent)?,
         })
+    }
+}
+
+fn percent(v: &str) -> ValueResult<u32> {
+    match v.strip_suffix('%').map(|p| p.trim().parse::<u32>()) {
+        Some(Ok(n)) if (1..=100).contains(&n) => Ok(n),
+        _ => Err(Invalid::Expected(Cow::Borrowed(
+            "a percentage from 1% to 100%",
+        ))),
     }
 }
 
