@@ -25,5 +25,6 @@ fuzz_target!(|data: &[u8]| {
         &services.virtual_servers,
         &services.groups,
         &mut skipped,
+        &mut Default::default(),
     );
 });
