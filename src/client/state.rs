@@ -824,7 +824,7 @@ impl ClientState {
             .collect();
         let first = self.mine.is_none();
         if marks != self.fwmarks {
-            self.marks_owned.extend(marks.iter().map(|(m, v)| (*m, *v)));
+            self.marks_owned.extend(&marks);
             self.fwmarks = marks;
             if self.mine.as_ref() == Some(&mine) {
                 // Same VIPs, other marks: only the kernel's fwmark services change.

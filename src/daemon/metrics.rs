@@ -611,7 +611,7 @@ fn register_server(r: &mut Registry, f: &Families) {
     );
     r.register_with_unit(
         "ipvs_dump",
-        "How long the last dump of the arbiter's IPVS table took (a dump over half of the 1 s poll is followed by a pause as long as itself)",
+        "How long the last dump of the arbiter's IPVS table took (a dump over [server] ipvs_dump_share of the 1 s poll is followed by a pause that keeps that share)",
         Unit::Seconds,
         f.ipvs_dump_seconds.clone(),
     );

@@ -258,7 +258,7 @@ impl State {
             .map(|v| v.iter().copied().collect())
             .unwrap_or_default();
         // The marks of its own VIPs only: a balancer without fwmark services gets the
-        // layout of releases before them.
+        // layout of releases before them (the broadcast of a change carries every mark).
         let fwmarks = self
             .fwmarks
             .iter()

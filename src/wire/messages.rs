@@ -213,7 +213,8 @@ pub struct ServicesAnswer {
 /// `mapping` answer: which balancer serves which VIPs (the `svc_mapping.json` layout), and
 /// the VIP each firewall mark of those VIPs goes with (`"@fwmarks": {"7": "VIP"}`, only when
 /// there is one: a balancer of a release before it refuses the whole message, so balancers
-/// are upgraded before the arbiter where keepalived has fwmark services).
+/// are upgraded before the arbiter where keepalived has fwmark services). A broadcast on a
+/// change carries every mark; a balancer keeps those of its own VIPs.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Mapping {
     /// Balancer hostname → its VIPs.
