@@ -22,7 +22,7 @@
 //! of the arbiter's broker can produce), so the run also measures how long the arbiter takes
 //! to welcome all of them (`tree`, `mapping` and the `announces` answer to each).
 //!
-//! Run as root: `netns-lab/bench-scale [--clients N] [--secs S] [--connections C]`
+//! Run as root: `netns-lab/bench-scale [--clients N] [--secs S] [--connections C] [--slots K]`
 //! (or `cargo bench --bench scale -- …`). `IPVS_SYNC_BIN` overrides the binary under test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -58,8 +58,6 @@ const HTTP: &str = "127.0.0.1:9100";
 const EXCHANGE: &str = topology::EXCHANGE;
 /// Balancers that share one set of VIPs (an ECMP group).
 const GROUP: usize = 10;
-/// Heartbeats go out in this many slots per second, so the load is spread.
-const SLOTS: u64 = 10;
 /// Message types, in the order the counters keep them.
 const TYPES: [&str; 11] = [
     "heartbeat",
@@ -84,6 +82,10 @@ struct Opts {
     connections: usize,
     vips: usize,
     ttl: u64,
+    /// Heartbeats go out in this many slots per second (`--slots`): 10 sends a tenth of the
+    /// fleet every 100 ms; 1000 one heartbeat every millisecond, as a fleet whose balancers
+    /// started at random times heartbeats.
+    slots: u64,
     bin: PathBuf,
     /// Heartbeats signed with Ed25519 instead of the pair MAC balancers use.
     sign: bool,
@@ -97,6 +99,7 @@ impl Opts {
             connections: 4,
             vips: 3,
             ttl: 5,
+            slots: 10,
             sign: false,
             bin: std::env::var_os("IPVS_SYNC_BIN")
                 .map(PathBuf::from)
@@ -114,6 +117,7 @@ impl Opts {
                 "--connections" => o.connections = num()?.max(1) as usize,
                 "--vips" => o.vips = num()?.clamp(1, 200) as usize,
                 "--ttl" => o.ttl = num()?.max(1),
+                "--slots" => o.slots = num()?.clamp(1, 1000),
                 "--auth" => match args.next().as_deref() {
                     Some("mac") => o.sign = false,
                     Some("sig") => o.sign = true,
@@ -385,29 +389,30 @@ fn announced_json(o: &Opts, k: usize) -> String {
     format!("[{}]", list.join(","))
 }
 
-/// Publishes one heartbeat per client per second, each sealed as `seal` says, in `SLOTS`
+/// Publishes one heartbeat per client per second, each sealed as `seal` says, in `slots`
 /// slots, until stopped; counts the broker's confirms as they come.
 async fn heartbeats(
     ch: Channel,
     clients: Vec<(usize, String, String)>,
     stats: Arc<Stats>,
     seal: Arc<Seal>,
+    slots: u64,
 ) -> Result<(), BoxError> {
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let epoch = now_ms() / 1000;
     let mut seq: Vec<u64> = vec![0; clients.len()];
     // Burst (the default): a slot that fell behind is caught up, so the offered load stays at
     // one heartbeat per client per second even when this box is busy.
-    let mut tick = tokio::time::interval(Duration::from_millis(1000 / SLOTS));
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / slots));
     let mut round = 0u64;
     while !stats.stop.load(Relaxed) {
         tick.tick().await;
-        let slot = round % SLOTS;
+        let slot = round % slots;
         round += 1;
         let uptime = stats.t0.elapsed().as_secs() + 1;
         let mut confirms = Vec::new();
         for (i, (k, name, announced)) in clients.iter().enumerate() {
-            if i as u64 % SLOTS != slot {
+            if *k as u64 % slots != slot {
                 continue;
             }
             seq[i] += 1;
@@ -738,6 +743,7 @@ fn main() -> Result<(), BoxError> {
             clients,
             stats.clone(),
             Arc::clone(&seal),
+            o.slots,
         )));
     }
     let mut died = None;
@@ -848,9 +854,9 @@ fn main() -> Result<(), BoxError> {
     let _ = writeln!(
         out,
         "setup: {} balancers in groups of {GROUP} sharing {} VIPs each ({vips} VIPs, {up} with desc announce), \
-         heartbeat_interval 1 s, consumer_alive_ttl {} s, ipvs = false; clients on {} AMQP connections; \
-         steady window {:.0}–{:.0} s\n",
-        o.clients, o.vips, o.ttl, o.connections, a.t, last.t
+         heartbeat_interval 1 s in {} slots, consumer_alive_ttl {} s, ipvs = false; clients on {} AMQP \
+         connections; steady window {:.0}–{:.0} s\n",
+        o.clients, o.vips, o.slots, o.ttl, o.connections, a.t, last.t
     );
     let _ = writeln!(out, "| figure | value |\n|---|---|");
     let mut row = |k: &str, v: String| {

@@ -462,7 +462,7 @@ impl Client {
         match m {
             crate::wire::Message::SynAnnounce(s) => {
                 for vip in s.vips.keys() {
-                    if self.core.mine().any(|v| v == *vip) {
+                    if self.core.is_mine(*vip) {
                         self.syn_at.entry(*vip).or_insert(now);
                     }
                 }
@@ -623,7 +623,7 @@ impl Client {
                 };
                 let unknown: Vec<IpAddr> = vips
                     .iter()
-                    .filter(|v| !self.core.mine().any(|m| m == **v))
+                    .filter(|v| !self.core.is_mine(**v))
                     .copied()
                     .collect();
                 if !unknown.is_empty() {

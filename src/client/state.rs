@@ -307,6 +307,12 @@ pub struct ClientState {
     /// The arbiter restarted since the mirror was last set: any serial is taken.
     arbiter_restarted: bool,
     acked: BTreeMap<IpAddr, Instant>,
+    /// No time in `acked` is earlier than this (`None`: `acked` is empty). Exact after
+    /// `repair_acks`, a lower bound in between, so that [`ClientState::next_deadline`] does
+    /// not scan 10,000 acks after each message of a cold start.
+    acked_floor: Option<Instant>,
+    /// No grace of a removal in `slots` ends before this; exact after `tick_removals`.
+    grace_floor: Option<Instant>,
     asked: Asked,
     next_heartbeat: Instant,
     next_tree: Instant,
@@ -362,6 +368,8 @@ impl ClientState {
             last_arbiter_heartbeat: None,
             arbiter_restarted: false,
             acked: BTreeMap::new(),
+            acked_floor: None,
+            grace_floor: None,
             asked: Asked::default(),
             next_heartbeat: now,
             next_tree: now + s.tree_request_interval,
@@ -404,6 +412,11 @@ impl ClientState {
         self.mine.iter().flatten().copied()
     }
 
+    /// Whether the mapping gives this balancer `vip`.
+    pub fn is_mine(&self, vip: IpAddr) -> bool {
+        self.mine.as_ref().is_some_and(|m| m.contains(&vip))
+    }
+
     /// VIPs whose address is, or is about to be, on the interface.
     pub fn busy(&self) -> BTreeSet<IpAddr> {
         self.vips.busy()
@@ -443,13 +456,13 @@ impl ClientState {
             .min(self.next_tree)
             .min(self.next_announces)
             .min(self.next_verify);
-        for at in self.acked.values() {
-            t = t.min(*at + ACK_REPAIR_AFTER);
+        // A floor earlier than the truth wakes the loop early once; the tick then makes it
+        // exact.
+        if let Some(at) = self.acked_floor {
+            t = t.min(at + ACK_REPAIR_AFTER);
         }
-        for slot in self.slots.values() {
-            if let Some(Removal::Grace(until)) = slot.removal {
-                t = t.min(until);
-            }
+        if let Some(until) = self.grace_floor {
+            t = t.min(until);
         }
         for d in self.drained.values() {
             if let Some(at) = d.next_look() {
@@ -634,7 +647,9 @@ impl ClientState {
         let mut out = Vec::new();
         if let Some(slot) = self.slots.get_mut(&vip) {
             if slot.removal == Some(Removal::AwaitWithdraw(ticket)) {
-                slot.removal = Some(Removal::Grace(now + self.s.withdraw_grace));
+                let until = now + self.s.withdraw_grace;
+                slot.removal = Some(Removal::Grace(until));
+                self.grace_floor = Some(self.grace_floor.map_or(until, |f| f.min(until)));
             }
         }
         self.tick_removals(now, &mut out);
@@ -990,6 +1005,7 @@ impl ClientState {
                 Output::SendAck if self.local_go.contains(&vip) => self.local_ack(now, vip, out),
                 Output::SendAck => {
                     self.acked.insert(vip, now);
+                    self.acked_floor = Some(self.acked_floor.map_or(now, |f| f.min(now)));
                     out.push(Cmd::Send(
                         Dest::Server,
                         Message::AckPrepared(AckPrepared { vip }),
@@ -1063,6 +1079,7 @@ impl ClientState {
     }
 
     fn tick_removals(&mut self, now: Instant, out: &mut Vec<Cmd>) {
+        let mut floor: Option<Instant> = None;
         let due: Vec<IpAddr> = self
             .slots
             .iter_mut()
@@ -1071,9 +1088,14 @@ impl ClientState {
                     slot.removal = Some(Removal::Ready);
                     Some(*vip)
                 }
+                Some(Removal::Grace(until)) => {
+                    floor = Some(floor.map_or(until, |f| f.min(until)));
+                    None
+                }
                 _ => None,
             })
             .collect();
+        self.grace_floor = floor;
         for vip in due {
             self.pump(vip, out);
         }
@@ -1093,6 +1115,7 @@ impl ClientState {
             out.push(Cmd::Send(Dest::Server, Message::AnnouncesRequest));
             self.acked.values_mut().for_each(|t| *t = now);
         }
+        self.acked_floor = self.acked.values().min().copied();
     }
 }
 

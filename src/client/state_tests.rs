@@ -985,6 +985,44 @@ fn a_lost_ack_or_go_asks_for_the_announces_after_ten_seconds() {
     );
 }
 
+/// The loop sleeps until `next_deadline`, which keeps only a floor of the acks' times (no
+/// scan of every ack after each message): never later than the oldest ack's repair, and
+/// never a deadline already past after the tick that makes it exact.
+#[test]
+fn the_next_deadline_follows_the_oldest_ack_and_never_stays_in_the_past() {
+    let (a, b) = (ip("203.0.113.10"), ip("203.0.113.11"));
+    let mut s = settings();
+    s.heartbeat_interval = Duration::from_secs(3600);
+    s.tree_request_interval = Duration::from_secs(3600);
+    s.announces_request_interval = Duration::from_secs(3600);
+    let mut sim = Sim::with(s);
+    sim.mapping(&[a, b]);
+    // The first requests and the first verify go now; the next ones in an hour.
+    sim.advance(Duration::ZERO);
+    let t0 = sim.now;
+    sim.syn(a, 100);
+    sim.finish_prepare(true);
+    assert_eq!(sim.st.next_deadline(), t0 + ACK_REPAIR_AFTER);
+    sim.advance(Duration::from_secs(3));
+    sim.syn(b, 100);
+    sim.finish_prepare(true);
+    sim.go(a, 100);
+    sim.sent.clear();
+    // Woken at the first ack's time at the latest: nothing is stuck yet, and the deadline
+    // moves on to the second ack's.
+    let first = sim.st.next_deadline();
+    assert!(first <= t0 + ACK_REPAIR_AFTER, "{:?} late", first - t0);
+    sim.advance(first - sim.now);
+    assert!(!sim.has_note(|n| matches!(n, Note::AckRepair(_))));
+    assert_eq!(
+        sim.st.next_deadline(),
+        t0 + Duration::from_secs(3) + ACK_REPAIR_AFTER
+    );
+    sim.advance(sim.st.next_deadline() - sim.now);
+    assert!(sim.has_note(|n| matches!(n, Note::AckRepair(1))));
+    assert!(sim.st.next_deadline() > sim.now);
+}
+
 #[test]
 fn the_broker_back_or_stale_drops_ask_for_everything_again() {
     let mut sim = Sim::new();

@@ -20,7 +20,7 @@
 //!     ▼
 //!   consumer ──batch of ready deliveries──▶ verify (batch Ed25519) ──▶ replay window
 //!      ──▶ marks appended to state_dir ──▶ typed Message ──▶ mpsc (bounded, byte budget) ──▶ daemon
-//!      ──▶ ack (multiple)                         drops counted by reason, logged rate-limited
+//!      ──▶ ack (multiple, every half prefetch or 50 ms)   drops counted by reason, logged rate-limited
 //! ```
 //!
 //! # Reconnection
@@ -48,6 +48,7 @@
 //! that did not takes it. Each message's id is written to the receiver's state directory
 //! before the daemon sees it, so a restarted receiver takes no message twice either.
 
+mod acks;
 pub mod nodes;
 pub(crate) mod options;
 mod session;

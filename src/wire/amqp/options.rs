@@ -128,6 +128,8 @@ pub struct TransportOptions {
     pub queue_expires: Duration,
     /// Unacknowledged deliveries the broker may push ahead (`basic.qos`).
     pub prefetch: u16,
+    /// Longest time a delivery handed to the daemon stays unacked (see `acks.rs`).
+    pub ack_delay: Duration,
     /// Capacity of the channel of verified messages handed to the daemon.
     pub incoming_capacity: usize,
     /// Sender ids remembered per sender beyond the highest (see `replay.rs`).
@@ -166,6 +168,7 @@ impl TransportOptions {
             queue_max_length: CLIENT_QUEUE_MAX_LENGTH,
             queue_expires: CLIENT_QUEUE_EXPIRES,
             prefetch: prefetch_for(max_bytes),
+            ack_delay: super::acks::ACK_DELAY,
             incoming_capacity: 1024,
             replay_window: crate::wire::replay::DEFAULT_CAPACITY,
             send_timeout: Duration::from_secs(10),

@@ -538,3 +538,74 @@ fn lab_a_fin_overtakes_the_main_lane_queued_before_it() {
         client.close().await;
     });
 }
+
+/// Deliveries are acked together, not one by one (`acks.rs`), but every one handed over is
+/// acked: at half the prefetch window, `ack_delay` after the oldest, and before the consumer
+/// stops, so nothing comes back to the queue after a clean stop.
+#[test]
+#[ignore = "lab: needs root, netns and rabbitmq-server; run netns-lab/test"]
+fn lab_deliveries_handed_over_are_acked_in_batches_and_at_a_stop() {
+    let lab = lab("wire-acks");
+    lab.rt.block_on(async {
+        let (server, _srx) = lab.server(lab.server_opts()).await;
+        let queue = format!("ipvs-sync.{CLIENT}");
+        let unacked = |lab: &Lab| -> Option<u64> {
+            lab.list_queues(&["messages_unacknowledged"])
+                .lines()
+                .find_map(|l| {
+                    let mut w = l.split_whitespace();
+                    (w.next() == Some(queue.as_str())).then(|| w.next()?.parse().ok())?
+                })
+        };
+        let to_client = |i: u64| {
+            let server = &server;
+            async move {
+                server
+                    .send(Dest::Client(CLIENT.into()), &heartbeat(i))
+                    .await
+                    .unwrap();
+            }
+        };
+
+        // Three of a window of 16, with the default delay: acked by the delay.
+        let (client, mut crx) = lab.client(CLIENT, lab.client_opts(CLIENT)).await;
+        assert_eq!(lab.client_opts(CLIENT).prefetch, 16);
+        for i in 0..3 {
+            to_client(i).await;
+            recv(&mut crx).await;
+        }
+        wait_for("the delay to ack three", || unacked(&lab) == Some(0)).await;
+        client.close().await;
+
+        // With a delay no test waits for: seven stay unacked, the eighth acks all eight.
+        let mut o = lab.client_opts(CLIENT);
+        o.ack_delay = Duration::from_secs(3600);
+        let (client, mut crx) = lab.client(CLIENT, o).await;
+        for i in 10..17 {
+            to_client(i).await;
+            recv(&mut crx).await;
+        }
+        wait_for("seven to show unacked", || unacked(&lab) == Some(7)).await;
+        to_client(17).await;
+        recv(&mut crx).await;
+        wait_for("half the window to ack all eight", || {
+            unacked(&lab) == Some(0)
+        })
+        .await;
+
+        // Three more, unacked until the stop, which acks them: none comes back.
+        for i in 20..23 {
+            to_client(i).await;
+            recv(&mut crx).await;
+        }
+        wait_for("three to show unacked", || unacked(&lab) == Some(3)).await;
+        assert_eq!(client.counters().dropped_total(), 0);
+        client.close().await;
+        assert_eq!(
+            lab.queue_len(&queue),
+            Some(0),
+            "a stopped consumer left them unacked"
+        );
+        server.close().await;
+    });
+}
