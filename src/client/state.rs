@@ -649,7 +649,7 @@ impl ClientState {
             if slot.removal == Some(Removal::AwaitWithdraw(ticket)) {
                 let until = now + self.s.withdraw_grace;
                 slot.removal = Some(Removal::Grace(until));
-                self.grace_floor = Some(self.grace_floor.map_or(until, |f| f.min(until)));
+                lower_to(&mut self.grace_floor, until);
             }
         }
         self.tick_removals(now, &mut out);
@@ -1005,7 +1005,7 @@ impl ClientState {
                 Output::SendAck if self.local_go.contains(&vip) => self.local_ack(now, vip, out),
                 Output::SendAck => {
                     self.acked.insert(vip, now);
-                    self.acked_floor = Some(self.acked_floor.map_or(now, |f| f.min(now)));
+                    lower_to(&mut self.acked_floor, now);
                     out.push(Cmd::Send(
                         Dest::Server,
                         Message::AckPrepared(AckPrepared { vip }),
@@ -1089,7 +1089,7 @@ impl ClientState {
                     Some(*vip)
                 }
                 Some(Removal::Grace(until)) => {
-                    floor = Some(floor.map_or(until, |f| f.min(until)));
+                    lower_to(&mut floor, until);
                     None
                 }
                 _ => None,
@@ -1117,6 +1117,11 @@ impl ClientState {
         }
         self.acked_floor = self.acked.values().min().copied();
     }
+}
+
+/// Makes `floor` no later than `t`.
+fn lower_to(floor: &mut Option<Instant>, t: Instant) {
+    *floor = Some(floor.map_or(t, |f| f.min(t)));
 }
 
 fn asked_within(at: Option<Instant>, now: Instant) -> bool {

@@ -19,12 +19,11 @@ use std::time::{Duration, Instant};
 pub const ACK_DELAY: Duration = Duration::from_millis(50);
 
 /// Deliveries handed over and not acked yet: the newest one's acker (which acks all of them
-/// with `multiple`), how many, and when the oldest was handed over.
+/// with `multiple`) with the time the oldest was handed over, and how many.
 #[derive(Debug)]
 pub(super) struct Pending<A> {
-    last: Option<A>,
+    unacked: Option<(A, Instant)>,
     count: usize,
-    since: Instant,
     every: usize,
     delay: Duration,
 }
@@ -34,9 +33,8 @@ impl<A> Pending<A> {
     /// broker would stop sending before a later ack).
     pub(super) fn new(prefetch: u16, delay: Duration) -> Pending<A> {
         Pending {
-            last: None,
+            unacked: None,
             count: 0,
-            since: Instant::now(),
             every: (usize::from(prefetch) / 2).max(1),
             delay,
         }
@@ -45,10 +43,8 @@ impl<A> Pending<A> {
     /// Records `n` more deliveries handed over, the newest acked by `last`. Returns the acker
     /// to ack with now when half the window is unacked.
     pub(super) fn handed_over(&mut self, n: usize, last: A, now: Instant) -> Option<A> {
-        if self.last.is_none() {
-            self.since = now;
-        }
-        self.last = Some(last);
+        let since = self.unacked.take().map_or(now, |(_, since)| since);
+        self.unacked = Some((last, since));
         self.count += n;
         if self.count >= self.every {
             self.take()
@@ -59,13 +55,13 @@ impl<A> Pending<A> {
 
     /// When the unacked deliveries are due, if there are any.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        self.last.as_ref().map(|_| self.since + self.delay)
+        self.unacked.as_ref().map(|(_, since)| *since + self.delay)
     }
 
     /// The acker of everything unacked, which counts as acked from now on.
     pub(super) fn take(&mut self) -> Option<A> {
         self.count = 0;
-        self.last.take()
+        self.unacked.take().map(|(acker, _)| acker)
     }
 }
 

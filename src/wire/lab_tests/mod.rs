@@ -242,7 +242,12 @@ impl Lab {
 
     /// Messages waiting in `queue`, per `rabbitmqctl list_queues`.
     fn queue_len(&self, queue: &str) -> Option<u64> {
-        self.list_queues(&["messages"]).lines().find_map(|l| {
+        self.queue_count(queue, "messages")
+    }
+
+    /// One numeric `rabbitmqctl list_queues` column of `queue`.
+    fn queue_count(&self, queue: &str, column: &str) -> Option<u64> {
+        self.list_queues(&[column]).lines().find_map(|l| {
             let mut w = l.split_whitespace();
             (w.next() == Some(queue)).then(|| w.next()?.parse().ok())?
         })

@@ -549,14 +549,7 @@ fn lab_deliveries_handed_over_are_acked_in_batches_and_at_a_stop() {
     lab.rt.block_on(async {
         let (server, _srx) = lab.server(lab.server_opts()).await;
         let queue = format!("ipvs-sync.{CLIENT}");
-        let unacked = |lab: &Lab| -> Option<u64> {
-            lab.list_queues(&["messages_unacknowledged"])
-                .lines()
-                .find_map(|l| {
-                    let mut w = l.split_whitespace();
-                    (w.next() == Some(queue.as_str())).then(|| w.next()?.parse().ok())?
-                })
-        };
+        let unacked = |lab: &Lab| lab.queue_count(&queue, "messages_unacknowledged");
         let to_client = |i: u64| {
             let server = &server;
             async move {
