@@ -478,6 +478,10 @@ impl Client {
             crate::wire::Message::Heartbeat(hb)
                 if hb.role == crate::wire::messages::PeerRole::Server =>
             {
+                self.outbox.set_batches(
+                    crate::wire::messages::SERVER_ADDRESS,
+                    hb.reads_ack_batches(),
+                );
                 self.fallback_heard(now)
             }
             _ => {}

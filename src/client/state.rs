@@ -35,6 +35,7 @@ use super::announce_order::AnnounceOrder;
 use super::kernel::{ChangesOutcome, Mirror};
 use crate::wire::messages::{
     AckPrepared, Execute, Heartbeat, Mapping, PeerRole, SynAnnounce, SyncFile, SyncRequest,
+    FEATURE_ACK_BATCH,
 };
 use crate::wire::{Dest, Message, MessageId};
 
@@ -479,6 +480,13 @@ impl ClientState {
     /// an announce message says nothing of a VIP the arbiter spoke of since
     /// ([`super::announce_order`]).
     pub fn on_arbiter_message(&mut self, now: Instant, id: MessageId, msg: Message) -> Vec<Cmd> {
+        if let Message::AckGoBatch(_) = msg {
+            // Each go as if it had come alone (the VIPs of a batch are distinct).
+            return crate::wire::ack_batch::split(msg)
+                .into_iter()
+                .flat_map(|m| self.on_arbiter_message(now, id, m))
+                .collect();
+        }
         let kind = msg.kind().as_str();
         let (kept, late) = self.order.admit(id, msg);
         let mut out: Vec<Cmd> = late
@@ -783,6 +791,7 @@ impl ClientState {
             serial: self.applied_serial(),
             announced: Some(self.vips.announced().into_keys().collect()),
             drained: (!self.drained.is_empty()).then(|| self.drained.keys().copied().collect()),
+            features: vec![FEATURE_ACK_BATCH.to_owned()],
         })
     }
 

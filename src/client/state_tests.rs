@@ -11,7 +11,7 @@ use ipvs::{Dest as RealServer, Service, ServiceKey, ServiceSpec, Tree};
 
 use super::*;
 use crate::wire::messages::{
-    AckGo, AnnounceSpec, Changes, FinAnnounce, ServicesAnswer, SyncAnswer, TreeAnswer,
+    AckGo, AckGoBatch, AnnounceSpec, Changes, FinAnnounce, ServicesAnswer, SyncAnswer, TreeAnswer,
 };
 
 const ME: &str = "lb1.example.net";
@@ -473,6 +473,7 @@ fn every_message_in_every_state() {
                 serial: Some(1),
                 announced: None,
                 drained: None,
+                features: Vec::new(),
             }),
         ),
         (
@@ -893,6 +894,7 @@ fn an_older_tree_never_rolls_the_mirror_back_unless_the_arbiter_restarted() {
             serial: None,
             announced: None,
             drained: None,
+            features: Vec::new(),
         })
     };
     sim.msg(hb(100));
@@ -942,6 +944,7 @@ fn an_arbiter_heartbeat_with_another_serial_asks_for_the_tree() {
             serial: Some(serial),
             announced: None,
             drained: None,
+            features: Vec::new(),
         })
     };
     sim.msg(hb(7));
@@ -1389,4 +1392,55 @@ fn a_new_mapping_is_a_full_reconcile() {
     sim.mapping(&[vip(), ip("203.0.113.11")]);
     assert_eq!(sim.reconciles.len(), n + 1);
     assert!(sim.plans.is_empty());
+}
+
+#[test]
+fn a_batch_of_gos_announces_each_vip_as_its_own_go_would() {
+    let vips = [ip("203.0.113.10"), ip("203.0.113.11"), ip("2001:db8::10")];
+    let mut sim = Sim::new();
+    sim.mapping(&vips);
+    for (i, v) in vips.iter().enumerate() {
+        sim.syn(*v, 100 + u32::try_from(i).unwrap());
+    }
+    for _ in vips {
+        sim.finish_prepare(true);
+    }
+    let prepared = sim.count_sent(|m| matches!(m, Message::AckPrepared(_)));
+    assert_eq!(prepared, 3, "the core acks each VIP; the outbox folds them");
+    // One batch: the first two VIPs go; the third is not in it and stays prepared.
+    sim.msg(Message::AckGoBatch(AckGoBatch {
+        go: vec![
+            AckGo {
+                vip: vips[0],
+                local_preference: 100,
+                communities: vec![],
+            },
+            AckGo {
+                vip: vips[1],
+                local_preference: 250,
+                communities: vec!["65000:7".into()],
+            },
+        ],
+    }));
+    assert_eq!(sim.routes.get(&vips[0]), Some(&100));
+    assert_eq!(sim.routes.get(&vips[1]), Some(&250));
+    assert_eq!(sim.routes.get(&vips[2]), None);
+    assert_eq!(
+        sim.st.vip_state(vips[1]),
+        State::Announced { local_pref: 250 }
+    );
+    // A fin sent after the batch wins over it; a go sent before the batch is late.
+    sim.fin(vips[0]);
+    assert_eq!(sim.withdraws.front().map(|w| w.0), Some(vips[0]));
+    sim.finish_withdraw();
+    assert_eq!(sim.routes.get(&vips[0]), None);
+    sim.msg_numbered(
+        1,
+        Message::AckGo(AckGo {
+            vip: vips[1],
+            local_preference: 50,
+            communities: vec![],
+        }),
+    );
+    assert_eq!(sim.routes.get(&vips[1]), Some(&250), "an older go is late");
 }

@@ -496,6 +496,7 @@ mod tests {
                 serial: None,
                 announced: None,
                 drained: None,
+                features: Vec::new(),
             }),
         )
         .await;

@@ -13,9 +13,14 @@
 //! republishes a message whose confirm the connection lost. A full lane drops the message and
 //! counts it (`ipvs_sync_outbox_dropped_total`): the periodic requests and heartbeats repair
 //! any gap, and memory stays bounded.
+//!
+//! The sender folds `ack_announce`s it finds queued one behind the other for the same peer
+//! into one message (`wire::ack_batch`) when that peer reads batches ([`Outbox::set_batches`],
+//! from its heartbeats); it never waits for more to come.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -24,6 +29,7 @@ use tracing::{debug, warn};
 
 use super::bus::{Bus, Confirm};
 use super::metrics::Metrics;
+use crate::wire::ack_batch;
 use crate::wire::amqp::Lane;
 use crate::wire::{Dest, Message, MessageType};
 
@@ -32,15 +38,61 @@ type Item = (Dest, Message);
 /// A published message waiting for its confirm: its type, its address, the confirm.
 type Flying = (MessageType, String, Confirm);
 
-/// One lane's sender: publishes what the lane holds, in order, and hands each confirm to the
-/// confirmer. Ends when the lane or the confirmer is gone.
+/// The addresses (a balancer's hostname, `lbs`) whose daemon reads `ack_announce` batches.
+type Batches = Arc<Mutex<HashSet<String>>>;
+
+/// Folds into `item` the acks queued right behind it for the same peer, when that peer reads
+/// batches; returns the first queued message it did not fold (to send next).
+fn fold_queued(
+    item: &mut Item,
+    lane: &mut mpsc::Receiver<Item>,
+    batches: &Batches,
+    depth: &AtomicUsize,
+) -> Option<Item> {
+    let folds = matches!(item.1, Message::AckPrepared(_) | Message::AckGo(_))
+        && batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(item.0.address());
+    if !folds {
+        return None;
+    }
+    while let Ok((to, next)) = lane.try_recv() {
+        if to != item.0 {
+            return Some((to, next));
+        }
+        match ack_batch::absorb(&mut item.1, next) {
+            // One message fewer in the queue.
+            Ok(()) => {
+                depth.fetch_sub(1, Ordering::Relaxed);
+            }
+            Err(next) => return Some((to, next)),
+        }
+    }
+    None
+}
+
+/// One lane's sender: publishes what the lane holds, in order (folding acks, see
+/// [`fold_queued`]), and hands each confirm to the confirmer. Ends when the lane or the
+/// confirmer is gone.
 async fn send_lane(
     bus: Arc<dyn Bus>,
     mut lane: mpsc::Receiver<Item>,
     flying: mpsc::Sender<Flying>,
     depth: Arc<AtomicUsize>,
+    batches: Batches,
 ) {
-    while let Some((to, msg)) = lane.recv().await {
+    let mut held: Option<Item> = None;
+    loop {
+        let mut item = match held.take() {
+            Some(i) => i,
+            None => match lane.recv().await {
+                Some(i) => i,
+                None => return,
+            },
+        };
+        held = fold_queued(&mut item, &mut lane, &batches, &depth);
+        let (to, msg) = item;
         match bus.publish(to.clone(), &msg).await {
             Ok(c) => {
                 let item = (msg.kind(), to.address().to_owned(), c);
@@ -66,7 +118,8 @@ pub struct Outbox {
     normal: mpsc::Sender<Item>,
     depth: Arc<AtomicUsize>,
     metrics: Metrics,
-    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    batches: Batches,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 /// Whether a message type rides the urgent lane: those of the broker's announce lane
@@ -82,8 +135,16 @@ impl Outbox {
         let (normal, normal_rx) = mpsc::channel::<Item>(limit.max(1));
         let depth = Arc::new(AtomicUsize::new(0));
         let (flying, mut flying_rx) = mpsc::channel::<Flying>(WINDOW);
-        let senders = [urgent_rx, normal_rx]
-            .map(|rx| tokio::spawn(send_lane(bus.clone(), rx, flying.clone(), depth.clone())));
+        let batches = Batches::default();
+        let senders = [urgent_rx, normal_rx].map(|rx| {
+            tokio::spawn(send_lane(
+                bus.clone(),
+                rx,
+                flying.clone(),
+                depth.clone(),
+                batches.clone(),
+            ))
+        });
         drop(flying);
         let d = depth.clone();
         let confirmer = tokio::spawn(async move {
@@ -99,9 +160,8 @@ impl Outbox {
             normal,
             depth,
             metrics,
-            tasks: Arc::new(std::sync::Mutex::new(
-                senders.into_iter().chain([confirmer]).collect(),
-            )),
+            batches,
+            tasks: Arc::new(Mutex::new(senders.into_iter().chain([confirmer]).collect())),
         }
     }
 
@@ -128,6 +188,19 @@ impl Outbox {
         }
     }
 
+    /// Whether the daemon at `address` reads `ack_announce` batches (its heartbeats name the
+    /// feature); acks to it are folded from now on, or no longer.
+    pub fn set_batches(&self, address: &str, yes: bool) {
+        let mut b = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        if yes {
+            if !b.contains(address) {
+                b.insert(address.to_owned());
+            }
+        } else {
+            b.remove(address);
+        }
+    }
+
     /// Messages queued or not yet confirmed.
     pub fn depth(&self) -> usize {
         self.depth.load(Ordering::Relaxed)
@@ -143,5 +216,171 @@ impl Outbox {
         for t in tasks {
             t.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::daemon::bus::BoxFuture;
+    use crate::daemon::metrics::Role;
+    use crate::wire::counters::Counters;
+    use crate::wire::messages::{AckGo, FinAnnounce};
+    use crate::wire::WireError;
+    use std::net::IpAddr;
+    use tokio::sync::Semaphore;
+
+    /// Records what is published; each publish waits for a permit, so a test decides when the
+    /// sender gets past a message (and what queues behind it meanwhile).
+    struct Recorder {
+        sent: Mutex<Vec<(Dest, Message)>>,
+        /// Publishes begun.
+        entered: AtomicUsize,
+        gate: Semaphore,
+        counters: Counters,
+    }
+
+    impl Bus for Recorder {
+        fn publish<'a>(
+            &'a self,
+            to: Dest,
+            msg: &'a Message,
+        ) -> BoxFuture<'a, Result<Confirm, WireError>> {
+            Box::pin(async move {
+                self.entered.fetch_add(1, Ordering::SeqCst);
+                self.gate.acquire().await.unwrap().forget();
+                self.sent.lock().unwrap().push((to, msg.clone()));
+                let confirm: Confirm = Box::pin(async { Ok(()) });
+                Ok(confirm)
+            })
+        }
+        fn connected(&self) -> bool {
+            true
+        }
+        fn counters(&self) -> &Counters {
+            &self.counters
+        }
+        fn close(self: Arc<Self>) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn go(i: u8) -> Message {
+        Message::AckGo(AckGo {
+            vip: IpAddr::from([192, 0, 2, i]),
+            local_preference: 100,
+            communities: Vec::new(),
+        })
+    }
+
+    fn lb(name: &str) -> Dest {
+        Dest::Client(name.to_owned())
+    }
+
+    /// Queues a go for lb1 and lets the sender take it; then, while its publish waits, queues
+    /// `behind`; then lets everything out. Returns what was published.
+    async fn send_with_queue(
+        batches_for: &[&str],
+        behind: Vec<(Dest, Message)>,
+    ) -> Vec<(Dest, Message)> {
+        let rec = Arc::new(Recorder {
+            sent: Mutex::new(Vec::new()),
+            entered: AtomicUsize::new(0),
+            gate: Semaphore::new(0),
+            counters: Counters::default(),
+        });
+        let outbox = Outbox::spawn(rec.clone(), 100, Metrics::new(Role::Server));
+        for name in batches_for {
+            outbox.set_batches(name, true);
+        }
+        let total = behind.len() + 1;
+        outbox.send(lb("lb1"), go(1));
+        // The sender holds the first go in its publish, waiting at the gate.
+        while rec.entered.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        for (to, m) in behind {
+            outbox.send(to, m);
+        }
+        rec.gate.add_permits(total);
+        while outbox.depth() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let sent = rec.sent.lock().unwrap().clone();
+        outbox.close().await;
+        sent
+    }
+
+    fn vips(m: &Message) -> Vec<u8> {
+        let last = |ip: &IpAddr| match ip {
+            IpAddr::V4(v) => v.octets()[3],
+            IpAddr::V6(_) => 0,
+        };
+        match m {
+            Message::AckGo(g) => vec![last(&g.vip)],
+            Message::AckGoBatch(b) => b.go.iter().map(|g| last(&g.vip)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn acks_queued_for_a_peer_that_reads_batches_go_as_one_message_in_order() {
+        let behind = vec![
+            (lb("lb1"), go(2)),
+            (lb("lb1"), go(3)),
+            (lb("lb1"), go(4)),
+            (lb("lb2"), go(5)),
+            (lb("lb1"), go(6)),
+        ];
+        let sent = send_with_queue(&["lb1", "lb2"], behind).await;
+        let shape: Vec<(String, Vec<u8>)> = sent
+            .iter()
+            .map(|(to, m)| (to.address().to_owned(), vips(m)))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("lb1".into(), vec![1]),
+                ("lb1".into(), vec![2, 3, 4]),
+                ("lb2".into(), vec![5]),
+                ("lb1".into(), vec![6]),
+            ]
+        );
+        assert!(matches!(sent[1].1, Message::AckGoBatch(_)));
+    }
+
+    #[tokio::test]
+    async fn a_peer_not_known_to_read_batches_gets_one_message_per_ack() {
+        let fin = Message::FinAnnounce(FinAnnounce {
+            vips: vec![IpAddr::from([192, 0, 2, 9])],
+        });
+        let behind = vec![
+            (lb("lb1"), go(2)),
+            (lb("lb1"), go(3)),
+            (lb("lb2"), go(4)),
+            (lb("lb2"), go(5)),
+            (lb("lb2"), fin.clone()),
+        ];
+        // lb2 reads batches, lb1 does not.
+        let sent = send_with_queue(&["lb2"], behind).await;
+        let kinds: Vec<(String, Vec<u8>)> = sent
+            .iter()
+            .map(|(to, m)| (to.address().to_owned(), vips(m)))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("lb1".into(), vec![1]),
+                ("lb1".into(), vec![2]),
+                ("lb1".into(), vec![3]),
+                ("lb2".into(), vec![4, 5]),
+                ("lb2".into(), vec![]),
+            ]
+        );
+        assert_eq!(sent[4].1, fin, "a fin is never folded into acks");
+        assert!(sent[..3]
+            .iter()
+            .all(|(_, m)| matches!(m, Message::AckGo(_))));
     }
 }

@@ -43,7 +43,7 @@ use crate::daemon::status::{
 };
 use crate::daemon::{self, http::StatusDoc, Outbox, Shutdown, StartError};
 use crate::wire::counters::CountersSnapshot;
-use crate::wire::messages::{Heartbeat, PeerRole, SyncAnswer};
+use crate::wire::messages::{Heartbeat, PeerRole, SyncAnswer, FEATURE_ACK_BATCH};
 use crate::wire::{Dest, Incoming, Message, Role};
 use caps::{Caps, HeldBecause};
 use fleet::Fleet;
@@ -260,14 +260,11 @@ pub async fn serve(
                 let now = Instant::now();
                 for gone in srv.state.expire(now, srv.cfg.main.consumer_alive_ttl) {
                     warn!(client = %gone, "client silent longer than consumer_alive_ttl: considered gone");
+                    srv.outbox.set_batches(&gone, false);
                     srv.fleet.on_gone(&gone, now);
                 }
             }
-            _ = heartbeat_t.tick() => {
-                let hb = Heartbeat { role: PeerRole::Server, uptime: srv.started.elapsed().as_secs(),
-                    version: Some(env!("CARGO_PKG_VERSION").to_string()), serial: Some(srv.state.serial), announced: None, drained: None };
-                srv.outbox.send(Dest::Broadcast, Message::Heartbeat(hb));
-            }
+            _ = heartbeat_t.tick() => srv.outbox.send(Dest::Broadcast, srv.heartbeat()),
             _ = status_t.tick() => srv.tick_status(),
             _ = async { match watchdog.as_mut() { Some(w) => { w.tick().await; } None => std::future::pending().await } } => {
                 daemon::notify::notify("WATCHDOG=1");
@@ -402,6 +399,38 @@ impl Server {
         }
     }
 
+    /// The arbiter's heartbeat (to every balancer each second, and to one that joins).
+    fn heartbeat(&self) -> Message {
+        Message::Heartbeat(Heartbeat {
+            role: PeerRole::Server,
+            uptime: self.started.elapsed().as_secs(),
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            serial: Some(self.state.serial),
+            announced: None,
+            drained: None,
+            features: vec![FEATURE_ACK_BATCH.to_owned()],
+        })
+    }
+
+    /// A balancer's "`vip` prepared": the go, or a fin when the VIP is no longer wanted there.
+    fn on_prepared(&mut self, from: &str, vip: IpAddr) {
+        let to = Dest::Client(from.to_owned());
+        match self.state.on_ack(from, vip) {
+            Ok(go) => {
+                info!(client = %from, %vip, "ack_announce: go");
+                self.send(to, go);
+            }
+            Err(why) => {
+                warn!(client = %from, %vip, reason = %why, "ack_announce refused");
+                self.metrics.ack_refused.inc();
+                if why != state::AckRefused::Unknown {
+                    let fin = crate::wire::messages::FinAnnounce { vips: vec![vip] };
+                    self.send(to, Message::FinAnnounce(fin));
+                }
+            }
+        }
+    }
+
     fn on_message(&mut self, m: Incoming) {
         let from = m.from.clone();
         if let Some(why) = self.hold() {
@@ -420,11 +449,18 @@ impl Server {
             _ => (None, None),
         };
         let reported = announced.clone();
+        if let Message::Heartbeat(hb) = &m.message {
+            self.outbox.set_batches(&from, hb.reads_ack_batches());
+        }
         let is_new = self.state.touch(&from, now, uptime, announced);
         if is_new {
             info!(client = %from, "client joined");
             let w = self.state.welcome(&from);
             self.send_all(w);
+            // After the tree, so its serial is the one the balancer has then: it learns now,
+            // not at the next broadcast, that this arbiter reads acks in batches.
+            let hb = self.heartbeat();
+            self.send(to.clone(), hb);
             if matches!(
                 m.message,
                 Message::Heartbeat(_)
@@ -462,22 +498,13 @@ impl Server {
                 let a = self.state.announces_answer(&from);
                 self.send_all(a)
             }
-            Message::AckPrepared(ack) => match self.state.on_ack(&from, ack.vip) {
-                Ok(go) => {
-                    info!(client = %from, vip = %ack.vip, "ack_announce: go");
-                    self.send(to, go);
+            Message::AckPrepared(ack) => self.on_prepared(&from, ack.vip),
+            // Each VIP as if its ack had come alone (the VIPs of a batch are distinct).
+            Message::AckPreparedBatch(b) => {
+                for vip in b.vips {
+                    self.on_prepared(&from, vip);
                 }
-                Err(why) => {
-                    warn!(client = %from, vip = %ack.vip, reason = %why, "ack_announce refused");
-                    self.metrics.ack_refused.inc();
-                    if why != state::AckRefused::Unknown {
-                        let fin = crate::wire::messages::FinAnnounce {
-                            vips: vec![ack.vip],
-                        };
-                        self.send(to, Message::FinAnnounce(fin));
-                    }
-                }
-            },
+            }
             Message::SyncRequest(r) => {
                 // File reads off the loop; the answer goes out when they are done.
                 let dirs = self.cfg.server.sync_dirs.clone();

@@ -18,9 +18,13 @@
 //! | `execute` | — | `{"argv": [..], "timeout_s": N}` |
 //! | `announces` | `{}` | — |
 //! | `syn_announce` | — | `{"<VIP>": {"tree": Tree, "local-preference": N}}` |
-//! | `ack_announce` | `{"vip": IP}` | `{"vip": IP, "local-preference": N}` |
+//! | `ack_announce` | `{"vip": IP}` or `{"vips": [IP]}` | `{"vip": IP, "local-preference": N}` or `{"go": [{"vip": IP, "local-preference": N}]}` |
 //! | `fin_announce` | — | `{"vips": [IP]}` |
 //! | `drain` | — | `{"drain": bool, "timeout_s": N}` |
+//!
+//! The list forms of `ack_announce` (several VIPs in one message) go only to a peer whose
+//! heartbeats name the feature [`FEATURE_ACK_BATCH`]: an older peer refuses them as a schema
+//! error, so a sender never uses them before it has heard that.
 //!
 //! Bodies are JSON objects. Fields a reader does not know are ignored (so a newer arbiter can
 //! add fields without older clients dropping its messages); missing or mistyped known fields,
@@ -174,6 +178,23 @@ pub struct Heartbeat {
     /// `syn_announce` of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drained: Option<Vec<IpAddr>>,
+    /// What the sender reads beyond the first release's wire ([`FEATURE_ACK_BATCH`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
+}
+
+/// The heartbeat feature "reads `ack_announce` with several VIPs" (`{"vips": [..]}` to the
+/// arbiter, `{"go": [..]}` to a balancer).
+pub const FEATURE_ACK_BATCH: &str = "ack_batch";
+
+/// The most VIPs one `ack_announce` carries (and a receiver accepts).
+pub const MAX_ACK_BATCH: usize = 1024;
+
+impl Heartbeat {
+    /// Whether its sender reads the list forms of `ack_announce`.
+    pub fn reads_ack_batches(&self) -> bool {
+        self.features.iter().any(|f| f == FEATURE_ACK_BATCH)
+    }
 }
 
 /// `tree` answer: the whole IPVS tree at `serial`.
@@ -301,6 +322,36 @@ pub struct AckPrepared {
     pub vip: IpAddr,
 }
 
+/// `ack_announce` from a client: "these VIPs prepared" (to an arbiter that reads batches).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckPreparedBatch {
+    /// The prepared VIPs, each once.
+    pub vips: Vec<IpAddr>,
+}
+
+/// `ack_announce` from the arbiter: a go for each of several VIPs (to a balancer that reads
+/// batches).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckGoBatch {
+    /// One go per VIP, each VIP once.
+    pub go: Vec<AckGo>,
+}
+
+/// Only to tell the two forms of `ack_announce` to the arbiter apart: whether the body has
+/// `vips`.
+#[derive(Deserialize)]
+struct HasVips {
+    #[serde(default)]
+    vips: Option<serde::de::IgnoredAny>,
+}
+
+/// The same for `ack_announce` to a balancer: whether the body has `go`.
+#[derive(Deserialize)]
+struct HasGo {
+    #[serde(default)]
+    go: Option<serde::de::IgnoredAny>,
+}
+
 /// `ack_announce` from the arbiter: "go, announce with this local-preference".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AckGo {
@@ -366,8 +417,12 @@ pub enum Message {
     SynAnnounce(SynAnnounce),
     /// `ack_announce` → arbiter: prepared.
     AckPrepared(AckPrepared),
+    /// `ack_announce` → arbiter, several VIPs.
+    AckPreparedBatch(AckPreparedBatch),
     /// `ack_announce` → client: go.
     AckGo(AckGo),
+    /// `ack_announce` → client, several VIPs.
+    AckGoBatch(AckGoBatch),
     /// `fin_announce` → client.
     FinAnnounce(FinAnnounce),
     /// `drain` → client.
@@ -422,7 +477,10 @@ impl Message {
             Message::Execute(_) => MessageType::Execute,
             Message::AnnouncesRequest => MessageType::Announces,
             Message::SynAnnounce(_) => MessageType::SynAnnounce,
-            Message::AckPrepared(_) | Message::AckGo(_) => MessageType::AckAnnounce,
+            Message::AckPrepared(_)
+            | Message::AckPreparedBatch(_)
+            | Message::AckGo(_)
+            | Message::AckGoBatch(_) => MessageType::AckAnnounce,
             Message::FinAnnounce(_) => MessageType::FinAnnounce,
             Message::Drain(_) => MessageType::Drain,
         }
@@ -438,7 +496,8 @@ impl Message {
             | Message::MappingRequest
             | Message::SyncRequest(_)
             | Message::AnnouncesRequest
-            | Message::AckPrepared(_) => dir == ToServer,
+            | Message::AckPrepared(_)
+            | Message::AckPreparedBatch(_) => dir == ToServer,
             Message::Tree(_)
             | Message::Changes(_)
             | Message::Services(_)
@@ -447,6 +506,7 @@ impl Message {
             | Message::Execute(_)
             | Message::SynAnnounce(_)
             | Message::AckGo(_)
+            | Message::AckGoBatch(_)
             | Message::FinAnnounce(_)
             | Message::Drain(_) => dir == ToClient,
         }
@@ -471,6 +531,8 @@ impl Message {
             Message::SynAnnounce(b) => raw(b),
             Message::AckPrepared(b) => raw(b),
             Message::AckGo(b) => raw(b),
+            Message::AckPreparedBatch(b) => raw(b),
+            Message::AckGoBatch(b) => raw(b),
             Message::FinAnnounce(b) => raw(b),
             Message::Drain(b) => raw(b),
         }
@@ -514,8 +576,14 @@ impl Message {
                 de::<Empty>(json).map(|_| Message::AnnouncesRequest)?
             }
             (MessageType::SynAnnounce, ToClient) => Message::SynAnnounce(de(json)?),
-            (MessageType::AckAnnounce, ToServer) => Message::AckPrepared(de(json)?),
-            (MessageType::AckAnnounce, ToClient) => Message::AckGo(de(json)?),
+            (MessageType::AckAnnounce, ToServer) => match de::<HasVips>(json)?.vips {
+                Some(_) => Message::AckPreparedBatch(de(json)?),
+                None => Message::AckPrepared(de(json)?),
+            },
+            (MessageType::AckAnnounce, ToClient) => match de::<HasGo>(json)?.go {
+                Some(_) => Message::AckGoBatch(de(json)?),
+                None => Message::AckGo(de(json)?),
+            },
             (MessageType::FinAnnounce, ToClient) => Message::FinAnnounce(de(json)?),
             (MessageType::Drain, ToClient) => Message::Drain(de(json)?),
             (MessageType::Changes, ToServer)
@@ -556,6 +624,11 @@ impl Message {
             Message::AckGo(g) if !communities_ok(&g.communities) => {
                 fail("a community is not ASN:VALUE, GLOBAL:LOCAL1:LOCAL2 or a well-known name")
             }
+            Message::AckGoBatch(b) if b.go.iter().any(|g| !communities_ok(&g.communities)) => {
+                fail("a community is not ASN:VALUE, GLOBAL:LOCAL1:LOCAL2 or a well-known name")
+            }
+            Message::AckPreparedBatch(b) => batch_ok(b.vips.iter().copied()).or_else(fail),
+            Message::AckGoBatch(b) => batch_ok(b.go.iter().map(|g| g.vip)).or_else(fail),
             _ => Ok(()),
         }
     }
@@ -580,6 +653,22 @@ pub fn absolute_dir(dir: &str) -> bool {
 }
 
 /// Communities a VIP may carry: each parses, and not too many for its route.
+/// A batch of `ack_announce` names 1 to [`MAX_ACK_BATCH`] VIPs, each once.
+fn batch_ok(vips: impl ExactSizeIterator<Item = IpAddr>) -> Result<(), &'static str> {
+    let n = vips.len();
+    if n == 0 {
+        return Err("a batch names no VIP");
+    }
+    if n > MAX_ACK_BATCH {
+        return Err("a batch names more than 1024 VIPs");
+    }
+    let distinct: std::collections::BTreeSet<IpAddr> = vips.collect();
+    if distinct.len() != n {
+        return Err("a batch names a VIP twice");
+    }
+    Ok(())
+}
+
 fn communities_ok(c: &[String]) -> bool {
     c.len() <= announce::quorum::MAX_VIP_COMMUNITIES
         && c.iter().all(|x| config::Community::parse(x).is_some())
@@ -636,6 +725,7 @@ pub(crate) mod tests {
                 serial: Some(7),
                 announced: Some(vec![ip("192.0.2.10"), ip("2001:db8::1")]),
                 drained: None,
+                features: Vec::new(),
             }),
             Message::TreeRequest,
             Message::Tree(TreeAnswer {
@@ -706,6 +796,23 @@ pub(crate) mod tests {
                 local_preference: 150,
                 communities: vec![],
             }),
+            Message::AckPreparedBatch(AckPreparedBatch {
+                vips: vec![ip("2001:db8::1:1"), ip("192.0.2.10")],
+            }),
+            Message::AckGoBatch(AckGoBatch {
+                go: vec![
+                    AckGo {
+                        vip: ip("2001:db8::1:1"),
+                        local_preference: 150,
+                        communities: vec!["65000:100".into()],
+                    },
+                    AckGo {
+                        vip: ip("192.0.2.10"),
+                        local_preference: 100,
+                        communities: vec![],
+                    },
+                ],
+            }),
             Message::FinAnnounce(FinAnnounce {
                 vips: vec![ip("192.0.2.10")],
             }),
@@ -737,6 +844,95 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn ack_batches_are_refused_when_empty_oversized_repeated_or_malformed() {
+        let many: Vec<String> = (0..=MAX_ACK_BATCH)
+            .map(|i| format!("\"10.0.{}.{}\"", i / 256, i % 256))
+            .collect();
+        let over = format!(r#"{{"vips":[{}]}}"#, many.join(","));
+        let at_limit = format!(r#"{{"vips":[{}]}}"#, many[..MAX_ACK_BATCH].join(","));
+        assert!(decode("ack_announce", Direction::ToServer, &at_limit).is_ok());
+        for (dir, body, why) in [
+            (
+                Direction::ToServer,
+                r#"{"vips":[]}"#,
+                "a batch names no VIP",
+            ),
+            (
+                Direction::ToServer,
+                &over,
+                "a batch names more than 1024 VIPs",
+            ),
+            (
+                Direction::ToServer,
+                r#"{"vips":["192.0.2.1","192.0.2.1"]}"#,
+                "a batch names a VIP twice",
+            ),
+            (Direction::ToClient, r#"{"go":[]}"#, "a batch names no VIP"),
+            (
+                Direction::ToClient,
+                r#"{"go":[{"vip":"192.0.2.1","local-preference":1},{"vip":"192.0.2.1","local-preference":2}]}"#,
+                "a batch names a VIP twice",
+            ),
+            (
+                Direction::ToClient,
+                r#"{"go":[{"vip":"192.0.2.1","local-preference":1,"communities":["bad"]}]}"#,
+                "a community is not ASN:VALUE, GLOBAL:LOCAL1:LOCAL2 or a well-known name",
+            ),
+        ] {
+            match decode("ack_announce", dir, body) {
+                Err(SchemaError::Invalid { rule, .. }) => assert_eq!(rule, why, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        for (dir, body) in [
+            (Direction::ToServer, r#"{"vips":"192.0.2.1"}"#),
+            (Direction::ToServer, r#"{"vips":["not-an-ip"]}"#),
+            (Direction::ToClient, r#"{"go":[{"vip":"192.0.2.1"}]}"#),
+            (
+                Direction::ToClient,
+                r#"{"go":{"vip":"192.0.2.1","local-preference":1}}"#,
+            ),
+        ] {
+            assert!(
+                matches!(
+                    decode("ack_announce", dir, body),
+                    Err(SchemaError::Json { .. })
+                ),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_names_the_features_its_sender_reads() {
+        let Message::Heartbeat(old) = decode(
+            "heartbeat",
+            Direction::ToClient,
+            r#"{"role":"server","uptime":5}"#,
+        )
+        .unwrap() else {
+            panic!("not a heartbeat")
+        };
+        assert!(
+            !old.reads_ack_batches(),
+            "a sender that names nothing reads no batches"
+        );
+        let Message::Heartbeat(new) = decode(
+            "heartbeat",
+            Direction::ToClient,
+            r#"{"role":"server","uptime":5,"features":["ack_batch","later"]}"#,
+        )
+        .unwrap() else {
+            panic!("not a heartbeat")
+        };
+        assert!(new.reads_ack_batches());
+        assert_eq!(
+            Message::Heartbeat(new).encode_body().unwrap().get(),
+            r#"{"role":"server","uptime":5,"features":["ack_batch","later"]}"#
+        );
+    }
+
+    #[test]
     fn bodies_match_the_documented_layout() {
         // Hand-written bodies as another implementation would send them.
         let cases = [
@@ -749,6 +945,16 @@ pub(crate) mod tests {
                 "ack_announce",
                 Direction::ToServer,
                 r#"{"vip":"192.0.2.1"}"#,
+            ),
+            (
+                "ack_announce",
+                Direction::ToClient,
+                r#"{"go":[{"vip":"2001:db8::1:1","local-preference":150},{"vip":"192.0.2.1","local-preference":100,"communities":["65000:7"]}]}"#,
+            ),
+            (
+                "ack_announce",
+                Direction::ToServer,
+                r#"{"vips":["192.0.2.1","2001:db8::1:1"]}"#,
             ),
             (
                 "syn_announce",

@@ -10,6 +10,7 @@
 //! - [`skew`]: each sender's clock offset, measured and reported, never used to drop;
 //! - [`state`]: what survives a restart (epoch, replay marks) in `state_dir`;
 //! - [`messages`]: the typed body of every message type;
+//! - [`ack_batch`]: several `ack_announce` folded into one message, and taken apart again;
 //! - [`amqp`]: the RabbitMQ transport on lapin: topology and queue limits, confirmed sends,
 //!   verified receives, reconnection;
 //! - [`oneshot`]: one message published without a daemon (the quorum handler's withdraw);
@@ -22,6 +23,7 @@
 // Tests may unwrap: a failed unwrap is how a test reports.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod ack_batch;
 pub mod admission;
 pub mod amqp;
 pub mod counters;

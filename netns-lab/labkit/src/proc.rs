@@ -55,10 +55,11 @@ mod tests {
     #[test]
     fn reads_this_process() {
         let me = std::process::id();
-        // Burn a little CPU so the count is not zero.
+        // Burn a little CPU so the count is not zero (black_box: an optimised build would
+        // otherwise compute the loop's result at compile time).
         let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+        for i in 0..100_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
         }
         assert!(x != 1);
         assert!(cpu_secs(me).unwrap() > 0.0);

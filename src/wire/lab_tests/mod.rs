@@ -304,6 +304,7 @@ fn heartbeat(uptime: u64) -> Message {
         serial: None,
         announced: None,
         drained: None,
+        features: Vec::new(),
     })
 }
 
@@ -315,6 +316,7 @@ fn client_heartbeat(uptime: u64) -> Message {
         serial: None,
         announced: None,
         drained: None,
+        features: Vec::new(),
     })
 }
 
