@@ -14,7 +14,7 @@
 //! drop what was not announced again (RFC 4724 §4.2). The marker and the gate are pure; the
 //! loop's side (reading and writing the marker, the exit, the release) is at the end.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -63,11 +63,15 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Holds End-of-RIB back until the VIPs the previous process announced are announced again,
-/// or until a deadline (a VIP the arbiter no longer wants announced is never announced again).
+/// Holds End-of-RIB back until each VIP the previous process announced has been announced
+/// again, or until a deadline (a VIP the arbiter no longer wants announced is never announced
+/// again). The loop asks after every message, so an answer costs the VIPs that came back
+/// since the last one, not a pass over every VIP.
 #[derive(Debug, Clone)]
 pub struct EorGate {
-    waiting: BTreeSet<IpAddr>,
+    /// The marker's VIPs, in order; those before `back` have been announced again.
+    waiting: Vec<IpAddr>,
+    back: usize,
     deadline: Instant,
 }
 
@@ -76,21 +80,27 @@ impl EorGate {
     /// routes `restart_time`.
     pub fn new(marker: &Marker, now: Instant, restart_time: Duration) -> EorGate {
         EorGate {
-            waiting: marker.announced.clone(),
+            waiting: marker.announced.iter().copied().collect(),
+            back: 0,
             deadline: now + restart_time.min(EOR_WAIT_MAX),
         }
     }
 
-    /// Whether End-of-RIB can go, with `announced` the VIPs announced now.
-    pub fn open(&self, announced: &BTreeMap<IpAddr, u32>, now: Instant) -> bool {
-        now >= self.deadline || self.waiting.iter().all(|v| announced.contains_key(v))
+    /// Whether End-of-RIB can go, with `announced(vip)` whether `vip` is announced now. A VIP
+    /// counts as back from the first time it is seen announced (a `fin_announce` after that
+    /// withdraws it on the wire; End-of-RIB need not wait for it).
+    pub fn open(&mut self, announced: impl Fn(IpAddr) -> bool, now: Instant) -> bool {
+        while self.waiting.get(self.back).is_some_and(|v| announced(*v)) {
+            self.back += 1;
+        }
+        now >= self.deadline || self.back == self.waiting.len()
     }
 
-    /// The VIPs of the marker not in `announced`: their addresses are leftovers.
-    pub fn not_announced(&self, announced: &BTreeMap<IpAddr, u32>) -> BTreeSet<IpAddr> {
+    /// The VIPs of the marker not announced now: their addresses are leftovers.
+    pub fn not_announced(&self, announced: impl Fn(IpAddr) -> bool) -> BTreeSet<IpAddr> {
         self.waiting
             .iter()
-            .filter(|v| !announced.contains_key(v))
+            .filter(|v| !announced(**v))
             .copied()
             .collect()
     }
@@ -151,14 +161,15 @@ impl Client {
     /// After a graceful restart: once the gate opens, End-of-RIB goes to every peer and the
     /// addresses of the previous process's VIPs that were not announced again are removed.
     pub(super) fn check_end_of_rib(&mut self) {
-        let Some(gate) = &self.eor else { return };
-        let announced = self.core.announced();
-        if !gate.open(&announced, Instant::now()) {
+        let core = &self.core;
+        let is_announced = |v| matches!(core.vip_state(v), announce::State::Announced { .. });
+        let Some(gate) = &mut self.eor else { return };
+        if !gate.open(is_announced, Instant::now()) {
             return;
         }
-        let left = gate.not_announced(&announced);
+        let left = gate.not_announced(is_announced);
         info!(
-            announced = announced.len(),
+            announced = self.core.announced().len(),
             not_again = left.len(),
             "graceful restart: End-of-RIB released"
         );
@@ -219,25 +230,48 @@ mod tests {
             at_ms: 1,
             announced: [a, b].into(),
         };
-        let g = EorGate::new(&m, t0, Duration::from_secs(120));
-        let mut now = BTreeMap::new();
-        assert!(!g.open(&now, t0));
-        now.insert(a, 100);
-        assert!(!g.open(&now, t0 + Duration::from_secs(59)));
-        assert_eq!(g.not_announced(&now), [b].into());
-        now.insert(b, 200);
-        assert!(g.open(&now, t0));
-        assert!(g.not_announced(&now).is_empty());
-        // b is not wanted any more: the deadline opens the gate, capped at EOR_WAIT_MAX.
+        let mut g = EorGate::new(&m, t0, Duration::from_secs(120));
+        let mut now = BTreeSet::new();
+        let asked = std::cell::Cell::new(0);
+        // `announced` as the loop gives it, counting the VIPs the gate asks about.
+        let on = |now: &BTreeSet<IpAddr>| {
+            let now = now.clone();
+            let asked = &asked;
+            move |v| {
+                asked.set(asked.get() + 1);
+                now.contains(&v)
+            }
+        };
+        assert!(!g.open(on(&now), t0));
+        now.insert(a);
+        assert!(!g.open(on(&now), t0 + Duration::from_secs(59)));
+        assert_eq!(g.not_announced(on(&now)), [b].into());
+        asked.set(0);
+        assert!(!g.open(on(&now), t0));
+        assert_eq!(
+            asked.get(),
+            1,
+            "a VIP already back is not asked about again"
+        );
+        now.insert(b);
+        assert!(g.open(on(&now), t0));
+        assert!(g.not_announced(on(&now)).is_empty());
+        // b is withdrawn after it came back: it stays back.
         now.remove(&b);
-        assert!(g.open(&now, t0 + EOR_WAIT_MAX));
-        let short = EorGate::new(&m, t0, Duration::from_secs(5));
-        assert!(!short.open(&now, t0 + Duration::from_secs(4)));
-        assert!(short.open(&now, t0 + Duration::from_secs(5)));
+        assert!(g.open(on(&now), t0));
+        // b is not wanted any more: the deadline opens the gate, capped at EOR_WAIT_MAX.
+        let mut g = EorGate::new(&m, t0, Duration::from_secs(120));
+        now = [a].into();
+        assert!(!g.open(on(&now), t0 + EOR_WAIT_MAX - Duration::from_millis(1)));
+        assert!(g.open(on(&now), t0 + EOR_WAIT_MAX));
+        assert_eq!(g.not_announced(on(&now)), [b].into());
+        let mut short = EorGate::new(&m, t0, Duration::from_secs(5));
+        assert!(!short.open(on(&now), t0 + Duration::from_secs(4)));
+        assert!(short.open(on(&now), t0 + Duration::from_secs(5)));
         // Nothing was announced before: End-of-RIB at once.
         assert!(
             EorGate::new(&Marker::default(), t0, Duration::from_secs(120))
-                .open(&BTreeMap::new(), t0)
+                .open(on(&BTreeSet::new()), t0)
         );
     }
 }
