@@ -324,6 +324,13 @@ mod tests {
         }
     }
 
+    /// Each published message as its address and the last octets of the VIPs it acks.
+    fn shape(sent: &[(Dest, Message)]) -> Vec<(String, Vec<u8>)> {
+        sent.iter()
+            .map(|(to, m)| (to.address().to_owned(), vips(m)))
+            .collect()
+    }
+
     #[tokio::test]
     async fn acks_queued_for_a_peer_that_reads_batches_go_as_one_message_in_order() {
         let behind = vec![
@@ -334,12 +341,8 @@ mod tests {
             (lb("lb1"), go(6)),
         ];
         let sent = send_with_queue(&["lb1", "lb2"], behind).await;
-        let shape: Vec<(String, Vec<u8>)> = sent
-            .iter()
-            .map(|(to, m)| (to.address().to_owned(), vips(m)))
-            .collect();
         assert_eq!(
-            shape,
+            shape(&sent),
             vec![
                 ("lb1".into(), vec![1]),
                 ("lb1".into(), vec![2, 3, 4]),
@@ -364,12 +367,8 @@ mod tests {
         ];
         // lb2 reads batches, lb1 does not.
         let sent = send_with_queue(&["lb2"], behind).await;
-        let kinds: Vec<(String, Vec<u8>)> = sent
-            .iter()
-            .map(|(to, m)| (to.address().to_owned(), vips(m)))
-            .collect();
         assert_eq!(
-            kinds,
+            shape(&sent),
             vec![
                 ("lb1".into(), vec![1]),
                 ("lb1".into(), vec![2]),
