@@ -445,13 +445,13 @@ impl Server {
         let now = Instant::now();
         let to = Dest::Client(from.clone());
         let (uptime, announced) = match &m.message {
-            Message::Heartbeat(hb) => (Some(hb.uptime), hb.announced.clone()),
+            Message::Heartbeat(hb) => {
+                self.outbox.set_batches(&from, hb.reads_ack_batches());
+                (Some(hb.uptime), hb.announced.clone())
+            }
             _ => (None, None),
         };
         let reported = announced.clone();
-        if let Message::Heartbeat(hb) = &m.message {
-            self.outbox.set_batches(&from, hb.reads_ack_batches());
-        }
         let is_new = self.state.touch(&from, now, uptime, announced);
         if is_new {
             info!(client = %from, "client joined");

@@ -34,14 +34,10 @@ pub fn absorb(head: &mut Message, next: Message) -> Result<(), Message> {
             Ok(())
         }
         (Message::AckGo(a), Message::AckGo(b)) if a.vip != b.vip => {
-            let a = std::mem::replace(
-                a,
-                AckGo {
-                    vip: b.vip,
-                    local_preference: 0,
-                    communities: Vec::new(),
-                },
-            );
+            let a = AckGo {
+                communities: std::mem::take(&mut a.communities),
+                ..*a
+            };
             *head = Message::AckGoBatch(AckGoBatch { go: vec![a, b] });
             Ok(())
         }
