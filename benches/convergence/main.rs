@@ -25,11 +25,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod breakdown;
 mod exabgp;
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use labkit::fleet::{Fleet, FleetOpts};
 use labkit::metrics::{metric_by, percentiles};
@@ -65,6 +66,8 @@ struct Opts {
     cold_vips: usize,
     /// Copy the daemons' logs (and the latency samples, `latency.csv`) here.
     logs: Option<std::path::PathBuf>,
+    /// Daemons at debug; the ipvs-sync down path stage by stage (`breakdown.rs`).
+    breakdown: bool,
 }
 
 impl Opts {
@@ -78,6 +81,7 @@ impl Opts {
             },
             cold_vips: 10_000,
             logs: None,
+            breakdown: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -89,12 +93,13 @@ impl Opts {
                 "--cycles" => o.cycles = num("--cycles")?,
                 "--vips" => o.cold_vips = num("--vips")?,
                 "--logs" => o.logs = Some(args.next().ok_or("--logs needs a directory")?.into()),
+                "--breakdown" => o.breakdown = true,
                 // cargo bench passes --bench to harness = false targets.
                 "--bench" => {}
                 n if n.parse::<usize>().is_ok() => o.cycles = n.parse()?,
                 other => {
                     return Err(format!(
-                        "unknown argument {other}; usage: [--cycles N] [--vips N] [--logs DIR]"
+                        "unknown argument {other}; usage: [--cycles N] [--vips N] [--logs DIR] [--breakdown]"
                     )
                     .into())
                 }
@@ -142,6 +147,8 @@ struct Path {
     down: Vec<Duration>,
     /// Handler process run time (spawn → exit).
     handler: Vec<Duration>,
+    /// Each measured down: when its handler was spawned, when the router showed it.
+    downs: Vec<breakdown::Down>,
     lost: usize,
 }
 
@@ -194,7 +201,11 @@ fn up_and_down(
         return Err(format!("warm-up: {}", failure()).into());
     }
     record(path, true, measured, r);
+    let spawned = SystemTime::now();
     let r = timed(mon, quorum("down"), prefix, None)?;
+    if let (true, Some((at_router, _))) = (measured, r) {
+        path.downs.push(breakdown::Down { spawned, at_router });
+    }
     record(path, false, measured, r);
     Ok(())
 }
@@ -205,16 +216,27 @@ struct Latency {
     ipvs: Path,
     exa: Path,
     exa_version: String,
+    /// With `--breakdown`: the stages of the ipvs-sync downs, or why there are none.
+    breakdown: Option<Result<Vec<[String; 3]>, String>>,
 }
 
-fn latency(cycles: usize, logs: Option<&std::path::Path>) -> Result<Latency, BoxError> {
+fn latency(
+    cycles: usize,
+    logs: Option<&std::path::Path>,
+    stages: bool,
+) -> Result<Latency, BoxError> {
     let vip: IpAddr = IPVS_VIP.parse()?;
     let desc = desc_dir()?;
     let f = Fleet::start(
         &bin(),
         FleetOpts {
             vips: vec![vip],
-            log_level: "info",
+            // Only our own lines at debug: lapin's at debug cost the path more.
+            log_level: if stages {
+                "info,ipvs_sync=debug"
+            } else {
+                "info"
+            },
             desc_dir: Some(desc.path().to_owned()),
             ..Default::default()
         },
@@ -308,11 +330,14 @@ fn latency(cycles: usize, logs: Option<&std::path::Path>) -> Result<Latency, Box
         }
         std::fs::write(dir.join("latency.csv"), csv)?;
     }
+    let breakdown =
+        stages.then(|| breakdown::rows(&ipvs.downs, &f.arbiter_log(), &f.client_log(0)));
     Ok(Latency {
         ipvs,
         exa: ex,
         exa_version: version("exabgp", "--version"),
         cycles: done,
+        breakdown,
     })
 }
 
@@ -589,7 +614,7 @@ fn main() -> Result<(), BoxError> {
     let load0 = loadavg();
     let started = Instant::now();
     eprintln!("convergence: {} cycles (+{WARMUP} warm-up) …", opts.cycles);
-    let lat = latency(opts.cycles, opts.logs.as_deref())?;
+    let lat = latency(opts.cycles, opts.logs.as_deref(), opts.breakdown)?;
     eprintln!(
         "convergence: latency done in {:.0} s; cold start of {} VIPs …",
         started.elapsed().as_secs_f64(),
@@ -653,5 +678,18 @@ fn main() -> Result<(), BoxError> {
         started.elapsed().as_secs_f64()
     );
     println!("- Command: {command}");
+    match &lat.breakdown {
+        None => {}
+        Some(Ok(stages)) => {
+            println!();
+            println!(
+                "Where an ipvs-sync `quorum down` spends its time (the daemons at debug; each \
+                 stage ends at a line of their logs, see benches/convergence/breakdown.rs):"
+            );
+            println!();
+            print_table(["stage", "p50 / p90 / max µs", "share of p50s"], stages);
+        }
+        Some(Err(why)) => println!("- Breakdown: {why}"),
+    }
     Ok(())
 }

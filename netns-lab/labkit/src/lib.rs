@@ -39,6 +39,7 @@ mod gobgp_config;
 mod gobgpd;
 mod ini;
 mod lab;
+pub mod log_time;
 pub mod metrics;
 mod netns;
 pub mod proc;

@@ -89,7 +89,7 @@ pub(super) async fn establish_first(shared: &Shared) -> Result<Session, WireErro
             Ok(s) => return Ok(s),
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => {
-                warn!(node = shared.node_name(node), error = %e, "broker node did not answer; trying the next");
+                warn!(node = shared.node_name(node), queue = %shared.role.queue(), error = %e, "broker node did not answer; trying the next");
                 last = Some(e);
             }
         }
@@ -596,7 +596,7 @@ pub(super) async fn supervise(
                     return;
                 }
                 PumpEnd::Lost(reason) => {
-                    warn!(%reason, node = lost, "AMQP connection lost; reconnecting");
+                    warn!(%reason, node = lost, queue = %shared.role.queue(), "AMQP connection lost; reconnecting");
                 }
             }
             backoff = shared.opts.reconnect_min;
@@ -618,7 +618,7 @@ pub(super) async fn supervise(
                 session = Some(s);
             }
             Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "AMQP reconnect failed");
+                warn!(error = %e, retry_in = ?backoff, queue = %shared.role.queue(), "AMQP reconnect failed");
                 // The delay doubles once every node had its try since the last success.
                 failed += 1;
                 if failed.is_multiple_of(shared.uris.len().max(1)) {

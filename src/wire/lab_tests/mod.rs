@@ -108,15 +108,23 @@ fn lab(tag: &str) -> Lab {
     lab_with(tag, None)
 }
 
+/// What the lab tests log when RUST_LOG is not set: warnings, and the transport's
+/// connects and reconnects (info), which say on which node each side was when a test fails.
+const LAB_LOG: &str = "warn,ipvs_sync::wire::amqp=info";
+
 /// Fails the test when not root; sends the transport's logs to the test's output.
 fn lab_prelude() {
     assert!(
         labkit::require_root(),
         "lab tests need root: run netns-lab/test"
     );
-    // RUST_LOG=debug shows the transport's (and lapin's) view when a lab test fails.
+    // A failed test shows the transport's warnings and reconnects (a lost connection, a
+    // node that did not answer, the node it came back on) without RUST_LOG; RUST_LOG=debug
+    // adds the transport's (and lapin's) whole view.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(LAB_LOG));
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_test_writer()
         .try_init();
 }
