@@ -65,6 +65,8 @@ pub enum Command {
     ///
     /// Updates the VIP's desc file (active/total/announce) under a lock, then hands the
     /// announce (up, when the VIP has full quorum) or the withdraw (down) to the running arbiter.
+    /// `ipvs-sync-quorum [-c CONFIG] up|down ARG` is the same call in a lean binary that
+    /// starts ~0.6 ms faster; it runs this one when the arbiter cannot be told.
     Quorum(QuorumArgs),
     /// One check line for monitoring; exit 0 ok, 1 warning, 2 critical.
     Monitor,

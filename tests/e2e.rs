@@ -152,10 +152,29 @@ fn lab_sigterm_and_sigkill_withdraw_at_once_hung_daemon_after_hold_time() {
 #[test]
 #[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
 fn lab_fail_static_without_arbiter_and_reconcile_after() {
+    fail_static_then_reconcile(false);
+}
+
+/// The same with the lean handler, `ipvs-sync-quorum`: with the arbiter away it runs
+/// `ipvs-sync quorum --recorded` in its place, whose fin_announce reaches the balancer
+/// through the broker.
+#[test]
+#[ignore = "lab: needs root, netns, rabbitmq-server and gobgpd; run netns-lab/test"]
+fn lab_lean_handler_without_arbiter_still_withdraws() {
+    fail_static_then_reconcile(true);
+}
+
+fn fail_static_then_reconcile(lean: bool) {
     labkit::require_root();
     let v4 = ip("203.0.113.10");
     let mut f = start(FleetOpts::default());
-    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
+    let handler = if lean {
+        f.lean_quorum_handler()
+            .expect("ipvs-sync-quorum beside ipvs-sync")
+    } else {
+        f.quorum_handler()
+    };
+    handler.run("up", "203.0.113.10,b-100,80").unwrap();
     assert!(f.wait_paths(0, &v4, 1, WAIT).is_some());
 
     let mon = f.monitor(0, "ipv4").unwrap();
@@ -183,7 +202,7 @@ fn lab_fail_static_without_arbiter_and_reconcile_after() {
     // The quorum is lost while the arbiter is down: the handler cannot hand the VIP to it,
     // so it publishes the fin_announce to the broker itself, and the withdraw does not wait
     // for the arbiter.
-    f.quorum("down", "203.0.113.10,b-100,80").unwrap();
+    handler.run("down", "203.0.113.10,b-100,80").unwrap();
     assert!(
         f.wait_paths(0, &v4, 0, Duration::from_secs(1)).is_some(),
         "quorum down with the arbiter away withdrawn within 1 s:\n{}",
@@ -191,7 +210,7 @@ fn lab_fail_static_without_arbiter_and_reconcile_after() {
     );
     // Back, the arbiter agrees with the desc file: still withdrawn.
     f.start_arbiter().unwrap();
-    f.quorum("up", "203.0.113.10,b-100,80").unwrap();
+    handler.run("up", "203.0.113.10,b-100,80").unwrap();
     assert!(
         f.wait_paths(0, &v4, 1, Duration::from_secs(15)).is_some(),
         "announced again after the arbiter came back:\n{}",

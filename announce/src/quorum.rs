@@ -507,6 +507,12 @@ mod tests {
         assert!(o.change.became_withdrawn());
         assert_eq!(o.change.publish(), Publish::Fin);
 
+        // Same down again: nothing to write, and still a withdraw (`ipvs-sync-quorum` runs
+        // `ipvs-sync quorum` with the call it recorded when the arbiter was not told).
+        let o = apply(&path, &a80, Direction::Down, &known).unwrap();
+        assert!(!o.change.written);
+        assert_eq!(o.change.publish(), Publish::Fin);
+
         // A port the mapping does not know still counts once reported.
         let a8080 = parse_arg("192.0.2.1,b-150,8080").unwrap();
         let o = apply(&path, &a8080, Direction::Up, &known).unwrap();

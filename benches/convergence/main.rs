@@ -216,6 +216,9 @@ struct Latency {
     ipvs: Path,
     exa: Path,
     exa_version: String,
+    /// The handler measured: `ipvs-sync-quorum` when it is next to the binary, or
+    /// `ipvs-sync quorum`.
+    handler: &'static str,
     /// With `--breakdown`: the stages of the ipvs-sync downs, or why there are none.
     breakdown: Option<Result<Vec<[String; 3]>, String>>,
 }
@@ -247,7 +250,12 @@ fn latency(
     let ipvs_prefix = format!("{IPVS_VIP}/32");
     let exa_prefix = format!("{EXA_VIP}/32");
 
-    let handler = f.quorum_handler();
+    // The lean handler, as keepalived's configs name it, when it is there (not beside an
+    // `IPVS_SYNC_BIN` of an older build).
+    let (handler, handler_name) = match f.lean_quorum_handler() {
+        Some(h) => (h, "ipvs-sync-quorum up|down"),
+        None => (f.quorum_handler(), "ipvs-sync quorum up|down"),
+    };
     let mut ipvs = Path::default();
     let mut ex = Path::default();
     let start = Instant::now();
@@ -338,6 +346,7 @@ fn latency(
         exa_version: version("exabgp", "--version"),
         cycles: done,
         breakdown,
+        handler: handler_name,
     })
 }
 
@@ -635,9 +644,10 @@ fn main() -> Result<(), BoxError> {
     print_table(["", "ipvs-sync", &exa], &rows(&lat, cold.as_ref()));
     println!();
     println!(
-        "- Paths: `ipvs-sync quorum up|down VIP,b-LP,80` → arbiter (unix socket) → RabbitMQ → \
+        "- Paths: `{} VIP,b-LP,80` → arbiter (unix socket) → RabbitMQ → \
          client → BGP → r1; a bash quorum script → FIFO → ExaBGP's API process → BGP → its own \
          gobgpd router (same config as r1). One balancer, iBGP, gobgpd {}.",
+        lat.handler,
         version("gobgpd", "--version").trim_start_matches("gobgpd version ")
     );
     println!(

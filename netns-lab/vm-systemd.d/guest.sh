@@ -192,8 +192,8 @@ virtual_server $VIP 80 {
     lb_algo wrr
     lb_kind DR
     protocol TCP
-    quorum_up "/usr/sbin/ipvs-sync quorum up $VIP,b-150,80"
-    quorum_down "/usr/sbin/ipvs-sync quorum down $VIP,b-150,80"
+    quorum_up "/usr/sbin/ipvs-sync-quorum up $VIP,b-150,80"
+    quorum_down "/usr/sbin/ipvs-sync-quorum down $VIP,b-150,80"
     real_server 203.0.113.101 80 {
         weight 10
     }
@@ -250,9 +250,9 @@ check "client: dummy loaded by the kernel on first use, vip0 created" \
     all loaded dummy -- link_exists vip0
 check "client: BGP session to r1 (TCP-MD5) Established under the sandbox" \
     wait_until 120 peer_is r1 established
-log "quorum up $VIP,b-150,80 (as keepalived runs it)"
-check "server: ipvs-sync quorum up hands the VIP over" \
-    ipvs-sync -c "$arb/ipvs-sync/config.ini" quorum up "$VIP,b-150,80"
+log "ipvs-sync-quorum up $VIP,b-150,80 (as keepalived runs it)"
+check "server: ipvs-sync-quorum up (the lean handler) hands the VIP over" \
+    ipvs-sync-quorum -c "$arb/ipvs-sync/config.ini" up "$VIP,b-150,80"
 check "server: desc file written in /run" test -s "/run/keepalived-$VIP-desc.json"
 check "server: mapping written to the host's /var/tmp/svc_mapping.json" \
     wait_until 60 grep -q "$LB" /var/tmp/svc_mapping.json
@@ -312,8 +312,9 @@ dpkg -r ipvs-sync >"$work/dpkg-remove.log" 2>&1 || true
 check "remove: both daemons stopped by prerm" \
     all unit_is ipvs-sync-client ActiveState inactive -- unit_is ipvs-sync-server ActiveState inactive
 check "remove: /etc/ipvs-sync and its files kept" test -f /etc/ipvs-sync/secret.ini
-check "remove: the binary and the units gone" \
-    all not test -e /usr/sbin/ipvs-sync -- not test -e /lib/systemd/system/ipvs-sync-client.service
+check "remove: the binaries and the units gone" \
+    all not test -e /usr/sbin/ipvs-sync -- not test -e /usr/sbin/ipvs-sync-quorum -- \
+    not test -e /lib/systemd/system/ipvs-sync-client.service
 log "dpkg -P ipvs-sync"
 dpkg -P ipvs-sync >"$work/dpkg-purge.log" 2>&1 || true
 check "purge: /etc/ipvs-sync and /var/lib/ipvs-sync removed" \

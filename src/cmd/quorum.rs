@@ -75,7 +75,7 @@ pub fn update_desc(
 }
 
 /// How long the hand-off to the arbiter may take.
-const HANDOFF_WAIT: Duration = Duration::from_secs(1);
+pub const HANDOFF_WAIT: Duration = Duration::from_secs(1);
 
 /// How long publishing a `fin_announce` to the broker directly may take.
 const PUBLISH_WAIT: Duration = Duration::from_secs(3);
@@ -112,44 +112,17 @@ pub fn run(path: &Path, args: &QuorumArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let down = args.direction == Direction::Down;
-    let mut local_pref = None;
-    let (ev, desc_error) = match update_desc(&cfg, args) {
-        Ok((desc, change)) => {
-            match change.publish() {
-                quorum::Publish::Nothing => return ExitCode::SUCCESS,
-                quorum::Publish::Syn { local_preference } => local_pref = Some(local_preference),
-                quorum::Publish::Fin => {}
-            }
-            let ev = QuorumEvent {
-                vip,
-                announce: desc.announce,
-                forced: false,
-                error: None,
-            };
-            (ev, None)
-        }
-        Err(e) if !down => {
+    let (ev, local_pref, desc_error) = match record(&cfg, args, vip) {
+        Recorded::Nothing => return ExitCode::SUCCESS,
+        Recorded::Deliver { ev, local_pref } => (ev, local_pref, None),
+        Recorded::UpFailed(e) => {
             // Not recorded: the VIP keeps its last state, which an up cannot make unsafe.
             eprintln!("ipvs-sync quorum: {e}");
             return ExitCode::from(1);
         }
-        Err(e) => {
-            let mut why = e.to_string();
-            let desc = cfg.desc_path(vip);
-            match std::fs::remove_file(&desc) {
-                Ok(()) => why.push_str("; desc file removed"),
-                Err(r) if r.kind() == std::io::ErrorKind::NotFound => {}
-                Err(r) => why.push_str(&format!("; removing {} failed too: {r}", desc.display())),
-            }
-            tracing::error!(%vip, error = %why, "quorum down not recorded in the desc file: withdrawing the VIP regardless");
-            let ev = QuorumEvent {
-                vip,
-                announce: false,
-                forced: true,
-                error: Some(why.clone()),
-            };
-            (ev, Some(why))
+        Recorded::DownFailed(why) => {
+            let (ev, why) = forced_withdraw(&cfg, vip, why);
+            (ev, None, Some(why))
         }
     };
     let handed = hand_off(&cfg.server.quorum_socket, &ev, HANDOFF_WAIT);
@@ -175,6 +148,70 @@ pub fn run(path: &Path, args: &QuorumArgs) -> ExitCode {
             )),
         ),
     }
+}
+
+/// What recording a quorum call in the desc file leaves to do.
+#[derive(Debug)]
+pub enum Recorded {
+    /// Nothing changed for the routers.
+    Nothing,
+    /// Tell the arbiter (or a fallback) this, with the LOCAL_PREF of an announce.
+    Deliver {
+        /// The hand-off.
+        ev: QuorumEvent,
+        /// The announce's LOCAL_PREF (`None` for a withdraw).
+        local_pref: Option<u32>,
+    },
+    /// An `up` could not be recorded: the VIP keeps its last state (exit 1).
+    UpFailed(QuorumError),
+    /// A `down` could not be recorded, for this reason: it is withdrawn regardless.
+    DownFailed(String),
+}
+
+/// Records the call in the VIP's desc file ([`update_desc`]) and says what is left to do.
+pub fn record(cfg: &config::Config, args: &QuorumArgs, vip: std::net::IpAddr) -> Recorded {
+    match update_desc(cfg, args) {
+        Ok((desc, change)) => {
+            let local_pref = match change.publish() {
+                quorum::Publish::Nothing => return Recorded::Nothing,
+                quorum::Publish::Syn { local_preference } => Some(local_preference),
+                quorum::Publish::Fin => None,
+            };
+            let ev = QuorumEvent {
+                vip,
+                announce: desc.announce,
+                forced: false,
+                error: None,
+            };
+            Recorded::Deliver { ev, local_pref }
+        }
+        Err(e) if args.direction == Direction::Up => Recorded::UpFailed(e),
+        Err(e) => Recorded::DownFailed(e.to_string()),
+    }
+}
+
+/// A `down` the desc file could not take: the file goes (which needs no space; a missing desc
+/// means no quorum) and the arbiter is told to withdraw the VIP and keep it withdrawn until a
+/// quorum call for it succeeds again. Returns the hand-off and the whole reason.
+pub fn forced_withdraw(
+    cfg: &config::Config,
+    vip: std::net::IpAddr,
+    mut why: String,
+) -> (QuorumEvent, String) {
+    let desc = cfg.desc_path(vip);
+    match std::fs::remove_file(&desc) {
+        Ok(()) => why.push_str("; desc file removed"),
+        Err(r) if r.kind() == std::io::ErrorKind::NotFound => {}
+        Err(r) => why.push_str(&format!("; removing {} failed too: {r}", desc.display())),
+    }
+    tracing::error!(%vip, error = %why, "quorum down not recorded in the desc file: withdrawing the VIP regardless");
+    let ev = QuorumEvent {
+        vip,
+        announce: false,
+        forced: true,
+        error: Some(why.clone()),
+    };
+    (ev, why)
 }
 
 /// On a balancer in fallback (no arbiter here, the client runs this keepalived): the call goes

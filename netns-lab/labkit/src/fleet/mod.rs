@@ -420,7 +420,19 @@ impl Fleet {
             netns: self.core.name().to_owned(),
             bin: self.bin.clone(),
             config: self.arbiter_dir.join("config.ini"),
+            lean: false,
         }
+    }
+
+    /// The same handler as `ipvs-sync-quorum`, the lean binary next to the fleet's
+    /// `ipvs-sync` (`None` when there is none there, say beside an `IPVS_SYNC_BIN`).
+    pub fn lean_quorum_handler(&self) -> Option<QuorumHandler> {
+        let bin = self.bin.with_file_name("ipvs-sync-quorum");
+        bin.is_file().then(|| QuorumHandler {
+            bin,
+            lean: true,
+            ..self.quorum_handler()
+        })
     }
 
     /// The one broker; an error on a fleet on a cluster.
@@ -504,6 +516,8 @@ pub struct QuorumHandler {
     netns: String,
     bin: PathBuf,
     config: PathBuf,
+    /// `ipvs-sync-quorum -c CONFIG DIR ARG` instead of `ipvs-sync … quorum DIR ARG`.
+    lean: bool,
 }
 
 impl QuorumHandler {
@@ -547,11 +561,14 @@ impl QuorumHandler {
         cmd
     }
 
-    /// `-c CONFIG --log-level warn quorum DIR ARG`, no input, output dropped.
+    /// `-c CONFIG --log-level warn quorum DIR ARG` (the lean binary: `-c CONFIG DIR ARG`), no
+    /// input, output dropped.
     fn quorum_args(&self, cmd: &mut std::process::Command, dir: &str, arg: &str) {
-        cmd.arg("-c")
-            .arg(&self.config)
-            .args(["--log-level", "warn", "quorum", dir, arg])
+        cmd.arg("-c").arg(&self.config);
+        if !self.lean {
+            cmd.args(["--log-level", "warn", "quorum"]);
+        }
+        cmd.args([dir, arg])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());
     }
