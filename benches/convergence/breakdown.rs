@@ -113,7 +113,7 @@ pub fn rows(
         .iter()
         .map(|(name, _, _)| *name)
         .chain(["→ r1's RIB shows the withdraw"]);
-    let p50s: Vec<f64> = samples.iter_mut().map(|v| median(v)).collect();
+    let p50s: Vec<f64> = samples.iter_mut().map(|v| quantile(v, 0.5)).collect();
     let sum: f64 = p50s.iter().sum();
     let mut rows: Vec<[String; 3]> = names
         .zip(samples.iter_mut())
@@ -141,15 +141,14 @@ pub fn rows(
     Ok(rows)
 }
 
-/// The median of `v` (sorted here).
-fn median(v: &mut [f64]) -> f64 {
+/// The `q` quantile of `v` (sorted here), at the index `percentiles` of labkit uses.
+fn quantile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[(v.len() - 1) / 2]
+    v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
 /// "p50 / p90 / max µs" of `v`.
 fn spread(v: &mut [f64]) -> String {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    format!("{:.0} / {:.0} / {:.0}", at(0.5), at(0.9), at(1.0))
+    let (p50, p90, max) = (quantile(v, 0.5), quantile(v, 0.9), quantile(v, 1.0));
+    format!("{p50:.0} / {p90:.0} / {max:.0}")
 }
