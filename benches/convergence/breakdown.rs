@@ -18,6 +18,7 @@
 use std::time::{Duration, SystemTime};
 
 use labkit::log_time::stamped;
+use labkit::metrics::quantile;
 
 /// One measured down: when its handler was spawned and when r1 showed the withdraw.
 pub struct Down {
@@ -139,12 +140,6 @@ pub fn rows(
         String::new(),
     ]);
     Ok(rows)
-}
-
-/// The `q` quantile of `v` (sorted here), at the index `percentiles` of labkit uses.
-fn quantile(v: &mut [f64], q: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
 /// "p50 / p90 / max µs" of `v`.

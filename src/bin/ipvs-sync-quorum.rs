@@ -5,7 +5,9 @@
 //! that call ~0.6 ms more (README, "Where a quorum down's time goes").
 //!
 //! A `down` the desc file cannot take is withdrawn as `ipvs-sync quorum` does it: the file
-//! goes, and the arbiter is told to withdraw regardless.
+//! goes, and the arbiter is told to withdraw regardless. (If the arbiter cannot be told
+//! either, the `ipvs-sync quorum` run below tries the desc file again, and with a lock still
+//! stuck it waits out the lock timeout a second time before its broker fallback.)
 //!
 //! Everything else is `ipvs-sync quorum`'s, which this binary runs in its place (`exec`, the
 //! same process for keepalived; the `ipvs-sync` next to this binary) with the same arguments,
@@ -128,6 +130,9 @@ fn main() -> ExitCode {
         }
         Recorded::UpFailed(_) => full(&config, &args),
         // Withdrawn here, not after `ipvs-sync quorum` has waited for the lock a second time.
+        // Only when the arbiter does not take this hand-off either does `ipvs-sync quorum`
+        // run, and it tries the desc file again first: with a lock still stuck, the broker
+        // fallback then comes after a second lock timeout.
         Recorded::DownFailed(why) => {
             let (ev, why) = quorum::forced_withdraw(&cfg, vip, why);
             eprintln!("ipvs-sync-quorum: desc file not updated: {why}");

@@ -63,16 +63,18 @@ pub fn metric(page: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The `q` quantile of `v` (0 ≤ q ≤ 1; `v` is sorted here): the sample at the rounded
+/// index `(len − 1) · q`, NaN when there is none.
+pub fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    v.get(i).copied().unwrap_or(f64::NAN)
+}
+
 /// p50 and p99 of durations, in milliseconds (NaN when there are none).
-pub fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
-    v.sort();
-    let at = |q: f64| {
-        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
-        v.get(i)
-            .map(|d| d.as_secs_f64() * 1000.0)
-            .unwrap_or(f64::NAN)
-    };
-    (at(0.50), at(0.99))
+pub fn percentiles(v: Vec<Duration>) -> (f64, f64) {
+    let mut ms: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    (quantile(&mut ms, 0.50), quantile(&mut ms, 0.99))
 }
 
 #[cfg(test)]
@@ -118,5 +120,15 @@ mod tests {
         let (p50, p99) = percentiles((1..=100).map(ms).collect());
         assert_eq!((p50.round(), p99), (51.0, 99.0));
         assert!(percentiles(Vec::new()).0.is_nan());
+    }
+
+    #[test]
+    fn quantile_rounds_its_index() {
+        let mut v = vec![4.0, 1.0, 3.0, 2.0];
+        // (4 − 1) · 0.5 = 1.5 rounds to index 2 of the sorted samples.
+        assert_eq!(quantile(&mut v, 0.5), 3.0);
+        assert_eq!(quantile(&mut v, 0.0), 1.0);
+        assert_eq!(quantile(&mut v, 1.0), 4.0);
+        assert!(quantile(&mut [], 0.5).is_nan());
     }
 }
