@@ -15,11 +15,17 @@ fn lab_script() -> PathBuf {
 
 /// Runs `netns-lab/lab ARGS…` with its files in `run` and namespaces named PREFIX+node.
 fn lab(run: &Path, prefix: &str, args: &[&str]) -> Output {
+    lab_with(run, prefix, 1, args)
+}
+
+/// [`lab`] with `brokers` broker nodes (`LAB_BROKERS`).
+fn lab_with(run: &Path, prefix: &str, brokers: usize, args: &[&str]) -> Output {
     let out = Command::new("bash")
         .arg(lab_script())
         .args(args)
         .env("LAB_RUN", run)
         .env("LAB_PREFIX", prefix)
+        .env("LAB_BROKERS", brokers.to_string())
         .env("LAB_GEN", env!("CARGO_BIN_EXE_lab-gen"))
         .output()
         .unwrap();
@@ -217,6 +223,71 @@ fn lab_topology_up_status_down() {
 
     drop(guard);
     for node in ["r1", "broker", "lb1", "sw"] {
+        assert!(
+            !Path::new(&format!("/run/netns/{}", ns(node))).exists(),
+            "{node} left"
+        );
+    }
+}
+
+/// `LAB_BROKERS=3`: three broker nodes joined in one cluster, each taking AMQP; a node
+/// killed (`lab signal brokerN KILL`) shows stopped and comes back with `lab restart`;
+/// `lab down` leaves none of them.
+#[test]
+#[ignore = "lab: needs root, netns and rabbitmq-server; run netns-lab/test"]
+fn lab_topology_on_a_broker_cluster() {
+    labkit::require_root();
+    let run = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let prefix = format!("lc{}-", std::process::id());
+    let ns = |node: &str| format!("{prefix}{node}");
+    let guard = DownOnDrop(run.path().to_owned(), prefix.clone());
+    // `lab up` fails when a node does not join the first.
+    assert!(lab_with(run.path(), &prefix, 3, &["up"]).status.success());
+    let amqp_from_lb2 = |addr: &str| {
+        Command::new("ip")
+            .args(["netns", "exec", &ns("lb2"), "bash", "-c"])
+            .arg(format!("exec 3<>/dev/tcp/{addr}/5672"))
+            .status()
+            .unwrap()
+            .success()
+    };
+    for addr in ["192.0.2.10", "192.0.2.11", "192.0.2.12"] {
+        assert!(amqp_from_lb2(addr), "no AMQP on {addr}");
+    }
+    let status = |want: &str| {
+        let out = lab(run.path(), &prefix, &["status"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains(want), "{want} missing in:\n{text}");
+    };
+    status("broker3  rabbitmq running");
+    // Every daemon is given the three nodes.
+    let config = std::fs::read_to_string(run.path().join("lb1/config.ini")).unwrap();
+    assert!(
+        config.contains(
+            "amqp://ipvs@192.0.2.10:5672/%2f,amqp://ipvs@192.0.2.11:5672/%2f,\
+             amqp://ipvs@192.0.2.12:5672/%2f"
+        ),
+        "{config}"
+    );
+    assert!(lab(run.path(), &prefix, &["signal", "broker2", "KILL"])
+        .status
+        .success());
+    assert!(
+        labkit::wait_until(std::time::Duration::from_secs(10), || !amqp_from_lb2(
+            "192.0.2.11"
+        )),
+        "broker2 still answers after its kill"
+    );
+    status("broker2  rabbitmq stopped");
+    assert!(lab(run.path(), &prefix, &["restart", "broker2"])
+        .status
+        .success());
+    status("broker2  rabbitmq running");
+    assert!(amqp_from_lb2("192.0.2.11"));
+
+    drop(guard);
+    for node in ["broker", "broker2", "broker3", "sw"] {
         assert!(
             !Path::new(&format!("/run/netns/{}", ns(node))).exists(),
             "{node} left"

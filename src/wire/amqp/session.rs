@@ -455,12 +455,19 @@ impl LaneIn {
     }
 }
 
-/// Acks the delivery of `acker` and every one before it on its channel.
+/// Acks the delivery of `acker` and every one before it on its channel, waiting at most
+/// [`CLOSE_WAIT`]. lapin resolves an ack once its frame is written, and an ack queued just as
+/// the connection dies may never be: unbounded, that wait kept a consumer loop from ever
+/// seeing the loss (a lab run after a broker node's SIGKILL: the arbiter logged the reset,
+/// then no reconnect, and every send failed "not connected" for 80 s). Bounded, the loop
+/// goes on and its next look finds the connection gone.
 async fn ack(acker: &Acker) {
-    if let Err(e) = acker.ack(BasicAckOptions { multiple: true }).await {
+    match tokio::time::timeout(CLOSE_WAIT, acker.ack(BasicAckOptions { multiple: true })).await {
+        Ok(Ok(_)) => {}
         // The connection is going; the broker delivers again and the replay window drops
         // what was already handed over.
-        debug!(error = %e, "ack failed");
+        Ok(Err(e)) => debug!(error = %e, "ack failed"),
+        Err(_) => warn!(after = ?CLOSE_WAIT, "ack not written; the connection is going"),
     }
 }
 

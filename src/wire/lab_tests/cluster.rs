@@ -16,6 +16,10 @@ use super::*;
 use crate::wire::messages::{AckGo, AckPrepared, FinAnnounce};
 use crate::wire::{MessageId, MessageType};
 
+/// How long `pause_minority` gets to bring a healed node back before the lab restarts it
+/// ([`labkit::RabbitCluster::rejoin`]).
+const HEAL_PATIENCE: Duration = Duration::from_secs(60);
+
 /// A cluster, the fleet's accounts and keys, and a runtime in a client namespace attached
 /// to it. Fields drop in order: runtime (tasks), cluster, namespace.
 struct ClusterLab {
@@ -408,6 +412,81 @@ async fn round_trip_within(
     (announce, withdraw, t.elapsed())
 }
 
+/// [`round_trip`] during a partition: a message not there within [`RECV_TIMEOUT`] fails
+/// the test, but only after the queues' state was taken at that moment and the message was
+/// waited for [`LATE_WAIT`] more, so the failure says whether RabbitMQ delayed it or kept
+/// it (a message it confirmed and never delivered).
+async fn round_trip_watched(
+    lab: &ClusterLab,
+    server: &Transport,
+    srx: &mut mpsc::Receiver<Incoming>,
+    client: &Transport,
+    crx: &mut mpsc::Receiver<Incoming>,
+    i: u64,
+) -> Duration {
+    let t = Instant::now();
+    let legs: [(&Transport, Dest, Message, bool); 3] = [
+        (server, Dest::Client(CLIENT.into()), go(i), false),
+        (server, Dest::Client(CLIENT.into()), fin(i), false),
+        (client, Dest::Server, ack(i), true),
+    ];
+    for (from, to, msg, to_server) in legs {
+        from.send(to, &msg).await.unwrap();
+        let rx = if to_server { &mut *srx } else { &mut *crx };
+        if expect_within(rx, &msg, RECV_TIMEOUT).await {
+            continue;
+        }
+        let queues = lab
+            .cluster
+            .ctl(&[
+                "list_queues",
+                "-p",
+                VHOST,
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+                "consumers",
+                "leader",
+                "online",
+            ])
+            .unwrap_or_else(|e| e.to_string());
+        let late = Instant::now();
+        let came = expect_within(rx, &msg, LATE_WAIT).await;
+        panic!(
+            "{:?} of cycle {i} (confirmed) not delivered within {RECV_TIMEOUT:?}; {}; the \
+             queues then (the arbiter on node {:?}, the balancer on {:?}):\n{queues}",
+            msg.kind(),
+            if came {
+                format!("it came {:?} later", late.elapsed())
+            } else {
+                format!("not there {LATE_WAIT:?} later either")
+            },
+            lab.node_of(server),
+            lab.node_of(client),
+        );
+    }
+    t.elapsed()
+}
+
+/// How long [`round_trip_watched`] waits for a late message before it reports.
+const LATE_WAIT: Duration = Duration::from_secs(90);
+
+/// Whether `msg` arrives on `rx` within `timeout` (other messages skipped).
+async fn expect_within(
+    rx: &mut mpsc::Receiver<Incoming>,
+    msg: &Message,
+    timeout: Duration,
+) -> bool {
+    let end = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(end, rx.recv()).await {
+            Ok(Some(got)) if &got.message == msg => return true,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return false,
+        }
+    }
+}
+
 const CYCLES: u64 = 100;
 
 /// `CYCLES` announce (ack_announce go) and withdraw (fin_announce) deliveries, p50/p99.
@@ -490,8 +569,7 @@ fn lab_cluster_partition_whole_restart_and_latency() {
         let first = t.elapsed();
         let mut during = vec![a.max(w).max(b)];
         for i in 1..10 {
-            let (a, w, b) = round_trip(&server, &mut srx, &client, &mut crx, i).await;
-            during.push(a.max(w).max(b));
+            during.push(round_trip_watched(&lab, &server, &mut srx, &client, &mut crx, i).await);
         }
         eprintln!(
             "partition: both moved to the majority in {moved:?}, the first cycle through after \
@@ -499,8 +577,12 @@ fn lab_cluster_partition_whole_restart_and_latency() {
             during.iter().max().unwrap()
         );
         lab.cluster.heal(k).unwrap();
-        let status = wait_healed(&lab).await;
-        eprintln!("healed: {status}");
+        let t = Instant::now();
+        let rejoin = lab.cluster.rejoin(k, HEAL_PATIENCE).unwrap();
+        eprintln!(
+            "healed: every node running and no partition after {:?} ({rejoin:?})",
+            t.elapsed()
+        );
         let (before_s, before_c) = (
             server.counters().received(MessageType::AckAnnounce),
             client.counters().received(MessageType::FinAnnounce),
@@ -559,25 +641,6 @@ fn lab_cluster_partition_whole_restart_and_latency() {
         server.close().await;
         client.close().await;
     });
-}
-
-/// Waits until `cluster_status` lists no partition and every node runs; returns the status.
-async fn wait_healed(lab: &ClusterLab) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = lab
-            .cluster
-            .ctl(&["cluster_status", "--formatter", "json"])
-            .unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
-        let running = v["running_nodes"].as_array().map_or(0, Vec::len);
-        let partitions = v["partitions"].as_object().map_or(1, |p| p.len());
-        if running == 3 && partitions == 0 {
-            return format!("{running} nodes running, no partition");
-        }
-        assert!(Instant::now() < deadline, "cluster did not heal: {status}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// Waits until every queue of the vhost has all three members online (a node that came back

@@ -2,7 +2,7 @@
 //! [`labkit::bridge::spec`], the builder the Rust tests use too.
 //!
 //! ```text
-//! lab-gen --run DIR --bin IPVS_SYNC [--ipvs true|false] [--interface NAME]
+//! lab-gen --run DIR --bin IPVS_SYNC [--ipvs true|false] [--interface NAME] [--brokers 1|3]
 //! ```
 //!
 //! Writes `DIR/NODE/config.ini` + `secret.ini` (mode 600) of the arbiter and each balancer,
@@ -20,8 +20,8 @@ use labkit::spec::{write_file, LabFile, LabKey};
 
 type BoxError = Box<dyn std::error::Error>;
 
-const USAGE: &str =
-    "usage: lab-gen --run DIR --bin IPVS_SYNC [--ipvs true|false] [--interface NAME]";
+const USAGE: &str = "usage: lab-gen --run DIR --bin IPVS_SYNC [--ipvs true|false] \
+                     [--interface NAME] [--brokers 1|3]";
 
 fn main() -> ExitCode {
     match run() {
@@ -38,6 +38,7 @@ fn run() -> Result<(), BoxError> {
     let mut bin = None;
     let mut ipvs = false;
     let mut interface = "lo".to_owned();
+    let mut brokers = 1;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || {
@@ -55,6 +56,13 @@ fn run() -> Result<(), BoxError> {
                 }
             }
             "--interface" => interface = value()?,
+            "--brokers" => {
+                brokers = match value()?.as_str() {
+                    "1" => 1,
+                    "3" => 3,
+                    v => return Err(format!("--brokers {v}: 1 or 3").into()),
+                }
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -82,6 +90,7 @@ fn run() -> Result<(), BoxError> {
         bin,
         ipvs,
         interface,
+        brokers,
     };
     let spec = bridge::spec(&opts);
     spec.write()?;
@@ -93,7 +102,7 @@ fn run() -> Result<(), BoxError> {
     })?;
     write_file(&LabFile {
         path: bridge::topology_path(&run),
-        text: bridge::topology_sh(),
+        text: bridge::topology_sh(brokers),
         private: false,
     })?;
     Ok(())

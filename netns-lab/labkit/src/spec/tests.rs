@@ -19,6 +19,7 @@ fn bridge_spec(run: &Path) -> LabSpec {
         arbiter_key: LabKey::from_seed([0; 32]),
         balancer_keys: [1, 2, 3].map(|n| LabKey::from_seed([n; 32])),
         md5_r1: "md5".into(),
+        brokers: 1,
     })
 }
 
