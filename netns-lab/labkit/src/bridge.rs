@@ -360,6 +360,22 @@ pub fn topology_sh(brokers: usize) -> String {
     t
 }
 
+/// Options with fixed secrets and keys, for tests.
+#[cfg(test)]
+pub(crate) fn test_opts(run: &Path, brokers: usize) -> BridgeOpts {
+    BridgeOpts {
+        run: run.to_owned(),
+        bin: "/usr/sbin/ipvs-sync".into(),
+        ipvs: false,
+        interface: "lo".into(),
+        amqp_password: "pw".into(),
+        arbiter_key: LabKey::from_seed([0; 32]),
+        balancer_keys: [1, 2, 3].map(|n| LabKey::from_seed([n; 32])),
+        md5_r1: "md5".into(),
+        brokers,
+    }
+}
+
 /// The run directory's file with [`topology_sh`].
 pub fn topology_path(run: &Path) -> PathBuf {
     run.join("topology.sh")
@@ -395,17 +411,7 @@ mod tests {
         );
         assert!(t.contains("BROKERS=(broker broker2 broker3)\n"));
         assert!(t.contains("[broker3]=192.0.2.12 "));
-        let spec = spec(&BridgeOpts {
-            run: "/run/lab".into(),
-            bin: "ipvs-sync".into(),
-            ipvs: false,
-            interface: "lo".into(),
-            amqp_password: "pw".into(),
-            arbiter_key: LabKey::from_seed([0; 32]),
-            balancer_keys: [1, 2, 3].map(|n| LabKey::from_seed([n; 32])),
-            md5_r1: "md5".into(),
-            brokers: 3,
-        });
+        let spec = spec(&test_opts("/run/lab".as_ref(), 3));
         assert_eq!(
             spec.config.get("main", "amqp_server"),
             Some(
@@ -417,17 +423,7 @@ mod tests {
 
     #[test]
     fn routers_take_each_balancer_over_their_own_family() {
-        let spec = spec(&BridgeOpts {
-            run: "/run/lab".into(),
-            bin: "ipvs-sync".into(),
-            ipvs: false,
-            interface: "lo".into(),
-            amqp_password: "pw".into(),
-            arbiter_key: LabKey::from_seed([0; 32]),
-            balancer_keys: [1, 2, 3].map(|n| LabKey::from_seed([n; 32])),
-            md5_r1: "md5".into(),
-            brokers: 1,
-        });
+        let spec = spec(&test_opts("/run/lab".as_ref(), 1));
         let r1 = spec.routers[0].gobgpd.to_toml();
         assert_eq!(r1.matches("[[neighbors]]").count(), 3);
         assert!(r1.contains("neighbor-address = \"192.0.2.31\""));

@@ -3,24 +3,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::bridge::{self, BridgeOpts};
+use crate::bridge;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
 fn bridge_spec(run: &Path) -> LabSpec {
-    bridge::spec(&BridgeOpts {
-        run: run.to_owned(),
-        bin: "/usr/sbin/ipvs-sync".into(),
-        ipvs: false,
-        interface: "lo".into(),
-        amqp_password: "pw".into(),
-        arbiter_key: LabKey::from_seed([0; 32]),
-        balancer_keys: [1, 2, 3].map(|n| LabKey::from_seed([n; 32])),
-        md5_r1: "md5".into(),
-        brokers: 1,
-    })
+    bridge::spec(&bridge::test_opts(run, 1))
 }
 
 #[test]
