@@ -163,17 +163,9 @@ fn gen_keeps_secrets_across_runs() {
 #[test]
 #[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
 fn lab_topology_up_status_down() {
-    labkit::require_root();
-    let run = tempfile::tempdir().unwrap();
-    // RabbitMQ runs as user rabbitmq and must reach its directory under the run dir.
-    std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let prefix = format!("lt{}-", std::process::id());
-    let ns = |node: &str| format!("{prefix}{node}");
-    let guard = DownOnDrop(run.path().to_owned(), prefix.clone());
-
-    assert!(lab(run.path(), &prefix, &["up"]).status.success());
+    let run = LabRun::up("lt", 1);
     // Idempotent: a second `up` changes nothing and succeeds.
-    assert!(lab(run.path(), &prefix, &["up"]).status.success());
+    assert!(run.lab(&["up"]).status.success());
 
     // The LAN carries IPv4 and IPv6 between any two nodes.
     for (from, to) in [
@@ -182,14 +174,14 @@ fn lab_topology_up_status_down() {
         ("arbiter", "192.0.2.10"),
     ] {
         let ok = Command::new("ip")
-            .args(["netns", "exec", &ns(from), "ping", "-c1", "-W2", to])
+            .args(["netns", "exec", &run.ns(from), "ping", "-c1", "-W2", to])
             .status()
             .unwrap()
             .success();
         assert!(ok, "{from} -> {to}");
     }
     // Both routers list the three balancers; the broker takes TCP connections.
-    let status = lab(run.path(), &prefix, &["status"]);
+    let status = run.lab(&["status"]);
     assert!(status.status.success());
     let text = String::from_utf8_lossy(&status.stdout);
     for want in [
@@ -201,33 +193,12 @@ fn lab_topology_up_status_down() {
         assert!(text.contains(want), "{want} missing in:\n{text}");
     }
     assert!(text.contains("broker   rabbitmq running"), "{text}");
-    let amqp = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns("lb2"),
-            "bash",
-            "-c",
-            "exec 3<>/dev/tcp/192.0.2.10/5672",
-        ])
-        .status()
-        .unwrap();
-    assert!(amqp.success());
+    assert!(run.amqp_answers("lb2", "192.0.2.10"));
     // `exec` runs in the node.
-    let out = lab(
-        run.path(),
-        &prefix,
-        &["exec", "lb1", "ip", "-br", "addr", "show", "eth0"],
-    );
+    let out = run.lab(&["exec", "lb1", "ip", "-br", "addr", "show", "eth0"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("192.0.2.31/24"));
 
-    drop(guard);
-    for node in ["r1", "broker", "lb1", "sw"] {
-        assert!(
-            !Path::new(&format!("/run/netns/{}", ns(node))).exists(),
-            "{node} left"
-        );
-    }
+    run.down_leaves_none_of(&["r1", "broker", "lb1", "sw"]);
 }
 
 /// `LAB_BROKERS=3`: three broker nodes joined in one cluster, each taking AMQP; a node
@@ -236,27 +207,13 @@ fn lab_topology_up_status_down() {
 #[test]
 #[ignore = "lab: needs root, netns and rabbitmq-server; run netns-lab/test"]
 fn lab_topology_on_a_broker_cluster() {
-    labkit::require_root();
-    let run = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let prefix = format!("lc{}-", std::process::id());
-    let ns = |node: &str| format!("{prefix}{node}");
-    let guard = DownOnDrop(run.path().to_owned(), prefix.clone());
     // `lab up` fails when a node does not join the first.
-    assert!(lab_with(run.path(), &prefix, 3, &["up"]).status.success());
-    let amqp_from_lb2 = |addr: &str| {
-        Command::new("ip")
-            .args(["netns", "exec", &ns("lb2"), "bash", "-c"])
-            .arg(format!("exec 3<>/dev/tcp/{addr}/5672"))
-            .status()
-            .unwrap()
-            .success()
-    };
+    let run = LabRun::up("lc", 3);
     for addr in ["192.0.2.10", "192.0.2.11", "192.0.2.12"] {
-        assert!(amqp_from_lb2(addr), "no AMQP on {addr}");
+        assert!(run.amqp_answers("lb2", addr), "no AMQP on {addr}");
     }
     let status = |want: &str| {
-        let out = lab(run.path(), &prefix, &["status"]);
+        let out = run.lab(&["status"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(text.contains(want), "{want} missing in:\n{text}");
     };
@@ -270,29 +227,18 @@ fn lab_topology_on_a_broker_cluster() {
         ),
         "{config}"
     );
-    assert!(lab(run.path(), &prefix, &["signal", "broker2", "KILL"])
-        .status
-        .success());
+    assert!(run.lab(&["signal", "broker2", "KILL"]).status.success());
     assert!(
-        labkit::wait_until(std::time::Duration::from_secs(10), || !amqp_from_lb2(
-            "192.0.2.11"
-        )),
+        labkit::wait_until(std::time::Duration::from_secs(10), || !run
+            .amqp_answers("lb2", "192.0.2.11")),
         "broker2 still answers after its kill"
     );
     status("broker2  rabbitmq stopped");
-    assert!(lab(run.path(), &prefix, &["restart", "broker2"])
-        .status
-        .success());
+    assert!(run.lab(&["restart", "broker2"]).status.success());
     status("broker2  rabbitmq running");
-    assert!(amqp_from_lb2("192.0.2.11"));
+    assert!(run.amqp_answers("lb2", "192.0.2.11"));
 
-    drop(guard);
-    for node in ["broker", "broker2", "broker3", "sw"] {
-        assert!(
-            !Path::new(&format!("/run/netns/{}", ns(node))).exists(),
-            "{node} left"
-        );
-    }
+    run.down_leaves_none_of(&["broker", "broker2", "broker3", "sw"]);
 }
 
 /// A gobgpd in lb1 stands in for the balancer's speaker: the generated router configs
@@ -304,19 +250,13 @@ fn lab_routers_take_balancer_sessions_and_routes() {
     use labkit::{GobgpConfig, GobgpNeighbor, Gobgpd, Netns};
     use std::time::Duration;
 
-    labkit::require_root();
-    let run = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(run.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let prefix = format!("lr{}-", std::process::id());
-    let _guard = DownOnDrop(run.path().to_owned(), prefix.clone());
-    assert!(lab(run.path(), &prefix, &["up"]).status.success());
-
+    let run = LabRun::up("lr", 1);
     let md5 = std::fs::read_to_string(run.path().join("secrets/bgp_md5_r1")).unwrap();
     let speaker = GobgpConfig::new(65000, "192.0.2.31".parse().unwrap())
         .listen_port(-1)
         .neighbor(GobgpNeighbor::new("192.0.2.1".parse().unwrap(), 65000).password(md5.trim()))
         .neighbor(GobgpNeighbor::new("2001:db8::2".parse().unwrap(), 65001));
-    let lb1 = Netns::attach(&format!("{prefix}lb1")).unwrap();
+    let lb1 = Netns::attach(&run.ns("lb1")).unwrap();
     let lb1 = Gobgpd::start(&lb1, &speaker.to_toml()).unwrap();
     // gobgpd's first active connect comes 5-10 s after start.
     assert!(lb1.wait_established("192.0.2.1", Duration::from_secs(20)));
@@ -337,7 +277,7 @@ fn lab_routers_take_balancer_sessions_and_routes() {
         .unwrap();
     let routers_have = |want4: bool, want6: bool| {
         labkit::wait_until(Duration::from_secs(10), || {
-            let status = lab(run.path(), &prefix, &["status"]);
+            let status = run.lab(&["status"]);
             let text = String::from_utf8_lossy(&status.stdout).into_owned();
             let r2_at = text.find("== r2").unwrap_or(text.len());
             let (r1, r2) = text.split_at(r2_at);
@@ -355,11 +295,69 @@ fn lab_routers_take_balancer_sessions_and_routes() {
     assert!(routers_have(false, false));
 }
 
-/// Runs `lab down` however the test ends.
-struct DownOnDrop(PathBuf, String);
+/// One test's lab, up: a run directory RabbitMQ can reach (it runs as user rabbitmq),
+/// namespaces named with a prefix of the test's own, and `lab down` however the test ends.
+struct LabRun {
+    dir: tempfile::TempDir,
+    prefix: String,
+    brokers: usize,
+}
 
-impl Drop for DownOnDrop {
+impl LabRun {
+    /// `lab up` with `brokers` broker nodes, namespaces prefixed TAG+pid; fails the test if
+    /// it fails.
+    fn up(tag: &str, brokers: usize) -> LabRun {
+        labkit::require_root();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let run = LabRun {
+            dir,
+            prefix: format!("{tag}{}-", std::process::id()),
+            brokers,
+        };
+        assert!(run.lab(&["up"]).status.success(), "lab up failed");
+        run
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The namespace of `node`.
+    fn ns(&self, node: &str) -> String {
+        format!("{}{node}", self.prefix)
+    }
+
+    /// `netns-lab/lab ARGS…` on this lab.
+    fn lab(&self, args: &[&str]) -> Output {
+        lab_with(self.path(), &self.prefix, self.brokers, args)
+    }
+
+    /// Whether a TCP connection from node `from` to AMQP's port on `addr` is taken.
+    fn amqp_answers(&self, from: &str, addr: &str) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(from), "bash", "-c"])
+            .arg(format!("exec 3<>/dev/tcp/{addr}/5672"))
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    /// `lab down`, then none of `nodes`' namespaces is left.
+    fn down_leaves_none_of(self, nodes: &[&str]) {
+        let names: Vec<String> = nodes.iter().map(|n| self.ns(n)).collect();
+        drop(self);
+        for ns in names {
+            assert!(
+                !Path::new(&format!("/run/netns/{ns}")).exists(),
+                "{ns} left"
+            );
+        }
+    }
+}
+
+impl Drop for LabRun {
     fn drop(&mut self) {
-        lab(&self.0, &self.1, &["down"]);
+        self.lab(&["down"]);
     }
 }

@@ -52,6 +52,9 @@ const HEALTH_TICK: Duration = Duration::from_millis(500);
 pub(super) const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Longest wait for a clean `connection.close` on shutdown.
 pub(super) const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// Longest wait for the broker to close an abandoned attempt's connection: it ends the
+/// connection's channels first, and one blocked in a call to a queue may take seconds.
+const ABANDON_WAIT: Duration = Duration::from_secs(30);
 /// At most one drop log line per reason per this interval; the rest are counted.
 const DROP_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// See [`gather_for`].
@@ -99,29 +102,16 @@ pub(super) async fn establish_first(shared: &Shared) -> Result<Session, WireErro
     }))
 }
 
-/// One attempt on the next node in the order (the supervisor's reconnect).
-async fn establish(shared: &Shared) -> Result<Session, WireError> {
-    let node = shared.next_node();
-    establish_on(shared, node, false).await
-}
-
 /// Connects to node `node` within `connect_timeout` and sets up the role's topology; records
-/// the node as the one in use when it worked.
+/// the node as the one in use when it worked. An attempt that fails or runs out of time after
+/// the connection opened closes that connection (see [`abandon`]).
 async fn establish_on(shared: &Shared, node: usize, first: bool) -> Result<Session, WireError> {
     let limit = shared.opts.connect_timeout;
-    let s = tokio::time::timeout(limit, establish_at(shared, node, first))
-        .await
-        .map_err(|_| WireError::Timeout {
-            op: "connect",
-            after: limit,
-        })??;
-    shared.set_node(Some(node));
-    Ok(s)
-}
-
-/// Connects to node `node` and sets up the role's topology; closes the connection again if a
-/// step fails.
-async fn establish_at(shared: &Shared, node: usize, first: bool) -> Result<Session, WireError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let timed_out = || WireError::Timeout {
+        op: "connect",
+        after: limit,
+    };
     // No `enable_auto_recover`: see "Reconnection" in the module doc.
     let name = format!("ipvs-sync {} {}", shared.role.label(), shared.role.name());
     let Some(uri) = shared.uris.get(node) else {
@@ -129,11 +119,20 @@ async fn establish_at(shared: &Shared, node: usize, first: bool) -> Result<Sessi
             reason: format!("no broker node {node}"),
         });
     };
-    let conn = options::open_connection(uri, &shared.opts.tls, name).await?;
-    match setup(shared, &conn, &uri.vhost, first).await {
-        Ok((publish, consume, consumer, announce)) => {
-            let probe = conn.create_channel().await.ok();
+    let open = options::open_connection(uri, &shared.opts.tls, name);
+    let conn = tokio::time::timeout_at(deadline, open)
+        .await
+        .map_err(|_| timed_out())??;
+    let set_up = tokio::time::timeout_at(deadline, setup(shared, &conn, &uri.vhost, first)).await;
+    match set_up {
+        Ok(Ok((publish, consume, consumer, announce))) => {
+            // Optional (queue depth only): not worth failing or holding up the session.
+            let probe = tokio::time::timeout(CLOSE_WAIT, conn.create_channel())
+                .await
+                .ok()
+                .and_then(Result::ok);
             let events = Box::pin(conn.events_listener());
+            shared.set_node(Some(node));
             Ok(Session {
                 conn,
                 publish,
@@ -144,11 +143,36 @@ async fn establish_at(shared: &Shared, node: usize, first: bool) -> Result<Sessi
                 events,
             })
         }
-        Err(e) => {
-            let _ = tokio::time::timeout(CLOSE_WAIT, conn.close(200, "setup failed".into())).await;
+        Ok(Err(e)) => {
+            abandon(conn, "setup failed");
             Err(e)
         }
+        Err(_) => {
+            abandon(conn, "setup timed out");
+            Err(timed_out())
+        }
     }
+}
+
+/// Closes the connection of an attempt that did not make a session, in the background.
+///
+/// Dropping it is not enough: lapin keeps a connection open (and heartbeating) while a
+/// consumer it registered lives, and a `basic.consume` the attempt sent can still take effect
+/// after the attempt gave up, e.g. on a quorum queue waiting for a new leader after a node
+/// was cut off. The broker then hands every other message to that consumer, which nobody
+/// reads and which never acks: a lab run caught one, a consumer of the arbiter's `lbs` on a
+/// majority node beside the arbiter's own, holding a confirmed message through the partition
+/// and after the heal. `connection.close` makes the broker end the connection's channels,
+/// and a consumer the queue registers afterwards for a channel that is gone is removed.
+fn abandon(conn: Connection, why: &'static str) {
+    tokio::spawn(async move {
+        if tokio::time::timeout(ABANDON_WAIT, conn.close(200, why.into()))
+            .await
+            .is_err()
+        {
+            warn!(after = ?ABANDON_WAIT, why, "an abandoned AMQP connection did not close");
+        }
+    });
 }
 
 /// The publishing channel, the consumers' channels, the main lane's consumer and the
@@ -612,7 +636,9 @@ pub(super) async fn supervise(
             _ = stop.changed() => return,
             () = tokio::time::sleep(backoff) => {}
         }
-        let attempt = establish(&shared);
+        // One attempt on the next node in the order.
+        let node = shared.next_node();
+        let attempt = establish_on(&shared, node, false);
         let result = tokio::select! {
             _ = stop.changed() => return,
             r = attempt => r,
@@ -625,7 +651,7 @@ pub(super) async fn supervise(
                 session = Some(s);
             }
             Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, queue = %shared.role.queue(), "AMQP reconnect failed");
+                warn!(error = %e, node = shared.node_name(node), retry_in = ?backoff, queue = %shared.role.queue(), "AMQP reconnect failed");
                 // The delay doubles once every node had its try since the last success.
                 failed += 1;
                 if failed.is_multiple_of(shared.uris.len().max(1)) {

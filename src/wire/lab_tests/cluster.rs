@@ -380,7 +380,7 @@ fn lab_runtime_handle(lab: &ClusterLab) -> tokio::runtime::Handle {
     lab.rt.handle().clone()
 }
 
-/// Round trips both ways; returns (arbiter → balancer, balancer → arbiter) delivery times.
+/// One cycle's round trip with [`RECV_TIMEOUT`] per message: see [`round_trip_within`].
 async fn round_trip(
     server: &Transport,
     srx: &mut mpsc::Receiver<Incoming>,
@@ -388,10 +388,15 @@ async fn round_trip(
     crx: &mut mpsc::Receiver<Incoming>,
     i: u64,
 ) -> (Duration, Duration, Duration) {
-    round_trip_within(server, srx, client, crx, i, RECV_TIMEOUT).await
+    round_trip_within(server, srx, client, crx, i, RECV_TIMEOUT, None).await
 }
 
-/// [`round_trip`], waiting up to `timeout` for each delivery.
+/// One quorum cycle's messages, each sent and waited for in turn: `ack_announce` (go) and
+/// `fin_announce` to the balancer, `ack_announce` back to the arbiter; returns their three
+/// delivery times. A message not there within `timeout` fails the test; with `watch` (during
+/// a partition), only after the queues' state was taken at that moment and the message was
+/// waited for [`LATE_WAIT`] more, so the failure says whether RabbitMQ delayed it or kept it
+/// (a message it confirmed and never delivered).
 async fn round_trip_within(
     server: &Transport,
     srx: &mut mpsc::Receiver<Incoming>,
@@ -399,76 +404,132 @@ async fn round_trip_within(
     crx: &mut mpsc::Receiver<Incoming>,
     i: u64,
     timeout: Duration,
+    watch: Option<&ClusterLab>,
 ) -> (Duration, Duration, Duration) {
-    let to_client = || Dest::Client(CLIENT.into());
-    let t = Instant::now();
-    send_and_expect_within(server, to_client(), &go(i), crx, timeout).await;
-    let announce = t.elapsed();
-    let t = Instant::now();
-    send_and_expect_within(server, to_client(), &fin(i), crx, timeout).await;
-    let withdraw = t.elapsed();
-    let t = Instant::now();
-    send_and_expect_within(client, Dest::Server, &ack(i), srx, timeout).await;
-    (announce, withdraw, t.elapsed())
-}
-
-/// [`round_trip`] during a partition: a message not there within [`RECV_TIMEOUT`] fails
-/// the test, but only after the queues' state was taken at that moment and the message was
-/// waited for [`LATE_WAIT`] more, so the failure says whether RabbitMQ delayed it or kept
-/// it (a message it confirmed and never delivered).
-async fn round_trip_watched(
-    lab: &ClusterLab,
-    server: &Transport,
-    srx: &mut mpsc::Receiver<Incoming>,
-    client: &Transport,
-    crx: &mut mpsc::Receiver<Incoming>,
-    i: u64,
-) -> Duration {
-    let t = Instant::now();
     let legs: [(&Transport, Dest, Message, bool); 3] = [
         (server, Dest::Client(CLIENT.into()), go(i), false),
         (server, Dest::Client(CLIENT.into()), fin(i), false),
         (client, Dest::Server, ack(i), true),
     ];
-    for (from, to, msg, to_server) in legs {
+    let mut took = [Duration::ZERO; 3];
+    for (leg, (from, to, msg, to_server)) in legs.into_iter().enumerate() {
+        let t = Instant::now();
         from.send(to, &msg).await.unwrap();
         let rx = if to_server { &mut *srx } else { &mut *crx };
-        if expect_within(rx, &msg, RECV_TIMEOUT).await {
-            continue;
+        if !expect_within(rx, &msg, timeout).await {
+            let Some(lab) = watch else {
+                panic!(
+                    "{:?} of cycle {i} not delivered within {timeout:?}",
+                    msg.kind()
+                );
+            };
+            report_undelivered(lab, rx, &msg, i, timeout, (server, client)).await;
         }
-        let queues = lab
-            .cluster
-            .ctl(&[
-                "list_queues",
-                "-p",
-                VHOST,
-                "name",
-                "messages_ready",
-                "messages_unacknowledged",
-                "consumers",
-                "leader",
-                "online",
-            ])
-            .unwrap_or_else(|e| e.to_string());
-        let late = Instant::now();
-        let came = expect_within(rx, &msg, LATE_WAIT).await;
-        panic!(
-            "{:?} of cycle {i} (confirmed) not delivered within {RECV_TIMEOUT:?}; {}; the \
-             queues then (the arbiter on node {:?}, the balancer on {:?}):\n{queues}",
-            msg.kind(),
-            if came {
-                format!("it came {:?} later", late.elapsed())
-            } else {
-                format!("not there {LATE_WAIT:?} later either")
-            },
-            lab.node_of(server),
-            lab.node_of(client),
-        );
+        took[leg] = t.elapsed();
     }
-    t.elapsed()
+    (took[0], took[1], took[2])
 }
 
-/// How long [`round_trip_watched`] waits for a late message before it reports.
+/// Fails the test on `msg` (confirmed by the broker) not delivered within `timeout`: with the
+/// queues' state at that moment, and whether it came within [`LATE_WAIT`] more.
+async fn report_undelivered(
+    lab: &ClusterLab,
+    rx: &mut mpsc::Receiver<Incoming>,
+    msg: &Message,
+    i: u64,
+    timeout: Duration,
+    (server, client): (&Transport, &Transport),
+) -> ! {
+    let list = |what: &[&str]| lab.cluster.ctl(what).unwrap_or_else(|e| e.to_string());
+    let queues = list(&[
+        "list_queues",
+        "-p",
+        VHOST,
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+        "consumers",
+        "leader",
+        "online",
+    ]);
+    // Which consumer holds it: one left behind by a connect attempt shows here.
+    let consumers = list(&[
+        "list_consumers",
+        "-p",
+        VHOST,
+        "queue_name",
+        "channel_pid",
+        "consumer_tag",
+        "active",
+        "activity_status",
+    ]);
+    let connections = list(&["list_connections", "pid", "peer_host", "peer_port", "state"]);
+    let late = Instant::now();
+    let came = expect_within(rx, msg, LATE_WAIT).await;
+    panic!(
+        "{:?} of cycle {i} (confirmed) not delivered within {timeout:?}; {}; the queues then \
+         (the arbiter on node {:?}, the balancer on {:?}):\n{queues}\nconsumers:\n{consumers}\n\
+         connections:\n{connections}",
+        msg.kind(),
+        if came {
+            format!("it came {:?} later", late.elapsed())
+        } else {
+            format!("not there {LATE_WAIT:?} later either")
+        },
+        lab.node_of(server),
+        lab.node_of(client),
+    );
+}
+
+/// Waits until each of the three queues (the arbiter's, the balancer's two lanes) has
+/// exactly one consumer up in node `node`'s `rabbitmqctl list_consumers` (a consumer whose
+/// node was cut off is not up); fails the test with the list after [`CONSUMERS_SETTLE`].
+async fn one_consumer_up_per_queue(lab: &ClusterLab, node: usize) {
+    let list = || {
+        lab.cluster.nodes[node]
+            .rabbit
+            .ctl(&[
+                "list_consumers",
+                "-p",
+                VHOST,
+                "queue_name",
+                "channel_pid",
+                "activity_status",
+                "--formatter",
+                "json",
+            ])
+            .unwrap_or_default()
+    };
+    let one_each = |json: &str| {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+        let mut up: BTreeMap<&str, usize> = BTreeMap::new();
+        for c in v.as_array().into_iter().flatten() {
+            if c["activity_status"] == "up" {
+                *up.entry(c["queue_name"].as_str().unwrap_or(""))
+                    .or_default() += 1;
+            }
+        }
+        up.len() == 3 && up.values().all(|&n| n == 1)
+    };
+    let deadline = Instant::now() + CONSUMERS_SETTLE;
+    loop {
+        let now = list();
+        if one_each(&now) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not one consumer up per queue {CONSUMERS_SETTLE:?} on (node {node}'s view):\n{now}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// How long [`one_consumer_up_per_queue`] waits: an abandoned attempt's connection is closed
+/// within 30 s (the transport's bound), a lost consumer's node lets go once it is back.
+const CONSUMERS_SETTLE: Duration = Duration::from_secs(45);
+
+/// How long [`report_undelivered`] waits for a late message before it reports.
 const LATE_WAIT: Duration = Duration::from_secs(90);
 
 /// Whether `msg` arrives on `rx` within `timeout` (other messages skipped).
@@ -564,18 +625,35 @@ fn lab_cluster_partition_whole_restart_and_latency() {
         // RabbitMQ's failover, and under load it has taken longer than RECV_TIMEOUT. (With
         // single active consumer, which the queues had, the lost consumer stayed the active
         // one and nothing came until the partition healed: red in a clean-clone run.)
-        let (a, w, b) =
-            round_trip_within(&server, &mut srx, &client, &mut crx, 0, 4 * RECV_TIMEOUT).await;
+        let (a, w, b) = round_trip_within(
+            &server,
+            &mut srx,
+            &client,
+            &mut crx,
+            0,
+            4 * RECV_TIMEOUT,
+            Some(&lab),
+        )
+        .await;
         let first = t.elapsed();
         let mut during = vec![a.max(w).max(b)];
         for i in 1..10 {
-            during.push(round_trip_watched(&lab, &server, &mut srx, &client, &mut crx, i).await);
+            let watch = Some(&lab);
+            let (a, w, b) =
+                round_trip_within(&server, &mut srx, &client, &mut crx, i, RECV_TIMEOUT, watch)
+                    .await;
+            during.push(a.max(w).max(b));
         }
         eprintln!(
             "partition: both moved to the majority in {moved:?}, the first cycle through after \
              {first:?}; 10 cycles during it, slowest {:?}",
             during.iter().max().unwrap()
         );
+        // No consumer left behind by a connect attempt that gave up (one that timed out
+        // while its `basic.consume` waited for a queue's new leader): one consumer up per
+        // queue, as a majority node sees them.
+        let majority = (k + 1) % 3;
+        one_consumer_up_per_queue(&lab, majority).await;
         lab.cluster.heal(k).unwrap();
         let t = Instant::now();
         let rejoin = lab.cluster.rejoin(k, HEAL_PATIENCE).unwrap();
@@ -591,11 +669,22 @@ fn lab_cluster_partition_whole_restart_and_latency() {
         // the consumer the arbiter left on it: a message the queue hands that consumer
         // comes back once the node closes its connection.
         let t = Instant::now();
-        round_trip_within(&server, &mut srx, &client, &mut crx, 0, 6 * RECV_TIMEOUT).await;
+        round_trip_within(
+            &server,
+            &mut srx,
+            &client,
+            &mut crx,
+            0,
+            6 * RECV_TIMEOUT,
+            Some(&lab),
+        )
+        .await;
         eprintln!("healed: the first cycle through after {:?}", t.elapsed());
         for i in 1..20 {
-            round_trip(&server, &mut srx, &client, &mut crx, i).await;
+            let watch = Some(&lab);
+            round_trip_within(&server, &mut srx, &client, &mut crx, i, RECV_TIMEOUT, watch).await;
         }
+        one_consumer_up_per_queue(&lab, k).await;
         // Nothing extra trails in: a duplicate would show as one more received.
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(
@@ -630,7 +719,16 @@ fn lab_cluster_partition_whole_restart_and_latency() {
         // Connected is not yet serving: until every node's quorum queue members are back,
         // RabbitMQ may refuse a declare with INTERNAL_ERROR, and the transports try again on
         // their backoff (~10 s apart here).
-        round_trip_within(&server, &mut srx, &client, &mut crx, 1, 4 * RECV_TIMEOUT).await;
+        round_trip_within(
+            &server,
+            &mut srx,
+            &client,
+            &mut crx,
+            1,
+            4 * RECV_TIMEOUT,
+            Some(&lab),
+        )
+        .await;
         eprintln!(
             "whole cluster stopped and started in {booted:?}; messages both ways again after {:?}, \
              no transport restarted (reconnects: arbiter {} balancer {})",
