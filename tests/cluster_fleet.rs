@@ -4,10 +4,11 @@
 //! GoBGP router. While quorum up/down cycles run on a few VIPs, the node the arbiter is
 //! connected to is SIGKILLed and restarted (`CLUSTER_FLEET_KILLS` times, default 3), then
 //! cut off from the others and healed (skipped with `LAB_PARTITIONS=0`); every daemon
-//! moves to another node, every cycle ends at the router as quorum says, and a VIP that stays up is never withdrawn there nor taken
-//! off a balancer's `lo`. Then the whole cluster is stopped and started with no daemon
-//! restarted: a `quorum down` made while no node ran reaches the router once the cluster
-//! is back, and at the end each balancer's `lo` holds each VIP once.
+//! moves to another node, every cycle ends at the router as quorum says, and a VIP that
+//! stays up is never withdrawn there nor taken off a balancer's `lo`. Then the whole
+//! cluster is stopped and started with no daemon restarted: a `quorum down` made while no
+//! node ran reaches the router once the cluster is back, and at the end each balancer's
+//! `lo` holds each VIP once.
 //!
 //! The host kernel has no IPVS (`ipvs = false`): the announce side and the addresses are
 //! checked here; the IPVS mirror is the VM lane's. Run with

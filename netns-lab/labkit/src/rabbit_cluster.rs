@@ -9,9 +9,10 @@
 //!
 //! Every node runs with `cluster_partition_handling = pause_minority` and an Erlang
 //! `net_ticktime` of 8 s (60 s by default: the nodes notice a silent peer only then, and
-//! until they do, declarations that involve it wait): a node cut off from the others ([`RabbitCluster::partition`] takes its veth down) stops serving, so its
-//! clients move to the majority. Nodes are killed ([`RabbitCluster::kill`]), restarted and
-//! stopped by pid; dropping the cluster stops them all and deletes the namespaces.
+//! until they do, declarations that involve it wait): a node cut off from the others
+//! ([`RabbitCluster::partition`] takes its veth down) stops serving, so its clients move to
+//! the majority. Nodes are killed ([`RabbitCluster::kill`]), restarted and stopped by pid;
+//! dropping the cluster stops them all and deletes the namespaces.
 
 use std::io;
 use std::net::Ipv4Addr;
