@@ -393,10 +393,10 @@ async fn round_trip(
 
 /// One quorum cycle's messages, each sent and waited for in turn: `ack_announce` (go) and
 /// `fin_announce` to the balancer, `ack_announce` back to the arbiter; returns their three
-/// delivery times. A message not there within `timeout` fails the test; with `watch` (during
-/// a partition), only after the queues' state was taken at that moment and the message was
-/// waited for [`LATE_WAIT`] more, so the failure says whether RabbitMQ delayed it or kept it
-/// (a message it confirmed and never delivered).
+/// delivery times. A message not there within `timeout` fails the test; with `watch` (the
+/// cluster the messages go through), only after the queues' state was taken at that moment
+/// and the message was waited for [`LATE_WAIT`] more, so the failure says whether RabbitMQ
+/// delayed it or kept it (a message it confirmed and never delivered).
 async fn round_trip_within(
     server: &Transport,
     srx: &mut mpsc::Receiver<Incoming>,
@@ -519,7 +519,7 @@ async fn one_consumer_up_per_queue(lab: &ClusterLab, node: usize) {
         }
         assert!(
             Instant::now() < deadline,
-            "not one consumer up per queue {CONSUMERS_SETTLE:?} on (node {node}'s view):\n{now}"
+            "not one consumer up per queue after {CONSUMERS_SETTLE:?} (node {node}'s view):\n{now}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
