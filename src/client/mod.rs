@@ -773,6 +773,9 @@ impl Client {
                 debug!(from, have, "changes do not apply: asking for the tree")
             }
             Note::ArbiterRestarted => info!("arbiter restarted: re-syncing"),
+            Note::LateHeartbeat => {
+                debug!("arbiter heartbeat older than one taken already (published again): dropped")
+            }
             Note::Reconnected => info!("broker reachable again: re-syncing"),
             Note::StaleResync(n) => {
                 warn!(dropped = n, "messages arrived stale: asking the arbiter for mapping, tree and announces again");

@@ -197,8 +197,12 @@ pub enum Note {
         /// The mirror's.
         have: u64,
     },
-    /// The arbiter restarted: everything is asked for again.
+    /// The arbiter restarted (its heartbeat came with a new epoch): everything is asked
+    /// for again.
     ArbiterRestarted,
+    /// An arbiter heartbeat older than one taken already (published again after a lost
+    /// confirm) was dropped.
+    LateHeartbeat,
     /// The broker is reachable again: everything is asked for again.
     Reconnected,
     /// Messages arrived stale: everything is asked for again.
@@ -303,7 +307,7 @@ pub struct ClientState {
     vips: Vips,
     slots: BTreeMap<IpAddr, Slot>,
     early_syns: Vec<SynAnnounce>,
-    arbiter_uptime: Option<u64>,
+    arbiter_heartbeat_id: Option<MessageId>,
     last_arbiter_heartbeat: Option<Instant>,
     /// The arbiter restarted since the mirror was last set: any serial is taken.
     arbiter_restarted: bool,
@@ -365,7 +369,7 @@ impl ClientState {
             vips: Vips::new(),
             slots: BTreeMap::new(),
             early_syns: Vec::new(),
-            arbiter_uptime: None,
+            arbiter_heartbeat_id: None,
             last_arbiter_heartbeat: None,
             arbiter_restarted: false,
             acked: BTreeMap::new(),
@@ -487,6 +491,13 @@ impl ClientState {
                 .flat_map(|m| self.on_arbiter_message(now, id, m))
                 .collect();
         }
+        if let Message::Heartbeat(hb) = &msg {
+            if hb.role == PeerRole::Server {
+                let mut out = Vec::new();
+                self.on_arbiter_heartbeat(now, id, hb, &mut out);
+                return out;
+            }
+        }
         let kind = msg.kind().as_str();
         let (kept, late) = self.order.admit(id, msg);
         let mut out: Vec<Cmd> = late
@@ -505,9 +516,6 @@ impl ClientState {
             return out;
         }
         match msg {
-            Message::Heartbeat(hb) if hb.role == PeerRole::Server => {
-                self.on_arbiter_heartbeat(now, &hb, &mut out)
-            }
             Message::Tree(t) => {
                 if t.serial < self.mirror.serial
                     && self.mirror.tree.is_some()
@@ -820,15 +828,33 @@ impl ClientState {
         }
     }
 
-    fn on_arbiter_heartbeat(&mut self, now: Instant, hb: &Heartbeat, out: &mut Vec<Cmd>) {
+    /// The arbiter's heartbeat, numbered `id`. A restart shows as a new epoch (the arbiter
+    /// takes a higher one at every start), not as a lower uptime: a heartbeat published
+    /// again after a lost confirm (a broker node lost, a partition) keeps its id and uptime
+    /// and can arrive after newer ones. Such a late copy is dropped whole; taken as a restart,
+    /// it would let an older tree roll the mirror back.
+    fn on_arbiter_heartbeat(
+        &mut self,
+        now: Instant,
+        id: MessageId,
+        hb: &Heartbeat,
+        out: &mut Vec<Cmd>,
+    ) {
+        if self.arbiter_heartbeat_id.is_some_and(|last| id <= last) {
+            out.push(Cmd::Note(Note::LateHeartbeat));
+            return;
+        }
         // An arbiter that restarted has forgotten nothing it needs (it reads its own kernel
         // and files), but this client must re-sync its view with it.
-        if self.arbiter_uptime.is_some_and(|u| hb.uptime < u) {
+        if self
+            .arbiter_heartbeat_id
+            .is_some_and(|last| id.epoch > last.epoch)
+        {
             out.push(Cmd::Note(Note::ArbiterRestarted));
             self.arbiter_restarted = true;
             self.request_all(now, out);
         }
-        self.arbiter_uptime = Some(hb.uptime);
+        self.arbiter_heartbeat_id = Some(id);
         self.last_arbiter_heartbeat = Some(now);
         if hb.serial.is_some_and(|s| s != self.mirror.serial) && self.mirror.tree.is_some() {
             out.push(Cmd::Send(Dest::Server, Message::TreeRequest));

@@ -98,6 +98,8 @@ struct Sim {
     taken_back: usize,
     /// The arbiter's message numbers: every message gets the next.
     seq: u64,
+    /// The arbiter's run (its epoch): [`Sim::restart_arbiter`] takes the next.
+    epoch: u64,
 }
 
 impl Sim {
@@ -132,6 +134,7 @@ impl Sim {
             saved: None,
             taken_back: 0,
             seq: 0,
+            epoch: 1,
         };
         sim.take(out);
         sim
@@ -186,9 +189,18 @@ impl Sim {
 
     /// A message of the arbiter with number `seq` (this run of the arbiter).
     fn msg_numbered(&mut self, seq: u64, m: Message) {
-        let id = MessageId { epoch: 1, seq };
+        let id = MessageId {
+            epoch: self.epoch,
+            seq,
+        };
         let out = self.st.on_arbiter_message(self.now, id, m);
         self.take(out);
+    }
+
+    /// The arbiter starts again: its messages from now on carry the next epoch.
+    fn restart_arbiter(&mut self) {
+        self.epoch += 1;
+        self.seq = 0;
     }
 
     fn advance(&mut self, d: Duration) {
@@ -898,6 +910,7 @@ fn an_older_tree_never_rolls_the_mirror_back_unless_the_arbiter_restarted() {
         })
     };
     sim.msg(hb(100));
+    sim.restart_arbiter();
     sim.msg(hb(1));
     assert!(sim.has_note(|n| matches!(n, Note::ArbiterRestarted)));
     sim.msg(Message::Tree(TreeAnswer {
@@ -952,6 +965,54 @@ fn an_arbiter_heartbeat_with_another_serial_asks_for_the_tree() {
     sim.msg(hb(8));
     assert_eq!(sim.sent_kinds(), ["tree"]);
     assert_eq!(sim.st.last_arbiter_heartbeat(), Some(sim.now));
+}
+
+/// A heartbeat the arbiter published again after a lost confirm keeps its id and uptime
+/// and can arrive after newer ones (seen in the VM lane's partition test: three of them, on
+/// both balancers, right after the arbiter moved to another broker node). It is no restart:
+/// nothing is asked again, and an older tree still does not roll the mirror back.
+#[test]
+fn a_late_copy_of_an_arbiter_heartbeat_is_no_restart() {
+    let mut sim = Sim::new();
+    sim.mapping(&[vip()]);
+    let new = tree_of(vec![svc(vip(), 80, 5)]);
+    sim.msg(Message::Tree(TreeAnswer {
+        serial: 20,
+        tree: new,
+    }));
+    let hb = |uptime| {
+        Message::Heartbeat(Heartbeat {
+            role: PeerRole::Server,
+            uptime,
+            version: None,
+            serial: Some(20),
+            announced: None,
+            drained: None,
+            features: Vec::new(),
+        })
+    };
+    sim.msg_numbered(40, hb(40));
+    sim.msg_numbered(41, hb(41));
+    sim.sent.clear();
+    let heard = sim.st.last_arbiter_heartbeat();
+    sim.advance(Duration::from_millis(10));
+    sim.sent.clear();
+    // Number 38, published first before the broker node was lost, arrives now.
+    sim.msg_numbered(38, hb(38));
+    assert!(!sim.has_note(|n| matches!(n, Note::ArbiterRestarted)));
+    assert!(sim.has_note(|n| matches!(n, Note::LateHeartbeat)));
+    assert!(sim.sent.is_empty(), "{:?}", sim.sent_kinds());
+    assert_eq!(sim.st.last_arbiter_heartbeat(), heard);
+    let n = sim.reconciles.len();
+    sim.msg(Message::Tree(TreeAnswer {
+        serial: 19,
+        tree: tree_of(vec![svc(vip(), 80, 1)]),
+    }));
+    assert_eq!(sim.reconciles.len(), n, "no reconcile to an older tree");
+    assert_eq!(sim.st.serial(), 20);
+    // The same heartbeat once more (the broker kept the first copy too): dropped as well.
+    sim.msg_numbered(41, hb(41));
+    assert!(!sim.has_note(|n| matches!(n, Note::ArbiterRestarted)));
 }
 
 // --- repair paths ----------------------------------------------------------------------------

@@ -444,16 +444,24 @@ impl Server {
         }
         let now = Instant::now();
         let to = Dest::Client(from.clone());
-        let (uptime, announced) = match &m.message {
+        let (beat, announced) = match &m.message {
             Message::Heartbeat(hb) => {
                 self.outbox.set_batches(&from, hb.reads_ack_batches());
-                (Some(hb.uptime), hb.announced.clone())
+                let beat = state::Beat {
+                    id: m.id,
+                    uptime: hb.uptime,
+                };
+                (Some(beat), hb.announced.clone())
             }
             _ => (None, None),
         };
         let reported = announced.clone();
-        let is_new = self.state.touch(&from, now, uptime, announced);
-        if is_new {
+        let touched = self.state.touch(&from, now, beat, announced);
+        if touched == state::Touched::Late {
+            debug!(client = %from, id = %m.id, "heartbeat older than one taken already (published again): dropped");
+            return;
+        }
+        if touched == state::Touched::New {
             info!(client = %from, "client joined");
             let w = self.state.welcome(&from);
             self.send_all(w);

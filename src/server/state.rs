@@ -28,7 +28,7 @@ use crate::wire::messages::{
     AckGo, AnnounceSpec, Changes, DrainOrder, FinAnnounce, Mapping, ServicesAnswer, SynAnnounce,
     TreeAnswer,
 };
-use crate::wire::{Dest, Message};
+use crate::wire::{Dest, Message, MessageId};
 
 /// What the arbiter knows of one VIP's desc file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,9 @@ pub struct ClientInfo {
     pub last_seen: Instant,
     /// Uptime it reported.
     pub uptime: u64,
+    /// The id of its last heartbeat taken: a heartbeat with a lower id is a late copy
+    /// (published again after a lost confirm), one of a higher epoch a restart.
+    pub heartbeat: Option<MessageId>,
     /// VIPs it reports announced.
     pub announced: Vec<IpAddr>,
     /// VIPs it should announce but did not list, and since when (see [`SYN_REPAIR_AFTER`]).
@@ -54,6 +57,26 @@ pub struct ClientInfo {
     pub serial: Option<u64>,
     /// VIPs drained on it (from its heartbeat): no syn repair for them.
     pub drained: Vec<IpAddr>,
+}
+
+/// A client's heartbeat, as [`State::touch`] takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Beat {
+    /// The message's id.
+    pub id: MessageId,
+    /// The uptime it reports.
+    pub uptime: u64,
+}
+
+/// What [`State::touch`] made of a client's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touched {
+    /// A client not known before, or one that restarted: it gets the welcome.
+    New,
+    /// A known client.
+    Known,
+    /// A late copy of a heartbeat: nothing was changed, and nothing is to be done.
+    Late,
 }
 
 /// A VIP a client should announce but has not listed in its heartbeats for this long gets
@@ -127,39 +150,57 @@ impl State {
         self.serial.saturating_sub(serial.max(floor))
     }
 
-    /// A client spoke (heartbeat or request). Returns true when it is new (or came back).
+    /// A client spoke: a heartbeat (`beat`, with what it reported announced) or a request
+    /// (`None`, `None`). A heartbeat older than one taken from it already is a late copy,
+    /// published again after a lost confirm: it changes nothing (its list of announced VIPs
+    /// is stale) and is [`Touched::Late`]. A client is [`Touched::New`] when it was not
+    /// known (or expired), or when its heartbeat carries a higher epoch: it restarted.
     pub fn touch(
         &mut self,
         client: &str,
         now: Instant,
-        uptime: Option<u64>,
+        beat: Option<Beat>,
         announced: Option<Vec<IpAddr>>,
-    ) -> bool {
+    ) -> Touched {
         match self.clients.get_mut(client) {
             Some(c) => {
+                let last = c.heartbeat;
+                if let (Some(b), Some(last)) = (beat, last) {
+                    if b.id <= last {
+                        return Touched::Late;
+                    }
+                }
                 c.last_seen = now;
-                let restarted = uptime.is_some_and(|u| u < c.uptime);
-                if let Some(u) = uptime {
-                    c.uptime = u;
+                let restarted = beat
+                    .zip(last)
+                    .is_some_and(|(b, last)| b.id.epoch > last.epoch);
+                if let Some(b) = beat {
+                    c.uptime = b.uptime;
+                    c.heartbeat = Some(b.id);
                 }
                 if let Some(a) = announced {
                     c.announced = a;
                 }
-                restarted
+                if restarted {
+                    Touched::New
+                } else {
+                    Touched::Known
+                }
             }
             None => {
                 self.clients.insert(
                     client.to_string(),
                     ClientInfo {
                         last_seen: now,
-                        uptime: uptime.unwrap_or(0),
+                        uptime: beat.map_or(0, |b| b.uptime),
+                        heartbeat: beat.map(|b| b.id),
                         announced: announced.unwrap_or_default(),
                         missing: BTreeMap::new(),
                         serial: None,
                         drained: Vec::new(),
                     },
                 );
-                true
+                Touched::New
             }
         }
     }
@@ -737,7 +778,7 @@ mod tests {
     fn quorum_up_syns_only_live_mapped_clients_with_only_that_vips_tree() {
         let mut s = state();
         let now = Instant::now();
-        s.touch("lb1", now, Some(1), None);
+        s.touch("lb1", now, beat(1, 1, 1), None);
         let out = s.on_quorum(
             ip("192.0.2.10"),
             Some(VipQuorum {
@@ -840,7 +881,7 @@ mod tests {
         s.tree.insert(mark(7));
         s.tree.insert(mark(8));
         let now = Instant::now();
-        s.touch("lb1", now, Some(1), None);
+        s.touch("lb1", now, beat(1, 1, 1), None);
         let mapping = |marks: &[(u32, &str)]| config::mapping::ServiceMapping {
             vips: s.mapping.clone(),
             fwmarks: marks.iter().map(|(m, v)| (*m, ip(v))).collect(),
@@ -961,15 +1002,25 @@ mod tests {
         assert!(s.on_tree(new).is_empty());
     }
 
+    /// Heartbeat `seq` of run `epoch` of a client, reporting `uptime`.
+    fn beat(epoch: u64, seq: u64, uptime: u64) -> Option<Beat> {
+        Some(Beat {
+            id: MessageId { epoch, seq },
+            uptime,
+        })
+    }
+
     #[test]
     fn clients_expire_and_restarts_are_seen() {
         let mut s = State::default();
         let t0 = Instant::now();
-        assert!(s.touch("lb1", t0, Some(100), None));
-        assert!(!s.touch("lb1", t0, Some(103), None));
-        assert!(
-            s.touch("lb1", t0, Some(2), None),
-            "uptime went back: restarted"
+        assert_eq!(s.touch("lb1", t0, beat(1, 1, 100), None), Touched::New);
+        assert_eq!(s.touch("lb1", t0, beat(1, 2, 103), None), Touched::Known);
+        assert_eq!(s.touch("lb1", t0, None, None), Touched::Known, "a request");
+        assert_eq!(
+            s.touch("lb1", t0, beat(2, 1, 2), None),
+            Touched::New,
+            "a new epoch: restarted"
         );
         assert!(s
             .expire(t0 + Duration::from_secs(10), Duration::from_secs(15))
@@ -978,6 +1029,38 @@ mod tests {
             s.expire(t0 + Duration::from_secs(16), Duration::from_secs(15)),
             vec!["lb1".to_string()]
         );
+    }
+
+    /// A heartbeat published again after a lost confirm (a broker node lost, a partition)
+    /// keeps its id, and with it its uptime and its list of announced VIPs, and can arrive
+    /// after newer ones: it is no restart, and its stale list replaces nothing.
+    #[test]
+    fn a_late_copy_of_a_client_heartbeat_changes_nothing() {
+        let mut s = State::default();
+        let t0 = Instant::now();
+        let vip: IpAddr = "192.0.2.10".parse().unwrap();
+        assert_eq!(
+            s.touch("lb1", t0, beat(5, 40, 40), Some(vec![])),
+            Touched::New
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            s.touch("lb1", t1, beat(5, 41, 41), Some(vec![vip])),
+            Touched::Known
+        );
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(
+            s.touch("lb1", t2, beat(5, 39, 39), Some(vec![])),
+            Touched::Late
+        );
+        let c = &s.clients["lb1"];
+        assert_eq!((c.uptime, &c.announced, c.last_seen), (41, &vec![vip], t1));
+        assert_eq!(
+            s.touch("lb1", t2, beat(5, 41, 41), Some(vec![])),
+            Touched::Late,
+            "the same heartbeat twice"
+        );
+        assert_eq!(s.touch("lb1", t2, beat(5, 42, 42), None), Touched::Known);
     }
 
     fn up(lp: u32) -> Option<VipQuorum> {
@@ -1098,7 +1181,7 @@ mod tests {
         let mut s = state();
         let t0 = Instant::now();
         let vip = ip("192.0.2.10");
-        s.touch("lb1", t0, Some(1), None);
+        s.touch("lb1", t0, beat(1, 1, 1), None);
         s.on_quorum(vip, up(130), Instant::now());
         let at = |secs: u64| t0 + Duration::from_secs(secs);
         // Not listed: the clock starts; nothing until SYN_REPAIR_AFTER has passed.
@@ -1133,7 +1216,7 @@ mod tests {
             Instant::now(),
         );
         assert!(s.on_announced("lb1", &[], at(100)).is_empty());
-        s.touch("stranger", t0, Some(1), None);
+        s.touch("stranger", t0, beat(1, 1, 1), None);
         assert!(s.on_announced("stranger", &[], at(200)).is_empty());
     }
 
@@ -1143,8 +1226,8 @@ mod tests {
         let now = Instant::now();
         let vip = ip("2001:db8::10");
         s.on_quorum(vip, up(100), Instant::now());
-        s.touch("lb1", now, Some(1), None);
-        s.touch("lb2", now, Some(1), None);
+        s.touch("lb1", now, beat(1, 1, 1), None);
+        s.touch("lb2", now, beat(1, 1, 1), None);
         let mut m = s.mapping.clone();
         m.get_mut("lb2").unwrap().insert(vip);
         m.insert("lb3".into(), [vip].into()); // not live: nothing to it
@@ -1220,7 +1303,7 @@ mod tests {
         let mut s = state();
         let vip = ip("192.0.2.10");
         let now = Instant::now();
-        s.touch("lb1", now, Some(1), None);
+        s.touch("lb1", now, beat(1, 1, 1), None);
         let up = announced(150);
         s.on_quorum(vip, Some(up), now);
         let out = s.on_quorum_down(vip, now);
@@ -1296,7 +1379,7 @@ mod tests {
         let mut s = State::default();
         let vip = ip("192.0.2.10");
         s.mapping.insert("lb1".into(), BTreeSet::from([vip]));
-        s.touch("lb1", Instant::now(), Some(1), None);
+        s.touch("lb1", Instant::now(), beat(1, 1, 1), None);
         s.on_quorum(
             vip,
             Some(VipQuorum {
@@ -1347,8 +1430,8 @@ mod tests {
         s.mapping.insert("lb1".into(), BTreeSet::from([vip]));
         s.mapping.insert("lb2".into(), BTreeSet::from([vip]));
         let now = Instant::now();
-        s.touch("lb1", now, Some(1), None);
-        s.touch("lb2", now, Some(1), None);
+        s.touch("lb1", now, beat(1, 1, 1), None);
+        s.touch("lb2", now, beat(1, 1, 1), None);
         let out = s.drain_balancer("lb1", true, Some(30.0)).unwrap();
         assert!(
             matches!(&out[..], [(Dest::Client(c), Message::Drain(d))] if c == "lb1" && d.drain)

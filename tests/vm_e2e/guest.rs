@@ -9,7 +9,10 @@
 //!   `gobgp monitor adj-in -j` → WORK/…    │    └─ veth ─ lb2  192.0.2.12  ipvs-sync client
 //! ```
 //! The host writes `WORK/env` (`VM_E2E_ENV` names it): the binary, the broker's URL, the
-//! message key, the tap's MAC and the router's update stream. Each test builds its own
+//! message key, the tap's MAC and the router's update stream. With `VM_E2E_CLUSTER=1` the
+//! broker is a three-node cluster on 198.51.100.0/24 behind the host's namespace (every
+//! guest namespace gets a route to it) and `CLUSTER_DIR` is where to ask the host to cut a
+//! node off and heal it (`cluster.rs`). Each test builds its own
 //! bridge, namespaces and daemons and removes them when it ends; the tests run one at a
 //! time (the router knows the balancers by address).
 
@@ -84,6 +87,11 @@ pub struct Env {
     pub router: IpAddr,
     /// The router's `gobgp monitor adj-in -j` output.
     pub stream: PathBuf,
+    /// With a cluster: each node's address, in the host's order (its index is the node's
+    /// number in requests), the cluster's network and the request directory.
+    pub nodes: Vec<String>,
+    pub cluster_net: Option<String>,
+    pub cluster_dir: Option<PathBuf>,
 }
 
 /// The environment, read once per process.
@@ -113,6 +121,12 @@ pub fn env() -> &'static Env {
             mac: get("GUEST_MAC"),
             router: get("ROUTER_ADDR").parse().unwrap(),
             stream: get("ROUTER_STREAM").into(),
+            nodes: kv
+                .get("NODES")
+                .map(|n| n.split(',').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            cluster_net: kv.get("CLUSTER_NET").map(|n| (*n).to_owned()),
+            cluster_dir: kv.get("CLUSTER_DIR").map(PathBuf::from),
         }
     })
 }
@@ -576,6 +590,9 @@ impl Lan {
         ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])
             .unwrap();
         ns.ip(&["link", "set", "eth0", "up"]).unwrap();
+        if let Some(net) = &env().cluster_net {
+            ns.ip(&["route", "add", net, "via", "192.0.2.1"]).unwrap();
+        }
         ns
     }
 }

@@ -122,9 +122,10 @@ impl RabbitCluster {
         Ok(cluster)
     }
 
-    /// Connects the namespace `ns` to the hub (a veth, a default route), so its processes
-    /// reach every node.
-    pub fn attach(&mut self, ns: &Netns) -> io::Result<()> {
+    /// Connects the namespace `ns` to the hub (a veth, a route to the nodes), so its
+    /// processes reach every node; returns `ns`'s address on that veth (the hub's next hop
+    /// towards networks behind `ns`).
+    pub fn attach(&mut self, ns: &Netns) -> io::Result<Ipv4Addr> {
         let j = self.clients;
         if j >= 30 {
             return Err(io::Error::other("at most 30 client namespaces"));
@@ -145,7 +146,7 @@ impl RabbitCluster {
             "via",
             &hub_addr.to_string(),
         ])
-        .map(drop)
+        .map(|_| own)
     }
 
     /// `rabbitmqctl ARGS…` on the first node that answers.

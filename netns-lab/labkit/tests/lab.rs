@@ -28,8 +28,10 @@ fn two_nodes() -> (Netns, Netns) {
 #[ignore = "lab: needs root, netns and gobgpd; run netns-lab/test"]
 fn lab_netns_veth_reaches_over_v4_and_v6_and_drop_cleans_up() {
     let (a, b) = two_nodes();
+    // A fresh veth drops the first packets until the kernel has activated it (up to a
+    // second, longer on a busy machine): ping until the first reply, within 5 s.
     for dst in ["192.0.2.2", "2001:db8::2"] {
-        a.run("ping", &["-c1", "-W2", dst]).unwrap();
+        a.run("ping", &["-c1", "-i0.2", "-w5", dst]).unwrap();
     }
     // Everything was made inside the namespaces; the host's own has no veth of ours.
     let a_links = a.ip(&["-br", "link"]).unwrap();

@@ -167,14 +167,24 @@ fn lab_topology_up_status_down() {
     // Idempotent: a second `up` changes nothing and succeeds.
     assert!(run.lab(&["up"]).status.success());
 
-    // The LAN carries IPv4 and IPv6 between any two nodes.
+    // The LAN carries IPv4 and IPv6 between any two nodes (ping until the first reply,
+    // within 5 s: a link just brought up drops its first packets).
     for (from, to) in [
         ("lb1", "192.0.2.1"),
         ("lb3", "2001:db8::2"),
         ("arbiter", "192.0.2.10"),
     ] {
         let ok = Command::new("ip")
-            .args(["netns", "exec", &run.ns(from), "ping", "-c1", "-W2", to])
+            .args([
+                "netns",
+                "exec",
+                &run.ns(from),
+                "ping",
+                "-c1",
+                "-i0.2",
+                "-w5",
+                to,
+            ])
             .status()
             .unwrap()
             .success();
