@@ -774,7 +774,10 @@ impl Client {
             }
             Note::ArbiterRestarted => info!("arbiter restarted: re-syncing"),
             Note::LateHeartbeat => {
-                debug!("arbiter heartbeat older than one taken already (published again): dropped")
+                debug!("arbiter heartbeat older than one taken already (published again): dropped");
+                m.messages_ignored
+                    .get_or_create(&of_type("heartbeat"))
+                    .inc();
             }
             Note::Reconnected => info!("broker reachable again: re-syncing"),
             Note::StaleResync(n) => {

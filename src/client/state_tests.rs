@@ -476,18 +476,7 @@ fn every_message_in_every_state() {
         Announced,
     }
     let messages: Vec<(&str, Message)> = vec![
-        (
-            "heartbeat",
-            Message::Heartbeat(Heartbeat {
-                role: PeerRole::Server,
-                uptime: 5,
-                version: None,
-                serial: Some(1),
-                announced: None,
-                drained: None,
-                features: Vec::new(),
-            }),
-        ),
+        ("heartbeat", arbiter_heartbeat(5, Some(1))),
         (
             "tree",
             Message::Tree(TreeAnswer {
@@ -898,17 +887,7 @@ fn an_older_tree_never_rolls_the_mirror_back_unless_the_arbiter_restarted() {
     assert_eq!(sim.st.serial(), 20);
     assert!(sim.has_note(|n| matches!(n, Note::OldTree { got: 19, have: 20 })));
     // A restarted arbiter (its clock behind) starts lower: its tree is taken.
-    let hb = |uptime| {
-        Message::Heartbeat(Heartbeat {
-            role: PeerRole::Server,
-            uptime,
-            version: None,
-            serial: None,
-            announced: None,
-            drained: None,
-            features: Vec::new(),
-        })
-    };
+    let hb = |uptime| arbiter_heartbeat(uptime, None);
     sim.msg(hb(100));
     sim.restart_arbiter();
     sim.msg(hb(1));
@@ -949,22 +928,25 @@ fn an_arbiter_heartbeat_with_another_serial_asks_for_the_tree() {
         tree: Tree::new(),
     }));
     sim.sent.clear();
-    let hb = |serial| {
-        Message::Heartbeat(Heartbeat {
-            role: PeerRole::Server,
-            uptime: 10,
-            version: None,
-            serial: Some(serial),
-            announced: None,
-            drained: None,
-            features: Vec::new(),
-        })
-    };
+    let hb = |serial| arbiter_heartbeat(10, Some(serial));
     sim.msg(hb(7));
     assert!(sim.sent.is_empty());
     sim.msg(hb(8));
     assert_eq!(sim.sent_kinds(), ["tree"]);
     assert_eq!(sim.st.last_arbiter_heartbeat(), Some(sim.now));
+}
+
+/// The arbiter's heartbeat with this uptime and tree serial.
+fn arbiter_heartbeat(uptime: u64, serial: Option<u64>) -> Message {
+    Message::Heartbeat(Heartbeat {
+        role: PeerRole::Server,
+        uptime,
+        version: None,
+        serial,
+        announced: None,
+        drained: None,
+        features: Vec::new(),
+    })
 }
 
 /// A heartbeat the arbiter published again after a lost confirm keeps its id and uptime
@@ -980,17 +962,7 @@ fn a_late_copy_of_an_arbiter_heartbeat_is_no_restart() {
         serial: 20,
         tree: new,
     }));
-    let hb = |uptime| {
-        Message::Heartbeat(Heartbeat {
-            role: PeerRole::Server,
-            uptime,
-            version: None,
-            serial: Some(20),
-            announced: None,
-            drained: None,
-            features: Vec::new(),
-        })
-    };
+    let hb = |uptime| arbiter_heartbeat(uptime, Some(20));
     sim.msg_numbered(40, hb(40));
     sim.msg_numbered(41, hb(41));
     sim.sent.clear();

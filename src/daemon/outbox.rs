@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -120,6 +120,8 @@ pub struct Outbox {
     metrics: Metrics,
     batches: Batches,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// When the broker last confirmed a message of ours ([`Outbox::last_confirm`]).
+    confirmed_at: Arc<Mutex<Option<Instant>>>,
 }
 
 /// Whether a message type rides the urgent lane: those of the broker's announce lane
@@ -147,10 +149,13 @@ impl Outbox {
         });
         drop(flying);
         let d = depth.clone();
+        let confirmed_at = Arc::new(Mutex::new(None));
+        let at = Arc::clone(&confirmed_at);
         let confirmer = tokio::spawn(async move {
             while let Some((kind, to, confirm)) = flying_rx.recv().await {
-                if let Err(e) = confirm.await {
-                    warn!(to, %kind, error = %e, "send failed");
+                match confirm.await {
+                    Ok(()) => *at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now()),
+                    Err(e) => warn!(to, %kind, error = %e, "send failed"),
                 }
                 d.fetch_sub(1, Ordering::Relaxed);
             }
@@ -162,7 +167,15 @@ impl Outbox {
             metrics,
             batches,
             tasks: Arc::new(Mutex::new(senders.into_iter().chain([confirmer]).collect())),
+            confirmed_at,
         }
+    }
+
+    /// When the broker last confirmed a message of this daemon's (none yet: `None`). A
+    /// daemon that publishes every heartbeat interval learns from it that its own path to
+    /// the broker works: a node cut off from the others confirms nothing.
+    pub fn last_confirm(&self) -> Option<Instant> {
+        *self.confirmed_at.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues a message; never waits.

@@ -231,6 +231,14 @@ pub async fn serve(
         .active_consumers_update_interval
         .max(Duration::from_millis(100)));
     let mut heartbeat_t = iv(srv.cfg.main.heartbeat_interval);
+    // Two heartbeat intervals without a confirm, at least 5 s (a busy start delays them),
+    // at most half the ttl: the arbiter's own path is in doubt.
+    let uplink_grace = (srv.cfg.main.heartbeat_interval * 2)
+        .max(Duration::from_secs(5))
+        .min(srv.cfg.main.consumer_alive_ttl / 2);
+    let mut expire_prev = Instant::now();
+    // Whether it is proven (`None` until the first confirm): changes are logged.
+    let mut uplink_up: Option<bool> = None;
     let mut status_t = iv(Duration::from_secs(1));
     let mut watchdog = daemon::notify::watchdog_interval().map(iv);
     daemon::notify::notify("READY=1\nSTATUS=arbiter running");
@@ -258,6 +266,21 @@ pub async fn serve(
             _ = mapping_t.tick() => srv.rebuild_mapping(),
             _ = expire_t.tick() => {
                 let now = Instant::now();
+                let last_confirm = srv.outbox.last_confirm();
+                let excused = state::unproven(expire_prev, now, last_confirm, uplink_grace);
+                expire_prev = now;
+                let up = excused.is_zero();
+                if last_confirm.is_some() && uplink_up != Some(up) {
+                    if up {
+                        if uplink_up.is_some() {
+                            info!("publisher confirms again: the balancers' silence counts again");
+                        }
+                    } else {
+                        warn!(grace_s = uplink_grace.as_secs_f64(), "no publisher confirm from the broker: the balancers' silence is not counted until one comes");
+                    }
+                    uplink_up = Some(up);
+                }
+                srv.state.excuse(excused, now);
                 for gone in srv.state.expire(now, srv.cfg.main.consumer_alive_ttl) {
                     warn!(client = %gone, "client silent longer than consumer_alive_ttl: considered gone");
                     srv.outbox.set_batches(&gone, false);
@@ -459,6 +482,10 @@ impl Server {
         let touched = self.state.touch(&from, now, beat, announced);
         if touched == state::Touched::Late {
             debug!(client = %from, id = %m.id, "heartbeat older than one taken already (published again): dropped");
+            self.metrics
+                .messages_ignored
+                .get_or_create(&of_type("heartbeat"))
+                .inc();
             return;
         }
         if touched == state::Touched::New {

@@ -59,6 +59,25 @@ pub struct ClientInfo {
     pub drained: Vec<IpAddr>,
 }
 
+/// How much of the time from `prev` to `now` the arbiter's own path to the broker was not
+/// proven: the part later than `grace` after the broker's last confirm of a message of the
+/// arbiter's (`last_confirm`; it publishes a heartbeat every interval).
+///
+/// The arbiter counts a balancer's silence against `consumer_alive_ttl` only in time its
+/// own path was proven. Otherwise the arbiter, cut off with its broker node, would declare
+/// every balancer gone before it moved to another node (it notices a partition only when a
+/// confirm or the connection's heartbeat times out), and welcome each of them back with the
+/// whole tree, mapping and announces, all at once, when it got there.
+pub fn unproven(
+    prev: Instant,
+    now: Instant,
+    last_confirm: Option<Instant>,
+    grace: Duration,
+) -> Duration {
+    let proven_until = last_confirm.map_or(prev, |c| (c + grace).clamp(prev, now));
+    now.saturating_duration_since(proven_until)
+}
+
 /// A client's heartbeat, as [`State::touch`] takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Beat {
@@ -202,6 +221,15 @@ impl State {
                 );
                 Touched::New
             }
+        }
+    }
+
+    /// Moves every client's `last_seen` `d` later (never past `now`): silence during `d`
+    /// does not count towards [`State::expire`]. For time in which the arbiter could not
+    /// have heard anyone (see [`unproven`]).
+    pub fn excuse(&mut self, d: Duration, now: Instant) {
+        for c in self.clients.values_mut() {
+            c.last_seen = (c.last_seen + d).min(now);
         }
     }
 
@@ -1029,6 +1057,70 @@ mod tests {
             s.expire(t0 + Duration::from_secs(16), Duration::from_secs(15)),
             vec!["lb1".to_string()]
         );
+    }
+
+    #[test]
+    fn time_past_the_last_confirm_and_its_grace_is_unproven() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let (prev, now, grace) = (t0 + s(10), t0 + s(11), s(2));
+        // Confirmed within the grace: all of it proven.
+        assert_eq!(unproven(prev, now, Some(t0 + s(10)), grace), s(0));
+        assert_eq!(unproven(prev, now, Some(t0 + s(9)), grace), s(0));
+        // The grace ran out half-way through the tick.
+        assert_eq!(
+            unproven(prev, now, Some(t0 + Duration::from_millis(8_500)), grace),
+            Duration::from_millis(500)
+        );
+        // Long ago, or never: the whole tick.
+        assert_eq!(unproven(prev, now, Some(t0), grace), s(1));
+        assert_eq!(unproven(prev, now, None, grace), s(1));
+    }
+
+    /// The arbiter cut off with its broker node for longer than `consumer_alive_ttl`: the
+    /// balancers' silence in that time is excused, so none is gone when it gets back.
+    #[test]
+    fn silence_while_the_arbiter_was_cut_off_does_not_expire_a_client() {
+        let mut s = State::default();
+        let t0 = Instant::now();
+        let (ttl, grace, tick) = (
+            Duration::from_secs(15),
+            Duration::from_secs(6),
+            Duration::from_secs(1),
+        );
+        s.touch("lb1", t0, beat(1, 1, 1), None);
+        s.touch("lb2", t0, beat(1, 1, 1), None);
+        // The last confirm came at t0; ticks every second for 40 s. lb2 keeps speaking
+        // (its heartbeats queue on the majority); lb1 died at t0.
+        let mut prev = t0;
+        for k in 1..=40 {
+            let now = t0 + tick * k;
+            s.excuse(unproven(prev, now, Some(t0), grace), now);
+            assert!(s.expire(now, ttl).is_empty(), "expired at {k} s");
+            prev = now;
+        }
+        // Back on a node of the majority: confirms come again, lb2's heartbeats too.
+        let back = t0 + Duration::from_secs(41);
+        s.touch("lb2", back, beat(1, 2, 41), None);
+        let mut gone = Vec::new();
+        for k in 0..20 {
+            let now = back + tick * k;
+            s.excuse(unproven(prev, now, Some(now), grace), now);
+            gone.extend(s.expire(now, ttl));
+            if k % 3 == 0 {
+                s.touch(
+                    "lb2",
+                    now,
+                    beat(1, 3 + u64::from(k), 41 + u64::from(k)),
+                    None,
+                );
+            }
+            prev = now;
+        }
+        // lb1 is gone once its silence in proven time passed the ttl: 6 s of grace before
+        // the cut was noticed, then 9 s after the return.
+        assert_eq!(gone, ["lb1"]);
+        assert!(s.clients.contains_key("lb2"));
     }
 
     /// A heartbeat published again after a lost confirm (a broker node lost, a partition)

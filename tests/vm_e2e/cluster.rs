@@ -199,6 +199,19 @@ fn vm_cluster_partition_moves_the_fleet_and_the_heal_duplicates_nothing() {
         );
     }
     g.ok("lb1, lb2: the arbiter's move to another node not taken for a restart");
+    // Nor did the arbiter, cut off, count the balancers' silence: none was gone, none got
+    // the whole welcome again.
+    let arbiter_log =
+        labkit::strip_ansi(&std::fs::read_to_string(g.arbiter.log_path()).unwrap_or_default());
+    let gone: Vec<&str> = arbiter_log
+        .lines()
+        .filter(|l| l.contains("considered gone"))
+        .collect();
+    assert!(
+        gone.is_empty(),
+        "the arbiter gave up on balancers: {gone:#?}"
+    );
+    g.ok("arbiter: no balancer considered gone while it was cut off");
     change(
         &g,
         "after the heal: a weight edit",

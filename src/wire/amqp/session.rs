@@ -636,12 +636,31 @@ pub(super) async fn supervise(
             _ = stop.changed() => return,
             () = tokio::time::sleep(backoff) => {}
         }
-        // One attempt on the next node in the order.
+        // One attempt on the next node in the order, in a task of its own: a stop during it
+        // leaves it to end (within `connect_timeout`) and closes what it made. Dropped, it
+        // would leave an opened connection behind (see [`abandon`]).
         let node = shared.next_node();
-        let attempt = establish_on(&shared, node, false);
+        let mut attempt = tokio::spawn({
+            let shared = Arc::clone(&shared);
+            async move { establish_on(&shared, node, false).await }
+        });
         let result = tokio::select! {
-            _ = stop.changed() => return,
-            r = attempt => r,
+            _ = stop.changed() => {
+                tokio::spawn(async move {
+                    if let Ok(Ok(s)) = attempt.await {
+                        abandon(s.conn, "transport stopped");
+                    }
+                });
+                return;
+            }
+            r = &mut attempt => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    // The attempt's task panicked or was cancelled: the loop tries again.
+                    error!(error = %e, "AMQP connect attempt ended without a result");
+                    Err(WireError::NotConnected { after: shared.opts.connect_timeout })
+                }
+            },
         };
         match result {
             Ok(s) => {
