@@ -270,14 +270,12 @@ pub async fn serve(
                 let excused = state::unproven(expire_prev, now, last_confirm, uplink_grace);
                 expire_prev = now;
                 let up = excused.is_zero();
-                if last_confirm.is_some() && uplink_up != Some(up) {
-                    if up {
-                        if uplink_up.is_some() {
-                            info!("publisher confirms again: the balancers' silence counts again");
-                        }
-                    } else {
-                        warn!(grace_s = uplink_grace.as_secs_f64(), "no publisher confirm from the broker: the balancers' silence is not counted until one comes");
-                    }
+                match (last_confirm.is_some(), uplink_up, up) {
+                    (true, Some(true) | None, false) => warn!(grace_s = uplink_grace.as_secs_f64(), "no publisher confirm from the broker: the balancers' silence is not counted until one comes"),
+                    (true, Some(false), true) => info!("publisher confirms again: the balancers' silence counts again"),
+                    _ => {}
+                }
+                if last_confirm.is_some() {
                     uplink_up = Some(up);
                 }
                 srv.state.excuse(excused, now);

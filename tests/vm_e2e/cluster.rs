@@ -7,7 +7,6 @@
 //! The guest cannot reach the host's namespaces: it asks `vm-cluster` through files in the
 //! shared directory (`CLUSTER_DIR/req-N`, answered in `done-N`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::guest::{assert_dump_agrees, env, has_vip, ipvsadm_restore, ms, rules, Guest};
@@ -20,25 +19,12 @@ const HOST_REQUEST: Duration = Duration::from_secs(300);
 
 /// Asks the host to carry out `req` (`partition K`, `heal K`) and returns its answer.
 fn host(req: &str) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
     let dir = env()
         .cluster_dir
         .as_ref()
         .expect("no CLUSTER_DIR: run with VM_E2E_CLUSTER=1 netns-lab/vm-e2e");
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let (tmp, path) = (
-        dir.join(format!("req-{n}.tmp")),
-        dir.join(format!("req-{n}")),
-    );
-    std::fs::write(&tmp, req).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
-    let done = dir.join(format!("done-{n}"));
-    let mut answer = None;
-    labkit::wait_every(HOST_REQUEST, Duration::from_millis(200), || {
-        answer = std::fs::read_to_string(&done).ok();
-        answer.is_some()
-    });
-    let answer = answer.unwrap_or_else(|| panic!("the host did not answer {req:?}"));
+    let answer = labkit::host_requests::ask(dir, req, HOST_REQUEST)
+        .unwrap_or_else(|e| panic!("the host did not answer: {e}"));
     assert!(answer.starts_with("ok"), "{req}: {answer}");
     answer
 }
@@ -201,8 +187,7 @@ fn vm_cluster_partition_moves_the_fleet_and_the_heal_duplicates_nothing() {
     g.ok("lb1, lb2: the arbiter's move to another node not taken for a restart");
     // Nor did the arbiter, cut off, count the balancers' silence: none was gone, none got
     // the whole welcome again.
-    let arbiter_log =
-        labkit::strip_ansi(&std::fs::read_to_string(g.arbiter.log_path()).unwrap_or_default());
+    let arbiter_log = g.arbiter_log();
     let gone: Vec<&str> = arbiter_log
         .lines()
         .filter(|l| l.contains("considered gone"))

@@ -384,7 +384,12 @@ impl Guest {
 
     /// A balancer's log, colours taken out.
     pub fn client_log(&self, i: usize) -> String {
-        labkit::strip_ansi(&std::fs::read_to_string(self.clients[i].log_path()).unwrap_or_default())
+        log_of(&self.clients[i])
+    }
+
+    /// The arbiter's log, colours taken out.
+    pub fn arbiter_log(&self) -> String {
+        log_of(&self.arbiter)
     }
 
     /// The checks every test ends with: the operator's rules survived every reconcile,
@@ -606,6 +611,11 @@ impl Drop for Lan {
             .args(["link", "del", BRIDGE])
             .status();
     }
+}
+
+/// A daemon's log so far, colours taken out.
+fn log_of(d: &Daemon) -> String {
+    labkit::strip_ansi(&std::fs::read_to_string(d.log_path()).unwrap_or_default())
 }
 
 /// Runs a program to completion and returns its stdout; panics with its stderr.

@@ -37,6 +37,7 @@ mod frr;
 mod gobgp_api;
 mod gobgp_config;
 mod gobgpd;
+pub mod host_requests;
 mod ini;
 mod lab;
 pub mod log_time;

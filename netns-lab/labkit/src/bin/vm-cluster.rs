@@ -10,8 +10,8 @@
 //! 192.0.2.1/24) to its hub and routes the guest's 192.0.2.0/24 through it, then writes
 //! `DIR/cluster.env` (`AMQP_URL` with every node, `NODES`, `CLUSTER_NET`) and `DIR/ready`.
 //!
-//! The guest cannot reach the host's namespaces, but it shares DIR. It asks by writing
-//! `DIR/req-N` (renamed into place, one line):
+//! The guest cannot reach the host's namespaces, but it shares DIR. It asks through
+//! [`labkit::host_requests`] (`DIR/req-N`, one line):
 //! - `partition K`: node K's veth down, as in the netns lab;
 //! - `heal K`: the veth up again, then wait until the cluster is whole (restarting node K
 //!   if it stays paused, as [`RabbitCluster::rejoin`] does).
@@ -19,10 +19,11 @@
 //! and finds the answer in `DIR/done-N` (`ok …` or `error …`). It stops, and stops the
 //! cluster, when `DIR/stop` appears or its parent is gone.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use labkit::host_requests::{answer, pending, write_atomic};
 use labkit::rabbit_cluster::{node_addr, RabbitCluster, Rejoin};
 use labkit::Netns;
 
@@ -73,14 +74,10 @@ fn run(ns: &str, dir: &Path) -> std::io::Result<()> {
         nodes.join(", ")
     );
     while !dir.join("stop").exists() && parent_alive() {
-        for req in requests(dir)? {
-            let text = std::fs::read_to_string(&req).unwrap_or_default();
-            let answer = serve(&mut cluster, text.trim());
-            eprintln!("vm-cluster: {} → {answer}", text.trim());
-            let name = req.file_name().and_then(|n| n.to_str()).unwrap_or("req-0");
-            let done = dir.join(name.replacen("req-", "done-", 1));
-            write_atomic(&done, &answer)?;
-            std::fs::remove_file(&req)?;
+        for (req, line) in pending(dir)? {
+            let said = serve(&mut cluster, &line);
+            eprintln!("vm-cluster: {line} → {said}");
+            answer(&req, &said)?;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -116,27 +113,6 @@ fn serve(cluster: &mut RabbitCluster, req: &str) -> String {
         Ok(what) => format!("ok {what}").trim_end().to_owned(),
         Err(e) => format!("error {e}"),
     }
-}
-
-/// The `req-N` files waiting, oldest first.
-fn requests(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut reqs: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().to_str()?.to_owned();
-            let n = name.strip_prefix("req-")?.parse().ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    reqs.sort();
-    Ok(reqs.into_iter().map(|(_, p)| p).collect())
-}
-
-/// Writes `path` whole or not at all (a reader over 9p never sees half of it).
-fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Whether the process that started this one still runs (an orphan is adopted by init).
