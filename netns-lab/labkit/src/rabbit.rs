@@ -509,6 +509,16 @@ impl Rabbit {
             .map_err(|e| self.failure(&e.to_string()))
     }
 
+    /// Whether the server process has exited; if so, forgets it, so that
+    /// [`Rabbit::launch`] starts a new one.
+    pub(crate) fn forget_exited(&mut self) -> bool {
+        let exited = matches!(self.daemon.as_mut().map(Daemon::exited), Some(Ok(Some(_))));
+        if exited {
+            self.daemon = None;
+        }
+        exited
+    }
+
     fn failure(&self, why: &str) -> io::Error {
         match &self.daemon {
             Some(d) => d.failure(why),

@@ -329,7 +329,22 @@ impl RabbitCluster {
             node.rabbit.launch()?;
         }
         for node in &mut self.nodes {
-            node.rabbit.wait_ready()?;
+            if let Err(e) = node.rabbit.wait_ready() {
+                // RabbitMQ 3.10 can fail a boot when a node it checks the cluster's
+                // consistency with is itself still booting (seen once in a whole-cluster
+                // restart of the lab: `{node_not_running, …}` from
+                // `rabbit_mnesia:check_cluster_consistency`, and the server exits). The
+                // others are up by then: start it once more, as an operator would.
+                if !node.rabbit.forget_exited() {
+                    return Err(e);
+                }
+                eprintln!(
+                    "labkit: node {} failed to boot; starting it again. {e}",
+                    node.rabbit.node()
+                );
+                node.rabbit.launch()?;
+                node.rabbit.wait_ready()?;
+            }
         }
         Ok(())
     }
